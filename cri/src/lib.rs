@@ -1,0 +1,40 @@
+//! `cri`: a typed async API over containerd's gRPC services, for orca.
+//!
+//! Everything runs in one containerd namespace and carries orca's labels.
+//! containerd 1.6 has no Transfer service, so pulling and unpacking images
+//! is done here, by the client.
+//!
+//! # Layout
+//! - [`client`]: the connection, namespace, version check, reconnect wait.
+//! - [`reference`]: image references and their normalisation.
+//! - [`registry`]: the OCI distribution client (mirrors, auth, plain HTTP).
+//! - `content`: the content store (streamed writes, labels).
+//! - [`image`]: pull, unpack, import, local lookup.
+//! - [`resources`] and [`spec`]: limits and the OCI runtime spec.
+//! - [`container`]: containers, tasks, stop, exec, listing by label.
+//! - [`events`]: task exit and OOM events.
+//! - [`metrics`] and [`cgroup`]: resource usage.
+//! - [`logs`]: the log shim orca serves as, and reading its files.
+//! - [`labels`]: the label keys of the contract.
+
+pub mod cgroup;
+pub mod client;
+mod content;
+pub mod container;
+pub mod error;
+pub mod events;
+pub mod image;
+pub mod labels;
+pub mod logs;
+pub mod metrics;
+pub mod reference;
+pub mod registry;
+pub mod resources;
+pub mod spec;
+
+pub use client::{ConnectOptions, Cri, Version};
+pub use error::{CriError, Result};
+pub use image::{Image, ImageConfig};
+pub use reference::ImageRef;
+pub use resources::{CpuLimit, MemoryLimit, Resources};
+pub use spec::{BindMount, ContainerConfig, NetworkMode};

@@ -1,0 +1,538 @@
+//! The OCI runtime spec of an orca container, built with `oci-spec`: the
+//! process from the image config with overrides, the standard mounts,
+//! namespaces (network joined by path), cgroup limits and hardening like
+//! Docker's defaults (its capability set, no_new_privileges, masked and
+//! read-only paths, a deny-all device list with the standard devices).
+//!
+//! Pure: no containerd here, so every rule is unit-tested.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use oci_spec::runtime::{
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder,
+    LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
+    LinuxResourcesBuilder, Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType,
+    ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+};
+
+use crate::error::{CriError, Result};
+use crate::image::ImageConfig;
+use crate::resources::Resources;
+
+/// Where the container's network comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum NetworkMode {
+    /// A fresh namespace with only loopback.
+    #[default]
+    Isolated,
+    /// Join a namespace prepared elsewhere (by `network/`), by path.
+    Join(PathBuf),
+    /// The host's network (no network namespace).
+    Host,
+}
+
+/// A bind mount into the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindMount {
+    pub source: PathBuf,
+    pub destination: String,
+    pub read_only: bool,
+}
+
+/// What orca decides about a container beyond its image.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerConfig {
+    /// containerd container id (validated by [`validate_id`]).
+    pub id: String,
+    /// Hostname inside the UTS namespace (defaults to the id).
+    pub hostname: Option<String>,
+    /// Replaces the image's Entrypoint and Cmd.
+    pub command: Option<Vec<String>>,
+    /// Merged over the image's environment.
+    pub env: Vec<(String, String)>,
+    /// Overrides the image's WorkingDir.
+    pub working_dir: Option<String>,
+    /// Overrides the image's User (`uid`, `uid:gid` or `root`).
+    pub user: Option<String>,
+    /// Memory and CPU limits.
+    pub resources: Resources,
+    /// Network namespace.
+    pub network: NetworkMode,
+    /// Extra bind mounts (resolv.conf, hosts, volumes).
+    pub mounts: Vec<BindMount>,
+    /// containerd labels.
+    pub labels: HashMap<String, String>,
+}
+
+/// Docker's default capability set.
+pub const DEFAULT_CAPABILITIES: [Capability; 14] = [
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::Fsetid,
+    Capability::Fowner,
+    Capability::Mknod,
+    Capability::NetRaw,
+    Capability::Setgid,
+    Capability::Setuid,
+    Capability::Setfcap,
+    Capability::Setpcap,
+    Capability::NetBindService,
+    Capability::SysChroot,
+    Capability::Kill,
+    Capability::AuditWrite,
+];
+
+/// Paths hidden from the container, as Docker does.
+pub const MASKED_PATHS: [&str; 11] = [
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// Paths the container sees read-only, as Docker does.
+pub const READONLY_PATHS: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Container ids: what containerd accepts and what is safe in paths and
+/// cgroup names: `[A-Za-z0-9][A-Za-z0-9_.-]*`, at most 76 characters.
+pub fn validate_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 76
+        && id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(CriError::InvalidConfig {
+            field: "container id",
+            reason: format!("{id:?} must be letters, digits, '_', '.', '-' (at most 76)"),
+        })
+    }
+}
+
+/// The cgroup path of a container: `/<namespace>/<id>`, as containerd's
+/// own clients use.
+pub fn cgroup_path(namespace: &str, id: &str) -> String {
+    format!("/{namespace}/{id}")
+}
+
+fn spec_err(e: oci_spec::OciSpecError) -> CriError {
+    CriError::InvalidConfig {
+        field: "runtime spec",
+        reason: e.to_string(),
+    }
+}
+
+/// The process arguments: the override, or Entrypoint followed by Cmd.
+pub fn process_args(image: &ImageConfig, command: Option<&[String]>) -> Result<Vec<String>> {
+    let args: Vec<String> = match command {
+        Some(c) => c.to_vec(),
+        None => image
+            .entrypoint
+            .iter()
+            .flatten()
+            .chain(image.cmd.iter().flatten())
+            .cloned()
+            .collect(),
+    };
+    if args.is_empty() || args[0].is_empty() {
+        return Err(CriError::InvalidConfig {
+            field: "command",
+            reason: "the image has no Entrypoint or Cmd; set a command".into(),
+        });
+    }
+    Ok(args)
+}
+
+/// The environment: the image's, then the overrides by key, with PATH and
+/// HOSTNAME filled in when missing. Order is kept stable.
+pub fn merged_env(image: &ImageConfig, overrides: &[(String, String)], hostname: &str) -> Result<Vec<String>> {
+    // Ordered pairs: the image's order, new keys appended.
+    let mut vars: Vec<(String, String)> = Vec::new();
+    fn set(vars: &mut Vec<(String, String)>, k: &str, v: &str) {
+        match vars.iter_mut().find(|(key, _)| key == k) {
+            Some(entry) => entry.1 = v.to_string(),
+            None => vars.push((k.to_string(), v.to_string())),
+        }
+    }
+    for entry in image.env.iter().flatten() {
+        let (k, v) = entry.split_once('=').unwrap_or((entry.as_str(), ""));
+        set(&mut vars, k, v);
+    }
+    for (k, v) in overrides {
+        if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
+            return Err(CriError::InvalidConfig {
+                field: "env",
+                reason: format!("{k:?} is not a valid variable name"),
+            });
+        }
+        set(&mut vars, k, v);
+    }
+    if !vars.iter().any(|(k, _)| k == "PATH") {
+        vars.insert(0, ("PATH".to_string(), DEFAULT_PATH.to_string()));
+    }
+    if !vars.iter().any(|(k, _)| k == "HOSTNAME") {
+        vars.push(("HOSTNAME".to_string(), hostname.to_string()));
+    }
+    Ok(vars.into_iter().map(|(k, v)| format!("{k}={v}")).collect())
+}
+
+/// Parses `uid`, `uid:gid` and `root`. Names other than root need the
+/// image's /etc/passwd, which orca does not read yet.
+pub fn parse_user(user: &str) -> Result<(u32, u32)> {
+    let bad = || CriError::InvalidConfig {
+        field: "user",
+        reason: format!("{user:?}: use a numeric uid or uid:gid (user names other than root are not resolved)"),
+    };
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let uid = match u {
+        "" | "root" => 0,
+        _ => u.parse::<u32>().map_err(|_| bad())?,
+    };
+    let gid = match g {
+        None => uid,
+        Some("root") => 0,
+        Some(g) => g.parse::<u32>().map_err(|_| bad())?,
+    };
+    Ok((uid, gid))
+}
+
+fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Result<Mount> {
+    MountBuilder::default()
+        .destination(dest)
+        .typ(typ)
+        .source(source)
+        .options(options.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .build()
+        .map_err(spec_err)
+}
+
+/// The standard mounts of a Linux container.
+fn standard_mounts() -> Result<Vec<Mount>> {
+    Ok(vec![
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
+        mount("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"])?,
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
+        )?,
+        mount("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"])?,
+        mount("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"])?,
+        mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"])?,
+        mount(
+            "/sys/fs/cgroup",
+            "cgroup",
+            "cgroup",
+            &["nosuid", "noexec", "nodev", "relatime", "ro"],
+        )?,
+    ])
+}
+
+/// Builds the runtime spec for `config` running an image with `image`'s settings.
+pub fn build_spec(namespace: &str, image: &ImageConfig, config: &ContainerConfig) -> Result<Spec> {
+    validate_id(&config.id)?;
+    let hostname = config.hostname.clone().unwrap_or_else(|| config.id.clone());
+    let args = process_args(image, config.command.as_deref())?;
+    let env = merged_env(image, &config.env, &hostname)?;
+    let cwd = config
+        .working_dir
+        .clone()
+        .or_else(|| image.working_dir.clone().filter(|w| !w.is_empty()))
+        .unwrap_or_else(|| "/".to_string());
+    if !cwd.starts_with('/') {
+        return Err(CriError::InvalidConfig {
+            field: "working_dir",
+            reason: format!("{cwd:?} is not an absolute path"),
+        });
+    }
+    let (uid, gid) = parse_user(
+        config
+            .user
+            .as_deref()
+            .or(image.user.as_deref())
+            .unwrap_or("root"),
+    )?;
+
+    let caps: oci_spec::runtime::Capabilities = DEFAULT_CAPABILITIES.into_iter().collect();
+    let capabilities = LinuxCapabilitiesBuilder::default()
+        .bounding(caps.clone())
+        .effective(caps.clone())
+        .permitted(caps)
+        .inheritable(oci_spec::runtime::Capabilities::new())
+        .ambient(oci_spec::runtime::Capabilities::new())
+        .build()
+        .map_err(spec_err)?;
+    let process = ProcessBuilder::default()
+        .terminal(false)
+        .user(UserBuilder::default().uid(uid).gid(gid).build().map_err(spec_err)?)
+        .args(args)
+        .env(env)
+        .cwd(cwd)
+        .capabilities(capabilities)
+        .no_new_privileges(true)
+        .rlimits(vec![PosixRlimitBuilder::default()
+            .typ(PosixRlimitType::RlimitNofile)
+            .hard(1_048_576u64)
+            .soft(1_048_576u64)
+            .build()
+            .map_err(spec_err)?])
+        .build()
+        .map_err(spec_err)?;
+
+    let mut mounts = standard_mounts()?;
+    for bind in &config.mounts {
+        if !bind.destination.starts_with('/') {
+            return Err(CriError::InvalidConfig {
+                field: "mounts",
+                reason: format!("{:?} is not an absolute path", bind.destination),
+            });
+        }
+        let mut options = vec!["rbind", "rprivate"];
+        options.push(if bind.read_only { "ro" } else { "rw" });
+        mounts.push(mount(
+            &bind.destination,
+            "bind",
+            &bind.source.to_string_lossy(),
+            &options,
+        )?);
+    }
+
+    let mut namespaces = Vec::new();
+    for typ in [
+        LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Ipc,
+        LinuxNamespaceType::Uts,
+        LinuxNamespaceType::Mount,
+    ] {
+        namespaces.push(LinuxNamespaceBuilder::default().typ(typ).build().map_err(spec_err)?);
+    }
+    match &config.network {
+        NetworkMode::Host => {}
+        NetworkMode::Isolated => namespaces.push(
+            LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::Network)
+                .build()
+                .map_err(spec_err)?,
+        ),
+        NetworkMode::Join(path) => namespaces.push(
+            LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::Network)
+                .path(path.clone())
+                .build()
+                .map_err(spec_err)?,
+        ),
+    }
+
+    let mut devices = vec![LinuxDeviceCgroupBuilder::default()
+        .allow(false)
+        .access("rwm")
+        .build()
+        .map_err(spec_err)?];
+    // null, zero, full, random, urandom, tty, ptmx, and the pty slaves.
+    for (major, minor) in [(1, Some(3)), (1, Some(5)), (1, Some(7)), (1, Some(8)), (1, Some(9)), (5, Some(0)), (5, Some(2)), (136, None)] {
+        let mut rule = LinuxDeviceCgroupBuilder::default()
+            .allow(true)
+            .typ(LinuxDeviceType::C)
+            .major(major)
+            .access("rwm");
+        if let Some(minor) = minor {
+            rule = rule.minor(minor);
+        }
+        devices.push(rule.build().map_err(spec_err)?);
+    }
+    let mut resources = LinuxResourcesBuilder::default().devices(devices);
+    if let Some(memory) = config.resources.memory {
+        let bytes = memory.bytes() as i64;
+        resources = resources.memory(
+            LinuxMemoryBuilder::default()
+                .limit(bytes)
+                // Swap equal to the limit: no swap, so the limit means what it says.
+                .swap(bytes)
+                .build()
+                .map_err(spec_err)?,
+        );
+    }
+    if let Some(cpu) = config.resources.cpu {
+        resources = resources.cpu(
+            LinuxCpuBuilder::default()
+                .quota(cpu.quota_us())
+                .period(cpu.period_us())
+                .shares(cpu.shares())
+                .build()
+                .map_err(spec_err)?,
+        );
+    }
+
+    let linux = LinuxBuilder::default()
+        .namespaces(namespaces)
+        .resources(resources.build().map_err(spec_err)?)
+        .cgroups_path(cgroup_path(namespace, &config.id))
+        .masked_paths(MASKED_PATHS.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .readonly_paths(READONLY_PATHS.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .build()
+        .map_err(spec_err)?;
+
+    SpecBuilder::default()
+        .version("1.0.2")
+        .process(process)
+        .root(RootBuilder::default().path("rootfs").readonly(false).build().map_err(spec_err)?)
+        .hostname(hostname)
+        .mounts(mounts)
+        .linux(linux)
+        .build()
+        .map_err(spec_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::{CpuLimit, MemoryLimit};
+
+    fn image() -> ImageConfig {
+        ImageConfig {
+            entrypoint: Some(vec!["/bin/web".into()]),
+            cmd: Some(vec!["--flag".into()]),
+            env: Some(vec!["PATH=/bin".into(), "VERSION=v1".into(), "EMPTY=".into()]),
+            working_dir: Some("/www".into()),
+            ..Default::default()
+        }
+    }
+
+    fn config() -> ContainerConfig {
+        ContainerConfig {
+            id: "web-1".into(),
+            ..Default::default()
+        }
+    }
+
+    fn json(spec: &Spec) -> serde_json::Value {
+        serde_json::to_value(spec).unwrap()
+    }
+
+    #[test]
+    fn process_from_image() {
+        let spec = json(&build_spec("orca", &image(), &config()).unwrap());
+        let p = &spec["process"];
+        assert_eq!(p["args"], serde_json::json!(["/bin/web", "--flag"]));
+        assert_eq!(p["cwd"], "/www");
+        assert_eq!(p["env"], serde_json::json!(["PATH=/bin", "VERSION=v1", "EMPTY=", "HOSTNAME=web-1"]));
+        assert_eq!(p["user"]["uid"], 0);
+        assert_eq!(p["noNewPrivileges"], true);
+        assert_eq!(spec["hostname"], "web-1");
+        assert_eq!(spec["root"]["path"], "rootfs");
+        assert_eq!(spec["linux"]["cgroupsPath"], "/orca/web-1");
+    }
+
+    #[test]
+    fn overrides_win() {
+        let mut c = config();
+        c.command = Some(vec!["/bin/sh".into(), "-c".into(), "env".into()]);
+        c.env = vec![("VERSION".into(), "v9".into()), ("NEW".into(), "x".into())];
+        c.working_dir = Some("/tmp".into());
+        c.user = Some("65534:65534".into());
+        c.hostname = Some("box".into());
+        let spec = json(&build_spec("orca", &image(), &c).unwrap());
+        let p = &spec["process"];
+        assert_eq!(p["args"], serde_json::json!(["/bin/sh", "-c", "env"]));
+        assert_eq!(
+            p["env"],
+            serde_json::json!(["PATH=/bin", "VERSION=v9", "EMPTY=", "NEW=x", "HOSTNAME=box"])
+        );
+        assert_eq!(p["cwd"], "/tmp");
+        assert_eq!(p["user"]["uid"], 65534);
+        assert_eq!(p["user"]["gid"], 65534);
+    }
+
+    #[test]
+    fn path_is_filled_in() {
+        let img = ImageConfig {
+            cmd: Some(vec!["x".into()]),
+            ..Default::default()
+        };
+        let env = merged_env(&img, &[], "h").unwrap();
+        assert_eq!(env[0], format!("PATH={DEFAULT_PATH}"));
+        assert!(merged_env(&img, &[("A=B".into(), "x".into())], "h").is_err());
+    }
+
+    #[test]
+    fn no_command_is_an_error() {
+        let err = build_spec("orca", &ImageConfig::default(), &config()).unwrap_err();
+        assert!(err.to_string().contains("no Entrypoint or Cmd"), "{err}");
+    }
+
+    #[test]
+    fn limits_and_hardening() {
+        let mut c = config();
+        c.resources.memory = Some(MemoryLimit::parse("64Mi").unwrap());
+        c.resources.cpu = Some(CpuLimit::new(0.5).unwrap());
+        let spec = json(&build_spec("orca", &image(), &c).unwrap());
+        let r = &spec["linux"]["resources"];
+        assert_eq!(r["memory"]["limit"], 64 << 20);
+        assert_eq!(r["cpu"]["quota"], 50_000);
+        assert_eq!(r["cpu"]["period"], 100_000);
+        assert_eq!(r["devices"][0]["allow"], false);
+        assert_eq!(r["devices"][0]["access"], "rwm");
+        let caps = spec["process"]["capabilities"]["bounding"].as_array().unwrap();
+        assert_eq!(caps.len(), 14);
+        assert!(caps.contains(&serde_json::json!("CAP_NET_BIND_SERVICE")));
+        assert!(!caps.contains(&serde_json::json!("CAP_SYS_ADMIN")));
+        assert_eq!(spec["process"]["capabilities"]["ambient"], serde_json::json!([]));
+        assert!(spec["linux"]["maskedPaths"].as_array().unwrap().contains(&serde_json::json!("/proc/kcore")));
+        assert!(spec["linux"]["readonlyPaths"].as_array().unwrap().contains(&serde_json::json!("/proc/sys")));
+        let mounts: Vec<&str> = spec["mounts"].as_array().unwrap().iter().map(|m| m["destination"].as_str().unwrap()).collect();
+        for m in ["/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys", "/sys/fs/cgroup"] {
+            assert!(mounts.contains(&m), "{m} missing");
+        }
+    }
+
+    #[test]
+    fn namespaces_by_network_mode() {
+        let kinds = |c: &ContainerConfig| -> Vec<serde_json::Value> {
+            json(&build_spec("orca", &image(), c).unwrap())["linux"]["namespaces"].as_array().unwrap().clone()
+        };
+        let mut c = config();
+        let ns = kinds(&c);
+        assert_eq!(ns.len(), 5);
+        assert!(ns.iter().all(|n| n["type"] != "cgroup"));
+        c.network = NetworkMode::Join("/run/netns/x".into());
+        let ns = kinds(&c);
+        assert!(ns.iter().any(|n| n["type"] == "network" && n["path"] == "/run/netns/x"));
+        c.network = NetworkMode::Host;
+        assert!(kinds(&c).iter().all(|n| n["type"] != "network"));
+    }
+
+    #[test]
+    fn ids_and_users() {
+        assert!(validate_id("web-1.a_b").is_ok());
+        for bad in ["", "../x", "a/b", "-a", &"a".repeat(77)] {
+            assert!(validate_id(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_user("root").unwrap(), (0, 0));
+        assert_eq!(parse_user("1000").unwrap(), (1000, 1000));
+        assert_eq!(parse_user("1000:50").unwrap(), (1000, 50));
+        assert!(parse_user("nginx").is_err());
+    }
+}

@@ -1,0 +1,230 @@
+#!/usr/bin/env bash
+# Builds orca's test images from Debian's static busybox, with no network,
+# writes them as OCI layouts (plus OCI and `docker save` archives for the
+# import tests) and pushes them to the local registry with skopeo.
+#
+#   tests/images/build.sh [OUT_DIR]       (default: target/test-images)
+#
+# ORCA_TEST_REGISTRY names the registry (default 127.0.0.1:5000). Set
+# ORCA_IMAGES_NO_PUSH=1 to only build.
+#
+# Images (all under <registry>/orca-test/ unless noted):
+#   web:v1, web:v2   busybox httpd on $PORT (default 8080): "/" answers
+#                    "web v1"/"web v2", "/healthz" answers "ok"; PID 1 ignores
+#                    SIGTERM like any busybox PID 1. web:v2's app layer is an
+#                    uncompressed tar, so both layer kinds get unpacked.
+#   logger:latest    prints "line N" every 200 ms to stdout, every 5th line
+#                    also "err N" to stderr; exits on SIGTERM.
+#   crasher:latest   prints, exits 3 after 2 s.
+#   hog:latest       grows memory until the OOM killer stops it.
+#   multi:latest     an index for linux/amd64 and linux/arm64 (the arm64
+#                    entry says "wrong platform" if ever run).
+#   library/nginx:alpine   the web:v1 image, so `nginx:alpine` resolves
+#                    through a docker.io mirror pointing at the registry.
+set -euo pipefail
+
+OUT=${1:-target/test-images}
+REGISTRY=${ORCA_TEST_REGISTRY:-127.0.0.1:5000}
+BUSYBOX=${BUSYBOX:-/bin/busybox}
+EPOCH=1700000000
+
+[ -x "$BUSYBOX" ] || { echo "build.sh: $BUSYBOX missing (apt-get install busybox-static)" >&2; exit 1; }
+file "$BUSYBOX" 2>/dev/null | grep -q 'dynamically linked' && { echo "build.sh: $BUSYBOX is not static" >&2; exit 1; }
+
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+
+case "$(uname -m)" in
+  x86_64) ARCH=amd64 ;;
+  aarch64) ARCH=arm64 ;;
+  *) ARCH=$(uname -m) ;;
+esac
+OTHER_ARCH=$([ "$ARCH" = amd64 ] && echo arm64 || echo amd64)
+
+sha() { sha256sum "$1" | cut -d' ' -f1; }
+size() { stat -c %s "$1"; }
+
+# tar_dir DIR FILE: a reproducible tar of DIR's contents.
+tar_dir() {
+  tar --sort=name --owner=0 --group=0 --numeric-owner --mtime="@$EPOCH" \
+    --format=posix --pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime \
+    -C "$1" -cf "$2" .
+}
+
+# add_blob LAYOUT FILE: moves FILE into LAYOUT's blob store, prints its digest.
+add_blob() {
+  local d
+  d=$(sha "$2")
+  mkdir -p "$1/blobs/sha256"
+  mv "$2" "$1/blobs/sha256/$d"
+  echo "$d"
+}
+
+# Base layer: busybox and its applets, /etc/passwd, /tmp. Shared by all images.
+BASE=$WORK/base
+mkdir -p "$BASE/bin" "$BASE/etc" "$BASE/tmp" "$BASE/www"
+cp "$BUSYBOX" "$BASE/bin/busybox"
+for applet in $("$BUSYBOX" --list); do
+  [ "$applet" = busybox ] || ln -s busybox "$BASE/bin/$applet"
+done
+printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' > "$BASE/etc/passwd"
+printf 'root:x:0:\nnogroup:x:65534:\n' > "$BASE/etc/group"
+chmod 1777 "$BASE/tmp"
+tar_dir "$BASE" "$WORK/base.tar"
+BASE_DIFF=$(sha "$WORK/base.tar")
+gzip -n -c "$WORK/base.tar" > "$WORK/base.tar.gz"
+
+# make_image NAME TAG APPDIR ENTRYPOINT_JSON ENV_JSON EXTRA_CONFIG_JSON [plain]
+# Writes an OCI layout at $OUT/NAME-TAG and prints nothing.
+make_image() {
+  local name=$1 tag=$2 app=$3 entry=$4 env=$5 extra=$6 plain=${7:-}
+  local layout=$OUT/$name-$tag
+  rm -rf "$layout"
+  mkdir -p "$layout/blobs/sha256"
+  printf '{"imageLayoutVersion":"1.0.0"}' > "$layout/oci-layout"
+
+  cp "$WORK/base.tar.gz" "$WORK/l0"
+  local base_size base_digest
+  base_size=$(size "$WORK/l0")
+  base_digest=$(add_blob "$layout" "$WORK/l0")
+
+  tar_dir "$app" "$WORK/app.tar"
+  local app_diff app_media app_size app_digest
+  app_diff=$(sha "$WORK/app.tar")
+  if [ -n "$plain" ]; then
+    app_media=application/vnd.oci.image.layer.v1.tar
+    cp "$WORK/app.tar" "$WORK/l1"
+  else
+    app_media=application/vnd.oci.image.layer.v1.tar+gzip
+    gzip -n -c "$WORK/app.tar" > "$WORK/l1"
+  fi
+  app_size=$(size "$WORK/l1")
+  app_digest=$(add_blob "$layout" "$WORK/l1")
+
+  cat > "$WORK/config" <<EOF
+{"architecture":"$ARCH","os":"linux","created":"2023-11-14T22:13:20Z",
+ "config":{"Entrypoint":$entry,"Env":$env$extra},
+ "rootfs":{"type":"layers","diff_ids":["sha256:$BASE_DIFF","sha256:$app_diff"]},
+ "history":[{"created":"2023-11-14T22:13:20Z","created_by":"tests/images/build.sh"}]}
+EOF
+  local config_size config_digest
+  config_size=$(size "$WORK/config")
+  config_digest=$(add_blob "$layout" "$WORK/config")
+
+  cat > "$WORK/manifest" <<EOF
+{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",
+ "config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:$config_digest","size":$config_size},
+ "layers":[
+  {"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:$base_digest","size":$base_size},
+  {"mediaType":"$app_media","digest":"sha256:$app_digest","size":$app_size}]}
+EOF
+  local manifest_size manifest_digest
+  manifest_size=$(size "$WORK/manifest")
+  manifest_digest=$(add_blob "$layout" "$WORK/manifest")
+
+  cat > "$layout/index.json" <<EOF
+{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:$manifest_digest","size":$manifest_size,
+ "annotations":{"org.opencontainers.image.ref.name":"$tag"},"platform":{"architecture":"$ARCH","os":"linux"}}]}
+EOF
+}
+
+# web:v1 and web:v2
+for v in v1 v2; do
+  app=$WORK/web-$v
+  mkdir -p "$app/www" "$app/bin"
+  printf 'web %s\n' "$v" > "$app/www/index.html"
+  printf 'ok\n' > "$app/www/healthz"
+  cat > "$app/bin/web" <<'EOF'
+#!/bin/sh
+echo "web $VERSION listening on ${PORT:-8080}"
+exec httpd -f -v -p "${PORT:-8080}" -h /www
+EOF
+  chmod 755 "$app/bin/web"
+  plain=""
+  [ "$v" = v2 ] && plain=plain
+  make_image web "$v" "$app" '["/bin/web"]' "[\"PATH=/bin\",\"VERSION=$v\",\"PORT=8080\"]" \
+    ',"WorkingDir":"/www","ExposedPorts":{"8080/tcp":{}}' $plain
+done
+
+# logger
+app=$WORK/logger
+mkdir -p "$app/bin"
+cat > "$app/bin/logger-loop" <<'EOF'
+#!/bin/sh
+trap 'echo "logger stopping"; exit 0' TERM
+i=0
+while :; do
+  i=$((i+1))
+  echo "line $i"
+  [ $((i % 5)) -eq 0 ] && echo "err $i" >&2
+  usleep 200000
+done
+EOF
+chmod 755 "$app/bin/logger-loop"
+make_image logger latest "$app" '["/bin/logger-loop"]' '["PATH=/bin"]' ''
+
+# crasher
+app=$WORK/crasher
+mkdir -p "$app/bin"
+printf '#!/bin/sh\necho "crasher starting"\nsleep 2\necho "crasher exiting with 3" >&2\nexit 3\n' > "$app/bin/crash"
+chmod 755 "$app/bin/crash"
+make_image crasher latest "$app" '["/bin/crash"]' '["PATH=/bin"]' ''
+
+# hog: tail keeps every byte of a newline-free stream in memory.
+app=$WORK/hog
+mkdir -p "$app/bin"
+printf '#!/bin/sh\necho "hog starting"\nexec tail /dev/zero\n' > "$app/bin/hog"
+chmod 755 "$app/bin/hog"
+make_image hog latest "$app" '["/bin/hog"]' '["PATH=/bin"]' ''
+
+# multi: an index with this host's platform and one other.
+make_multi() {
+  local layout=$OUT/multi-latest host_layout=$OUT/web-v1
+  rm -rf "$layout"
+  cp -r "$host_layout" "$layout"
+  local host_entry other_config other_manifest
+  host_entry=$(sed -e 's/^{"schemaVersion":2,"manifests":\[//' -e 's/\]}$//' "$host_layout/index.json" | tr -d '\n')
+  host_entry=$(printf '%s' "$host_entry" | sed -E 's/, ?"annotations":\{[^}]*\}//')
+  printf '{"architecture":"%s","os":"linux","config":{"Cmd":["/bin/echo","wrong platform"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' \
+    "$OTHER_ARCH" "$BASE_DIFF" > "$WORK/oconfig"
+  local ocs ocd bsz bd
+  ocs=$(size "$WORK/oconfig"); ocd=$(add_blob "$layout" "$WORK/oconfig")
+  bsz=$(size "$WORK/base.tar.gz"); bd=$(sha "$WORK/base.tar.gz")
+  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:%s","size":%s}]}' \
+    "$ocd" "$ocs" "$bd" "$bsz" > "$WORK/omanifest"
+  local oms omd
+  oms=$(size "$WORK/omanifest"); omd=$(add_blob "$layout" "$WORK/omanifest")
+  # The other platform comes first, so picking the first entry would be wrong.
+  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"platform":{"architecture":"%s","os":"linux"}},%s]}' \
+    "$omd" "$oms" "$OTHER_ARCH" "$host_entry" > "$WORK/index"
+  local is id
+  is=$(size "$WORK/index"); id=$(add_blob "$layout" "$WORK/index")
+  printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.index.v1+json","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"latest"}}]}' \
+    "$id" "$is" > "$layout/index.json"
+}
+make_multi
+
+# Archives for the import tests.
+rm -f "$OUT/web-v1.oci.tar" "$OUT/web-v1.docker.tar"
+(cd "$OUT/web-v1" && tar --owner=0 --group=0 -cf "$OUT/web-v1.oci.tar" oci-layout index.json blobs)
+skopeo copy -q "oci:$OUT/web-v1:v1" "docker-archive:$OUT/web-v1.docker.tar:orca-test/imported:docker"
+
+echo "built test images in $OUT"
+
+if [ "${ORCA_IMAGES_NO_PUSH:-}" = 1 ]; then
+  exit 0
+fi
+
+push() {
+  skopeo copy -q --retry-times 3 --dest-tls-verify=false "$@"
+}
+push "oci:$OUT/web-v1:v1" "docker://$REGISTRY/orca-test/web:v1"
+push "oci:$OUT/web-v2:v2" "docker://$REGISTRY/orca-test/web:v2"
+push "oci:$OUT/logger-latest:latest" "docker://$REGISTRY/orca-test/logger:latest"
+push "oci:$OUT/crasher-latest:latest" "docker://$REGISTRY/orca-test/crasher:latest"
+push "oci:$OUT/hog-latest:latest" "docker://$REGISTRY/orca-test/hog:latest"
+push --all "oci:$OUT/multi-latest:latest" "docker://$REGISTRY/orca-test/multi:latest"
+push "oci:$OUT/web-v1:v1" "docker://$REGISTRY/library/nginx:alpine"
+echo "pushed test images to $REGISTRY"
