@@ -1,0 +1,72 @@
+//! Creating a container: validate, build the spec, prepare the rootfs
+//! snapshot on the image's top chain id, register the container.
+
+use std::collections::HashMap;
+
+use containerd_client::services::v1::container::Runtime;
+use containerd_client::services::v1::snapshots::PrepareSnapshotRequest;
+use containerd_client::services::v1::{Container, CreateContainerRequest};
+
+use crate::client::{Cri, RUNTIME, SNAPSHOTTER};
+use crate::error::{CriError, Result};
+use crate::image::Image;
+use crate::spec::{build_spec, ContainerConfig};
+
+/// type_url of a runtime spec inside an `Any`, as containerd's clients use.
+const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
+
+impl Cri {
+    /// Creates the container `config.id` from `image`. Nothing is left
+    /// behind when this fails.
+    pub async fn create_container(&self, image: &Image, config: &ContainerConfig) -> Result<()> {
+        let spec = build_spec(self.namespace(), &image.config, config)?;
+        let spec_json = serde_json::to_vec(&spec).map_err(|e| CriError::InvalidConfig {
+            field: "runtime spec",
+            reason: e.to_string(),
+        })?;
+        if image.chain_id.is_empty() {
+            return Err(CriError::content(&image.name, "image has no layers"));
+        }
+        let id = config.id.clone();
+        self.snapshots()
+            .prepare(self.req(PrepareSnapshotRequest {
+                snapshotter: SNAPSHOTTER.to_string(),
+                key: id.clone(),
+                parent: image.chain_id.clone(),
+                labels: HashMap::new(),
+            }))
+            .await
+            .map_err(|s| match s.code() {
+                tonic::Code::AlreadyExists => CriError::AlreadyExists { kind: "container", id: id.clone() },
+                _ => self.unavailable_or("Snapshots.Prepare", &id, s),
+            })?;
+        let container = Container {
+            id: id.clone(),
+            labels: config.labels.clone(),
+            image: image.name.clone(),
+            runtime: Some(Runtime {
+                name: RUNTIME.to_string(),
+                options: None,
+            }),
+            spec: Some(prost_types::Any {
+                type_url: SPEC_TYPE_URL.to_string(),
+                value: spec_json,
+            }),
+            snapshotter: SNAPSHOTTER.to_string(),
+            snapshot_key: id.clone(),
+            created_at: None,
+            updated_at: None,
+            extensions: HashMap::new(),
+            sandbox: String::new(),
+        };
+        if let Err(s) = self
+            .containers()
+            .create(self.req(CreateContainerRequest { container: Some(container) }))
+            .await
+        {
+            self.remove_snapshot(&id).await;
+            return Err(self.unavailable_or("Containers.Create", &id, s));
+        }
+        Ok(())
+    }
+}
