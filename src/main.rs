@@ -1,2 +1,30 @@
-//! x
-fn main() {}
+//! The `orca` binary: a thin CLI over the `cri`, `network` and `api` crates.
+//!
+//! It also serves as containerd's `binary://` logger (`orca log-shim FILE`,
+//! hidden), so container logs need nothing else installed.
+
+mod cli;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    // The log shim runs for every container: keep it free of the runtime
+    // and the argument parser's cost.
+    if args.get(1).map(String::as_str) == Some("log-shim") {
+        return match args.get(2) {
+            Some(file) => match cri::logs::run_shim(std::path::Path::new(file)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("orca log-shim: {file}: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+            None => {
+                eprintln!("usage: orca log-shim FILE");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    cli::main()
+}

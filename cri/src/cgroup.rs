@@ -90,8 +90,14 @@ impl Cgroups {
             }
             _ => {
                 let dir = self.dir("cpu", cgroup);
-                let quota: i64 = read(&dir.join("cpu.cfs_quota_us"))?.trim().parse().unwrap_or(-1);
-                let period = read(&dir.join("cpu.cfs_period_us"))?.trim().parse().unwrap_or(100_000);
+                let quota: i64 = read(&dir.join("cpu.cfs_quota_us"))?
+                    .trim()
+                    .parse()
+                    .unwrap_or(-1);
+                let period = read(&dir.join("cpu.cfs_period_us"))?
+                    .trim()
+                    .parse()
+                    .unwrap_or(100_000);
                 Ok(((quota > 0).then_some(quota), period))
             }
         }
@@ -101,7 +107,10 @@ impl Cgroups {
     pub fn oom_kills(&self, cgroup: &str) -> std::io::Result<u64> {
         let (file, key) = match self.mode {
             CgroupMode::V2 => (self.dir("", cgroup).join("memory.events"), "oom_kill"),
-            _ => (self.dir("memory", cgroup).join("memory.oom_control"), "oom_kill"),
+            _ => (
+                self.dir("memory", cgroup).join("memory.oom_control"),
+                "oom_kill",
+            ),
         };
         let s = read(&file)?;
         Ok(s.lines()
@@ -115,11 +124,18 @@ impl Cgroups {
     /// every hierarchy, ignoring what is already gone or still busy.
     pub fn remove(&self, cgroup: &str) {
         let rel = cgroup.trim_start_matches('/');
-        let parent = Path::new(rel).parent().filter(|p| !p.as_os_str().is_empty());
+        let parent = Path::new(rel)
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty());
         let hierarchies: Vec<PathBuf> = match self.mode {
             CgroupMode::V2 => vec![self.root.clone()],
             _ => std::fs::read_dir(&self.root)
-                .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir() && !p.is_symlink()).collect())
+                .map(|d| {
+                    d.filter_map(|e| e.ok())
+                        .map(|e| e.path())
+                        .filter(|p| p.is_dir() && !p.is_symlink())
+                        .collect()
+                })
                 .unwrap_or_default(),
         };
         for h in hierarchies {
@@ -153,7 +169,11 @@ mod tests {
         std::fs::create_dir_all(&mem).unwrap();
         std::fs::create_dir_all(&cpu).unwrap();
         std::fs::write(mem.join("memory.limit_in_bytes"), "67108864\n").unwrap();
-        std::fs::write(mem.join("memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n").unwrap();
+        std::fs::write(
+            mem.join("memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+        )
+        .unwrap();
         std::fs::write(cpu.join("cpu.cfs_quota_us"), "50000\n").unwrap();
         std::fs::write(cpu.join("cpu.cfs_period_us"), "100000\n").unwrap();
         let c = Cgroups::at(root.path());
@@ -178,7 +198,11 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("memory.max"), "max\n").unwrap();
         std::fs::write(dir.join("cpu.max"), "50000 100000\n").unwrap();
-        std::fs::write(dir.join("memory.events"), "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n").unwrap();
+        std::fs::write(
+            dir.join("memory.events"),
+            "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n",
+        )
+        .unwrap();
         let c = Cgroups::at(root.path());
         assert_eq!(c.mode(), CgroupMode::V2);
         assert_eq!(c.memory_limit("/orca/web-1").unwrap(), None);

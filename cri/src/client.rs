@@ -90,12 +90,13 @@ impl Cri {
     pub async fn connect(options: ConnectOptions) -> Result<Self> {
         let socket = options.socket.clone();
         validate_namespace(&options.namespace)?;
-        let namespace_header = AsciiMetadataValue::try_from(options.namespace.as_str()).map_err(
-            |_| CriError::InvalidConfig {
-                field: "namespace",
-                reason: format!("{:?} is not a valid header value", options.namespace),
-            },
-        )?;
+        let namespace_header =
+            AsciiMetadataValue::try_from(options.namespace.as_str()).map_err(|_| {
+                CriError::InvalidConfig {
+                    field: "namespace",
+                    reason: format!("{:?} is not a valid header value", options.namespace),
+                }
+            })?;
         if !socket.exists() {
             return Err(CriError::Unavailable {
                 socket,
@@ -213,8 +214,7 @@ impl Cri {
         ContainersClient::new(self.inner.channel.clone())
     }
     pub(crate) fn content(&self) -> ContentClient<Channel> {
-        ContentClient::new(self.inner.channel.clone())
-            .max_decoding_message_size(16 * 1024 * 1024)
+        ContentClient::new(self.inner.channel.clone()).max_decoding_message_size(16 * 1024 * 1024)
     }
     pub(crate) fn diff(&self) -> DiffClient<Channel> {
         DiffClient::new(self.inner.channel.clone())

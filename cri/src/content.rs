@@ -108,7 +108,9 @@ impl Cri {
             }
             let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
             if !expected_s.is_empty() && expected_s != digest {
-                return Err(format!("digest mismatch: expected {expected_s}, got {digest}"));
+                return Err(format!(
+                    "digest mismatch: expected {expected_s}, got {digest}"
+                ));
             }
             let commit = WriteContentRequest {
                 action: WriteAction::Commit as i32,
@@ -227,7 +229,10 @@ impl Cri {
         {
             out.extend_from_slice(&part.data);
             if out.len() > limit {
-                return Err(CriError::content(digest, format!("larger than {limit} bytes")));
+                return Err(CriError::content(
+                    digest,
+                    format!("larger than {limit} bytes"),
+                ));
             }
         }
         Ok(out.freeze())

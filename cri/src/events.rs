@@ -36,7 +36,10 @@ pub enum CriEvent {
     /// The OOM killer struck in the container's cgroup.
     TaskOom { container_id: String },
     /// A task was deleted.
-    TaskDelete { container_id: String, exit_status: u32 },
+    TaskDelete {
+        container_id: String,
+        exit_status: u32,
+    },
     /// The stream was re-established after a break; resync state.
     Resubscribed,
 }
@@ -76,7 +79,10 @@ impl Cri {
             }
             _ => {
                 task.abort();
-                Err(CriError::Timeout { what: "the event subscription".into(), secs: 10 })
+                Err(CriError::Timeout {
+                    what: "the event subscription".into(),
+                    secs: 10,
+                })
             }
         }
     }
@@ -94,10 +100,9 @@ impl Cri {
             }
             if let Err(e) = &result {
                 if let Some(l) = live.take() {
-                    let _ = l.send(Err(CriError::Shared(std::sync::Arc::new(CriError::content(
-                        "event subscription",
-                        e,
-                    )))));
+                    let _ = l.send(Err(CriError::Shared(std::sync::Arc::new(
+                        CriError::content("event subscription", e),
+                    ))));
                     return;
                 }
                 tracing::warn!(error = %e, "event stream broke; waiting for containerd");
@@ -141,7 +146,10 @@ impl Cri {
                     };
                     let _ = cri
                         .events()
-                        .publish(cri.req(PublishRequest { topic: MARKER_TOPIC.into(), event: Some(event) }))
+                        .publish(cri.req(PublishRequest {
+                            topic: MARKER_TOPIC.into(),
+                            event: Some(event),
+                        }))
                         .await;
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
@@ -205,23 +213,35 @@ pub fn decode_event(any: &prost_types::Any) -> Option<CriEvent> {
     let name = any.type_url.rsplit('/').next().unwrap_or(&any.type_url);
     let bytes = any.value.as_slice();
     match name {
-        "containerd.events.TaskStart" => TaskStart::decode(bytes)
-            .ok()
-            .map(|e| CriEvent::TaskStart { container_id: e.container_id, pid: e.pid }),
+        "containerd.events.TaskStart" => {
+            TaskStart::decode(bytes).ok().map(|e| CriEvent::TaskStart {
+                container_id: e.container_id,
+                pid: e.pid,
+            })
+        }
         "containerd.events.TaskExit" => TaskExit::decode(bytes).ok().map(|e| CriEvent::TaskExit {
             // For the init process containerd sets id to the container id.
-            exec_id: if e.id == e.container_id { String::new() } else { e.id },
+            exec_id: if e.id == e.container_id {
+                String::new()
+            } else {
+                e.id
+            },
             container_id: e.container_id,
             pid: e.pid,
             exit_status: e.exit_status,
             exited_at: timestamp_to_system(e.exited_at),
         }),
-        "containerd.events.TaskOOM" => TaskOom::decode(bytes)
-            .ok()
-            .map(|e| CriEvent::TaskOom { container_id: e.container_id }),
-        "containerd.events.TaskDelete" => TaskDelete::decode(bytes)
-            .ok()
-            .map(|e| CriEvent::TaskDelete { container_id: e.container_id, exit_status: e.exit_status }),
+        "containerd.events.TaskOOM" => TaskOom::decode(bytes).ok().map(|e| CriEvent::TaskOom {
+            container_id: e.container_id,
+        }),
+        "containerd.events.TaskDelete" => {
+            TaskDelete::decode(bytes)
+                .ok()
+                .map(|e| CriEvent::TaskDelete {
+                    container_id: e.container_id,
+                    exit_status: e.exit_status,
+                })
+        }
         _ => None,
     }
 }
@@ -239,15 +259,37 @@ mod tests {
             exit_status: 3,
             exited_at: None,
         };
-        let any = prost_types::Any { type_url: "containerd.events.TaskExit".into(), value: exit.encode_to_vec() };
+        let any = prost_types::Any {
+            type_url: "containerd.events.TaskExit".into(),
+            value: exit.encode_to_vec(),
+        };
         assert_eq!(
             decode_event(&any),
-            Some(CriEvent::TaskExit { container_id: "web-1".into(), exec_id: String::new(), pid: 42, exit_status: 3, exited_at: None })
+            Some(CriEvent::TaskExit {
+                container_id: "web-1".into(),
+                exec_id: String::new(),
+                pid: 42,
+                exit_status: 3,
+                exited_at: None
+            })
         );
-        let oom = TaskOom { container_id: "hog".into() };
-        let any = prost_types::Any { type_url: "containerd.events.TaskOOM".into(), value: oom.encode_to_vec() };
-        assert_eq!(decode_event(&any), Some(CriEvent::TaskOom { container_id: "hog".into() }));
-        let any = prost_types::Any { type_url: "containerd.events.TaskPaused".into(), value: vec![] };
+        let oom = TaskOom {
+            container_id: "hog".into(),
+        };
+        let any = prost_types::Any {
+            type_url: "containerd.events.TaskOOM".into(),
+            value: oom.encode_to_vec(),
+        };
+        assert_eq!(
+            decode_event(&any),
+            Some(CriEvent::TaskOom {
+                container_id: "hog".into()
+            })
+        );
+        let any = prost_types::Any {
+            type_url: "containerd.events.TaskPaused".into(),
+            value: vec![],
+        };
         assert_eq!(decode_event(&any), None);
     }
 }

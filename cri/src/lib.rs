@@ -17,10 +17,12 @@
 //! - [`logs`]: the log shim orca serves as, and reading its files.
 //! - [`labels`]: the label keys of the contract.
 
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod cgroup;
 pub mod client;
-mod content;
 pub mod container;
+mod content;
 pub mod error;
 pub mod events;
 pub mod image;

@@ -59,7 +59,9 @@ impl LogLine {
                 "stderr" => Some(Stream::Stderr),
                 _ => None,
             };
-            if let (Some(stream), true, true) = (stream, tag == "F" || tag == "P", time.ends_with('Z')) {
+            if let (Some(stream), true, true) =
+                (stream, tag == "F" || tag == "P", time.ends_with('Z'))
+            {
                 return LogLine {
                     time: time.to_string(),
                     stream,
@@ -68,13 +70,22 @@ impl LogLine {
                 };
             }
         }
-        LogLine { time: String::new(), stream: Stream::Stdout, partial: false, text: line.to_string() }
+        LogLine {
+            time: String::new(),
+            stream: Stream::Stdout,
+            partial: false,
+            text: line.to_string(),
+        }
     }
 }
 
 /// The rotated files of `file`, oldest first, then `file` itself.
 pub fn log_files(file: &Path) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = (1..KEEP_FILES).rev().map(|i| rotated(file, i)).filter(|p| p.exists()).collect();
+    let mut out: Vec<PathBuf> = (1..KEEP_FILES)
+        .rev()
+        .map(|i| rotated(file, i))
+        .filter(|p| p.exists())
+        .collect();
     out.push(file.to_path_buf());
     out
 }
@@ -137,7 +148,11 @@ fn last_lines(path: &Path, n: usize) -> std::io::Result<Vec<String>> {
     let text = String::from_utf8_lossy(&buf);
     let all: Vec<&str> = text.split_terminator('\n').collect();
     let skip_first = pos > 0; // the first piece is a cut line
-    let usable = if skip_first && !all.is_empty() { &all[1..] } else { &all[..] };
+    let usable = if skip_first && !all.is_empty() {
+        &all[1..]
+    } else {
+        &all[..]
+    };
     let from = usable.len().saturating_sub(n);
     Ok(usable[from..].iter().map(|s| s.to_string()).collect())
 }
@@ -153,7 +168,12 @@ pub struct Follower {
 impl Follower {
     /// Starts at the end of the file (what exists now is for [`tail`]).
     pub fn from_end(path: &Path) -> Self {
-        let mut f = Follower { path: path.to_path_buf(), file: None, inode: 0, pending: Vec::new() };
+        let mut f = Follower {
+            path: path.to_path_buf(),
+            file: None,
+            inode: 0,
+            pending: Vec::new(),
+        };
         if let Ok(mut file) = File::open(path) {
             if file.seek(SeekFrom::End(0)).is_ok() {
                 f.inode = file.metadata().map(|m| m.ino()).unwrap_or(0);
@@ -181,7 +201,9 @@ impl Follower {
     }
 
     fn drain(&mut self, out: &mut Vec<LogLine>) {
-        let Some(file) = self.file.as_mut() else { return };
+        let Some(file) = self.file.as_mut() else {
+            return;
+        };
         let mut chunk = Vec::new();
         if file.read_to_end(&mut chunk).is_err() {
             return;
@@ -189,7 +211,9 @@ impl Follower {
         self.pending.extend_from_slice(&chunk);
         while let Some(i) = self.pending.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = self.pending.drain(..=i).collect();
-            out.push(LogLine::parse(String::from_utf8_lossy(&line[..line.len() - 1]).as_ref()));
+            out.push(LogLine::parse(
+                String::from_utf8_lossy(&line[..line.len() - 1]).as_ref(),
+            ));
         }
     }
 }
@@ -229,13 +253,25 @@ impl Writer {
         }
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         let size = file.metadata()?.len();
-        Ok(Writer { path: path.to_path_buf(), file, size, max })
+        Ok(Writer {
+            path: path.to_path_buf(),
+            file,
+            size,
+            max,
+        })
     }
 
     fn write_line(&mut self, stream: Stream, partial: bool, text: &[u8]) -> std::io::Result<()> {
         let time = humantime::format_rfc3339_nanos(SystemTime::now());
         let mut line = Vec::with_capacity(text.len() + 48);
-        line.extend_from_slice(format!("{time} {} {} ", stream.as_str(), if partial { "P" } else { "F" }).as_bytes());
+        line.extend_from_slice(
+            format!(
+                "{time} {} {} ",
+                stream.as_str(),
+                if partial { "P" } else { "F" }
+            )
+            .as_bytes(),
+        );
         line.extend_from_slice(text);
         line.push(b'\n');
         if self.size > 0 && self.size + line.len() as u64 > self.max {
@@ -248,10 +284,17 @@ impl Writer {
 
     fn rotate(&mut self) -> std::io::Result<()> {
         for i in (1..KEEP_FILES).rev() {
-            let from = if i == 1 { self.path.clone() } else { rotated(&self.path, i - 1) };
+            let from = if i == 1 {
+                self.path.clone()
+            } else {
+                rotated(&self.path, i - 1)
+            };
             let _ = std::fs::rename(&from, rotated(&self.path, i));
         }
-        self.file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+        self.file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
         self.size = 0;
         Ok(())
     }
@@ -295,11 +338,23 @@ fn pump(mut input: File, stream: Stream, writer: Arc<Mutex<Writer>>) {
 /// Runs the log shim: fd 3 = stdout, fd 4 = stderr, fd 5 = readiness.
 /// Returns when both streams are closed (the task's processes are gone).
 pub fn run_shim(file: &Path) -> std::io::Result<()> {
-    run_shim_with(file, Path::new("/proc/self/fd/3"), Path::new("/proc/self/fd/4"), MAX_FILE_BYTES, true)
+    run_shim_with(
+        file,
+        Path::new("/proc/self/fd/3"),
+        Path::new("/proc/self/fd/4"),
+        MAX_FILE_BYTES,
+        true,
+    )
 }
 
 /// [`run_shim`] with the inputs and rotation size given (for tests).
-pub fn run_shim_with(file: &Path, stdout: &Path, stderr: &Path, max_bytes: u64, signal_ready: bool) -> std::io::Result<()> {
+pub fn run_shim_with(
+    file: &Path,
+    stdout: &Path,
+    stderr: &Path,
+    max_bytes: u64,
+    signal_ready: bool,
+) -> std::io::Result<()> {
     let writer = Arc::new(Mutex::new(Writer::open(file, max_bytes)?));
     let out = File::open(stdout)?;
     let err = File::open(stderr)?;
@@ -337,7 +392,10 @@ mod tests {
         assert_eq!(l.text, "oops: a b");
         assert!(!l.partial);
         let raw = LogLine::parse("just text");
-        assert_eq!((raw.stream, raw.text.as_str(), raw.time.as_str()), (Stream::Stdout, "just text", ""));
+        assert_eq!(
+            (raw.stream, raw.text.as_str(), raw.time.as_str()),
+            (Stream::Stdout, "just text", "")
+        );
     }
 
     #[test]
@@ -364,9 +422,16 @@ mod tests {
         let stdout: Vec<_> = all.iter().filter(|l| l.stream == Stream::Stdout).collect();
         assert_eq!(stdout.last().unwrap().text, "line 199");
         // Older lines went with the third rotation; what is kept is in order.
-        let nums: Vec<u32> = stdout.iter().map(|l| l.text[5..].parse().unwrap()).collect();
+        let nums: Vec<u32> = stdout
+            .iter()
+            .map(|l| l.text[5..].parse().unwrap())
+            .collect();
         assert!(nums.windows(2).all(|w| w[1] == w[0] + 1));
-        let stderr: Vec<_> = all.iter().filter(|l| l.stream == Stream::Stderr).map(|l| l.text.as_str()).collect();
+        let stderr: Vec<_> = all
+            .iter()
+            .filter(|l| l.stream == Stream::Stderr)
+            .map(|l| l.text.as_str())
+            .collect();
         assert!(stderr.is_empty() || stderr.contains(&"worse"), "{stderr:?}");
     }
 
@@ -376,7 +441,10 @@ mod tests {
         let log = dir.path().join("c.log");
         let mut s = String::new();
         for i in 0..20_000 {
-            s.push_str(&format!("2026-01-01T00:00:00Z stdout F {i:05} {}\n", "x".repeat(20)));
+            s.push_str(&format!(
+                "2026-01-01T00:00:00Z stdout F {i:05} {}\n",
+                "x".repeat(20)
+            ));
         }
         std::fs::write(&log, s).unwrap();
         let t = tail(&log, 5000).unwrap();

@@ -101,27 +101,40 @@ pub fn decode(any: &prost_types::Any) -> Result<Usage> {
     let name = any.type_url.rsplit('/').next().unwrap_or(&any.type_url);
     match name {
         "io.containerd.cgroups.v1.Metrics" => {
-            let m = v1::Metrics::decode(any.value.as_slice()).map_err(|e| CriError::content("cgroups v1 metrics", e))?;
+            let m = v1::Metrics::decode(any.value.as_slice())
+                .map_err(|e| CriError::content("cgroups v1 metrics", e))?;
             let mem = m.memory.unwrap_or_default();
             let usage = mem.usage.unwrap_or_default();
             Ok(Usage {
                 memory_bytes: usage.usage,
-                memory_limit_bytes: if usage.limit >= (1 << 62) { 0 } else { usage.limit },
+                memory_limit_bytes: if usage.limit >= (1 << 62) {
+                    0
+                } else {
+                    usage.limit
+                },
                 cpu_nanos: m.cpu.and_then(|c| c.usage).map(|u| u.total).unwrap_or(0),
                 pids: m.pids.map(|p| p.current).unwrap_or(0),
             })
         }
         "io.containerd.cgroups.v2.Metrics" => {
-            let m = v2::Metrics::decode(any.value.as_slice()).map_err(|e| CriError::content("cgroups v2 metrics", e))?;
+            let m = v2::Metrics::decode(any.value.as_slice())
+                .map_err(|e| CriError::content("cgroups v2 metrics", e))?;
             let mem = m.memory.unwrap_or_default();
             Ok(Usage {
                 memory_bytes: mem.usage,
-                memory_limit_bytes: if mem.usage_limit >= (1 << 62) { 0 } else { mem.usage_limit },
+                memory_limit_bytes: if mem.usage_limit >= (1 << 62) {
+                    0
+                } else {
+                    mem.usage_limit
+                },
                 cpu_nanos: m.cpu.map(|c| c.usage_usec * 1000).unwrap_or(0),
                 pids: m.pids.map(|p| p.current).unwrap_or(0),
             })
         }
-        other => Err(CriError::content("task metrics", format!("unknown type {other}"))),
+        other => Err(CriError::content(
+            "task metrics",
+            format!("unknown type {other}"),
+        )),
     }
 }
 
@@ -140,7 +153,10 @@ impl Cri {
             .metrics
             .into_iter()
             .find(|m| m.id == id)
-            .ok_or_else(|| CriError::NotFound { kind: "task", id: id.to_string() })?;
+            .ok_or_else(|| CriError::NotFound {
+                kind: "task",
+                id: id.to_string(),
+            })?;
         let data = metric
             .data
             .ok_or_else(|| CriError::content("task metrics", "no data"))?;
@@ -155,18 +171,34 @@ mod tests {
     #[test]
     fn decodes_v1_by_type_url() {
         let m = v1::Metrics {
-            pids: Some(v1::PidsStat { current: 3, limit: 0 }),
-            cpu: Some(v1::CpuStat { usage: Some(v1::CpuUsage { total: 42 }) }),
+            pids: Some(v1::PidsStat {
+                current: 3,
+                limit: 0,
+            }),
+            cpu: Some(v1::CpuStat {
+                usage: Some(v1::CpuUsage { total: 42 }),
+            }),
             memory: Some(v1::MemoryStat {
                 cache: 1,
                 total_rss: 2,
-                usage: Some(v1::MemoryEntry { limit: 64 << 20, usage: 1000 }),
+                usage: Some(v1::MemoryEntry {
+                    limit: 64 << 20,
+                    usage: 1000,
+                }),
             }),
         };
-        let any = prost_types::Any { type_url: "io.containerd.cgroups.v1.Metrics".into(), value: m.encode_to_vec() };
+        let any = prost_types::Any {
+            type_url: "io.containerd.cgroups.v1.Metrics".into(),
+            value: m.encode_to_vec(),
+        };
         assert_eq!(
             decode(&any).unwrap(),
-            Usage { memory_bytes: 1000, memory_limit_bytes: 64 << 20, cpu_nanos: 42, pids: 3 }
+            Usage {
+                memory_bytes: 1000,
+                memory_limit_bytes: 64 << 20,
+                cpu_nanos: 42,
+                pids: 3
+            }
         );
     }
 
@@ -175,11 +207,28 @@ mod tests {
         let m = v2::Metrics {
             pids: Some(v2::PidsStat { current: 1 }),
             cpu: Some(v2::CpuStat { usage_usec: 5 }),
-            memory: Some(v2::MemoryStat { usage: 7, usage_limit: u64::MAX }),
+            memory: Some(v2::MemoryStat {
+                usage: 7,
+                usage_limit: u64::MAX,
+            }),
         };
-        let any = prost_types::Any { type_url: "types.containerd.io/io.containerd.cgroups.v2.Metrics".into(), value: m.encode_to_vec() };
-        assert_eq!(decode(&any).unwrap(), Usage { memory_bytes: 7, memory_limit_bytes: 0, cpu_nanos: 5000, pids: 1 });
-        let any = prost_types::Any { type_url: "x.Y".into(), value: vec![] };
+        let any = prost_types::Any {
+            type_url: "types.containerd.io/io.containerd.cgroups.v2.Metrics".into(),
+            value: m.encode_to_vec(),
+        };
+        assert_eq!(
+            decode(&any).unwrap(),
+            Usage {
+                memory_bytes: 7,
+                memory_limit_bytes: 0,
+                cpu_nanos: 5000,
+                pids: 1
+            }
+        );
+        let any = prost_types::Any {
+            type_url: "x.Y".into(),
+            value: vec![],
+        };
         assert!(decode(&any).is_err());
     }
 }

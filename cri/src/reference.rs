@@ -299,6 +299,9 @@ mod tests {
             assert!(err.is_err(), "{bad:?} should not parse: {err:?}");
         }
         let msg = ImageRef::parse("Nginx").unwrap_err().to_string();
-        assert!(msg.starts_with("invalid image reference \"Nginx\""), "{msg}");
+        assert!(
+            msg.starts_with("invalid image reference \"Nginx\""),
+            "{msg}"
+        );
     }
 }

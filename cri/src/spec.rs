@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder,
     LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
-    LinuxResourcesBuilder, Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType,
-    ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+    LinuxResourcesBuilder, Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
+    UserBuilder,
 };
 
 use crate::error::{CriError, Result};
@@ -164,7 +164,11 @@ pub fn process_args(image: &ImageConfig, command: Option<&[String]>) -> Result<V
 
 /// The environment: the image's, then the overrides by key, with PATH and
 /// HOSTNAME filled in when missing. Order is kept stable.
-pub fn merged_env(image: &ImageConfig, overrides: &[(String, String)], hostname: &str) -> Result<Vec<String>> {
+pub fn merged_env(
+    image: &ImageConfig,
+    overrides: &[(String, String)],
+    hostname: &str,
+) -> Result<Vec<String>> {
     // Ordered pairs: the image's order, new keys appended.
     let mut vars: Vec<(String, String)> = Vec::new();
     fn set(vars: &mut Vec<(String, String)>, k: &str, v: &str) {
@@ -200,7 +204,9 @@ pub fn merged_env(image: &ImageConfig, overrides: &[(String, String)], hostname:
 pub fn parse_user(user: &str) -> Result<(u32, u32)> {
     let bad = || CriError::InvalidConfig {
         field: "user",
-        reason: format!("{user:?}: use a numeric uid or uid:gid (user names other than root are not resolved)"),
+        reason: format!(
+            "{user:?}: use a numeric uid or uid:gid (user names other than root are not resolved)"
+        ),
     };
     let (u, g) = match user.split_once(':') {
         Some((u, g)) => (u, Some(g)),
@@ -232,16 +238,43 @@ fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Result<Mount>
 fn standard_mounts() -> Result<Vec<Mount>> {
     Ok(vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
-        mount("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"])?,
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        )?,
         mount(
             "/dev/pts",
             "devpts",
             "devpts",
-            &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
         )?,
-        mount("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"])?,
-        mount("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"])?,
-        mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"])?,
+        mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        )?,
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        )?,
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", "ro"],
+        )?,
         mount(
             "/sys/fs/cgroup",
             "cgroup",
@@ -287,18 +320,19 @@ pub fn build_spec(namespace: &str, image: &ImageConfig, config: &ContainerConfig
         .map_err(spec_err)?;
     let process = ProcessBuilder::default()
         .terminal(false)
-        .user(UserBuilder::default().uid(uid).gid(gid).build().map_err(spec_err)?)
+        .user(
+            UserBuilder::default()
+                .uid(uid)
+                .gid(gid)
+                .build()
+                .map_err(spec_err)?,
+        )
         .args(args)
         .env(env)
         .cwd(cwd)
         .capabilities(capabilities)
+        // No rlimits: the process inherits the shim's, as under Docker.
         .no_new_privileges(true)
-        .rlimits(vec![PosixRlimitBuilder::default()
-            .typ(PosixRlimitType::RlimitNofile)
-            .hard(1_048_576u64)
-            .soft(1_048_576u64)
-            .build()
-            .map_err(spec_err)?])
         .build()
         .map_err(spec_err)?;
 
@@ -327,7 +361,12 @@ pub fn build_spec(namespace: &str, image: &ImageConfig, config: &ContainerConfig
         LinuxNamespaceType::Uts,
         LinuxNamespaceType::Mount,
     ] {
-        namespaces.push(LinuxNamespaceBuilder::default().typ(typ).build().map_err(spec_err)?);
+        namespaces.push(
+            LinuxNamespaceBuilder::default()
+                .typ(typ)
+                .build()
+                .map_err(spec_err)?,
+        );
     }
     match &config.network {
         NetworkMode::Host => {}
@@ -352,7 +391,16 @@ pub fn build_spec(namespace: &str, image: &ImageConfig, config: &ContainerConfig
         .build()
         .map_err(spec_err)?];
     // null, zero, full, random, urandom, tty, ptmx, and the pty slaves.
-    for (major, minor) in [(1, Some(3)), (1, Some(5)), (1, Some(7)), (1, Some(8)), (1, Some(9)), (5, Some(0)), (5, Some(2)), (136, None)] {
+    for (major, minor) in [
+        (1, Some(3)),
+        (1, Some(5)),
+        (1, Some(7)),
+        (1, Some(8)),
+        (1, Some(9)),
+        (5, Some(0)),
+        (5, Some(2)),
+        (136, None),
+    ] {
         let mut rule = LinuxDeviceCgroupBuilder::default()
             .allow(true)
             .typ(LinuxDeviceType::C)
@@ -390,15 +438,31 @@ pub fn build_spec(namespace: &str, image: &ImageConfig, config: &ContainerConfig
         .namespaces(namespaces)
         .resources(resources.build().map_err(spec_err)?)
         .cgroups_path(cgroup_path(namespace, &config.id))
-        .masked_paths(MASKED_PATHS.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-        .readonly_paths(READONLY_PATHS.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .masked_paths(
+            MASKED_PATHS
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .readonly_paths(
+            READONLY_PATHS
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>(),
+        )
         .build()
         .map_err(spec_err)?;
 
     SpecBuilder::default()
         .version("1.0.2")
         .process(process)
-        .root(RootBuilder::default().path("rootfs").readonly(false).build().map_err(spec_err)?)
+        .root(
+            RootBuilder::default()
+                .path("rootfs")
+                .readonly(false)
+                .build()
+                .map_err(spec_err)?,
+        )
         .hostname(hostname)
         .mounts(mounts)
         .linux(linux)
@@ -415,7 +479,11 @@ mod tests {
         ImageConfig {
             entrypoint: Some(vec!["/bin/web".into()]),
             cmd: Some(vec!["--flag".into()]),
-            env: Some(vec!["PATH=/bin".into(), "VERSION=v1".into(), "EMPTY=".into()]),
+            env: Some(vec![
+                "PATH=/bin".into(),
+                "VERSION=v1".into(),
+                "EMPTY=".into(),
+            ]),
             working_dir: Some("/www".into()),
             ..Default::default()
         }
@@ -438,7 +506,10 @@ mod tests {
         let p = &spec["process"];
         assert_eq!(p["args"], serde_json::json!(["/bin/web", "--flag"]));
         assert_eq!(p["cwd"], "/www");
-        assert_eq!(p["env"], serde_json::json!(["PATH=/bin", "VERSION=v1", "EMPTY=", "HOSTNAME=web-1"]));
+        assert_eq!(
+            p["env"],
+            serde_json::json!(["PATH=/bin", "VERSION=v1", "EMPTY=", "HOSTNAME=web-1"])
+        );
         assert_eq!(p["user"]["uid"], 0);
         assert_eq!(p["noNewPrivileges"], true);
         assert_eq!(spec["hostname"], "web-1");
@@ -495,15 +566,39 @@ mod tests {
         assert_eq!(r["cpu"]["period"], 100_000);
         assert_eq!(r["devices"][0]["allow"], false);
         assert_eq!(r["devices"][0]["access"], "rwm");
-        let caps = spec["process"]["capabilities"]["bounding"].as_array().unwrap();
+        let caps = spec["process"]["capabilities"]["bounding"]
+            .as_array()
+            .unwrap();
         assert_eq!(caps.len(), 14);
         assert!(caps.contains(&serde_json::json!("CAP_NET_BIND_SERVICE")));
         assert!(!caps.contains(&serde_json::json!("CAP_SYS_ADMIN")));
-        assert_eq!(spec["process"]["capabilities"]["ambient"], serde_json::json!([]));
-        assert!(spec["linux"]["maskedPaths"].as_array().unwrap().contains(&serde_json::json!("/proc/kcore")));
-        assert!(spec["linux"]["readonlyPaths"].as_array().unwrap().contains(&serde_json::json!("/proc/sys")));
-        let mounts: Vec<&str> = spec["mounts"].as_array().unwrap().iter().map(|m| m["destination"].as_str().unwrap()).collect();
-        for m in ["/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys", "/sys/fs/cgroup"] {
+        assert_eq!(
+            spec["process"]["capabilities"]["ambient"],
+            serde_json::json!([])
+        );
+        assert!(spec["linux"]["maskedPaths"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("/proc/kcore")));
+        assert!(spec["linux"]["readonlyPaths"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("/proc/sys")));
+        let mounts: Vec<&str> = spec["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["destination"].as_str().unwrap())
+            .collect();
+        for m in [
+            "/proc",
+            "/dev",
+            "/dev/pts",
+            "/dev/shm",
+            "/dev/mqueue",
+            "/sys",
+            "/sys/fs/cgroup",
+        ] {
             assert!(mounts.contains(&m), "{m} missing");
         }
     }
@@ -511,7 +606,10 @@ mod tests {
     #[test]
     fn namespaces_by_network_mode() {
         let kinds = |c: &ContainerConfig| -> Vec<serde_json::Value> {
-            json(&build_spec("orca", &image(), c).unwrap())["linux"]["namespaces"].as_array().unwrap().clone()
+            json(&build_spec("orca", &image(), c).unwrap())["linux"]["namespaces"]
+                .as_array()
+                .unwrap()
+                .clone()
         };
         let mut c = config();
         let ns = kinds(&c);
@@ -519,7 +617,9 @@ mod tests {
         assert!(ns.iter().all(|n| n["type"] != "cgroup"));
         c.network = NetworkMode::Join("/run/netns/x".into());
         let ns = kinds(&c);
-        assert!(ns.iter().any(|n| n["type"] == "network" && n["path"] == "/run/netns/x"));
+        assert!(ns
+            .iter()
+            .any(|n| n["type"] == "network" && n["path"] == "/run/netns/x"));
         c.network = NetworkMode::Host;
         assert!(kinds(&c).iter().all(|n| n["type"] != "network"));
     }

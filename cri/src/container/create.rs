@@ -37,7 +37,10 @@ impl Cri {
             }))
             .await
             .map_err(|s| match s.code() {
-                tonic::Code::AlreadyExists => CriError::AlreadyExists { kind: "container", id: id.clone() },
+                tonic::Code::AlreadyExists => CriError::AlreadyExists {
+                    kind: "container",
+                    id: id.clone(),
+                },
                 _ => self.unavailable_or("Snapshots.Prepare", &id, s),
             })?;
         let container = Container {
@@ -61,7 +64,9 @@ impl Cri {
         };
         if let Err(s) = self
             .containers()
-            .create(self.req(CreateContainerRequest { container: Some(container) }))
+            .create(self.req(CreateContainerRequest {
+                container: Some(container),
+            }))
             .await
         {
             self.remove_snapshot(&id).await;

@@ -40,7 +40,10 @@ impl Cri {
     /// Runs `args` in container `id` and returns its output; kills it after `timeout`.
     pub async fn exec(&self, id: &str, args: &[String], timeout: Duration) -> Result<ExecOutput> {
         if args.is_empty() {
-            return Err(CriError::InvalidConfig { field: "exec", reason: "empty command".into() });
+            return Err(CriError::InvalidConfig {
+                field: "exec",
+                reason: "empty command".into(),
+            });
         }
         let container = self
             .containers()
@@ -49,7 +52,10 @@ impl Cri {
             .map_err(|s| self.unavailable_or("Containers.Get", id, s))?
             .into_inner()
             .container
-            .ok_or_else(|| CriError::NotFound { kind: "container", id: id.to_string() })?;
+            .ok_or_else(|| CriError::NotFound {
+                kind: "container",
+                id: id.to_string(),
+            })?;
         let spec: serde_json::Value = container
             .spec
             .as_ref()
@@ -66,13 +72,19 @@ impl Cri {
         let stdout_path = dir.join("stdout");
         let stderr_path = dir.join("stderr");
         for p in [&stdout_path, &stderr_path] {
-            nix::unistd::mkfifo(p.as_path(), Mode::S_IRUSR | Mode::S_IWUSR)
-                .map_err(|source| CriError::Sys { op: "mkfifo", source })?;
+            nix::unistd::mkfifo(p.as_path(), Mode::S_IRUSR | Mode::S_IWUSR).map_err(|source| {
+                CriError::Sys {
+                    op: "mkfifo",
+                    source,
+                }
+            })?;
         }
         let out_reader = spawn_reader(stdout_path.clone());
         let err_reader = spawn_reader(stderr_path.clone());
 
-        let started = self.exec_start(id, &exec_id, &process, &stdout_path, &stderr_path).await;
+        let started = self
+            .exec_start(id, &exec_id, &process, &stdout_path, &stderr_path)
+            .await;
         if let Err(e) = started {
             release_reader(&stdout_path);
             release_reader(&stderr_path);
@@ -100,13 +112,20 @@ impl Cri {
                     }))
                     .await;
                 let _ = self.delete_process(id, &exec_id).await;
-                return Err(CriError::Timeout { what: format!("exec in {id}"), secs: timeout.as_secs() });
+                return Err(CriError::Timeout {
+                    what: format!("exec in {id}"),
+                    secs: timeout.as_secs(),
+                });
             }
         };
         let stdout = out_reader.await.unwrap_or_default();
         let stderr = err_reader.await.unwrap_or_default();
         self.delete_process(id, &exec_id).await?;
-        Ok(ExecOutput { code, stdout, stderr })
+        Ok(ExecOutput {
+            code,
+            stdout,
+            stderr,
+        })
     }
 
     async fn exec_start(

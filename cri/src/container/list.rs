@@ -2,7 +2,9 @@
 
 use std::collections::HashMap;
 
-use containerd_client::services::v1::{GetContainerRequest, ListContainersRequest, ListTasksRequest};
+use containerd_client::services::v1::{
+    GetContainerRequest, ListContainersRequest, ListTasksRequest,
+};
 
 use super::{ContainerInfo, TaskInfo, TaskState};
 use crate::client::Cri;
@@ -18,7 +20,10 @@ impl Cri {
             .map_err(|s| self.unavailable_or("Containers.Get", id, s))?
             .into_inner()
             .container
-            .ok_or_else(|| CriError::NotFound { kind: "container", id: id.to_string() })?;
+            .ok_or_else(|| CriError::NotFound {
+                kind: "container",
+                id: id.to_string(),
+            })?;
         let task = self.task(id).await?;
         Ok(ContainerInfo {
             id: c.id,
@@ -32,7 +37,11 @@ impl Cri {
     /// each with its task. An empty list lists all of the namespace.
     pub async fn list_containers(&self, filters: &[String]) -> Result<Vec<ContainerInfo>> {
         // containerd ORs separate filter strings and ANDs comma-joined parts.
-        let filters = if filters.is_empty() { vec![] } else { vec![filters.join(",")] };
+        let filters = if filters.is_empty() {
+            vec![]
+        } else {
+            vec![filters.join(",")]
+        };
         let containers = self
             .containers()
             .list(self.req(ListContainersRequest { filters }))
@@ -42,7 +51,9 @@ impl Cri {
             .containers;
         let tasks: HashMap<String, TaskInfo> = self
             .tasks()
-            .list(self.req(ListTasksRequest { filter: String::new() }))
+            .list(self.req(ListTasksRequest {
+                filter: String::new(),
+            }))
             .await
             .map_err(|s| self.unavailable_or("Tasks.List", "", s))?
             .into_inner()
@@ -51,7 +62,11 @@ impl Cri {
             .map(|p| {
                 let state = TaskState::from_proto(p.status);
                 (
-                    if p.container_id.is_empty() { p.id.clone() } else { p.container_id.clone() },
+                    if p.container_id.is_empty() {
+                        p.id.clone()
+                    } else {
+                        p.container_id.clone()
+                    },
                     TaskInfo {
                         pid: p.pid,
                         state,

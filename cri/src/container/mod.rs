@@ -43,7 +43,10 @@ impl TaskState {
 
     /// True while the process exists (running or paused).
     pub fn is_alive(self) -> bool {
-        matches!(self, TaskState::Running | TaskState::Paused | TaskState::Pausing)
+        matches!(
+            self,
+            TaskState::Running | TaskState::Paused | TaskState::Pausing
+        )
     }
 }
 
@@ -115,7 +118,9 @@ fn query_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                out.push(b as char)
+            }
             _ => out.push_str(&format!("%{b:02X}")),
         }
     }
@@ -127,7 +132,10 @@ pub(crate) fn timestamp_to_system(ts: Option<prost_types::Timestamp>) -> Option<
     if ts.seconds <= 0 {
         return None;
     }
-    Some(SystemTime::UNIX_EPOCH + std::time::Duration::new(ts.seconds as u64, ts.nanos.max(0) as u32))
+    Some(
+        SystemTime::UNIX_EPOCH
+            + std::time::Duration::new(ts.seconds as u64, ts.nanos.max(0) as u32),
+    )
 }
 
 #[cfg(test)]
@@ -136,9 +144,16 @@ mod tests {
 
     #[test]
     fn log_uris() {
-        assert_eq!(LogTarget::File("/var/log/x.log".into()).uri(), "file:///var/log/x.log");
         assert_eq!(
-            LogTarget::Shim { binary: "/usr/bin/orca".into(), file: "/data/logs/a b&c.log".into() }.uri(),
+            LogTarget::File("/var/log/x.log".into()).uri(),
+            "file:///var/log/x.log"
+        );
+        assert_eq!(
+            LogTarget::Shim {
+                binary: "/usr/bin/orca".into(),
+                file: "/data/logs/a b&c.log".into()
+            }
+            .uri(),
             "binary:///usr/bin/orca?log-shim=/data/logs/a%20b%26c.log"
         );
         assert_eq!(LogTarget::Discard.uri(), "");

@@ -14,7 +14,10 @@ use containerd_client::types::Descriptor as CdDescriptor;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use super::{is_index, parse_json, ConfigFile, Descriptor, Image, Index, Manifest, Platform, MAX_DOC, OCI_MANIFEST};
+use super::{
+    is_index, parse_json, ConfigFile, Descriptor, Image, Index, Manifest, Platform, MAX_DOC,
+    OCI_MANIFEST,
+};
 use crate::client::Cri;
 use crate::content::Written;
 use crate::error::{CriError, Result};
@@ -64,7 +67,12 @@ impl Cri {
         result
     }
 
-    async fn import_leased(&self, path: &Path, name: Option<&str>, lease: &str) -> Result<Vec<Image>> {
+    async fn import_leased(
+        &self,
+        path: &Path,
+        name: Option<&str>,
+        lease: &str,
+    ) -> Result<Vec<Image>> {
         let (tx, mut rx) = mpsc::channel::<Member>(1);
         let reader_path = path.to_path_buf();
         let reader = tokio::task::spawn_blocking(move || read_archive(&reader_path, tx));
@@ -76,12 +84,20 @@ impl Cri {
                 Member::Document(p, bytes) => {
                     documents.insert(p, bytes);
                 }
-                Member::Blob { path: p, size, mut chunks } => {
+                Member::Blob {
+                    path: p,
+                    size,
+                    mut chunks,
+                } => {
                     let expected = p
                         .strip_prefix("blobs/sha256/")
                         .map(|hex| format!("sha256:{hex}"));
                     // Peek at the first chunk to tell gzip from plain tar.
-                    let first = chunks.recv().await.transpose().map_err(|e| CriError::io("read", path, e))?;
+                    let first = chunks
+                        .recv()
+                        .await
+                        .transpose()
+                        .map_err(|e| CriError::io("read", path, e))?;
                     let gzip = first.as_ref().is_some_and(|b| b.starts_with(&[0x1f, 0x8b]));
                     let head = futures::stream::iter(first.map(Ok::<Bytes, std::io::Error>));
                     let rest = tokio_stream::wrappers::ReceiverStream::new(chunks);
@@ -90,7 +106,10 @@ impl Cri {
                         Some(d) if self.blob_info(d).await?.is_some() => {
                             // Drain the member so the reader can go on.
                             futures::StreamExt::for_each(data, |_| async {}).await;
-                            Written { digest: d.clone(), size: size as i64 }
+                            Written {
+                                digest: d.clone(),
+                                size: size as i64,
+                            }
                         }
                         _ => {
                             self.write_blob(
@@ -126,7 +145,12 @@ impl Cri {
         }
     }
 
-    async fn import_oci_layout(&self, lease: &str, index_json: &[u8], name: Option<&str>) -> Result<Vec<Image>> {
+    async fn import_oci_layout(
+        &self,
+        lease: &str,
+        index_json: &[u8],
+        name: Option<&str>,
+    ) -> Result<Vec<Image>> {
         let index: Index = parse_json("index.json", index_json)?;
         let mut images = Vec::new();
         for entry in &index.manifests {
@@ -146,7 +170,10 @@ impl Cri {
                     })?;
                 self.set_blob_labels(
                     &entry.digest,
-                    HashMap::from([(format!("containerd.io/gc.ref.content.m.{position}"), chosen.digest.clone())]),
+                    HashMap::from([(
+                        format!("containerd.io/gc.ref.content.m.{position}"),
+                        chosen.digest.clone(),
+                    )]),
                 )
                 .await?;
                 chosen.digest.clone()
@@ -155,15 +182,26 @@ impl Cri {
             };
             let manifest_bytes = self.read_blob(&manifest_digest, MAX_DOC).await?;
             let manifest: Manifest = parse_json("image manifest", &manifest_bytes)?;
-            self.set_blob_labels(&manifest_digest, manifest_gc_labels(&manifest)).await?;
-            let media_type = if entry.media_type.is_empty() { OCI_MANIFEST.to_string() } else { entry.media_type.clone() };
+            self.set_blob_labels(&manifest_digest, manifest_gc_labels(&manifest))
+                .await?;
+            let media_type = if entry.media_type.is_empty() {
+                OCI_MANIFEST.to_string()
+            } else {
+                entry.media_type.clone()
+            };
             images.push(
-                self.finish_import(lease, &image_name, &manifest, CdDescriptor {
-                    media_type,
-                    digest: entry.digest.clone(),
-                    size: entry.size,
-                    annotations: HashMap::new(),
-                }, &manifest_digest)
+                self.finish_import(
+                    lease,
+                    &image_name,
+                    &manifest,
+                    CdDescriptor {
+                        media_type,
+                        digest: entry.digest.clone(),
+                        size: entry.size,
+                        annotations: HashMap::new(),
+                    },
+                    &manifest_digest,
+                )
                 .await?,
             );
         }
@@ -179,9 +217,12 @@ impl Cri {
     ) -> Result<Vec<Image>> {
         let entries: Vec<DockerSaveEntry> = parse_json("manifest.json", manifest_json)?;
         let member = |p: &str| {
-            blobs
-                .get(p.trim_start_matches("./"))
-                .ok_or_else(|| CriError::content("docker save archive", format!("manifest.json names {p}, which the archive lacks")))
+            blobs.get(p.trim_start_matches("./")).ok_or_else(|| {
+                CriError::content(
+                    "docker save archive",
+                    format!("manifest.json names {p}, which the archive lacks"),
+                )
+            })
         };
         let mut images = Vec::new();
         for entry in entries {
@@ -213,26 +254,38 @@ impl Cri {
                 },
                 layers,
             };
-            let bytes = Bytes::from(serde_json::to_vec(&manifest).map_err(|e| CriError::content("manifest", e))?);
+            let bytes = Bytes::from(
+                serde_json::to_vec(&manifest).map_err(|e| CriError::content("manifest", e))?,
+            );
             let digest = crate::registry::sha256_digest(&bytes);
             let size = bytes.len() as i64;
-            self.put_blob(lease, &digest, bytes, manifest_gc_labels(&manifest)).await?;
+            self.put_blob(lease, &digest, bytes, manifest_gc_labels(&manifest))
+                .await?;
             let mut names: Vec<String> = entry.repo_tags.clone().unwrap_or_default();
             if let Some(n) = name {
                 names.insert(0, n.to_string());
             }
             if names.is_empty() {
-                return Err(CriError::content("docker save archive", "an image has no RepoTags; pass a name"));
+                return Err(CriError::content(
+                    "docker save archive",
+                    "an image has no RepoTags; pass a name",
+                ));
             }
             for n in names {
                 let normalised = ImageRef::parse(&n)?.to_string();
                 images.push(
-                    self.finish_import(lease, &normalised, &manifest, CdDescriptor {
-                        media_type: OCI_MANIFEST.to_string(),
-                        digest: digest.clone(),
-                        size,
-                        annotations: HashMap::new(),
-                    }, &digest)
+                    self.finish_import(
+                        lease,
+                        &normalised,
+                        &manifest,
+                        CdDescriptor {
+                            media_type: OCI_MANIFEST.to_string(),
+                            digest: digest.clone(),
+                            size,
+                            annotations: HashMap::new(),
+                        },
+                        &digest,
+                    )
                     .await?,
                 );
             }
@@ -250,7 +303,9 @@ impl Cri {
     ) -> Result<Image> {
         let config_bytes = self.read_blob(&manifest.config.digest, MAX_DOC).await?;
         let config: ConfigFile = parse_json("image config", &config_bytes)?;
-        let chain_id = self.unpack(lease, manifest, &config, &manifest.config.digest).await?;
+        let (chain_id, _) = self
+            .unpack(lease, manifest, &config, &manifest.config.digest)
+            .await?;
         let digest = target.digest.clone();
         self.put_image_record(name, target).await?;
         Ok(Image {
@@ -266,9 +321,15 @@ impl Cri {
 }
 
 fn manifest_gc_labels(manifest: &Manifest) -> HashMap<String, String> {
-    let mut labels = HashMap::from([("containerd.io/gc.ref.content.config".to_string(), manifest.config.digest.clone())]);
+    let mut labels = HashMap::from([(
+        "containerd.io/gc.ref.content.config".to_string(),
+        manifest.config.digest.clone(),
+    )]);
     for (i, l) in manifest.layers.iter().enumerate() {
-        labels.insert(format!("containerd.io/gc.ref.content.l.{i}"), l.digest.clone());
+        labels.insert(
+            format!("containerd.io/gc.ref.content.l.{i}"),
+            l.digest.clone(),
+        );
     }
     labels
 }
@@ -299,7 +360,9 @@ fn read_archive(path: &PathBuf, tx: mpsc::Sender<Member>) -> Result<()> {
     let mut buffered = std::io::BufReader::new(file);
     let gz = {
         use std::io::BufRead;
-        let head = buffered.fill_buf().map_err(|e| CriError::io("read", path, e))?;
+        let head = buffered
+            .fill_buf()
+            .map_err(|e| CriError::io("read", path, e))?;
         head.starts_with(&[0x1f, 0x8b])
     };
     let input: Box<dyn Read> = if gz {
@@ -308,7 +371,9 @@ fn read_archive(path: &PathBuf, tx: mpsc::Sender<Member>) -> Result<()> {
         Box::new(buffered)
     };
     let mut archive = tar::Archive::new(input);
-    let entries = archive.entries().map_err(|e| CriError::io("read tar", path, e))?;
+    let entries = archive
+        .entries()
+        .map_err(|e| CriError::io("read tar", path, e))?;
     for entry in entries {
         let mut entry = entry.map_err(|e| CriError::io("read tar", path, e))?;
         if !entry.header().entry_type().is_file() {
@@ -326,14 +391,23 @@ fn read_archive(path: &PathBuf, tx: mpsc::Sender<Member>) -> Result<()> {
                 return Err(CriError::content(&member, "too large"));
             }
             let mut bytes = Vec::with_capacity(size as usize);
-            entry.read_to_end(&mut bytes).map_err(|e| CriError::io("read tar", path, e))?;
+            entry
+                .read_to_end(&mut bytes)
+                .map_err(|e| CriError::io("read tar", path, e))?;
             if tx.blocking_send(Member::Document(member, bytes)).is_err() {
                 return Ok(());
             }
             continue;
         }
         let (chunk_tx, chunks) = mpsc::channel(4);
-        if tx.blocking_send(Member::Blob { path: member, size, chunks }).is_err() {
+        if tx
+            .blocking_send(Member::Blob {
+                path: member,
+                size,
+                chunks,
+            })
+            .is_err()
+        {
             return Ok(());
         }
         loop {

@@ -19,6 +19,7 @@ use crate::reference::ImageRef;
 
 pub use import::ImportedImage;
 pub(crate) use pull::PullGate;
+pub use pull::Pulled;
 
 /// Media types of indexes (multi-platform lists).
 pub(crate) const INDEX_TYPES: [&str; 2] = [

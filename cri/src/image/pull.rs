@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use containerd_client::services::v1::{CreateImageRequest, Image as ImageRecord, UpdateImageRequest};
+use containerd_client::services::v1::{
+    CreateImageRequest, Image as ImageRecord, UpdateImageRequest,
+};
 use containerd_client::types::Descriptor as CdDescriptor;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use futures::{StreamExt, TryStreamExt};
@@ -29,7 +31,18 @@ const PARALLEL_BLOBS: usize = 3;
 /// How long a pull's lease protects half-done work if orca dies mid-pull.
 const PULL_LEASE: Duration = Duration::from_secs(3600);
 
-type InFlight = Shared<BoxFuture<'static, SharedResult<Image>>>;
+type InFlight = Shared<BoxFuture<'static, SharedResult<Pulled>>>;
+
+/// What a pull did: the image, and how much work it took (zero and zero
+/// for an unchanged tag that was pulled before).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pulled {
+    pub image: Image,
+    /// Blobs downloaded (config and layers; manifests not counted).
+    pub fetched_blobs: usize,
+    /// Layers unpacked into new snapshots.
+    pub unpacked_layers: usize,
+}
 
 /// Deduplicates work: one pull per reference, one download or unpack per
 /// digest at a time.
@@ -54,6 +67,12 @@ impl Cri {
     /// Pulls `reference` (for example `nginx:alpine`) and unpacks it, or
     /// joins a pull of the same reference already under way.
     pub async fn pull(&self, reference: &str) -> Result<Image> {
+        self.pull_with_report(reference).await.map(|p| p.image)
+    }
+
+    /// [`Cri::pull`], also telling how much work the pull did. Callers that
+    /// joined a pull under way get the report of that pull.
+    pub async fn pull_with_report(&self, reference: &str) -> Result<Pulled> {
         let image_ref = ImageRef::parse(reference)?;
         let key = image_ref.to_string();
         let shared = {
@@ -78,9 +97,8 @@ impl Cri {
                         result
                     });
                     let f: InFlight = async move {
-                        task.await.unwrap_or_else(|e| {
-                            Err(Arc::new(CriError::registry("(pull task)", e)))
-                        })
+                        task.await
+                            .unwrap_or_else(|e| Err(Arc::new(CriError::registry("(pull task)", e))))
                     }
                     .boxed()
                     .shared();
@@ -92,18 +110,18 @@ impl Cri {
         shared.await.map_err(CriError::Shared)
     }
 
-    async fn pull_once(&self, image_ref: &ImageRef) -> Result<Image> {
+    async fn pull_once(&self, image_ref: &ImageRef) -> Result<Pulled> {
         let started = std::time::Instant::now();
         let lease = self.lease(PULL_LEASE).await?;
         let result = self.pull_leased(image_ref, &lease.id).await;
         lease.release().await;
-        if let Ok(image) = &result {
-            tracing::info!(image = %image.name, digest = %image.digest, ms = started.elapsed().as_millis() as u64, "pulled");
+        if let Ok(p) = &result {
+            tracing::info!(image = %p.image.name, digest = %p.image.digest, fetched = p.fetched_blobs, unpacked = p.unpacked_layers, ms = started.elapsed().as_millis() as u64, "pulled");
         }
         result
     }
 
-    async fn pull_leased(&self, image_ref: &ImageRef, lease: &str) -> Result<Image> {
+    async fn pull_leased(&self, image_ref: &ImageRef, lease: &str) -> Result<Pulled> {
         let registry = self.registry();
         let top = registry.fetch_manifest(image_ref).await?;
         let name = image_ref.to_string();
@@ -137,21 +155,32 @@ impl Cri {
 
         let mut wanted = vec![manifest.config.clone()];
         wanted.extend(manifest.layers.iter().cloned());
-        futures::stream::iter(wanted)
+        let fetched_blobs = futures::stream::iter(wanted)
             .map(|d| self.fetch_blob_if_missing(lease, image_ref, &top.endpoint, d))
             .buffer_unordered(PARALLEL_BLOBS)
-            .try_collect::<Vec<()>>()
-            .await?;
+            .try_collect::<Vec<bool>>()
+            .await?
+            .into_iter()
+            .filter(|fetched| *fetched)
+            .count();
 
         let mut labels = HashMap::from([(
             "containerd.io/gc.ref.content.config".to_string(),
             manifest.config.digest.clone(),
         )]);
         for (i, layer) in manifest.layers.iter().enumerate() {
-            labels.insert(format!("containerd.io/gc.ref.content.l.{i}"), layer.digest.clone());
+            labels.insert(
+                format!("containerd.io/gc.ref.content.l.{i}"),
+                layer.digest.clone(),
+            );
         }
-        self.put_blob(lease, &manifest_raw.digest, manifest_raw.bytes.clone(), labels)
-            .await?;
+        self.put_blob(
+            lease,
+            &manifest_raw.digest,
+            manifest_raw.bytes.clone(),
+            labels,
+        )
+        .await?;
         if let Some((position, digest)) = &index_pick {
             let labels = HashMap::from([(
                 format!("containerd.io/gc.ref.content.m.{position}"),
@@ -163,7 +192,7 @@ impl Cri {
 
         let config_bytes = self.read_blob(&manifest.config.digest, MAX_DOC).await?;
         let config: ConfigFile = parse_json("image config", &config_bytes)?;
-        let chain_id = self
+        let (chain_id, unpacked_layers) = self
             .unpack(lease, &manifest, &config, &manifest.config.digest)
             .await?;
 
@@ -177,11 +206,8 @@ impl Cri {
             },
         )
         .await?;
-        debug_assert_eq!(
-            Some(&chain_id),
-            chain_ids(&config.rootfs.diff_ids).last()
-        );
-        Ok(Image {
+        debug_assert_eq!(Some(&chain_id), chain_ids(&config.rootfs.diff_ids).last());
+        let image = Image {
             name,
             digest: top.digest,
             manifest_digest: manifest_raw.digest,
@@ -189,6 +215,11 @@ impl Cri {
             config: config.config.unwrap_or_default(),
             chain_id,
             size: manifest.layers.iter().map(|l| l.size).sum(),
+        };
+        Ok(Pulled {
+            image,
+            fetched_blobs,
+            unpacked_layers,
         })
     }
 
@@ -198,11 +229,11 @@ impl Cri {
         image_ref: &ImageRef,
         endpoint: &Endpoint,
         blob: Descriptor,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let lock = self.pulls().key_lock(&blob.digest);
         let _held = lock.lock().await;
         if self.blob_info(&blob.digest).await?.is_some() {
-            return Ok(());
+            return Ok(false);
         }
         let body = self
             .registry()
@@ -217,7 +248,7 @@ impl Cri {
             BodyDataStream::new(body),
         )
         .await?;
-        Ok(())
+        Ok(true)
     }
 
     /// Creates the image record, or points an existing one at `target`.

@@ -15,14 +15,15 @@ use crate::client::{Cri, SNAPSHOTTER};
 use crate::error::{CriError, Result};
 
 impl Cri {
-    /// Unpacks every layer not yet unpacked; returns the top chain id.
+    /// Unpacks every layer not yet unpacked; returns the top chain id and
+    /// how many layers it unpacked.
     pub(crate) async fn unpack(
         &self,
         lease: &str,
         manifest: &Manifest,
         config: &ConfigFile,
         config_digest: &str,
-    ) -> Result<String> {
+    ) -> Result<(String, usize)> {
         let diff_ids = &config.rootfs.diff_ids;
         if diff_ids.len() != manifest.layers.len() {
             return Err(CriError::content(
@@ -35,6 +36,7 @@ impl Cri {
             ));
         }
         let chain = chain_ids(diff_ids);
+        let mut unpacked = 0;
         for (i, layer) in manifest.layers.iter().enumerate() {
             let lock = self.pulls().key_lock(&chain[i]);
             let _held = lock.lock().await;
@@ -44,6 +46,7 @@ impl Cri {
             let parent = if i == 0 { "" } else { chain[i - 1].as_str() };
             self.apply_layer(lease, layer, &diff_ids[i], &chain[i], parent)
                 .await?;
+            unpacked += 1;
             if layer.media_type.contains("gzip") || layer.media_type.contains("zstd") {
                 self.set_blob_labels(
                     &layer.digest,
@@ -66,10 +69,11 @@ impl Cri {
             )
             .await?;
         }
-        Ok(top)
+        Ok((top, unpacked))
     }
 
-    pub(crate) async fn snapshot_exists(&self, key: &str) -> Result<bool> {
+    /// True if containerd has a snapshot named `key` (a chain id or a container id).
+    pub async fn snapshot_exists(&self, key: &str) -> Result<bool> {
         match self
             .snapshots()
             .stat(self.req(StatSnapshotRequest {

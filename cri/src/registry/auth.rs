@@ -62,7 +62,11 @@ fn parse_params(s: &str) -> HashMap<String, String> {
     let mut rest = s.trim();
     while !rest.is_empty() {
         let Some(eq) = rest.find('=') else { break };
-        let key = rest[..eq].trim().trim_start_matches(',').trim().to_ascii_lowercase();
+        let key = rest[..eq]
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_ascii_lowercase();
         rest = &rest[eq + 1..];
         let value;
         if let Some(stripped) = rest.strip_prefix('"') {
@@ -114,7 +118,12 @@ impl TokenResponse {
 }
 
 /// The URL to ask for a pull token for `repository`.
-pub fn token_url(realm: &str, service: Option<&str>, scope: Option<&str>, repository: &str) -> String {
+pub fn token_url(
+    realm: &str,
+    service: Option<&str>,
+    scope: Option<&str>,
+    repository: &str,
+) -> String {
     let mut url = realm.to_string();
     let mut sep = if url.contains('?') { '&' } else { '?' };
     if let Some(service) = service {
@@ -205,9 +214,13 @@ mod tests {
 
     #[test]
     fn scope_with_comma_and_missing_scope() {
-        let c = Challenge::parse(r#"bearer realm="http://127.0.0.1:1/t", scope="repository:a/b:pull,push""#)
-            .unwrap();
-        assert!(matches!(c, Challenge::Bearer { scope: Some(ref s), .. } if s == "repository:a/b:pull,push"));
+        let c = Challenge::parse(
+            r#"bearer realm="http://127.0.0.1:1/t", scope="repository:a/b:pull,push""#,
+        )
+        .unwrap();
+        assert!(
+            matches!(c, Challenge::Bearer { scope: Some(ref s), .. } if s == "repository:a/b:pull,push")
+        );
         assert_eq!(
             token_url("http://x/t?a=1", None, None, "a/b"),
             "http://x/t?a=1&scope=repository%3Aa%2Fb%3Apull"
@@ -216,7 +229,10 @@ mod tests {
 
     #[test]
     fn basic_and_unknown() {
-        assert_eq!(Challenge::parse(r#"Basic realm="x""#), Some(Challenge::Basic));
+        assert_eq!(
+            Challenge::parse(r#"Basic realm="x""#),
+            Some(Challenge::Basic)
+        );
         assert_eq!(Challenge::parse("Negotiate"), None);
         assert_eq!(Challenge::parse(r#"Bearer service="x""#), None);
     }

@@ -163,7 +163,9 @@ impl RegistryClient {
         reference: &str,
     ) -> Result<RawManifest> {
         let path = format!("/v2/{}/manifests/{}", image.repository, reference);
-        let response = self.get(endpoint, image, &path, Some(MANIFEST_ACCEPT)).await?;
+        let response = self
+            .get(endpoint, image, &path, Some(MANIFEST_ACCEPT))
+            .await?;
         let media_type = response
             .headers()
             .get(CONTENT_TYPE)
@@ -235,7 +237,10 @@ impl RegistryClient {
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string);
                 let Some(location) = location else {
-                    return Err(CriError::registry(image, format!("{status} without Location")));
+                    return Err(CriError::registry(
+                        image,
+                        format!("{status} without Location"),
+                    ));
                 };
                 if redirects > MAX_REDIRECTS {
                     return Err(CriError::registry(image, "too many redirects"));
@@ -275,7 +280,11 @@ impl RegistryClient {
                 }
                 _ => CriError::registry(
                     image,
-                    format!("{status} from {} for {path}: {}", endpoint.host, short(&body)),
+                    format!(
+                        "{status} from {} for {path}: {}",
+                        endpoint.host,
+                        short(&body)
+                    ),
                 ),
             });
         }
@@ -324,9 +333,12 @@ impl RegistryClient {
             reason,
         };
         match challenge {
-            Some(Challenge::Basic) => credentials
-                .map(Credentials::basic_header)
-                .ok_or_else(|| unauthorized(format!("{} wants credentials and none are configured", endpoint.host))),
+            Some(Challenge::Basic) => credentials.map(Credentials::basic_header).ok_or_else(|| {
+                unauthorized(format!(
+                    "{} wants credentials and none are configured",
+                    endpoint.host
+                ))
+            }),
             Some(Challenge::Bearer {
                 realm,
                 service,
@@ -466,8 +478,14 @@ mod tests {
         let c = client(config);
         let e = c.endpoints(&ImageRef::parse("nginx:alpine").unwrap());
         assert_eq!(e.len(), 2);
-        assert_eq!((e[0].scheme, e[0].host.as_str(), e[0].mirror), ("http", "127.0.0.1:5000", true));
-        assert_eq!((e[1].scheme, e[1].host.as_str(), e[1].mirror), ("https", "registry-1.docker.io", false));
+        assert_eq!(
+            (e[0].scheme, e[0].host.as_str(), e[0].mirror),
+            ("http", "127.0.0.1:5000", true)
+        );
+        assert_eq!(
+            (e[1].scheme, e[1].host.as_str(), e[1].mirror),
+            ("https", "registry-1.docker.io", false)
+        );
         let e = c.endpoints(&ImageRef::parse("reg.lan:5000/app").unwrap());
         assert_eq!((e[0].scheme, e.len()), ("http", 1));
         let e = c.endpoints(&ImageRef::parse("ghcr.io/a/b").unwrap());
@@ -480,7 +498,10 @@ mod tests {
             resolve_location("http://a:1/v2/x/blobs/y", "/other?z=1"),
             "http://a:1/other?z=1"
         );
-        assert_eq!(resolve_location("http://a/v2", "https://cdn/b"), "https://cdn/b");
+        assert_eq!(
+            resolve_location("http://a/v2", "https://cdn/b"),
+            "https://cdn/b"
+        );
         assert_eq!(host_of("https://cdn.example/b/c"), "cdn.example");
     }
 }

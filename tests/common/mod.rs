@@ -1,0 +1,147 @@
+//! Shared setup of the integration tests: the real containerd, registry and
+//! test images that `tests/env.sh` provides (see `.ci/run`).
+//!
+//! Under `CI=true` a missing containerd or registry fails the test; outside
+//! CI a test skips with a loud message.
+
+#![allow(clippy::unwrap_used)]
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cri::{ConnectOptions, Cri};
+
+/// What the environment provides.
+pub struct TestEnv {
+    pub socket: PathBuf,
+    pub registry: String,
+    pub images: PathBuf,
+}
+
+impl TestEnv {
+    /// `registry/orca-test/<name>`.
+    pub fn image(&self, name: &str) -> String {
+        format!("{}/orca-test/{name}", self.registry)
+    }
+}
+
+fn in_ci() -> bool {
+    std::env::var("CI")
+        .map(|v| v == "true" || v == "1")
+        .unwrap_or(false)
+}
+
+/// The environment, or `None` (outside CI only) when it is not there.
+pub fn env() -> Option<TestEnv> {
+    let socket = std::env::var("ORCA_TEST_CONTAINERD")
+        .ok()
+        .map(PathBuf::from);
+    let registry = std::env::var("ORCA_TEST_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".into());
+    let images = std::env::var("ORCA_TEST_IMAGES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-images"));
+    let problem = match &socket {
+        None => Some("ORCA_TEST_CONTAINERD is not set".to_string()),
+        Some(s) if !s.exists() => Some(format!("no containerd socket at {}", s.display())),
+        Some(_) if !images.join("web-v1.oci.tar").exists() => Some(format!(
+            "no test images in {} (run tests/images/build.sh)",
+            images.display()
+        )),
+        Some(_) => None,
+    };
+    if let Some(problem) = problem {
+        if in_ci() {
+            panic!("integration test environment missing under CI: {problem}");
+        }
+        eprintln!("SKIPPING integration test: {problem}; run `source tests/env.sh && orca_env_start` or `bash .ci/run`");
+        return None;
+    }
+    Some(TestEnv {
+        socket: socket.unwrap_or_default(),
+        registry,
+        images,
+    })
+}
+
+/// A namespace of its own for one test.
+pub fn namespace(test: &str) -> String {
+    format!(
+        "t-{test}-{}-{:06x}",
+        std::process::id(),
+        rand_u32() & 0xff_ffff
+    )
+}
+
+pub fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.finish() as u32
+}
+
+/// A client in `ns` with docker.io mirrored to the test registry.
+pub async fn connect(env: &TestEnv, ns: &str) -> Cri {
+    let mut options = ConnectOptions::new(&env.socket, ns);
+    options
+        .registry
+        .mirrors
+        .insert("docker.io".into(), format!("http://{}", env.registry));
+    Cri::connect(options).await.expect("connect to containerd")
+}
+
+/// Removes every container and image of the client's namespace.
+pub async fn cleanup(cri: &Cri) {
+    if let Ok(list) = cri.list_containers(&[]).await {
+        for c in list {
+            if let Err(e) = cri.remove_container(&c.id).await {
+                eprintln!("cleanup of {} failed: {e}", c.id);
+            }
+        }
+    }
+}
+
+/// A TCP port free on loopback right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GET `path` on 127.0.0.1:`port`, retrying until `timeout`; the body.
+pub async fn http_get(port: u16, path: &str, timeout: Duration) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            let req = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+            if s.write_all(req.as_bytes()).await.is_ok() {
+                let mut buf = Vec::new();
+                if s.read_to_end(&mut buf).await.is_ok() {
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    if let Some((_, body)) = text.split_once("\r\n\r\n") {
+                        if text.starts_with("HTTP/1.") && text.contains(" 200 ") {
+                            return Some(body.to_string());
+                        }
+                    }
+                }
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The orca binary built for these tests (it serves as the log shim).
+pub fn orca_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_orca"))
+}
