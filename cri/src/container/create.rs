@@ -27,14 +27,34 @@ impl Cri {
         if image.chain_id.is_empty() {
             return Err(CriError::content(&image.name, "image has no layers"));
         }
+        // Until the container record references the snapshot, only a lease
+        // keeps the garbage collector off it.
+        let lease = self.lease(std::time::Duration::from_secs(300)).await?;
+        let result = self
+            .create_leased(image, config, spec_json, &lease.id)
+            .await;
+        lease.release().await;
+        result
+    }
+
+    async fn create_leased(
+        &self,
+        image: &Image,
+        config: &ContainerConfig,
+        spec_json: Vec<u8>,
+        lease: &str,
+    ) -> Result<()> {
         let id = config.id.clone();
         self.snapshots()
-            .prepare(self.req(PrepareSnapshotRequest {
-                snapshotter: SNAPSHOTTER.to_string(),
-                key: id.clone(),
-                parent: image.chain_id.clone(),
-                labels: HashMap::new(),
-            }))
+            .prepare(self.req_leased(
+                PrepareSnapshotRequest {
+                    snapshotter: SNAPSHOTTER.to_string(),
+                    key: id.clone(),
+                    parent: image.chain_id.clone(),
+                    labels: HashMap::new(),
+                },
+                lease,
+            ))
             .await
             .map_err(|s| match s.code() {
                 tonic::Code::AlreadyExists => CriError::AlreadyExists {
