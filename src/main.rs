@@ -1,9 +1,27 @@
-//! The `orca` binary: a thin CLI over the `cri`, `network` and `api` crates.
+//! The `orca` binary: the CLI, the control plane and the local node agent
+//! over the `cri`, `network` and `api` crates.
 //!
 //! It also serves as containerd's `binary://` logger (`orca log-shim FILE`,
 //! hidden), so container logs need nothing else installed.
+//!
+//! # Layout
+//! - `cli`: argument parsing and the commands.
+//! - `server`: `orca server` wiring and shutdown.
+//! - `config`: cluster.toml.
+//! - `store`: durable desired state (sled) behind a trait.
+//! - `agent`: the node boundary (`NodeAgent`) and the local agent.
+//! - `control`: the reconciler and the API handlers.
+//! - `metrics`: Prometheus metrics.
 
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+mod agent;
 mod cli;
+mod config;
+mod control;
+mod metrics;
+mod server;
+mod store;
 
 use std::process::ExitCode;
 

@@ -1,1 +1,31 @@
-//! Placeholder.
+//! `api`: orca's REST API, knowing nothing of containerd.
+//!
+//! Requests are parsed into an [`ApiRequest`] first (pure, tested), then
+//! dispatched to whoever implements [`Handler`]; errors become JSON in one
+//! place.
+//!
+//! # Layout
+//! - [`names`]: the one validator for every name.
+//! - [`spec`]: the service spec (deploy payload and service.toml twin).
+//! - [`status`]: status, cluster, versions and token answers.
+//! - [`auth`]: roles, access rules, constant-time token checks.
+//! - [`request`]: method + path + body into [`ApiRequest`].
+//! - [`error`]: the error type, [`ApiError`].
+//! - [`server`]: the hyper server glue.
+//! - [`client`]: the client the CLI uses.
+
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod auth;
+pub mod client;
+pub mod error;
+pub mod names;
+pub mod request;
+pub mod server;
+pub mod spec;
+pub mod status;
+
+pub use auth::{Caller, Role};
+pub use error::ApiError;
+pub use request::ApiRequest;
+pub use server::{ApiResponse, Handler};

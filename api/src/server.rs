@@ -1,0 +1,269 @@
+//! The HTTP side, on raw hyper: body limits and timeouts, parsing, auth,
+//! dispatch to a [`Handler`], and the one place where an [`ApiError`]
+//! becomes `{"error": "..."}` with its status.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{header, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+use crate::auth::{bearer, Access, Caller};
+use crate::error::ApiError;
+use crate::request::{body_route_access, parse, ApiRequest, RawRequest};
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 1024 * 1024;
+/// How long a client may take to send its body.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to send its headers.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a handler answers.
+pub enum ApiResponse {
+    /// JSON with a status.
+    Json(u16, serde_json::Value),
+    /// Plain text (logs).
+    Text(String),
+    /// Prometheus text format.
+    Metrics(String),
+    /// Chunked plain text until the sender goes away (log follow).
+    Stream(mpsc::Receiver<Bytes>),
+}
+
+impl ApiResponse {
+    /// 200 with `value` serialised.
+    pub fn ok<T: serde::Serialize>(value: &T) -> Result<Self, ApiError> {
+        Self::json(200, value)
+    }
+    /// `status` with `value` serialised.
+    pub fn json<T: serde::Serialize>(status: u16, value: &T) -> Result<Self, ApiError> {
+        serde_json::to_value(value)
+            .map(|v| ApiResponse::Json(status, v))
+            .map_err(|e| ApiError::internal(format!("cannot encode the answer: {e}")))
+    }
+}
+
+/// Whoever owns the state behind the API.
+#[async_trait::async_trait]
+pub trait Handler: Send + Sync + 'static {
+    /// The caller a bearer token belongs to, if any.
+    fn authenticate(&self, token: &str) -> Option<Caller>;
+    /// Does what the request asks. `caller` is `None` for public and
+    /// signature-checked requests.
+    async fn handle(
+        &self,
+        request: ApiRequest,
+        caller: Option<Caller>,
+    ) -> Result<ApiResponse, ApiError>;
+    /// Called once per request, for metrics.
+    fn observe(&self, _route: &'static str, _method: &str, _status: u16, _elapsed: Duration) {}
+}
+
+type Body = BoxBody<Bytes, Infallible>;
+
+fn full(status: u16, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()).boxed());
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if let Ok(v) = header::HeaderValue::from_str(content_type) {
+        r.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+impl From<ApiError> for Response<Body> {
+    fn from(e: ApiError) -> Self {
+        let mut r = full(e.status, "application/json", e.body());
+        if e.status == 401 {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        r
+    }
+}
+
+fn into_response(answer: ApiResponse) -> Response<Body> {
+    match answer {
+        ApiResponse::Json(status, value) => full(status, "application/json", value.to_string()),
+        ApiResponse::Text(text) => full(200, "text/plain; charset=utf-8", text),
+        ApiResponse::Metrics(text) => full(200, "text/plain; version=0.0.4; charset=utf-8", text),
+        ApiResponse::Stream(rx) => {
+            let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
+                .map(|b| Ok::<_, Infallible>(Frame::data(b)));
+            let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            r
+        }
+    }
+}
+
+async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
+    let limited = Limited::new(body, MAX_BODY);
+    match tokio::time::timeout(BODY_TIMEOUT, limited.collect()).await {
+        Err(_) => Err(ApiError::new(
+            408,
+            format!(
+                "request body not received within {}s",
+                BODY_TIMEOUT.as_secs()
+            ),
+        )),
+        Ok(Err(e))
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(too_large())
+        }
+        Ok(Err(e)) => Err(ApiError::bad_request(format!(
+            "cannot read the request body: {e}"
+        ))),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}
+
+fn too_large() -> ApiError {
+    ApiError::new(413, format!("request body larger than {} bytes", MAX_BODY))
+}
+
+fn authorize(
+    handler: &dyn Handler,
+    access: Access,
+    auth_header: Option<&str>,
+) -> Result<Option<Caller>, ApiError> {
+    match access {
+        Access::Public | Access::Signature => Ok(None),
+        Access::Role(needed) => {
+            let token = bearer(auth_header)
+                .ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
+            let caller = handler
+                .authenticate(token)
+                .ok_or_else(|| ApiError::unauthorized("invalid token"))?;
+            if caller.role < needed {
+                return Err(ApiError::forbidden(format!(
+                    "token {:?} has role {}, this needs {}",
+                    caller.name,
+                    caller.role.as_str(),
+                    needed.as_str()
+                )));
+            }
+            Ok(Some(caller))
+        }
+    }
+}
+
+/// Serves one request.
+pub async fn serve_request(
+    handler: Arc<dyn Handler>,
+    request: Request<Incoming>,
+) -> Response<Body> {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path().to_string();
+    let auth_header = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let mut route = "unknown";
+    let result: Result<ApiResponse, ApiError> = async {
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > MAX_BODY as u64) {
+            return Err(too_large());
+        }
+        let mut caller = None;
+        let early = body_route_access(&method, &path);
+        if let Some(access) = early {
+            caller = authorize(handler.as_ref(), access, auth_header.as_deref())?;
+        }
+        let bytes = read_body(body).await?;
+        let parsed = parse(RawRequest {
+            method: &method,
+            path: &path,
+            query: parts.uri.query(),
+            headers: &parts.headers,
+            body: bytes,
+        })?;
+        route = parsed.route();
+        if early.is_none() {
+            caller = authorize(handler.as_ref(), parsed.access(), auth_header.as_deref())?;
+        }
+        handler.handle(parsed, caller).await
+    }
+    .await;
+    let response = match result {
+        Ok(answer) => into_response(answer),
+        Err(e) => {
+            if e.status >= 500 {
+                tracing::error!(%path, status = e.status, error = %e.message, "request failed");
+            }
+            e.into()
+        }
+    };
+    handler.observe(
+        route,
+        method.as_str(),
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+/// Accepts connections until `shutdown` resolves, then lets in-flight
+/// requests finish (up to 5 s).
+pub async fn serve(
+    listener: TcpListener,
+    handler: Arc<dyn Handler>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let handler = handler.clone();
+                let service = hyper::service::service_fn(move |req| {
+                    let handler = handler.clone();
+                    async move { Ok::<_, Infallible>(serve_request(handler, req).await) }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .serve_connection(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+    Ok(())
+}

@@ -1,0 +1,396 @@
+//! The service spec: the JSON of `POST /api/v1/deploy` and its TOML twin
+//! (`[[service]]` in service.toml), and the checks every field passes before
+//! anything is created. Quantities (`memory`) and image references are
+//! checked again by the control plane with the parsers that use them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::names::{checked_name, is_dns_label, is_dns_name};
+
+/// Most replicas one service may ask for (on purpose a human-sized number:
+/// a typo like 1000 should be an error, not a hundred OOM kills).
+pub const MAX_REPLICAS: i64 = 100;
+/// Most services in one deploy request.
+pub const MAX_SERVICES_PER_DEPLOY: usize = 200;
+
+fn default_project() -> String {
+    "default".to_string()
+}
+fn default_replicas() -> i64 {
+    1
+}
+
+/// One service as the user describes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    pub name: String,
+    #[serde(default = "default_project")]
+    pub project: String,
+    #[serde(default)]
+    pub image: String,
+    #[serde(default = "default_replicas")]
+    pub replicas: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourcesSpec>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub internal: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<Placement>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy: Option<DeploySettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness: Option<Probe>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<Probe>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<String>,
+    /// Seconds between SIGTERM and SIGKILL when a replica stops (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_grace_secs: Option<u64>,
+}
+
+/// `resources`: memory as a quantity ("512Mi"), cpu in cores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ResourcesSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<f64>,
+}
+
+/// `placement`: a node by id, or nodes by labels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Placement {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Rollout strategy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    #[default]
+    Rolling,
+    Canary,
+}
+
+/// `deploy`: how new versions go out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DeploySettings {
+    #[serde(default)]
+    pub strategy: Strategy,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unavailable: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_weight: Option<i64>,
+}
+
+/// An HTTP health probe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Probe {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_secs: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_threshold: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_delay_secs: Option<u64>,
+}
+
+/// `POST /api/v1/deploy` body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployRequest {
+    pub services: Vec<ServiceSpec>,
+}
+
+/// `POST /api/v1/deploy` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct DeployResponse {
+    pub deployed: Vec<String>,
+    pub errors: Vec<String>,
+    /// Services whose spec was unchanged (nothing was done for them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unchanged: Vec<String>,
+}
+
+/// `POST /api/v1/services/{name}/scale` body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleRequest {
+    pub replicas: i64,
+}
+
+fn check_env_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 255
+        && !key.as_bytes()[0].is_ascii_digit()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
+}
+
+fn check_path(field: &str, path: &str) -> Result<(), ApiError> {
+    if path.starts_with('/') && path.len() <= 1024 && path.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "invalid {field} {path:?}: must be an absolute URL path"
+        )))
+    }
+}
+
+fn check_probe(field: &str, probe: &Probe) -> Result<(), ApiError> {
+    if let Some(p) = &probe.path {
+        check_path(&format!("{field}.path"), p)?;
+    }
+    for (name, v) in [
+        ("interval_secs", probe.interval_secs),
+        ("timeout_secs", probe.timeout_secs),
+    ] {
+        if let Some(v) = v {
+            if v == 0 || v > 3600 {
+                return Err(ApiError::bad_request(format!(
+                    "invalid {field}.{name} {v}: must be 1 to 3600"
+                )));
+            }
+        }
+    }
+    if let Some(t) = probe.failure_threshold {
+        if t == 0 || t > 100 {
+            return Err(ApiError::bad_request(format!(
+                "invalid {field}.failure_threshold {t}: must be 1 to 100"
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl ServiceSpec {
+    /// Checks every field that needs no outside knowledge. The error names
+    /// the service (when its name is valid) and the field.
+    pub fn validate(&self) -> Result<(), ApiError> {
+        checked_name("service name", &self.name)?;
+        let ctx = |e: ApiError| ApiError::new(e.status, format!("{}: {}", self.name, e.message));
+        self.validate_fields().map_err(ctx)
+    }
+
+    fn validate_fields(&self) -> Result<(), ApiError> {
+        checked_name("project", &self.project)?;
+        if self.image.trim().is_empty() {
+            return Err(ApiError::bad_request("missing image"));
+        }
+        if !(0..=MAX_REPLICAS).contains(&self.replicas) {
+            return Err(ApiError::bad_request(format!(
+                "invalid replicas {}: must be 0 to {MAX_REPLICAS}",
+                self.replicas
+            )));
+        }
+        if let Some(port) = self.port {
+            if port == 0 || port > 65535 {
+                return Err(ApiError::bad_request(format!(
+                    "invalid port {port}: must be 1 to 65535"
+                )));
+            }
+        }
+        if let Some(domain) = &self.domain {
+            if !is_dns_name(domain) {
+                return Err(ApiError::bad_request(format!("invalid domain {domain:?}")));
+            }
+        }
+        if let Some(h) = &self.health {
+            check_path("health", h)?;
+        }
+        for (k, v) in &self.env {
+            if !check_env_key(k) {
+                return Err(ApiError::bad_request(format!("invalid env name {k:?}")));
+            }
+            if v.contains('\0') {
+                return Err(ApiError::bad_request(format!(
+                    "invalid env value for {k}: contains NUL"
+                )));
+            }
+        }
+        if let Some(r) = &self.resources {
+            if let Some(cpu) = r.cpu {
+                if !cpu.is_finite() || cpu <= 0.0 {
+                    return Err(ApiError::bad_request(format!(
+                        "invalid resources.cpu {cpu}: must be a positive number of cores"
+                    )));
+                }
+            }
+        }
+        if let Some(p) = &self.placement {
+            if let Some(node) = &p.node {
+                checked_name("placement.node", node)?;
+            }
+        }
+        for alias in &self.aliases {
+            if !is_dns_label(alias) {
+                return Err(ApiError::bad_request(format!(
+                    "invalid alias {alias:?}: must be a DNS label"
+                )));
+            }
+        }
+        if let Some(c) = &self.command {
+            if c.is_empty() || c[0].is_empty() || c.iter().any(|a| a.contains('\0')) {
+                return Err(ApiError::bad_request(
+                    "invalid command: must be a non-empty list of arguments",
+                ));
+            }
+        }
+        if let Some(d) = &self.deploy {
+            if let Some(m) = d.max_unavailable {
+                if !(0..=MAX_REPLICAS).contains(&m) {
+                    return Err(ApiError::bad_request(format!(
+                        "invalid deploy.max_unavailable {m}"
+                    )));
+                }
+            }
+            if let Some(w) = d.canary_weight {
+                if !(0..=100).contains(&w) {
+                    return Err(ApiError::bad_request(format!(
+                        "invalid deploy.canary_weight {w}: must be 0 to 100"
+                    )));
+                }
+            }
+        }
+        if let Some(g) = self.stop_grace_secs {
+            if g > 3600 {
+                return Err(ApiError::bad_request(format!(
+                    "invalid stop_grace_secs {g}: at most 3600"
+                )));
+            }
+        }
+        if !self.volumes.is_empty() {
+            return Err(ApiError::bad_request("volumes are not supported yet"));
+        }
+        if let Some(p) = &self.liveness {
+            check_probe("liveness", p)?;
+        }
+        if let Some(p) = &self.readiness {
+            check_probe("readiness", p)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(json: &str) -> Result<ServiceSpec, String> {
+        serde_json::from_str::<ServiceSpec>(json).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn seed_payload_parses() {
+        let req: DeployRequest = serde_json::from_str(
+            r#"{"services":[{"name":"my-app","project":"frontend","image":"nginx:alpine","replicas":2,"port":80,
+            "domain":"app.example.com","health":"/healthz","env":{"KEY":"${secrets.KEY}"},
+            "resources":{"memory":"512Mi","cpu":1.0},"internal":true,"placement":{"node":"worker-1"}}]}"#,
+        )
+        .unwrap();
+        let s = &req.services[0];
+        assert_eq!(s.replicas, 2);
+        assert_eq!(
+            s.resources.as_ref().unwrap().memory.as_deref(),
+            Some("512Mi")
+        );
+        s.validate().unwrap();
+    }
+
+    #[test]
+    fn defaults() {
+        let s = spec(r#"{"name":"web","image":"nginx"}"#).unwrap();
+        assert_eq!(s.project, "default");
+        assert_eq!(s.replicas, 1);
+        s.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let e = spec(r#"{"name":"web","image":"x","replica":3}"#).unwrap_err();
+        assert!(e.contains("unknown field `replica`"), "{e}");
+    }
+
+    #[test]
+    fn bad_fields() {
+        let cases = [
+            (r#"{"name":"../etc","image":"x"}"#, "invalid service name"),
+            (r#"{"name":"A_B","image":"x"}"#, "invalid service name"),
+            (
+                r#"{"name":"web","project":"Bad Project","image":"x"}"#,
+                "invalid project",
+            ),
+            (r#"{"name":"web"}"#, "missing image"),
+            (
+                r#"{"name":"web","image":"x","replicas":-1}"#,
+                "invalid replicas -1",
+            ),
+            (
+                r#"{"name":"web","image":"x","replicas":100000}"#,
+                "invalid replicas 100000",
+            ),
+            (r#"{"name":"web","image":"x","port":0}"#, "invalid port"),
+            (
+                r#"{"name":"web","image":"x","health":"healthz"}"#,
+                "invalid health",
+            ),
+            (
+                r#"{"name":"web","image":"x","env":{"A=B":"1"}}"#,
+                "invalid env name",
+            ),
+            (
+                r#"{"name":"web","image":"x","resources":{"cpu":-1}}"#,
+                "invalid resources.cpu",
+            ),
+            (
+                r#"{"name":"web","image":"x","aliases":["Not_ok"]}"#,
+                "invalid alias",
+            ),
+            (
+                r#"{"name":"web","image":"x","deploy":{"canary_weight":101}}"#,
+                "invalid deploy.canary_weight",
+            ),
+            (
+                r#"{"name":"web","image":"x","command":[]}"#,
+                "invalid command",
+            ),
+        ];
+        for (json, want) in cases {
+            let e = spec(json).unwrap().validate().unwrap_err();
+            assert_eq!(e.status, 400);
+            assert!(e.message.contains(want), "{json}: {}", e.message);
+        }
+        let long = format!(r#"{{"name":"{}","image":"x"}}"#, "a".repeat(64));
+        assert!(spec(&long).unwrap().validate().is_err());
+        let empty = r#"{"name":"","image":"x"}"#;
+        assert!(spec(empty).unwrap().validate().is_err());
+    }
+}

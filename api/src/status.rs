@@ -1,0 +1,125 @@
+//! Answers about what runs: service status with per-instance detail, the
+//! cluster's nodes, versions, tokens.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// A service's overall state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceState {
+    /// Wanted, not running yet (pulling, starting, or nowhere to run).
+    Pending,
+    /// Every wanted replica runs.
+    Running,
+    /// Some run, or replicas are crash-looping.
+    Degraded,
+    /// None of the wanted replicas runs and they keep failing.
+    Failed,
+    /// Stopped on request.
+    Stopped,
+}
+
+/// How an instance last ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastExit {
+    pub code: u32,
+    pub oom_killed: bool,
+    /// RFC 3339.
+    pub at: String,
+}
+
+/// One replica.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceStatus {
+    pub id: String,
+    pub node: String,
+    pub ip: Option<String>,
+    /// `running`, `starting`, `exited`, `backoff`, `stopping`.
+    pub state: String,
+    pub healthy: Option<bool>,
+    pub restarts: u32,
+    pub last_exit: Option<LastExit>,
+    pub canary: bool,
+    pub version: u64,
+    pub pid: Option<u32>,
+}
+
+/// One service in `GET /api/v1/status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub project: String,
+    pub status: ServiceState,
+    pub replicas: u32,
+    pub running_replicas: u32,
+    pub image: String,
+    pub domain: Option<String>,
+    pub version: u64,
+    /// Why the service is not running as wanted, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    pub instances: Vec<InstanceStatus>,
+}
+
+/// `GET /api/v1/status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct StatusResponse {
+    pub services: Vec<ServiceStatus>,
+}
+
+/// Capacity or allocation of a node.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+pub struct NodeResources {
+    pub cpu: f64,
+    pub memory_bytes: u64,
+}
+
+/// One node in `GET /api/v1/cluster/info`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub id: String,
+    pub address: String,
+    pub labels: BTreeMap<String, String>,
+    pub drained: bool,
+    /// `ready` or `down`.
+    pub state: String,
+    pub resources: NodeResources,
+    pub allocated: NodeResources,
+    pub instances: u32,
+}
+
+/// `GET /api/v1/cluster/info`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    pub cluster: String,
+    pub version: String,
+    pub nodes: Vec<NodeStatus>,
+}
+
+/// A version of a service (`GET /api/v1/services/{name}/versions`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionInfo {
+    pub version: u64,
+    pub image: String,
+    /// RFC 3339.
+    pub deployed_at: String,
+    pub deployed_by: String,
+}
+
+/// `POST /api/v1/tokens` body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    pub name: String,
+    pub role: crate::auth::Role,
+}
+
+/// `POST /api/v1/tokens` answer: the only time the value is shown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenCreated {
+    pub name: String,
+    pub role: crate::auth::Role,
+    pub token: String,
+}

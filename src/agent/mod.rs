@@ -1,0 +1,127 @@
+//! The node boundary: what the control plane asks of a node, as the
+//! [`NodeAgent`] trait. The local agent runs in-process over containerd
+//! ([`local::LocalAgent`]); a remote agent over gRPC will implement the same
+//! trait for multi-node clusters, and tests use a fake.
+
+pub mod local;
+
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::mpsc;
+
+/// What to run for one replica.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceSpec {
+    /// `<service>.<slot>.<random>`: unique, valid as a containerd id.
+    pub id: String,
+    pub service: String,
+    pub project: String,
+    pub version: u64,
+    pub slot: u32,
+    /// Image reference, already pulled by the deploy.
+    pub image: String,
+    pub command: Option<Vec<String>>,
+    pub env: Vec<(String, String)>,
+    pub memory_bytes: Option<u64>,
+    pub cpu: Option<f64>,
+}
+
+impl InstanceSpec {
+    /// A fresh id for `slot` of `service`.
+    pub fn new_id(service: &str, slot: u32) -> String {
+        format!("{service}.{slot}.{:06x}", rand::random::<u32>() & 0xff_ffff)
+    }
+}
+
+/// The service part of an instance id.
+pub fn service_of(instance_id: &str) -> &str {
+    instance_id.split('.').next().unwrap_or(instance_id)
+}
+
+/// A replica's process state, from containerd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessState {
+    /// Created, no process yet (or its task was deleted).
+    Created,
+    Running,
+    Exited {
+        code: u32,
+    },
+}
+
+/// A replica as the node sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Instance {
+    pub id: String,
+    pub service: String,
+    pub project: String,
+    pub version: u64,
+    pub slot: u32,
+    pub pid: Option<u32>,
+    pub state: ProcessState,
+}
+
+/// Something that happened on the node.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AgentEvent {
+    Started {
+        id: String,
+        pid: u32,
+    },
+    Exited {
+        id: String,
+        code: u32,
+        oom_killed: bool,
+        at: SystemTime,
+    },
+    /// The node lost events for a while: resync everything.
+    Resync,
+}
+
+/// Size of a node.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Capacity {
+    pub cpu: f64,
+    pub memory_bytes: u64,
+}
+
+/// Agent failures, with the message an operator should see.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{0}")]
+    Runtime(#[from] cri::CriError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A line of an instance's log.
+pub use cri::logs::LogLine;
+
+/// What the control plane needs from a node.
+#[async_trait::async_trait]
+pub trait NodeAgent: Send + Sync + 'static {
+    /// This node's id.
+    fn node_id(&self) -> &str;
+    /// CPU cores and memory of the node.
+    fn capacity(&self) -> Capacity;
+    /// Pulls an image; returns its digest.
+    async fn pull(&self, image: &str) -> Result<String, AgentError>;
+    /// Creates and starts a replica; returns its PID. Leaves nothing behind on failure.
+    async fn start(&self, spec: &InstanceSpec) -> Result<u32, AgentError>;
+    /// Starts an exited replica again in place (same id, same log).
+    async fn restart(&self, id: &str) -> Result<u32, AgentError>;
+    /// Stops (SIGTERM, `grace`, SIGKILL) and removes a replica and its log.
+    async fn remove(&self, id: &str, grace: Duration) -> Result<(), AgentError>;
+    /// Every replica orca runs on this node.
+    async fn list(&self) -> Result<Vec<Instance>, AgentError>;
+    /// The replicas of one service on this node.
+    async fn list_service(&self, service: &str) -> Result<Vec<Instance>, AgentError>;
+    /// Events from now on.
+    async fn events(&self) -> Result<mpsc::Receiver<AgentEvent>, AgentError>;
+    /// The last `n` log lines of a replica.
+    async fn logs_tail(&self, id: &str, n: usize) -> Result<Vec<LogLine>, AgentError>;
+    /// New log lines of a replica as they come.
+    fn logs_follow(&self, id: &str) -> mpsc::Receiver<LogLine>;
+    /// Memory and CPU use of a replica.
+    async fn usage(&self, id: &str) -> Result<cri::metrics::Usage, AgentError>;
+}

@@ -1,0 +1,264 @@
+//! Command-line parsing and dispatch. Commands that talk to a server go
+//! through the API client; `image` talks to containerd directly.
+
+mod commands;
+mod deploy;
+mod table;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "orca",
+    version,
+    about = "A single-binary container orchestrator on containerd"
+)]
+pub struct Cli {
+    /// The orca API.
+    #[arg(
+        long,
+        global = true,
+        env = "ORCA_API",
+        default_value = "http://127.0.0.1:6880"
+    )]
+    pub api: String,
+    /// Bearer token for the API.
+    #[arg(long, global = true, env = "ORCA_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Output of read commands.
+    #[arg(long, global = true, value_enum, default_value = "table")]
+    pub output: Output,
+    /// containerd's socket (image commands).
+    #[arg(
+        long,
+        global = true,
+        env = "ORCA_CONTAINERD",
+        default_value = "/run/containerd/containerd.sock"
+    )]
+    pub containerd: PathBuf,
+    /// containerd namespace (image commands).
+    #[arg(long, global = true, env = "ORCA_NAMESPACE", default_value = "orca")]
+    pub namespace: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the control plane and this node's agent.
+    Server {
+        /// cluster.toml (every key has a default; a missing file means all defaults).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Deploy DIR/services/*/service.toml and show progress until replicas are up or fail.
+    Deploy {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Return once the server accepted the deploy.
+        #[arg(long)]
+        no_wait: bool,
+        /// Give up waiting after this many seconds.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+    },
+    /// Services and their replicas.
+    Status {
+        #[arg(long)]
+        project: Option<String>,
+    },
+    /// A service's logs.
+    Logs {
+        name: String,
+        #[arg(long)]
+        tail: Option<usize>,
+        /// Keep streaming new lines.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Set a service's replica count.
+    Scale { name: String, replicas: i64 },
+    /// Stop a service (or a project, or everything).
+    Stop {
+        name: Option<String>,
+        #[arg(long, conflicts_with = "name")]
+        project: Option<String>,
+        #[arg(long, conflicts_with_all = ["name", "project"])]
+        all: bool,
+    },
+    /// Promote a canary.
+    Promote { name: String },
+    /// Roll a service back (to VERSION, or the previous one).
+    Rollback {
+        name: String,
+        #[arg(long)]
+        version: Option<u64>,
+    },
+    /// A service's versions.
+    Versions { name: String },
+    /// Nodes of the cluster.
+    Nodes,
+    /// Stop placing replicas on a node.
+    Drain { id: String },
+    /// Place replicas on a node again.
+    Undrain { id: String },
+    /// API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Registered git webhooks.
+    Webhooks,
+    /// Images in containerd.
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Create a token; its value is shown once.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        role: String,
+    },
+    /// List tokens (names and roles).
+    List,
+    /// Delete a token.
+    Rm { name: String },
+}
+
+#[derive(Subcommand)]
+pub enum ImageCommand {
+    /// Pull an image from its registry (or a mirror) and unpack it.
+    Pull {
+        reference: String,
+        /// Registry host reached over plain HTTP (loopback always is).
+        #[arg(long)]
+        insecure: Vec<String>,
+    },
+    /// Load an OCI-layout or `docker save` archive (for air-gapped hosts).
+    Import {
+        file: PathBuf,
+        /// Name for an image the archive leaves unnamed.
+        #[arg(long)]
+        name: Option<String>,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(matches!(cli.command, Command::Server { .. }));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("orca: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("orca: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(server: bool) {
+    let default = if server { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ORCA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let client = api::client::ApiClient::new(&cli.api, cli.token.clone());
+    let json = cli.output == Output::Json;
+    match cli.command {
+        Command::Server { config } => crate::server::run(config.as_deref()).await,
+        Command::Deploy {
+            dir,
+            no_wait,
+            timeout,
+        } => deploy::run(&client, &dir, no_wait, timeout, json).await,
+        Command::Status { project } => commands::status(&client, project.as_deref(), json).await,
+        Command::Logs { name, tail, follow } => commands::logs(&client, &name, tail, follow).await,
+        Command::Scale { name, replicas } => commands::scale(&client, &name, replicas, json).await,
+        Command::Stop { name, project, all } => {
+            commands::stop(&client, name, project, all, json).await
+        }
+        Command::Promote { name } => {
+            commands::post_empty(&client, &format!("/api/v1/services/{name}/promote"), json).await
+        }
+        Command::Rollback { name, version } => {
+            commands::rollback(&client, &name, version, json).await
+        }
+        Command::Versions { name } => commands::versions(&client, &name, json).await,
+        Command::Nodes => commands::nodes(&client, json).await,
+        Command::Drain { id } => {
+            commands::post_empty(&client, &format!("/api/v1/cluster/nodes/{id}/drain"), json).await
+        }
+        Command::Undrain { id } => {
+            commands::post_empty(
+                &client,
+                &format!("/api/v1/cluster/nodes/{id}/undrain"),
+                json,
+            )
+            .await
+        }
+        Command::Token { command } => commands::token(&client, command, json).await,
+        Command::Webhooks => commands::webhooks(&client, json).await,
+        Command::Image { command } => image(&cli.containerd, &cli.namespace, command).await,
+    }
+}
+
+async fn image(
+    socket: &std::path::Path,
+    namespace: &str,
+    command: ImageCommand,
+) -> anyhow::Result<()> {
+    let mut options = cri::ConnectOptions::new(socket, namespace);
+    if let ImageCommand::Pull { insecure, .. } = &command {
+        options.registry.insecure = insecure.clone();
+    }
+    let cri = cri::Cri::connect(options).await?;
+    match command {
+        ImageCommand::Pull { reference, .. } => {
+            let image = cri
+                .pull(&reference)
+                .await
+                .with_context(|| format!("pull {reference}"))?;
+            println!("{} {}", image.name, image.digest);
+        }
+        ImageCommand::Import { file, name } => {
+            let images = cri
+                .import_archive(&file, name.as_deref())
+                .await
+                .with_context(|| format!("import {}", file.display()))?;
+            for image in images {
+                println!("{} {}", image.name, image.digest);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,186 @@
+//! The cluster side of the API: nodes (this one, for now), drain and
+//! undrain, health, and tokens created at run time.
+
+use api::auth::{token_hash, TokenEntry};
+use api::status::{ClusterInfo, NodeResources, NodeStatus, TokenCreated, TokenRequest};
+use api::{ApiError, ApiResponse};
+
+use super::worker::wake_all;
+use super::ControlPlane;
+use crate::agent::ProcessState;
+use crate::store::NodeRecord;
+
+impl ControlPlane {
+    pub(crate) fn cluster_info(&self) -> ClusterInfo {
+        let agent = self.agent();
+        let capacity = agent.capacity();
+        let st = self.inner().state();
+        let mut allocated = NodeResources::default();
+        let mut instances = 0;
+        for (service, list) in &st.instances {
+            let Some(record) = st.records.get(service) else {
+                continue;
+            };
+            let resources = record.spec.resources.clone().unwrap_or_default();
+            for i in list
+                .iter()
+                .filter(|i| matches!(i.state, ProcessState::Running))
+            {
+                instances += 1;
+                allocated.cpu += resources.cpu.unwrap_or(0.0);
+                allocated.memory_bytes += resources
+                    .memory
+                    .as_deref()
+                    .and_then(|m| cri::MemoryLimit::parse(m).ok())
+                    .map(|m| m.bytes())
+                    .unwrap_or(0);
+                let _ = i;
+            }
+        }
+        let settings = &self.inner().settings;
+        ClusterInfo {
+            cluster: settings.cluster_name.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            nodes: vec![NodeStatus {
+                id: agent.node_id().to_string(),
+                address: settings.api_address.clone(),
+                labels: settings.node_labels.clone(),
+                drained: st.drained,
+                state: if self.inner().containerd_up() {
+                    "ready"
+                } else {
+                    "down"
+                }
+                .to_string(),
+                resources: NodeResources {
+                    cpu: capacity.cpu,
+                    memory_bytes: capacity.memory_bytes,
+                },
+                allocated,
+                instances,
+            }],
+        }
+    }
+
+    pub(crate) fn set_drained(&self, node: &str, drained: bool) -> Result<ApiResponse, ApiError> {
+        if node != self.agent().node_id() {
+            return Err(ApiError::not_found(format!("node not found: {node}")));
+        }
+        self.inner()
+            .repo
+            .put_node(&NodeRecord {
+                id: node.to_string(),
+                drained,
+            })
+            .map_err(|e| ApiError::internal(format!("could not save: {e}")))?;
+        self.inner().state().drained = drained;
+        wake_all(self.inner());
+        ApiResponse::ok(&serde_json::json!({ "node": node, "drained": drained }))
+    }
+
+    pub(crate) fn health(&self) -> serde_json::Value {
+        let up = self.inner().containerd_up();
+        serde_json::json!({
+            "status": if up { "ok" } else { "degraded" },
+            "containerd": if up { "up" } else { "down" },
+            "node": self.agent().node_id(),
+        })
+    }
+
+    /// The caller a token belongs to: config tokens, then stored ones.
+    pub(crate) fn authenticate(&self, token: &str) -> Option<api::Caller> {
+        let stored = self
+            .inner()
+            .stored_tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        api::auth::find_token(
+            self.inner().settings.tokens.iter().chain(stored.iter()),
+            token,
+        )
+    }
+
+    pub(crate) fn create_token(&self, request: TokenRequest) -> Result<ApiResponse, ApiError> {
+        let mut stored = self
+            .inner()
+            .stored_tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let taken = self
+            .inner()
+            .settings
+            .tokens
+            .iter()
+            .chain(stored.iter())
+            .any(|t| t.name == request.name);
+        if taken {
+            return Err(ApiError::conflict(format!(
+                "token {:?} exists already",
+                request.name
+            )));
+        }
+        let value: String = (0..4)
+            .map(|_| format!("{:016x}", rand::random::<u64>()))
+            .collect();
+        let entry = TokenEntry {
+            name: request.name.clone(),
+            role: request.role,
+            hash: token_hash(&value),
+        };
+        self.inner()
+            .repo
+            .put_token(&entry)
+            .map_err(|e| ApiError::internal(format!("could not save: {e}")))?;
+        stored.push(entry);
+        ApiResponse::json(
+            201,
+            &TokenCreated {
+                name: request.name,
+                role: request.role,
+                token: value,
+            },
+        )
+    }
+
+    pub(crate) fn list_tokens(&self) -> Result<ApiResponse, ApiError> {
+        let stored = self
+            .inner()
+            .stored_tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let list: Vec<serde_json::Value> =
+            self.inner()
+                .settings
+                .tokens
+                .iter()
+                .map(|t| serde_json::json!({ "name": t.name, "role": t.role, "source": "config" }))
+                .chain(stored.iter().map(
+                    |t| serde_json::json!({ "name": t.name, "role": t.role, "source": "api" }),
+                ))
+                .collect();
+        ApiResponse::ok(&serde_json::json!({ "tokens": list }))
+    }
+
+    pub(crate) fn delete_token(&self, name: &str) -> Result<ApiResponse, ApiError> {
+        if self.inner().settings.tokens.iter().any(|t| t.name == name) {
+            return Err(ApiError::conflict(format!(
+                "token {name:?} comes from cluster.toml; remove it there"
+            )));
+        }
+        let mut stored = self
+            .inner()
+            .stored_tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let existed = self
+            .inner()
+            .repo
+            .delete_token(name)
+            .map_err(|e| ApiError::internal(format!("could not save: {e}")))?;
+        if !existed {
+            return Err(ApiError::not_found(format!("token not found: {name}")));
+        }
+        stored.retain(|t| t.name != name);
+        ApiResponse::ok(&serde_json::json!({ "deleted": name }))
+    }
+}

@@ -1,0 +1,324 @@
+//! Deploy, scale and stop: validate everything first, pull images before
+//! anything changes, then write the new desired state (durably, under the
+//! service's lock) and wake the service's worker.
+
+use std::collections::HashSet;
+use std::time::Instant;
+
+use api::spec::{
+    DeployRequest, DeployResponse, ServiceSpec, MAX_REPLICAS, MAX_SERVICES_PER_DEPLOY,
+};
+use api::{ApiError, ApiResponse};
+
+use super::worker::wake;
+use super::ControlPlane;
+use crate::store::{spec_changed, ServiceRecord, VersionRecord, MAX_HISTORY};
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+fn store_error(e: crate::store::StoreError) -> ApiError {
+    ApiError::internal(format!("could not save: {e}"))
+}
+
+/// The secret names a spec's env refers to (`${secrets.KEY}`).
+pub(crate) fn secret_refs(spec: &ServiceSpec) -> Vec<String> {
+    let mut out = Vec::new();
+    for value in spec.env.values() {
+        let mut rest = value.as_str();
+        while let Some(start) = rest.find("${secrets.") {
+            let after = &rest[start + "${secrets.".len()..];
+            match after.find('}') {
+                Some(end) => {
+                    out.push(after[..end].to_string());
+                    rest = &after[end + 1..];
+                }
+                None => {
+                    out.push(after.to_string());
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
+impl ControlPlane {
+    /// Checks that need no containerd: the spec, quantities, image
+    /// reference, secrets, and the name not taken by another project.
+    fn check_spec(&self, spec: &ServiceSpec) -> Result<(), ApiError> {
+        spec.validate()?;
+        let fail = |m: String| ApiError::bad_request(format!("{}: {m}", spec.name));
+        cri::ImageRef::parse(&spec.image).map_err(|e| fail(e.to_string()))?;
+        if let Some(r) = &spec.resources {
+            if let Some(m) = &r.memory {
+                cri::MemoryLimit::parse(m).map_err(|e| fail(e.to_string()))?;
+            }
+            if let Some(c) = r.cpu {
+                cri::CpuLimit::new(c).map_err(|e| fail(e.to_string()))?;
+            }
+        }
+        // No secret store yet: every reference is to an unknown secret.
+        if let Some(key) = secret_refs(spec).first() {
+            return Err(fail(format!("unknown secret {key:?} in env")));
+        }
+        let st = self.inner().state();
+        if let Some(existing) = st.records.get(&spec.name) {
+            if existing.spec.project != spec.project {
+                return Err(ApiError::conflict(format!(
+                    "{}: the name is taken by project {:?}",
+                    spec.name, existing.spec.project
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn deploy(
+        &self,
+        request: DeployRequest,
+        caller: &str,
+    ) -> Result<ApiResponse, ApiError> {
+        let started = Instant::now();
+        if request.services.is_empty() {
+            return Err(ApiError::bad_request("no services to deploy"));
+        }
+        if request.services.len() > MAX_SERVICES_PER_DEPLOY {
+            return Err(ApiError::bad_request(format!(
+                "at most {MAX_SERVICES_PER_DEPLOY} services per deploy"
+            )));
+        }
+        let mut response = DeployResponse::default();
+        let mut worst = 400;
+        let mut seen = HashSet::new();
+        let mut valid = Vec::new();
+        for spec in request.services {
+            if !seen.insert(spec.name.clone()) {
+                response
+                    .errors
+                    .push(format!("{}: listed twice in one deploy", spec.name));
+                continue;
+            }
+            match self.check_spec(&spec) {
+                Ok(()) => valid.push(spec),
+                Err(e) => {
+                    if e.status == 409 {
+                        worst = 409;
+                    }
+                    response.errors.push(e.message);
+                }
+            }
+        }
+
+        // Pull first: a missing image fails the deploy before anything changes.
+        let agent = self.agent().clone();
+        let pulls = futures::future::join_all(valid.into_iter().map(|spec| {
+            let agent = agent.clone();
+            let metrics = self.inner().metrics.clone();
+            async move {
+                let t = Instant::now();
+                let result = agent.pull(&spec.image).await;
+                metrics.pull_seconds.observe(t.elapsed().as_secs_f64());
+                (spec, result)
+            }
+        }))
+        .await;
+
+        for (spec, pulled) in pulls {
+            let digest = match pulled {
+                Ok(d) => d,
+                Err(e) => {
+                    response.errors.push(format!("{}: {e}", spec.name));
+                    continue;
+                }
+            };
+            match self.write_deploy(spec, digest, caller).await {
+                Ok((name, changed)) => {
+                    if changed {
+                        response.deployed.push(name);
+                    } else {
+                        response.unchanged.push(name);
+                    }
+                }
+                Err(e) => response.errors.push(e.message),
+            }
+        }
+        self.inner()
+            .metrics
+            .deploy_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let nothing_done = response.deployed.is_empty() && response.unchanged.is_empty();
+        if nothing_done && !response.errors.is_empty() {
+            let mut body =
+                serde_json::to_value(&response).map_err(|e| ApiError::internal(e.to_string()))?;
+            body["error"] = serde_json::Value::String(response.errors.join("; "));
+            return Ok(ApiResponse::Json(worst, body));
+        }
+        ApiResponse::ok(&response)
+    }
+
+    /// Stores a deployed spec; returns whether it changed anything.
+    async fn write_deploy(
+        &self,
+        spec: ServiceSpec,
+        digest: String,
+        caller: &str,
+    ) -> Result<(String, bool), ApiError> {
+        let name = spec.name.clone();
+        let lock = self.inner().service_lock(&name);
+        let _held = lock.lock().await;
+        let current = self.inner().repo.service(&name).map_err(store_error)?;
+        let now = now_rfc3339();
+        let record = match current {
+            Some(mut r)
+                if !spec_changed(&r.spec, &spec) && r.image_digest.as_deref() == Some(&digest) =>
+            {
+                if r.spec.replicas == spec.replicas && !r.stopped {
+                    return Ok((name, false));
+                }
+                // Only the count (or the stop) differs: not a new version.
+                r.spec.replicas = spec.replicas;
+                r.stopped = false;
+                r.generation += 1;
+                r.updated_at = now;
+                r
+            }
+            current => {
+                let (version, mut history, generation) = match current {
+                    Some(r) => (r.version + 1, r.history, r.generation + 1),
+                    None => (1, Vec::new(), 1),
+                };
+                history.push(VersionRecord {
+                    version,
+                    spec: spec.clone(),
+                    image_digest: Some(digest.clone()),
+                    deployed_at: now.clone(),
+                    deployed_by: caller.to_string(),
+                });
+                if history.len() > MAX_HISTORY {
+                    let excess = history.len() - MAX_HISTORY;
+                    history.drain(..excess);
+                }
+                ServiceRecord {
+                    spec,
+                    version,
+                    image_digest: Some(digest),
+                    stopped: false,
+                    generation,
+                    history,
+                    updated_at: now,
+                }
+            }
+        };
+        self.save(record)?;
+        Ok((name, true))
+    }
+
+    /// Saves a record durably, then updates the cache and wakes its worker.
+    fn save(&self, record: ServiceRecord) -> Result<(), ApiError> {
+        self.inner()
+            .repo
+            .put_service(&record)
+            .map_err(store_error)?;
+        let name = record.spec.name.clone();
+        self.inner().state().records.insert(name.clone(), record);
+        wake(self.inner(), &name);
+        Ok(())
+    }
+
+    pub(crate) async fn scale(&self, name: &str, replicas: i64) -> Result<ApiResponse, ApiError> {
+        if !(0..=MAX_REPLICAS).contains(&replicas) {
+            return Err(ApiError::bad_request(format!(
+                "invalid replicas {replicas}: must be 0 to {MAX_REPLICAS}"
+            )));
+        }
+        let lock = self.inner().service_lock(name);
+        let _held = lock.lock().await;
+        let mut record = self
+            .inner()
+            .repo
+            .service(name)
+            .map_err(store_error)?
+            .ok_or_else(|| ApiError::service_not_found(name))?;
+        record.spec.replicas = replicas;
+        record.stopped = false;
+        record.generation += 1;
+        record.updated_at = now_rfc3339();
+        let generation = record.generation;
+        self.save(record)?;
+        ApiResponse::ok(
+            &serde_json::json!({ "name": name, "replicas": replicas, "generation": generation }),
+        )
+    }
+
+    /// Marks services stopped; their workers remove the replicas.
+    pub(crate) async fn stop(&self, names: Vec<String>) -> Result<ApiResponse, ApiError> {
+        let mut stopped = Vec::new();
+        let mut generation = 0;
+        for name in names {
+            let lock = self.inner().service_lock(&name);
+            let _held = lock.lock().await;
+            let Some(mut record) = self.inner().repo.service(&name).map_err(store_error)? else {
+                continue;
+            };
+            if !record.stopped {
+                record.stopped = true;
+                record.generation += 1;
+                record.updated_at = now_rfc3339();
+            }
+            generation = record.generation;
+            self.save(record)?;
+            stopped.push(name);
+        }
+        ApiResponse::ok(&serde_json::json!({ "stopped": stopped, "generation": generation }))
+    }
+
+    pub(crate) async fn stop_service(&self, name: &str) -> Result<ApiResponse, ApiError> {
+        if !self.inner().state().records.contains_key(name) {
+            return Err(ApiError::service_not_found(name));
+        }
+        self.stop(vec![name.to_string()]).await
+    }
+
+    pub(crate) async fn stop_project(&self, project: &str) -> Result<ApiResponse, ApiError> {
+        let names: Vec<String> = {
+            let st = self.inner().state();
+            let mut n: Vec<String> = st
+                .records
+                .values()
+                .filter(|r| r.spec.project == project)
+                .map(|r| r.spec.name.clone())
+                .collect();
+            n.sort();
+            n
+        };
+        if names.is_empty() {
+            return Err(ApiError::not_found(format!("project not found: {project}")));
+        }
+        self.stop(names).await
+    }
+
+    pub(crate) async fn stop_all(&self) -> Result<ApiResponse, ApiError> {
+        let mut names: Vec<String> = self.inner().state().records.keys().cloned().collect();
+        names.sort();
+        self.stop(names).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_secret_references() {
+        let mut spec: ServiceSpec = serde_json::from_str(r#"{"name":"a","image":"x"}"#).unwrap();
+        spec.env.insert("A".into(), "${secrets.DB_PASS}".into());
+        spec.env
+            .insert("B".into(), "x${secrets.ONE}y${secrets.TWO}".into());
+        spec.env.insert("C".into(), "plain".into());
+        let mut refs = secret_refs(&spec);
+        refs.sort();
+        assert_eq!(refs, ["DB_PASS", "ONE", "TWO"]);
+    }
+}

@@ -1,0 +1,84 @@
+//! Phase two of routing: each [`ApiRequest`] to the code that owns it.
+
+use std::time::Duration;
+
+use api::{ApiError, ApiRequest, ApiResponse, Caller, Handler};
+
+use super::ControlPlane;
+
+#[async_trait::async_trait]
+impl Handler for ControlPlane {
+    fn authenticate(&self, token: &str) -> Option<Caller> {
+        ControlPlane::authenticate(self, token)
+    }
+
+    async fn handle(
+        &self,
+        request: ApiRequest,
+        caller: Option<Caller>,
+    ) -> Result<ApiResponse, ApiError> {
+        let caller_name = caller.as_ref().map(|c| c.name.clone()).unwrap_or_default();
+        match request {
+            ApiRequest::Health => Ok(ApiResponse::Json(200, self.health())),
+            ApiRequest::Metrics => Ok(ApiResponse::Metrics(
+                self.inner().metrics.render(self).await,
+            )),
+            ApiRequest::Deploy(d) => self.deploy(d, &caller_name).await,
+            ApiRequest::Status { project } => ApiResponse::ok(&self.status(project.as_deref())),
+            ApiRequest::Scale { name, replicas } => self.scale(&name, replicas).await,
+            ApiRequest::StopService { name } => self.stop_service(&name).await,
+            ApiRequest::StopProject { name } => self.stop_project(&name).await,
+            ApiRequest::StopAll => self.stop_all().await,
+            ApiRequest::Logs { name, tail, follow } => self.logs(&name, tail, follow).await,
+            ApiRequest::Versions { name } => self.versions(&name),
+            ApiRequest::Promote { name } => {
+                self.require_service(&name)?;
+                Err(ApiError::conflict(format!(
+                    "service {name} has no canary to promote"
+                )))
+            }
+            ApiRequest::Rollback { name, .. } => {
+                self.require_service(&name)?;
+                Err(ApiError::conflict(format!(
+                    "rollback of {name} is not available yet: redeploy the earlier spec instead"
+                )))
+            }
+            ApiRequest::ClusterInfo => ApiResponse::ok(&self.cluster_info()),
+            ApiRequest::Drain { node } => self.set_drained(&node, true),
+            ApiRequest::Undrain { node } => self.set_drained(&node, false),
+            ApiRequest::ListWebhooks => {
+                let hooks = self
+                    .inner()
+                    .repo
+                    .webhooks()
+                    .map_err(|e| ApiError::internal(e.to_string()))?;
+                ApiResponse::ok(&serde_json::json!({ "webhooks": hooks }))
+            }
+            ApiRequest::GitWebhook(_)
+            | ApiRequest::CreateWebhook(_)
+            | ApiRequest::DeleteWebhook { .. } => Err(ApiError::new(
+                501,
+                "git webhooks are not available in this build yet",
+            )),
+            ApiRequest::CreateToken(t) => self.create_token(t),
+            ApiRequest::ListTokens => self.list_tokens(),
+            ApiRequest::DeleteToken { name } => self.delete_token(&name),
+        }
+    }
+
+    fn observe(&self, route: &'static str, method: &str, status: u16, elapsed: Duration) {
+        self.inner()
+            .metrics
+            .observe_request(route, method, status, elapsed);
+    }
+}
+
+impl ControlPlane {
+    fn require_service(&self, name: &str) -> Result<(), ApiError> {
+        if self.inner().state().records.contains_key(name) {
+            Ok(())
+        } else {
+            Err(ApiError::service_not_found(name))
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! Service logs: the last lines of every replica, merged by time and
+//! prefixed with the replica id when there are several; or a chunked stream
+//! that follows them until the client goes away.
+
+use bytes::Bytes;
+
+use api::{ApiError, ApiResponse};
+
+use super::ControlPlane;
+use crate::agent::LogLine;
+
+/// Lines shown when `tail` is not given.
+pub const DEFAULT_TAIL: usize = 200;
+
+fn format_line(prefix: Option<&str>, line: &LogLine) -> String {
+    match prefix {
+        Some(p) => format!("[{p}] {}\n", line.text),
+        None => format!("{}\n", line.text),
+    }
+}
+
+impl ControlPlane {
+    pub(crate) async fn logs(
+        &self,
+        name: &str,
+        tail: Option<usize>,
+        follow: bool,
+    ) -> Result<ApiResponse, ApiError> {
+        let mut ids: Vec<String> = {
+            let st = self.inner().state();
+            let record = st
+                .records
+                .get(name)
+                .ok_or_else(|| ApiError::service_not_found(name))?;
+            let mut list: Vec<_> = st.instances.get(name).cloned().unwrap_or_default();
+            // Current replicas first, by slot.
+            list.sort_by_key(|i| (i.version != record.version, i.slot, i.id.clone()));
+            list.into_iter().map(|i| i.id).collect()
+        };
+        ids.dedup();
+        let several = ids.len() > 1;
+        let n = tail.unwrap_or(if follow { 10 } else { DEFAULT_TAIL });
+        let mut lines: Vec<(String, String)> = Vec::new();
+        for id in &ids {
+            match self.agent().logs_tail(id, n).await {
+                Ok(l) => lines.extend(l.iter().map(|line| {
+                    (
+                        line.time.clone(),
+                        format_line(several.then_some(id.as_str()), line),
+                    )
+                })),
+                Err(e) => tracing::debug!(instance = %id, error = %e, "no log"),
+            }
+        }
+        // RFC 3339 times of one clock sort as text; a stable sort keeps
+        // each replica's own order.
+        lines.sort_by(|a, b| a.0.cmp(&b.0));
+        let start = lines.len().saturating_sub(n);
+        let text: String = lines[start..].iter().map(|(_, l)| l.as_str()).collect();
+        if !follow {
+            return Ok(ApiResponse::Text(text));
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(256);
+        if !text.is_empty() && tx.send(Bytes::from(text)).await.is_err() {
+            return Ok(ApiResponse::Stream(rx));
+        }
+        for id in ids {
+            let mut follower = self.agent().logs_follow(&id);
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let prefix = several.then_some(id);
+                while let Some(line) = follower.recv().await {
+                    if tx
+                        .send(Bytes::from(format_line(prefix.as_deref(), &line)))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+        Ok(ApiResponse::Stream(rx))
+    }
+}

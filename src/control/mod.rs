@@ -1,0 +1,136 @@
+//! The control plane: desired state in the store, what runs as the node
+//! agent reports it, a worker per service that converges one onto the other,
+//! and the API handlers.
+//!
+//! Changes to one service are serialised twice over: API writes take the
+//! service's lock around read-modify-write of its record, and only that
+//! service's worker acts on containerd, always from the latest record.
+
+mod cluster;
+mod deploy;
+mod handler;
+mod logs;
+pub mod plan;
+mod state;
+mod status;
+mod worker;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::agent::NodeAgent;
+use crate::metrics::Metrics;
+use crate::store::Repo;
+
+pub use state::State;
+
+/// How often every worker looks again even without events.
+pub const RESYNC: Duration = Duration::from_secs(30);
+/// Grace period of a stop when the spec sets none.
+pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Settings of the control plane that come from cluster.toml.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    pub cluster_name: String,
+    pub api_address: String,
+    pub node_labels: std::collections::BTreeMap<String, String>,
+    /// Tokens from the config file.
+    pub tokens: Vec<api::auth::TokenEntry>,
+}
+
+/// Cheap to clone; everything behind one `Arc`.
+#[derive(Clone)]
+pub struct ControlPlane {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    repo: Repo,
+    agent: Arc<dyn NodeAgent>,
+    settings: Settings,
+    metrics: Metrics,
+    /// Observed and runtime state. One mutex, held only for short,
+    /// non-blocking updates and reads: status reads must stay fast.
+    state: Mutex<State>,
+    /// Per-service locks for read-modify-write of records.
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Per-service worker wake-ups.
+    workers: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Tokens from the store, reloaded when they change.
+    stored_tokens: Mutex<Vec<api::auth::TokenEntry>>,
+    containerd_up: AtomicBool,
+}
+
+impl ControlPlane {
+    /// A control plane over `repo` and `agent`; call [`ControlPlane::start`]
+    /// to begin reconciling.
+    pub fn new(
+        repo: Repo,
+        agent: Arc<dyn NodeAgent>,
+        settings: Settings,
+        metrics: Metrics,
+    ) -> anyhow::Result<Self> {
+        let node_id = agent.node_id().to_string();
+        let drained = repo.node(&node_id)?.map(|n| n.drained).unwrap_or(false);
+        let stored_tokens = repo.tokens()?;
+        let mut state = State {
+            drained,
+            ..Default::default()
+        };
+        for record in repo.services()? {
+            state.records.insert(record.spec.name.clone(), record);
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                repo,
+                agent,
+                settings,
+                metrics,
+                state: Mutex::new(state),
+                locks: Mutex::new(HashMap::new()),
+                workers: Mutex::new(HashMap::new()),
+                stored_tokens: Mutex::new(stored_tokens),
+                containerd_up: AtomicBool::new(true),
+            }),
+        })
+    }
+
+    /// Subscribes to node events, adopts what runs, and starts a worker for
+    /// every known service and every orphan.
+    pub async fn start(&self) -> anyhow::Result<()> {
+        worker::start(self.inner.clone()).await
+    }
+
+    /// The agent (for tests and the server).
+    pub fn agent(&self) -> &Arc<dyn NodeAgent> {
+        &self.inner.agent
+    }
+
+    pub(crate) fn inner(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+}
+
+impl Inner {
+    pub(crate) fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn service_lock(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(name.to_string()).or_default().clone()
+    }
+
+    pub(crate) fn set_containerd_up(&self, up: bool) {
+        self.containerd_up.store(up, Ordering::Relaxed);
+    }
+
+    pub(crate) fn containerd_up(&self) -> bool {
+        self.containerd_up.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,102 @@
+//! The control plane's in-memory view: the records (a cache of the store),
+//! the replicas each service has as last seen on the node, and what the
+//! reconciler remembers about crashes and failed starts.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Instant, SystemTime};
+
+use api::status::LastExit;
+
+use super::plan;
+use crate::agent::{Instance, ProcessState};
+use crate::store::ServiceRecord;
+
+/// What the reconciler remembers about one replica.
+#[derive(Debug, Clone, Default)]
+pub struct ReplicaRuntime {
+    /// Restarts done by orca.
+    pub restarts: u32,
+    /// Crashes since it last ran healthy for [`plan::HEALTHY_RESET`].
+    pub consecutive: u32,
+    pub last_exit: Option<LastExit>,
+    /// Not restarted before this.
+    pub next_start: Option<Instant>,
+    /// When its process last started (as far as this orca saw).
+    pub started_at: Option<Instant>,
+}
+
+/// What the reconciler remembers about a service.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceRuntime {
+    /// Failed attempts to start new replicas in a row.
+    pub start_failures: u32,
+    pub next_start: Option<Instant>,
+    /// Why the service is not as wanted, for status.
+    pub last_error: Option<String>,
+}
+
+/// See the module doc.
+#[derive(Debug, Default)]
+pub struct State {
+    pub records: HashMap<String, ServiceRecord>,
+    pub instances: HashMap<String, Vec<Instance>>,
+    pub replicas: HashMap<String, ReplicaRuntime>,
+    pub services: HashMap<String, ServiceRuntime>,
+    /// Replicas being removed on purpose: their exits are no crashes.
+    pub removing: HashSet<String>,
+    pub drained: bool,
+}
+
+impl State {
+    /// Records a replica's exit: its backoff, last exit and crash count.
+    pub fn record_exit(
+        &mut self,
+        id: &str,
+        code: u32,
+        oom_killed: bool,
+        at: SystemTime,
+        now: Instant,
+    ) {
+        let r = self.replicas.entry(id.to_string()).or_default();
+        let ran_long = r
+            .started_at
+            .is_some_and(|s| now.duration_since(s) >= plan::HEALTHY_RESET);
+        r.consecutive = if ran_long { 1 } else { r.consecutive + 1 };
+        r.next_start = Some(now + plan::backoff(r.consecutive));
+        r.last_exit = Some(LastExit {
+            code,
+            oom_killed,
+            at: humantime::format_rfc3339_seconds(at).to_string(),
+        });
+        let service = crate::agent::service_of(id);
+        if let Some(list) = self.instances.get_mut(service) {
+            for i in list.iter_mut().filter(|i| i.id == id) {
+                i.state = ProcessState::Exited { code };
+                i.pid = None;
+            }
+        }
+    }
+
+    /// Records that a replica's process started.
+    pub fn record_start(&mut self, id: &str, pid: u32, now: Instant) {
+        let r = self.replicas.entry(id.to_string()).or_default();
+        r.started_at = Some(now);
+        let service = crate::agent::service_of(id);
+        if let Some(list) = self.instances.get_mut(service) {
+            for i in list.iter_mut().filter(|i| i.id == id) {
+                i.state = ProcessState::Running;
+                i.pid = Some(pid);
+            }
+        }
+    }
+
+    /// True while a replica keeps crashing (twice or more without a
+    /// healthy stretch).
+    pub fn crash_looping(&self, id: &str, now: Instant) -> bool {
+        self.replicas.get(id).is_some_and(|r| {
+            r.consecutive >= 2
+                && r.started_at
+                    .is_none_or(|s| now.duration_since(s) < plan::HEALTHY_RESET)
+        })
+    }
+}

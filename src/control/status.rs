@@ -1,0 +1,136 @@
+//! Status: each service's state from what the node last reported (kept
+//! current by containerd's events and every convergence), never from what
+//! was hoped for.
+
+use std::time::Instant;
+
+use api::status::{InstanceStatus, ServiceState, ServiceStatus, StatusResponse, VersionInfo};
+use api::{ApiError, ApiResponse};
+
+use super::state::State;
+use super::ControlPlane;
+use crate::agent::ProcessState;
+use crate::store::ServiceRecord;
+
+/// The status of one service as `state` knows it.
+pub(crate) fn service_status(
+    st: &State,
+    record: &ServiceRecord,
+    node: &str,
+    now: Instant,
+) -> ServiceStatus {
+    let name = &record.spec.name;
+    let desired = record.desired_replicas();
+    let empty = Vec::new();
+    let instances = st.instances.get(name).unwrap_or(&empty);
+    let mut running = 0;
+    let mut looping = false;
+    let mut out = Vec::new();
+    for i in instances {
+        let rt = st.replicas.get(&i.id);
+        let is_current = i.version == record.version && i.slot < desired;
+        let crash_looping = st.crash_looping(&i.id, now);
+        let state = match i.state {
+            ProcessState::Running if st.removing.contains(&i.id) || !is_current => "stopping",
+            ProcessState::Running => "running",
+            ProcessState::Created => "starting",
+            ProcessState::Exited { .. }
+                if rt.and_then(|r| r.next_start).is_some_and(|t| t > now) =>
+            {
+                "backoff"
+            }
+            ProcessState::Exited { .. } => "exited",
+        };
+        if is_current && matches!(i.state, ProcessState::Running) && !st.removing.contains(&i.id) {
+            running += 1;
+        }
+        if is_current && crash_looping {
+            looping = true;
+        }
+        out.push(InstanceStatus {
+            id: i.id.clone(),
+            node: node.to_string(),
+            ip: None,
+            state: state.to_string(),
+            healthy: None,
+            restarts: rt.map(|r| r.restarts).unwrap_or(0),
+            last_exit: rt.and_then(|r| r.last_exit.clone()),
+            canary: false,
+            version: i.version,
+            pid: i.pid,
+        });
+    }
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    let service_rt = st.services.get(name);
+    let start_failing = service_rt.is_some_and(|s| s.start_failures >= 2);
+    let status = if record.stopped {
+        ServiceState::Stopped
+    } else if desired == 0 || (running >= desired && !looping) {
+        ServiceState::Running
+    } else if running == 0 && (looping || start_failing) {
+        ServiceState::Failed
+    } else if running == 0 {
+        ServiceState::Pending
+    } else {
+        ServiceState::Degraded
+    };
+    let mut message = service_rt.and_then(|s| s.last_error.clone());
+    if message.is_none() && st.drained && running < desired {
+        message = Some(format!(
+            "node {node} is drained: no new replicas are placed"
+        ));
+    }
+    if status == ServiceState::Running {
+        message = None;
+    }
+    ServiceStatus {
+        name: name.clone(),
+        project: record.spec.project.clone(),
+        status,
+        replicas: desired,
+        running_replicas: running,
+        image: record.spec.image.clone(),
+        domain: record.spec.domain.clone(),
+        version: record.version,
+        message,
+        instances: out,
+    }
+}
+
+impl ControlPlane {
+    pub(crate) fn status(&self, project: Option<&str>) -> StatusResponse {
+        let node = self.agent().node_id().to_string();
+        let now = Instant::now();
+        let st = self.inner().state();
+        let mut services: Vec<ServiceStatus> = st
+            .records
+            .values()
+            .filter(|r| project.is_none_or(|p| r.spec.project == p))
+            .map(|r| service_status(&st, r, &node, now))
+            .collect();
+        services.sort_by(|a, b| (&a.project, &a.name).cmp(&(&b.project, &b.name)));
+        StatusResponse { services }
+    }
+
+    pub(crate) fn versions(&self, name: &str) -> Result<ApiResponse, ApiError> {
+        let st = self.inner().state();
+        let record = st
+            .records
+            .get(name)
+            .ok_or_else(|| ApiError::service_not_found(name))?;
+        let versions: Vec<VersionInfo> = record
+            .history
+            .iter()
+            .rev()
+            .map(|v| VersionInfo {
+                version: v.version,
+                image: v.spec.image.clone(),
+                deployed_at: v.deployed_at.clone(),
+                deployed_by: v.deployed_by.clone(),
+            })
+            .collect();
+        ApiResponse::ok(
+            &serde_json::json!({ "name": name, "current": record.version, "versions": versions }),
+        )
+    }
+}

@@ -1,0 +1,336 @@
+//! The reconciler's moving parts: one worker per service converging it
+//! (woken by API writes, node events, backoff timers and a slow resync), the
+//! event loop feeding crashes and starts into the state, and the start-up
+//! adoption of what already runs.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use tokio::sync::Notify;
+
+use super::plan::{self, plan, Action, Desired};
+use super::{Inner, DEFAULT_STOP_GRACE, RESYNC};
+use crate::agent::{service_of, AgentEvent, InstanceSpec};
+use crate::store::ServiceRecord;
+
+/// Replicas started or removed at once.
+const PARALLEL: usize = 16;
+/// Rounds of one convergence before waiting for the next wake-up.
+const MAX_ROUNDS: usize = 5;
+
+/// Starts the event loop, then a worker for every service and orphan.
+pub(super) async fn start(inner: Arc<Inner>) -> anyhow::Result<()> {
+    let events = inner.agent.events().await?;
+    tokio::spawn(event_loop(inner.clone(), events));
+    let mut names: std::collections::BTreeSet<String> =
+        inner.state().records.keys().cloned().collect();
+    for instance in inner.agent.list().await? {
+        names.insert(instance.service.clone());
+    }
+    for name in names {
+        wake(&inner, &name);
+    }
+    tokio::spawn(janitor(inner.clone()));
+    Ok(())
+}
+
+/// Wakes the worker of `service`, starting one if needed.
+pub(crate) fn wake(inner: &Arc<Inner>, service: &str) {
+    let mut workers = inner.workers.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(n) = workers.get(service) {
+        n.notify_one();
+        return;
+    }
+    let notify = Arc::new(Notify::new());
+    workers.insert(service.to_string(), notify.clone());
+    tokio::spawn(run_worker(inner.clone(), service.to_string(), notify));
+}
+
+/// Wakes every worker (after a resync event or a drain).
+pub(crate) fn wake_all(inner: &Arc<Inner>) {
+    let names: Vec<String> = inner
+        .workers
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .keys()
+        .cloned()
+        .collect();
+    for n in names {
+        wake(inner, &n);
+    }
+}
+
+async fn run_worker(inner: Arc<Inner>, service: String, notify: Arc<Notify>) {
+    loop {
+        let outcome = converge(&inner, &service).await;
+        let wake_at = match outcome {
+            Converged::Gone => {
+                // Unregister, unless an API write raced in meanwhile.
+                let mut workers = inner.workers.lock().unwrap_or_else(|p| p.into_inner());
+                if inner.state().records.contains_key(&service) {
+                    drop(workers);
+                    continue;
+                }
+                workers.remove(&service);
+                return;
+            }
+            Converged::WakeAt(at) => at,
+        };
+        let deadline = wake_at.unwrap_or_else(|| Instant::now() + RESYNC);
+        tokio::select! {
+            _ = notify.notified() => {}
+            _ = tokio::time::sleep_until(deadline.into()) => {}
+        }
+    }
+}
+
+enum Converged {
+    /// Nothing of the service is left, nor wanted.
+    Gone,
+    /// Look again at this time (or at the next resync).
+    WakeAt(Option<Instant>),
+}
+
+fn desired_of(record: Option<&ServiceRecord>, drained: bool, node: &str) -> Option<Desired> {
+    let r = record?;
+    let pinned_elsewhere = r
+        .spec
+        .placement
+        .as_ref()
+        .and_then(|p| p.node.as_deref())
+        .is_some_and(|n| n != node);
+    Some(Desired {
+        version: r.version,
+        replicas: r.desired_replicas(),
+        schedulable: !drained && !pinned_elsewhere,
+    })
+}
+
+async fn converge(inner: &Arc<Inner>, service: &str) -> Converged {
+    for _ in 0..MAX_ROUNDS {
+        let instances = match inner.agent.list_service(service).await {
+            Ok(list) => {
+                inner.set_containerd_up(true);
+                list
+            }
+            Err(e) => {
+                inner.set_containerd_up(false);
+                tracing::warn!(service, error = %e, "cannot list replicas; retrying");
+                return Converged::WakeAt(Some(Instant::now() + Duration::from_secs(2)));
+            }
+        };
+        let now = Instant::now();
+        let (record, p) = {
+            let mut st = inner.state();
+            st.instances.insert(service.to_string(), instances.clone());
+            let record = st.records.get(service).cloned();
+            let desired = desired_of(record.as_ref(), st.drained, inner.agent.node_id());
+            let start_at = st.services.get(service).and_then(|s| s.next_start);
+            let replicas = &st.replicas;
+            let restart_at = |id: &str| replicas.get(id).and_then(|r| r.next_start);
+            (
+                record,
+                plan(desired, &instances, &restart_at, start_at, now),
+            )
+        };
+        if p.actions.is_empty() {
+            if record.is_none() && instances.is_empty() {
+                let mut st = inner.state();
+                st.instances.remove(service);
+                st.services.remove(service);
+                return Converged::Gone;
+            }
+            return Converged::WakeAt(p.wake_at);
+        }
+        execute(inner, service, record.as_ref(), p.actions).await;
+    }
+    Converged::WakeAt(Some(Instant::now() + Duration::from_secs(1)))
+}
+
+fn grace_of(record: Option<&ServiceRecord>) -> Duration {
+    record
+        .and_then(|r| r.spec.stop_grace_secs)
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_STOP_GRACE)
+}
+
+async fn execute(
+    inner: &Arc<Inner>,
+    service: &str,
+    record: Option<&ServiceRecord>,
+    actions: Vec<Action>,
+) {
+    let grace = grace_of(record);
+    futures::stream::iter(actions)
+        .for_each_concurrent(PARALLEL, |action| async move {
+            match action {
+                Action::Remove { id } => {
+                    inner.state().removing.insert(id.clone());
+                    if let Err(e) = inner.agent.remove(&id, grace).await {
+                        tracing::warn!(instance = %id, error = %e, "remove failed");
+                    }
+                    let mut st = inner.state();
+                    st.removing.remove(&id);
+                    st.replicas.remove(&id);
+                }
+                Action::Restart { id } => match inner.agent.restart(&id).await {
+                    Ok(pid) => {
+                        inner.metrics.restarts.with_label_values(&[service]).inc();
+                        let mut st = inner.state();
+                        st.record_start(&id, pid, Instant::now());
+                        if let Some(r) = st.replicas.get_mut(&id) {
+                            r.restarts += 1;
+                            r.next_start = None;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(instance = %id, error = %e, "restart failed");
+                        let mut st = inner.state();
+                        let r = st.replicas.entry(id.clone()).or_default();
+                        r.consecutive += 1;
+                        r.next_start = Some(Instant::now() + plan::backoff(r.consecutive));
+                        st.services
+                            .entry(service.to_string())
+                            .or_default()
+                            .last_error = Some(format!("restart of {id} failed: {e}"));
+                    }
+                },
+                Action::Start { slot } => {
+                    let Some(record) = record else { return };
+                    let spec = instance_spec(record, slot);
+                    let id = spec.id.clone();
+                    match inner.agent.start(&spec).await {
+                        Ok(pid) => {
+                            let mut st = inner.state();
+                            st.record_start(&id, pid, Instant::now());
+                            let s = st.services.entry(service.to_string()).or_default();
+                            s.start_failures = 0;
+                            s.next_start = None;
+                            s.last_error = None;
+                        }
+                        Err(e) => {
+                            tracing::warn!(service, slot, error = %e, "start failed");
+                            let mut st = inner.state();
+                            let s = st.services.entry(service.to_string()).or_default();
+                            s.start_failures += 1;
+                            s.next_start = Some(Instant::now() + plan::backoff(s.start_failures));
+                            s.last_error = Some(format!("start failed: {e}"));
+                        }
+                    }
+                }
+            }
+        })
+        .await;
+}
+
+/// What to run for `slot` of the record's current version.
+pub(crate) fn instance_spec(record: &ServiceRecord, slot: u32) -> InstanceSpec {
+    let spec = &record.spec;
+    let resources = spec.resources.clone().unwrap_or_default();
+    InstanceSpec {
+        id: InstanceSpec::new_id(&spec.name, slot),
+        service: spec.name.clone(),
+        project: spec.project.clone(),
+        version: record.version,
+        slot,
+        image: spec.image.clone(),
+        command: spec.command.clone(),
+        env: spec
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        // Validated at deploy time.
+        memory_bytes: resources
+            .memory
+            .as_deref()
+            .and_then(|m| cri::MemoryLimit::parse(m).ok())
+            .map(|m| m.bytes()),
+        cpu: resources.cpu,
+    }
+}
+
+async fn event_loop(inner: Arc<Inner>, mut events: tokio::sync::mpsc::Receiver<AgentEvent>) {
+    loop {
+        while let Some(event) = events.recv().await {
+            handle_event(&inner, event);
+        }
+        // The stream ended: containerd is gone for good or restarting.
+        inner.set_containerd_up(false);
+        tracing::warn!("node event stream ended; resubscribing");
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            match inner.agent.events().await {
+                Ok(rx) => {
+                    events = rx;
+                    inner.set_containerd_up(true);
+                    wake_all(&inner);
+                    break;
+                }
+                Err(e) => tracing::debug!(error = %e, "resubscribe failed"),
+            }
+        }
+    }
+}
+
+fn handle_event(inner: &Arc<Inner>, event: AgentEvent) {
+    match event {
+        AgentEvent::Started { id, pid } => {
+            inner.state().record_start(&id, pid, Instant::now());
+        }
+        AgentEvent::Exited {
+            id,
+            code,
+            oom_killed,
+            at,
+        } => {
+            let service = service_of(&id).to_string();
+            {
+                let mut st = inner.state();
+                if st.removing.contains(&id) {
+                    return;
+                }
+                st.record_exit(&id, code, oom_killed, at, Instant::now());
+            }
+            if oom_killed {
+                inner.metrics.oom_kills.with_label_values(&[&service]).inc();
+            }
+            tracing::info!(instance = %id, code, oom_killed, "replica exited");
+            wake(inner, &service);
+        }
+        AgentEvent::Resync => {
+            inner.set_containerd_up(true);
+            wake_all(inner);
+        }
+    }
+}
+
+/// Every resync period: wake workers for replicas of services nobody
+/// watches (orphans left by a crash or an older orca), so they are removed.
+async fn janitor(inner: Arc<Inner>) {
+    loop {
+        tokio::time::sleep(RESYNC).await;
+        match inner.agent.list().await {
+            Ok(list) => {
+                inner.set_containerd_up(true);
+                let watched: std::collections::HashSet<String> = inner
+                    .workers
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .keys()
+                    .cloned()
+                    .collect();
+                for i in list {
+                    if !watched.contains(&i.service) {
+                        wake(&inner, &i.service);
+                    }
+                }
+            }
+            Err(e) => {
+                inner.set_containerd_up(false);
+                tracing::warn!(error = %e, "resync listing failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! Prometheus metrics: counters and histograms updated as things happen,
+//! gauges filled from the control plane's state at each scrape.
+
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::control::ControlPlane;
+
+/// All of orca's metrics, cheap to clone.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub restarts: IntCounterVec,
+    pub oom_kills: IntCounterVec,
+    pub pull_seconds: Histogram,
+    pub deploy_seconds: Histogram,
+    requests: IntCounterVec,
+    request_seconds: HistogramVec,
+    services_total: IntGauge,
+    instances_total: IntGaugeVec,
+    nodes_total: IntGauge,
+    memory_bytes: IntGaugeVec,
+    cpu_seconds: prometheus::GaugeVec,
+}
+
+impl Metrics {
+    pub fn new() -> anyhow::Result<Self> {
+        let registry = Registry::new();
+        let restarts = IntCounterVec::new(
+            Opts::new(
+                "orca_container_restarts_total",
+                "Replicas restarted after they exited",
+            ),
+            &["service"],
+        )?;
+        let oom_kills = IntCounterVec::new(
+            Opts::new("orca_oom_kills_total", "Replicas killed by the OOM killer"),
+            &["service"],
+        )?;
+        let pull_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "orca_image_pull_duration_seconds",
+                "Image pulls, including no-op re-pulls",
+            )
+            .buckets(vec![
+                0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+            ]),
+        )?;
+        let deploy_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "orca_deploy_duration_seconds",
+                "Deploy requests, from receipt to acknowledgement",
+            )
+            .buckets(vec![
+                0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+            ]),
+        )?;
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "orca_api_requests_total",
+                "API requests by route, method and status code",
+            ),
+            &["route", "method", "code"],
+        )?;
+        let request_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "orca_api_request_duration_seconds",
+                "API request latency by route",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
+            ]),
+            &["route"],
+        )?;
+        let services_total =
+            IntGauge::new("orca_services_total", "Services known to the control plane")?;
+        let instances_total = IntGaugeVec::new(
+            Opts::new(
+                "orca_instances_total",
+                "Replicas by service, project and state",
+            ),
+            &["service", "project", "status"],
+        )?;
+        let nodes_total = IntGauge::new("orca_nodes_total", "Nodes in the cluster")?;
+        let memory_bytes = IntGaugeVec::new(
+            Opts::new(
+                "orca_instance_memory_bytes",
+                "Memory used by a running replica",
+            ),
+            &["service", "instance"],
+        )?;
+        let cpu_seconds = prometheus::GaugeVec::new(
+            Opts::new(
+                "orca_instance_cpu_seconds",
+                "CPU time used by a running replica since it started",
+            ),
+            &["service", "instance"],
+        )?;
+        registry.register(Box::new(restarts.clone()))?;
+        registry.register(Box::new(oom_kills.clone()))?;
+        registry.register(Box::new(pull_seconds.clone()))?;
+        registry.register(Box::new(deploy_seconds.clone()))?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(request_seconds.clone()))?;
+        registry.register(Box::new(services_total.clone()))?;
+        registry.register(Box::new(instances_total.clone()))?;
+        registry.register(Box::new(nodes_total.clone()))?;
+        registry.register(Box::new(memory_bytes.clone()))?;
+        registry.register(Box::new(cpu_seconds.clone()))?;
+        Ok(Self {
+            registry,
+            restarts,
+            oom_kills,
+            pull_seconds,
+            deploy_seconds,
+            requests,
+            request_seconds,
+            services_total,
+            instances_total,
+            nodes_total,
+            memory_bytes,
+            cpu_seconds,
+        })
+    }
+
+    pub fn observe_request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+        self.requests
+            .with_label_values(&[route, method, &status.to_string()])
+            .inc();
+        self.request_seconds
+            .with_label_values(&[route])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// The text format, with gauges taken from `control` and the node now.
+    pub async fn render(&self, control: &ControlPlane) -> String {
+        let status = control.status(None);
+        let running: Vec<(String, String)> = status
+            .services
+            .iter()
+            .flat_map(|s| {
+                s.instances
+                    .iter()
+                    .filter(|i| i.state == "running")
+                    .map(|i| (s.name.clone(), i.id.clone()))
+            })
+            .collect();
+        let agent = control.agent().clone();
+        let usages: Vec<_> = futures::StreamExt::collect(futures::StreamExt::buffer_unordered(
+            futures::stream::iter(running.into_iter().map(|(service, id)| {
+                let agent = agent.clone();
+                async move {
+                    let usage = agent.usage(&id).await;
+                    (service, id, usage)
+                }
+            })),
+            16,
+        ))
+        .await;
+        self.memory_bytes.reset();
+        self.cpu_seconds.reset();
+        for (service, id, usage) in usages {
+            if let Ok(u) = usage {
+                self.memory_bytes
+                    .with_label_values(&[&service, &id])
+                    .set(u.memory_bytes as i64);
+                self.cpu_seconds
+                    .with_label_values(&[&service, &id])
+                    .set(u.cpu_nanos as f64 / 1e9);
+            }
+        }
+        self.services_total.set(status.services.len() as i64);
+        self.nodes_total.set(1);
+        self.instances_total.reset();
+        for s in &status.services {
+            for i in &s.instances {
+                self.instances_total
+                    .with_label_values(&[&s.name, &s.project, &i.state])
+                    .inc();
+            }
+        }
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!(error = %e, "metrics encoding failed");
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}

@@ -1,0 +1,76 @@
+//! `orca server`: wires the config, containerd, the store, the local agent
+//! and the control plane together, serves the API, and stops on SIGTERM or
+//! SIGINT (containers keep running: orca is not their parent).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::agent::local::LocalAgent;
+use crate::config::Config;
+use crate::control::{ControlPlane, Settings};
+use crate::metrics::Metrics;
+use crate::store::{Repo, SledStore};
+
+pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
+    let config = Config::load(config_path)?;
+    let data = &config.cluster.data_dir;
+    let logs = data.join("logs");
+    std::fs::create_dir_all(&logs).with_context(|| format!("create {}", logs.display()))?;
+
+    let mut options =
+        cri::ConnectOptions::new(&config.containerd.socket, &config.containerd.namespace);
+    options.registry = config.registry.clone();
+    let cri = cri::Cri::connect(options).await?;
+    let store = SledStore::open(&data.join("db"))
+        .with_context(|| format!("open the store in {}", data.display()))?;
+    let shim =
+        std::env::current_exe().context("find the orca binary (it serves as the log shim)")?;
+    let node_id = config.node_id();
+    let agent = Arc::new(LocalAgent::new(cri, node_id.clone(), logs, shim));
+
+    let tokens = config
+        .tokens
+        .iter()
+        .map(|t| api::auth::TokenEntry {
+            name: t.name.clone(),
+            role: t.role,
+            hash: api::auth::token_hash(&t.value),
+        })
+        .collect();
+    let settings = Settings {
+        cluster_name: config.cluster.name.clone(),
+        api_address: config.cluster.api_listen.clone(),
+        node_labels: config.node.labels.clone(),
+        tokens,
+    };
+    let control = ControlPlane::new(Repo::new(Arc::new(store)), agent, settings, Metrics::new()?)?;
+    control.start().await.context("start reconciling")?;
+
+    let listener = tokio::net::TcpListener::bind(&config.cluster.api_listen)
+        .await
+        .with_context(|| format!("listen on {}", config.cluster.api_listen))?;
+    let address = listener.local_addr()?;
+    tracing::info!(%address, node = %node_id, "orca server ready");
+    eprintln!("orca server: node {node_id}, API on http://{address}");
+    api::server::serve(listener, Arc::new(control), shutdown_signal()).await?;
+    eprintln!("orca server: stopped (containers keep running)");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers, run until killed.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,187 @@
+//! The store: what the API acknowledged, kept durable. A small key-value
+//! trait ([`Store`]) with a sled implementation for the server and an
+//! in-memory one for logic tests, and [`Repo`], the typed view the control
+//! plane uses.
+
+#[cfg(test)]
+mod mem;
+mod records;
+mod sled_store;
+
+use std::sync::Arc;
+
+#[cfg(test)]
+pub use mem::MemStore;
+pub use records::{spec_changed, NodeRecord, ServiceRecord, VersionRecord, MAX_HISTORY};
+pub use sled_store::SledStore;
+
+/// The kinds of things stored, each in its own keyspace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Tree {
+    Services,
+    Tokens,
+    Webhooks,
+    Nodes,
+}
+
+impl Tree {
+    pub fn name(self) -> &'static str {
+        match self {
+            Tree::Services => "services",
+            Tree::Tokens => "tokens",
+            Tree::Webhooks => "webhooks",
+            Tree::Nodes => "nodes",
+        }
+    }
+}
+
+/// Store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store {op} failed: {reason}")]
+    Backend { op: &'static str, reason: String },
+    #[error("stored {what} does not decode: {reason}")]
+    Corrupt { what: String, reason: String },
+}
+
+/// Durable key-value storage. `put` and `delete` return only once the
+/// change is on disk: a reply sent after them survives a kill -9.
+pub trait Store: Send + Sync {
+    fn get(&self, tree: Tree, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    fn put(&self, tree: Tree, key: &str, value: &[u8]) -> Result<(), StoreError>;
+    fn delete(&self, tree: Tree, key: &str) -> Result<(), StoreError>;
+    fn list(&self, tree: Tree) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+}
+
+/// Typed access over a [`Store`].
+#[derive(Clone)]
+pub struct Repo {
+    store: Arc<dyn Store>,
+}
+
+impl Repo {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+
+    fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        tree: Tree,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        match self.store.get(tree, key)? {
+            None => Ok(None),
+            Some(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| StoreError::Corrupt {
+                        what: format!("{}/{key}", tree.name()),
+                        reason: e.to_string(),
+                    })
+            }
+        }
+    }
+
+    fn put_json<T: serde::Serialize>(
+        &self,
+        tree: Tree,
+        key: &str,
+        value: &T,
+    ) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Backend {
+            op: "encode",
+            reason: e.to_string(),
+        })?;
+        self.store.put(tree, key, &bytes)
+    }
+
+    fn list_json<T: serde::de::DeserializeOwned>(&self, tree: Tree) -> Result<Vec<T>, StoreError> {
+        self.store
+            .list(tree)?
+            .into_iter()
+            .map(|(k, v)| {
+                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                    what: format!("{}/{k}", tree.name()),
+                    reason: e.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    pub fn service(&self, name: &str) -> Result<Option<ServiceRecord>, StoreError> {
+        self.get_json(Tree::Services, name)
+    }
+    pub fn put_service(&self, record: &ServiceRecord) -> Result<(), StoreError> {
+        self.put_json(Tree::Services, &record.spec.name, record)
+    }
+    pub fn services(&self) -> Result<Vec<ServiceRecord>, StoreError> {
+        self.list_json(Tree::Services)
+    }
+
+    pub fn node(&self, id: &str) -> Result<Option<NodeRecord>, StoreError> {
+        self.get_json(Tree::Nodes, id)
+    }
+    pub fn put_node(&self, node: &NodeRecord) -> Result<(), StoreError> {
+        self.put_json(Tree::Nodes, &node.id, node)
+    }
+
+    pub fn tokens(&self) -> Result<Vec<api::auth::TokenEntry>, StoreError> {
+        self.list_json(Tree::Tokens)
+    }
+    pub fn put_token(&self, token: &api::auth::TokenEntry) -> Result<(), StoreError> {
+        self.put_json(Tree::Tokens, &token.name, token)
+    }
+    pub fn delete_token(&self, name: &str) -> Result<bool, StoreError> {
+        let existed = self.store.get(Tree::Tokens, name)?.is_some();
+        self.store.delete(Tree::Tokens, name)?;
+        Ok(existed)
+    }
+
+    pub fn webhooks(&self) -> Result<Vec<serde_json::Value>, StoreError> {
+        self.list_json(Tree::Webhooks)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exercise(store: Arc<dyn Store>) {
+        assert_eq!(store.get(Tree::Services, "a").unwrap(), None);
+        store.put(Tree::Services, "a", b"1").unwrap();
+        store.put(Tree::Services, "b", b"2").unwrap();
+        store.put(Tree::Nodes, "a", b"n").unwrap();
+        assert_eq!(
+            store.get(Tree::Services, "a").unwrap().as_deref(),
+            Some(&b"1"[..])
+        );
+        let all = store.list(Tree::Services).unwrap();
+        assert_eq!(
+            all,
+            vec![
+                ("a".to_string(), b"1".to_vec()),
+                ("b".to_string(), b"2".to_vec())
+            ]
+        );
+        store.delete(Tree::Services, "a").unwrap();
+        store.delete(Tree::Services, "never").unwrap();
+        assert_eq!(store.list(Tree::Services).unwrap().len(), 1);
+        assert_eq!(store.list(Tree::Nodes).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn mem_store() {
+        exercise(Arc::new(MemStore::default()));
+    }
+
+    #[test]
+    fn sled_store_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        exercise(Arc::new(SledStore::open(dir.path()).unwrap()));
+        let reopened = SledStore::open(dir.path()).unwrap();
+        assert_eq!(
+            reopened.get(Tree::Services, "b").unwrap().as_deref(),
+            Some(&b"2"[..])
+        );
+    }
+}

@@ -1,0 +1,60 @@
+//! What is stored about services and nodes.
+
+use serde::{Deserialize, Serialize};
+
+use api::spec::ServiceSpec;
+
+/// Versions kept per service.
+pub const MAX_HISTORY: usize = 50;
+
+/// One version of a service: what was deployed, when, by whom.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionRecord {
+    pub version: u64,
+    pub spec: ServiceSpec,
+    pub image_digest: Option<String>,
+    pub deployed_at: String,
+    pub deployed_by: String,
+}
+
+/// A service's desired state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceRecord {
+    /// The current version's spec; `spec.replicas` is the desired count
+    /// (scaling changes it without making a version).
+    pub spec: ServiceSpec,
+    pub version: u64,
+    pub image_digest: Option<String>,
+    /// Stopped on request: no replicas until deployed again.
+    pub stopped: bool,
+    /// Bumped by every acknowledged change, so a worker can tell it has
+    /// converged to the latest one.
+    pub generation: u64,
+    pub history: Vec<VersionRecord>,
+    pub updated_at: String,
+}
+
+impl ServiceRecord {
+    /// Replicas wanted now.
+    pub fn desired_replicas(&self) -> u32 {
+        if self.stopped {
+            0
+        } else {
+            self.spec.replicas.clamp(0, api::spec::MAX_REPLICAS) as u32
+        }
+    }
+}
+
+/// What the control plane remembers about a node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct NodeRecord {
+    pub id: String,
+    pub drained: bool,
+}
+
+/// True when two specs differ in more than the replica count.
+pub fn spec_changed(a: &ServiceSpec, b: &ServiceSpec) -> bool {
+    let mut a = a.clone();
+    a.replicas = b.replicas;
+    &a != b
+}
