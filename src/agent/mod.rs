@@ -3,6 +3,8 @@
 //! ([`local::LocalAgent`]); a remote agent over gRPC will implement the same
 //! trait for multi-node clusters, and tests use a fake.
 
+#[cfg(test)]
+pub mod fake;
 pub mod local;
 
 use std::time::{Duration, SystemTime};

@@ -13,6 +13,8 @@ mod logs;
 pub mod plan;
 mod state;
 mod status;
+#[cfg(test)]
+mod tests;
 mod worker;
 
 use std::collections::HashMap;

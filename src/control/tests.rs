@@ -1,0 +1,431 @@
+//! The control plane against a fake node and an in-memory store: deploy,
+//! scale, stop, crashes and backoff, adoption, orphans, validation and
+//! concurrent writes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use api::{ApiError, ApiRequest, ApiResponse, Caller, Handler, Role};
+use serde_json::{json, Value};
+
+use super::{ControlPlane, Settings};
+use crate::agent::fake::FakeAgent;
+use crate::agent::{Instance, ProcessState};
+use crate::metrics::Metrics;
+use crate::store::{MemStore, Repo, ServiceRecord};
+
+fn admin() -> Option<Caller> {
+    Some(Caller {
+        name: "tester".into(),
+        role: Role::Admin,
+    })
+}
+
+async fn plane_with(agent: Arc<FakeAgent>, store: Arc<MemStore>) -> ControlPlane {
+    let cp = ControlPlane::new(
+        Repo::new(store),
+        agent,
+        Settings::default(),
+        Metrics::new().unwrap(),
+    )
+    .unwrap();
+    cp.start().await.unwrap();
+    cp
+}
+
+async fn plane() -> (ControlPlane, Arc<FakeAgent>) {
+    let agent = Arc::new(FakeAgent::default());
+    (
+        plane_with(agent.clone(), Arc::new(MemStore::default())).await,
+        agent,
+    )
+}
+
+async fn call(cp: &ControlPlane, request: ApiRequest) -> Result<(u16, Value), ApiError> {
+    match cp.handle(request, admin()).await? {
+        ApiResponse::Json(status, v) => Ok((status, v)),
+        ApiResponse::Text(t) | ApiResponse::Metrics(t) => Ok((200, Value::String(t))),
+        ApiResponse::Stream(_) => Ok((200, Value::Null)),
+    }
+}
+
+fn deploy_req(services: Value) -> ApiRequest {
+    ApiRequest::Deploy(serde_json::from_value(json!({ "services": services })).unwrap())
+}
+
+async fn eventually(what: &str, f: impl Fn() -> bool) {
+    for _ in 0..300 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn running(agent: &FakeAgent, service: &str) -> usize {
+    agent
+        .instances()
+        .iter()
+        .filter(|i| i.service == service && i.state == ProcessState::Running)
+        .count()
+}
+
+#[tokio::test]
+async fn deploy_scale_stop() {
+    let (cp, agent) = plane().await;
+    let (status, body) = call(
+        &cp,
+        deploy_req(json!([{ "name": "web", "image": "app:v1", "replicas": 3 }])),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(body["deployed"], json!(["web"]));
+    eventually("3 replicas", || running(&agent, "web") == 3).await;
+    let st = cp.status(None);
+    assert_eq!(st.services[0].running_replicas, 3);
+    assert_eq!(
+        serde_json::to_value(st.services[0].status).unwrap(),
+        "running"
+    );
+
+    call(
+        &cp,
+        ApiRequest::Scale {
+            name: "web".into(),
+            replicas: 1,
+        },
+    )
+    .await
+    .unwrap();
+    eventually("1 replica", || agent.instances().len() == 1).await;
+    assert_eq!(agent.instances()[0].slot, 0);
+
+    // Same spec again: nothing to do.
+    let (_, body) = call(
+        &cp,
+        deploy_req(json!([{ "name": "web", "image": "app:v1", "replicas": 1 }])),
+    )
+    .await
+    .unwrap();
+    assert_eq!(body["unchanged"], json!(["web"]));
+    assert_eq!(cp.status(None).services[0].version, 1);
+
+    // A changed spec is a new version: the old replica is replaced.
+    let old = agent.instances()[0].id.clone();
+    call(
+        &cp,
+        deploy_req(json!([{ "name": "web", "image": "app:v2", "replicas": 1 }])),
+    )
+    .await
+    .unwrap();
+    eventually("v2 replica", || {
+        agent.instances().iter().any(|i| i.version == 2) && agent.instances().len() == 1
+    })
+    .await;
+    assert!(agent.instances().iter().all(|i| i.id != old));
+
+    call(&cp, ApiRequest::StopService { name: "web".into() })
+        .await
+        .unwrap();
+    eventually("nothing left", || agent.instances().is_empty()).await;
+    assert_eq!(
+        serde_json::to_value(cp.status(None).services[0].status).unwrap(),
+        "stopped"
+    );
+}
+
+#[tokio::test]
+async fn crashes_restart_with_backoff_and_show_in_status() {
+    let (cp, agent) = plane().await;
+    call(
+        &cp,
+        deploy_req(json!([{ "name": "api", "image": "app:v1" }])),
+    )
+    .await
+    .unwrap();
+    eventually("a replica", || running(&agent, "api") == 1).await;
+    let id = agent.instances()[0].id.clone();
+
+    agent.crash(&id, 137, true).await;
+    // First restart after 1 s.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(running(&agent, "api"), 0, "restarted before its backoff");
+    let s = &cp.status(None).services[0];
+    assert_eq!(s.instances[0].state, "backoff");
+    assert_eq!(s.instances[0].last_exit.as_ref().unwrap().code, 137);
+    assert!(s.instances[0].last_exit.as_ref().unwrap().oom_killed);
+    eventually("restart", || running(&agent, "api") == 1).await;
+    assert_eq!(agent.instances()[0].id, id, "restarted in place");
+    assert_eq!(cp.status(None).services[0].instances[0].restarts, 1);
+
+    // A second crash: crash-looping, so not `running` even while it runs.
+    agent.crash(&id, 3, false).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let s = &cp.status(None).services[0];
+    assert_eq!(serde_json::to_value(s.status).unwrap(), "failed");
+    eventually("second restart", || running(&agent, "api") == 1).await;
+    let s = &cp.status(None).services[0];
+    assert_eq!(serde_json::to_value(s.status).unwrap(), "degraded");
+    assert_eq!(s.instances[0].restarts, 2);
+    let restarts = agent
+        .calls()
+        .iter()
+        .filter(|c| c.starts_with("restart"))
+        .count();
+    assert_eq!(restarts, 2);
+}
+
+#[tokio::test]
+async fn adopts_what_runs_and_removes_orphans() {
+    let agent = Arc::new(FakeAgent::default());
+    let store = Arc::new(MemStore::default());
+    let spec: api::spec::ServiceSpec =
+        serde_json::from_value(json!({ "name": "web", "image": "app:v1", "replicas": 2 })).unwrap();
+    Repo::new(store.clone())
+        .put_service(&ServiceRecord {
+            spec,
+            version: 4,
+            image_digest: Some("sha256:x".into()),
+            stopped: false,
+            generation: 7,
+            history: vec![],
+            updated_at: String::new(),
+        })
+        .unwrap();
+    let inst = |id: &str, service: &str, slot| Instance {
+        id: id.into(),
+        service: service.into(),
+        project: "default".into(),
+        version: 4,
+        slot,
+        pid: Some(42 + slot),
+        state: ProcessState::Running,
+    };
+    agent.preload(inst("web.0.aaaaaa", "web", 0));
+    agent.preload(inst("web.1.bbbbbb", "web", 1));
+    agent.preload(inst("gone.0.cccccc", "gone", 0));
+    let cp = plane_with(agent.clone(), store).await;
+    eventually("orphan removed", || agent.instances().len() == 2).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        agent.calls().iter().all(|c| !c.starts_with("start")),
+        "{:?}",
+        agent.calls()
+    );
+    assert_eq!(agent.calls(), vec!["remove gone.0.cccccc".to_string()]);
+    let pids: Vec<_> = cp.status(None).services[0]
+        .instances
+        .iter()
+        .map(|i| i.pid)
+        .collect();
+    assert_eq!(pids, vec![Some(42), Some(43)]);
+}
+
+#[tokio::test]
+async fn bad_deploys_change_nothing() {
+    let (cp, agent) = plane().await;
+    let cases = [
+        (
+            json!([{ "name": "../etc", "image": "x" }]),
+            "invalid service name",
+        ),
+        (
+            json!([{ "name": "web", "image": "x", "replicas": -1 }]),
+            "invalid replicas",
+        ),
+        (
+            json!([{ "name": "web", "image": "x", "replicas": 1000 }]),
+            "invalid replicas",
+        ),
+        (
+            json!([{ "name": "web", "image": "x", "resources": { "memory": "lots" } }]),
+            "resources.memory",
+        ),
+        (
+            json!([{ "name": "web", "image": "x", "resources": { "cpu": 5000.0 } }]),
+            "resources.cpu",
+        ),
+        (
+            json!([{ "name": "web", "image": "Not An Image" }]),
+            "invalid image reference",
+        ),
+        (
+            json!([{ "name": "web", "image": "missing/app:v1" }]),
+            "image not found",
+        ),
+        (
+            json!([{ "name": "web", "image": "x", "env": { "P": "${secrets.DB}" } }]),
+            "unknown secret \"DB\"",
+        ),
+    ];
+    for (services, want) in cases {
+        let (status, body) = call(&cp, deploy_req(services.clone())).await.unwrap();
+        assert_eq!(status, 400, "{services}");
+        assert!(
+            body["error"].as_str().unwrap().contains(want),
+            "{services}: {body}"
+        );
+        assert_eq!(body["deployed"], json!([]));
+    }
+    assert!(cp.status(None).services.is_empty());
+    assert!(agent.instances().is_empty());
+
+    // One bad service does not stop a good one beside it.
+    let (status, body) = call(
+        &cp,
+        deploy_req(json!([{ "name": "good", "image": "x" }, { "name": "BAD", "image": "x" }])),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(body["deployed"], json!(["good"]));
+    assert_eq!(body["errors"].as_array().unwrap().len(), 1);
+
+    // A name taken by another project.
+    let (status, _) = call(
+        &cp,
+        deploy_req(json!([{ "name": "good", "project": "other", "image": "x" }])),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 409);
+
+    let e = call(
+        &cp,
+        ApiRequest::Scale {
+            name: "nope".into(),
+            replicas: 1,
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        (e.status, e.message.as_str()),
+        (404, "service not found: nope")
+    );
+    let e = call(
+        &cp,
+        ApiRequest::Promote {
+            name: "good".into(),
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.status, 409);
+}
+
+#[tokio::test]
+async fn failed_starts_back_off_and_report_why() {
+    let (cp, agent) = plane().await;
+    call(
+        &cp,
+        deploy_req(json!([{ "name": "bad", "image": "broken/app:v1" }])),
+    )
+    .await
+    .unwrap();
+    eventually("failed status", || {
+        let s = cp.status(None);
+        serde_json::to_value(s.services[0].status).unwrap() == "failed"
+    })
+    .await;
+    let s = &cp.status(None).services[0];
+    assert!(
+        s.message.as_deref().unwrap().contains("no such file"),
+        "{:?}",
+        s.message
+    );
+    let starts = agent
+        .calls()
+        .iter()
+        .filter(|c| c.starts_with("start"))
+        .count();
+    assert!(
+        (2..=3).contains(&starts),
+        "{starts} starts: backoff not applied"
+    );
+}
+
+#[tokio::test]
+async fn drained_node_gets_no_new_replicas() {
+    let (cp, agent) = plane().await;
+    call(
+        &cp,
+        ApiRequest::Drain {
+            node: "fake-node".into(),
+        },
+    )
+    .await
+    .unwrap();
+    call(
+        &cp,
+        deploy_req(json!([{ "name": "web", "image": "x", "replicas": 2 }])),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(agent.instances().is_empty());
+    let s = &cp.status(None).services[0];
+    assert_eq!(serde_json::to_value(s.status).unwrap(), "pending");
+    assert!(s.message.as_deref().unwrap().contains("drained"));
+    assert!(cp.cluster_info().nodes[0].drained);
+    call(
+        &cp,
+        ApiRequest::Undrain {
+            node: "fake-node".into(),
+        },
+    )
+    .await
+    .unwrap();
+    eventually("replicas after undrain", || running(&agent, "web") == 2).await;
+    let e = call(
+        &cp,
+        ApiRequest::Drain {
+            node: "other".into(),
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_end_in_the_last_acknowledged_state() {
+    let (cp, agent) = plane().await;
+    call(
+        &cp,
+        deploy_req(json!([{ "name": "web", "image": "x", "replicas": 1 }])),
+    )
+    .await
+    .unwrap();
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let cp = cp.clone();
+            tokio::spawn(async move {
+                let request = match i % 3 {
+                    0 => ApiRequest::Scale {
+                        name: "web".into(),
+                        replicas: (i % 7) as i64,
+                    },
+                    1 => ApiRequest::StopService { name: "web".into() },
+                    _ => deploy_req(
+                        json!([{ "name": "web", "image": "x", "replicas": (i % 5) as i64 }]),
+                    ),
+                };
+                call(&cp, request).await
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    // The stored record is the last write; the node converges to it.
+    let record = cp.inner().repo.service("web").unwrap().unwrap();
+    let want = record.desired_replicas() as usize;
+    eventually("convergence", || {
+        running(&agent, "web") == want && agent.instances().len() == want
+    })
+    .await;
+    assert_eq!(cp.inner().state().records["web"], record);
+}
