@@ -137,6 +137,10 @@ pub struct DeployResponse {
     /// Services whose spec was unchanged (nothing was done for them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unchanged: Vec<String>,
+    /// The record generation each deployed service is at now (every
+    /// acknowledged change bumps it: the highest is the latest).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub generations: BTreeMap<String, u64>,
 }
 
 /// `POST /api/v1/services/{name}/scale` body.

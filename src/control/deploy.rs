@@ -134,7 +134,8 @@ impl ControlPlane {
                 }
             };
             match self.write_deploy(spec, digest, caller).await {
-                Ok((name, changed)) => {
+                Ok((name, changed, generation)) => {
+                    response.generations.insert(name.clone(), generation);
                     if changed {
                         response.deployed.push(name);
                     } else {
@@ -164,7 +165,7 @@ impl ControlPlane {
         spec: ServiceSpec,
         digest: String,
         caller: &str,
-    ) -> Result<(String, bool), ApiError> {
+    ) -> Result<(String, bool, u64), ApiError> {
         let name = spec.name.clone();
         let lock = self.inner().service_lock(&name);
         let _held = lock.lock().await;
@@ -175,7 +176,7 @@ impl ControlPlane {
                 if !spec_changed(&r.spec, &spec) && r.image_digest.as_deref() == Some(&digest) =>
             {
                 if r.spec.replicas == spec.replicas && !r.stopped {
-                    return Ok((name, false));
+                    return Ok((name, false, r.generation));
                 }
                 // Only the count (or the stop) differs: not a new version.
                 r.spec.replicas = spec.replicas;
@@ -211,8 +212,9 @@ impl ControlPlane {
                 }
             }
         };
+        let generation = record.generation;
         self.save(record)?;
-        Ok((name, true))
+        Ok((name, true, generation))
     }
 
     /// Saves a record durably, then updates the cache and wakes its worker.

@@ -7,6 +7,8 @@
 #![allow(clippy::unwrap_used)]
 #![allow(dead_code)]
 
+pub mod server;
+
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -1,0 +1,161 @@
+//! A real `orca server` for API tests: its own data dir, port and
+//! containerd namespace, tokens for each role, started and killed by PID.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use api::client::ApiClient;
+
+use super::TestEnv;
+
+pub const ADMIN: &str = "admin-token-for-tests-0001";
+pub const DEPLOYER: &str = "deployer-token-for-tests-01";
+pub const VIEWER: &str = "viewer-token-for-tests-0001";
+
+pub struct OrcaServer {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub namespace: String,
+    pub socket: PathBuf,
+    child: Option<Child>,
+}
+
+impl OrcaServer {
+    pub async fn start(env: &TestEnv, name: &str) -> OrcaServer {
+        let dir = tempfile::tempdir().unwrap();
+        let port = super::free_port();
+        let namespace = super::namespace(name);
+        let config = format!(
+            r#"
+[cluster]
+name = "test"
+data_dir = "{data}"
+api_listen = "127.0.0.1:{port}"
+[containerd]
+socket = "{socket}"
+namespace = "{namespace}"
+[registry.mirrors]
+"docker.io" = "http://{registry}"
+[node]
+id = "node-1"
+labels = {{ zone = "test" }}
+[[token]]
+name = "admin"
+value = "{ADMIN}"
+role = "admin"
+[[token]]
+name = "ci"
+value = "{DEPLOYER}"
+role = "deployer"
+[[token]]
+name = "dashboard"
+value = "{VIEWER}"
+role = "viewer"
+"#,
+            data = dir.path().join("data").display(),
+            socket = env.socket.display(),
+            registry = env.registry,
+        );
+        std::fs::write(dir.path().join("cluster.toml"), config).unwrap();
+        let mut server = OrcaServer {
+            dir,
+            port,
+            namespace,
+            socket: env.socket.clone(),
+            child: None,
+        };
+        server.spawn().await;
+        server
+    }
+
+    /// Starts the process (again) and waits for its health endpoint.
+    pub async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("server.log"))
+            .unwrap();
+        let child = Command::new(super::orca_bin())
+            .arg("server")
+            .arg("--config")
+            .arg(self.dir.path().join("cluster.toml"))
+            .env("ORCA_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let client = self.client(None);
+        for _ in 0..200 {
+            if client
+                .get::<serde_json::Value>("/api/v1/health")
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("orca server did not come up; log:\n{}", self.log());
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    pub fn client(&self, token: Option<&str>) -> ApiClient {
+        ApiClient::new(
+            &format!("http://127.0.0.1:{}", self.port),
+            token.map(str::to_string),
+        )
+    }
+
+    pub fn admin(&self) -> ApiClient {
+        self.client(Some(ADMIN))
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// A cri client in the server's namespace, to check containerd itself.
+    pub async fn cri(&self) -> cri::Cri {
+        cri::Cri::connect(cri::ConnectOptions::new(&self.socket, &self.namespace))
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for OrcaServer {
+    fn drop(&mut self) {
+        self.kill9();
+        // Remove what the server left in containerd, without an async runtime.
+        let socket = self.socket.clone();
+        let ns = self.namespace.clone();
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                if let Ok(c) = cri::Cri::connect(cri::ConnectOptions::new(&socket, &ns)).await {
+                    super::cleanup(&c).await;
+                }
+            });
+        })
+        .join();
+    }
+}
