@@ -183,10 +183,41 @@ impl Metrics {
                     .inc();
             }
         }
+        let families = self.registry.gather();
         let mut out = Vec::new();
-        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+        if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
             tracing::error!(error = %e, "metrics encoding failed");
         }
-        String::from_utf8_lossy(&out).into_owned()
+        let mut text = String::from_utf8_lossy(&out).into_owned();
+        // Labelled families with no series yet are left out by the encoder;
+        // declare them anyway so that every name is always there.
+        for desc in self.registry_descs() {
+            if !families.iter().any(|f| f.name() == desc.0) {
+                text.push_str(&format!(
+                    "# HELP {} {}\n# TYPE {} {}\n",
+                    desc.0, desc.1, desc.0, desc.2
+                ));
+            }
+        }
+        text
+    }
+
+    /// Name, help and type of every labelled family.
+    fn registry_descs(&self) -> Vec<(String, String, &'static str)> {
+        use prometheus::core::Collector;
+        let mut out = Vec::new();
+        let mut add = |c: &dyn Collector, kind: &'static str| {
+            for d in c.desc() {
+                out.push((d.fq_name.clone(), d.help.clone(), kind));
+            }
+        };
+        add(&self.restarts, "counter");
+        add(&self.oom_kills, "counter");
+        add(&self.requests, "counter");
+        add(&self.request_seconds, "histogram");
+        add(&self.instances_total, "gauge");
+        add(&self.memory_bytes, "gauge");
+        add(&self.cpu_seconds, "gauge");
+        out
     }
 }
