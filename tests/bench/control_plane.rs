@@ -1,0 +1,257 @@
+//! The control plane measured side by side in one run:
+//!
+//! - deploy of 1 service × 10 and × 30 replicas, from the POST until every
+//!   replica's task runs, against 10 and 30 parallel `ctr run -d` of the
+//!   same warm image on the same containerd;
+//! - `/api/v1/health` and `/api/v1/status` under wrk on loopback with 500
+//!   services in the store;
+//! - the server's resident memory idle with 0 and with 500 services.
+//!
+//! Needs the test environment (`source tests/env.sh && orca_env_start`), a
+//! release build (`cargo build --release`) and wrk (`apt-get install wrk`):
+//! `cargo bench --bench control_plane`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use api::client::ApiClient;
+use serde_json::{json, Value};
+
+const TOKEN: &str = "bench-admin-token-0123456789";
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Requests/s and p99 (ms) from wrk's `--latency` report.
+fn wrk(url: &str, header: Option<&str>) -> (f64, f64) {
+    let mut cmd = Command::new("wrk");
+    cmd.args(["-t2", "-c32", "-d8s", "--latency"]);
+    if let Some(h) = header {
+        cmd.args(["-H", h]);
+    }
+    let out = cmd.arg(url).output().expect("wrk (apt-get install wrk)");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let rps = text
+        .lines()
+        .find(|l| l.starts_with("Requests/sec:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    let p99 = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("99%"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .map(|v| {
+            if let Some(ms) = v.strip_suffix("ms") {
+                ms.parse().unwrap_or(0.0)
+            } else if let Some(us) = v.strip_suffix("us") {
+                us.parse::<f64>().unwrap_or(0.0) / 1000.0
+            } else if let Some(s) = v.strip_suffix('s') {
+                s.parse::<f64>().unwrap_or(0.0) * 1000.0
+            } else {
+                0.0
+            }
+        })
+        .unwrap_or(0.0);
+    if text.contains("Non-2xx") {
+        eprintln!("wrk saw errors:\n{text}");
+    }
+    (rps, p99)
+}
+
+fn ctr(socket: &str, ns: &str, args: &[&str]) -> std::process::Output {
+    Command::new("ctr")
+        .args(["--address", socket, "--namespace", ns])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+async fn wait_running(client: &ApiClient, name: &str, n: u32) {
+    loop {
+        let s: Value = client.get("/api/v1/status").await.unwrap();
+        let running = s["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == name)
+            .map(|x| x["running_replicas"].as_u64().unwrap_or(0))
+            .unwrap_or(0);
+        if running as u32 >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let socket = std::env::var("ORCA_TEST_CONTAINERD").expect("ORCA_TEST_CONTAINERD");
+    let registry = std::env::var("ORCA_TEST_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".into());
+    let image = format!("{registry}/orca-test/logger:latest");
+    let bin = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/orca");
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let ns = format!("bench-cp-{}", std::process::id());
+    std::fs::write(
+        dir.path().join("cluster.toml"),
+        format!(
+            "[cluster]\ndata_dir = \"{}\"\napi_listen = \"127.0.0.1:{port}\"\n[containerd]\nsocket = \"{socket}\"\nnamespace = \"{ns}\"\n[[token]]\nname = \"admin\"\nvalue = \"{TOKEN}\"\nrole = \"admin\"\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let mut server = Command::new(&bin)
+        .args(["server", "--config"])
+        .arg(dir.path().join("cluster.toml"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("target/release/orca (cargo build --release)");
+    let client = ApiClient::new(&format!("http://127.0.0.1:{port}"), Some(TOKEN.into()));
+    for _ in 0..200 {
+        if client.get::<Value>("/api/v1/health").await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_empty = rss_kib(server.id());
+
+    // Warm the image on both sides.
+    client
+        .post::<_, Value>(
+            "/api/v1/deploy",
+            &json!({ "services": [{ "name": "warm", "image": image, "replicas": 0 }] }),
+        )
+        .await
+        .unwrap();
+    let ctr_ns = format!("{ns}-ctr");
+    ctr(
+        &socket,
+        &ctr_ns,
+        &["images", "pull", "--plain-http", &image],
+    );
+
+    let mut deploys = Vec::new();
+    for n in [10u32, 30] {
+        let name = format!("svc{n}");
+        let t = Instant::now();
+        client
+            .post::<_, Value>(
+                "/api/v1/deploy",
+                &json!({ "services": [{ "name": name, "image": image, "replicas": n, "stop_grace_secs": 1 }] }),
+            )
+            .await
+            .unwrap();
+        wait_running(&client, &name, n).await;
+        let orca = t.elapsed();
+
+        let t = Instant::now();
+        let children: Vec<_> = (0..n)
+            .map(|i| {
+                Command::new("ctr")
+                    .args([
+                        "--address",
+                        &socket,
+                        "--namespace",
+                        &ctr_ns,
+                        "run",
+                        "-d",
+                        &image,
+                        &format!("c{n}-{i}"),
+                    ])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for mut c in children {
+            c.wait().unwrap();
+        }
+        let ctr_time = t.elapsed();
+        deploys.push((n, orca, ctr_time));
+        client
+            .delete::<Value>(&format!("/api/v1/services/{name}"))
+            .await
+            .unwrap();
+    }
+    // ctr's containers: kill and remove (they are ours, by name).
+    for (n, _, _) in &deploys {
+        for i in 0..*n {
+            let id = format!("c{n}-{i}");
+            ctr(&socket, &ctr_ns, &["tasks", "kill", "-s", "KILL", &id]);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for (n, _, _) in &deploys {
+        for i in 0..*n {
+            let id = format!("c{n}-{i}");
+            ctr(&socket, &ctr_ns, &["tasks", "delete", &id]);
+            ctr(&socket, &ctr_ns, &["containers", "delete", &id]);
+        }
+    }
+
+    // 500 services in the store.
+    for batch in 0..5 {
+        let services: Vec<Value> = (0..100)
+            .map(|i| json!({ "name": format!("s{}", batch * 100 + i), "project": format!("p{}", i % 10), "image": image, "replicas": 0 }))
+            .collect();
+        let r: Value = client
+            .post("/api/v1/deploy", &json!({ "services": services }))
+            .await
+            .unwrap();
+        assert_eq!(r["deployed"].as_array().unwrap().len(), 100, "{r}");
+    }
+    // Let the removals of the deploy benchmark finish.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let rss_500 = rss_kib(server.id());
+    let health = wrk(&format!("http://127.0.0.1:{port}/api/v1/health"), None);
+    let status = wrk(
+        &format!("http://127.0.0.1:{port}/api/v1/status"),
+        Some(&format!("Authorization: Bearer {TOKEN}")),
+    );
+
+    client
+        .post::<_, Value>("/api/v1/stop", &json!({}))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let _ = server.kill();
+    let _ = server.wait();
+
+    println!("control plane, one run, same containerd ({image})");
+    for (n, orca, ctr_time) in deploys {
+        println!(
+            "deploy 1 service x {n:>2} until every task runs: orca {:>7.0} ms   {n} parallel ctr run -d {:>7.0} ms   ratio {:.2}",
+            orca.as_secs_f64() * 1000.0,
+            ctr_time.as_secs_f64() * 1000.0,
+            orca.as_secs_f64() / ctr_time.as_secs_f64()
+        );
+    }
+    println!(
+        "GET /api/v1/health, 500 services: {:>8.0} req/s  p99 {:.2} ms",
+        health.0, health.1
+    );
+    println!(
+        "GET /api/v1/status, 500 services: {:>8.0} req/s  p99 {:.2} ms",
+        status.0, status.1
+    );
+    println!(
+        "RSS idle: {} KiB with 0 services, {} KiB with 500",
+        rss_empty, rss_500
+    );
+}
