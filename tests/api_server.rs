@@ -363,3 +363,26 @@ async fn concurrent_writes_on_one_service() {
         .count();
     assert_eq!(running, want, "{s:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_server_not_the_containers() {
+    let Some(env) = common::env() else { return };
+    let mut server = OrcaServer::start(&env, "term").await;
+    let c = server.admin();
+    deploy(
+        &c,
+        json!([{ "name": "web", "image": env.image("web:v1"), "stop_grace_secs": 1 }]),
+    )
+    .await;
+    let s = wait_for(&c, "web", "running", |s| s.running_replicas == 1).await;
+    let pid = s.instances[0].pid.unwrap();
+    assert_eq!(server.terminate(), Some(0), "log:\n{}", server.log());
+    assert!(server.log().contains("stopped (containers keep running)"));
+    assert!(
+        std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the replica died with the server"
+    );
+    server.spawn().await;
+    let s = wait_for(&c, "web", "adopted", |s| s.running_replicas == 1).await;
+    assert_eq!(s.instances[0].pid, Some(pid));
+}

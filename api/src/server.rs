@@ -29,8 +29,8 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a handler answers.
 pub enum ApiResponse {
-    /// JSON with a status.
-    Json(u16, serde_json::Value),
+    /// JSON (already encoded) with a status.
+    Json(u16, Bytes),
     /// Plain text (logs).
     Text(String),
     /// Prometheus text format.
@@ -46,8 +46,8 @@ impl ApiResponse {
     }
     /// `status` with `value` serialised.
     pub fn json<T: serde::Serialize>(status: u16, value: &T) -> Result<Self, ApiError> {
-        serde_json::to_value(value)
-            .map(|v| ApiResponse::Json(status, v))
+        serde_json::to_vec(value)
+            .map(|v| ApiResponse::Json(status, Bytes::from(v)))
             .map_err(|e| ApiError::internal(format!("cannot encode the answer: {e}")))
     }
 }
@@ -94,7 +94,7 @@ impl From<ApiError> for Response<Body> {
 
 fn into_response(answer: ApiResponse) -> Response<Body> {
     match answer {
-        ApiResponse::Json(status, value) => full(status, "application/json", value.to_string()),
+        ApiResponse::Json(status, bytes) => full(status, "application/json", bytes),
         ApiResponse::Text(text) => full(200, "text/plain; charset=utf-8", text),
         ApiResponse::Metrics(text) => full(200, "text/plain; version=0.0.4; charset=utf-8", text),
         ApiResponse::Stream(rx) => {

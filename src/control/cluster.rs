@@ -73,7 +73,7 @@ impl ControlPlane {
                 drained,
             })
             .map_err(|e| ApiError::internal(format!("could not save: {e}")))?;
-        self.inner().state().drained = drained;
+        self.inner().state_mut().drained = drained;
         wake_all(self.inner());
         ApiResponse::ok(&serde_json::json!({ "node": node, "drained": drained }))
     }

@@ -154,7 +154,7 @@ impl ControlPlane {
             let mut body =
                 serde_json::to_value(&response).map_err(|e| ApiError::internal(e.to_string()))?;
             body["error"] = serde_json::Value::String(response.errors.join("; "));
-            return Ok(ApiResponse::Json(worst, body));
+            return ApiResponse::json(worst, &body);
         }
         ApiResponse::ok(&response)
     }
@@ -224,7 +224,10 @@ impl ControlPlane {
             .put_service(&record)
             .map_err(store_error)?;
         let name = record.spec.name.clone();
-        self.inner().state().records.insert(name.clone(), record);
+        self.inner()
+            .state_mut()
+            .records
+            .insert(name.clone(), record);
         wake(self.inner(), &name);
         Ok(())
     }

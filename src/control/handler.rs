@@ -19,12 +19,12 @@ impl Handler for ControlPlane {
     ) -> Result<ApiResponse, ApiError> {
         let caller_name = caller.as_ref().map(|c| c.name.clone()).unwrap_or_default();
         match request {
-            ApiRequest::Health => Ok(ApiResponse::Json(200, self.health())),
+            ApiRequest::Health => ApiResponse::ok(&self.health()),
             ApiRequest::Metrics => Ok(ApiResponse::Metrics(
                 self.inner().metrics.render(self).await,
             )),
             ApiRequest::Deploy(d) => self.deploy(d, &caller_name).await,
-            ApiRequest::Status { project } => ApiResponse::ok(&self.status(project.as_deref())),
+            ApiRequest::Status { project } => self.status_answer(project.as_deref()),
             ApiRequest::Scale { name, replicas } => self.scale(&name, replicas).await,
             ApiRequest::StopService { name } => self.stop_service(&name).await,
             ApiRequest::StopProject { name } => self.stop_project(&name).await,

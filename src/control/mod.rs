@@ -65,7 +65,21 @@ pub(crate) struct Inner {
     workers: Mutex<HashMap<String, Arc<Notify>>>,
     /// Tokens from the store, reloaded when they change.
     stored_tokens: Mutex<Vec<api::auth::TokenEntry>>,
+    /// Encoded status answers per project filter, with the state epoch and
+    /// time they were built at (see `status::STATUS_CACHE_TTL`).
+    status_cache: Mutex<HashMap<Option<String>, (u64, std::time::Instant, bytes::Bytes)>>,
     containerd_up: AtomicBool,
+}
+
+/// Read access to the [`State`] (no `DerefMut`: changes go through
+/// [`Inner::state_mut`]).
+pub(crate) struct StateRef<'a>(std::sync::MutexGuard<'a, State>);
+
+impl std::ops::Deref for StateRef<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.0
+    }
 }
 
 impl ControlPlane {
@@ -97,6 +111,7 @@ impl ControlPlane {
                 locks: Mutex::new(HashMap::new()),
                 workers: Mutex::new(HashMap::new()),
                 stored_tokens: Mutex::new(stored_tokens),
+                status_cache: Mutex::new(HashMap::new()),
                 containerd_up: AtomicBool::new(true),
             }),
         })
@@ -119,8 +134,17 @@ impl ControlPlane {
 }
 
 impl Inner {
-    pub(crate) fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    /// The state, to read.
+    pub(crate) fn state(&self) -> StateRef<'_> {
+        StateRef(self.state.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The state, to change: bumps its epoch, so cached answers built from
+    /// an older state are not served again.
+    pub(crate) fn state_mut(&self) -> std::sync::MutexGuard<'_, State> {
+        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        guard.epoch += 1;
+        guard
     }
 
     pub(crate) fn service_lock(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {

@@ -45,6 +45,8 @@ pub struct State {
     /// Replicas being removed on purpose: their exits are no crashes.
     pub removing: HashSet<String>,
     pub drained: bool,
+    /// Bumped by every change (see `Inner::state_mut`).
+    pub epoch: u64,
 }
 
 impl State {

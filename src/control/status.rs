@@ -97,7 +97,45 @@ pub(crate) fn service_status(
     }
 }
 
+/// How long an encoded status answer may be served while the state has
+/// not changed: time alone moves replicas from `backoff` to `exited`.
+pub const STATUS_CACHE_TTL: std::time::Duration = std::time::Duration::from_millis(500);
+
 impl ControlPlane {
+    /// `GET /api/v1/status`, encoded; rebuilt only when the state changed
+    /// (or after [`STATUS_CACHE_TTL`]), since dashboards poll it hard.
+    pub(crate) fn status_answer(&self, project: Option<&str>) -> Result<ApiResponse, ApiError> {
+        let key = project.map(str::to_string);
+        let epoch = self.inner().state().epoch;
+        {
+            let cache = self
+                .inner()
+                .status_cache
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if let Some((e, at, bytes)) = cache.get(&key) {
+                if *e == epoch && at.elapsed() < STATUS_CACHE_TTL {
+                    return Ok(ApiResponse::Json(200, bytes.clone()));
+                }
+            }
+        }
+        let bytes = bytes::Bytes::from(
+            serde_json::to_vec(&self.status(project))
+                .map_err(|e| ApiError::internal(e.to_string()))?,
+        );
+        let mut cache = self
+            .inner()
+            .status_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // One entry per project filter asked for: keep that bounded.
+        if cache.len() >= 64 {
+            cache.clear();
+        }
+        cache.insert(key, (epoch, Instant::now(), bytes.clone()));
+        Ok(ApiResponse::Json(200, bytes))
+    }
+
     pub(crate) fn status(&self, project: Option<&str>) -> StatusResponse {
         let node = self.agent().node_id().to_string();
         let now = Instant::now();

@@ -43,7 +43,7 @@ async fn plane() -> (ControlPlane, Arc<FakeAgent>) {
 
 async fn call(cp: &ControlPlane, request: ApiRequest) -> Result<(u16, Value), ApiError> {
     match cp.handle(request, admin()).await? {
-        ApiResponse::Json(status, v) => Ok((status, v)),
+        ApiResponse::Json(status, v) => Ok((status, serde_json::from_slice(&v).unwrap())),
         ApiResponse::Text(t) | ApiResponse::Metrics(t) => Ok((200, Value::String(t))),
         ApiResponse::Stream(_) => Ok((200, Value::Null)),
     }

@@ -121,9 +121,15 @@ async fn converge(inner: &Arc<Inner>, service: &str) -> Converged {
             }
         };
         let now = Instant::now();
+        // Only a real change counts as one (status answers are cached by epoch).
+        if inner.state().instances.get(service) != Some(&instances) {
+            inner
+                .state_mut()
+                .instances
+                .insert(service.to_string(), instances.clone());
+        }
         let (record, p) = {
-            let mut st = inner.state();
-            st.instances.insert(service.to_string(), instances.clone());
+            let st = inner.state();
             let record = st.records.get(service).cloned();
             let desired = desired_of(record.as_ref(), st.drained, inner.agent.node_id());
             let start_at = st.services.get(service).and_then(|s| s.next_start);
@@ -136,7 +142,7 @@ async fn converge(inner: &Arc<Inner>, service: &str) -> Converged {
         };
         if p.actions.is_empty() {
             if record.is_none() && instances.is_empty() {
-                let mut st = inner.state();
+                let mut st = inner.state_mut();
                 st.instances.remove(service);
                 st.services.remove(service);
                 return Converged::Gone;
@@ -166,18 +172,18 @@ async fn execute(
         .for_each_concurrent(PARALLEL, |action| async move {
             match action {
                 Action::Remove { id } => {
-                    inner.state().removing.insert(id.clone());
+                    inner.state_mut().removing.insert(id.clone());
                     if let Err(e) = inner.agent.remove(&id, grace).await {
                         tracing::warn!(instance = %id, error = %e, "remove failed");
                     }
-                    let mut st = inner.state();
+                    let mut st = inner.state_mut();
                     st.removing.remove(&id);
                     st.replicas.remove(&id);
                 }
                 Action::Restart { id } => match inner.agent.restart(&id).await {
                     Ok(pid) => {
                         inner.metrics.restarts.with_label_values(&[service]).inc();
-                        let mut st = inner.state();
+                        let mut st = inner.state_mut();
                         st.record_start(&id, pid, Instant::now());
                         if let Some(r) = st.replicas.get_mut(&id) {
                             r.restarts += 1;
@@ -186,7 +192,7 @@ async fn execute(
                     }
                     Err(e) => {
                         tracing::warn!(instance = %id, error = %e, "restart failed");
-                        let mut st = inner.state();
+                        let mut st = inner.state_mut();
                         let r = st.replicas.entry(id.clone()).or_default();
                         r.consecutive += 1;
                         r.next_start = Some(Instant::now() + plan::backoff(r.consecutive));
@@ -202,7 +208,7 @@ async fn execute(
                     let id = spec.id.clone();
                     match inner.agent.start(&spec).await {
                         Ok(pid) => {
-                            let mut st = inner.state();
+                            let mut st = inner.state_mut();
                             st.record_start(&id, pid, Instant::now());
                             let s = st.services.entry(service.to_string()).or_default();
                             s.start_failures = 0;
@@ -211,7 +217,7 @@ async fn execute(
                         }
                         Err(e) => {
                             tracing::warn!(service, slot, error = %e, "start failed");
-                            let mut st = inner.state();
+                            let mut st = inner.state_mut();
                             let s = st.services.entry(service.to_string()).or_default();
                             s.start_failures += 1;
                             s.next_start = Some(Instant::now() + plan::backoff(s.start_failures));
@@ -277,7 +283,7 @@ async fn event_loop(inner: Arc<Inner>, mut events: tokio::sync::mpsc::Receiver<A
 fn handle_event(inner: &Arc<Inner>, event: AgentEvent) {
     match event {
         AgentEvent::Started { id, pid } => {
-            inner.state().record_start(&id, pid, Instant::now());
+            inner.state_mut().record_start(&id, pid, Instant::now());
         }
         AgentEvent::Exited {
             id,
@@ -287,7 +293,7 @@ fn handle_event(inner: &Arc<Inner>, event: AgentEvent) {
         } => {
             let service = service_of(&id).to_string();
             {
-                let mut st = inner.state();
+                let mut st = inner.state_mut();
                 if st.removing.contains(&id) {
                     return;
                 }
