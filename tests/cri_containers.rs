@@ -347,6 +347,19 @@ async fn exec_returns_output_and_code() {
     assert_eq!(hostname.stdout.trim(), "box-1");
     cri.remove_container("box-1").await.unwrap();
     assert_nothing_left(&cri, &ns, "box-1").await;
+
+    // A user by name, looked up in the image's own /etc/passwd and /etc/group.
+    let config = ContainerConfig {
+        id: "box-2".into(),
+        command: Some(vec!["sleep".into(), "300".into()]),
+        user: Some("nobody".into()),
+        ..Default::default()
+    };
+    run(&cri, &env.image("web:v1"), config, &LogTarget::Discard).await;
+    let id = cri.exec("box-2", &["id".to_string()], Duration::from_secs(10)).await.unwrap();
+    assert_eq!(id.stdout.trim(), "uid=65534(nobody) gid=65534(nogroup)");
+    cri.remove_container("box-2").await.unwrap();
+    assert_nothing_left(&cri, &ns, "box-2").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

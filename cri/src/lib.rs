@@ -10,7 +10,7 @@
 //! - [`registry`]: the OCI distribution client (mirrors, auth, plain HTTP).
 //! - `content`: the content store (streamed writes, labels).
 //! - [`image`]: pull, unpack, import, local lookup.
-//! - [`resources`] and [`spec`]: limits and the OCI runtime spec.
+//! - [`resources`], [`spec`] and [`user`]: limits, the OCI runtime spec, users.
 //! - [`container`]: containers, tasks, stop, exec, listing by label.
 //! - [`events`]: task exit and OOM events.
 //! - [`metrics`] and [`cgroup`]: resource usage.
@@ -33,6 +33,7 @@ pub mod reference;
 pub mod registry;
 pub mod resources;
 pub mod spec;
+pub mod user;
 
 pub use client::{ConnectOptions, Cri, Version};
 pub use error::{CriError, Result};

@@ -19,6 +19,7 @@ use oci_spec::runtime::{
 use crate::error::{CriError, Result};
 use crate::image::ImageConfig;
 use crate::resources::Resources;
+use crate::user::UserDb;
 
 /// Where the container's network comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -199,31 +200,6 @@ pub fn merged_env(
     Ok(vars.into_iter().map(|(k, v)| format!("{k}={v}")).collect())
 }
 
-/// Parses `uid`, `uid:gid` and `root`. Names other than root need the
-/// image's /etc/passwd, which orca does not read yet.
-pub fn parse_user(user: &str) -> Result<(u32, u32)> {
-    let bad = || CriError::InvalidConfig {
-        field: "user",
-        reason: format!(
-            "{user:?}: use a numeric uid or uid:gid (user names other than root are not resolved)"
-        ),
-    };
-    let (u, g) = match user.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (user, None),
-    };
-    let uid = match u {
-        "" | "root" => 0,
-        _ => u.parse::<u32>().map_err(|_| bad())?,
-    };
-    let gid = match g {
-        None => uid,
-        Some("root") => 0,
-        Some(g) => g.parse::<u32>().map_err(|_| bad())?,
-    };
-    Ok((uid, gid))
-}
-
 fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Result<Mount> {
     MountBuilder::default()
         .destination(dest)
@@ -284,8 +260,24 @@ fn standard_mounts() -> Result<Vec<Mount>> {
     ])
 }
 
-/// Builds the runtime spec for `config` running an image with `image`'s settings.
-pub fn build_spec(namespace: &str, image: &ImageConfig, config: &ContainerConfig) -> Result<Spec> {
+/// The user a container runs as: the override, else the image's.
+pub fn user_of<'a>(image: &'a ImageConfig, config: &'a ContainerConfig) -> &'a str {
+    config
+        .user
+        .as_deref()
+        .or(image.user.as_deref())
+        .unwrap_or("")
+}
+
+/// Builds the runtime spec for `config` running an image with `image`'s
+/// settings; `users` holds the image's account files when the user is
+/// given by name.
+pub fn build_spec(
+    namespace: &str,
+    image: &ImageConfig,
+    config: &ContainerConfig,
+    users: &UserDb,
+) -> Result<Spec> {
     validate_id(&config.id)?;
     let hostname = config.hostname.clone().unwrap_or_else(|| config.id.clone());
     let args = process_args(image, config.command.as_deref())?;
@@ -301,13 +293,7 @@ pub fn build_spec(namespace: &str, image: &ImageConfig, config: &ContainerConfig
             reason: format!("{cwd:?} is not an absolute path"),
         });
     }
-    let (uid, gid) = parse_user(
-        config
-            .user
-            .as_deref()
-            .or(image.user.as_deref())
-            .unwrap_or("root"),
-    )?;
+    let ids = crate::user::resolve(user_of(image, config), users)?;
 
     let caps: oci_spec::runtime::Capabilities = DEFAULT_CAPABILITIES.into_iter().collect();
     let capabilities = LinuxCapabilitiesBuilder::default()
@@ -320,13 +306,13 @@ pub fn build_spec(namespace: &str, image: &ImageConfig, config: &ContainerConfig
         .map_err(spec_err)?;
     let process = ProcessBuilder::default()
         .terminal(false)
-        .user(
-            UserBuilder::default()
-                .uid(uid)
-                .gid(gid)
-                .build()
-                .map_err(spec_err)?,
-        )
+        .user({
+            let mut user = UserBuilder::default().uid(ids.uid).gid(ids.gid);
+            if !ids.additional_gids.is_empty() {
+                user = user.additional_gids(ids.additional_gids.clone());
+            }
+            user.build().map_err(spec_err)?
+        })
         .args(args)
         .env(env)
         .cwd(cwd)
@@ -502,7 +488,7 @@ mod tests {
 
     #[test]
     fn process_from_image() {
-        let spec = json(&build_spec("orca", &image(), &config()).unwrap());
+        let spec = json(&build_spec("orca", &image(), &config(), &UserDb::default()).unwrap());
         let p = &spec["process"];
         assert_eq!(p["args"], serde_json::json!(["/bin/web", "--flag"]));
         assert_eq!(p["cwd"], "/www");
@@ -525,7 +511,7 @@ mod tests {
         c.working_dir = Some("/tmp".into());
         c.user = Some("65534:65534".into());
         c.hostname = Some("box".into());
-        let spec = json(&build_spec("orca", &image(), &c).unwrap());
+        let spec = json(&build_spec("orca", &image(), &c, &UserDb::default()).unwrap());
         let p = &spec["process"];
         assert_eq!(p["args"], serde_json::json!(["/bin/sh", "-c", "env"]));
         assert_eq!(
@@ -550,7 +536,13 @@ mod tests {
 
     #[test]
     fn no_command_is_an_error() {
-        let err = build_spec("orca", &ImageConfig::default(), &config()).unwrap_err();
+        let err = build_spec(
+            "orca",
+            &ImageConfig::default(),
+            &config(),
+            &UserDb::default(),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("no Entrypoint or Cmd"), "{err}");
     }
 
@@ -559,7 +551,7 @@ mod tests {
         let mut c = config();
         c.resources.memory = Some(MemoryLimit::parse("64Mi").unwrap());
         c.resources.cpu = Some(CpuLimit::new(0.5).unwrap());
-        let spec = json(&build_spec("orca", &image(), &c).unwrap());
+        let spec = json(&build_spec("orca", &image(), &c, &UserDb::default()).unwrap());
         let r = &spec["linux"]["resources"];
         assert_eq!(r["memory"]["limit"], 64 << 20);
         assert_eq!(r["cpu"]["quota"], 50_000);
@@ -606,7 +598,8 @@ mod tests {
     #[test]
     fn namespaces_by_network_mode() {
         let kinds = |c: &ContainerConfig| -> Vec<serde_json::Value> {
-            json(&build_spec("orca", &image(), c).unwrap())["linux"]["namespaces"]
+            json(&build_spec("orca", &image(), c, &UserDb::default()).unwrap())["linux"]
+                ["namespaces"]
                 .as_array()
                 .unwrap()
                 .clone()
@@ -630,9 +623,5 @@ mod tests {
         for bad in ["", "../x", "a/b", "-a", &"a".repeat(77)] {
             assert!(validate_id(bad).is_err(), "{bad}");
         }
-        assert_eq!(parse_user("root").unwrap(), (0, 0));
-        assert_eq!(parse_user("1000").unwrap(), (1000, 1000));
-        assert_eq!(parse_user("1000:50").unwrap(), (1000, 50));
-        assert!(parse_user("nginx").is_err());
     }
 }

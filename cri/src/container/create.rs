@@ -10,7 +10,8 @@ use containerd_client::services::v1::{Container, CreateContainerRequest};
 use crate::client::{Cri, RUNTIME, SNAPSHOTTER};
 use crate::error::{CriError, Result};
 use crate::image::Image;
-use crate::spec::{build_spec, ContainerConfig};
+use crate::spec::{build_spec, user_of, ContainerConfig};
+use crate::user::{needs_lookup, read_from_mounts, UserDb};
 
 /// type_url of a runtime spec inside an `Any`, as containerd's clients use.
 const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
@@ -19,11 +20,11 @@ impl Cri {
     /// Creates the container `config.id` from `image`. Nothing is left
     /// behind when this fails.
     pub async fn create_container(&self, image: &Image, config: &ContainerConfig) -> Result<()> {
-        let spec = build_spec(self.namespace(), &image.config, config)?;
-        let spec_json = serde_json::to_vec(&spec).map_err(|e| CriError::InvalidConfig {
-            field: "runtime spec",
-            reason: e.to_string(),
-        })?;
+        // Everything that can be checked without containerd, first.
+        let named_user = needs_lookup(user_of(&image.config, config));
+        if !named_user {
+            build_spec(self.namespace(), &image.config, config, &UserDb::default())?;
+        }
         if image.chain_id.is_empty() {
             return Err(CriError::content(&image.name, "image has no layers"));
         }
@@ -31,7 +32,7 @@ impl Cri {
         // keeps the garbage collector off it.
         let lease = self.lease(std::time::Duration::from_secs(300)).await?;
         let result = self
-            .create_leased(image, config, spec_json, &lease.id)
+            .create_leased(image, config, named_user, &lease.id)
             .await;
         lease.release().await;
         result
@@ -41,11 +42,12 @@ impl Cri {
         &self,
         image: &Image,
         config: &ContainerConfig,
-        spec_json: Vec<u8>,
+        named_user: bool,
         lease: &str,
     ) -> Result<()> {
         let id = config.id.clone();
-        self.snapshots()
+        let mounts = self
+            .snapshots()
             .prepare(self.req_leased(
                 PrepareSnapshotRequest {
                     snapshotter: SNAPSHOTTER.to_string(),
@@ -62,7 +64,31 @@ impl Cri {
                     id: id.clone(),
                 },
                 _ => self.unavailable_or("Snapshots.Prepare", &id, s),
-            })?;
+            })?
+            .into_inner()
+            .mounts;
+        // A user given by name is looked up in the image's own files.
+        let users = if named_user {
+            UserDb {
+                passwd: read_from_mounts(&mounts, "etc/passwd"),
+                group: read_from_mounts(&mounts, "etc/group"),
+            }
+        } else {
+            UserDb::default()
+        };
+        let spec_json =
+            match build_spec(self.namespace(), &image.config, config, &users).and_then(|spec| {
+                serde_json::to_vec(&spec).map_err(|e| CriError::InvalidConfig {
+                    field: "runtime spec",
+                    reason: e.to_string(),
+                })
+            }) {
+                Ok(j) => j,
+                Err(e) => {
+                    self.remove_snapshot(&id).await;
+                    return Err(e);
+                }
+            };
         let container = Container {
             id: id.clone(),
             labels: config.labels.clone(),
