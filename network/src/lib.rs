@@ -1,1 +1,22 @@
-//! Placeholder.
+//! `network`: the node's network, owned by orca (no Docker, no CNI).
+//!
+//! # Layout
+//! - [`ipam`]: subnets and the address book of the node's /24.
+//! - [`netns`]: named network namespaces without `ip netns`.
+//! - [`links`]: bridge, veth, addresses and routes over rtnetlink.
+//! - [`nft`]: nftables rules through one typed call to `nft`.
+//! - [`node`]: all of it together for replicas: attach, detach, sweep.
+//! - [`error`]: [`NetworkError`].
+
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod error;
+pub mod ipam;
+pub mod links;
+pub mod netns;
+pub mod nft;
+pub mod node;
+
+pub use error::NetworkError;
+pub use ipam::{IpamStore, Ipv4Net};
+pub use node::{Attachment, NetworkSettings, NodeNetwork};

@@ -1,0 +1,166 @@
+//! Link, address and route operations over rtnetlink (no `ip` command).
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::AsRawFd;
+
+use futures::TryStreamExt;
+use rtnetlink::packet_route::link::LinkAttribute;
+use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+
+use crate::error::{NetworkError, Result};
+
+/// The index of link `name`, if it exists.
+pub async fn index_of(handle: &Handle, name: &str) -> Result<Option<u32>> {
+    let mut links = handle.link().get().match_name(name.to_string()).execute();
+    match links.try_next().await {
+        Ok(Some(link)) => Ok(Some(link.header.index)),
+        Ok(None) => Ok(None),
+        // The kernel answers ENODEV for a name that does not exist.
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc_enodev() => Ok(None),
+        Err(e) => Err(NetworkError::netlink("get link", name, e)),
+    }
+}
+
+fn libc_enodev() -> i32 {
+    nix::errno::Errno::ENODEV as i32
+}
+
+/// The bridge `name`, created if missing, up, with `gateway/prefix` on it.
+pub async fn ensure_bridge(handle: &Handle, name: &str, gateway: Ipv4Addr, prefix: u8) -> Result<u32> {
+    let index = match index_of(handle, name).await? {
+        Some(i) => i,
+        None => {
+            handle
+                .link()
+                .add(LinkBridge::new(name).build())
+                .execute()
+                .await
+                .map_err(|e| NetworkError::netlink("add bridge", name, e))?;
+            index_of(handle, name)
+                .await?
+                .ok_or_else(|| NetworkError::netlink("add bridge", name, "not found after creation"))?
+        }
+    };
+    if !has_address(handle, index, gateway).await? {
+        handle
+            .address()
+            .add(index, IpAddr::V4(gateway), prefix)
+            .execute()
+            .await
+            .map_err(|e| NetworkError::netlink("add address", format!("{name} {gateway}/{prefix}"), e))?;
+    }
+    set_up(handle, index, name).await?;
+    Ok(index)
+}
+
+async fn has_address(handle: &Handle, index: u32, ip: Ipv4Addr) -> Result<bool> {
+    use rtnetlink::packet_route::address::AddressAttribute;
+    let mut addrs = handle.address().get().set_link_index_filter(index).execute();
+    while let Some(msg) = addrs.try_next().await.map_err(|e| NetworkError::netlink("get address", index.to_string(), e))? {
+        let found = msg.attributes.iter().any(|a| matches!(a, AddressAttribute::Address(IpAddr::V4(v)) if *v == ip));
+        if found {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Sets link `index` up.
+pub async fn set_up(handle: &Handle, index: u32, name: &str) -> Result<()> {
+    handle
+        .link()
+        .set(LinkUnspec::new_with_index(index).up().build())
+        .execute()
+        .await
+        .map_err(|e| NetworkError::netlink("set up", name, e))
+}
+
+/// Creates the veth pair `host` / `peer`.
+pub async fn add_veth(handle: &Handle, host: &str, peer: &str) -> Result<()> {
+    handle
+        .link()
+        .add(LinkVeth::new(host, peer).build())
+        .execute()
+        .await
+        .map_err(|e| NetworkError::netlink("add veth", host, e))
+}
+
+/// Plugs link `index` into the bridge and sets it up.
+pub async fn attach_to_bridge(handle: &Handle, index: u32, bridge: u32, name: &str) -> Result<()> {
+    handle
+        .link()
+        .set(LinkUnspec::new_with_index(index).controller(bridge).up().build())
+        .execute()
+        .await
+        .map_err(|e| NetworkError::netlink("attach to bridge", name, e))
+}
+
+/// Moves link `index` into the namespace open as `netns`.
+pub async fn move_to_netns(handle: &Handle, index: u32, netns: &std::fs::File, name: &str) -> Result<()> {
+    handle
+        .link()
+        .set(LinkUnspec::new_with_index(index).setns_by_fd(netns.as_raw_fd()).build())
+        .execute()
+        .await
+        .map_err(|e| NetworkError::netlink("move to netns", name, e))
+}
+
+/// Inside a replica's namespace: `lo` up, the veth end renamed `eth0` with
+/// its address, and the default route through the gateway.
+pub async fn configure_inside(handle: &Handle, peer: &str, ip: Ipv4Addr, prefix: u8, gateway: Ipv4Addr) -> Result<()> {
+    if let Some(lo) = index_of(handle, "lo").await? {
+        set_up(handle, lo, "lo").await?;
+    }
+    let index = index_of(handle, peer)
+        .await?
+        .ok_or_else(|| NetworkError::netlink("find", peer, "not in the namespace"))?;
+    handle
+        .link()
+        .set(LinkUnspec::new_with_index(index).name("eth0".to_string()).up().build())
+        .execute()
+        .await
+        .map_err(|e| NetworkError::netlink("rename", peer, e))?;
+    handle
+        .address()
+        .add(index, IpAddr::V4(ip), prefix)
+        .execute()
+        .await
+        .map_err(|e| NetworkError::netlink("add address", format!("eth0 {ip}"), e))?;
+    handle
+        .route()
+        .add(RouteMessageBuilder::<Ipv4Addr>::new().gateway(gateway).output_interface(index).build())
+        .execute()
+        .await
+        .map_err(|e| NetworkError::netlink("add default route", format!("via {gateway}"), e))?;
+    Ok(())
+}
+
+/// Deletes link `name` if it exists.
+pub async fn delete(handle: &Handle, name: &str) -> Result<()> {
+    if let Some(index) = index_of(handle, name).await? {
+        match handle.link().del(index).execute().await {
+            Ok(()) => {}
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc_enodev() => {}
+            Err(e) => return Err(NetworkError::netlink("delete link", name, e)),
+        }
+    }
+    Ok(())
+}
+
+/// Names of the links plugged into bridge `bridge`.
+pub async fn ports_of(handle: &Handle, bridge: u32) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut links = handle.link().get().execute();
+    while let Some(link) = links.try_next().await.map_err(|e| NetworkError::netlink("list links", bridge.to_string(), e))? {
+        let on_bridge = link.attributes.iter().any(|a| matches!(a, LinkAttribute::Controller(c) if *c == bridge));
+        if on_bridge {
+            if let Some(name) = link.attributes.iter().find_map(|a| match a {
+                LinkAttribute::IfName(n) => Some(n.clone()),
+                _ => None,
+            }) {
+                out.push(name);
+            }
+        }
+    }
+    Ok(out)
+}

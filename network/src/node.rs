@@ -1,0 +1,210 @@
+//! The node's network: the bridge with the gateway address, outbound NAT,
+//! and for every replica a namespace, a veth pair into the bridge, an
+//! address from the IPAM and a default route. Attaching is idempotent, so a
+//! restarted orca finds what it made and changes nothing that works.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use rtnetlink::Handle;
+use sha2::{Digest, Sha256};
+
+use crate::error::{NetworkError, Result};
+use crate::ipam::{Ipam, IpamStore, Ipv4Net};
+use crate::{links, netns, nft};
+
+/// How the node's network is set up.
+#[derive(Debug, Clone)]
+pub struct NetworkSettings {
+    /// Bridge name (at most 15 characters).
+    pub bridge: String,
+    /// The cluster's subnet, like `10.88.0.0/16`.
+    pub subnet: String,
+    /// Which /24 of it this node takes.
+    pub node_index: u32,
+    /// Where replica namespaces are mounted.
+    pub netns_dir: PathBuf,
+}
+
+/// A replica's place on the network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    pub netns: PathBuf,
+    pub ip: Ipv4Addr,
+    pub gateway: Ipv4Addr,
+}
+
+/// See the module doc.
+pub struct NodeNetwork {
+    settings: NetworkSettings,
+    subnet: Ipv4Net,
+    handle: Handle,
+    bridge_index: u32,
+    store: Arc<dyn IpamStore>,
+    ipam: Mutex<Ipam>,
+    /// Serialises attach and detach (links and the IPAM change together).
+    ops: tokio::sync::Mutex<()>,
+}
+
+/// Host-side veth name of `owner` (interface names are at most 15 bytes).
+pub fn host_ifname(owner: &str) -> String {
+    format!("ov{}", &hex::encode(Sha256::digest(owner.as_bytes()))[..10])
+}
+
+fn peer_ifname(owner: &str) -> String {
+    format!("op{}", &hex::encode(Sha256::digest(owner.as_bytes()))[..10])
+}
+
+impl NodeNetwork {
+    /// Brings up the bridge, forwarding and NAT; loads the address book.
+    pub async fn setup(settings: NetworkSettings, store: Arc<dyn IpamStore>) -> Result<Self> {
+        if settings.bridge.is_empty()
+            || settings.bridge.len() > 15
+            || !settings.bridge.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(NetworkError::InvalidConfig {
+                field: "network.bridge",
+                reason: format!("{:?} is not an interface name (at most 15 letters, digits, '-', '_')", settings.bridge),
+            });
+        }
+        let subnet = Ipv4Net::parse(&settings.subnet)?.node_slice(settings.node_index)?;
+        let (connection, handle, _) =
+            rtnetlink::new_connection().map_err(|e| NetworkError::netlink("socket", "host", e))?;
+        tokio::spawn(connection);
+        let bridge_index = links::ensure_bridge(&handle, &settings.bridge, subnet.gateway(), 24).await?;
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+            .map_err(|e| NetworkError::io("enable forwarding", "/proc/sys/net/ipv4/ip_forward", e))?;
+        nft::apply(&nft::nat_script(&settings.bridge, subnet)).await?;
+        std::fs::create_dir_all(&settings.netns_dir).map_err(|e| NetworkError::io("create", &settings.netns_dir, e))?;
+        let ipam = Ipam::load(subnet, store.as_ref())?;
+        tracing::info!(bridge = %settings.bridge, subnet = %subnet, "node network ready");
+        Ok(Self { settings, subnet, handle, bridge_index, store, ipam: Mutex::new(ipam), ops: tokio::sync::Mutex::new(()) })
+    }
+
+    /// This node's /24.
+    pub fn subnet(&self) -> Ipv4Net {
+        self.subnet
+    }
+
+    /// The bridge's address (the replicas' gateway).
+    pub fn gateway(&self) -> Ipv4Addr {
+        self.subnet.gateway()
+    }
+
+    fn ipam(&self) -> std::sync::MutexGuard<'_, Ipam> {
+        self.ipam.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn netns_path(&self, owner: &str) -> PathBuf {
+        self.settings.netns_dir.join(owner)
+    }
+
+    /// The address of `owner`, if attached.
+    pub fn address(&self, owner: &str) -> Option<Ipv4Addr> {
+        self.ipam().get(owner)
+    }
+
+    /// Gives `owner` a namespace on the bridge; an existing, working one is
+    /// kept as it is.
+    pub async fn attach(&self, owner: &str) -> Result<Attachment> {
+        let _op = self.ops.lock().await;
+        let path = self.netns_path(owner);
+        let host = host_ifname(owner);
+        if let Some(ip) = self.ipam().get(owner) {
+            if netns::exists(&path) && links::index_of(&self.handle, &host).await?.is_some() {
+                return Ok(Attachment { netns: path, ip, gateway: self.gateway() });
+            }
+        }
+        let ip = {
+            let store = self.store.clone();
+            self.ipam().allocate(owner, store.as_ref())?
+        };
+        match self.build(owner, &path, &host, ip).await {
+            Ok(()) => Ok(Attachment { netns: path, ip, gateway: self.gateway() }),
+            Err(e) => {
+                self.teardown(owner).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn build(&self, owner: &str, path: &std::path::Path, host: &str, ip: Ipv4Addr) -> Result<()> {
+        // Leftovers of a crash under the same name go first.
+        links::delete(&self.handle, host).await?;
+        netns::remove(path)?;
+        let inside = netns::create(path)?;
+        let peer = peer_ifname(owner);
+        links::add_veth(&self.handle, host, &peer).await?;
+        let host_index = links::index_of(&self.handle, host)
+            .await?
+            .ok_or_else(|| NetworkError::netlink("add veth", host, "missing after creation"))?;
+        links::attach_to_bridge(&self.handle, host_index, self.bridge_index, host).await?;
+        let peer_index = links::index_of(&self.handle, &peer)
+            .await?
+            .ok_or_else(|| NetworkError::netlink("add veth", &peer, "missing after creation"))?;
+        let ns_file = std::fs::File::open(path).map_err(|e| NetworkError::io("open", path, e))?;
+        links::move_to_netns(&self.handle, peer_index, &ns_file, &peer).await?;
+        links::configure_inside(&inside, &peer, ip, 24, self.gateway()).await
+    }
+
+    /// Removes what [`NodeNetwork::attach`] made, logging what will not go.
+    async fn teardown(&self, owner: &str) {
+        if let Err(e) = links::delete(&self.handle, &host_ifname(owner)).await {
+            tracing::warn!(owner, error = %e, "veth removal failed");
+        }
+        if let Err(e) = netns::remove(&self.netns_path(owner)) {
+            tracing::warn!(owner, error = %e, "netns removal failed");
+        }
+        let store = self.store.clone();
+        if let Err(e) = self.ipam().release(owner, store.as_ref()) {
+            tracing::warn!(owner, error = %e, "address release failed");
+        }
+    }
+
+    /// Takes `owner` off the network: veth, namespace, address. Idempotent.
+    pub async fn detach(&self, owner: &str) -> Result<()> {
+        let _op = self.ops.lock().await;
+        links::delete(&self.handle, &host_ifname(owner)).await?;
+        netns::remove(&self.netns_path(owner))?;
+        let store = self.store.clone();
+        self.ipam().release(owner, store.as_ref())
+    }
+
+    /// Removes namespaces, veths and addresses whose owner `keep` rejects
+    /// (leftovers of replicas that are gone). Returns the owners removed.
+    pub async fn sweep(&self, keep: &dyn Fn(&str) -> bool) -> Vec<String> {
+        let mut owners: std::collections::BTreeSet<String> = self.ipam().all().map(|(o, _)| o.clone()).collect();
+        for p in netns::list(&self.settings.netns_dir) {
+            if let Some(n) = p.file_name() {
+                owners.insert(n.to_string_lossy().into_owned());
+            }
+        }
+        let mut removed = Vec::new();
+        for owner in owners {
+            if !keep(&owner) {
+                if let Err(e) = self.detach(&owner).await {
+                    tracing::warn!(owner, error = %e, "sweep failed");
+                }
+                removed.push(owner);
+            }
+        }
+        removed
+    }
+
+    /// Veths on the bridge that belong to nobody the IPAM knows.
+    pub async fn stray_veths(&self) -> Result<Vec<String>> {
+        let known: std::collections::HashSet<String> = self.ipam().all().map(|(o, _)| host_ifname(o)).collect();
+        Ok(links::ports_of(&self.handle, self.bridge_index)
+            .await?
+            .into_iter()
+            .filter(|n| !known.contains(n))
+            .collect())
+    }
+
+    /// Removes the bridge and the NAT table (tests; a node keeps them).
+    pub async fn destroy(&self) -> Result<()> {
+        links::delete(&self.handle, &self.settings.bridge).await?;
+        nft::apply(&nft::delete_script(&self.settings.bridge)).await
+    }
+}
