@@ -2,7 +2,7 @@
 //! and the control plane together, serves the API, and stops on SIGTERM or
 //! SIGINT (containers keep running: orca is not their parent).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -12,23 +12,50 @@ use crate::config::Config;
 use crate::control::{ControlPlane, Settings};
 use crate::metrics::Metrics;
 use crate::store::{Repo, SledStore};
+use network::{NetworkSettings, NodeNetwork};
 
 pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
     let data = &config.cluster.data_dir;
     let logs = data.join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("create {}", logs.display()))?;
+    let repo = Repo::new(Arc::new(
+        SledStore::open(&data.join("db"))
+            .with_context(|| format!("open the store in {}", data.display()))?,
+    ));
 
     let mut options =
         cri::ConnectOptions::new(&config.containerd.socket, &config.containerd.namespace);
     options.registry = config.registry.clone();
     let cri = cri::Cri::connect(options).await?;
-    let store = SledStore::open(&data.join("db"))
-        .with_context(|| format!("open the store in {}", data.display()))?;
     let shim =
         std::env::current_exe().context("find the orca binary (it serves as the log shim)")?;
     let node_id = config.node_id();
-    let agent = Arc::new(LocalAgent::new(cri, node_id.clone(), logs, shim));
+    let netns_dir = PathBuf::from("/run/orca")
+        .join(format!(
+            "{}-{}",
+            config.cluster.name, config.containerd.namespace
+        ))
+        .join("netns");
+    let network = NodeNetwork::setup(
+        NetworkSettings {
+            bridge: config.network.bridge.clone(),
+            subnet: config.network.subnet.clone(),
+            node_index: 0,
+            netns_dir,
+        },
+        Arc::new(repo.clone()),
+    )
+    .await
+    .context("set up the node network")?;
+    let agent = Arc::new(LocalAgent::new(
+        cri,
+        node_id.clone(),
+        data,
+        shim,
+        Some(Arc::new(network)),
+    ));
+    agent.sweep().await.context("clean up network leftovers")?;
 
     let tokens = config
         .tokens
@@ -45,7 +72,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         node_labels: config.node.labels.clone(),
         tokens,
     };
-    let control = ControlPlane::new(Repo::new(Arc::new(store)), agent, settings, Metrics::new()?)?;
+    let control = ControlPlane::new(repo, agent, settings, Metrics::new()?)?;
     control.start().await.context("start reconciling")?;
 
     let listener = tokio::net::TcpListener::bind(&config.cluster.api_listen)

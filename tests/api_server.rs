@@ -38,6 +38,25 @@ async fn wait_for(
     }
 }
 
+/// GET http://ip:port/path, retrying for a few seconds; the body.
+async fn http_get(ip: &str, port: u16, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for _ in 0..100 {
+        if let Ok(mut s) = tokio::net::TcpStream::connect((ip, port)).await {
+            let req = format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
+            let mut buf = Vec::new();
+            if s.write_all(req.as_bytes()).await.is_ok() && s.read_to_end(&mut buf).await.is_ok() {
+                let text = String::from_utf8_lossy(&buf).to_string();
+                if let Some((_, body)) = text.split_once("\r\n\r\n") {
+                    return body.to_string();
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no answer from {ip}:{port}{path}");
+}
+
 fn state(s: &ServiceStatus) -> String {
     serde_json::to_value(s.status)
         .unwrap()
@@ -77,6 +96,16 @@ async fn service_lifecycle_on_containerd() {
     })
     .await;
     assert_eq!(s.version, 1);
+
+    // Each replica has its own address on the node's bridge and serves there.
+    let subnet = common::server::subnet_of(&server.namespace);
+    let prefix = subnet.trim_end_matches("0/24");
+    for i in &s.instances {
+        let ip = i.ip.clone().expect("an address");
+        assert!(ip.starts_with(prefix), "{ip} not in {subnet}");
+        let body = http_get(&ip, 8080, "/").await;
+        assert_eq!(body.trim(), "web v1");
+    }
 
     // Limits, read back from each replica's cgroup.
     let cgroups = cri::cgroup::Cgroups::default();
@@ -187,6 +216,7 @@ async fn kill_9_and_restart_adopts_the_same_tasks() {
         .iter()
         .map(|i| (i.id.clone(), i.pid))
         .collect();
+    let ips: Vec<_> = before.instances.iter().map(|i| i.ip.clone()).collect();
 
     server.kill9();
     // The replicas keep running without orca.
@@ -206,6 +236,11 @@ async fn kill_9_and_restart_adopts_the_same_tasks() {
         .map(|i| (i.id.clone(), i.pid))
         .collect();
     assert_eq!(again, pids, "replicas were recreated instead of adopted");
+    let ips_after: Vec<_> = after.instances.iter().map(|i| i.ip.clone()).collect();
+    assert_eq!(ips_after, ips, "addresses changed across the restart");
+    for ip in ips.iter().flatten() {
+        assert_eq!(http_get(ip, 8080, "/").await.trim(), "web v1");
+    }
     // And it keeps them: nothing restarts over the next moments.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let later = service(&c, "web").await.unwrap();

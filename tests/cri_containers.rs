@@ -356,7 +356,10 @@ async fn exec_returns_output_and_code() {
         ..Default::default()
     };
     run(&cri, &env.image("web:v1"), config, &LogTarget::Discard).await;
-    let id = cri.exec("box-2", &["id".to_string()], Duration::from_secs(10)).await.unwrap();
+    let id = cri
+        .exec("box-2", &["id".to_string()], Duration::from_secs(10))
+        .await
+        .unwrap();
     assert_eq!(id.stdout.trim(), "uid=65534(nobody) gid=65534(nogroup)");
     cri.remove_container("box-2").await.unwrap();
     assert_nothing_left(&cri, &ns, "box-2").await;

@@ -14,6 +14,17 @@ use std::sync::Arc;
 use network::ipam::MemIpamStore;
 use network::{NetworkSettings, NodeNetwork};
 
+/// Removes the test's bridge and NAT table however the test ends.
+struct Cleanup(String);
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.0]).output();
+        let _ = Command::new("nft")
+            .args(["delete", "table", "ip", &format!("orca_{}", self.0)])
+            .output();
+    }
+}
+
 fn settings(dir: &Path, tag: u32) -> NetworkSettings {
     NetworkSettings {
         bridge: format!("ot{:06x}", tag & 0xff_ffff),
@@ -31,7 +42,10 @@ fn inside(netns: &Path, args: &[&str]) -> (bool, String) {
         .args(args)
         .output()
         .unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
 }
 
 fn in_ci() -> bool {
@@ -55,6 +69,7 @@ async fn replicas_get_namespaces_addresses_and_routes() {
     let dir = tempfile::tempdir().unwrap();
     let tag = common::rand_u32();
     let s = settings(dir.path(), tag);
+    let _cleanup = Cleanup(s.bridge.clone());
     let store = Arc::new(MemIpamStore::default());
     let net = NodeNetwork::setup(s.clone(), store.clone()).await.unwrap();
     let a = net.attach("web.0.aaaaaa").await.unwrap();
@@ -66,13 +81,26 @@ async fn replicas_get_namespaces_addresses_and_routes() {
     let (ok, out) = inside(&a.netns, &["ip", "-4", "addr", "show", "eth0"]);
     assert!(ok && out.contains(&format!("{}/24", a.ip)), "{out}");
     let (ok, out) = inside(&a.netns, &["ip", "route"]);
-    assert!(ok && out.contains(&format!("default via {}", a.gateway)), "{out}");
+    assert!(
+        ok && out.contains(&format!("default via {}", a.gateway)),
+        "{out}"
+    );
     let (ok, out) = inside(&a.netns, &["ping", "-c", "1", "-W", "2", &b.ip.to_string()]);
     assert!(ok, "replica to replica: {out}");
-    let (ok, out) = inside(&b.netns, &["ping", "-c", "1", "-W", "2", &a.gateway.to_string()]);
+    let (ok, out) = inside(
+        &b.netns,
+        &["ping", "-c", "1", "-W", "2", &a.gateway.to_string()],
+    );
     assert!(ok, "replica to gateway: {out}");
-    let host = Command::new("/bin/busybox").args(["ping", "-c", "1", "-W", "2", &a.ip.to_string()]).output().unwrap();
-    assert!(host.status.success(), "host to replica: {}", String::from_utf8_lossy(&host.stdout));
+    let host = Command::new("/bin/busybox")
+        .args(["ping", "-c", "1", "-W", "2", &a.ip.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        host.status.success(),
+        "host to replica: {}",
+        String::from_utf8_lossy(&host.stdout)
+    );
 
     // A restarted orca: same book, same namespaces, nothing changes.
     drop(net);
@@ -103,6 +131,7 @@ async fn a_thousand_cycles_leave_nothing_behind() {
     }
     let dir = tempfile::tempdir().unwrap();
     let s = settings(dir.path(), common::rand_u32());
+    let _cleanup = Cleanup(s.bridge.clone());
     let store = Arc::new(MemIpamStore::default());
     let net = NodeNetwork::setup(s.clone(), store.clone()).await.unwrap();
     let mut seen = std::collections::HashSet::new();
@@ -118,6 +147,9 @@ async fn a_thousand_cycles_leave_nothing_behind() {
     assert!(net.stray_veths().await.unwrap().is_empty());
     assert!(store.0.lock().unwrap().is_empty());
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(!mounts.contains(&s.netns_dir.display().to_string()), "netns mounts left");
+    assert!(
+        !mounts.contains(&s.netns_dir.display().to_string()),
+        "netns mounts left"
+    );
     net.destroy().await.unwrap();
 }

@@ -7,10 +7,18 @@ use std::path::PathBuf;
 pub enum NetworkError {
     /// A netlink request failed.
     #[error("netlink {op} failed for {object}: {reason}")]
-    Netlink { op: &'static str, object: String, reason: String },
+    Netlink {
+        op: &'static str,
+        object: String,
+        reason: String,
+    },
     /// The `nft` command failed.
     #[error("nft failed ({status}): {stderr}")]
-    Nft { status: String, stdout: String, stderr: String },
+    Nft {
+        status: String,
+        stdout: String,
+        stderr: String,
+    },
     /// No address left in the node's subnet.
     #[error("subnet {subnet} is exhausted ({used} addresses in use)")]
     SubnetExhausted { subnet: String, used: usize },
@@ -19,18 +27,38 @@ pub enum NetworkError {
     InvalidConfig { field: &'static str, reason: String },
     /// A file or mount operation failed.
     #[error("{op} {}: {reason}", path.display())]
-    Io { op: &'static str, path: PathBuf, reason: String },
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
     /// The address book could not be saved.
     #[error("saving addresses failed: {0}")]
     Store(String),
 }
 
 impl NetworkError {
-    pub(crate) fn netlink(op: &'static str, object: impl Into<String>, e: impl std::fmt::Display) -> Self {
-        NetworkError::Netlink { op, object: object.into(), reason: e.to_string() }
+    pub(crate) fn netlink(
+        op: &'static str,
+        object: impl Into<String>,
+        e: impl std::fmt::Display,
+    ) -> Self {
+        NetworkError::Netlink {
+            op,
+            object: object.into(),
+            reason: e.to_string(),
+        }
     }
-    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, e: impl std::fmt::Display) -> Self {
-        NetworkError::Io { op, path: path.into(), reason: e.to_string() }
+    pub(crate) fn io(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+        e: impl std::fmt::Display,
+    ) -> Self {
+        NetworkError::Io {
+            op,
+            path: path.into(),
+            reason: e.to_string(),
+        }
     }
 }
 

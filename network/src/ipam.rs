@@ -18,8 +18,13 @@ pub struct Ipv4Net {
 impl Ipv4Net {
     /// Parses `10.88.0.0/16`.
     pub fn parse(s: &str) -> Result<Self> {
-        let bad = |r: &str| NetworkError::InvalidConfig { field: "subnet", reason: format!("{s:?}: {r}") };
-        let (a, p) = s.split_once('/').ok_or_else(|| bad("expected address/prefix"))?;
+        let bad = |r: &str| NetworkError::InvalidConfig {
+            field: "subnet",
+            reason: format!("{s:?}: {r}"),
+        };
+        let (a, p) = s
+            .split_once('/')
+            .ok_or_else(|| bad("expected address/prefix"))?;
         let addr: Ipv4Addr = a.parse().map_err(|_| bad("bad address"))?;
         let prefix: u8 = p.parse().map_err(|_| bad("bad prefix"))?;
         if !(8..=24).contains(&prefix) {
@@ -33,7 +38,9 @@ impl Ipv4Net {
     }
 
     fn mask(self) -> u32 {
-        u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0)
+        u32::MAX
+            .checked_shl(32 - u32::from(self.prefix))
+            .unwrap_or(0)
     }
 
     /// The network address.
@@ -55,7 +62,10 @@ impl Ipv4Net {
                 reason: format!("{self} has {count} node /24s; index {index} is past them"),
             });
         }
-        Ok(Ipv4Net { addr: Ipv4Addr::from(u32::from(self.network()) + (index << 8)), prefix: 24 })
+        Ok(Ipv4Net {
+            addr: Ipv4Addr::from(u32::from(self.network()) + (index << 8)),
+            prefix: 24,
+        })
     }
 
     /// `.1` of the network: the bridge's address.
@@ -93,7 +103,10 @@ impl Ipam {
     /// An allocator over `subnet` (a /24) with what `store` already holds.
     pub fn load(subnet: Ipv4Net, store: &dyn IpamStore) -> Result<Self> {
         if subnet.prefix != 24 {
-            return Err(NetworkError::InvalidConfig { field: "subnet", reason: format!("{subnet} is not a /24") });
+            return Err(NetworkError::InvalidConfig {
+                field: "subnet",
+                reason: format!("{subnet} is not a /24"),
+            });
         }
         let mut by_owner = BTreeMap::new();
         for (owner, ip) in store.load().map_err(NetworkError::Store)? {
@@ -101,7 +114,11 @@ impl Ipam {
                 by_owner.insert(owner, ip);
             }
         }
-        Ok(Self { subnet, by_owner, cursor: 2 })
+        Ok(Self {
+            subnet,
+            by_owner,
+            cursor: 2,
+        })
     }
 
     /// The address of `owner`, allocating (and saving) one if it has none.
@@ -124,7 +141,10 @@ impl Ipam {
                 return Ok(ip);
             }
         }
-        Err(NetworkError::SubnetExhausted { subnet: self.subnet.to_string(), used: used.len() })
+        Err(NetworkError::SubnetExhausted {
+            subnet: self.subnet.to_string(),
+            used: used.len(),
+        })
     }
 
     /// Frees `owner`'s address.
@@ -152,10 +172,19 @@ pub struct MemIpamStore(pub std::sync::Mutex<BTreeMap<String, Ipv4Addr>>);
 
 impl IpamStore for MemIpamStore {
     fn load(&self) -> std::result::Result<Vec<(String, Ipv4Addr)>, String> {
-        Ok(self.0.lock().map_err(|e| e.to_string())?.iter().map(|(k, v)| (k.clone(), *v)).collect())
+        Ok(self
+            .0
+            .lock()
+            .map_err(|e| e.to_string())?
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect())
     }
     fn save(&self, owner: &str, ip: Ipv4Addr) -> std::result::Result<(), String> {
-        self.0.lock().map_err(|e| e.to_string())?.insert(owner.to_string(), ip);
+        self.0
+            .lock()
+            .map_err(|e| e.to_string())?
+            .insert(owner.to_string(), ip);
         Ok(())
     }
     fn remove(&self, owner: &str) -> std::result::Result<(), String> {
@@ -172,7 +201,10 @@ mod tests {
     fn subnets() {
         let n = Ipv4Net::parse("10.88.0.0/16").unwrap();
         assert_eq!(n.node_slice(0).unwrap().to_string(), "10.88.0.0/24");
-        assert_eq!(n.node_slice(3).unwrap().gateway(), Ipv4Addr::new(10, 88, 3, 1));
+        assert_eq!(
+            n.node_slice(3).unwrap().gateway(),
+            Ipv4Addr::new(10, 88, 3, 1)
+        );
         assert!(n.node_slice(256).is_err());
         assert!(Ipv4Net::parse("10.88.0.1/16").is_err());
         assert!(Ipv4Net::parse("10.88.0.0/30").is_err());
@@ -206,7 +238,10 @@ mod tests {
         for i in 0..253 {
             ipam.allocate(&format!("r{i}"), &store).unwrap();
         }
-        let e = ipam.allocate("one-too-many", &store).unwrap_err().to_string();
+        let e = ipam
+            .allocate("one-too-many", &store)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("exhausted"), "{e}");
         assert_eq!(store.load().unwrap().len(), 253);
         for i in 0..253 {

@@ -6,7 +6,7 @@
 //! - [`links`]: bridge, veth, addresses and routes over rtnetlink.
 //! - [`nft`]: nftables rules through one typed call to `nft`.
 //! - [`node`]: all of it together for replicas: attach, detach, sweep.
-//! - [`error`]: [`NetworkError`].
+//! - [`error`]: the error type, [`NetworkError`].
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 

@@ -26,7 +26,12 @@ fn libc_enodev() -> i32 {
 }
 
 /// The bridge `name`, created if missing, up, with `gateway/prefix` on it.
-pub async fn ensure_bridge(handle: &Handle, name: &str, gateway: Ipv4Addr, prefix: u8) -> Result<u32> {
+pub async fn ensure_bridge(
+    handle: &Handle,
+    name: &str,
+    gateway: Ipv4Addr,
+    prefix: u8,
+) -> Result<u32> {
     let index = match index_of(handle, name).await? {
         Some(i) => i,
         None => {
@@ -36,9 +41,9 @@ pub async fn ensure_bridge(handle: &Handle, name: &str, gateway: Ipv4Addr, prefi
                 .execute()
                 .await
                 .map_err(|e| NetworkError::netlink("add bridge", name, e))?;
-            index_of(handle, name)
-                .await?
-                .ok_or_else(|| NetworkError::netlink("add bridge", name, "not found after creation"))?
+            index_of(handle, name).await?.ok_or_else(|| {
+                NetworkError::netlink("add bridge", name, "not found after creation")
+            })?
         }
     };
     if !has_address(handle, index, gateway).await? {
@@ -47,7 +52,9 @@ pub async fn ensure_bridge(handle: &Handle, name: &str, gateway: Ipv4Addr, prefi
             .add(index, IpAddr::V4(gateway), prefix)
             .execute()
             .await
-            .map_err(|e| NetworkError::netlink("add address", format!("{name} {gateway}/{prefix}"), e))?;
+            .map_err(|e| {
+                NetworkError::netlink("add address", format!("{name} {gateway}/{prefix}"), e)
+            })?;
     }
     set_up(handle, index, name).await?;
     Ok(index)
@@ -55,9 +62,20 @@ pub async fn ensure_bridge(handle: &Handle, name: &str, gateway: Ipv4Addr, prefi
 
 async fn has_address(handle: &Handle, index: u32, ip: Ipv4Addr) -> Result<bool> {
     use rtnetlink::packet_route::address::AddressAttribute;
-    let mut addrs = handle.address().get().set_link_index_filter(index).execute();
-    while let Some(msg) = addrs.try_next().await.map_err(|e| NetworkError::netlink("get address", index.to_string(), e))? {
-        let found = msg.attributes.iter().any(|a| matches!(a, AddressAttribute::Address(IpAddr::V4(v)) if *v == ip));
+    let mut addrs = handle
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute();
+    while let Some(msg) = addrs
+        .try_next()
+        .await
+        .map_err(|e| NetworkError::netlink("get address", index.to_string(), e))?
+    {
+        let found = msg
+            .attributes
+            .iter()
+            .any(|a| matches!(a, AddressAttribute::Address(IpAddr::V4(v)) if *v == ip));
         if found {
             return Ok(true);
         }
@@ -89,17 +107,31 @@ pub async fn add_veth(handle: &Handle, host: &str, peer: &str) -> Result<()> {
 pub async fn attach_to_bridge(handle: &Handle, index: u32, bridge: u32, name: &str) -> Result<()> {
     handle
         .link()
-        .set(LinkUnspec::new_with_index(index).controller(bridge).up().build())
+        .set(
+            LinkUnspec::new_with_index(index)
+                .controller(bridge)
+                .up()
+                .build(),
+        )
         .execute()
         .await
         .map_err(|e| NetworkError::netlink("attach to bridge", name, e))
 }
 
 /// Moves link `index` into the namespace open as `netns`.
-pub async fn move_to_netns(handle: &Handle, index: u32, netns: &std::fs::File, name: &str) -> Result<()> {
+pub async fn move_to_netns(
+    handle: &Handle,
+    index: u32,
+    netns: &std::fs::File,
+    name: &str,
+) -> Result<()> {
     handle
         .link()
-        .set(LinkUnspec::new_with_index(index).setns_by_fd(netns.as_raw_fd()).build())
+        .set(
+            LinkUnspec::new_with_index(index)
+                .setns_by_fd(netns.as_raw_fd())
+                .build(),
+        )
         .execute()
         .await
         .map_err(|e| NetworkError::netlink("move to netns", name, e))
@@ -107,7 +139,13 @@ pub async fn move_to_netns(handle: &Handle, index: u32, netns: &std::fs::File, n
 
 /// Inside a replica's namespace: `lo` up, the veth end renamed `eth0` with
 /// its address, and the default route through the gateway.
-pub async fn configure_inside(handle: &Handle, peer: &str, ip: Ipv4Addr, prefix: u8, gateway: Ipv4Addr) -> Result<()> {
+pub async fn configure_inside(
+    handle: &Handle,
+    peer: &str,
+    ip: Ipv4Addr,
+    prefix: u8,
+    gateway: Ipv4Addr,
+) -> Result<()> {
     if let Some(lo) = index_of(handle, "lo").await? {
         set_up(handle, lo, "lo").await?;
     }
@@ -116,7 +154,12 @@ pub async fn configure_inside(handle: &Handle, peer: &str, ip: Ipv4Addr, prefix:
         .ok_or_else(|| NetworkError::netlink("find", peer, "not in the namespace"))?;
     handle
         .link()
-        .set(LinkUnspec::new_with_index(index).name("eth0".to_string()).up().build())
+        .set(
+            LinkUnspec::new_with_index(index)
+                .name("eth0".to_string())
+                .up()
+                .build(),
+        )
         .execute()
         .await
         .map_err(|e| NetworkError::netlink("rename", peer, e))?;
@@ -128,7 +171,12 @@ pub async fn configure_inside(handle: &Handle, peer: &str, ip: Ipv4Addr, prefix:
         .map_err(|e| NetworkError::netlink("add address", format!("eth0 {ip}"), e))?;
     handle
         .route()
-        .add(RouteMessageBuilder::<Ipv4Addr>::new().gateway(gateway).output_interface(index).build())
+        .add(
+            RouteMessageBuilder::<Ipv4Addr>::new()
+                .gateway(gateway)
+                .output_interface(index)
+                .build(),
+        )
         .execute()
         .await
         .map_err(|e| NetworkError::netlink("add default route", format!("via {gateway}"), e))?;
@@ -151,8 +199,15 @@ pub async fn delete(handle: &Handle, name: &str) -> Result<()> {
 pub async fn ports_of(handle: &Handle, bridge: u32) -> Result<Vec<String>> {
     let mut out = Vec::new();
     let mut links = handle.link().get().execute();
-    while let Some(link) = links.try_next().await.map_err(|e| NetworkError::netlink("list links", bridge.to_string(), e))? {
-        let on_bridge = link.attributes.iter().any(|a| matches!(a, LinkAttribute::Controller(c) if *c == bridge));
+    while let Some(link) = links
+        .try_next()
+        .await
+        .map_err(|e| NetworkError::netlink("list links", bridge.to_string(), e))?
+    {
+        let on_bridge = link
+            .attributes
+            .iter()
+            .any(|a| matches!(a, LinkAttribute::Controller(c) if *c == bridge));
         if on_bridge {
             if let Some(name) = link.attributes.iter().find_map(|a| match a {
                 LinkAttribute::IfName(n) => Some(n.clone()),

@@ -22,13 +22,21 @@ fn netlink_in(enter: Option<PathBuf>, create_at: Option<PathBuf>) -> Result<Hand
         let _rt = runtime.enter();
         if let Some(path) = &enter {
             let file = std::fs::File::open(path).map_err(|e| NetworkError::io("open", path, e))?;
-            nix::sched::setns(&file, CloneFlags::CLONE_NEWNET).map_err(|e| NetworkError::io("setns", path, e))?;
+            nix::sched::setns(&file, CloneFlags::CLONE_NEWNET)
+                .map_err(|e| NetworkError::io("setns", path, e))?;
         }
         if let Some(path) = &create_at {
-            nix::sched::unshare(CloneFlags::CLONE_NEWNET).map_err(|e| NetworkError::io("unshare", path, e))?;
+            nix::sched::unshare(CloneFlags::CLONE_NEWNET)
+                .map_err(|e| NetworkError::io("unshare", path, e))?;
             let ns_path = format!("/proc/self/task/{}/ns/net", nix::unistd::gettid());
-            nix::mount::mount(Some(ns_path.as_str()), path.as_path(), None::<&str>, MsFlags::MS_BIND, None::<&str>)
-                .map_err(|e| NetworkError::io("bind mount", path, e))?;
+            nix::mount::mount(
+                Some(ns_path.as_str()),
+                path.as_path(),
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(|e| NetworkError::io("bind mount", path, e))?;
         }
         let (connection, handle, _) =
             rtnetlink::new_connection().map_err(|e| NetworkError::netlink("socket", "netns", e))?;
@@ -60,7 +68,9 @@ pub fn enter(path: &Path) -> Result<Handle> {
 
 /// True if `path` holds a mounted namespace.
 pub fn exists(path: &Path) -> bool {
-    let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
     let p = path.to_string_lossy();
     mounts.lines().any(|l| l.split(' ').nth(4) == Some(&p))
 }

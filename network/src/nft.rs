@@ -24,17 +24,23 @@ pub async fn apply(script: &str) -> Result<()> {
             stderr: format!("cannot run nft (apt-get install nftables): {e}"),
         })?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(script.as_bytes()).await.map_err(|e| NetworkError::Nft {
-            status: "stdin".into(),
+        stdin
+            .write_all(script.as_bytes())
+            .await
+            .map_err(|e| NetworkError::Nft {
+                status: "stdin".into(),
+                stdout: String::new(),
+                stderr: e.to_string(),
+            })?;
+    }
+    let out = child
+        .wait_with_output()
+        .await
+        .map_err(|e| NetworkError::Nft {
+            status: "wait".into(),
             stdout: String::new(),
             stderr: e.to_string(),
         })?;
-    }
-    let out = child.wait_with_output().await.map_err(|e| NetworkError::Nft {
-        status: "wait".into(),
-        stdout: String::new(),
-        stderr: e.to_string(),
-    })?;
     if out.status.success() {
         Ok(())
     } else {
@@ -48,7 +54,10 @@ pub async fn apply(script: &str) -> Result<()> {
 
 /// The name of the table orca keeps for `bridge`.
 pub fn table_name(bridge: &str) -> String {
-    format!("orca_{}", bridge.replace(|c: char| !c.is_ascii_alphanumeric(), "_"))
+    format!(
+        "orca_{}",
+        bridge.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+    )
 }
 
 /// Outbound NAT: replicas reach registries and the internet through the

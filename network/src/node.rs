@@ -61,25 +61,42 @@ impl NodeNetwork {
     pub async fn setup(settings: NetworkSettings, store: Arc<dyn IpamStore>) -> Result<Self> {
         if settings.bridge.is_empty()
             || settings.bridge.len() > 15
-            || !settings.bridge.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            || !settings
+                .bridge
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
             return Err(NetworkError::InvalidConfig {
                 field: "network.bridge",
-                reason: format!("{:?} is not an interface name (at most 15 letters, digits, '-', '_')", settings.bridge),
+                reason: format!(
+                    "{:?} is not an interface name (at most 15 letters, digits, '-', '_')",
+                    settings.bridge
+                ),
             });
         }
         let subnet = Ipv4Net::parse(&settings.subnet)?.node_slice(settings.node_index)?;
         let (connection, handle, _) =
             rtnetlink::new_connection().map_err(|e| NetworkError::netlink("socket", "host", e))?;
         tokio::spawn(connection);
-        let bridge_index = links::ensure_bridge(&handle, &settings.bridge, subnet.gateway(), 24).await?;
-        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
-            .map_err(|e| NetworkError::io("enable forwarding", "/proc/sys/net/ipv4/ip_forward", e))?;
+        let bridge_index =
+            links::ensure_bridge(&handle, &settings.bridge, subnet.gateway(), 24).await?;
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(|e| {
+            NetworkError::io("enable forwarding", "/proc/sys/net/ipv4/ip_forward", e)
+        })?;
         nft::apply(&nft::nat_script(&settings.bridge, subnet)).await?;
-        std::fs::create_dir_all(&settings.netns_dir).map_err(|e| NetworkError::io("create", &settings.netns_dir, e))?;
+        std::fs::create_dir_all(&settings.netns_dir)
+            .map_err(|e| NetworkError::io("create", &settings.netns_dir, e))?;
         let ipam = Ipam::load(subnet, store.as_ref())?;
         tracing::info!(bridge = %settings.bridge, subnet = %subnet, "node network ready");
-        Ok(Self { settings, subnet, handle, bridge_index, store, ipam: Mutex::new(ipam), ops: tokio::sync::Mutex::new(()) })
+        Ok(Self {
+            settings,
+            subnet,
+            handle,
+            bridge_index,
+            store,
+            ipam: Mutex::new(ipam),
+            ops: tokio::sync::Mutex::new(()),
+        })
     }
 
     /// This node's /24.
@@ -111,9 +128,14 @@ impl NodeNetwork {
         let _op = self.ops.lock().await;
         let path = self.netns_path(owner);
         let host = host_ifname(owner);
-        if let Some(ip) = self.ipam().get(owner) {
+        let existing = self.ipam().get(owner);
+        if let Some(ip) = existing {
             if netns::exists(&path) && links::index_of(&self.handle, &host).await?.is_some() {
-                return Ok(Attachment { netns: path, ip, gateway: self.gateway() });
+                return Ok(Attachment {
+                    netns: path,
+                    ip,
+                    gateway: self.gateway(),
+                });
             }
         }
         let ip = {
@@ -121,7 +143,11 @@ impl NodeNetwork {
             self.ipam().allocate(owner, store.as_ref())?
         };
         match self.build(owner, &path, &host, ip).await {
-            Ok(()) => Ok(Attachment { netns: path, ip, gateway: self.gateway() }),
+            Ok(()) => Ok(Attachment {
+                netns: path,
+                ip,
+                gateway: self.gateway(),
+            }),
             Err(e) => {
                 self.teardown(owner).await;
                 Err(e)
@@ -129,7 +155,13 @@ impl NodeNetwork {
         }
     }
 
-    async fn build(&self, owner: &str, path: &std::path::Path, host: &str, ip: Ipv4Addr) -> Result<()> {
+    async fn build(
+        &self,
+        owner: &str,
+        path: &std::path::Path,
+        host: &str,
+        ip: Ipv4Addr,
+    ) -> Result<()> {
         // Leftovers of a crash under the same name go first.
         links::delete(&self.handle, host).await?;
         netns::remove(path)?;
@@ -174,7 +206,8 @@ impl NodeNetwork {
     /// Removes namespaces, veths and addresses whose owner `keep` rejects
     /// (leftovers of replicas that are gone). Returns the owners removed.
     pub async fn sweep(&self, keep: &dyn Fn(&str) -> bool) -> Vec<String> {
-        let mut owners: std::collections::BTreeSet<String> = self.ipam().all().map(|(o, _)| o.clone()).collect();
+        let mut owners: std::collections::BTreeSet<String> =
+            self.ipam().all().map(|(o, _)| o.clone()).collect();
         for p in netns::list(&self.settings.netns_dir) {
             if let Some(n) = p.file_name() {
                 owners.insert(n.to_string_lossy().into_owned());
@@ -194,7 +227,8 @@ impl NodeNetwork {
 
     /// Veths on the bridge that belong to nobody the IPAM knows.
     pub async fn stray_veths(&self) -> Result<Vec<String>> {
-        let known: std::collections::HashSet<String> = self.ipam().all().map(|(o, _)| host_ifname(o)).collect();
+        let known: std::collections::HashSet<String> =
+            self.ipam().all().map(|(o, _)| host_ifname(o)).collect();
         Ok(links::ports_of(&self.handle, self.bridge_index)
             .await?
             .into_iter()

@@ -114,6 +114,7 @@ impl NodeAgent for FakeAgent {
                 slot: spec.slot,
                 pid: Some(pid),
                 state: ProcessState::Running,
+                ip: None,
             },
         );
         Ok(pid)

@@ -8,7 +8,9 @@ use std::time::{Duration, SystemTime};
 
 use cri::container::{LogTarget, TaskState};
 use cri::events::CriEvent;
-use cri::{ContainerConfig, Cri, CriError, NetworkMode};
+use cri::{BindMount, ContainerConfig, Cri, CriError, NetworkMode};
+use network::NodeNetwork;
+use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::{
@@ -25,21 +27,94 @@ pub struct LocalAgent {
     cri: Cri,
     node_id: String,
     log_dir: PathBuf,
+    /// Per-replica resolv.conf and hosts files.
+    net_dir: PathBuf,
     shim: PathBuf,
     capacity: Capacity,
+    network: Option<Arc<NodeNetwork>>,
 }
 
 impl LocalAgent {
-    /// `log_dir` holds one log file per replica; `shim` is the binary
-    /// containerd starts as each replica's logger (the orca binary).
-    pub fn new(cri: Cri, node_id: String, log_dir: PathBuf, shim: PathBuf) -> Self {
+    /// Replica logs go to `data_dir/logs`; `shim` is the binary containerd
+    /// starts as each replica's logger (the orca binary). `network` gives
+    /// each replica a namespace on the node's bridge; without it replicas
+    /// get an isolated namespace with loopback only.
+    pub fn new(
+        cri: Cri,
+        node_id: String,
+        data_dir: &std::path::Path,
+        shim: PathBuf,
+        network: Option<Arc<NodeNetwork>>,
+    ) -> Self {
         Self {
             cri,
             node_id,
-            log_dir,
+            log_dir: data_dir.join("logs"),
+            net_dir: data_dir.join("net"),
             shim,
             capacity: host_capacity(),
+            network,
         }
+    }
+
+    /// Removes network leftovers of replicas that no longer exist (a crash
+    /// between removing a container and its namespace).
+    pub async fn sweep(&self) -> Result<(), AgentError> {
+        let Some(net) = &self.network else {
+            return Ok(());
+        };
+        let live: std::collections::HashSet<String> = self
+            .cri
+            .list_containers(&[cri::labels::has(cri::labels::SERVICE)])
+            .await?
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        let removed = net.sweep(&|owner| live.contains(owner)).await;
+        for owner in &removed {
+            let _ = std::fs::remove_dir_all(self.net_dir.join(owner));
+        }
+        if !removed.is_empty() {
+            tracing::info!(count = removed.len(), "removed network leftovers");
+        }
+        Ok(())
+    }
+
+    /// resolv.conf and hosts for a replica, as bind mounts.
+    fn net_files(
+        &self,
+        id: &str,
+        hostname: &str,
+        ip: Option<std::net::Ipv4Addr>,
+    ) -> Result<Vec<BindMount>, AgentError> {
+        let dir = self.net_dir.join(id);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| AgentError::Other(format!("create {}: {e}", dir.display())))?;
+        let mut hosts =
+            String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+        if let Some(ip) = ip {
+            hosts.push_str(&format!("{ip}\t{hostname}\n"));
+        }
+        let write = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text)
+                .map_err(|e| AgentError::Other(format!("write {}: {e}", path.display())))?;
+            Ok::<_, AgentError>(path)
+        };
+        let hosts_path = write("hosts", &hosts)?;
+        let resolv_path = write("resolv.conf", &resolv_conf())?;
+        Ok(vec![
+            BindMount {
+                source: hosts_path,
+                destination: "/etc/hosts".into(),
+                read_only: true,
+            },
+            BindMount {
+                source: resolv_path,
+                destination: "/etc/resolv.conf".into(),
+                read_only: true,
+            },
+        ])
     }
 
     fn log_file(&self, id: &str) -> PathBuf {
@@ -52,6 +127,27 @@ impl LocalAgent {
             file: self.log_file(id),
         }
     }
+}
+
+/// The host's resolvers that a replica can reach (loopback ones cannot be
+/// reached from a replica's namespace).
+fn resolv_conf() -> String {
+    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let mut out = String::new();
+    for line in host.lines() {
+        let l = line.trim();
+        if let Some(ns) = l.strip_prefix("nameserver") {
+            let ns = ns.trim();
+            if ns.starts_with("127.") || ns == "::1" {
+                continue;
+            }
+            out.push_str(&format!("nameserver {ns}\n"));
+        } else if l.starts_with("search") || l.starts_with("options") {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 /// CPU cores and memory of this host.
@@ -70,6 +166,27 @@ pub fn host_capacity() -> Capacity {
         .map(|kb| kb * 1024)
         .unwrap_or(0);
     Capacity { cpu, memory_bytes }
+}
+
+impl LocalAgent {
+    fn with_addresses(&self, mut list: Vec<Instance>) -> Vec<Instance> {
+        if let Some(net) = &self.network {
+            for i in &mut list {
+                i.ip = net.address(&i.id);
+            }
+        }
+        list
+    }
+
+    /// Takes a removed replica off the network, logging what will not go.
+    async fn release_network(&self, id: &str) {
+        if let Some(net) = &self.network {
+            if let Err(e) = net.detach(id).await {
+                tracing::warn!(instance = %id, error = %e, "network cleanup failed");
+            }
+        }
+        let _ = std::fs::remove_dir_all(self.net_dir.join(id));
+    }
 }
 
 fn instance_of(info: cri::container::ContainerInfo) -> Option<Instance> {
@@ -101,6 +218,7 @@ fn instance_of(info: cri::container::ContainerInfo) -> Option<Instance> {
             .filter(|t| t.state.is_alive())
             .map(|t| t.pid),
         state,
+        ip: None,
     })
 }
 
@@ -140,25 +258,47 @@ impl NodeAgent for LocalAgent {
             memory: spec.memory_bytes.map(cri::MemoryLimit),
             cpu: spec.cpu.map(cri::CpuLimit::new).transpose()?,
         };
-        let config = ContainerConfig {
-            id: spec.id.clone(),
-            hostname: Some(format!("{}-{}", spec.service, spec.slot)),
-            command: spec.command.clone(),
-            env: spec.env.clone(),
-            resources,
-            network: NetworkMode::Isolated,
-            labels,
-            ..Default::default()
+        let hostname = format!("{}-{}", spec.service, spec.slot);
+        let attachment = match &self.network {
+            Some(net) => Some(
+                net.attach(&spec.id)
+                    .await
+                    .map_err(|e| AgentError::Other(e.to_string()))?,
+            ),
+            None => None,
         };
-        self.cri.create_container(&image, &config).await?;
-        match self.cri.start_task(&spec.id, &log).await {
+        let result = async {
+            let mounts = self.net_files(&spec.id, &hostname, attachment.as_ref().map(|a| a.ip))?;
+            let config = ContainerConfig {
+                id: spec.id.clone(),
+                hostname: Some(hostname.clone()),
+                command: spec.command.clone(),
+                env: spec.env.clone(),
+                resources,
+                network: match &attachment {
+                    Some(a) => NetworkMode::Join(a.netns.clone()),
+                    None => NetworkMode::Isolated,
+                },
+                mounts,
+                labels,
+                ..Default::default()
+            };
+            self.cri.create_container(&image, &config).await?;
+            self.cri
+                .start_task(&spec.id, &log)
+                .await
+                .map_err(AgentError::from)
+        }
+        .await;
+        match result {
             Ok(pid) => Ok(pid),
             Err(e) => {
                 if let Err(cleanup) = self.cri.remove_container(&spec.id).await {
                     tracing::warn!(instance = %spec.id, error = %cleanup, "cleanup after a failed start");
                 }
                 cri::logs::remove_logs(&self.log_file(&spec.id));
-                Err(e.into())
+                self.release_network(&spec.id).await;
+                Err(e)
             }
         }
     }
@@ -184,6 +324,7 @@ impl NodeAgent for LocalAgent {
         }
         self.cri.remove_container(id).await?;
         cri::logs::remove_logs(&self.log_file(id));
+        self.release_network(id).await;
         Ok(())
     }
 
@@ -192,7 +333,7 @@ impl NodeAgent for LocalAgent {
             .cri
             .list_containers(&[cri::labels::has(cri::labels::SERVICE)])
             .await?;
-        Ok(all.into_iter().filter_map(instance_of).collect())
+        Ok(self.with_addresses(all.into_iter().filter_map(instance_of).collect()))
     }
 
     async fn list_service(&self, service: &str) -> Result<Vec<Instance>, AgentError> {
@@ -200,7 +341,7 @@ impl NodeAgent for LocalAgent {
             .cri
             .list_containers(&[cri::labels::filter(cri::labels::SERVICE, service)])
             .await?;
-        Ok(all.into_iter().filter_map(instance_of).collect())
+        Ok(self.with_addresses(all.into_iter().filter_map(instance_of).collect()))
     }
 
     async fn events(&self) -> Result<mpsc::Receiver<AgentEvent>, AgentError> {

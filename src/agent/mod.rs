@@ -61,6 +61,8 @@ pub struct Instance {
     pub slot: u32,
     pub pid: Option<u32>,
     pub state: ProcessState,
+    /// The replica's address on the node network.
+    pub ip: Option<std::net::Ipv4Addr>,
 }
 
 /// Something that happened on the node.

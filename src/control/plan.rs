@@ -122,6 +122,7 @@ mod tests {
             slot,
             pid: None,
             state,
+            ip: None,
         }
     }
     const RUN: ProcessState = ProcessState::Running;

@@ -50,7 +50,7 @@ pub(crate) fn service_status(
         out.push(InstanceStatus {
             id: i.id.clone(),
             node: node.to_string(),
-            ip: None,
+            ip: i.ip.map(|ip| ip.to_string()),
             state: state.to_string(),
             healthy: None,
             restarts: rt.map(|r| r.restarts).unwrap_or(0),

@@ -202,6 +202,7 @@ async fn adopts_what_runs_and_removes_orphans() {
         slot,
         pid: Some(42 + slot),
         state: ProcessState::Running,
+        ip: None,
     };
     agent.preload(inst("web.0.aaaaaa", "web", 0));
     agent.preload(inst("web.1.bbbbbb", "web", 1));

@@ -22,6 +22,8 @@ pub enum Tree {
     Tokens,
     Webhooks,
     Nodes,
+    /// Replica addresses (the network's IPAM).
+    Ipam,
 }
 
 impl Tree {
@@ -31,6 +33,7 @@ impl Tree {
             Tree::Tokens => "tokens",
             Tree::Webhooks => "webhooks",
             Tree::Nodes => "nodes",
+            Tree::Ipam => "ipam",
         }
     }
 }
@@ -139,6 +142,23 @@ impl Repo {
 
     pub fn webhooks(&self) -> Result<Vec<serde_json::Value>, StoreError> {
         self.list_json(Tree::Webhooks)
+    }
+}
+
+/// The network's address book, kept in the store.
+impl network::IpamStore for Repo {
+    fn load(&self) -> Result<Vec<(String, std::net::Ipv4Addr)>, String> {
+        self.list_json::<(String, std::net::Ipv4Addr)>(Tree::Ipam)
+            .map_err(|e| e.to_string())
+    }
+    fn save(&self, owner: &str, ip: std::net::Ipv4Addr) -> Result<(), String> {
+        self.put_json(Tree::Ipam, owner, &(owner, ip))
+            .map_err(|e| e.to_string())
+    }
+    fn remove(&self, owner: &str) -> Result<(), String> {
+        self.store
+            .delete(Tree::Ipam, owner)
+            .map_err(|e| e.to_string())
     }
 }
 

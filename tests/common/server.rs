@@ -15,6 +15,24 @@ pub const ADMIN: &str = "admin-token-for-tests-0001";
 pub const DEPLOYER: &str = "deployer-token-for-tests-01";
 pub const VIEWER: &str = "viewer-token-for-tests-0001";
 
+/// A bridge name of the server's own (interface names: at most 15 bytes).
+pub fn bridge_name(namespace: &str) -> String {
+    format!("ot{:08x}", hash(namespace) as u32)
+}
+
+/// A /24 of the server's own in 10.100.0.0/14.
+pub fn subnet_of(namespace: &str) -> String {
+    let h = hash(namespace);
+    format!("10.{}.{}.0/24", 100 + (h >> 8) % 4, h & 0xff)
+}
+
+fn hash(s: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    s.hash(&mut h);
+    h.finish()
+}
+
 pub struct OrcaServer {
     pub dir: tempfile::TempDir,
     pub port: u16,
@@ -37,6 +55,9 @@ api_listen = "127.0.0.1:{port}"
 [containerd]
 socket = "{socket}"
 namespace = "{namespace}"
+[network]
+bridge = "{bridge}"
+subnet = "{subnet}"
 [registry.mirrors]
 "docker.io" = "http://{registry}"
 [node]
@@ -58,6 +79,8 @@ role = "viewer"
             data = dir.path().join("data").display(),
             socket = env.socket.display(),
             registry = env.registry,
+            bridge = bridge_name(&namespace),
+            subnet = subnet_of(&namespace),
         );
         std::fs::write(dir.path().join("cluster.toml"), config).unwrap();
         let mut server = OrcaServer {
@@ -174,5 +197,17 @@ impl Drop for OrcaServer {
             });
         })
         .join();
+        // The namespaces, bridge and NAT table of this server's own (a node
+        // keeps them; a test leaves nothing).
+        let netns = PathBuf::from(format!("/run/orca/test-{}/netns", self.namespace));
+        for entry in std::fs::read_dir(&netns).into_iter().flatten().flatten() {
+            let _ = Command::new("umount").arg("-l").arg(entry.path()).output();
+        }
+        let _ = std::fs::remove_dir_all(netns.parent().unwrap_or(&netns));
+        let bridge = bridge_name(&self.namespace);
+        let _ = Command::new("ip").args(["link", "del", &bridge]).output();
+        let _ = Command::new("nft")
+            .args(["delete", "table", "ip", &format!("orca_{bridge}")])
+            .output();
     }
 }
