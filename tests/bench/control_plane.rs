@@ -1,8 +1,8 @@
 //! The control plane measured side by side in one run:
 //!
 //! - deploy of 1 service × 10 and × 30 replicas, from the POST until every
-//!   replica's task runs, against 10 and 30 parallel `ctr run -d` of the
-//!   same warm image on the same containerd;
+//!   replica answers HTTP on its own address, against 10 and 30 parallel
+//!   `ctr run -d` of the same warm image on the same containerd;
 //! - `/api/v1/health` and `/api/v1/status` under wrk on loopback with 500
 //!   services in the store;
 //! - the server's resident memory idle with 0 and with 500 services.
@@ -76,17 +76,49 @@ fn ctr(socket: &str, ns: &str, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-async fn wait_running(client: &ApiClient, name: &str, n: u32) {
+/// True once `ip:8080/` answers 200.
+async fn answers(ip: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(Ok(mut s)) = tokio::time::timeout(
+        Duration::from_millis(200),
+        tokio::net::TcpStream::connect((ip, 8080)),
+    )
+    .await
+    else {
+        return false;
+    };
+    if s.write_all(b"GET / HTTP/1.0\r\n\r\n").await.is_err() {
+        return false;
+    }
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf).await;
+    buf.starts_with(b"HTTP/1.0 200") || buf.starts_with(b"HTTP/1.1 200")
+}
+
+/// Waits until `n` replicas of `name` run and every one answers HTTP.
+async fn wait_serving(client: &ApiClient, name: &str, n: usize) {
+    let mut ok = std::collections::HashSet::new();
     loop {
         let s: Value = client.get("/api/v1/status").await.unwrap();
-        let running = s["services"]
+        let ips: Vec<String> = s["services"]
             .as_array()
             .unwrap()
             .iter()
             .find(|x| x["name"] == name)
-            .map(|x| x["running_replicas"].as_u64().unwrap_or(0))
-            .unwrap_or(0);
-        if running as u32 >= n {
+            .and_then(|x| x["instances"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter(|i| i["state"] == "running")
+            .filter_map(|i| i["ip"].as_str().map(str::to_string))
+            .collect();
+        let pending: Vec<&String> = ips.iter().filter(|ip| !ok.contains(*ip)).collect();
+        let results = futures::future::join_all(pending.iter().map(|ip| answers(ip))).await;
+        for (ip, up) in pending.into_iter().zip(results) {
+            if up {
+                ok.insert(ip.clone());
+            }
+        }
+        if ok.len() >= n {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -97,7 +129,7 @@ async fn wait_running(client: &ApiClient, name: &str, n: u32) {
 async fn main() {
     let socket = std::env::var("ORCA_TEST_CONTAINERD").expect("ORCA_TEST_CONTAINERD");
     let registry = std::env::var("ORCA_TEST_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".into());
-    let image = format!("{registry}/orca-test/logger:latest");
+    let image = format!("{registry}/orca-test/web:v1");
     let bin = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/orca");
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -109,7 +141,7 @@ async fn main() {
     std::fs::write(
         dir.path().join("cluster.toml"),
         format!(
-            "[cluster]\ndata_dir = \"{}\"\napi_listen = \"127.0.0.1:{port}\"\n[containerd]\nsocket = \"{socket}\"\nnamespace = \"{ns}\"\n[[token]]\nname = \"admin\"\nvalue = \"{TOKEN}\"\nrole = \"admin\"\n",
+            "[cluster]\ndata_dir = \"{}\"\napi_listen = \"127.0.0.1:{port}\"\n[containerd]\nsocket = \"{socket}\"\nnamespace = \"{ns}\"\n[network]\nbridge = \"obench0\"\nsubnet = \"10.123.0.0/24\"\n[[token]]\nname = \"admin\"\nvalue = \"{TOKEN}\"\nrole = \"admin\"\n",
             dir.path().join("data").display()
         ),
     )
@@ -156,7 +188,7 @@ async fn main() {
             )
             .await
             .unwrap();
-        wait_running(&client, &name, n).await;
+        wait_serving(&client, &name, n as usize).await;
         let orca = t.elapsed();
 
         let t = Instant::now();
@@ -232,11 +264,16 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let _ = server.kill();
     let _ = server.wait();
+    // This run's bridge and NAT table.
+    let _ = Command::new("ip").args(["link", "del", "obench0"]).output();
+    let _ = Command::new("nft")
+        .args(["delete", "table", "ip", "orca_obench0"])
+        .output();
 
     println!("control plane, one run, same containerd ({image})");
     for (n, orca, ctr_time) in deploys {
         println!(
-            "deploy 1 service x {n:>2} until every task runs: orca {:>7.0} ms   {n} parallel ctr run -d {:>7.0} ms   ratio {:.2}",
+            "deploy 1 service x {n:>2} until every replica answers HTTP: orca {:>7.0} ms   {n} parallel ctr run -d {:>7.0} ms   ratio {:.2}",
             orca.as_secs_f64() * 1000.0,
             ctr_time.as_secs_f64() * 1000.0,
             orca.as_secs_f64() / ctr_time.as_secs_f64()
