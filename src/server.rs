@@ -72,16 +72,30 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         node_labels: config.node.labels.clone(),
         tokens,
     };
-    let control = ControlPlane::new(repo, agent, settings, Metrics::new()?)?;
+    let routes = Arc::new(network::proxy::Routes::default());
+    let control = ControlPlane::new(repo, agent, settings, Metrics::new()?, Some(routes.clone()))?;
     control.start().await.context("start reconciling")?;
 
     let listener = tokio::net::TcpListener::bind(&config.cluster.api_listen)
         .await
         .with_context(|| format!("listen on {}", config.cluster.api_listen))?;
     let address = listener.local_addr()?;
+    let ingress = tokio::net::TcpListener::bind(&config.proxy.http_listen)
+        .await
+        .with_context(|| format!("listen on {} (proxy.http_listen)", config.proxy.http_listen))?;
+    let (stop_proxy, proxy_stopped) = tokio::sync::oneshot::channel::<()>();
+    let proxy = tokio::spawn(network::proxy::serve(
+        ingress,
+        network::proxy::Ingress::new(routes),
+        async {
+            let _ = proxy_stopped.await;
+        },
+    ));
     tracing::info!(%address, node = %node_id, "orca server ready");
     eprintln!("orca server: node {node_id}, API on http://{address}");
     api::server::serve(listener, Arc::new(control), shutdown_signal()).await?;
+    let _ = stop_proxy.send(());
+    let _ = proxy.await;
     eprintln!("orca server: stopped (containers keep running)");
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! - [`links`]: bridge, veth, addresses and routes over rtnetlink.
 //! - [`nft`]: nftables rules through one typed call to `nft`.
 //! - [`node`]: all of it together for replicas: attach, detach, sweep.
+//! - [`proxy`]: the ingress proxy, by Host header to ready replicas.
 //! - [`error`]: the error type, [`NetworkError`].
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
@@ -16,6 +17,7 @@ pub mod links;
 pub mod netns;
 pub mod nft;
 pub mod node;
+pub mod proxy;
 
 pub use error::NetworkError;
 pub use ipam::{IpamStore, Ipv4Net};

@@ -134,6 +134,11 @@ impl NodeAgent for FakeAgent {
         Ok(pid)
     }
 
+    async fn kill(&self, id: &str) -> Result<(), AgentError> {
+        self.lock().calls.push(format!("kill {id}"));
+        Ok(())
+    }
+
     async fn remove(&self, id: &str, _grace: Duration) -> Result<(), AgentError> {
         let mut inner = self.lock();
         inner.calls.push(format!("remove {id}"));

@@ -313,6 +313,10 @@ impl NodeAgent for LocalAgent {
         Ok(self.cri.start_task(id, &self.log_target(id)).await?)
     }
 
+    async fn kill(&self, id: &str) -> Result<(), AgentError> {
+        Ok(self.cri.kill(id, 9, true).await?)
+    }
+
     async fn remove(&self, id: &str, grace: Duration) -> Result<(), AgentError> {
         match self.cri.task(id).await {
             Ok(Some(t)) if t.state.is_alive() => {

@@ -114,6 +114,8 @@ pub trait NodeAgent: Send + Sync + 'static {
     async fn start(&self, spec: &InstanceSpec) -> Result<u32, AgentError>;
     /// Starts an exited replica again in place (same id, same log).
     async fn restart(&self, id: &str) -> Result<u32, AgentError>;
+    /// Kills a replica's processes (SIGKILL); its exit is reported as usual.
+    async fn kill(&self, id: &str) -> Result<(), AgentError>;
     /// Stops (SIGTERM, `grace`, SIGKILL) and removes a replica and its log.
     async fn remove(&self, id: &str, grace: Duration) -> Result<(), AgentError>;
     /// Every replica orca runs on this node.

@@ -63,7 +63,26 @@ impl ControlPlane {
         if let Some(key) = secret_refs(spec).first() {
             return Err(fail(format!("unknown secret {key:?} in env")));
         }
+        if spec.domain.is_some() && spec.port.is_none() {
+            return Err(fail("a service with a domain needs a port".into()));
+        }
         let st = self.inner().state();
+        if let Some(domain) = &spec.domain {
+            let claimed = st.records.values().find(|r| {
+                r.spec.name != spec.name
+                    && !r.stopped
+                    && r.spec
+                        .domain
+                        .as_deref()
+                        .is_some_and(|d| d.eq_ignore_ascii_case(domain))
+            });
+            if let Some(other) = claimed {
+                return Err(ApiError::conflict(format!(
+                    "{}: domain {domain} is already served by {}",
+                    spec.name, other.spec.name
+                )));
+            }
+        }
         if let Some(existing) = st.records.get(&spec.name) {
             if existing.spec.project != spec.project {
                 return Err(ApiError::conflict(format!(

@@ -9,6 +9,7 @@
 mod cluster;
 mod deploy;
 mod handler;
+mod health;
 mod logs;
 pub mod plan;
 mod state;
@@ -69,6 +70,8 @@ pub(crate) struct Inner {
     /// time they were built at (see `status::STATUS_CACHE_TTL`).
     status_cache: Mutex<HashMap<Option<String>, (u64, std::time::Instant, bytes::Bytes)>>,
     containerd_up: AtomicBool,
+    /// The ingress table, when this node runs the proxy.
+    routes: Option<Arc<network::proxy::Routes>>,
 }
 
 /// Read access to the [`State`] (no `DerefMut`: changes go through
@@ -90,6 +93,7 @@ impl ControlPlane {
         agent: Arc<dyn NodeAgent>,
         settings: Settings,
         metrics: Metrics,
+        routes: Option<Arc<network::proxy::Routes>>,
     ) -> anyhow::Result<Self> {
         let node_id = agent.node_id().to_string();
         let drained = repo.node(&node_id)?.map(|n| n.drained).unwrap_or(false);
@@ -113,6 +117,7 @@ impl ControlPlane {
                 stored_tokens: Mutex::new(stored_tokens),
                 status_cache: Mutex::new(HashMap::new()),
                 containerd_up: AtomicBool::new(true),
+                routes,
             }),
         })
     }

@@ -23,6 +23,10 @@ pub struct ReplicaRuntime {
     pub next_start: Option<Instant>,
     /// When its process last started (as far as this orca saw).
     pub started_at: Option<Instant>,
+    /// Readiness: `None` while unchecked, then the checks' verdict.
+    pub healthy: Option<bool>,
+    /// Failed readiness probes in a row.
+    pub ready_failures: u32,
 }
 
 /// What the reconciler remembers about a service.
@@ -45,6 +49,8 @@ pub struct State {
     /// Replicas being removed on purpose: their exits are no crashes.
     pub removing: HashSet<String>,
     pub drained: bool,
+    /// Replicas that have a health checker running.
+    pub checkers: HashSet<String>,
     /// Bumped by every change (see `Inner::state_mut`).
     pub epoch: u64,
 }

@@ -52,7 +52,7 @@ pub(crate) fn service_status(
             node: node.to_string(),
             ip: i.ip.map(|ip| ip.to_string()),
             state: state.to_string(),
-            healthy: None,
+            healthy: rt.and_then(|r| r.healthy),
             restarts: rt.map(|r| r.restarts).unwrap_or(0),
             last_exit: rt.and_then(|r| r.last_exit.clone()),
             canary: false,

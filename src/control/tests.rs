@@ -27,6 +27,7 @@ async fn plane_with(agent: Arc<FakeAgent>, store: Arc<MemStore>) -> ControlPlane
         agent,
         Settings::default(),
         Metrics::new().unwrap(),
+        None,
     )
     .unwrap();
     cp.start().await.unwrap();

@@ -140,6 +140,8 @@ async fn converge(inner: &Arc<Inner>, service: &str) -> Converged {
                 plan(desired, &instances, &restart_at, start_at, now),
             )
         };
+        super::health::ensure_checkers(inner, service);
+        super::health::publish_routes(inner);
         if p.actions.is_empty() {
             if record.is_none() && instances.is_empty() {
                 let mut st = inner.state_mut();
@@ -303,6 +305,7 @@ fn handle_event(inner: &Arc<Inner>, event: AgentEvent) {
                 inner.metrics.oom_kills.with_label_values(&[&service]).inc();
             }
             tracing::info!(instance = %id, code, oom_killed, "replica exited");
+            super::health::publish_routes(inner);
             wake(inner, &service);
         }
         AgentEvent::Resync => {

@@ -36,6 +36,8 @@ fn hash(s: &str) -> u64 {
 pub struct OrcaServer {
     pub dir: tempfile::TempDir,
     pub port: u16,
+    /// The ingress proxy's port.
+    pub proxy_port: u16,
     pub namespace: String,
     pub socket: PathBuf,
     child: Option<Child>,
@@ -45,6 +47,7 @@ impl OrcaServer {
     pub async fn start(env: &TestEnv, name: &str) -> OrcaServer {
         let dir = tempfile::tempdir().unwrap();
         let port = super::free_port();
+        let proxy_port = super::free_port();
         let namespace = super::namespace(name);
         let config = format!(
             r#"
@@ -58,6 +61,8 @@ namespace = "{namespace}"
 [network]
 bridge = "{bridge}"
 subnet = "{subnet}"
+[proxy]
+http_listen = "127.0.0.1:{proxy_port}"
 [registry.mirrors]
 "docker.io" = "http://{registry}"
 [node]
@@ -86,6 +91,7 @@ role = "viewer"
         let mut server = OrcaServer {
             dir,
             port,
+            proxy_port,
             namespace,
             socket: env.socket.clone(),
             child: None,

@@ -1,0 +1,333 @@
+//! Health checks of replicas, on their own addresses: readiness (the
+//! `readiness` probe, else `health`, else a TCP connect to `port`) gates
+//! routing; liveness failures past the threshold kill the replica, which
+//! the reconciler then restarts with its backoff. Also the ingress routes,
+//! rebuilt from the state whenever readiness can have changed.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use api::spec::{Probe, ServiceSpec};
+
+use super::Inner;
+use crate::agent::ProcessState;
+
+/// A probe with its defaults filled in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// HTTP path, or `None` for a TCP connect.
+    pub path: Option<String>,
+    pub port: u16,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub failure_threshold: u32,
+    pub initial_delay: Duration,
+}
+
+fn check_from(probe: Option<&Probe>, path: Option<String>, port: u16) -> Check {
+    Check {
+        path,
+        port,
+        interval: Duration::from_secs(probe.and_then(|p| p.interval_secs).unwrap_or(2)),
+        timeout: Duration::from_secs(probe.and_then(|p| p.timeout_secs).unwrap_or(1)),
+        failure_threshold: probe.and_then(|p| p.failure_threshold).unwrap_or(3),
+        initial_delay: Duration::from_secs(probe.and_then(|p| p.initial_delay_secs).unwrap_or(0)),
+    }
+}
+
+/// The readiness check of a service, if it has a port to check.
+pub fn readiness(spec: &ServiceSpec) -> Option<Check> {
+    let port = u16::try_from(spec.port?).ok()?;
+    let path = spec
+        .readiness
+        .as_ref()
+        .and_then(|p| p.path.clone())
+        .or_else(|| spec.health.clone());
+    Some(check_from(spec.readiness.as_ref(), path, port))
+}
+
+/// The liveness check of a service, if it has one.
+pub fn liveness(spec: &ServiceSpec) -> Option<Check> {
+    let probe = spec.liveness.as_ref()?;
+    let port = u16::try_from(spec.port?).ok()?;
+    Some(check_from(
+        Some(probe),
+        probe.path.clone().or_else(|| spec.health.clone()),
+        port,
+    ))
+}
+
+/// One probe: an HTTP GET answered 2xx/3xx within the timeout, or a TCP
+/// connect.
+pub async fn probe(ip: Ipv4Addr, check: &Check) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let attempt = async {
+        let mut stream = tokio::net::TcpStream::connect(SocketAddr::from((ip, check.port)))
+            .await
+            .ok()?;
+        let Some(path) = &check.path else {
+            return Some(true);
+        };
+        let request =
+            format!("GET {path} HTTP/1.0\r\nHost: {ip}\r\nUser-Agent: orca-health\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut head = [0u8; 16];
+        let n = stream.read(&mut head).await.ok()?;
+        let line = std::str::from_utf8(&head[..n]).ok()?;
+        let code: u16 = line.split(' ').nth(1)?.parse().ok()?;
+        Some((200..400).contains(&code))
+    };
+    matches!(
+        tokio::time::timeout(check.timeout, attempt).await,
+        Ok(Some(true))
+    )
+}
+
+/// Starts a checker for every running replica that needs one and has none.
+pub(crate) fn ensure_checkers(inner: &Arc<Inner>, service: &str) {
+    let (spec, version, ids) = {
+        let st = inner.state();
+        let Some(record) = st.records.get(service) else {
+            return;
+        };
+        if readiness(&record.spec).is_none() && liveness(&record.spec).is_none() {
+            return;
+        }
+        let ids: Vec<(String, Ipv4Addr)> = st
+            .instances
+            .get(service)
+            .into_iter()
+            .flatten()
+            .filter(|i| i.version == record.version && matches!(i.state, ProcessState::Running))
+            .filter(|i| !st.checkers.contains(&i.id))
+            .filter_map(|i| i.ip.map(|ip| (i.id.clone(), ip)))
+            .collect();
+        (record.spec.clone(), record.version, ids)
+    };
+    for (id, ip) in ids {
+        inner.state_mut().checkers.insert(id.clone());
+        tokio::spawn(run_checker(
+            inner.clone(),
+            service.to_string(),
+            spec.clone(),
+            version,
+            id,
+            ip,
+        ));
+    }
+}
+
+/// Checks one replica until it stops running (or its service moves on).
+async fn run_checker(
+    inner: Arc<Inner>,
+    service: String,
+    spec: ServiceSpec,
+    version: u64,
+    id: String,
+    ip: Ipv4Addr,
+) {
+    let ready = readiness(&spec);
+    let live = liveness(&spec);
+    let first = ready
+        .iter()
+        .chain(live.iter())
+        .map(|c| c.initial_delay)
+        .min()
+        .unwrap_or_default();
+    let interval = ready
+        .iter()
+        .chain(live.iter())
+        .map(|c| c.interval)
+        .min()
+        .unwrap_or(Duration::from_secs(2));
+    tokio::time::sleep(first).await;
+    let mut live_failures = 0;
+    loop {
+        let still_here = {
+            let st = inner.state();
+            st.records
+                .get(&service)
+                .is_some_and(|r| r.version == version && !r.stopped)
+                && st
+                    .instances
+                    .get(&service)
+                    .into_iter()
+                    .flatten()
+                    .any(|i| i.id == id && matches!(i.state, ProcessState::Running))
+        };
+        if !still_here {
+            break;
+        }
+        if let Some(check) = &ready {
+            let ok = probe(ip, check).await;
+            let (before, failures) = {
+                let st = inner.state();
+                st.replicas
+                    .get(&id)
+                    .map(|r| (r.healthy, r.ready_failures))
+                    .unwrap_or((None, 0))
+            };
+            let new_failures = if ok { 0 } else { failures + 1 };
+            // Unknown counts as not ready; a ready replica needs
+            // `failure_threshold` failures in a row to lose its traffic.
+            let after = if ok {
+                Some(true)
+            } else if before.is_none() || new_failures >= check.failure_threshold {
+                Some(false)
+            } else {
+                before
+            };
+            if after != before || new_failures != failures {
+                let mut st = inner.state_mut();
+                let r = st.replicas.entry(id.clone()).or_default();
+                r.healthy = after;
+                r.ready_failures = new_failures;
+            }
+            if before != after {
+                tracing::info!(instance = %id, healthy = ?after, "readiness changed");
+                publish_routes(&inner);
+            }
+        }
+        if let Some(check) = &live {
+            if probe(ip, check).await {
+                live_failures = 0;
+            } else {
+                live_failures += 1;
+                if live_failures >= check.failure_threshold {
+                    tracing::warn!(instance = %id, failures = live_failures, "liveness failed; killing the replica");
+                    if let Err(e) = inner.agent.kill(&id).await {
+                        tracing::warn!(instance = %id, error = %e, "kill failed");
+                    }
+                    live_failures = 0;
+                }
+            }
+        }
+        tokio::time::sleep(interval).await;
+    }
+    let mut st = inner.state_mut();
+    st.checkers.remove(&id);
+    if let Some(r) = st.replicas.get_mut(&id) {
+        r.healthy = None;
+        r.ready_failures = 0;
+    }
+}
+
+/// True if a replica may take traffic: running, and ready when the service
+/// has a readiness check.
+pub(crate) fn routable(st: &super::State, spec: &ServiceSpec, id: &str) -> bool {
+    readiness(spec).is_none() || st.replicas.get(id).and_then(|r| r.healthy) == Some(true)
+}
+
+/// Rebuilds the ingress table from the state.
+pub(crate) fn publish_routes(inner: &Arc<Inner>) {
+    let Some(routes) = &inner.routes else { return };
+    let mut table: HashMap<String, Vec<network::proxy::Backend>> = HashMap::new();
+    {
+        let st = inner.state();
+        for record in st.records.values() {
+            let (Some(domain), Some(port)) = (&record.spec.domain, record.spec.port) else {
+                continue;
+            };
+            let Ok(port) = u16::try_from(port) else {
+                continue;
+            };
+            let backends = table.entry(domain.clone()).or_default();
+            if record.stopped {
+                continue;
+            }
+            for i in st.instances.get(&record.spec.name).into_iter().flatten() {
+                let current = i.version == record.version && i.slot < record.desired_replicas();
+                if !current
+                    || !matches!(i.state, ProcessState::Running)
+                    || st.removing.contains(&i.id)
+                {
+                    continue;
+                }
+                let Some(ip) = i.ip else { continue };
+                if routable(&st, &record.spec, &i.id) {
+                    backends.push(network::proxy::Backend {
+                        id: i.id.clone(),
+                        addr: SocketAddr::from((ip, port)),
+                        weight: 1,
+                    });
+                }
+            }
+        }
+    }
+    routes.replace(table);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(json: serde_json::Value) -> ServiceSpec {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn checks_from_the_spec() {
+        let s = spec(
+            serde_json::json!({ "name": "a", "image": "x", "port": 8080, "health": "/healthz" }),
+        );
+        let r = readiness(&s).unwrap();
+        assert_eq!(
+            (r.path.as_deref(), r.port, r.failure_threshold),
+            (Some("/healthz"), 8080, 3)
+        );
+        assert!(liveness(&s).is_none());
+        let tcp = spec(serde_json::json!({ "name": "a", "image": "x", "port": 5432 }));
+        assert_eq!(readiness(&tcp).unwrap().path, None);
+        assert!(readiness(&spec(serde_json::json!({ "name": "a", "image": "x" }))).is_none());
+        let live = spec(serde_json::json!({ "name": "a", "image": "x", "port": 80,
+            "liveness": { "path": "/live", "interval_secs": 5, "failure_threshold": 2 } }));
+        let l = liveness(&live).unwrap();
+        assert_eq!(
+            (l.path.as_deref(), l.interval, l.failure_threshold),
+            (Some("/live"), Duration::from_secs(5), 2)
+        );
+    }
+
+    #[tokio::test]
+    async fn probes_http_and_tcp() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut buf = [0u8; 256];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..n]).to_string();
+                let status = if req.starts_with("GET /ok ") {
+                    "200 OK"
+                } else {
+                    "503 Unavailable"
+                };
+                let _ = s
+                    .write_all(format!("HTTP/1.0 {status}\r\n\r\n").as_bytes())
+                    .await;
+            }
+        });
+        let ip = Ipv4Addr::LOCALHOST;
+        let mk = |path: Option<&str>, port| Check {
+            path: path.map(str::to_string),
+            port,
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(500),
+            failure_threshold: 1,
+            initial_delay: Duration::ZERO,
+        };
+        assert!(probe(ip, &mk(Some("/ok"), port)).await);
+        assert!(!probe(ip, &mk(Some("/bad"), port)).await);
+        assert!(probe(ip, &mk(None, port)).await);
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        assert!(!probe(ip, &mk(None, closed)).await);
+    }
+}

@@ -1,0 +1,194 @@
+//! The ingress proxy and health checks with real replicas on the node
+//! network: routing by Host, balancing over every ready replica, a replica
+//! whose health check fails leaving rotation within two intervals, 404 and
+//! 503 as JSON, and the X-Forwarded headers.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use api::status::StatusResponse;
+use common::server::OrcaServer;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// (status, body) of GET `path` with `host` through the proxy.
+async fn via_proxy(port: u16, host: &str, path: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    // Chunked bodies: keep only the text lines.
+    let body = if text
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body.lines()
+            .filter(|l| !l.is_empty() && u64::from_str_radix(l.trim(), 16).is_err())
+            .collect::<Vec<_>>()
+            .join("\n")
+    } else {
+        body
+    };
+    (status, body)
+}
+
+async fn healthy_count(c: &api::client::ApiClient, name: &str) -> usize {
+    let s: StatusResponse = c.get("/api/v1/status").await.unwrap();
+    s.services
+        .iter()
+        .find(|s| s.name == name)
+        .map(|s| {
+            s.instances
+                .iter()
+                .filter(|i| i.healthy == Some(true))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingress_balances_over_ready_replicas() {
+    let Some(env) = common::env() else { return };
+    let server = OrcaServer::start(&env, "ingress").await;
+    let c = server.admin();
+    let r: Value = c
+        .post(
+            "/api/v1/deploy",
+            &json!({ "services": [{ "name": "web", "image": env.image("web:v1"), "replicas": 3, "port": 8080,
+                "domain": "app.test", "readiness": { "path": "/healthz", "interval_secs": 1, "failure_threshold": 1 },
+                "stop_grace_secs": 1 }] }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r["deployed"], json!(["web"]), "{r}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while healthy_count(&c, "web").await < 3 {
+        assert!(Instant::now() < deadline, "replicas never became healthy");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Each replica answers with its own name, so balancing can be seen.
+    let cri = server.cri().await;
+    let s: StatusResponse = c.get("/api/v1/status").await.unwrap();
+    let ids: Vec<String> = s.services[0]
+        .instances
+        .iter()
+        .map(|i| i.id.clone())
+        .collect();
+    for id in &ids {
+        let sh = |cmd: &str| vec!["sh".to_string(), "-c".to_string(), cmd.to_string()];
+        let out = cri
+            .exec(id, &sh("echo $HOSTNAME > /www/index.html && mkdir -p /www/cgi-bin && printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\nenv\\n' > /www/cgi-bin/env && chmod 755 /www/cgi-bin/env"), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(out.code, 0, "{out:?}");
+    }
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for _ in 0..30 {
+        let (status, body) = via_proxy(server.proxy_port, "app.test", "/").await;
+        assert_eq!(status, 200, "{body}");
+        *counts.entry(body.trim().to_string()).or_default() += 1;
+    }
+    assert_eq!(counts.len(), 3, "{counts:?}");
+    assert!(counts.values().all(|n| *n == 10), "round robin: {counts:?}");
+
+    // The forwarded headers reach the replica.
+    let (status, env_out) = via_proxy(server.proxy_port, "App.Test:80", "/cgi-bin/env").await;
+    assert_eq!(status, 200, "{env_out}");
+    assert!(
+        env_out.contains("HTTP_X_FORWARDED_FOR=127.0.0.1"),
+        "{env_out}"
+    );
+    assert!(env_out.contains("HTTP_X_FORWARDED_PROTO=http"), "{env_out}");
+    assert!(
+        env_out.contains("HTTP_X_FORWARDED_HOST=App.Test:80"),
+        "{env_out}"
+    );
+
+    // Unknown host: 404 JSON.
+    let (status, body) = via_proxy(server.proxy_port, "nobody.test", "/").await;
+    assert_eq!(status, 404);
+    assert!(serde_json::from_str::<Value>(&body).unwrap()["error"]
+        .as_str()
+        .unwrap()
+        .contains("nobody.test"));
+
+    // A replica whose health check fails leaves rotation within two intervals.
+    let sick = &ids[1];
+    let sick_name = cri
+        .exec(sick, &["hostname".to_string()], Duration::from_secs(5))
+        .await
+        .unwrap()
+        .stdout
+        .trim()
+        .to_string();
+    cri.exec(
+        sick,
+        &["rm".to_string(), "/www/healthz".to_string()],
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for _ in 0..20 {
+        let (status, body) = via_proxy(server.proxy_port, "app.test", "/").await;
+        assert_eq!(status, 200);
+        assert_ne!(
+            body.trim(),
+            sick_name,
+            "an unhealthy replica still got traffic"
+        );
+    }
+    let s: StatusResponse = c.get("/api/v1/status").await.unwrap();
+    let sick_status = s.services[0]
+        .instances
+        .iter()
+        .find(|i| &i.id == sick)
+        .unwrap();
+    assert_eq!(sick_status.healthy, Some(false));
+
+    // No replica: 503 JSON.
+    c.post::<_, Value>("/api/v1/services/web/scale", &json!({ "replicas": 0 }))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = via_proxy(server.proxy_port, "app.test", "/").await;
+        if status == 503 {
+            assert!(body.contains("no ready replica"), "{body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A second service cannot claim the same domain.
+    let e = c
+        .post::<_, Value>(
+            "/api/v1/deploy",
+            &json!({ "services": [{ "name": "thief", "image": env.image("web:v1"), "port": 8080, "domain": "app.test" }] }),
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("already served by web"), "{e}");
+}
