@@ -93,48 +93,34 @@ pub async fn set_up(handle: &Handle, index: u32, name: &str) -> Result<()> {
         .map_err(|e| NetworkError::netlink("set up", name, e))
 }
 
-/// Creates the veth pair `host` / `peer`.
-pub async fn add_veth(handle: &Handle, host: &str, peer: &str) -> Result<()> {
+/// Creates the veth pair `host` / `peer` with `host` in `bridge` and up, and
+/// `peer` made directly inside the namespace open as `netns` (moving a link
+/// between namespaces afterwards costs an RCU grace period).
+pub async fn add_veth_into(
+    handle: &Handle,
+    host: &str,
+    bridge: u32,
+    peer: &str,
+    netns: &std::fs::File,
+) -> Result<()> {
+    use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth};
+    use rtnetlink::LinkMessageBuilder;
+    let peer_msg = LinkMessageBuilder::<LinkUnspec>::new()
+        .name(peer.to_string())
+        .setns_by_fd(netns.as_raw_fd())
+        .build();
+    let msg = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+        .name(host.to_string())
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
+        .controller(bridge)
+        .up()
+        .build();
     handle
         .link()
-        .add(LinkVeth::new(host, peer).build())
+        .add(msg)
         .execute()
         .await
         .map_err(|e| NetworkError::netlink("add veth", host, e))
-}
-
-/// Plugs link `index` into the bridge and sets it up.
-pub async fn attach_to_bridge(handle: &Handle, index: u32, bridge: u32, name: &str) -> Result<()> {
-    handle
-        .link()
-        .set(
-            LinkUnspec::new_with_index(index)
-                .controller(bridge)
-                .up()
-                .build(),
-        )
-        .execute()
-        .await
-        .map_err(|e| NetworkError::netlink("attach to bridge", name, e))
-}
-
-/// Moves link `index` into the namespace open as `netns`.
-pub async fn move_to_netns(
-    handle: &Handle,
-    index: u32,
-    netns: &std::fs::File,
-    name: &str,
-) -> Result<()> {
-    handle
-        .link()
-        .set(
-            LinkUnspec::new_with_index(index)
-                .setns_by_fd(netns.as_raw_fd())
-                .build(),
-        )
-        .execute()
-        .await
-        .map_err(|e| NetworkError::netlink("move to netns", name, e))
 }
 
 /// Inside a replica's namespace: `lo` up, the veth end renamed `eth0` with

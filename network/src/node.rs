@@ -43,8 +43,6 @@ pub struct NodeNetwork {
     bridge_index: u32,
     store: Arc<dyn IpamStore>,
     ipam: Mutex<Ipam>,
-    /// Serialises attach and detach (links and the IPAM change together).
-    ops: tokio::sync::Mutex<()>,
 }
 
 /// Host-side veth name of `owner` (interface names are at most 15 bytes).
@@ -95,7 +93,6 @@ impl NodeNetwork {
             bridge_index,
             store,
             ipam: Mutex::new(ipam),
-            ops: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -123,9 +120,9 @@ impl NodeNetwork {
     }
 
     /// Gives `owner` a namespace on the bridge; an existing, working one is
-    /// kept as it is.
+    /// kept as it is. Owners are replica ids, each attached and detached by
+    /// one worker at a time, so different owners proceed in parallel.
     pub async fn attach(&self, owner: &str) -> Result<Attachment> {
-        let _op = self.ops.lock().await;
         let path = self.netns_path(owner);
         let host = host_ifname(owner);
         let existing = self.ipam().get(owner);
@@ -167,16 +164,8 @@ impl NodeNetwork {
         netns::remove(path)?;
         let inside = netns::create(path)?;
         let peer = peer_ifname(owner);
-        links::add_veth(&self.handle, host, &peer).await?;
-        let host_index = links::index_of(&self.handle, host)
-            .await?
-            .ok_or_else(|| NetworkError::netlink("add veth", host, "missing after creation"))?;
-        links::attach_to_bridge(&self.handle, host_index, self.bridge_index, host).await?;
-        let peer_index = links::index_of(&self.handle, &peer)
-            .await?
-            .ok_or_else(|| NetworkError::netlink("add veth", &peer, "missing after creation"))?;
         let ns_file = std::fs::File::open(path).map_err(|e| NetworkError::io("open", path, e))?;
-        links::move_to_netns(&self.handle, peer_index, &ns_file, &peer).await?;
+        links::add_veth_into(&self.handle, host, self.bridge_index, &peer, &ns_file).await?;
         links::configure_inside(&inside, &peer, ip, 24, self.gateway()).await
     }
 
@@ -194,10 +183,12 @@ impl NodeNetwork {
         }
     }
 
-    /// Takes `owner` off the network: veth, namespace, address. Idempotent.
+    /// Takes `owner` off the network: namespace and address. Idempotent.
+    /// Once the namespace is unmounted and its processes are gone the kernel
+    /// destroys it, and with it the veth pair (deleting the veth here would
+    /// wait on an RCU grace period for nothing); [`NodeNetwork::sweep`]
+    /// removes any veth that outlives its namespace.
     pub async fn detach(&self, owner: &str) -> Result<()> {
-        let _op = self.ops.lock().await;
-        links::delete(&self.handle, &host_ifname(owner)).await?;
         netns::remove(&self.netns_path(owner))?;
         let store = self.store.clone();
         self.ipam().release(owner, store.as_ref())
@@ -221,6 +212,16 @@ impl NodeNetwork {
                 }
                 removed.push(owner);
             }
+        }
+        match self.stray_veths().await {
+            Ok(strays) => {
+                for name in strays {
+                    if let Err(e) = links::delete(&self.handle, &name).await {
+                        tracing::warn!(veth = %name, error = %e, "stray veth removal failed");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "listing the bridge's ports failed"),
         }
         removed
     }
