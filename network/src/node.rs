@@ -43,6 +43,8 @@ pub struct NodeNetwork {
     bridge_index: u32,
     store: Arc<dyn IpamStore>,
     ipam: Mutex<Ipam>,
+    /// The isolation ruleset last applied, to skip applying it again.
+    isolation: tokio::sync::Mutex<String>,
 }
 
 /// Host-side veth name of `owner` (interface names are at most 15 bytes).
@@ -93,6 +95,7 @@ impl NodeNetwork {
             bridge_index,
             store,
             ipam: Mutex::new(ipam),
+            isolation: tokio::sync::Mutex::new(String::new()),
         })
     }
 
@@ -235,6 +238,23 @@ impl NodeNetwork {
             .into_iter()
             .filter(|n| !known.contains(n))
             .collect())
+    }
+
+    /// Applies project isolation for these groups of addresses (see
+    /// [`nft::isolation_script`]); a no-op when nothing changed.
+    pub async fn set_isolation(
+        &self,
+        projects: &std::collections::BTreeMap<String, Vec<Ipv4Addr>>,
+        internal: &[Ipv4Addr],
+    ) -> Result<()> {
+        let script = nft::isolation_script(&self.settings.bridge, self.subnet, projects, internal);
+        let mut last = self.isolation.lock().await;
+        if *last == script {
+            return Ok(());
+        }
+        nft::apply(&script).await?;
+        *last = script;
+        Ok(())
     }
 
     /// Removes the bridge and the NAT table (tests; a node keeps them).

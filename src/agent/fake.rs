@@ -134,6 +134,17 @@ impl NodeAgent for FakeAgent {
         Ok(pid)
     }
 
+    async fn set_isolation(
+        &self,
+        projects: &std::collections::BTreeMap<String, Vec<std::net::Ipv4Addr>>,
+        _internal: &[std::net::Ipv4Addr],
+    ) -> Result<(), AgentError> {
+        self.lock()
+            .calls
+            .push(format!("isolation {} projects", projects.len()));
+        Ok(())
+    }
+
     async fn kill(&self, id: &str) -> Result<(), AgentError> {
         self.lock().calls.push(format!("kill {id}"));
         Ok(())

@@ -313,6 +313,20 @@ impl NodeAgent for LocalAgent {
         Ok(self.cri.start_task(id, &self.log_target(id)).await?)
     }
 
+    async fn set_isolation(
+        &self,
+        projects: &std::collections::BTreeMap<String, Vec<std::net::Ipv4Addr>>,
+        internal: &[std::net::Ipv4Addr],
+    ) -> Result<(), AgentError> {
+        match &self.network {
+            Some(net) => net
+                .set_isolation(projects, internal)
+                .await
+                .map_err(|e| AgentError::Other(e.to_string())),
+            None => Ok(()),
+        }
+    }
+
     async fn kill(&self, id: &str) -> Result<(), AgentError> {
         Ok(self.cri.kill(id, 9, true).await?)
     }

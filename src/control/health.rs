@@ -220,8 +220,68 @@ pub(crate) fn routable(st: &super::State, spec: &ServiceSpec, id: &str) -> bool 
     readiness(spec).is_none() || st.replicas.get(id).and_then(|r| r.healthy) == Some(true)
 }
 
-/// Rebuilds the ingress table from the state.
+/// Who may talk to whom: replica addresses per project, and those of
+/// internal services.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Isolation {
+    pub projects: std::collections::BTreeMap<String, Vec<Ipv4Addr>>,
+    pub internal: Vec<Ipv4Addr>,
+}
+
+/// Applies the latest isolation groups as they change, in order.
+pub(crate) async fn apply_isolation(inner: Arc<Inner>) {
+    let mut rx = inner.isolation.subscribe();
+    loop {
+        let wanted = rx.borrow_and_update().clone();
+        if let Err(e) = inner
+            .agent
+            .set_isolation(&wanted.projects, &wanted.internal)
+            .await
+        {
+            tracing::warn!(error = %e, "applying project isolation failed");
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Rebuilds the ingress table and the isolation groups from the state.
 pub(crate) fn publish_routes(inner: &Arc<Inner>) {
+    let mut isolation = Isolation::default();
+    {
+        let st = inner.state();
+        for record in st.records.values() {
+            let ips = st
+                .instances
+                .get(&record.spec.name)
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i.ip);
+            let group = isolation
+                .projects
+                .entry(record.spec.project.clone())
+                .or_default();
+            for ip in ips {
+                group.push(ip);
+                if record.spec.internal {
+                    isolation.internal.push(ip);
+                }
+            }
+        }
+    }
+    for ips in isolation.projects.values_mut() {
+        ips.sort();
+    }
+    isolation.internal.sort();
+    inner.isolation.send_if_modified(|current| {
+        if *current == isolation {
+            false
+        } else {
+            *current = isolation;
+            true
+        }
+    });
     let Some(routes) = &inner.routes else { return };
     let mut table: HashMap<String, Vec<network::proxy::Backend>> = HashMap::new();
     {

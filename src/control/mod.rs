@@ -72,6 +72,8 @@ pub(crate) struct Inner {
     containerd_up: AtomicBool,
     /// The ingress table, when this node runs the proxy.
     routes: Option<Arc<network::proxy::Routes>>,
+    /// The latest isolation groups; a task applies them in order.
+    isolation: tokio::sync::watch::Sender<health::Isolation>,
 }
 
 /// Read access to the [`State`] (no `DerefMut`: changes go through
@@ -118,6 +120,7 @@ impl ControlPlane {
                 status_cache: Mutex::new(HashMap::new()),
                 containerd_up: AtomicBool::new(true),
                 routes,
+                isolation: tokio::sync::watch::channel(health::Isolation::default()).0,
             }),
         })
     }

@@ -32,6 +32,7 @@ pub(super) async fn start(inner: Arc<Inner>) -> anyhow::Result<()> {
         wake(&inner, &name);
     }
     tokio::spawn(janitor(inner.clone()));
+    tokio::spawn(super::health::apply_isolation(inner.clone()));
     Ok(())
 }
 

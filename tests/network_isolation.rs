@@ -1,0 +1,116 @@
+//! Project isolation in the kernel, with real replicas: a replica reaches
+//! its own project's replicas, not another project's, except services
+//! marked `internal`.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use api::status::StatusResponse;
+use common::server::OrcaServer;
+use serde_json::{json, Value};
+
+/// Whether replica `from` gets an answer from `ip:8080` (busybox wget inside it).
+async fn reaches(cri: &cri::Cri, from: &str, ip: &str) -> bool {
+    // busybox wget's own -T crashes it; timeout(1) bounds it instead.
+    let args: Vec<String> = [
+        "timeout",
+        "3",
+        "wget",
+        "-q",
+        "-O",
+        "-",
+        &format!("http://{ip}:8080/"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let out = cri
+        .exec(from, &args, Duration::from_secs(10))
+        .await
+        .unwrap();
+    out.code == 0 && out.stdout.starts_with("web v1")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projects_are_isolated_except_internal_services() {
+    let Some(env) = common::env() else { return };
+    let server = OrcaServer::start(&env, "isolate").await;
+    let c = server.admin();
+    let web = env.image("web:v1");
+    let r: Value = c
+        .post(
+            "/api/v1/deploy",
+            &json!({ "services": [
+                { "name": "front", "project": "shop", "image": web, "replicas": 2, "port": 8080, "stop_grace_secs": 1 },
+                { "name": "private", "project": "bank", "image": web, "port": 8080, "stop_grace_secs": 1 },
+                { "name": "shared", "project": "bank", "image": web, "port": 8080, "internal": true, "stop_grace_secs": 1 }
+            ] }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r["deployed"].as_array().unwrap().len(), 3, "{r}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let s: StatusResponse = c.get("/api/v1/status").await.unwrap();
+        if s.services
+            .iter()
+            .all(|s| s.running_replicas == s.replicas && s.instances.iter().all(|i| i.ip.is_some()))
+        {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "not all running: {s:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let by_name = |n: &str| {
+        status
+            .services
+            .iter()
+            .find(|s| s.name == n)
+            .unwrap()
+            .instances
+            .clone()
+    };
+    let front = by_name("front");
+    let private = by_name("private");
+    let shared = by_name("shared");
+    let ip = |i: &api::status::InstanceStatus| i.ip.clone().unwrap();
+    // Give the isolation rules a moment after the last replica started.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let cri = server.cri().await;
+    assert!(
+        reaches(&cri, &front[0].id, &ip(&front[1])).await,
+        "same project must be reachable"
+    );
+    assert!(
+        !reaches(&cri, &front[0].id, &ip(&private[0])).await,
+        "another project's service must not be"
+    );
+    assert!(
+        reaches(&cri, &front[0].id, &ip(&shared[0])).await,
+        "an internal service must be"
+    );
+    assert!(reaches(&cri, &private[0].id, &ip(&shared[0])).await);
+    // The internal service cannot open connections into other projects.
+    assert!(!reaches(&cri, &shared[0].id, &ip(&front[0])).await);
+    // The host (the ingress proxy's side) reaches everything.
+    for i in front.iter().chain(&private).chain(&shared) {
+        let out = std::process::Command::new("/bin/busybox")
+            .args([
+                "timeout",
+                "3",
+                "/bin/busybox",
+                "wget",
+                "-q",
+                "-O",
+                "-",
+                &format!("http://{}:8080/", ip(i)),
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "host to {}", i.id);
+    }
+}
