@@ -22,6 +22,9 @@ impl Drop for Cleanup {
         let _ = Command::new("nft")
             .args(["delete", "table", "ip", &format!("orca_{}", self.0)])
             .output();
+        let _ = Command::new("nft")
+            .args(["delete", "table", "bridge", &format!("orca_{}", self.0)])
+            .output();
     }
 }
 

@@ -269,6 +269,9 @@ async fn main() {
     let _ = Command::new("nft")
         .args(["delete", "table", "ip", "orca_obench0"])
         .output();
+    let _ = Command::new("nft")
+        .args(["delete", "table", "bridge", "orca_obench0"])
+        .output();
 
     println!("control plane, one run, same containerd ({image})");
     for (n, orca, ctr_time) in deploys {

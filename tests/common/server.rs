@@ -215,5 +215,8 @@ impl Drop for OrcaServer {
         let _ = Command::new("nft")
             .args(["delete", "table", "ip", &format!("orca_{bridge}")])
             .output();
+        let _ = Command::new("nft")
+            .args(["delete", "table", "bridge", &format!("orca_{bridge}")])
+            .output();
     }
 }
