@@ -48,13 +48,18 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     )
     .await
     .context("set up the node network")?;
-    let agent = Arc::new(LocalAgent::new(
-        cri,
-        node_id.clone(),
-        data,
-        shim,
-        Some(Arc::new(network)),
-    ));
+    let network = Arc::new(network);
+    let dns = Arc::new(network::dns::DnsTable::default());
+    let dns_socket = tokio::net::UdpSocket::bind((network.gateway(), 53))
+        .await
+        .with_context(|| format!("serve DNS on {}:53", network.gateway()))?;
+    let upstreams = network::dns::host_resolvers(
+        &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+    );
+    tokio::spawn(network::dns::serve(dns_socket, dns.clone(), upstreams));
+    let agent = Arc::new(
+        LocalAgent::new(cri, node_id.clone(), data, shim, Some(network.clone())).with_dns(),
+    );
     agent.sweep().await.context("clean up network leftovers")?;
 
     let tokens = config
@@ -73,7 +78,14 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         tokens,
     };
     let routes = Arc::new(network::proxy::Routes::default());
-    let control = ControlPlane::new(repo, agent, settings, Metrics::new()?, Some(routes.clone()))?;
+    let control = ControlPlane::new(
+        repo,
+        agent,
+        settings,
+        Metrics::new()?,
+        Some(routes.clone()),
+        Some(dns),
+    )?;
     control.start().await.context("start reconciling")?;
 
     let listener = tokio::net::TcpListener::bind(&config.cluster.api_listen)

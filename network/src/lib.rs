@@ -7,10 +7,12 @@
 //! - [`nft`]: nftables rules through one typed call to `nft`.
 //! - [`node`]: all of it together for replicas: attach, detach, sweep.
 //! - [`proxy`]: the ingress proxy, by Host header to ready replicas.
+//! - [`dns`]: service DNS on the bridge address.
 //! - [`error`]: the error type, [`NetworkError`].
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod dns;
 pub mod error;
 pub mod ipam;
 pub mod links;

@@ -32,6 +32,8 @@ pub struct LocalAgent {
     shim: PathBuf,
     capacity: Capacity,
     network: Option<Arc<NodeNetwork>>,
+    /// True when the node serves DNS on the bridge address.
+    dns: bool,
 }
 
 impl LocalAgent {
@@ -54,7 +56,14 @@ impl LocalAgent {
             shim,
             capacity: host_capacity(),
             network,
+            dns: false,
         }
+    }
+
+    /// Replicas resolve through the node's DNS server on the bridge address.
+    pub fn with_dns(mut self) -> Self {
+        self.dns = true;
+        self
     }
 
     /// Removes network leftovers of replicas that no longer exist (a crash
@@ -102,7 +111,11 @@ impl LocalAgent {
             Ok::<_, AgentError>(path)
         };
         let hosts_path = write("hosts", &hosts)?;
-        let resolv_path = write("resolv.conf", &resolv_conf())?;
+        let resolv = match self.network.as_ref().filter(|_| self.dns) {
+            Some(net) => format!("nameserver {}\noptions ndots:1\n", net.gateway()),
+            None => resolv_conf(),
+        };
+        let resolv_path = write("resolv.conf", &resolv)?;
         Ok(vec![
             BindMount {
                 source: hosts_path,

@@ -83,6 +83,24 @@ impl ControlPlane {
                 )));
             }
         }
+        let my_names: Vec<&str> = std::iter::once(spec.name.as_str())
+            .chain(spec.aliases.iter().map(String::as_str))
+            .collect();
+        for other in st
+            .records
+            .values()
+            .filter(|r| r.spec.project == spec.project && r.spec.name != spec.name && !r.stopped)
+        {
+            let theirs: Vec<&str> = std::iter::once(other.spec.name.as_str())
+                .chain(other.spec.aliases.iter().map(String::as_str))
+                .collect();
+            if let Some(clash) = my_names.iter().find(|n| theirs.contains(n)) {
+                return Err(ApiError::conflict(format!(
+                    "{}: the name {clash} is already used by {} in project {}",
+                    spec.name, other.spec.name, spec.project
+                )));
+            }
+        }
         if let Some(existing) = st.records.get(&spec.name) {
             if existing.spec.project != spec.project {
                 return Err(ApiError::conflict(format!(

@@ -282,6 +282,9 @@ pub(crate) fn publish_routes(inner: &Arc<Inner>) {
             true
         }
     });
+    if let Some(dns) = &inner.dns {
+        dns.replace(dns_names(&inner.state()));
+    }
     let Some(routes) = &inner.routes else { return };
     let mut table: HashMap<String, Vec<network::proxy::Backend>> = HashMap::new();
     {
@@ -317,6 +320,42 @@ pub(crate) fn publish_routes(inner: &Arc<Inner>) {
         }
     }
     routes.replace(table);
+}
+
+/// The names the DNS server answers: ready replicas by service and alias
+/// in each project, internal services cluster-wide.
+fn dns_names(st: &super::State) -> network::dns::Names {
+    let mut names = network::dns::Names::default();
+    for record in st.records.values() {
+        let spec = &record.spec;
+        let mut ready = Vec::new();
+        for i in st.instances.get(&spec.name).into_iter().flatten() {
+            let Some(ip) = i.ip else { continue };
+            names.project_of.insert(ip, spec.project.clone());
+            let current = i.version == record.version && i.slot < record.desired_replicas();
+            if current
+                && matches!(i.state, ProcessState::Running)
+                && !st.removing.contains(&i.id)
+                && routable(st, spec, &i.id)
+            {
+                ready.push(ip);
+            }
+        }
+        ready.sort();
+        if record.stopped {
+            ready.clear();
+        }
+        let project = names.by_project.entry(spec.project.clone()).or_default();
+        for name in std::iter::once(&spec.name).chain(spec.aliases.iter()) {
+            project.insert(name.clone(), ready.clone());
+        }
+        if spec.internal {
+            names
+                .cluster
+                .insert(format!("{}.{}", spec.name, spec.project), ready);
+        }
+    }
+    names
 }
 
 #[cfg(test)]

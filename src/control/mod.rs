@@ -72,6 +72,8 @@ pub(crate) struct Inner {
     containerd_up: AtomicBool,
     /// The ingress table, when this node runs the proxy.
     routes: Option<Arc<network::proxy::Routes>>,
+    /// Service names for the node's DNS server, when it runs one.
+    dns: Option<Arc<network::dns::DnsTable>>,
     /// The latest isolation groups; a task applies them in order.
     isolation: tokio::sync::watch::Sender<health::Isolation>,
 }
@@ -96,6 +98,7 @@ impl ControlPlane {
         settings: Settings,
         metrics: Metrics,
         routes: Option<Arc<network::proxy::Routes>>,
+        dns: Option<Arc<network::dns::DnsTable>>,
     ) -> anyhow::Result<Self> {
         let node_id = agent.node_id().to_string();
         let drained = repo.node(&node_id)?.map(|n| n.drained).unwrap_or(false);
@@ -120,6 +123,7 @@ impl ControlPlane {
                 status_cache: Mutex::new(HashMap::new()),
                 containerd_up: AtomicBool::new(true),
                 routes,
+                dns,
                 isolation: tokio::sync::watch::channel(health::Isolation::default()).0,
             }),
         })

@@ -28,6 +28,7 @@ async fn plane_with(agent: Arc<FakeAgent>, store: Arc<MemStore>) -> ControlPlane
         Settings::default(),
         Metrics::new().unwrap(),
         None,
+        None,
     )
     .unwrap();
     cp.start().await.unwrap();
