@@ -118,7 +118,8 @@ role = "viewer"
             .unwrap();
         self.child = Some(child);
         let client = self.client(None);
-        for _ in 0..200 {
+        // Generous: under a loaded test run a start can take seconds.
+        for _ in 0..800 {
             if client
                 .get::<serde_json::Value>("/api/v1/health")
                 .await
