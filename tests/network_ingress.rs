@@ -192,3 +192,52 @@ async fn ingress_balances_over_ready_replicas() {
         .unwrap_err();
     assert!(e.to_string().contains("already served by web"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_liveness_restarts_the_replica() {
+    let Some(env) = common::env() else { return };
+    let server = OrcaServer::start(&env, "liveness").await;
+    let c = server.admin();
+    c.post::<_, Value>(
+        "/api/v1/deploy",
+        &json!({ "services": [{ "name": "web", "image": env.image("web:v1"), "port": 8080,
+            "liveness": { "path": "/healthz", "interval_secs": 1, "failure_threshold": 2 }, "stop_grace_secs": 1 }] }),
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let id = loop {
+        let s: StatusResponse = c.get("/api/v1/status").await.unwrap();
+        if let Some(i) = s.services[0]
+            .instances
+            .iter()
+            .find(|i| i.state == "running")
+        {
+            break i.id.clone();
+        }
+        assert!(Instant::now() < deadline, "never running");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let cri = server.cri().await;
+    cri.exec(
+        &id,
+        &["rm".to_string(), "/www/healthz".to_string()],
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s: StatusResponse = c.get("/api/v1/status").await.unwrap();
+        let i = &s.services[0].instances[0];
+        if i.restarts >= 1 {
+            assert_eq!(i.last_exit.as_ref().unwrap().code, 137, "{i:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "liveness never restarted it: {i:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -200,6 +200,9 @@ impl Drop for OrcaServer {
             rt.block_on(async {
                 if let Ok(c) = cri::Cri::connect(cri::ConnectOptions::new(&socket, &ns)).await {
                     super::cleanup(&c).await;
+                    // A create the killed server had sent may land just after.
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    super::cleanup(&c).await;
                 }
             });
         })
