@@ -104,6 +104,9 @@ pub struct DeploySettings {
     pub max_unavailable: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary_weight: Option<i64>,
+    /// Seconds a rolling update may take before it is reverted (default 60).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_deadline_secs: Option<u64>,
 }
 
 /// An HTTP health probe.

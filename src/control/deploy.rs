@@ -246,6 +246,7 @@ impl ControlPlane {
                     generation,
                     history,
                     updated_at: now,
+                    failed: None,
                 }
             }
         };

@@ -87,7 +87,7 @@ pub async fn probe(ip: Ipv4Addr, check: &Check) -> bool {
 
 /// Starts a checker for every running replica that needs one and has none.
 pub(crate) fn ensure_checkers(inner: &Arc<Inner>, service: &str) {
-    let (spec, version, ids) = {
+    let (spec, ids) = {
         let st = inner.state();
         let Some(record) = st.records.get(service) else {
             return;
@@ -100,11 +100,11 @@ pub(crate) fn ensure_checkers(inner: &Arc<Inner>, service: &str) {
             .get(service)
             .into_iter()
             .flatten()
-            .filter(|i| i.version == record.version && matches!(i.state, ProcessState::Running))
+            .filter(|i| matches!(i.state, ProcessState::Running))
             .filter(|i| !st.checkers.contains(&i.id))
             .filter_map(|i| i.ip.map(|ip| (i.id.clone(), ip)))
             .collect();
-        (record.spec.clone(), record.version, ids)
+        (record.spec.clone(), ids)
     };
     for (id, ip) in ids {
         inner.state_mut().checkers.insert(id.clone());
@@ -112,7 +112,6 @@ pub(crate) fn ensure_checkers(inner: &Arc<Inner>, service: &str) {
             inner.clone(),
             service.to_string(),
             spec.clone(),
-            version,
             id,
             ip,
         ));
@@ -124,7 +123,6 @@ async fn run_checker(
     inner: Arc<Inner>,
     service: String,
     spec: ServiceSpec,
-    version: u64,
     id: String,
     ip: Ipv4Addr,
 ) {
@@ -147,9 +145,7 @@ async fn run_checker(
     loop {
         let still_here = {
             let st = inner.state();
-            st.records
-                .get(&service)
-                .is_some_and(|r| r.version == version && !r.stopped)
+            st.records.get(&service).is_some_and(|r| !r.stopped)
                 && st
                     .instances
                     .get(&service)
@@ -188,6 +184,8 @@ async fn run_checker(
             if before != after {
                 tracing::info!(instance = %id, healthy = ?after, "readiness changed");
                 publish_routes(&inner);
+                // A rollout may be waiting on this.
+                super::worker::wake(&inner, &service);
             }
         }
         if let Some(check) = &live {
@@ -211,6 +209,24 @@ async fn run_checker(
     if let Some(r) = st.replicas.get_mut(&id) {
         r.healthy = None;
         r.ready_failures = 0;
+    }
+}
+
+impl Inner {
+    /// True if the ingress routes to replica `id` now.
+    pub(crate) fn routed(&self, id: &str) -> bool {
+        let Some(routes) = &self.routes else {
+            return false;
+        };
+        let service = crate::agent::service_of(id);
+        let st = self.state();
+        let Some(domain) = st.records.get(service).and_then(|r| r.spec.domain.clone()) else {
+            return false;
+        };
+        drop(st);
+        routes
+            .backends(&domain)
+            .is_some_and(|b| b.iter().any(|b| b.id == id))
     }
 }
 
@@ -301,7 +317,8 @@ pub(crate) fn publish_routes(inner: &Arc<Inner>) {
                 continue;
             }
             for i in st.instances.get(&record.spec.name).into_iter().flatten() {
-                let current = i.version == record.version && i.slot < record.desired_replicas();
+                // Old versions serve while a rollout keeps them.
+                let current = i.version != record.version || i.slot < record.desired_replicas();
                 if !current
                     || !matches!(i.state, ProcessState::Running)
                     || st.removing.contains(&i.id)
@@ -332,7 +349,7 @@ fn dns_names(st: &super::State) -> network::dns::Names {
         for i in st.instances.get(&spec.name).into_iter().flatten() {
             let Some(ip) = i.ip else { continue };
             names.project_of.insert(ip, spec.project.clone());
-            let current = i.version == record.version && i.slot < record.desired_replicas();
+            let current = i.version != record.version || i.slot < record.desired_replicas();
             if current
                 && matches!(i.state, ProcessState::Running)
                 && !st.removing.contains(&i.id)

@@ -27,6 +27,10 @@ pub struct Desired {
     pub replicas: u32,
     /// False when no node may take new replicas (drained).
     pub schedulable: bool,
+    /// Replacing an older version: replicas of the old one may be missing
+    /// from the wanted count by at most this many while new ones come up
+    /// (one new replica more than wanted may run meanwhile).
+    pub max_unavailable: u32,
 }
 
 /// One step.
@@ -46,12 +50,17 @@ pub struct Plan {
 
 /// Decides. `restart_at(id)` is when an exited replica may restart (None:
 /// now); `start_at` is when new replicas may be tried again after a failed
-/// start (None: now).
+/// start (None: now); `ready(instance)` tells whether a running replica
+/// takes traffic (health check passed, or up long enough).
+///
+/// A new version rolls: old replicas stay until enough new ones are ready,
+/// and at most `max(1, max_unavailable)` new ones come up at a time.
 pub fn plan(
     desired: Option<Desired>,
     instances: &[Instance],
     restart_at: &dyn Fn(&str) -> Option<Instant>,
     start_at: Option<Instant>,
+    ready: &dyn Fn(&Instance) -> bool,
     now: Instant,
 ) -> Plan {
     let mut out = Plan::default();
@@ -73,14 +82,36 @@ pub fn plan(
         let running = |i: &Instance| !matches!(i.state, ProcessState::Running);
         (a.slot, running(a), &a.id).cmp(&(b.slot, running(b), &b.id))
     });
+    let mut old: Vec<&Instance> = Vec::new();
     for i in sorted {
-        if i.version != desired.version || i.slot >= desired.replicas || keep.contains_key(&i.slot)
-        {
+        if i.version != desired.version {
+            old.push(i);
+        } else if i.slot >= desired.replicas || keep.contains_key(&i.slot) {
             removals.push(Action::Remove { id: i.id.clone() });
         } else {
             keep.insert(i.slot, i);
         }
     }
+    let running = |i: &Instance| matches!(i.state, ProcessState::Running);
+    // Old replicas that still serve, until new ones can take their place.
+    let new_ready = keep.values().filter(|i| running(i) && ready(i)).count() as u32;
+    let keep_old = desired
+        .replicas
+        .saturating_sub(desired.max_unavailable)
+        .saturating_sub(new_ready) as usize;
+    let mut old_running: Vec<&&Instance> = old.iter().filter(|i| running(i)).collect();
+    old_running.sort_by_key(|i| (std::cmp::Reverse(ready(i)), i.slot));
+    let kept_old: Vec<&str> = old_running
+        .iter()
+        .take(keep_old)
+        .map(|i| i.id.as_str())
+        .collect();
+    for i in &old {
+        if !kept_old.contains(&i.id.as_str()) {
+            removals.push(Action::Remove { id: i.id.clone() });
+        }
+    }
+    let rolling = !kept_old.is_empty();
     let mut restarts = Vec::new();
     for i in keep.values() {
         if matches!(i.state, ProcessState::Running) {
@@ -93,9 +124,15 @@ pub fn plan(
     }
     let mut starts = Vec::new();
     if desired.schedulable {
-        let missing: Vec<u32> = (0..desired.replicas)
+        let mut missing: Vec<u32> = (0..desired.replicas)
             .filter(|s| !keep.contains_key(s))
             .collect();
+        if rolling {
+            // Bring new replicas up a batch at a time.
+            let in_flight = keep.values().filter(|i| !(running(i) && ready(i))).count();
+            let batch = desired.max_unavailable.max(1) as usize;
+            missing.truncate(batch.saturating_sub(in_flight));
+        }
         if !missing.is_empty() {
             match start_at {
                 Some(at) if at > now => wake(at, &mut out),
@@ -130,11 +167,15 @@ mod tests {
     fn now_all(_: &str) -> Option<Instant> {
         None
     }
+    fn all_ready(_: &Instance) -> bool {
+        true
+    }
     fn want(version: u64, replicas: u32) -> Option<Desired> {
         Some(Desired {
             version,
             replicas,
             schedulable: true,
+            max_unavailable: 0,
         })
     }
 
@@ -155,6 +196,7 @@ mod tests {
             &[inst("a", 1, 1, RUN)],
             &now_all,
             None,
+            &all_ready,
             Instant::now(),
         );
         assert_eq!(
@@ -167,7 +209,14 @@ mod tests {
     fn converged_does_nothing_and_adopts() {
         let running = [inst("a", 1, 0, RUN), inst("b", 1, 1, RUN)];
         assert_eq!(
-            plan(want(1, 2), &running, &now_all, None, Instant::now()),
+            plan(
+                want(1, 2),
+                &running,
+                &now_all,
+                None,
+                &all_ready,
+                Instant::now()
+            ),
             Plan::default()
         );
     }
@@ -182,7 +231,7 @@ mod tests {
             inst("d", 0, 0, RUN),
             inst("e", 1, 0, DEAD),
         ];
-        let p = plan(want(1, 2), &list, &now_all, None, now);
+        let p = plan(want(1, 2), &list, &now_all, None, &all_ready, now);
         let mut removed: Vec<_> = p
             .actions
             .iter()
@@ -199,9 +248,16 @@ mod tests {
     #[test]
     fn unknown_or_stopped_removes_all() {
         let list = [inst("a", 1, 0, RUN), inst("b", 1, 1, DEAD)];
-        let p = plan(None, &list, &now_all, None, Instant::now());
+        let p = plan(None, &list, &now_all, None, &all_ready, Instant::now());
         assert_eq!(p.actions.len(), 2);
-        let p = plan(want(1, 0), &list, &now_all, None, Instant::now());
+        let p = plan(
+            want(1, 0),
+            &list,
+            &now_all,
+            None,
+            &all_ready,
+            Instant::now(),
+        );
         assert_eq!(p.actions.len(), 2);
     }
 
@@ -211,10 +267,10 @@ mod tests {
         let later = now + Duration::from_secs(4);
         let list = [inst("a", 1, 0, DEAD), inst("b", 1, 1, DEAD)];
         let at = move |id: &str| if id == "a" { Some(later) } else { None };
-        let p = plan(want(1, 2), &list, &at, None, now);
+        let p = plan(want(1, 2), &list, &at, None, &all_ready, now);
         assert_eq!(p.actions, vec![Action::Restart { id: "b".into() }]);
         assert_eq!(p.wake_at, Some(later));
-        let p = plan(want(1, 2), &list, &at, None, later);
+        let p = plan(want(1, 2), &list, &at, None, &all_ready, later);
         assert_eq!(p.actions.len(), 2);
     }
 
@@ -225,8 +281,9 @@ mod tests {
             version: 1,
             replicas: 3,
             schedulable: false,
+            max_unavailable: 0,
         });
-        let p = plan(d, &list, &now_all, None, Instant::now());
+        let p = plan(d, &list, &now_all, None, &all_ready, Instant::now());
         assert_eq!(p.actions, vec![Action::Restart { id: "a".into() }]);
     }
 
@@ -234,8 +291,65 @@ mod tests {
     fn failed_starts_back_off() {
         let now = Instant::now();
         let at = now + Duration::from_secs(2);
-        let p = plan(want(1, 2), &[], &now_all, Some(at), now);
+        let p = plan(want(1, 2), &[], &now_all, Some(at), &all_ready, now);
         assert!(p.actions.is_empty());
         assert_eq!(p.wake_at, Some(at));
+    }
+
+    #[test]
+    fn a_new_version_rolls_one_at_a_time() {
+        let now = Instant::now();
+        let old = [
+            inst("o0", 1, 0, RUN),
+            inst("o1", 1, 1, RUN),
+            inst("o2", 1, 2, RUN),
+        ];
+        let starts = |p: &Plan| {
+            p.actions
+                .iter()
+                .filter(|a| matches!(a, Action::Start { .. }))
+                .count()
+        };
+        let removes = |p: &Plan| {
+            p.actions
+                .iter()
+                .filter(|a| matches!(a, Action::Remove { .. }))
+                .count()
+        };
+
+        // Nothing new yet: every old replica stays, one new one starts.
+        let p = plan(want(2, 3), &old, &now_all, None, &all_ready, now);
+        assert_eq!((starts(&p), removes(&p)), (1, 0), "{p:?}");
+
+        // The new one runs but is not ready: wait.
+        let mut list = old.to_vec();
+        list.push(inst("n0", 2, 0, RUN));
+        let not_new = |i: &Instance| i.version == 1;
+        let p = plan(want(2, 3), &list, &now_all, None, &not_new, now);
+        assert!(p.actions.is_empty(), "{p:?}");
+
+        // Ready: one old goes, the next new one starts.
+        let p = plan(want(2, 3), &list, &now_all, None, &all_ready, now);
+        assert_eq!((starts(&p), removes(&p)), (1, 1), "{p:?}");
+
+        // All new ready: the old ones go.
+        let all_new = [
+            inst("n0", 2, 0, RUN),
+            inst("n1", 2, 1, RUN),
+            inst("n2", 2, 2, RUN),
+            inst("o2", 1, 2, RUN),
+        ];
+        let p = plan(want(2, 3), &all_new, &now_all, None, &all_ready, now);
+        assert_eq!(p.actions, vec![Action::Remove { id: "o2".into() }]);
+
+        // max_unavailable 2: two old may go before new ones are ready, two start at once.
+        let d = Some(Desired {
+            version: 2,
+            replicas: 3,
+            schedulable: true,
+            max_unavailable: 2,
+        });
+        let p = plan(d, &old, &now_all, None, &all_ready, now);
+        assert_eq!((starts(&p), removes(&p)), (2, 2), "{p:?}");
     }
 }

@@ -37,6 +37,8 @@ pub struct ServiceRuntime {
     pub next_start: Option<Instant>,
     /// Why the service is not as wanted, for status.
     pub last_error: Option<String>,
+    /// The version being rolled out and since when.
+    pub rollout: Option<(u64, Instant)>,
 }
 
 /// See the module doc.

@@ -24,14 +24,19 @@ pub(crate) fn service_status(
     let empty = Vec::new();
     let instances = st.instances.get(name).unwrap_or(&empty);
     let mut running = 0;
+    let mut old_serving = 0;
     let mut looping = false;
     let mut out = Vec::new();
     for i in instances {
         let rt = st.replicas.get(&i.id);
         let is_current = i.version == record.version && i.slot < desired;
+        // An older version's replica serves until a rollout retires it.
+        let is_old = i.version != record.version && !record.stopped;
         let crash_looping = st.crash_looping(&i.id, now);
         let state = match i.state {
-            ProcessState::Running if st.removing.contains(&i.id) || !is_current => "stopping",
+            ProcessState::Running if st.removing.contains(&i.id) || !(is_current || is_old) => {
+                "stopping"
+            }
             ProcessState::Running => "running",
             ProcessState::Created => "starting",
             ProcessState::Exited { .. }
@@ -41,7 +46,11 @@ pub(crate) fn service_status(
             }
             ProcessState::Exited { .. } => "exited",
         };
-        if is_current && matches!(i.state, ProcessState::Running) && !st.removing.contains(&i.id) {
+        let serving = matches!(i.state, ProcessState::Running) && !st.removing.contains(&i.id);
+        if is_old && serving {
+            old_serving += 1;
+        }
+        if is_current && serving {
             running += 1;
         }
         if is_current && crash_looping {
@@ -67,6 +76,9 @@ pub(crate) fn service_status(
         ServiceState::Stopped
     } else if desired == 0 || (running >= desired && !looping) {
         ServiceState::Running
+    } else if old_serving > 0 && running + old_serving >= desired && !looping {
+        // Mid-rollout: full capacity, some of it still the old version.
+        ServiceState::Running
     } else if running == 0 && (looping || start_failing) {
         ServiceState::Failed
     } else if running == 0 {
@@ -82,6 +94,18 @@ pub(crate) fn service_status(
     }
     if status == ServiceState::Running {
         message = None;
+    }
+    if old_serving > 0 {
+        message = Some(format!(
+            "rolling out version {}: {running} of {desired} new replicas running, {old_serving} old still serving",
+            record.version
+        ));
+    }
+    if let Some(failed) = &record.failed {
+        message = Some(match message {
+            Some(m) => format!("{failed}; {m}"),
+            None => failed.clone(),
+        });
     }
     ServiceStatus {
         name: name.clone(),

@@ -194,6 +194,7 @@ async fn adopts_what_runs_and_removes_orphans() {
             generation: 7,
             history: vec![],
             updated_at: String::new(),
+            failed: None,
         })
         .unwrap();
     let inst = |id: &str, service: &str, slot| Instance {

@@ -32,6 +32,9 @@ pub struct ServiceRecord {
     pub generation: u64,
     pub history: Vec<VersionRecord>,
     pub updated_at: String,
+    /// Why the last deploy was reverted, until the next one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
 }
 
 impl ServiceRecord {

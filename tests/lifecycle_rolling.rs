@@ -1,0 +1,169 @@
+//! Rolling updates under load through the ingress: v1 to v2 with no failed
+//! request, and a broken v3 that is reverted to v2, also without one.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use api::status::StatusResponse;
+use common::server::OrcaServer;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn get(port: u16, host: &str) -> (u16, String) {
+    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return (0, String::new());
+    };
+    let req = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return (0, String::new());
+    }
+    let mut buf = Vec::new();
+    if tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .is_err()
+    {
+        return (0, "timeout".into());
+    }
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (
+        status,
+        text.split_once("\r\n\r\n")
+            .map(|(_, b)| b.trim().to_string())
+            .unwrap_or_default(),
+    )
+}
+
+/// Requests through the ingress until stopped: (bodies seen, failures).
+fn hammer(
+    port: u16,
+    host: &'static str,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<(HashMap<String, usize>, Vec<String>)> {
+    tokio::spawn(async move {
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut failures = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            let (status, body) = get(port, host).await;
+            if status == 200 {
+                *seen.entry(body).or_default() += 1;
+            } else {
+                failures.push(format!("{status} {body}"));
+            }
+        }
+        (seen, failures)
+    })
+}
+
+fn spec(image: &str) -> Value {
+    json!({ "services": [{ "name": "web", "image": image, "replicas": 3, "port": 8080, "domain": "roll.test",
+        "readiness": { "path": "/healthz", "interval_secs": 1 }, "stop_grace_secs": 1,
+        "deploy": { "progress_deadline_secs": 20 } }] })
+}
+
+async fn wait_for(
+    c: &api::client::ApiClient,
+    what: &str,
+    f: impl Fn(&api::status::ServiceStatus) -> bool,
+) -> api::status::ServiceStatus {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s: StatusResponse = c.get("/api/v1/status").await.unwrap();
+        if let Some(svc) = s.services.into_iter().find(|s| s.name == "web") {
+            if f(&svc) {
+                return svc;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {svc:#?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_update_and_revert_without_a_failed_request() {
+    let Some(env) = common::env() else { return };
+    let server = OrcaServer::start(&env, "rolling").await;
+    let c = server.admin();
+    c.post::<_, Value>("/api/v1/deploy", &spec(&env.image("web:v1")))
+        .await
+        .unwrap();
+    wait_for(&c, "3 healthy v1", |s| {
+        s.instances.len() == 3 && s.instances.iter().all(|i| i.healthy == Some(true))
+    })
+    .await;
+
+    // v1 -> v2 under load.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = hammer(server.proxy_port, "roll.test", stop.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let r: Value = c
+        .post("/api/v1/deploy", &spec(&env.image("web:v2")))
+        .await
+        .unwrap();
+    assert_eq!(r["deployed"], json!(["web"]));
+    let s = wait_for(&c, "only v2", |s| {
+        s.version == 2
+            && s.instances.len() == 3
+            && s.instances
+                .iter()
+                .all(|i| i.version == 2 && i.healthy == Some(true))
+    })
+    .await;
+    let took = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (seen, failures) = load.await.unwrap();
+    assert!(
+        failures.is_empty(),
+        "failed requests during the rollout: {failures:?}"
+    );
+    assert!(
+        seen.contains_key("web v1") && seen.contains_key("web v2"),
+        "{seen:?}"
+    );
+    assert_eq!(serde_json::to_value(s.status).unwrap(), "running");
+    eprintln!("rolling 3 replicas v1 -> v2 took {took:?}; requests: {seen:?}");
+
+    // A broken v3 (exits after 2 s, never ready) is reverted to v2.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = hammer(server.proxy_port, "roll.test", stop.clone());
+    c.post::<_, Value>("/api/v1/deploy", &spec(&env.image("crasher:latest")))
+        .await
+        .unwrap();
+    let s = wait_for(&c, "revert to v2", |s| {
+        s.version == 2
+            && s.message
+                .as_deref()
+                .is_some_and(|m| m.contains("deploy of version 3 failed"))
+            && s.instances.len() == 3
+            && s.instances.iter().all(|i| i.version == 2)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (seen, failures) = load.await.unwrap();
+    assert!(
+        failures.is_empty(),
+        "failed requests during the failed rollout: {failures:?}"
+    );
+    assert_eq!(seen.keys().collect::<Vec<_>>(), vec!["web v2"], "{seen:?}");
+    assert!(s.message.unwrap().contains("reverted to version 2"));
+
+    let v: Value = c.get("/api/v1/services/web/versions").await.unwrap();
+    assert_eq!(v["current"], 2);
+    assert_eq!(v["versions"].as_array().unwrap().len(), 3);
+}
