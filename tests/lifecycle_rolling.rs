@@ -166,4 +166,42 @@ async fn rolling_update_and_revert_without_a_failed_request() {
     let v: Value = c.get("/api/v1/services/web/versions").await.unwrap();
     assert_eq!(v["current"], 2);
     assert_eq!(v["versions"].as_array().unwrap().len(), 3);
+
+    // Rollback to a numbered version is a new version, rolled out the same way.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = hammer(server.proxy_port, "roll.test", stop.clone());
+    let r: Value = c
+        .post("/api/v1/services/web/rollback", &json!({ "version": 1 }))
+        .await
+        .unwrap();
+    assert_eq!(
+        (r["version"].as_u64(), r["rolled_back_to"].as_u64()),
+        (Some(4), Some(1)),
+        "{r}"
+    );
+    wait_for(&c, "v1 again", |s| {
+        s.version == 4
+            && s.instances.len() == 3
+            && s.instances
+                .iter()
+                .all(|i| i.version == 4 && i.healthy == Some(true))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (seen, failures) = load.await.unwrap();
+    assert!(
+        failures.is_empty(),
+        "failed requests during the rollback: {failures:?}"
+    );
+    assert!(seen.contains_key("web v1"), "{seen:?}");
+    let (_, body) = get(server.proxy_port, "roll.test").await;
+    assert_eq!(body, "web v1");
+    let v: Value = c.get("/api/v1/services/web/versions").await.unwrap();
+    assert_eq!(v["versions"][0]["note"], "rollback to 1");
+    let e = c
+        .post::<_, Value>("/api/v1/services/web/rollback", &json!({ "version": 99 }))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("version 99 of web not found"), "{e}");
 }

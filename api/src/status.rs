@@ -106,6 +106,9 @@ pub struct VersionInfo {
     /// RFC 3339.
     pub deployed_at: String,
     pub deployed_by: String,
+    /// "rollback to 3" and the like.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// `POST /api/v1/tokens` body.

@@ -37,11 +37,8 @@ impl Handler for ControlPlane {
                     "service {name} has no canary to promote"
                 )))
             }
-            ApiRequest::Rollback { name, .. } => {
-                self.require_service(&name)?;
-                Err(ApiError::conflict(format!(
-                    "rollback of {name} is not available yet: redeploy the earlier spec instead"
-                )))
+            ApiRequest::Rollback { name, version } => {
+                self.rollback(&name, version, &caller_name).await
             }
             ApiRequest::ClusterInfo => ApiResponse::ok(&self.cluster_info()),
             ApiRequest::Drain { node } => self.set_drained(&node, true),

@@ -189,6 +189,7 @@ impl ControlPlane {
                 image: v.spec.image.clone(),
                 deployed_at: v.deployed_at.clone(),
                 deployed_by: v.deployed_by.clone(),
+                note: v.note.clone(),
             })
             .collect();
         ApiResponse::ok(

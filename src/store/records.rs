@@ -15,6 +15,9 @@ pub struct VersionRecord {
     pub image_digest: Option<String>,
     pub deployed_at: String,
     pub deployed_by: String,
+    /// What made it, when not a plain deploy ("rollback to 3").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// A service's desired state.
