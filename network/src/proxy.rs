@@ -58,13 +58,28 @@ impl Route {
 
 /// Smooth weighted round robin: each backend appears `weight` times, spread out.
 fn interleave(backends: &[Backend]) -> Vec<usize> {
-    let total: i64 = backends.iter().map(|b| i64::from(b.weight.min(100))).sum();
+    // Weights up to 10000 (canary shares), reduced by their common divisor
+    // to keep the ring short.
+    fn gcd(a: u32, b: u32) -> u32 {
+        if b == 0 {
+            a
+        } else {
+            gcd(b, a % b)
+        }
+    }
+    let divisor = backends
+        .iter()
+        .map(|b| b.weight.min(10_000))
+        .fold(0, gcd)
+        .max(1);
+    let weight = |b: &Backend| i64::from(b.weight.min(10_000) / divisor);
+    let total: i64 = backends.iter().map(weight).sum();
     let mut current = vec![0i64; backends.len()];
     let mut out = Vec::with_capacity(total as usize);
     for _ in 0..total {
         let mut best = 0;
         for (i, b) in backends.iter().enumerate() {
-            current[i] += i64::from(b.weight.min(100));
+            current[i] += weight(b);
             if current[i] > current[best] {
                 best = i;
             }

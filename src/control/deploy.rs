@@ -12,10 +12,22 @@ use api::{ApiError, ApiResponse};
 
 use super::worker::wake;
 use super::ControlPlane;
-use crate::store::{spec_changed, ServiceRecord, VersionRecord, MAX_HISTORY};
+use crate::store::{spec_changed, Canary, ServiceRecord, VersionRecord, MAX_HISTORY};
 
 fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+/// The number of the next version: past every version ever recorded.
+fn next_version(record: &ServiceRecord) -> u64 {
+    record
+        .history
+        .iter()
+        .map(|v| v.version)
+        .chain(std::iter::once(record.version))
+        .max()
+        .unwrap_or(0)
+        + 1
 }
 
 fn store_error(e: crate::store::StoreError) -> ApiError {
@@ -222,9 +234,46 @@ impl ControlPlane {
                 r.updated_at = now;
                 r
             }
+            Some(mut r)
+                if !r.stopped
+                    && spec
+                        .deploy
+                        .as_ref()
+                        .is_some_and(|d| d.strategy == api::spec::Strategy::Canary) =>
+            {
+                // A canary beside the stable version, which stays as it is.
+                let version = next_version(&r);
+                r.history.push(VersionRecord {
+                    version,
+                    spec: spec.clone(),
+                    image_digest: Some(digest.clone()),
+                    deployed_at: now.clone(),
+                    deployed_by: caller.to_string(),
+                    note: Some("canary".into()),
+                });
+                if r.history.len() > MAX_HISTORY {
+                    let excess = r.history.len() - MAX_HISTORY;
+                    r.history.drain(..excess);
+                }
+                let weight = spec
+                    .deploy
+                    .as_ref()
+                    .and_then(|d| d.canary_weight)
+                    .unwrap_or(10)
+                    .clamp(0, 100) as u32;
+                r.canary = Some(Canary {
+                    version,
+                    spec,
+                    image_digest: Some(digest),
+                    weight,
+                });
+                r.generation += 1;
+                r.updated_at = now;
+                r
+            }
             current => {
                 let (version, mut history, generation) = match current {
-                    Some(r) => (r.version + 1, r.history, r.generation + 1),
+                    Some(r) => (next_version(&r), r.history, r.generation + 1),
                     None => (1, Vec::new(), 1),
                 };
                 history.push(VersionRecord {
@@ -248,6 +297,7 @@ impl ControlPlane {
                     history,
                     updated_at: now,
                     failed: None,
+                    canary: None,
                 }
             }
         };
@@ -271,6 +321,38 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// Makes the canary the stable version; the old stable replicas are
+    /// replaced health-gated, like any rollout.
+    pub(crate) async fn promote(&self, name: &str) -> Result<ApiResponse, ApiError> {
+        let lock = self.inner().service_lock(name);
+        let _held = lock.lock().await;
+        let mut record = self
+            .inner()
+            .repo
+            .service(name)
+            .map_err(store_error)?
+            .ok_or_else(|| ApiError::service_not_found(name))?;
+        let Some(canary) = record.canary.take() else {
+            return Err(ApiError::conflict(format!(
+                "service {name} has no canary to promote"
+            )));
+        };
+        let replicas = record.spec.replicas;
+        record.spec = canary.spec;
+        record.spec.replicas = replicas;
+        record.version = canary.version;
+        record.image_digest = canary.image_digest;
+        record.failed = None;
+        record.generation += 1;
+        record.updated_at = now_rfc3339();
+        let generation = record.generation;
+        let version = record.version;
+        self.save(record)?;
+        ApiResponse::ok(
+            &serde_json::json!({ "name": name, "version": version, "generation": generation }),
+        )
+    }
+
     /// Goes back to `version`, or to the version before the current one, as
     /// a new version (so history stays linear), rolled out health-gated.
     pub(crate) async fn rollback(
@@ -287,6 +369,18 @@ impl ControlPlane {
             .service(name)
             .map_err(store_error)?
             .ok_or_else(|| ApiError::service_not_found(name))?;
+        if version.is_none() && record.canary.is_some() {
+            // During a canary, rolling back means dropping the canary.
+            let canary = record.canary.take().map(|c| c.version).unwrap_or_default();
+            record.generation += 1;
+            record.updated_at = now_rfc3339();
+            let generation = record.generation;
+            let stable = record.version;
+            self.save(record)?;
+            return ApiResponse::ok(
+                &serde_json::json!({ "name": name, "version": stable, "removed_canary": canary, "generation": generation }),
+            );
+        }
         let target = match version {
             Some(v) => v,
             None => {
@@ -333,6 +427,7 @@ impl ControlPlane {
         record.image_digest = entry.image_digest.clone();
         record.stopped = false;
         record.failed = None;
+        record.canary = None;
         record.generation += 1;
         record.updated_at = now.clone();
         record.history.push(VersionRecord {

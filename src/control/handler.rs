@@ -31,12 +31,7 @@ impl Handler for ControlPlane {
             ApiRequest::StopAll => self.stop_all().await,
             ApiRequest::Logs { name, tail, follow } => self.logs(&name, tail, follow).await,
             ApiRequest::Versions { name } => self.versions(&name),
-            ApiRequest::Promote { name } => {
-                self.require_service(&name)?;
-                Err(ApiError::conflict(format!(
-                    "service {name} has no canary to promote"
-                )))
-            }
+            ApiRequest::Promote { name } => self.promote(&name).await,
             ApiRequest::Rollback { name, version } => {
                 self.rollback(&name, version, &caller_name).await
             }
@@ -67,15 +62,5 @@ impl Handler for ControlPlane {
         self.inner()
             .metrics
             .observe_request(route, method, status, elapsed);
-    }
-}
-
-impl ControlPlane {
-    fn require_service(&self, name: &str) -> Result<(), ApiError> {
-        if self.inner().state().records.contains_key(name) {
-            Ok(())
-        } else {
-            Err(ApiError::service_not_found(name))
-        }
     }
 }

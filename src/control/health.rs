@@ -316,6 +316,8 @@ pub(crate) fn publish_routes(inner: &Arc<Inner>) {
             if record.stopped {
                 continue;
             }
+            let canary = record.canary.as_ref();
+            let mut found: Vec<(String, SocketAddr, bool)> = Vec::new();
             for i in st.instances.get(&record.spec.name).into_iter().flatten() {
                 // Old versions serve while a rollout keeps them.
                 let current = i.version != record.version || i.slot < record.desired_replicas();
@@ -327,11 +329,27 @@ pub(crate) fn publish_routes(inner: &Arc<Inner>) {
                 }
                 let Some(ip) = i.ip else { continue };
                 if routable(&st, &record.spec, &i.id) {
-                    backends.push(network::proxy::Backend {
-                        id: i.id.clone(),
-                        addr: SocketAddr::from((ip, port)),
-                        weight: 1,
-                    });
+                    let is_canary = canary.is_some_and(|c| c.version == i.version);
+                    found.push((i.id.clone(), SocketAddr::from((ip, port)), is_canary));
+                }
+            }
+            // A canary's share of requests is its weight, however many
+            // replicas each side has.
+            let canaries = found.iter().filter(|f| f.2).count() as u32;
+            let stables = found.len() as u32 - canaries;
+            for (id, addr, is_canary) in found {
+                let weight = match canary {
+                    Some(c) if canaries > 0 && stables > 0 => {
+                        if is_canary {
+                            c.weight * stables
+                        } else {
+                            (100 - c.weight.min(100)) * canaries
+                        }
+                    }
+                    _ => 1,
+                };
+                if weight > 0 {
+                    backends.push(network::proxy::Backend { id, addr, weight });
                 }
             }
         }

@@ -30,11 +30,17 @@ pub(crate) fn service_status(
     for i in instances {
         let rt = st.replicas.get(&i.id);
         let is_current = i.version == record.version && i.slot < desired;
+        let is_canary = record
+            .canary
+            .as_ref()
+            .is_some_and(|c| c.version == i.version);
         // An older version's replica serves until a rollout retires it.
-        let is_old = i.version != record.version && !record.stopped;
+        let is_old = i.version != record.version && !record.stopped && !is_canary;
         let crash_looping = st.crash_looping(&i.id, now);
         let state = match i.state {
-            ProcessState::Running if st.removing.contains(&i.id) || !(is_current || is_old) => {
+            ProcessState::Running
+                if st.removing.contains(&i.id) || !(is_current || is_old || is_canary) =>
+            {
                 "stopping"
             }
             ProcessState::Running => "running",
@@ -64,7 +70,7 @@ pub(crate) fn service_status(
             healthy: rt.and_then(|r| r.healthy),
             restarts: rt.map(|r| r.restarts).unwrap_or(0),
             last_exit: rt.and_then(|r| r.last_exit.clone()),
-            canary: false,
+            canary: is_canary,
             version: i.version,
             pid: i.pid,
         });
@@ -100,6 +106,20 @@ pub(crate) fn service_status(
             "rolling out version {}: {running} of {desired} new replicas running, {old_serving} old still serving",
             record.version
         ));
+    }
+    if let Some(c) = &record.canary {
+        let serving = out
+            .iter()
+            .filter(|i| i.canary && i.state == "running")
+            .count();
+        let note = format!(
+            "canary version {} at {}%: {serving} replica(s) running",
+            c.version, c.weight
+        );
+        message = Some(match message {
+            Some(m) => format!("{m}; {note}"),
+            None => note,
+        });
     }
     if let Some(failed) = &record.failed {
         message = Some(match message {

@@ -195,6 +195,7 @@ async fn adopts_what_runs_and_removes_orphans() {
             history: vec![],
             updated_at: String::new(),
             failed: None,
+            canary: None,
         })
         .unwrap();
     let inst = |id: &str, service: &str, slot| Instance {

@@ -143,7 +143,7 @@ async fn converge(inner: &Arc<Inner>, service: &str) -> Converged {
                 .instances
                 .insert(service.to_string(), instances.clone());
         }
-        let (record, p) = {
+        let p = {
             let st = inner.state();
             let record = st.records.get(service).cloned();
             let desired = desired_of(record.as_ref(), st.drained, inner.agent.node_id());
@@ -160,14 +160,32 @@ async fn converge(inner: &Arc<Inner>, service: &str) -> Converged {
                     .and_then(|x| x.started_at)
                     .is_none_or(|t| now.duration_since(t) >= SETTLE),
             };
-            (
-                record,
-                plan(desired, &instances, &restart_at, start_at, &ready, now),
-            )
+            // A canary's replicas are planned on their own, beside the stable ones.
+            let canary = record.as_ref().and_then(|r| r.canary.as_ref());
+            let (canary_list, stable_list): (Vec<_>, Vec<_>) = instances
+                .iter()
+                .cloned()
+                .partition(|i| canary.is_some_and(|c| c.version == i.version));
+            let stable_plan = plan(desired, &stable_list, &restart_at, start_at, &ready, now);
+            let canary_plan = canary.zip(desired).map(|(c, d)| {
+                let want = Desired {
+                    version: c.version,
+                    replicas: if d.replicas == 0 {
+                        0
+                    } else {
+                        c.replicas(d.replicas)
+                    },
+                    schedulable: d.schedulable,
+                    max_unavailable: 0,
+                };
+                plan(Some(want), &canary_list, &restart_at, start_at, &ready, now)
+            });
+            (record, stable_plan, canary_plan, stable_list)
         };
+        let (record, p, canary_plan, stable_list) = p;
         let rolling = record
             .as_ref()
-            .is_some_and(|r| instances.iter().any(|i| i.version != r.version));
+            .is_some_and(|r| stable_list.iter().any(|i| i.version != r.version));
         if let Some(r) = &record {
             if let Some(reason) = rollout_failure(inner, r, &instances, rolling, now) {
                 revert(inner, r, &reason).await;
@@ -176,6 +194,22 @@ async fn converge(inner: &Arc<Inner>, service: &str) -> Converged {
         }
         super::health::ensure_checkers(inner, service);
         super::health::publish_routes(inner);
+        let canary_wake = canary_plan.as_ref().and_then(|c| c.wake_at);
+        if let (Some(cp), Some(r)) = (canary_plan, &record) {
+            if let Some(c) = &r.canary {
+                if !cp.actions.is_empty() {
+                    let canary_record = ServiceRecord {
+                        spec: c.spec.clone(),
+                        version: c.version,
+                        image_digest: c.image_digest.clone(),
+                        canary: None,
+                        ..r.clone()
+                    };
+                    execute(inner, service, Some(&canary_record), cp.actions).await;
+                    continue;
+                }
+            }
+        }
         if p.actions.is_empty() {
             if rolling {
                 // Waiting on readiness: look again soon.
@@ -187,7 +221,10 @@ async fn converge(inner: &Arc<Inner>, service: &str) -> Converged {
                 st.services.remove(service);
                 return Converged::Gone;
             }
-            return Converged::WakeAt(p.wake_at);
+            return Converged::WakeAt(match (p.wake_at, canary_wake) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            });
         }
         execute(inner, service, record.as_ref(), p.actions).await;
     }

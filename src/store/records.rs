@@ -38,6 +38,26 @@ pub struct ServiceRecord {
     /// Why the last deploy was reverted, until the next one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed: Option<String>,
+    /// A new version taking a share of the traffic beside this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<Canary>,
+}
+
+/// A canary: a version running beside the stable one with a traffic share.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Canary {
+    pub version: u64,
+    pub spec: ServiceSpec,
+    pub image_digest: Option<String>,
+    /// Percent of requests it gets.
+    pub weight: u32,
+}
+
+impl Canary {
+    /// Canary replicas for `stable` stable ones: the weight's share, at least one.
+    pub fn replicas(&self, stable: u32) -> u32 {
+        ((u64::from(stable) * u64::from(self.weight)).div_ceil(100) as u32).max(1)
+    }
 }
 
 impl ServiceRecord {

@@ -1,0 +1,170 @@
+//! Weighted canaries through the ingress: the split follows the weight,
+//! rollback during a canary removes it, promote makes it the only version,
+//! and a second canary after a promote works.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use api::status::StatusResponse;
+use common::server::OrcaServer;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn get(port: u16) -> String {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: canary.test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf).to_string();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    text.split_once("\r\n\r\n")
+        .map(|(_, b)| b.trim().to_string())
+        .unwrap_or_default()
+}
+
+async fn split(port: u16, n: usize) -> HashMap<String, usize> {
+    let mut seen = HashMap::new();
+    for _ in 0..n {
+        *seen.entry(get(port).await).or_default() += 1;
+    }
+    seen
+}
+
+fn spec(image: &str, canary: Option<i64>) -> Value {
+    let mut s = json!({ "name": "web", "image": image, "replicas": 2, "port": 8080, "domain": "canary.test",
+        "readiness": { "path": "/healthz", "interval_secs": 1 }, "stop_grace_secs": 1 });
+    if let Some(w) = canary {
+        s["deploy"] = json!({ "strategy": "canary", "canary_weight": w });
+    }
+    json!({ "services": [s] })
+}
+
+/// Waits until every running replica is ready and the counts match.
+async fn settle(
+    c: &api::client::ApiClient,
+    stable: usize,
+    canary: usize,
+) -> api::status::ServiceStatus {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s: StatusResponse = c.get("/api/v1/status").await.unwrap();
+        let svc = s.services.into_iter().find(|s| s.name == "web").unwrap();
+        let ready = |want_canary: bool| {
+            svc.instances
+                .iter()
+                .filter(|i| {
+                    i.canary == want_canary && i.healthy == Some(true) && i.state == "running"
+                })
+                .count()
+        };
+        if ready(false) == stable && ready(true) == canary && svc.instances.len() == stable + canary
+        {
+            // Routes follow readiness; give them a beat.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            return svc;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not settled at {stable}+{canary}: {svc:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_split_rollback_promote_and_again() {
+    let Some(env) = common::env() else { return };
+    let server = OrcaServer::start(&env, "canary").await;
+    let c = server.admin();
+    let (v1, v2) = (env.image("web:v1"), env.image("web:v2"));
+    c.post::<_, Value>("/api/v1/deploy", &spec(&v1, None))
+        .await
+        .unwrap();
+    settle(&c, 2, 0).await;
+    let e = c
+        .post::<_, Value>("/api/v1/services/web/promote", &json!({}))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("no canary"), "{e}");
+
+    // Canary at 50 %: both versions, within a few percent over 1000 requests.
+    c.post::<_, Value>("/api/v1/deploy", &spec(&v2, Some(50)))
+        .await
+        .unwrap();
+    let s = settle(&c, 2, 1).await;
+    assert_eq!(s.version, 1, "the stable version stays");
+    assert!(
+        s.message
+            .as_deref()
+            .unwrap_or("")
+            .contains("canary version 2 at 50%"),
+        "{s:#?}"
+    );
+    let seen = split(server.proxy_port, 1000).await;
+    let v2_share = *seen.get("web v2").unwrap_or(&0) as f64 / 1000.0;
+    assert!((v2_share - 0.5).abs() <= 0.05, "{seen:?}");
+
+    // Rollback during a canary removes it.
+    let r: Value = c
+        .post("/api/v1/services/web/rollback", &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(r["removed_canary"], 2, "{r}");
+    settle(&c, 2, 0).await;
+    assert_eq!(
+        split(server.proxy_port, 50)
+            .await
+            .keys()
+            .collect::<Vec<_>>(),
+        vec!["web v1"]
+    );
+
+    // A new canary, then promote: only v2.
+    c.post::<_, Value>("/api/v1/deploy", &spec(&v2, Some(20)))
+        .await
+        .unwrap();
+    let s = settle(&c, 2, 1).await;
+    let canary_version = s.instances.iter().find(|i| i.canary).unwrap().version;
+    let seen = split(server.proxy_port, 500).await;
+    let share = *seen.get("web v2").unwrap_or(&0) as f64 / 500.0;
+    assert!((share - 0.2).abs() <= 0.06, "20% canary: {seen:?}");
+    let r: Value = c
+        .post("/api/v1/services/web/promote", &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(r["version"].as_u64(), Some(canary_version));
+    let s = settle(&c, 2, 0).await;
+    assert!(
+        s.instances.iter().all(|i| i.version == canary_version),
+        "{s:#?}"
+    );
+    assert_eq!(
+        split(server.proxy_port, 50)
+            .await
+            .keys()
+            .collect::<Vec<_>>(),
+        vec!["web v2"]
+    );
+
+    // A second canary after the promote works.
+    c.post::<_, Value>("/api/v1/deploy", &spec(&v1, Some(50)))
+        .await
+        .unwrap();
+    settle(&c, 2, 1).await;
+    let seen = split(server.proxy_port, 200).await;
+    assert!(
+        seen.contains_key("web v1") && seen.contains_key("web v2"),
+        "{seen:?}"
+    );
+}
