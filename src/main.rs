@@ -20,6 +20,7 @@ mod cli;
 mod config;
 mod control;
 mod metrics;
+mod secrets;
 mod server;
 mod store;
 

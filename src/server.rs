@@ -76,6 +76,10 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         api_address: config.cluster.api_listen.clone(),
         node_labels: config.node.labels.clone(),
         tokens,
+        secrets: Some(Arc::new(
+            crate::secrets::SecretBox::open(&data.join("secrets.key"))
+                .context("open the secrets key")?,
+        )),
     };
     let routes = Arc::new(network::proxy::Routes::default());
     let control = ControlPlane::new(

@@ -140,6 +140,20 @@ impl ApiClient {
         self.json_of(path, r).await
     }
 
+    /// PUT `body` as JSON, decoding JSON.
+    pub async fn put<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let bytes = serde_json::to_vec(body).map_err(|e| ClientError::Decode {
+            path: path.to_string(),
+            reason: e.to_string(),
+        })?;
+        let r = self.send(Method::PUT, path, Some(bytes)).await?;
+        self.json_of(path, r).await
+    }
+
     /// DELETE, decoding JSON.
     pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let r = self.send(Method::DELETE, path, None).await?;

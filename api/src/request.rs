@@ -69,6 +69,14 @@ pub enum ApiRequest {
     DeleteToken {
         name: String,
     },
+    PutSecret {
+        name: String,
+        value: String,
+    },
+    ListSecrets,
+    DeleteSecret {
+        name: String,
+    },
 }
 
 /// A git push notification, kept raw until its signature is checked.
@@ -108,7 +116,10 @@ impl ApiRequest {
             | Undrain { .. }
             | CreateToken(_)
             | ListTokens
-            | DeleteToken { .. } => Access::Role(Role::Admin),
+            | DeleteToken { .. }
+            | PutSecret { .. }
+            | ListSecrets
+            | DeleteSecret { .. } => Access::Role(Role::Admin),
         }
     }
 
@@ -138,6 +149,9 @@ impl ApiRequest {
             CreateToken(_) => "tokens_create",
             ListTokens => "tokens_list",
             DeleteToken { .. } => "tokens_delete",
+            PutSecret { .. } => "secrets_put",
+            ListSecrets => "secrets_list",
+            DeleteSecret { .. } => "secrets_delete",
         }
     }
 }
@@ -156,6 +170,22 @@ fn json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
         return Err(ApiError::bad_request("missing JSON body"));
     }
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))
+}
+
+/// Secret names are environment-variable-like: `[A-Za-z_][A-Za-z0-9_]*`.
+fn checked_secret_name(name: &str) -> Result<&str, ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && !name.as_bytes()[0].is_ascii_digit()
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if ok {
+        Ok(name)
+    } else {
+        Err(ApiError::bad_request(format!(
+            "invalid secret name {:?}: letters, digits and '_', not starting with a digit",
+            name.chars().take(80).collect::<String>()
+        )))
+    }
 }
 
 fn header(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -224,7 +254,9 @@ pub fn body_route_access(method: &Method, path: &str) -> Option<Access> {
         (&Method::POST, ["api", "v1", "deploy"])
         | (&Method::POST, ["api", "v1", "services", _, "scale" | "rollback"])
         | (&Method::POST, ["api", "v1", "webhooks"]) => Some(Access::Role(Role::Deployer)),
-        (&Method::POST, ["api", "v1", "tokens"]) => Some(Access::Role(Role::Admin)),
+        (&Method::POST, ["api", "v1", "tokens"]) | (&Method::PUT, ["api", "v1", "secrets", _]) => {
+            Some(Access::Role(Role::Admin))
+        }
         (&Method::POST, ["api", "v1", "webhooks", "github"]) => Some(Access::Signature),
         _ => None,
     }
@@ -425,6 +457,34 @@ pub fn parse(raw: RawRequest<'_>) -> Result<ApiRequest, ApiError> {
                 }
                 _ => return Err(wrong_method("GET, POST")),
             },
+            ["secrets"] => {
+                if !is(Method::GET) {
+                    return Err(wrong_method("GET"));
+                }
+                ApiRequest::ListSecrets
+            }
+            ["secrets", name] => {
+                let name = checked_secret_name(name)?.to_string();
+                match *m {
+                    Method::PUT => {
+                        #[derive(serde::Deserialize)]
+                        #[serde(deny_unknown_fields)]
+                        struct Body {
+                            value: String,
+                        }
+                        // The parser's message could quote the value: say less.
+                        let body: Body = serde_json::from_slice(&raw.body).map_err(|_| {
+                            ApiError::bad_request("malformed JSON: expected {\"value\": \"...\"}")
+                        })?;
+                        ApiRequest::PutSecret {
+                            name,
+                            value: body.value,
+                        }
+                    }
+                    Method::DELETE => ApiRequest::DeleteSecret { name },
+                    _ => return Err(wrong_method("PUT, DELETE")),
+                }
+            }
             ["tokens", name] => {
                 if !is(Method::DELETE) {
                     return Err(wrong_method("DELETE"));

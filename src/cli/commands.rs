@@ -5,7 +5,7 @@ use api::status::{ClusterInfo, StatusResponse};
 use serde_json::Value;
 
 use super::table;
-use super::TokenCommand;
+use super::{SecretsCommand, TokenCommand};
 
 fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
@@ -275,4 +275,98 @@ pub async fn webhooks(client: &ApiClient, json: bool) -> anyhow::Result<()> {
         println!("{h}");
     }
     Ok(())
+}
+
+/// `KEY=VALUE` lines of a .env file (comments, blank lines and `export `
+/// skipped, surrounding quotes removed).
+pub fn parse_env_file(text: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let Some((k, v)) = line.split_once('=') else {
+            anyhow::bail!("line {}: expected KEY=VALUE", n + 1);
+        };
+        let v = v.trim();
+        let v = v
+            .strip_prefix('"')
+            .and_then(|x| x.strip_suffix('"'))
+            .or_else(|| v.strip_prefix('\'').and_then(|x| x.strip_suffix('\'')))
+            .unwrap_or(v);
+        out.push((k.trim().to_string(), v.to_string()));
+    }
+    Ok(out)
+}
+
+pub async fn secrets(
+    client: &ApiClient,
+    command: SecretsCommand,
+    json: bool,
+) -> anyhow::Result<()> {
+    let put = |name: String, value: String| async move {
+        let _: Value = client
+            .put(
+                &format!("/api/v1/secrets/{name}"),
+                &serde_json::json!({ "value": value }),
+            )
+            .await?;
+        Ok::<_, anyhow::Error>(())
+    };
+    match command {
+        SecretsCommand::Set { name, value } => {
+            let value = match value {
+                Some(v) => v,
+                None => {
+                    let mut v = String::new();
+                    std::io::Read::read_to_string(&mut std::io::stdin(), &mut v)?;
+                    v.trim_end_matches('\n').to_string()
+                }
+            };
+            put(name.clone(), value).await?;
+            println!("stored {name}");
+        }
+        SecretsCommand::List => {
+            let v: Value = client.get("/api/v1/secrets").await?;
+            if json {
+                return print_json(&v);
+            }
+            for name in v["secrets"].as_array().cloned().unwrap_or_default() {
+                println!("{}", name.as_str().unwrap_or(""));
+            }
+        }
+        SecretsCommand::Rm { name } => {
+            let _: Value = client.delete(&format!("/api/v1/secrets/{name}")).await?;
+            println!("deleted {name}");
+        }
+        SecretsCommand::Import { file } => {
+            let text = std::fs::read_to_string(&file)?;
+            let pairs = parse_env_file(&text)?;
+            let count = pairs.len();
+            for (k, v) in pairs {
+                put(k, v).await?;
+            }
+            println!("stored {count} secrets from {}", file.display());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn env_files() {
+        let pairs = super::parse_env_file("# c\nA=1\nexport B=\"two words\"\n\nC='x=y'\n").unwrap();
+        assert_eq!(
+            pairs,
+            vec![
+                ("A".into(), "1".into()),
+                ("B".into(), "two words".into()),
+                ("C".into(), "x=y".into())
+            ]
+        );
+        assert!(super::parse_env_file("nonsense").is_err());
+    }
 }

@@ -119,6 +119,11 @@ pub enum Command {
     },
     /// Registered git webhooks.
     Webhooks,
+    /// Secrets, for `${secrets.KEY}` in service env (admin).
+    Secrets {
+        #[command(subcommand)]
+        command: SecretsCommand,
+    },
     /// Images in containerd.
     Image {
         #[command(subcommand)]
@@ -139,6 +144,21 @@ pub enum TokenCommand {
     List,
     /// Delete a token.
     Rm { name: String },
+}
+
+#[derive(Subcommand)]
+pub enum SecretsCommand {
+    /// Store a secret; without VALUE it is read from stdin.
+    Set { name: String, value: Option<String> },
+    /// List secret names (never values).
+    List,
+    /// Delete a secret.
+    Rm { name: String },
+    /// Store every KEY=VALUE of a .env file.
+    Import {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -228,6 +248,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Token { command } => commands::token(&client, command, json).await,
         Command::Webhooks => commands::webhooks(&client, json).await,
+        Command::Secrets { command } => commands::secrets(&client, command, json).await,
         Command::Image { command } => image(&cli.containerd, &cli.namespace, command).await,
     }
 }

@@ -184,3 +184,75 @@ impl ControlPlane {
         ApiResponse::ok(&serde_json::json!({ "deleted": name }))
     }
 }
+
+impl ControlPlane {
+    fn secret_box(&self) -> Result<&crate::secrets::SecretBox, ApiError> {
+        self.inner()
+            .settings
+            .secrets
+            .as_deref()
+            .ok_or_else(|| ApiError::unavailable("this server keeps no secrets"))
+    }
+
+    pub(crate) fn put_secret(&self, name: &str, value: &str) -> Result<ApiResponse, ApiError> {
+        let sealed = self.secret_box()?.seal(name, value);
+        self.inner()
+            .repo
+            .put_secret(name, &sealed)
+            .map_err(|e| ApiError::internal(format!("could not save: {e}")))?;
+        // Running replicas keep the value they started with; a redeploy picks the new one.
+        ApiResponse::ok(&serde_json::json!({ "name": name, "stored": true }))
+    }
+
+    pub(crate) fn list_secrets(&self) -> Result<ApiResponse, ApiError> {
+        let names = self
+            .inner()
+            .repo
+            .secret_names()
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        ApiResponse::ok(&serde_json::json!({ "secrets": names }))
+    }
+
+    pub(crate) fn delete_secret(&self, name: &str) -> Result<ApiResponse, ApiError> {
+        let existed = self
+            .inner()
+            .repo
+            .delete_secret(name)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        if !existed {
+            return Err(ApiError::not_found(format!("secret not found: {name}")));
+        }
+        ApiResponse::ok(&serde_json::json!({ "deleted": name }))
+    }
+
+    /// The sealed values of the secrets `spec` refers to, or the first unknown name.
+    pub(crate) fn sealed_refs(
+        &self,
+        spec: &api::spec::ServiceSpec,
+    ) -> Result<Vec<(String, Vec<u8>)>, ApiError> {
+        let mut refs = super::deploy::secret_refs(spec);
+        refs.sort();
+        refs.dedup();
+        let mut out = Vec::new();
+        for name in refs {
+            let sealed = if self.inner().settings.secrets.is_some() {
+                self.inner()
+                    .repo
+                    .secret(&name)
+                    .map_err(|e| ApiError::internal(e.to_string()))?
+            } else {
+                None
+            };
+            match sealed {
+                Some(s) => out.push((name, s)),
+                None => {
+                    return Err(ApiError::bad_request(format!(
+                        "{}: unknown secret {name:?} in env",
+                        spec.name
+                    )))
+                }
+            }
+        }
+        Ok(out)
+    }
+}

@@ -71,10 +71,7 @@ impl ControlPlane {
                 cri::CpuLimit::new(c).map_err(|e| fail(e.to_string()))?;
             }
         }
-        // No secret store yet: every reference is to an unknown secret.
-        if let Some(key) = secret_refs(spec).first() {
-            return Err(fail(format!("unknown secret {key:?} in env")));
-        }
+        self.sealed_refs(spec)?;
         if spec.domain.is_some() && spec.port.is_none() {
             return Err(fail("a service with a domain needs a port".into()));
         }
@@ -182,7 +179,15 @@ impl ControlPlane {
                     continue;
                 }
             };
-            match self.write_deploy(spec, digest, caller).await {
+            let fingerprint = match self.sealed_refs(&spec) {
+                Ok(sealed) if sealed.is_empty() => None,
+                Ok(sealed) => Some(crate::secrets::fingerprint(&sealed)),
+                Err(e) => {
+                    response.errors.push(e.message);
+                    continue;
+                }
+            };
+            match self.write_deploy(spec, digest, fingerprint, caller).await {
                 Ok((name, changed, generation)) => {
                     response.generations.insert(name.clone(), generation);
                     if changed {
@@ -213,6 +218,7 @@ impl ControlPlane {
         &self,
         spec: ServiceSpec,
         digest: String,
+        fingerprint: Option<String>,
         caller: &str,
     ) -> Result<(String, bool, u64), ApiError> {
         let name = spec.name.clone();
@@ -222,7 +228,9 @@ impl ControlPlane {
         let now = now_rfc3339();
         let record = match current {
             Some(mut r)
-                if !spec_changed(&r.spec, &spec) && r.image_digest.as_deref() == Some(&digest) =>
+                if !spec_changed(&r.spec, &spec)
+                    && r.image_digest.as_deref() == Some(&digest)
+                    && r.secrets_fingerprint == fingerprint =>
             {
                 if r.spec.replicas == spec.replicas && !r.stopped {
                     return Ok((name, false, r.generation));
@@ -298,6 +306,7 @@ impl ControlPlane {
                     updated_at: now,
                     failed: None,
                     canary: None,
+                    secrets_fingerprint: fingerprint,
                 }
             }
         };

@@ -55,6 +55,9 @@ impl Handler for ControlPlane {
             ApiRequest::CreateToken(t) => self.create_token(t),
             ApiRequest::ListTokens => self.list_tokens(),
             ApiRequest::DeleteToken { name } => self.delete_token(&name),
+            ApiRequest::PutSecret { name, value } => self.put_secret(&name, &value),
+            ApiRequest::ListSecrets => self.list_secrets(),
+            ApiRequest::DeleteSecret { name } => self.delete_secret(&name),
         }
     }
 

@@ -44,6 +44,8 @@ pub struct Settings {
     pub node_labels: std::collections::BTreeMap<String, String>,
     /// Tokens from the config file.
     pub tokens: Vec<api::auth::TokenEntry>,
+    /// The cipher of secrets; without it no secret can be stored or used.
+    pub secrets: Option<Arc<crate::secrets::SecretBox>>,
 }
 
 /// Cheap to clone; everything behind one `Arc`.

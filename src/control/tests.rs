@@ -196,6 +196,7 @@ async fn adopts_what_runs_and_removes_orphans() {
             updated_at: String::new(),
             failed: None,
             canary: None,
+            secrets_fingerprint: None,
         })
         .unwrap();
     let inst = |id: &str, service: &str, slot| Instance {

@@ -380,10 +380,20 @@ async fn execute(
                 },
                 Action::Start { slot } => {
                     let Some(record) = record else { return };
-                    let spec = instance_spec(record, slot);
-                    let id = spec.id.clone();
-                    match inner.agent.start(&spec).await {
-                        Ok(pid) => {
+                    let started = match instance_spec(inner, record, slot) {
+                        Ok(spec) => {
+                            let id = spec.id.clone();
+                            inner
+                                .agent
+                                .start(&spec)
+                                .await
+                                .map(|pid| (id, pid))
+                                .map_err(|e| e.to_string())
+                        }
+                        Err(e) => Err(e),
+                    };
+                    match started {
+                        Ok((id, pid)) => {
                             let mut st = inner.state_mut();
                             st.record_start(&id, pid, Instant::now());
                             let s = st.services.entry(service.to_string()).or_default();
@@ -407,10 +417,31 @@ async fn execute(
 }
 
 /// What to run for `slot` of the record's current version.
-pub(crate) fn instance_spec(record: &ServiceRecord, slot: u32) -> InstanceSpec {
+/// What to run for `slot` of the record's current version, with
+/// `${secrets.KEY}` in env replaced by the decrypted values. Errors name the
+/// secret, never a value.
+pub(crate) fn instance_spec(
+    inner: &Inner,
+    record: &ServiceRecord,
+    slot: u32,
+) -> Result<InstanceSpec, String> {
     let spec = &record.spec;
     let resources = spec.resources.clone().unwrap_or_default();
-    InstanceSpec {
+    let mut env = Vec::with_capacity(spec.env.len());
+    for (k, v) in &spec.env {
+        let resolved = crate::secrets::substitute(v, &mut |name| {
+            let sealed = inner.repo.secret(name).ok().flatten()?;
+            inner
+                .settings
+                .secrets
+                .as_ref()?
+                .open_value(name, &sealed)
+                .ok()
+        })
+        .map_err(|e| format!("env {k}: {e}"))?;
+        env.push((k.clone(), resolved));
+    }
+    Ok(InstanceSpec {
         id: InstanceSpec::new_id(&spec.name, slot),
         service: spec.name.clone(),
         project: spec.project.clone(),
@@ -418,11 +449,7 @@ pub(crate) fn instance_spec(record: &ServiceRecord, slot: u32) -> InstanceSpec {
         slot,
         image: spec.image.clone(),
         command: spec.command.clone(),
-        env: spec
-            .env
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+        env,
         // Validated at deploy time.
         memory_bytes: resources
             .memory
@@ -430,7 +457,7 @@ pub(crate) fn instance_spec(record: &ServiceRecord, slot: u32) -> InstanceSpec {
             .and_then(|m| cri::MemoryLimit::parse(m).ok())
             .map(|m| m.bytes()),
         cpu: resources.cpu,
-    }
+    })
 }
 
 async fn event_loop(inner: Arc<Inner>, mut events: tokio::sync::mpsc::Receiver<AgentEvent>) {

@@ -24,6 +24,8 @@ pub enum Tree {
     Nodes,
     /// Replica addresses (the network's IPAM).
     Ipam,
+    /// Encrypted secrets.
+    Secrets,
 }
 
 impl Tree {
@@ -34,6 +36,7 @@ impl Tree {
             Tree::Webhooks => "webhooks",
             Tree::Nodes => "nodes",
             Tree::Ipam => "ipam",
+            Tree::Secrets => "secrets",
         }
     }
 }
@@ -138,6 +141,27 @@ impl Repo {
         let existed = self.store.get(Tree::Tokens, name)?.is_some();
         self.store.delete(Tree::Tokens, name)?;
         Ok(existed)
+    }
+
+    /// A secret, sealed.
+    pub fn secret(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.store.get(Tree::Secrets, name)
+    }
+    pub fn put_secret(&self, name: &str, sealed: &[u8]) -> Result<(), StoreError> {
+        self.store.put(Tree::Secrets, name, sealed)
+    }
+    pub fn delete_secret(&self, name: &str) -> Result<bool, StoreError> {
+        let existed = self.store.get(Tree::Secrets, name)?.is_some();
+        self.store.delete(Tree::Secrets, name)?;
+        Ok(existed)
+    }
+    pub fn secret_names(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .store
+            .list(Tree::Secrets)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
     }
 
     pub fn webhooks(&self) -> Result<Vec<serde_json::Value>, StoreError> {

@@ -38,6 +38,10 @@ pub struct ServiceRecord {
     /// Why the last deploy was reverted, until the next one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed: Option<String>,
+    /// Digest of the secrets the spec refers to, as deployed: a redeploy
+    /// after a secret changed is a new version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets_fingerprint: Option<String>,
     /// A new version taking a share of the traffic beside this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<Canary>,

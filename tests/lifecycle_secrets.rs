@@ -1,0 +1,150 @@
+//! Secrets: encrypted at rest, resolved into the process environment,
+//! absent from every answer and from orca's log, not restarting anything
+//! when changed, picked up by a redeploy.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use api::status::StatusResponse;
+use common::server::{OrcaServer, ADMIN, DEPLOYER};
+use serde_json::{json, Value};
+
+const VALUE: &str = "s3cr3t-value-7f1c";
+const NEW_VALUE: &str = "r0tated-value-9a2e";
+
+fn environ(pid: u32) -> String {
+    String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/environ")).unwrap())
+        .replace('\0', "\n")
+}
+
+fn all_files_contain(dir: &std::path::Path, needle: &[u8]) -> bool {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if std::fs::read(&p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
+            {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+async fn running_pid(c: &api::client::ApiClient, version: u64) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s: StatusResponse = c.get("/api/v1/status").await.unwrap();
+        let svc = &s.services[0];
+        if svc.version == version
+            && svc.instances.len() == 1
+            && svc.instances[0].state == "running"
+            && svc.instances[0].version == version
+        {
+            return svc.instances[0].pid.unwrap();
+        }
+        assert!(Instant::now() < deadline, "{svc:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_are_sealed_resolved_and_never_shown() {
+    let Some(env) = common::env() else { return };
+    let server = OrcaServer::start(&env, "secrets").await;
+    let c = server.admin();
+    let spec = json!({ "services": [{ "name": "app", "image": env.image("logger:latest"),
+        "env": { "PASS": "${secrets.DB_PASS}", "PLAIN": "x" }, "stop_grace_secs": 1 }] });
+
+    let e = c
+        .post::<_, Value>("/api/v1/deploy", &spec)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("unknown secret \"DB_PASS\""), "{e}");
+
+    // Only admins manage secrets.
+    let deployer = server.client(Some(DEPLOYER));
+    assert!(deployer
+        .put::<_, Value>("/api/v1/secrets/DB_PASS", &json!({ "value": VALUE }))
+        .await
+        .is_err());
+    let r: Value = c
+        .put("/api/v1/secrets/DB_PASS", &json!({ "value": VALUE }))
+        .await
+        .unwrap();
+    assert_eq!(r["stored"], true);
+    assert!(!r.to_string().contains(VALUE));
+    let list: Value = c.get("/api/v1/secrets").await.unwrap();
+    assert_eq!(list["secrets"], json!(["DB_PASS"]));
+    let e = c
+        .put::<_, Value>("/api/v1/secrets/BAD-NAME", &json!({ "value": "x" }))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("invalid secret name"), "{e}");
+
+    // Resolved into the process environment.
+    c.post::<_, Value>("/api/v1/deploy", &spec).await.unwrap();
+    let pid = running_pid(&c, 1).await;
+    let env_text = environ(pid);
+    assert!(env_text.contains(&format!("PASS={VALUE}")), "{env_text}");
+
+    // Nowhere else: answers, versions, orca's log, the store's files.
+    let status = c.get_text("/api/v1/status").await.unwrap();
+    let versions = c.get_text("/api/v1/services/app/versions").await.unwrap();
+    let metrics = c.get_text("/metrics").await.unwrap();
+    for text in [&status, &versions, &metrics, &server.log()] {
+        assert!(!text.contains(VALUE), "the value leaked: {text}");
+    }
+    assert!(status.contains("${secrets.DB_PASS}") || !status.contains("PASS"));
+    let data = server.dir.path().join("data");
+    assert!(
+        !all_files_contain(&data.join("db"), VALUE.as_bytes()),
+        "plaintext in the sled files"
+    );
+    let mode = std::fs::metadata(data.join("secrets.key"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+
+    // Changing it restarts nothing; redeploying the same spec picks it up.
+    c.put::<_, Value>("/api/v1/secrets/DB_PASS", &json!({ "value": NEW_VALUE }))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(running_pid(&c, 1).await, pid);
+    let r: Value = c.post("/api/v1/deploy", &spec).await.unwrap();
+    assert_eq!(r["deployed"], json!(["app"]), "{r}");
+    let new_pid = running_pid(&c, 2).await;
+    assert_ne!(new_pid, pid);
+    assert!(environ(new_pid).contains(&format!("PASS={NEW_VALUE}")));
+    // An identical redeploy now is a no-op.
+    let r: Value = c.post("/api/v1/deploy", &spec).await.unwrap();
+    assert_eq!(r["unchanged"], json!(["app"]), "{r}");
+
+    // The CLI imports a .env file.
+    let dotenv = server.dir.path().join("prod.env");
+    std::fs::write(&dotenv, "# comment\nAPI_KEY=abc123\nexport TOKEN=\"t k\"\n").unwrap();
+    let out = std::process::Command::new(common::orca_bin())
+        .args(["secrets", "import", "-f", dotenv.to_str().unwrap()])
+        .env("ORCA_API", format!("http://{}", server.addr()))
+        .env("ORCA_TOKEN", ADMIN)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: Value = c.get("/api/v1/secrets").await.unwrap();
+    assert_eq!(list["secrets"], json!(["API_KEY", "DB_PASS", "TOKEN"]));
+    c.delete::<Value>("/api/v1/secrets/TOKEN").await.unwrap();
+    assert!(c.delete::<Value>("/api/v1/secrets/TOKEN").await.is_err());
+}
