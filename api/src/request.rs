@@ -60,7 +60,7 @@ pub enum ApiRequest {
     },
     GitWebhook(GitWebhook),
     ListWebhooks,
-    CreateWebhook(serde_json::Value),
+    CreateWebhook(crate::status::WebhookRequest),
     DeleteWebhook {
         id: String,
     },
@@ -423,7 +423,14 @@ pub fn parse(raw: RawRequest<'_>) -> Result<ApiRequest, ApiError> {
             }
             ["webhooks"] => match *m {
                 Method::GET => ApiRequest::ListWebhooks,
-                Method::POST => ApiRequest::CreateWebhook(json(&raw.body)?),
+                Method::POST => {
+                    // Never echo a parse error: the body holds a secret.
+                    let body: crate::status::WebhookRequest = serde_json::from_slice(&raw.body).map_err(|_| {
+                        ApiError::bad_request("malformed JSON: expected {\"repo\", \"service\", \"branch\", \"secret\"}")
+                    })?;
+                    body.validate()?;
+                    ApiRequest::CreateWebhook(body)
+                }
                 _ => return Err(wrong_method("GET, POST")),
             },
             ["webhooks", "github"] => {
@@ -714,7 +721,12 @@ mod tests {
                 r#"{"replicas":1}"#,
             ),
             (Method::POST, "/api/v1/services/web/rollback", ""),
-            (Method::POST, "/api/v1/webhooks", "{}"),
+            (
+                Method::POST,
+                "/api/v1/webhooks",
+                r#"{"repo":"o/r","service":"web","secret":"12345678"}"#,
+            ),
+            (Method::PUT, "/api/v1/secrets/A", r#"{"value":"x"}"#),
             (
                 Method::POST,
                 "/api/v1/tokens",

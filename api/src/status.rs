@@ -111,6 +111,54 @@ pub struct VersionInfo {
     pub note: Option<String>,
 }
 
+/// `POST /api/v1/webhooks` body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookRequest {
+    /// `owner/name` as the git host names it.
+    pub repo: String,
+    pub service: String,
+    #[serde(default = "default_branch")]
+    pub branch: String,
+    /// The shared secret the git host signs deliveries with.
+    pub secret: String,
+}
+
+fn default_branch() -> String {
+    "main".to_string()
+}
+
+impl WebhookRequest {
+    pub fn validate(&self) -> Result<(), crate::ApiError> {
+        crate::names::checked_name("service", &self.service)?;
+        let repo_ok = !self.repo.is_empty()
+            && self.repo.len() <= 200
+            && self.repo.contains('/')
+            && self
+                .repo
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c));
+        if !repo_ok {
+            return Err(crate::ApiError::bad_request(format!(
+                "invalid repo {:?}: expected owner/name",
+                self.repo
+            )));
+        }
+        if self.branch.is_empty()
+            || self.branch.len() > 200
+            || self.branch.chars().any(|c| c.is_whitespace())
+        {
+            return Err(crate::ApiError::bad_request("invalid branch"));
+        }
+        if self.secret.len() < 8 {
+            return Err(crate::ApiError::bad_request(
+                "the webhook secret must be at least 8 characters",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// `POST /api/v1/tokens` body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -5,7 +5,7 @@ use api::status::{ClusterInfo, StatusResponse};
 use serde_json::Value;
 
 use super::table;
-use super::{SecretsCommand, TokenCommand};
+use super::{SecretsCommand, TokenCommand, WebhookCommand};
 
 fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
@@ -262,7 +262,37 @@ pub async fn token(client: &ApiClient, command: TokenCommand, json: bool) -> any
     Ok(())
 }
 
-pub async fn webhooks(client: &ApiClient, json: bool) -> anyhow::Result<()> {
+pub async fn webhooks(
+    client: &ApiClient,
+    command: Option<WebhookCommand>,
+    json: bool,
+) -> anyhow::Result<()> {
+    match command {
+        Some(WebhookCommand::Add {
+            repo,
+            service,
+            branch,
+            secret,
+        }) => {
+            let v: Value = client
+                .post("/api/v1/webhooks", &serde_json::json!({ "repo": repo, "service": service, "branch": branch, "secret": secret }))
+                .await?;
+            if json {
+                return print_json(&v);
+            }
+            println!(
+                "webhook {} added: POST /api/v1/webhooks/github",
+                v["id"].as_str().unwrap_or("")
+            );
+            return Ok(());
+        }
+        Some(WebhookCommand::Rm { id }) => {
+            let _: Value = client.delete(&format!("/api/v1/webhooks/{id}")).await?;
+            println!("deleted {id}");
+            return Ok(());
+        }
+        None => {}
+    }
     let v: Value = client.get("/api/v1/webhooks").await?;
     if json {
         return print_json(&v);

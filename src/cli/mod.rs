@@ -117,8 +117,11 @@ pub enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
-    /// Registered git webhooks.
-    Webhooks,
+    /// Git push webhooks: list them, or add / rm one.
+    Webhooks {
+        #[command(subcommand)]
+        command: Option<WebhookCommand>,
+    },
     /// Secrets, for `${secrets.KEY}` in service env (admin).
     Secrets {
         #[command(subcommand)]
@@ -144,6 +147,23 @@ pub enum TokenCommand {
     List,
     /// Delete a token.
     Rm { name: String },
+}
+
+#[derive(Subcommand)]
+pub enum WebhookCommand {
+    /// Redeploy SERVICE when REPO's BRANCH is pushed (deliveries signed with SECRET).
+    Add {
+        #[arg(long)]
+        repo: String,
+        #[arg(long)]
+        service: String,
+        #[arg(long, default_value = "main")]
+        branch: String,
+        #[arg(long)]
+        secret: String,
+    },
+    /// Delete a webhook.
+    Rm { id: String },
 }
 
 #[derive(Subcommand)]
@@ -247,7 +267,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
         Command::Token { command } => commands::token(&client, command, json).await,
-        Command::Webhooks => commands::webhooks(&client, json).await,
+        Command::Webhooks { command } => commands::webhooks(&client, command, json).await,
         Command::Secrets { command } => commands::secrets(&client, command, json).await,
         Command::Image { command } => image(&cli.containerd, &cli.namespace, command).await,
     }

@@ -38,20 +38,10 @@ impl Handler for ControlPlane {
             ApiRequest::ClusterInfo => ApiResponse::ok(&self.cluster_info()),
             ApiRequest::Drain { node } => self.set_drained(&node, true),
             ApiRequest::Undrain { node } => self.set_drained(&node, false),
-            ApiRequest::ListWebhooks => {
-                let hooks = self
-                    .inner()
-                    .repo
-                    .webhooks()
-                    .map_err(|e| ApiError::internal(e.to_string()))?;
-                ApiResponse::ok(&serde_json::json!({ "webhooks": hooks }))
-            }
-            ApiRequest::GitWebhook(_)
-            | ApiRequest::CreateWebhook(_)
-            | ApiRequest::DeleteWebhook { .. } => Err(ApiError::new(
-                501,
-                "git webhooks are not available in this build yet",
-            )),
+            ApiRequest::ListWebhooks => self.list_webhooks(),
+            ApiRequest::CreateWebhook(w) => self.create_webhook(w),
+            ApiRequest::DeleteWebhook { id } => self.delete_webhook(&id),
+            ApiRequest::GitWebhook(delivery) => self.git_webhook(delivery).await,
             ApiRequest::CreateToken(t) => self.create_token(t),
             ApiRequest::ListTokens => self.list_tokens(),
             ApiRequest::DeleteToken { name } => self.delete_token(&name),

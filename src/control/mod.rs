@@ -16,6 +16,7 @@ mod state;
 mod status;
 #[cfg(test)]
 mod tests;
+mod webhooks;
 mod worker;
 
 use std::collections::HashMap;

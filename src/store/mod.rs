@@ -164,8 +164,27 @@ impl Repo {
             .collect())
     }
 
-    pub fn webhooks(&self) -> Result<Vec<serde_json::Value>, StoreError> {
-        self.list_json(Tree::Webhooks)
+    /// Every value of `tree`, decoded.
+    pub fn list_typed<T: serde::de::DeserializeOwned>(
+        &self,
+        tree: Tree,
+    ) -> Result<Vec<T>, StoreError> {
+        self.list_json(tree)
+    }
+    /// Stores `value` under `key`, durably.
+    pub fn put_typed<T: serde::Serialize>(
+        &self,
+        tree: Tree,
+        key: &str,
+        value: &T,
+    ) -> Result<(), StoreError> {
+        self.put_json(tree, key, value)
+    }
+    /// Deletes `key`; whether it was there.
+    pub fn delete_in(&self, tree: Tree, key: &str) -> Result<bool, StoreError> {
+        let existed = self.store.get(tree, key)?.is_some();
+        self.store.delete(tree, key)?;
+        Ok(existed)
     }
 }
 

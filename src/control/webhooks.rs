@@ -1,0 +1,294 @@
+//! Git push webhooks: registered per repo, service and branch with a shared
+//! secret (sealed in the store, never shown). A delivery is trusted only
+//! after its HMAC-SHA256 signature (GitHub's `X-Hub-Signature-256` or
+//! Gitea's `X-Gitea-Signature`) checks out in constant time against a
+//! registered secret; then `ping` answers 200, a push to another branch is
+//! ignored, and a push to the registered branch re-resolves the service's
+//! image tag and rolls the service out, answering 202 at once. Recent
+//! deliveries are kept per webhook; a replayed delivery id is ignored.
+
+use api::request::GitWebhook;
+use api::status::WebhookRequest;
+use api::{ApiError, ApiResponse};
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use super::ControlPlane;
+use crate::store::Tree;
+
+/// Invocations kept per webhook.
+const KEEP_INVOCATIONS: usize = 20;
+/// Delivery ids remembered per webhook, to spot replays.
+const KEEP_DELIVERIES: usize = 200;
+
+/// One delivery and what came of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Invocation {
+    pub at: String,
+    pub delivery: Option<String>,
+    pub event: String,
+    pub result: String,
+}
+
+/// A registered webhook, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebhookRecord {
+    pub id: String,
+    pub repo: String,
+    pub service: String,
+    pub branch: String,
+    /// The shared secret, sealed (hex).
+    pub secret_sealed: String,
+    pub created_at: String,
+    #[serde(default)]
+    pub invocations: Vec<Invocation>,
+    #[serde(default)]
+    pub deliveries: Vec<String>,
+}
+
+impl WebhookRecord {
+    /// What the API shows: everything but the secret.
+    fn public(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id, "repo": self.repo, "service": self.service, "branch": self.branch,
+            "created_at": self.created_at, "invocations": self.invocations,
+        })
+    }
+}
+
+/// True if `signature` (hex, maybe `sha256=`-prefixed) is the HMAC-SHA256
+/// of `body` under `secret`; the comparison is constant-time.
+pub fn signature_ok(secret: &[u8], body: &[u8], signature: &str) -> bool {
+    let hex_sig = signature
+        .trim()
+        .strip_prefix("sha256=")
+        .unwrap_or(signature.trim());
+    let Ok(expected) = hex::decode(hex_sig) else {
+        return false;
+    };
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else {
+        return false;
+    };
+    mac.update(body);
+    mac.verify_slice(&expected).is_ok()
+}
+
+#[derive(Deserialize)]
+struct PushPayload {
+    #[serde(rename = "ref", default)]
+    git_ref: String,
+    #[serde(default)]
+    repository: Option<Repository>,
+}
+
+#[derive(Deserialize)]
+struct Repository {
+    #[serde(default)]
+    full_name: String,
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+impl ControlPlane {
+    fn webhook_records(&self) -> Result<Vec<WebhookRecord>, ApiError> {
+        self.inner()
+            .repo
+            .list_typed::<WebhookRecord>(Tree::Webhooks)
+            .map_err(|e| ApiError::internal(e.to_string()))
+    }
+
+    fn save_webhook(&self, hook: &WebhookRecord) -> Result<(), ApiError> {
+        self.inner()
+            .repo
+            .put_typed(Tree::Webhooks, &hook.id, hook)
+            .map_err(|e| ApiError::internal(format!("could not save: {e}")))
+    }
+
+    pub(crate) fn list_webhooks(&self) -> Result<ApiResponse, ApiError> {
+        let hooks: Vec<serde_json::Value> = self
+            .webhook_records()?
+            .iter()
+            .map(WebhookRecord::public)
+            .collect();
+        ApiResponse::ok(&serde_json::json!({ "webhooks": hooks }))
+    }
+
+    pub(crate) fn create_webhook(&self, request: WebhookRequest) -> Result<ApiResponse, ApiError> {
+        let secrets = self
+            .inner()
+            .settings
+            .secrets
+            .as_ref()
+            .ok_or_else(|| ApiError::unavailable("this server keeps no secrets"))?;
+        let id = format!("wh{:010x}", rand::random::<u64>() & 0xff_ffff_ffff);
+        let hook = WebhookRecord {
+            id: id.clone(),
+            repo: request.repo,
+            service: request.service,
+            branch: request.branch,
+            secret_sealed: hex::encode(secrets.seal(&format!("webhook:{id}"), &request.secret)),
+            created_at: now(),
+            invocations: Vec::new(),
+            deliveries: Vec::new(),
+        };
+        self.save_webhook(&hook)?;
+        ApiResponse::json(201, &hook.public())
+    }
+
+    pub(crate) fn delete_webhook(&self, id: &str) -> Result<ApiResponse, ApiError> {
+        let existed = self
+            .inner()
+            .repo
+            .delete_in(Tree::Webhooks, id)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        if !existed {
+            return Err(ApiError::not_found(format!("webhook not found: {id}")));
+        }
+        ApiResponse::ok(&serde_json::json!({ "deleted": id }))
+    }
+
+    /// A delivery from GitHub or Gitea (see the module doc).
+    pub(crate) async fn git_webhook(&self, delivery: GitWebhook) -> Result<ApiResponse, ApiError> {
+        let Some(signature) = delivery
+            .github_signature
+            .as_deref()
+            .or(delivery.gitea_signature.as_deref())
+        else {
+            return Err(ApiError::unauthorized(
+                "missing signature (X-Hub-Signature-256 or X-Gitea-Signature)",
+            ));
+        };
+        let secrets = self
+            .inner()
+            .settings
+            .secrets
+            .as_ref()
+            .ok_or_else(|| ApiError::unauthorized("no webhook is registered"))?;
+        // Every registered secret is tried, so timing says nothing about which.
+        let mut matched: Vec<WebhookRecord> = Vec::new();
+        for hook in self.webhook_records()? {
+            let Ok(sealed) = hex::decode(&hook.secret_sealed) else {
+                continue;
+            };
+            let Ok(secret) = secrets.open_value(&format!("webhook:{}", hook.id), &sealed) else {
+                continue;
+            };
+            if signature_ok(secret.as_bytes(), &delivery.body, signature) {
+                matched.push(hook);
+            }
+        }
+        if matched.is_empty() {
+            return Err(ApiError::unauthorized("bad signature"));
+        }
+        let event = delivery.event.clone().unwrap_or_default();
+        let mut status = 200;
+        let mut answers = Vec::new();
+        for mut hook in matched {
+            let result = self.handle_delivery(&hook, &event, &delivery).await;
+            if result.starts_with("redeploying") {
+                status = 202;
+            }
+            if let Some(d) = &delivery.delivery {
+                hook.deliveries.push(d.clone());
+                let excess = hook.deliveries.len().saturating_sub(KEEP_DELIVERIES);
+                hook.deliveries.drain(..excess);
+            }
+            hook.invocations.insert(
+                0,
+                Invocation {
+                    at: now(),
+                    delivery: delivery.delivery.clone(),
+                    event: event.clone(),
+                    result: result.clone(),
+                },
+            );
+            hook.invocations.truncate(KEEP_INVOCATIONS);
+            self.save_webhook(&hook)?;
+            answers.push(serde_json::json!({ "webhook": hook.id, "result": result }));
+        }
+        ApiResponse::json(status, &serde_json::json!({ "results": answers }))
+    }
+
+    /// What one verified delivery does to one webhook; the result text.
+    async fn handle_delivery(
+        &self,
+        hook: &WebhookRecord,
+        event: &str,
+        delivery: &GitWebhook,
+    ) -> String {
+        if let Some(d) = &delivery.delivery {
+            if hook.deliveries.contains(d) {
+                return format!("ignored: delivery {d} was already handled");
+            }
+        }
+        match event {
+            "ping" => return "pong".into(),
+            "push" => {}
+            "" => return "ignored: no event header".into(),
+            other => return format!("ignored: event {other}"),
+        }
+        let Ok(push) = serde_json::from_slice::<PushPayload>(&delivery.body) else {
+            return "ignored: unreadable push payload".into();
+        };
+        let branch = push
+            .git_ref
+            .strip_prefix("refs/heads/")
+            .unwrap_or(&push.git_ref);
+        if branch != hook.branch {
+            return format!("ignored: push to {branch}, not {}", hook.branch);
+        }
+        if let Some(repo) = push.repository.as_ref().filter(|r| !r.full_name.is_empty()) {
+            if !repo.full_name.eq_ignore_ascii_case(&hook.repo) {
+                return format!(
+                    "ignored: repository {} is not {}",
+                    repo.full_name, hook.repo
+                );
+            }
+        }
+        let Some(record) = self.inner().state().records.get(&hook.service).cloned() else {
+            return format!("ignored: service {} is not deployed", hook.service);
+        };
+        // Re-resolve the tag in the background: a moved tag is a new digest,
+        // so a new version, rolled out like any deploy.
+        let cp = self.clone();
+        let spec = record.spec.clone();
+        let by = format!("webhook {}", hook.id);
+        tokio::spawn(async move {
+            let request = api::spec::DeployRequest {
+                services: vec![spec],
+            };
+            match cp.deploy(request, &by).await {
+                Ok(_) => tracing::info!(by, "push redeploy requested"),
+                Err(e) => tracing::warn!(by, error = %e.message, "push redeploy failed"),
+            }
+        });
+        format!("redeploying {} from {branch}", hook.service)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures() {
+        // RFC 4231-style check against a known HMAC-SHA256.
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"key").unwrap();
+        mac.update(b"The quick brown fox jumps over the lazy dog");
+        let good = hex::encode(mac.finalize().into_bytes());
+        assert_eq!(
+            good,
+            "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8"
+        );
+        let body = b"The quick brown fox jumps over the lazy dog";
+        assert!(signature_ok(b"key", body, &format!("sha256={good}")));
+        assert!(signature_ok(b"key", body, &good));
+        assert!(!signature_ok(b"other", body, &good));
+        assert!(!signature_ok(b"key", b"tampered", &good));
+        assert!(!signature_ok(b"key", body, "sha256=zz"));
+        assert!(!signature_ok(b"key", body, ""));
+    }
+}

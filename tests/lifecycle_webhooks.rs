@@ -1,0 +1,241 @@
+//! Git push webhooks: the signature matrix (GitHub, Gitea, bad, missing),
+//! ping, a push to another branch, a replayed delivery, and a push after
+//! the image tag moved, which redeploys the service.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use api::status::StatusResponse;
+use common::server::{OrcaServer, DEPLOYER};
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const SECRET: &str = "hook-secret-1234";
+
+fn sign(body: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// POSTs a delivery; (status, body).
+async fn deliver(addr: &str, headers: &[(&str, String)], body: &str) -> (u16, Value) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut req = format!("POST /api/v1/webhooks/github HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+fn skopeo_tag(env: &common::TestEnv, layout: &str, tag: &str, dest: &str) {
+    let out = std::process::Command::new("skopeo")
+        .args(["copy", "-q", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:{tag}", env.images.join(layout).display()))
+        .arg(format!("docker://{dest}"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_webhooks_verify_then_redeploy() {
+    let Some(env) = common::env() else { return };
+    let server = OrcaServer::start(&env, "webhook").await;
+    let c = server.admin();
+    let addr = server.addr();
+
+    // A tag of this test's own, pointing at v1 first.
+    let tag = format!("{}/orca-test/moving:{}", env.registry, server.namespace);
+    skopeo_tag(&env, "web-v1", "v1", &tag);
+    c.post::<_, Value>("/api/v1/deploy", &json!({ "services": [{ "name": "site", "image": tag, "port": 8080, "stop_grace_secs": 1 }] }))
+        .await
+        .unwrap();
+
+    let deployer = server.client(Some(DEPLOYER));
+    let hook: Value = deployer
+        .post(
+            "/api/v1/webhooks",
+            &json!({ "repo": "acme/site", "service": "site", "branch": "main", "secret": SECRET }),
+        )
+        .await
+        .unwrap();
+    let listed = c.get_text("/api/v1/webhooks").await.unwrap();
+    assert!(
+        listed.contains("acme/site") && !listed.contains(SECRET),
+        "{listed}"
+    );
+
+    let push = |branch: &str| {
+        json!({ "ref": format!("refs/heads/{branch}"), "repository": { "full_name": "acme/site" } })
+            .to_string()
+    };
+
+    // Missing and bad signatures: 401, whatever the body says.
+    let (status, _) = deliver(&addr, &[("X-GitHub-Event", "push".into())], &push("main")).await;
+    assert_eq!(status, 401);
+    let (status, _) = deliver(
+        &addr,
+        &[
+            ("X-GitHub-Event", "push".into()),
+            ("X-Hub-Signature-256", format!("sha256={}", "0".repeat(64))),
+        ],
+        &push("main"),
+    )
+    .await;
+    assert_eq!(status, 401);
+    let (status, _) = deliver(
+        &addr,
+        &[
+            ("X-GitHub-Event", "push".into()),
+            ("X-Hub-Signature-256", "sha256=nothex".into()),
+        ],
+        "{not json",
+    )
+    .await;
+    assert_eq!(status, 401);
+
+    // GitHub ping.
+    let ping = json!({ "zen": "hi" }).to_string();
+    let (status, body) = deliver(
+        &addr,
+        &[
+            ("X-GitHub-Event", "ping".into()),
+            ("X-Hub-Signature-256", format!("sha256={}", sign(&ping))),
+            ("X-GitHub-Delivery", "d-1".into()),
+        ],
+        &ping,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["results"][0]["result"], "pong");
+
+    // Gitea push to another branch: ignored.
+    let other = push("dev");
+    let (status, body) = deliver(
+        &addr,
+        &[
+            ("X-Gitea-Event", "push".into()),
+            ("X-Gitea-Signature", sign(&other)),
+            ("X-Gitea-Delivery", "d-2".into()),
+        ],
+        &other,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        body["results"][0]["result"]
+            .as_str()
+            .unwrap()
+            .starts_with("ignored: push to dev"),
+        "{body}"
+    );
+
+    // The tag moves to v2; a signed push to main redeploys.
+    skopeo_tag(&env, "web-v2", "v2", &tag);
+    let main = push("main");
+    let (status, body) = deliver(
+        &addr,
+        &[
+            ("X-GitHub-Event", "push".into()),
+            ("X-Hub-Signature-256", format!("sha256={}", sign(&main))),
+            ("X-GitHub-Delivery", "d-3".into()),
+        ],
+        &main,
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s: StatusResponse = c.get("/api/v1/status").await.unwrap();
+        let svc = &s.services[0];
+        if svc.version == 2
+            && svc.instances.len() == 1
+            && svc.instances[0].version == 2
+            && svc.instances[0].state == "running"
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no redeploy: {svc:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let cri = server.cri().await;
+    let s: StatusResponse = c.get("/api/v1/status").await.unwrap();
+    let id = s.services[0].instances[0].id.clone();
+    let out = cri
+        .exec(
+            &id,
+            &["cat".to_string(), "/www/index.html".to_string()],
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.stdout.trim(), "web v2");
+
+    // The same delivery again is ignored.
+    let (status, body) = deliver(
+        &addr,
+        &[
+            ("X-GitHub-Event", "push".into()),
+            ("X-Hub-Signature-256", format!("sha256={}", sign(&main))),
+            ("X-GitHub-Delivery", "d-3".into()),
+        ],
+        &main,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        body["results"][0]["result"]
+            .as_str()
+            .unwrap()
+            .contains("already handled"),
+        "{body}"
+    );
+
+    // Invocations are kept and listed.
+    let listed: Value = c.get("/api/v1/webhooks").await.unwrap();
+    let invocations = listed["webhooks"][0]["invocations"].as_array().unwrap();
+    assert_eq!(invocations.len(), 4, "{listed}");
+    assert_eq!(invocations[0]["delivery"], "d-3");
+    let id = hook["id"].as_str().unwrap();
+    c.delete::<Value>(&format!("/api/v1/webhooks/{id}"))
+        .await
+        .unwrap();
+    let (status, _) = deliver(
+        &addr,
+        &[
+            ("X-GitHub-Event", "ping".into()),
+            ("X-Hub-Signature-256", format!("sha256={}", sign(&ping))),
+        ],
+        &ping,
+    )
+    .await;
+    assert_eq!(
+        status, 401,
+        "a deleted webhook's secret no longer opens anything"
+    );
+}
