@@ -1,0 +1,193 @@
+//! The deploy lifecycle measured: a rolling update of 10 replicas v1 -> v2
+//! with a health path, from the deploy until every replica runs v2 and the
+//! old ones are gone, with requests through the ingress all along (failed
+//! ones counted); and how closely canary traffic follows its weight over
+//! 10 000 requests.
+//!
+//! Needs the test environment and a release build:
+//! `cargo bench --bench lifecycle`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use api::client::ApiClient;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const TOKEN: &str = "bench-admin-token-0123456789";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn get(port: u16) -> Option<String> {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: bench.test\r\nConnection: close\r\n\r\n")
+        .await
+        .ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.ok()?;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    text.starts_with("HTTP/1.1 200").then(|| {
+        text.split_once("\r\n\r\n")
+            .map(|(_, b)| b.trim().to_string())
+            .unwrap_or_default()
+    })
+}
+
+fn spec(image: &str, replicas: u32, canary: Option<u32>) -> Value {
+    let mut s = json!({ "name": "web", "image": image, "replicas": replicas, "port": 8080, "domain": "bench.test",
+        "readiness": { "path": "/healthz", "interval_secs": 1 }, "stop_grace_secs": 1 });
+    if let Some(w) = canary {
+        s["deploy"] = json!({ "strategy": "canary", "canary_weight": w });
+    }
+    json!({ "services": [s] })
+}
+
+async fn settled(client: &ApiClient, version: u64, n: usize, canaries: usize) {
+    loop {
+        let s: Value = client.get("/api/v1/status").await.unwrap();
+        let inst = s["services"][0]["instances"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let stable = inst
+            .iter()
+            .filter(|i| i["version"] == version && i["healthy"] == true && i["canary"] == false)
+            .count();
+        let canary = inst
+            .iter()
+            .filter(|i| i["canary"] == true && i["healthy"] == true)
+            .count();
+        if stable == n && canary == canaries && inst.len() == n + canaries {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let socket = std::env::var("ORCA_TEST_CONTAINERD").expect("ORCA_TEST_CONTAINERD");
+    let registry = std::env::var("ORCA_TEST_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".into());
+    let (v1, v2) = (
+        format!("{registry}/orca-test/web:v1"),
+        format!("{registry}/orca-test/web:v2"),
+    );
+    let bin = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/orca");
+    let dir = tempfile::tempdir().unwrap();
+    let (api_port, proxy_port) = (free_port(), free_port());
+    let ns = format!("bench-lc-{}", std::process::id());
+    std::fs::write(
+        dir.path().join("cluster.toml"),
+        format!(
+            "[cluster]\ndata_dir = \"{}\"\napi_listen = \"127.0.0.1:{api_port}\"\n[containerd]\nsocket = \"{socket}\"\nnamespace = \"{ns}\"\n[network]\nbridge = \"obenchl0\"\nsubnet = \"10.125.0.0/24\"\n[proxy]\nhttp_listen = \"127.0.0.1:{proxy_port}\"\n[[token]]\nname = \"admin\"\nvalue = \"{TOKEN}\"\nrole = \"admin\"\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let mut server = Command::new(&bin)
+        .args(["server", "--config"])
+        .arg(dir.path().join("cluster.toml"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("target/release/orca");
+    let client = ApiClient::new(&format!("http://127.0.0.1:{api_port}"), Some(TOKEN.into()));
+    for _ in 0..400 {
+        if client.get::<Value>("/api/v1/health").await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    client
+        .post::<_, Value>("/api/v1/deploy", &spec(&v1, 10, None))
+        .await
+        .unwrap();
+    settled(&client, 1, 10, 0).await;
+
+    // Rolling v1 -> v2 under continuous requests.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let (mut ok, mut failed) = (0usize, 0usize);
+            while !stop.load(Ordering::Relaxed) {
+                match get(proxy_port).await {
+                    Some(_) => ok += 1,
+                    None => failed += 1,
+                }
+            }
+            (ok, failed)
+        })
+    };
+    let t = Instant::now();
+    client
+        .post::<_, Value>("/api/v1/deploy", &spec(&v2, 10, None))
+        .await
+        .unwrap();
+    settled(&client, 2, 10, 0).await;
+    let rolled = t.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed) = load.await.unwrap();
+
+    // Canary accuracy over 10 000 requests, at 10 % and at 50 %.
+    let mut accuracy = Vec::new();
+    for weight in [10u32, 50] {
+        client
+            .post::<_, Value>("/api/v1/deploy", &spec(&v1, 10, Some(weight)))
+            .await
+            .unwrap();
+        let canaries = (10 * weight).div_ceil(100).max(1) as usize;
+        settled(&client, 2, 10, canaries).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for _ in 0..10_000 {
+            if let Some(body) = get(proxy_port).await {
+                *seen.entry(body).or_default() += 1;
+            }
+        }
+        let share = *seen.get("web v1").unwrap_or(&0) as f64 / 100.0;
+        accuracy.push((weight, share));
+        client
+            .post::<_, Value>("/api/v1/services/web/rollback", &json!({}))
+            .await
+            .unwrap();
+        settled(&client, 2, 10, 0).await;
+    }
+
+    client
+        .post::<_, Value>("/api/v1/stop", &json!({}))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = Command::new("ip")
+        .args(["link", "del", "obenchl0"])
+        .output();
+    for family in ["ip", "bridge"] {
+        let _ = Command::new("nft")
+            .args(["delete", "table", family, "orca_obenchl0"])
+            .output();
+    }
+
+    println!("lifecycle, one run, 10 busybox httpd replicas behind the ingress");
+    println!(
+        "rolling update v1 -> v2 (health path, max_unavailable 0): every replica v2 and ready, old ones gone, after {:.1} s; {ok} requests served, {failed} failed",
+        rolled.as_secs_f64()
+    );
+    for (weight, share) in accuracy {
+        println!("canary at {weight}%: {share:.2}% of 10000 requests went to the canary");
+    }
+}
