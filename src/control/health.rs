@@ -142,6 +142,11 @@ async fn run_checker(
         .unwrap_or(Duration::from_secs(2));
     tokio::time::sleep(first).await;
     let mut live_failures = 0;
+    // Until the first success, probe often: a new replica should take
+    // traffic as soon as it answers, not an interval later.
+    let mut eager = ready.is_some();
+    let mut probes = 0u32;
+    let mut last_live: Option<std::time::Instant> = None;
     loop {
         let still_here = {
             let st = inner.state();
@@ -188,7 +193,12 @@ async fn run_checker(
                 super::worker::wake(&inner, &service);
             }
         }
-        if let Some(check) = &live {
+        // Liveness keeps its own pace, also while readiness probes eagerly.
+        let live_due = live
+            .as_ref()
+            .is_some_and(|c| last_live.is_none_or(|t| t.elapsed() >= c.interval));
+        if let (Some(check), true) = (&live, live_due) {
+            last_live = Some(std::time::Instant::now());
             if probe(ip, check).await {
                 live_failures = 0;
             } else {
@@ -202,7 +212,19 @@ async fn run_checker(
                 }
             }
         }
-        tokio::time::sleep(interval).await;
+        probes += 1;
+        if eager
+            && (probes >= 50
+                || inner.state().replicas.get(&id).and_then(|r| r.healthy) == Some(true))
+        {
+            eager = false;
+        }
+        tokio::time::sleep(if eager {
+            Duration::from_millis(100)
+        } else {
+            interval
+        })
+        .await;
     }
     let mut st = inner.state_mut();
     st.checkers.remove(&id);

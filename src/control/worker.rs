@@ -164,6 +164,7 @@ async fn converge(inner: &Arc<Inner>, service: &str) -> Converged {
             let canary = record.as_ref().and_then(|r| r.canary.as_ref());
             let (canary_list, stable_list): (Vec<_>, Vec<_>) = instances
                 .iter()
+                .filter(|i| !st.removing.contains(&i.id))
                 .cloned()
                 .partition(|i| canary.is_some_and(|c| c.version == i.version));
             let stable_plan = plan(desired, &stable_list, &restart_at, start_at, &ready, now);
@@ -342,19 +343,30 @@ async fn execute(
         .for_each_concurrent(PARALLEL, |action| async move {
             match action {
                 Action::Remove { id } => {
-                    let was_routed = inner.routed(&id);
-                    inner.state_mut().removing.insert(id.clone());
-                    if was_routed {
-                        // Out of rotation first; let requests in flight finish.
-                        super::health::publish_routes(inner);
-                        tokio::time::sleep(DRAIN).await;
+                    // In the background: draining and the stop grace period
+                    // must not hold up the rest of a rollout. Planning skips
+                    // replicas being removed; the worker is woken when done.
+                    if !inner.state_mut().removing.insert(id.clone()) {
+                        return;
                     }
-                    if let Err(e) = inner.agent.remove(&id, grace).await {
-                        tracing::warn!(instance = %id, error = %e, "remove failed");
-                    }
-                    let mut st = inner.state_mut();
-                    st.removing.remove(&id);
-                    st.replicas.remove(&id);
+                    let inner = inner.clone();
+                    let service = service.to_string();
+                    tokio::spawn(async move {
+                        if inner.routed(&id) {
+                            // Out of rotation first; let requests in flight finish.
+                            super::health::publish_routes(&inner);
+                            tokio::time::sleep(DRAIN).await;
+                        }
+                        if let Err(e) = inner.agent.remove(&id, grace).await {
+                            tracing::warn!(instance = %id, error = %e, "remove failed");
+                        }
+                        {
+                            let mut st = inner.state_mut();
+                            st.removing.remove(&id);
+                            st.replicas.remove(&id);
+                        }
+                        wake(&inner, &service);
+                    });
                 }
                 Action::Restart { id } => match inner.agent.restart(&id).await {
                     Ok(pid) => {
