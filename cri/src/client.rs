@@ -20,7 +20,7 @@ use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Request;
 
-use crate::error::{CriError, Result};
+use crate::error::{error_chain, CriError, Result};
 use crate::image::PullGate;
 use crate::registry::{RegistryClient, RegistryConfig};
 
@@ -299,17 +299,6 @@ async fn channel_to(socket: &Path) -> Result<Channel> {
             socket: path,
             reason: error_chain(&e),
         })
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
 }
 
 /// containerd namespaces: letters, digits, `_`, `-`, `.`; starting with a

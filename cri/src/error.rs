@@ -175,6 +175,18 @@ fn kind_of(call: &str) -> &'static str {
     }
 }
 
+/// An error with its sources, `outer: inner: innermost`.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
+
 /// Result alias of the crate.
 pub type Result<T, E = CriError> = std::result::Result<T, E>;
 

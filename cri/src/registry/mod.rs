@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 pub use auth::Credentials;
 use auth::{Challenge, TokenResponse};
 
-use crate::error::{CriError, Result};
+use crate::error::{error_chain, CriError, Result};
 use crate::reference::ImageRef;
 
 /// Manifest media types we accept, most specific first.
@@ -438,17 +438,6 @@ fn host_of(url: &str) -> &str {
 fn short(s: &str) -> &str {
     let end = s.char_indices().nth(200).map(|(i, _)| i).unwrap_or(s.len());
     &s[..end]
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
 }
 
 #[cfg(test)]
