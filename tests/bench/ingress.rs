@@ -174,7 +174,10 @@ async fn main() {
         &format!("http://127.0.0.1:{proxy_port}/"),
         Some("bench.test"),
     );
-    let _ = nginx.kill();
+    // SIGTERM to the master stops its workers too (SIGKILL would orphan them).
+    let _ = Command::new("kill")
+        .args(["-TERM", &nginx.id().to_string()])
+        .status();
     let _ = nginx.wait();
 
     // From a replica's start to the first request routed to it.
