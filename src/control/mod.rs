@@ -12,10 +12,12 @@ mod handler;
 mod health;
 mod logs;
 pub mod plan;
+mod rollout;
 mod state;
 mod status;
 #[cfg(test)]
 mod tests;
+mod versions;
 mod webhooks;
 mod worker;
 

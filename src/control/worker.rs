@@ -119,8 +119,6 @@ fn desired_of(record: Option<&ServiceRecord>, drained: bool, node: &str) -> Opti
 
 /// How long a replica without a readiness check must run to count as ready.
 const SETTLE: Duration = Duration::from_secs(2);
-/// How long a rollout may take before it is reverted, by default.
-pub(crate) const DEFAULT_DEADLINE: Duration = Duration::from_secs(60);
 
 async fn converge(inner: &Arc<Inner>, service: &str) -> Converged {
     for _ in 0..MAX_ROUNDS {
@@ -188,8 +186,8 @@ async fn converge(inner: &Arc<Inner>, service: &str) -> Converged {
             .as_ref()
             .is_some_and(|r| stable_list.iter().any(|i| i.version != r.version));
         if let Some(r) = &record {
-            if let Some(reason) = rollout_failure(inner, r, &instances, rolling, now) {
-                revert(inner, r, &reason).await;
+            if let Some(reason) = super::rollout::failure(inner, r, &instances, rolling, now) {
+                super::rollout::revert(inner, r, &reason).await;
                 continue;
             }
         }
@@ -230,99 +228,6 @@ async fn converge(inner: &Arc<Inner>, service: &str) -> Converged {
         execute(inner, service, record.as_ref(), p.actions).await;
     }
     Converged::WakeAt(Some(Instant::now() + Duration::from_secs(1)))
-}
-
-/// Why the rollout to `record`'s version must stop, if it must: a replica
-/// of the new version crashed, or the deadline passed.
-fn rollout_failure(
-    inner: &Arc<Inner>,
-    record: &ServiceRecord,
-    instances: &[crate::agent::Instance],
-    rolling: bool,
-    now: Instant,
-) -> Option<String> {
-    let mut st = inner.state_mut();
-    let rt = st.services.entry(record.spec.name.clone()).or_default();
-    if !rolling {
-        rt.rollout = None;
-        return None;
-    }
-    let started = match rt.rollout {
-        Some((v, t)) if v == record.version => t,
-        _ => {
-            rt.rollout = Some((record.version, now));
-            now
-        }
-    };
-    // Only a version that has something to go back to is rolled back.
-    record.history.iter().rev().nth(1)?;
-    let deadline = record
-        .spec
-        .deploy
-        .as_ref()
-        .and_then(|d| d.progress_deadline_secs)
-        .map(Duration::from_secs)
-        .unwrap_or(DEFAULT_DEADLINE);
-    let crashed = instances
-        .iter()
-        .filter(|i| i.version == record.version)
-        .find_map(|i| {
-            st.replicas
-                .get(&i.id)
-                .and_then(|r| r.last_exit.as_ref())
-                .map(|e| (i.id.clone(), e.code))
-        });
-    if let Some((id, code)) = crashed {
-        return Some(format!(
-            "replica {id} of version {} exited with {code}",
-            record.version
-        ));
-    }
-    if now.duration_since(started) > deadline {
-        return Some(format!(
-            "version {} was not ready within {}s",
-            record.version,
-            deadline.as_secs()
-        ));
-    }
-    None
-}
-
-/// Goes back to the version before `record`'s, marking the deploy failed.
-async fn revert(inner: &Arc<Inner>, record: &ServiceRecord, reason: &str) {
-    let lock = inner.service_lock(&record.spec.name);
-    let _held = lock.lock().await;
-    let Ok(Some(mut current)) = inner.repo.service(&record.spec.name) else {
-        return;
-    };
-    if current.version != record.version {
-        return;
-    }
-    let Some(previous) = current.history.iter().rev().nth(1).cloned() else {
-        return;
-    };
-    tracing::warn!(service = %record.spec.name, failed = record.version, back_to = previous.version, reason, "rollout failed; reverting");
-    let replicas = current.spec.replicas;
-    current.spec = previous.spec.clone();
-    current.spec.replicas = replicas;
-    current.version = previous.version;
-    current.image_digest = previous.image_digest.clone();
-    current.failed = Some(format!(
-        "deploy of version {} failed: {reason}; reverted to version {}",
-        record.version, previous.version
-    ));
-    current.generation += 1;
-    current.updated_at =
-        humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-    if let Err(e) = inner.repo.put_service(&current) {
-        tracing::error!(service = %record.spec.name, error = %e, "could not save the revert");
-        return;
-    }
-    let mut st = inner.state_mut();
-    if let Some(rt) = st.services.get_mut(&record.spec.name) {
-        rt.rollout = None;
-    }
-    st.records.insert(record.spec.name.clone(), current);
 }
 
 fn grace_of(record: Option<&ServiceRecord>) -> Duration {
