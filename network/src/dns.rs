@@ -328,4 +328,93 @@ mod tests {
             2
         );
     }
+
+    #[tokio::test]
+    async fn forwards_other_names_to_the_upstream() {
+        // A fake upstream on loopback that answers every query with 192.0.2.7.
+        let upstream = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let upstream_addr = upstream.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            loop {
+                let Ok((n, peer)) = upstream.recv_from(&mut buf).await else {
+                    return;
+                };
+                let req = Message::from_vec(&buf[..n]).unwrap();
+                let mut resp = Message::response(req.metadata.id, OpCode::Query);
+                let q = req.queries[0].clone();
+                resp.add_query(q.clone());
+                resp.add_answer(Record::from_rdata(
+                    q.name().clone(),
+                    60,
+                    RData::A(A("192.0.2.7".parse().unwrap())),
+                ));
+                let _ = upstream.send_to(&resp.to_vec().unwrap(), peer).await;
+            }
+        });
+        let table = Arc::new(DnsTable::default());
+        table.replace(names());
+        let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let server_addr = server.local_addr().unwrap();
+        tokio::spawn(serve(server, table, vec![upstream_addr]));
+
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let ask = |name: &str, id: u16| {
+            let mut q = Message::query();
+            q.metadata.id = id;
+            q.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+            q.to_vec().unwrap()
+        };
+        let mut buf = vec![0u8; 4096];
+        // Not orca's: relayed from the upstream.
+        client
+            .send_to(&ask("example.com.", 9), server_addr)
+            .await
+            .unwrap();
+        let (n, _) = tokio::time::timeout(Duration::from_secs(3), client.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let m = Message::from_vec(&buf[..n]).unwrap();
+        assert_eq!(m.metadata.id, 9);
+        assert_eq!(m.answers.len(), 1);
+        assert_eq!(m.answers[0].ttl, 60);
+        // orca's zone: answered here, never forwarded.
+        client
+            .send_to(&ask("db.bank.orca.", 10), server_addr)
+            .await
+            .unwrap();
+        let (n, _) = tokio::time::timeout(Duration::from_secs(3), client.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let m = Message::from_vec(&buf[..n]).unwrap();
+        assert_eq!(
+            (m.metadata.id, m.answers.len(), m.answers[0].ttl),
+            (10, 1, TTL)
+        );
+
+        // No upstream answering: SERVFAIL rather than silence.
+        let table = Arc::new(DnsTable::default());
+        let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let dead = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let server_addr = server.local_addr().unwrap();
+        tokio::spawn(serve(server, table, vec![dead]));
+        client
+            .send_to(&ask("example.com.", 11), server_addr)
+            .await
+            .unwrap();
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), client.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let m = Message::from_vec(&buf[..n]).unwrap();
+        assert_eq!(
+            (m.metadata.id, m.metadata.response_code),
+            (11, ResponseCode::ServFail)
+        );
+    }
 }
