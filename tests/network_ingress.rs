@@ -241,3 +241,71 @@ async fn failing_liveness_restarts_the_replica() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrades_pass_through() {
+    let Some(env) = common::env() else { return };
+    let server = OrcaServer::start(&env, "websocket").await;
+    let c = server.admin();
+    // A minimal upgrade-then-echo server: nc hands each connection to a
+    // script that reads the request, answers 101, then echoes.
+    let script = r#"cat > /tmp/ws <<'X'
+#!/bin/sh
+while IFS= read -r line; do
+  line=$(printf '%s' "$line" | tr -d '\r')
+  [ -z "$line" ] && break
+done
+printf 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n'
+exec cat
+X
+chmod 755 /tmp/ws
+exec nc -ll -p 8080 -e /tmp/ws"#;
+    c.post::<_, Value>(
+        "/api/v1/deploy",
+        &json!({ "services": [{ "name": "ws", "image": env.image("web:v1"), "port": 8080, "domain": "ws.test",
+            "command": ["sh", "-c", script], "stop_grace_secs": 1 }] }),
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while healthy_count(&c, "ws").await < 1 {
+        assert!(Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", server.proxy_port))
+        .await
+        .unwrap();
+    s.write_all(b"GET /chat HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut byte))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            n == 1,
+            "connection closed after {:?}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_string();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("upgrade: websocket"),
+        "{head}"
+    );
+    // Both ways through the tunnel.
+    s.write_all(b"hello through orca\n").await.unwrap();
+    let mut echoed = vec![0u8; 19];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut echoed))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&echoed, b"hello through orca\n");
+}
