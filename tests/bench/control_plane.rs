@@ -19,7 +19,10 @@ use std::time::{Duration, Instant};
 use api::client::ApiClient;
 use serde_json::{json, Value};
 
-const TOKEN: &str = "bench-admin-token-0123456789";
+#[path = "common.rs"]
+mod common;
+
+use common::{wrk, BenchServer};
 
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -32,42 +35,6 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 /// Requests/s and p99 (ms) from wrk's `--latency` report.
-fn wrk(url: &str, header: Option<&str>) -> (f64, f64) {
-    let mut cmd = Command::new("wrk");
-    cmd.args(["-t2", "-c32", "-d8s", "--latency"]);
-    if let Some(h) = header {
-        cmd.args(["-H", h]);
-    }
-    let out = cmd.arg(url).output().expect("wrk (apt-get install wrk)");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let rps = text
-        .lines()
-        .find(|l| l.starts_with("Requests/sec:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
-    let p99 = text
-        .lines()
-        .find(|l| l.trim_start().starts_with("99%"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .map(|v| {
-            if let Some(ms) = v.strip_suffix("ms") {
-                ms.parse().unwrap_or(0.0)
-            } else if let Some(us) = v.strip_suffix("us") {
-                us.parse::<f64>().unwrap_or(0.0) / 1000.0
-            } else if let Some(s) = v.strip_suffix('s') {
-                s.parse::<f64>().unwrap_or(0.0) * 1000.0
-            } else {
-                0.0
-            }
-        })
-        .unwrap_or(0.0);
-    if text.contains("Non-2xx") {
-        eprintln!("wrk saw errors:\n{text}");
-    }
-    (rps, p99)
-}
-
 fn ctr(socket: &str, ns: &str, args: &[&str]) -> std::process::Output {
     Command::new("ctr")
         .args(["--address", socket, "--namespace", ns])
@@ -127,40 +94,15 @@ async fn wait_serving(client: &ApiClient, name: &str, n: usize) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let socket = std::env::var("ORCA_TEST_CONTAINERD").expect("ORCA_TEST_CONTAINERD");
+    let server = BenchServer::start("cp", "obench0", "10.123.0.0/24").await;
+    let socket = server.socket.clone();
     let registry = std::env::var("ORCA_TEST_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".into());
     let image = format!("{registry}/orca-test/web:v1");
-    let bin = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/orca");
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let ns = format!("bench-cp-{}", std::process::id());
-    std::fs::write(
-        dir.path().join("cluster.toml"),
-        format!(
-            "[cluster]\ndata_dir = \"{}\"\napi_listen = \"127.0.0.1:{port}\"\n[containerd]\nsocket = \"{socket}\"\nnamespace = \"{ns}\"\n[network]\nbridge = \"obench0\"\nsubnet = \"10.123.0.0/24\"\n[[token]]\nname = \"admin\"\nvalue = \"{TOKEN}\"\nrole = \"admin\"\n",
-            dir.path().join("data").display()
-        ),
-    )
-    .unwrap();
-    let mut server = Command::new(&bin)
-        .args(["server", "--config"])
-        .arg(dir.path().join("cluster.toml"))
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("target/release/orca (cargo build --release)");
-    let client = ApiClient::new(&format!("http://127.0.0.1:{port}"), Some(TOKEN.into()));
-    for _ in 0..200 {
-        if client.get::<Value>("/api/v1/health").await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let client = server.client.clone();
+    let port = server.api_port;
+    let ns = server.namespace.clone();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss_empty = rss_kib(server.id());
+    let rss_empty = rss_kib(server.child.id());
 
     // Warm the image on both sides.
     client
@@ -250,28 +192,14 @@ async fn main() {
     }
     // Let the removals of the deploy benchmark finish.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let rss_500 = rss_kib(server.id());
+    let rss_500 = rss_kib(server.child.id());
     let health = wrk(&format!("http://127.0.0.1:{port}/api/v1/health"), None);
     let status = wrk(
         &format!("http://127.0.0.1:{port}/api/v1/status"),
-        Some(&format!("Authorization: Bearer {TOKEN}")),
+        Some(&format!("Authorization: Bearer {}", common::TOKEN)),
     );
 
-    client
-        .post::<_, Value>("/api/v1/stop", &json!({}))
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let _ = server.kill();
-    let _ = server.wait();
-    // This run's bridge and NAT table.
-    let _ = Command::new("ip").args(["link", "del", "obench0"]).output();
-    let _ = Command::new("nft")
-        .args(["delete", "table", "ip", "orca_obench0"])
-        .output();
-    let _ = Command::new("nft")
-        .args(["delete", "table", "bridge", "orca_obench0"])
-        .output();
+    server.stop().await;
 
     println!("control plane, one run, same containerd ({image})");
     for (n, orca, ctr_time) in deploys {
@@ -284,11 +212,11 @@ async fn main() {
     }
     println!(
         "GET /api/v1/health, 500 services: {:>8.0} req/s  p99 {:.2} ms",
-        health.0, health.1
+        health.rps, health.p99_ms
     );
     println!(
         "GET /api/v1/status, 500 services: {:>8.0} req/s  p99 {:.2} ms",
-        status.0, status.1
+        status.rps, status.p99_ms
     );
     println!(
         "RSS idle: {} KiB with 0 services, {} KiB with 500",

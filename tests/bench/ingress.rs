@@ -11,57 +11,12 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use api::client::ApiClient;
 use serde_json::{json, Value};
 
-const TOKEN: &str = "bench-admin-token-0123456789";
+#[path = "common.rs"]
+mod common;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Requests/s, p99 ms and non-2xx count from wrk.
-fn wrk(url: &str, host: Option<&str>) -> (f64, f64, String) {
-    let mut cmd = Command::new("wrk");
-    cmd.args(["-t2", "-c32", "-d8s", "--latency"]);
-    if let Some(h) = host {
-        cmd.args(["-H", &format!("Host: {h}")]);
-    }
-    let out = cmd.arg(url).output().expect("wrk");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let rps = text
-        .lines()
-        .find(|l| l.starts_with("Requests/sec:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
-    let p99 = text
-        .lines()
-        .find(|l| l.trim_start().starts_with("99%"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .map(|v| {
-            if let Some(ms) = v.strip_suffix("ms") {
-                ms.parse().unwrap_or(0.0)
-            } else if let Some(us) = v.strip_suffix("us") {
-                us.parse::<f64>().unwrap_or(0.0) / 1000.0
-            } else if let Some(s) = v.strip_suffix('s') {
-                s.parse::<f64>().unwrap_or(0.0) * 1000.0
-            } else {
-                0.0
-            }
-        })
-        .unwrap_or(0.0);
-    let errors = text
-        .lines()
-        .filter(|l| l.contains("Non-2xx") || l.contains("Socket errors"))
-        .collect::<Vec<_>>()
-        .join("; ");
-    (rps, p99, errors)
-}
+use common::{free_port, wrk, BenchServer};
 
 async fn get_status(port: u16, host: &str) -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -83,34 +38,13 @@ async fn get_status(port: u16, host: &str) -> u16 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let socket = std::env::var("ORCA_TEST_CONTAINERD").expect("ORCA_TEST_CONTAINERD");
     let registry = std::env::var("ORCA_TEST_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".into());
     let image = format!("{registry}/orca-test/web:v1");
-    let bin = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/orca");
-    let dir = tempfile::tempdir().unwrap();
-    let (api_port, proxy_port, nginx_port) = (free_port(), free_port(), free_port());
-    let ns = format!("bench-in-{}", std::process::id());
-    std::fs::write(
-        dir.path().join("cluster.toml"),
-        format!(
-            "[cluster]\ndata_dir = \"{}\"\napi_listen = \"127.0.0.1:{api_port}\"\n[containerd]\nsocket = \"{socket}\"\nnamespace = \"{ns}\"\n[network]\nbridge = \"obenchi0\"\nsubnet = \"10.124.0.0/24\"\n[proxy]\nhttp_listen = \"127.0.0.1:{proxy_port}\"\n[[token]]\nname = \"admin\"\nvalue = \"{TOKEN}\"\nrole = \"admin\"\n",
-            dir.path().join("data").display()
-        ),
-    )
-    .unwrap();
-    let mut server = Command::new(&bin)
-        .args(["server", "--config"])
-        .arg(dir.path().join("cluster.toml"))
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("target/release/orca");
-    let client = ApiClient::new(&format!("http://127.0.0.1:{api_port}"), Some(TOKEN.into()));
-    for _ in 0..400 {
-        if client.get::<Value>("/api/v1/health").await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let server = BenchServer::start("in", "obenchi0", "10.124.0.0/24").await;
+    let client = server.client.clone();
+    let proxy_port = server.proxy_port;
+    let nginx_port = free_port();
+    let nginx_tmp = tempfile::tempdir().unwrap();
     client
         .post::<_, Value>(
             "/api/v1/deploy",
@@ -134,7 +68,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
 
-    let nginx_dir = dir.path().join("nginx");
+    let nginx_dir = nginx_tmp.path().join("nginx");
     std::fs::create_dir_all(&nginx_dir).unwrap();
     let upstreams: String = ips.iter().map(|ip| format!("server {ip}:8080;")).collect();
     std::fs::write(
@@ -164,15 +98,15 @@ async fn main() {
     let direct = wrk(&format!("http://{}:8080/", ips[0]), None);
     let orca = wrk(
         &format!("http://127.0.0.1:{proxy_port}/"),
-        Some("bench.test"),
+        Some("Host: bench.test"),
     );
     let via_nginx = wrk(
         &format!("http://127.0.0.1:{nginx_port}/"),
-        Some("bench.test"),
+        Some("Host: bench.test"),
     );
     let orca2 = wrk(
         &format!("http://127.0.0.1:{proxy_port}/"),
-        Some("bench.test"),
+        Some("Host: bench.test"),
     );
     // SIGTERM to the master stops its workers too (SIGKILL would orphan them).
     let _ = Command::new("kill")
@@ -211,21 +145,7 @@ async fn main() {
     }
     let first_routed = t.elapsed();
 
-    client
-        .post::<_, Value>("/api/v1/stop", &json!({}))
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let _ = server.kill();
-    let _ = server.wait();
-    let _ = Command::new("ip")
-        .args(["link", "del", "obenchi0"])
-        .output();
-    for family in ["ip", "bridge"] {
-        let _ = Command::new("nft")
-            .args(["delete", "table", family, "orca_obenchi0"])
-            .output();
-    }
+    server.stop().await;
 
     println!("ingress, one run, 3 busybox httpd replicas, wrk -t2 -c32 -d8s on loopback");
     println!("{:<32} {:>10} {:>9}  errors", "", "req/s", "p99 ms");
@@ -235,13 +155,13 @@ async fn main() {
         ("nginx reverse proxy", &via_nginx),
         ("orca ingress (again)", &orca2),
     ] {
-        println!("{name:<32} {:>10.0} {:>9.2}  {}", r.0, r.1, r.2);
+        println!("{name:<32} {:>10.0} {:>9.2}  {}", r.rps, r.p99_ms, r.errors);
     }
-    let orca_best = if orca.0 > orca2.0 { &orca } else { &orca2 };
+    let orca_best = if orca.rps > orca2.rps { &orca } else { &orca2 };
     println!(
         "orca / nginx: throughput {:.2}x, p99 {:.2}x",
-        orca_best.0 / via_nginx.0,
-        orca_best.1 / via_nginx.1
+        orca_best.rps / via_nginx.rps,
+        orca_best.p99_ms / via_nginx.p99_ms
     );
     println!(
         "scale 0 -> 1: task running after {:.0} ms, first routed request after {:.0} ms",

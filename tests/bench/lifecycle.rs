@@ -10,7 +10,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,15 +18,10 @@ use api::client::ApiClient;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const TOKEN: &str = "bench-admin-token-0123456789";
+#[path = "common.rs"]
+mod common;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::BenchServer;
 
 async fn get(port: u16) -> Option<String> {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -79,37 +73,14 @@ async fn settled(client: &ApiClient, version: u64, n: usize, canaries: usize) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let socket = std::env::var("ORCA_TEST_CONTAINERD").expect("ORCA_TEST_CONTAINERD");
     let registry = std::env::var("ORCA_TEST_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".into());
     let (v1, v2) = (
         format!("{registry}/orca-test/web:v1"),
         format!("{registry}/orca-test/web:v2"),
     );
-    let bin = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/orca");
-    let dir = tempfile::tempdir().unwrap();
-    let (api_port, proxy_port) = (free_port(), free_port());
-    let ns = format!("bench-lc-{}", std::process::id());
-    std::fs::write(
-        dir.path().join("cluster.toml"),
-        format!(
-            "[cluster]\ndata_dir = \"{}\"\napi_listen = \"127.0.0.1:{api_port}\"\n[containerd]\nsocket = \"{socket}\"\nnamespace = \"{ns}\"\n[network]\nbridge = \"obenchl0\"\nsubnet = \"10.125.0.0/24\"\n[proxy]\nhttp_listen = \"127.0.0.1:{proxy_port}\"\n[[token]]\nname = \"admin\"\nvalue = \"{TOKEN}\"\nrole = \"admin\"\n",
-            dir.path().join("data").display()
-        ),
-    )
-    .unwrap();
-    let mut server = Command::new(&bin)
-        .args(["server", "--config"])
-        .arg(dir.path().join("cluster.toml"))
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("target/release/orca");
-    let client = ApiClient::new(&format!("http://127.0.0.1:{api_port}"), Some(TOKEN.into()));
-    for _ in 0..400 {
-        if client.get::<Value>("/api/v1/health").await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let server = BenchServer::start("lc", "obenchl0", "10.125.0.0/24").await;
+    let client = server.client.clone();
+    let proxy_port = server.proxy_port;
     client
         .post::<_, Value>("/api/v1/deploy", &spec(&v1, 10, None))
         .await
@@ -166,21 +137,7 @@ async fn main() {
         settled(&client, 2, 10, 0).await;
     }
 
-    client
-        .post::<_, Value>("/api/v1/stop", &json!({}))
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let _ = server.kill();
-    let _ = server.wait();
-    let _ = Command::new("ip")
-        .args(["link", "del", "obenchl0"])
-        .output();
-    for family in ["ip", "bridge"] {
-        let _ = Command::new("nft")
-            .args(["delete", "table", family, "orca_obenchl0"])
-            .output();
-    }
+    server.stop().await;
 
     println!("lifecycle, one run, 10 busybox httpd replicas behind the ingress");
     println!(

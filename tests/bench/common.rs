@@ -1,0 +1,145 @@
+//! What the benchmarks share: a release `orca server` of their own (API,
+//! ingress, bridge and subnet), free ports, and wrk's numbers.
+
+#![allow(dead_code)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use api::client::ApiClient;
+use serde_json::Value;
+
+pub const TOKEN: &str = "bench-admin-token-0123456789";
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// What wrk measured.
+pub struct Wrk {
+    pub rps: f64,
+    pub p99_ms: f64,
+    /// wrk's error lines, if any.
+    pub errors: String,
+}
+
+/// `wrk -t2 -c32 -d8s --latency` on `url`, with one extra header.
+pub fn wrk(url: &str, header: Option<&str>) -> Wrk {
+    let mut cmd = Command::new("wrk");
+    cmd.args(["-t2", "-c32", "-d8s", "--latency"]);
+    if let Some(h) = header {
+        cmd.args(["-H", h]);
+    }
+    let out = cmd.arg(url).output().expect("wrk (apt-get install wrk)");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let rps = text
+        .lines()
+        .find(|l| l.starts_with("Requests/sec:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    let p99_ms = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("99%"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .map(|v| {
+            if let Some(ms) = v.strip_suffix("ms") {
+                ms.parse().unwrap_or(0.0)
+            } else if let Some(us) = v.strip_suffix("us") {
+                us.parse::<f64>().unwrap_or(0.0) / 1000.0
+            } else if let Some(s) = v.strip_suffix('s') {
+                s.parse::<f64>().unwrap_or(0.0) * 1000.0
+            } else {
+                0.0
+            }
+        })
+        .unwrap_or(0.0);
+    let errors = text
+        .lines()
+        .filter(|l| l.contains("Non-2xx") || l.contains("Socket errors"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    Wrk {
+        rps,
+        p99_ms,
+        errors,
+    }
+}
+
+/// A release server with its own data dir, namespace, bridge and ports.
+pub struct BenchServer {
+    pub child: Child,
+    pub client: ApiClient,
+    pub api_port: u16,
+    pub proxy_port: u16,
+    pub namespace: String,
+    pub socket: String,
+    bridge: String,
+    _dir: tempfile::TempDir,
+}
+
+impl BenchServer {
+    /// Starts `target/release/orca server` and waits for its health endpoint.
+    pub async fn start(name: &str, bridge: &str, subnet: &str) -> BenchServer {
+        let socket = std::env::var("ORCA_TEST_CONTAINERD")
+            .expect("ORCA_TEST_CONTAINERD (start the test environment)");
+        let bin = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/orca");
+        let dir = tempfile::tempdir().unwrap();
+        let (api_port, proxy_port) = (free_port(), free_port());
+        let namespace = format!("bench-{name}-{}", std::process::id());
+        std::fs::write(
+            dir.path().join("cluster.toml"),
+            format!(
+                "[cluster]\ndata_dir = \"{}\"\napi_listen = \"127.0.0.1:{api_port}\"\n[containerd]\nsocket = \"{socket}\"\nnamespace = \"{namespace}\"\n[network]\nbridge = \"{bridge}\"\nsubnet = \"{subnet}\"\n[proxy]\nhttp_listen = \"127.0.0.1:{proxy_port}\"\n[[token]]\nname = \"admin\"\nvalue = \"{TOKEN}\"\nrole = \"admin\"\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(&bin)
+            .args(["server", "--config"])
+            .arg(dir.path().join("cluster.toml"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("target/release/orca (cargo build --release)");
+        let client = ApiClient::new(&format!("http://127.0.0.1:{api_port}"), Some(TOKEN.into()));
+        for _ in 0..400 {
+            if client.get::<Value>("/api/v1/health").await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        BenchServer {
+            child,
+            client,
+            api_port,
+            proxy_port,
+            namespace,
+            socket,
+            bridge: bridge.to_string(),
+            _dir: dir,
+        }
+    }
+
+    /// Stops every service, then the server, and removes its bridge and tables.
+    pub async fn stop(mut self) {
+        let _ = self
+            .client
+            .post::<_, Value>("/api/v1/stop", &serde_json::json!({}))
+            .await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .output();
+        for family in ["ip", "bridge"] {
+            let _ = Command::new("nft")
+                .args(["delete", "table", family, &format!("orca_{}", self.bridge)])
+                .output();
+        }
+    }
+}
