@@ -96,22 +96,15 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listen on {}", config.cluster.api_listen))?;
     let address = listener.local_addr()?;
-    let ingress = tokio::net::TcpListener::bind(&config.proxy.http_listen)
-        .await
+    let ingress = std::net::TcpListener::bind(&config.proxy.http_listen)
         .with_context(|| format!("listen on {} (proxy.http_listen)", config.proxy.http_listen))?;
-    let (stop_proxy, proxy_stopped) = tokio::sync::oneshot::channel::<()>();
-    let proxy = tokio::spawn(network::proxy::serve(
-        ingress,
-        network::proxy::Ingress::new(routes),
-        async {
-            let _ = proxy_stopped.await;
-        },
-    ));
+    let workers = std::thread::available_parallelism().map_or(1, usize::from);
+    let proxy = network::proxy::IngressWorkers::start(ingress, routes, workers)
+        .context("start the ingress")?;
     tracing::info!(%address, node = %node_id, "orca server ready");
     eprintln!("orca server: node {node_id}, API on http://{address}");
     api::server::serve(listener, Arc::new(control), shutdown_signal()).await?;
-    let _ = stop_proxy.send(());
-    let _ = proxy.await;
+    proxy.stop().await;
     eprintln!("orca server: stopped (containers keep running)");
     Ok(())
 }

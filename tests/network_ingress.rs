@@ -309,3 +309,49 @@ exec nc -ll -p 8080 -e /tmp/ws"#;
         .unwrap();
     assert_eq!(&echoed, b"hello through orca\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingress_keeps_connections_to_replicas_alive() {
+    let Some(env) = common::env() else { return };
+    let server = OrcaServer::start(&env, "pool").await;
+    let c = server.admin();
+    c.post::<_, Value>(
+        "/api/v1/deploy",
+        &json!({ "services": [{ "name": "ka", "image": env.image("kaweb:v1"), "port": 8080,
+            "domain": "ka.test", "readiness": { "path": "/healthz", "interval_secs": 1 }, "stop_grace_secs": 1 }] }),
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while healthy_count(&c, "ka").await < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the replica never became healthy"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Every client connection is closed after one request; the proxy's
+    // connections to the replica stay open and are reused.
+    for _ in 0..60 {
+        let (status, body) = via_proxy(server.proxy_port, "ka.test", "/").await;
+        assert_eq!((status, body.as_str()), (200, "kaweb v1\n"));
+    }
+    let (status, stats) = via_proxy(server.proxy_port, "ka.test", "/stats").await;
+    assert_eq!(status, 200, "{stats}");
+    let field = |name: &str| -> usize {
+        stats
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing in {stats:?}"))
+    };
+    assert_eq!(field("proxied_requests"), 61, "{stats}");
+    // One pool per ingress worker thread, one connection each when requests
+    // come one at a time.
+    let workers = std::thread::available_parallelism().map_or(1, usize::from);
+    assert!(
+        field("proxied_connections") <= workers,
+        "61 requests took {} connections with {workers} workers",
+        field("proxied_connections")
+    );
+}

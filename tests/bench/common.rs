@@ -29,8 +29,14 @@ pub struct Wrk {
 
 /// `wrk -t2 -c32 -d8s --latency` on `url`, with one extra header.
 pub fn wrk(url: &str, header: Option<&str>) -> Wrk {
+    wrk_for(url, header, 8)
+}
+
+/// `wrk -t2 -c32 -d<secs>s --latency` on `url`, with one extra header.
+pub fn wrk_for(url: &str, header: Option<&str>, secs: u32) -> Wrk {
     let mut cmd = Command::new("wrk");
-    cmd.args(["-t2", "-c32", "-d8s", "--latency"]);
+    let duration = format!("-d{secs}s");
+    cmd.args(["-t2", "-c32", &duration, "--latency"]);
     if let Some(h) = header {
         cmd.args(["-H", h]);
     }

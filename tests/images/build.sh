@@ -19,6 +19,9 @@
 #   hog:latest       grows memory until the OOM killer stops it.
 #   multi:latest     an index for linux/amd64 and linux/arm64 (the arm64
 #                    entry says "wrong platform" if ever run).
+#   kaweb:v1         tests/images/kaweb.rs, a keep-alive HTTP/1.1 server on
+#                    $PORT (default 8080), built here with rustc and a static
+#                    C runtime: "/" answers "kaweb v1", "/healthz" "ok".
 #   library/nginx:alpine   the web:v1 image, so `nginx:alpine` resolves
 #                    through a docker.io mirror pointing at the registry.
 set -euo pipefail
@@ -148,6 +151,17 @@ EOF
     ',"WorkingDir":"/www","ExposedPorts":{"8080/tcp":{}}' $plain
 done
 
+# kaweb: a static std-only binary, so the image needs no libraries.
+app=$WORK/kaweb
+mkdir -p "$app/bin"
+RUSTC=${RUSTC:-rustc}
+command -v "$RUSTC" >/dev/null || { echo "build.sh: rustc missing" >&2; exit 1; }
+"$RUSTC" --edition 2021 -O -C target-feature=+crt-static -C strip=symbols \
+  -o "$app/bin/kaweb" "$(dirname "$0")/kaweb.rs"
+file "$app/bin/kaweb" | grep -Eq 'static(-pie)? linked|statically linked' || { echo "build.sh: kaweb is not static" >&2; exit 1; }
+make_image kaweb v1 "$app" '["/bin/kaweb"]' '["PATH=/bin","VERSION=v1","PORT=8080"]' \
+  ',"ExposedPorts":{"8080/tcp":{}}'
+
 # logger
 app=$WORK/logger
 mkdir -p "$app/bin"
@@ -222,6 +236,7 @@ push() {
 }
 push "oci:$OUT/web-v1:v1" "docker://$REGISTRY/orca-test/web:v1"
 push "oci:$OUT/web-v2:v2" "docker://$REGISTRY/orca-test/web:v2"
+push "oci:$OUT/kaweb-v1:v1" "docker://$REGISTRY/orca-test/kaweb:v1"
 push "oci:$OUT/logger-latest:latest" "docker://$REGISTRY/orca-test/logger:latest"
 push "oci:$OUT/crasher-latest:latest" "docker://$REGISTRY/orca-test/crasher:latest"
 push "oci:$OUT/hog-latest:latest" "docker://$REGISTRY/orca-test/hog:latest"

@@ -1,0 +1,254 @@
+//! One proxied request: the route by Host header, the forwarded headers,
+//! the upstream call over a keep-alive pool, a retry elsewhere when a replica
+//! refuses a body-less request, and WebSocket upgrades.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue, HOST};
+use http::uri::{PathAndQuery, Scheme};
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use super::routes::Routes;
+use super::Body;
+
+/// The proxy: a routing table and a keep-alive client.
+#[derive(Clone)]
+pub struct Ingress {
+    routes: Arc<Routes>,
+    client: Client<HttpConnector, Body>,
+}
+
+fn json_error(status: StatusCode, message: &str) -> Response<Body> {
+    let body = serde_json::json!({ "error": message }).to_string();
+    let mut r = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// Headers that belong to one hop and are never forwarded.
+static HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
+    // Headers the Connection header names are hop-by-hop too.
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|s| HeaderName::from_bytes(s.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+impl Ingress {
+    pub fn new(routes: Arc<Routes>) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(256)
+            .build(connector);
+        Self { routes, client }
+    }
+
+    /// Serves one request from `client_addr`.
+    pub async fn handle(
+        &self,
+        mut req: Request<Incoming>,
+        client_addr: SocketAddr,
+    ) -> Response<Body> {
+        let host = req
+            .headers()
+            .get(HOST)
+            .cloned()
+            .or_else(|| req.uri().host().and_then(|h| HeaderValue::from_str(h).ok()))
+            .unwrap_or(HeaderValue::from_static(""));
+        let domain = host.to_str().unwrap_or("").split(':').next().unwrap_or("");
+        let domain = if domain.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(domain.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(domain)
+        };
+        let Some(route) = self.routes.route(&domain) else {
+            return json_error(
+                StatusCode::NOT_FOUND,
+                &format!("no service for host {domain:?}"),
+            );
+        };
+        if route.backends.is_empty() {
+            return json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("no ready replica for {domain}"),
+            );
+        }
+        let upgrade = req.headers().get(header::UPGRADE).cloned();
+        let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+
+        let (mut parts, body) = req.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        if let Some(u) = &upgrade {
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, u.clone());
+        }
+        let forwarded_for = match parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(prev) => format!("{prev}, {}", client_addr.ip()),
+            None => client_addr.ip().to_string(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
+            parts.headers.insert("x-forwarded-for", v);
+        }
+        parts
+            .headers
+            .insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        parts.headers.insert("x-forwarded-host", host.clone());
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        // A request without a body can be sent again to another replica.
+        let replayable = body_is_empty(&parts);
+        let mut body = Some(body.boxed());
+        let mut parts = Some(parts);
+        let mut tried = Vec::new();
+        loop {
+            let Some(i) = self.routes.pick(&route, &tried) else {
+                return json_error(
+                    StatusCode::BAD_GATEWAY,
+                    &format!("no replica of {domain} answered"),
+                );
+            };
+            let backend = &route.backends[i];
+            tried.push(backend.addr);
+            let Ok(uri) = Uri::builder()
+                .scheme(Scheme::HTTP)
+                .authority(route.authorities[i].clone())
+                .path_and_query(path.clone())
+                .build()
+            else {
+                return json_error(StatusCode::BAD_REQUEST, "bad request path");
+            };
+            let may_retry = replayable && tried.len() < route.backends.len();
+            let head = match (may_retry, parts.take()) {
+                (true, Some(p)) => {
+                    let copy = p.clone();
+                    parts = Some(p);
+                    copy
+                }
+                (_, Some(p)) => p,
+                (_, None) => return json_error(StatusCode::BAD_GATEWAY, "request already sent"),
+            };
+            let mut upstream = Request::from_parts(head, body.take().unwrap_or_else(empty));
+            *upstream.uri_mut() = uri;
+            match self.client.request(upstream).await {
+                Ok(mut resp) => {
+                    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                        if let Some(client_side) = client_upgrade {
+                            let server_side = hyper::upgrade::on(&mut resp);
+                            tokio::spawn(async move {
+                                if let (Ok(c), Ok(s)) = (client_side.await, server_side.await) {
+                                    let mut c = TokioIo::new(c);
+                                    let mut s = TokioIo::new(s);
+                                    let _ = tokio::io::copy_bidirectional(&mut c, &mut s).await;
+                                }
+                            });
+                        }
+                        let (parts, _) = resp.into_parts();
+                        return Response::from_parts(parts, empty());
+                    }
+                    let (mut rparts, rbody) = resp.into_parts();
+                    strip_hop_by_hop(&mut rparts.headers);
+                    return Response::from_parts(rparts, rbody.boxed());
+                }
+                Err(e) => {
+                    if e.is_connect() {
+                        tracing::debug!(backend = %backend.id, error = %e, "replica refused; out of rotation");
+                        self.routes.eject(backend.addr);
+                        if may_retry {
+                            continue;
+                        }
+                    }
+                    return json_error(
+                        StatusCode::BAD_GATEWAY,
+                        &format!("replica {} of {domain} failed: {e}", backend.id),
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn body_is_empty(parts: &http::request::Parts) -> bool {
+    let no_length = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|v| v.trim() == "0");
+    no_length && !parts.headers.contains_key(header::TRANSFER_ENCODING)
+}
+
+pub(crate) fn empty() -> Body {
+    Full::new(Bytes::new())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_go() {
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("5"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+}

@@ -1,0 +1,25 @@
+//! The ingress proxy: HTTP by Host header to the ready replicas of the
+//! service whose `domain` matches, round robin (weighted, for canaries),
+//! streaming bodies both ways, WebSocket upgrades, keep-alive pools to the
+//! replicas, and a replica that refuses connections taken out of rotation
+//! at once, before any health check notices. JSON errors: 404 for an
+//! unknown host, 503 when no replica is ready, 502 when none answers.
+//! TLS can be added in front of [`Ingress::handle`] later; nothing here
+//! assumes plain HTTP beyond `X-Forwarded-Proto`.
+//!
+//! - [`routes`]: the routing table and weighted round robin.
+//! - [`ingress`]: one proxied request.
+//! - [`serve`]: accept loops and the worker threads they run on.
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+
+pub mod ingress;
+pub mod routes;
+pub mod serve;
+
+pub use ingress::Ingress;
+pub use routes::{Backend, Routes};
+pub use serve::{serve, IngressWorkers};
+
+type Body = BoxBody<Bytes, hyper::Error>;

@@ -1,0 +1,214 @@
+//! The ingress routing table: the ready replicas of every domain, weighted
+//! round robin over them, and replicas taken out of rotation for a while
+//! after refusing a connection.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use http::uri::Authority;
+
+/// How long a replica that refused a connection stays out of rotation.
+const EJECT_FOR: Duration = Duration::from_secs(2);
+
+/// One replica behind a domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    pub id: String,
+    pub addr: SocketAddr,
+    /// Relative share of requests (canaries get less).
+    pub weight: u32,
+}
+
+/// The backends of one domain.
+pub(crate) struct Route {
+    pub(crate) backends: Vec<Backend>,
+    /// `addr` of each backend as a URI authority, made once.
+    pub(crate) authorities: Vec<Authority>,
+    /// Each backend repeated by its weight, for weighted round robin.
+    ring: Vec<usize>,
+    next: AtomicUsize,
+}
+
+impl Route {
+    fn new(backends: Vec<Backend>) -> Self {
+        let ring = interleave(&backends);
+        let authorities = backends
+            .iter()
+            .map(|b| {
+                Authority::try_from(b.addr.to_string())
+                    .unwrap_or_else(|_| Authority::from_static("invalid"))
+            })
+            .collect();
+        Self {
+            backends,
+            authorities,
+            ring,
+            next: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// Smooth weighted round robin: each backend appears `weight` times, spread out.
+fn interleave(backends: &[Backend]) -> Vec<usize> {
+    // Weights up to 10000 (canary shares), reduced by their common divisor
+    // to keep the ring short.
+    fn gcd(a: u32, b: u32) -> u32 {
+        if b == 0 {
+            a
+        } else {
+            gcd(b, a % b)
+        }
+    }
+    let divisor = backends
+        .iter()
+        .map(|b| b.weight.min(10_000))
+        .fold(0, gcd)
+        .max(1);
+    let weight = |b: &Backend| i64::from(b.weight.min(10_000) / divisor);
+    let total: i64 = backends.iter().map(weight).sum();
+    let mut current = vec![0i64; backends.len()];
+    let mut out = Vec::with_capacity(total as usize);
+    for _ in 0..total {
+        let mut best = 0;
+        for (i, b) in backends.iter().enumerate() {
+            current[i] += weight(b);
+            if current[i] > current[best] {
+                best = i;
+            }
+        }
+        current[best] -= total;
+        out.push(best);
+    }
+    out
+}
+
+/// The routing table, replaced whole whenever readiness changes.
+#[derive(Default)]
+pub struct Routes {
+    table: RwLock<HashMap<String, Arc<Route>>>,
+    ejected: RwLock<HashMap<SocketAddr, Instant>>,
+}
+
+impl Routes {
+    /// Sets the backends of every domain (domains not listed are removed).
+    pub fn replace(&self, routes: HashMap<String, Vec<Backend>>) {
+        let table = routes
+            .into_iter()
+            .map(|(domain, backends)| (domain.to_ascii_lowercase(), Arc::new(Route::new(backends))))
+            .collect();
+        if let Ok(mut t) = self.table.write() {
+            *t = table;
+        }
+    }
+
+    /// The backends of `domain` now.
+    pub fn backends(&self, domain: &str) -> Option<Vec<Backend>> {
+        self.table
+            .read()
+            .ok()?
+            .get(&domain.to_ascii_lowercase())
+            .map(|r| r.backends.clone())
+    }
+
+    /// The route of `domain`, which must be lowercase.
+    pub(crate) fn route(&self, domain: &str) -> Option<Arc<Route>> {
+        self.table.read().ok()?.get(domain).cloned()
+    }
+
+    fn is_ejected(&self, addr: &SocketAddr) -> bool {
+        let Ok(ejected) = self.ejected.read() else {
+            return false;
+        };
+        // Nothing ejected is the common case: no clock read then.
+        !ejected.is_empty()
+            && ejected
+                .get(addr)
+                .is_some_and(|until| *until > Instant::now())
+    }
+
+    pub(crate) fn eject(&self, addr: SocketAddr) {
+        if let Ok(mut e) = self.ejected.write() {
+            e.retain(|_, until| *until > Instant::now());
+            e.insert(addr, Instant::now() + EJECT_FOR);
+        }
+    }
+
+    /// The index in `route.backends` of the next backend that is not
+    /// ejected, skipping the addresses in `tried`.
+    pub(crate) fn pick(&self, route: &Route, tried: &[SocketAddr]) -> Option<usize> {
+        if route.ring.is_empty() {
+            return None;
+        }
+        for _ in 0..route.ring.len() {
+            let n = route.next.fetch_add(1, Ordering::Relaxed);
+            let i = route.ring[n % route.ring.len()];
+            let addr = &route.backends[i].addr;
+            if !tried.contains(addr) && !self.is_ejected(addr) {
+                return Some(i);
+            }
+        }
+        // All ejected: try one anyway rather than fail outright.
+        route.backends.iter().position(|b| !tried.contains(&b.addr))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(id: &str, port: u16, weight: u32) -> Backend {
+        Backend {
+            id: id.into(),
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            weight,
+        }
+    }
+
+    fn pick_id(routes: &Routes, route: &Route) -> String {
+        route.backends[routes.pick(route, &[]).unwrap()].id.clone()
+    }
+
+    #[test]
+    fn weighted_round_robin_spreads_by_weight() {
+        let routes = Routes::default();
+        routes.replace(HashMap::from([(
+            "app.test".to_string(),
+            vec![b("a", 1, 90), b("b", 2, 10)],
+        )]));
+        let route = routes.route("app.test").unwrap();
+        let mut counts = HashMap::new();
+        for _ in 0..1000 {
+            *counts.entry(pick_id(&routes, &route)).or_insert(0) += 1;
+        }
+        assert_eq!(counts["a"], 900);
+        assert_eq!(counts["b"], 100);
+        // Equal weights alternate.
+        routes.replace(HashMap::from([(
+            "x".to_string(),
+            vec![b("a", 1, 1), b("b", 2, 1)],
+        )]));
+        let route = routes.route("x").unwrap();
+        let seq: Vec<String> = (0..4).map(|_| pick_id(&routes, &route)).collect();
+        assert_ne!(seq[0], seq[1]);
+        assert_ne!(seq[1], seq[2]);
+        assert_eq!(route.authorities[0].as_str(), "127.0.0.1:1");
+    }
+
+    #[test]
+    fn ejected_backends_are_skipped() {
+        let routes = Routes::default();
+        routes.replace(HashMap::from([(
+            "x".to_string(),
+            vec![b("a", 1, 1), b("b", 2, 1)],
+        )]));
+        let route = routes.route("x").unwrap();
+        routes.eject(SocketAddr::from(([127, 0, 0, 1], 1)));
+        for _ in 0..10 {
+            assert_eq!(pick_id(&routes, &route), "b");
+        }
+        assert_eq!(routes.backends("X").unwrap().len(), 2);
+    }
+}

@@ -1,0 +1,181 @@
+//! Where the ingress runs: worker threads, each with its own single-threaded
+//! runtime and its own keep-alive pool, sharing one routing table. The first
+//! worker accepts and deals connections round robin; a connection then stays
+//! on its worker, so a request goes from the client's socket to the
+//! replica's and back with no hand-off between threads.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::sync::{mpsc, watch};
+
+use super::ingress::Ingress;
+use super::routes::Routes;
+
+/// Accepts connections on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    ingress: Ingress,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    // Upgraded (WebSocket) connections cannot be drained gracefully: on
+    // shutdown the proxy stops accepting, and the process exit ends the rest.
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, addr)) = accepted else {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                };
+                serve_connection(&ingress, stream, addr);
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+}
+
+/// Serves HTTP/1.1 (and upgrades) on one accepted connection, in a task of
+/// the current runtime.
+fn serve_connection(ingress: &Ingress, stream: tokio::net::TcpStream, addr: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let ingress = ingress.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let ingress = ingress.clone();
+        async move { Ok::<_, Infallible>(ingress.handle(req, addr).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+}
+
+/// Worker 0 accepts and deals connections round robin, itself included;
+/// the others serve what they are dealt. Dealing, rather than every worker
+/// racing on accept, keeps the connections (and so the work) even.
+async fn work(
+    n: usize,
+    listener: Option<std::net::TcpListener>,
+    mut dealt: mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>,
+    peers: Vec<mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr)>>,
+    ingress: Ingress,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut shutdown = std::pin::pin!(async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    });
+    let listener = match listener.map(tokio::net::TcpListener::from_std).transpose() {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, worker = n, "ingress worker cannot listen");
+            return;
+        }
+    };
+    let mut turn = 0usize;
+    loop {
+        tokio::select! {
+            accepted = async { listener.as_ref()?.accept().await.ok() }, if listener.is_some() => {
+                let Some((stream, addr)) = accepted else {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                };
+                turn = (turn + 1) % (peers.len() + 1);
+                if turn == 0 {
+                    serve_connection(&ingress, stream, addr);
+                    continue;
+                }
+                // Hand the socket over as a std one: it joins the peer's runtime there.
+                match stream.into_std() {
+                    Ok(std_stream) => {
+                        if let Err(mpsc::error::SendError((s, a))) = peers[turn - 1].send((std_stream, addr)) {
+                            if let Ok(s) = tokio::net::TcpStream::from_std(s) {
+                                serve_connection(&ingress, s, a);
+                            }
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "ingress: hand-off failed"),
+                }
+            }
+            Some((stream, addr)) = dealt.recv() => {
+                match tokio::net::TcpStream::from_std(stream) {
+                    Ok(s) => serve_connection(&ingress, s, addr),
+                    Err(e) => tracing::debug!(error = %e, "ingress: take-over failed"),
+                }
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+}
+
+/// The ingress on its own worker threads.
+pub struct IngressWorkers {
+    local_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl IngressWorkers {
+    /// Starts `workers` threads (at least one) serving `listener`.
+    pub fn start(
+        listener: std::net::TcpListener,
+        routes: Arc<Routes>,
+        workers: usize,
+    ) -> std::io::Result<Self> {
+        listener.set_nonblocking(true)?;
+        let local_addr = listener.local_addr()?;
+        let (stop, stopped) = watch::channel(false);
+        let workers = workers.max(1);
+        let (senders, mut receivers): (Vec<_>, Vec<_>) =
+            (0..workers).map(|_| mpsc::unbounded_channel()).unzip();
+        let mut listener = Some(listener);
+        let mut threads = Vec::new();
+        for n in 0..workers {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let ingress = Ingress::new(routes.clone());
+            let stopped = stopped.clone();
+            let dealt = receivers.remove(0);
+            let (own, peers) = if n == 0 {
+                (listener.take(), senders[1..].to_vec())
+            } else {
+                (None, Vec::new())
+            };
+            let thread = std::thread::Builder::new()
+                .name(format!("orca-ingress-{n}"))
+                .spawn(move || runtime.block_on(work(n, own, dealt, peers, ingress, stopped)))?;
+            threads.push(thread);
+        }
+        Ok(Self {
+            local_addr,
+            stop,
+            threads,
+        })
+    }
+
+    /// The address the workers accept on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting and waits for the worker threads to end. Requests in
+    /// flight are cut off with their runtime.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let threads = self.threads;
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+    }
+}
