@@ -115,6 +115,43 @@ async fn canary_split_rollback_promote_and_again() {
     let v2_share = *seen.get("web v2").unwrap_or(&0) as f64 / 1000.0;
     assert!((v2_share - 0.5).abs() <= 0.05, "{seen:?}");
 
+    // DNS splits by weight too: asked from a stable replica, `web` answers
+    // the canary or the stable replicas, taking turns.
+    let canary_ip = s
+        .instances
+        .iter()
+        .find(|i| i.canary)
+        .unwrap()
+        .ip
+        .clone()
+        .unwrap();
+    let asker = s.instances.iter().find(|i| !i.canary).unwrap().id.clone();
+    let cri = server.cri().await;
+    let script = "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do \
+        timeout 5 nslookup -type=a web | sed -n '/^Name:/,$p' | grep '^Address' | tr '\\n' ' '; echo; done";
+    let out = cri
+        .exec(
+            &asker,
+            &["sh".into(), "-c".into(), script.into()],
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    let answers: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    assert_eq!(answers.len(), 20, "{out:?}");
+    let to_canary = answers.iter().filter(|a| a.contains(&canary_ip)).count();
+    assert!(
+        answers
+            .iter()
+            .all(|a| a.contains(&canary_ip) != (a.matches("Address").count() == 2)),
+        "each answer is one side: {answers:#?}"
+    );
+    assert_eq!(to_canary, 10, "50% of the answers: {answers:#?}");
+
     // Rollback during a canary removes it.
     let r: Value = c
         .post("/api/v1/services/web/rollback", &json!({}))

@@ -4,10 +4,15 @@
 //! asker's address); `<service>.<project>` and `<service>.<project>.orca`
 //! answer cluster-wide for internal services (and within the asker's own
 //! project). Everything else goes to the host's resolvers.
+//!
+//! While a service runs a canary, a query is answered with either the
+//! canary replicas or the stable ones, alternating by the canary's weight
+//! (smoothly: at 10 %, one answer in ten, evenly spread), with a 1 s TTL so
+//! clients that resolve per connection split their traffic by weight too.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
@@ -17,6 +22,8 @@ use tokio::net::UdpSocket;
 
 /// TTL of orca's answers: short, since replicas come and go.
 pub const TTL: u32 = 5;
+/// TTL of one side of a canary split, so clients come back for the other.
+pub const SPLIT_TTL: u32 = 1;
 /// The zone suffix of cluster-wide names.
 pub const ZONE: &str = "orca";
 
@@ -29,6 +36,8 @@ pub struct Names {
     pub cluster: HashMap<String, Vec<Ipv4Addr>>,
     /// Replica address → its project (who is asking).
     pub project_of: HashMap<Ipv4Addr, String>,
+    /// Canary replica address → the canary's weight in percent.
+    pub canary_weight: HashMap<Ipv4Addr, u32>,
 }
 
 /// What a lookup found.
@@ -36,6 +45,8 @@ pub struct Names {
 pub enum Lookup {
     /// orca's name: these addresses (maybe none ready).
     Found(Vec<Ipv4Addr>),
+    /// orca's name with a canary: one side of the split, by weight.
+    Split(Vec<Ipv4Addr>),
     /// In orca's namespace but unknown.
     NxDomain,
     /// Not orca's: ask the host's resolvers.
@@ -86,10 +97,11 @@ impl Names {
     }
 }
 
-/// The shared table.
+/// The shared table, and how far each split name has got in its turns.
 #[derive(Default)]
 pub struct DnsTable {
     names: RwLock<Names>,
+    turns: Mutex<HashMap<String, u64>>,
 }
 
 impl DnsTable {
@@ -98,12 +110,58 @@ impl DnsTable {
             *n = names;
         }
     }
+
+    /// Resolves `name` for `from`, every address.
     pub fn lookup(&self, name: &str, from: Option<Ipv4Addr>) -> Lookup {
         self.names
             .read()
             .map(|n| n.lookup(name, from))
             .unwrap_or(Lookup::Forward)
     }
+
+    /// Resolves `name` for `from` for an A query: a name whose replicas are
+    /// partly canaries answers one side, taking turns by weight. (Only A
+    /// queries take a turn: resolvers that ask A and AAAA together would
+    /// otherwise see one side only.)
+    pub fn lookup_a(&self, name: &str, from: Option<Ipv4Addr>) -> Lookup {
+        let Ok(names) = self.names.read() else {
+            return Lookup::Forward;
+        };
+        let found = names.lookup(name, from);
+        let Lookup::Found(ips) = found else {
+            return found;
+        };
+        let (canary, stable): (Vec<Ipv4Addr>, Vec<Ipv4Addr>) = ips
+            .iter()
+            .partition(|ip| names.canary_weight.contains_key(ip));
+        let Some(weight) = canary.first().and_then(|ip| names.canary_weight.get(ip)) else {
+            return Lookup::Found(ips);
+        };
+        if stable.is_empty() {
+            return Lookup::Found(ips);
+        }
+        let turn = match self.turns.lock() {
+            Ok(mut turns) => {
+                let t = turns.entry(name.to_string()).or_insert(0);
+                *t += 1;
+                *t - 1
+            }
+            Err(_) => 0,
+        };
+        Lookup::Split(if canary_turn(*weight, turn) {
+            canary
+        } else {
+            stable
+        })
+    }
+}
+
+/// Whether turn `n` of a split at `weight` percent goes to the canary:
+/// exactly `weight` of every 100 turns, spread evenly.
+fn canary_turn(weight: u32, n: u64) -> bool {
+    let w = u64::from(weight.min(100));
+    let p = n % 100;
+    (p + 1) * w / 100 > p * w / 100
 }
 
 /// The host's resolvers, from resolv.conf (loopback ones too: orca runs on
@@ -128,22 +186,31 @@ pub fn answer(table: &DnsTable, packet: &[u8], from: Option<Ipv4Addr>) -> Option
     let query = request.queries.first()?.clone();
     let name = query.name().to_lowercase().to_ascii();
     let name = name.trim_end_matches('.');
-    let found = match table.lookup(name, from) {
-        Lookup::Forward => return None,
-        other => other,
+    let found = if query.query_type() == RecordType::A {
+        table.lookup_a(name, from)
+    } else {
+        table.lookup(name, from)
     };
+    if found == Lookup::Forward {
+        return None;
+    }
     let mut response = Message::response(request.metadata.id, OpCode::Query);
     response.metadata.recursion_desired = request.metadata.recursion_desired;
     response.metadata.recursion_available = true;
     response.metadata.authoritative = true;
     response.add_query(query.clone());
-    match found {
-        Lookup::Found(ips) => {
+    let (ips, ttl) = match found {
+        Lookup::Found(ips) => (Some(ips), TTL),
+        Lookup::Split(ips) => (Some(ips), SPLIT_TTL),
+        _ => (None, TTL),
+    };
+    match ips {
+        Some(ips) => {
             if query.query_type() == RecordType::A {
                 for ip in ips {
                     response.add_answer(Record::from_rdata(
                         query.name().clone(),
-                        TTL,
+                        ttl,
                         RData::A(A(ip)),
                     ));
                 }
@@ -327,6 +394,54 @@ mod tests {
             host_resolvers("nameserver 1.1.1.1\nsearch x\nnameserver 127.0.0.53\n").len(),
             2
         );
+    }
+
+    #[test]
+    fn canary_splits_answers_by_weight() {
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let mut n = names();
+        n.by_project.get_mut("shop").unwrap().insert(
+            "web".into(),
+            vec![ip("10.0.0.2"), ip("10.0.0.3"), ip("10.0.0.4")],
+        );
+        n.canary_weight.insert(ip("10.0.0.4"), 10);
+        let table = DnsTable::default();
+        table.replace(n.clone());
+        let shop = Some(ip("10.0.0.2"));
+        let mut canary = 0;
+        let mut longest_stable_run = 0;
+        let mut run = 0;
+        for _ in 0..1000 {
+            match table.lookup_a("web", shop) {
+                Lookup::Split(ips) if ips == vec![ip("10.0.0.4")] => {
+                    canary += 1;
+                    run = 0;
+                }
+                Lookup::Split(ips) => {
+                    assert_eq!(ips, vec![ip("10.0.0.2"), ip("10.0.0.3")]);
+                    run += 1;
+                    longest_stable_run = longest_stable_run.max(run);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(canary, 100);
+        assert_eq!(longest_stable_run, 9, "turns are spread evenly");
+        // Other names and canary-only answers are plain.
+        assert!(matches!(table.lookup_a("db.bank", shop), Lookup::Found(_)));
+        assert_eq!(table.lookup("web", shop), n.lookup("web", shop), "no turn");
+        n.by_project
+            .get_mut("shop")
+            .unwrap()
+            .insert("web".into(), vec![ip("10.0.0.4")]);
+        table.replace(n);
+        assert_eq!(
+            table.lookup("web", shop),
+            Lookup::Found(vec![ip("10.0.0.4")])
+        );
+        for (w, expected) in [(0, 0), (50, 500), (100, 1000), (33, 330)] {
+            assert_eq!((0..1000).filter(|n| canary_turn(w, *n)).count(), expected);
+        }
     }
 
     #[tokio::test]

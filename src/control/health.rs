@@ -396,6 +396,9 @@ fn dns_names(st: &super::State) -> network::dns::Names {
                 && routable(st, spec, &i.id)
             {
                 ready.push(ip);
+                if let Some(c) = record.canary.as_ref().filter(|c| c.version == i.version) {
+                    names.canary_weight.insert(ip, c.weight);
+                }
             }
         }
         ready.sort();
