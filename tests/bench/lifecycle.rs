@@ -4,6 +4,13 @@
 //! ones counted); and how closely canary traffic follows its weight over
 //! 10 000 requests.
 //!
+//! With `ORCA_BENCH_DOCKER_HOST` naming a Docker engine in Swarm mode
+//! (`tests/bench/swarm.sh up` starts a private one), the same rolling update
+//! runs on Swarm in the same run: `docker service update --image` on a
+//! service of 10 replicas of the same images, with the same health check
+//! (the same path, every second) and stop grace, and Swarm's update
+//! defaults otherwise (one at a time, stop-first, 5 s monitor).
+//!
 //! Needs the test environment and a release build:
 //! `cargo bench --bench lifecycle`.
 
@@ -69,6 +76,91 @@ async fn settled(client: &ApiClient, version: u64, n: usize, canaries: usize) {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// `docker` against the engine at `host`; stdout, or panics with stderr.
+fn docker(host: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new("docker")
+        .env("DOCKER_HOST", host)
+        .args(args)
+        .output()
+        .expect("docker (apt-get install docker.io)");
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// Swarm's rolling update of 10 replicas v1 -> v2: (every replica runs v2,
+/// healthy, and no v1 container runs; `docker service update` returned).
+fn swarm_rolling(host: &str, v1: &str, v2: &str) -> (Duration, Duration) {
+    const NAME: &str = "orca-bench-web";
+    docker(host, &["pull", "-q", v1]);
+    docker(host, &["pull", "-q", v2]);
+    let _ = std::process::Command::new("docker")
+        .env("DOCKER_HOST", host)
+        .args(["service", "rm", NAME])
+        .output();
+    std::thread::sleep(Duration::from_secs(3));
+    docker(
+        host,
+        &[
+            "service",
+            "create",
+            "-q",
+            "--name",
+            NAME,
+            "--replicas",
+            "10",
+            "--health-cmd",
+            "wget -q -O /dev/null http://127.0.0.1:8080/healthz",
+            "--health-interval",
+            "1s",
+            "--health-timeout",
+            "1s",
+            "--health-retries",
+            "1",
+            "--stop-grace-period",
+            "1s",
+            v1,
+        ],
+    );
+    let t = Instant::now();
+    let (host_owned, v2_owned) = (host.to_string(), v2.to_string());
+    let update = std::thread::spawn(move || {
+        docker(
+            &host_owned,
+            &["service", "update", "-q", "--image", &v2_owned, NAME],
+        );
+        t.elapsed()
+    });
+    let served = loop {
+        let running = docker(
+            host,
+            &[
+                "ps",
+                "--filter",
+                &format!("label=com.docker.swarm.service.name={NAME}"),
+                "--format",
+                "{{.Image}} {{.Status}}",
+            ],
+        );
+        let lines: Vec<&str> = running.lines().collect();
+        let new_healthy = lines
+            .iter()
+            .filter(|l| l.starts_with(v2) && l.contains("(healthy)"))
+            .count();
+        let old = lines.iter().filter(|l| l.starts_with(v1)).count();
+        if new_healthy == 10 && old == 0 {
+            break t.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let reported = update.join().expect("docker service update");
+    docker(host, &["service", "rm", NAME]);
+    (served, reported)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -139,11 +231,27 @@ async fn main() {
 
     server.stop().await;
 
+    let swarm = std::env::var("ORCA_BENCH_DOCKER_HOST").ok().map(|host| {
+        let (v1, v2) = (v1.clone(), v2.clone());
+        std::thread::spawn(move || swarm_rolling(&host, &v1, &v2))
+            .join()
+            .expect("swarm run")
+    });
+
     println!("lifecycle, one run, 10 busybox httpd replicas behind the ingress");
     println!(
         "rolling update v1 -> v2 (health path, max_unavailable 0): every replica v2 and ready, old ones gone, after {:.1} s; {ok} requests served, {failed} failed",
         rolled.as_secs_f64()
     );
+    match swarm {
+        Some((served, reported)) => println!(
+            "swarm, same images and health check: every replica v2 and healthy, no v1 running, after {:.1} s; `docker service update` returned after {:.1} s; orca {:.1}x faster to serve v2 everywhere",
+            served.as_secs_f64(),
+            reported.as_secs_f64(),
+            served.as_secs_f64() / rolled.as_secs_f64()
+        ),
+        None => println!("swarm: not run (set ORCA_BENCH_DOCKER_HOST; tests/bench/swarm.sh up)"),
+    }
     for (weight, share) in accuracy {
         println!("canary at {weight}%: {share:.2}% of 10000 requests went to the canary");
     }
