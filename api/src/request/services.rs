@@ -1,0 +1,88 @@
+//! `/api/v1/services/{name}[/action]`: stop, scale, logs, promote,
+//! rollback and versions of one service.
+
+use http::Method;
+
+use super::params::{bool_param, json, query_pairs};
+use super::{ApiRequest, Call, MAX_TAIL};
+use crate::error::ApiError;
+use crate::names::checked_name;
+use crate::spec::ScaleRequest;
+
+/// `rest` is the path after `services`.
+pub(super) fn parse(call: &Call<'_, '_>, rest: &[&str]) -> Result<ApiRequest, ApiError> {
+    let raw = call.raw;
+    match rest {
+        [name] => {
+            call.only(Method::DELETE)?;
+            Ok(ApiRequest::StopService {
+                name: checked_name("service name", name)?.to_string(),
+            })
+        }
+        [name, action] => {
+            let name = checked_name("service name", name)?.to_string();
+            match *action {
+                "scale" => {
+                    call.only(Method::POST)?;
+                    let body: ScaleRequest = json(&raw.body)?;
+                    Ok(ApiRequest::Scale {
+                        name,
+                        replicas: body.replicas,
+                    })
+                }
+                "logs" => {
+                    call.only(Method::GET)?;
+                    let (tail, follow) = logs_query(raw.query)?;
+                    Ok(ApiRequest::Logs { name, tail, follow })
+                }
+                "promote" => {
+                    call.only(Method::POST)?;
+                    Ok(ApiRequest::Promote { name })
+                }
+                "rollback" => {
+                    call.only(Method::POST)?;
+                    let version = if raw.body.iter().all(|b| b.is_ascii_whitespace()) {
+                        None
+                    } else {
+                        #[derive(serde::Deserialize)]
+                        #[serde(deny_unknown_fields)]
+                        struct Body {
+                            version: Option<u64>,
+                        }
+                        json::<Body>(&raw.body)?.version
+                    };
+                    Ok(ApiRequest::Rollback { name, version })
+                }
+                "versions" => {
+                    call.only(Method::GET)?;
+                    Ok(ApiRequest::Versions { name })
+                }
+                _ => Err(call.not_found()),
+            }
+        }
+        _ => Err(call.not_found()),
+    }
+}
+
+/// `tail` and `follow` of a logs call.
+fn logs_query(query: Option<&str>) -> Result<(Option<usize>, bool), ApiError> {
+    let (mut tail, mut follow) = (None, false);
+    for (k, v) in query_pairs(query) {
+        match k.as_str() {
+            "tail" => {
+                let n: usize = v.parse().map_err(|_| {
+                    ApiError::bad_request(format!("invalid tail {v:?}: must be a number"))
+                })?;
+                if n > MAX_TAIL {
+                    return Err(ApiError::bad_request(format!(
+                        "invalid tail {n}: at most {MAX_TAIL}"
+                    )));
+                }
+                tail = Some(n);
+            }
+            "follow" => follow = bool_param("follow", &v)?,
+            _ => {}
+        }
+    }
+    Ok((tail, follow))
+}
