@@ -178,6 +178,8 @@ async fn main() {
             ctr(&socket, &ctr_ns, &["containers", "delete", &id]);
         }
     }
+    // runc leaves ctr's namespace-level cgroup directory behind, empty.
+    cri::cgroup::Cgroups::default().remove(&format!("/{ctr_ns}"));
 
     // 500 services in the store.
     for batch in 0..5 {

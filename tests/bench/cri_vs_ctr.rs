@@ -176,6 +176,8 @@ async fn main() {
             .output();
     }
     let _ = std::fs::remove_dir_all(&logs);
+    // runc leaves ctr's namespace-level cgroup directory behind, empty.
+    cri::cgroup::Cgroups::default().remove(&format!("/{ns_c}"));
 
     let (op, cp) = (median(orca_pull), median(ctr_pull));
     let (os, ol, cs) = (
