@@ -10,6 +10,52 @@ use prometheus::{
 
 use crate::control::ControlPlane;
 
+/// What the ingress answered, from its own counters: responses by domain
+/// and status class, failed attempts to reach replicas, and requests for
+/// hosts no service claims (one series, whatever the Host said).
+fn ingress_traffic(routes: &network::proxy::Routes) -> String {
+    let traffic = routes.traffic();
+    let mut out = String::new();
+    out.push_str(
+        "# HELP orca_ingress_responses_total Ingress responses by domain and status class.\n",
+    );
+    out.push_str("# TYPE orca_ingress_responses_total counter\n");
+    for (domain, t) in &traffic {
+        let domain = label_value(domain);
+        for (i, n) in t.responses().iter().enumerate() {
+            out.push_str(&format!(
+                "orca_ingress_responses_total{{code=\"{}xx\",domain=\"{domain}\"}} {n}\n",
+                i + 1
+            ));
+        }
+    }
+    out.push_str("# HELP orca_ingress_upstream_errors_total Ingress attempts to reach a replica that failed.\n");
+    out.push_str("# TYPE orca_ingress_upstream_errors_total counter\n");
+    for (domain, t) in &traffic {
+        out.push_str(&format!(
+            "orca_ingress_upstream_errors_total{{domain=\"{}\"}} {}\n",
+            label_value(domain),
+            t.upstream_errors()
+        ));
+    }
+    out.push_str(
+        "# HELP orca_ingress_unrouted_total Ingress requests for a host no service claims.\n",
+    );
+    out.push_str("# TYPE orca_ingress_unrouted_total counter\n");
+    out.push_str(&format!(
+        "orca_ingress_unrouted_total {}\n",
+        routes.unrouted()
+    ));
+    out
+}
+
+/// A label value escaped for the text format.
+fn label_value(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 /// The contract's `orca_services_total`, `orca_instances_total` and
 /// `orca_nodes_total`. Their values can go down, but Prometheus lints any
 /// non-counter whose name ends in `_total`, so they are typed `counter` to
@@ -227,6 +273,9 @@ impl Metrics {
             }
         }
         text.push_str(&contract_totals(&status));
+        if let Some(routes) = control.routes() {
+            text.push_str(&ingress_traffic(routes));
+        }
         text
     }
 

@@ -213,41 +213,6 @@ async fn bad_input_gets_json_errors_and_changes_nothing() {
     assert!(started.elapsed() < Duration::from_secs(15));
 }
 
-/// `promtool check metrics` accepts the text (promtool comes with Debian's
-/// prometheus package, which .ci/run installs).
-fn promtool_clean(metrics: &str) {
-    use std::io::Write;
-    let child = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(c) => c,
-        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("promtool missing under CI: {e}")
-        }
-        Err(e) => {
-            eprintln!("SKIPPING the promtool check: {e}");
-            return;
-        }
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(metrics.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roles_and_tokens() {
     let Some(env) = common::env() else { return };
@@ -268,7 +233,7 @@ async fn roles_and_tokens() {
     ] {
         assert!(metrics.contains(name), "{name} missing from /metrics");
     }
-    promtool_clean(&metrics);
+    common::promtool_clean(&metrics);
 
     // Missing or bad token: 401, also before a body is looked at.
     let (status, msg) = err_of(anon.get::<Value>("/api/v1/status").await.unwrap_err());

@@ -98,7 +98,7 @@ async fn service_lifecycle_on_containerd() {
     assert_eq!(s.version, 1);
 
     // Each replica has its own address on the node's bridge and serves there.
-    let subnet = common::server::subnet_of(&server.namespace);
+    let subnet = server.subnet.clone();
     let prefix = subnet.trim_end_matches("0/24");
     for i in &s.instances {
         let ip = i.ip.clone().expect("an address");

@@ -229,7 +229,7 @@ async fn hog_is_oom_killed_and_reported() {
 
     let mut saw_oom = false;
     let mut saw_exit = false;
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(10);
     while !(saw_oom && saw_exit) && Instant::now() < deadline {
         match tokio::time::timeout(Duration::from_secs(1), events.next()).await {
             Ok(Some(CriEvent::TaskOom { container_id })) if container_id == "hog-1" => {

@@ -354,4 +354,23 @@ async fn ingress_keeps_connections_to_replicas_alive() {
         "61 requests took {} connections with {workers} workers",
         field("proxied_connections")
     );
+
+    // The ingress's counters: by domain and status class, and unknown hosts
+    // in one series whatever they said.
+    for host in ["nobody.test", "\"quoted\".test"] {
+        assert_eq!(via_proxy(server.proxy_port, host, "/").await.0, 404);
+    }
+    let metrics = c.get_text("/metrics").await.unwrap();
+    for line in [
+        "orca_ingress_responses_total{code=\"2xx\",domain=\"ka.test\"} 61",
+        "orca_ingress_responses_total{code=\"5xx\",domain=\"ka.test\"} 0",
+        "orca_ingress_upstream_errors_total{domain=\"ka.test\"} 0",
+        "orca_ingress_unrouted_total 2",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} missing:\n{metrics}"
+        );
+    }
+    common::promtool_clean(&metrics);
 }

@@ -145,6 +145,11 @@ impl ControlPlane {
         &self.inner.agent
     }
 
+    /// The ingress table, when this node runs the proxy.
+    pub fn routes(&self) -> Option<&Arc<network::proxy::Routes>> {
+        self.inner.routes.as_ref()
+    }
+
     pub(crate) fn inner(&self) -> &Arc<Inner> {
         &self.inner
     }

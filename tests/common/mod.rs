@@ -147,3 +147,38 @@ pub async fn http_get(port: u16, path: &str, timeout: Duration) -> Option<String
 pub fn orca_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_orca"))
 }
+
+/// `promtool check metrics` accepts the text (promtool comes with Debian's
+/// prometheus package, which .ci/run installs).
+pub fn promtool_clean(metrics: &str) {
+    use std::io::Write;
+    let child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("promtool missing under CI: {e}")
+        }
+        Err(e) => {
+            eprintln!("SKIPPING the promtool check: {e}");
+            return;
+        }
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -20,10 +20,27 @@ pub fn bridge_name(namespace: &str) -> String {
     format!("ot{:08x}", hash(namespace) as u32)
 }
 
-/// A /24 of the server's own in 10.100.0.0/14.
-pub fn subnet_of(namespace: &str) -> String {
-    let h = hash(namespace);
-    format!("10.{}.{}.0/24", 100 + (h >> 8) % 4, h & 0xff)
+/// A /24 of the server's own in 10.100.0.0/14: none that another server of
+/// this process holds, nor one whose gateway address a host interface
+/// already has (another test run's bridge, say).
+pub fn free_subnet(namespace: &str) -> String {
+    static CLAIMED: std::sync::Mutex<Vec<u64>> = std::sync::Mutex::new(Vec::new());
+    let host = Command::new("ip")
+        .args(["-o", "-4", "addr", "show"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let mut claimed = CLAIMED.lock().unwrap();
+    let start = hash(namespace);
+    for i in 0..1024 {
+        let n = (start + i) % 1024;
+        let (b, c) = (100 + n / 256, n % 256);
+        if !claimed.contains(&n) && !host.contains(&format!("inet 10.{b}.{c}.1/")) {
+            claimed.push(n);
+            return format!("10.{b}.{c}.0/24");
+        }
+    }
+    panic!("no free /24 left in 10.100.0.0/14");
 }
 
 fn hash(s: &str) -> u64 {
@@ -39,6 +56,8 @@ pub struct OrcaServer {
     /// The ingress proxy's port.
     pub proxy_port: u16,
     pub namespace: String,
+    /// The node's /24.
+    pub subnet: String,
     pub socket: PathBuf,
     child: Option<Child>,
 }
@@ -49,6 +68,7 @@ impl OrcaServer {
         let port = super::free_port();
         let proxy_port = super::free_port();
         let namespace = super::namespace(name);
+        let subnet = free_subnet(&namespace);
         let config = format!(
             r#"
 [cluster]
@@ -85,7 +105,6 @@ role = "viewer"
             socket = env.socket.display(),
             registry = env.registry,
             bridge = bridge_name(&namespace),
-            subnet = subnet_of(&namespace),
         );
         std::fs::write(dir.path().join("cluster.toml"), config).unwrap();
         let mut server = OrcaServer {
@@ -93,6 +112,7 @@ role = "viewer"
             port,
             proxy_port,
             namespace,
+            subnet,
             socket: env.socket.clone(),
             child: None,
         };

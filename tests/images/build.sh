@@ -16,7 +16,7 @@
 #   logger:latest    prints "line N" every 200 ms to stdout, every 5th line
 #                    also "err N" to stderr; exits on SIGTERM.
 #   crasher:latest   prints, exits 3 after 2 s.
-#   hog:latest       grows memory until the OOM killer stops it.
+#   hog:latest       after 1 s, grows memory until the OOM killer stops it.
 #   multi:latest     an index for linux/amd64 and linux/arm64 (the arm64
 #                    entry says "wrong platform" if ever run).
 #   kaweb:v1         tests/images/kaweb.rs, a keep-alive HTTP/1.1 server on
@@ -186,10 +186,12 @@ printf '#!/bin/sh\necho "crasher starting"\nsleep 2\necho "crasher exiting with 
 chmod 755 "$app/bin/crash"
 make_image crasher latest "$app" '["/bin/crash"]' '["PATH=/bin"]' ''
 
-# hog: tail keeps every byte of a newline-free stream in memory.
+# hog: tail keeps every byte of a newline-free stream in memory. It waits a
+# second first: containerd's shim starts watching a task for OOM kills only
+# after the task has started, and a kill before that is never reported.
 app=$WORK/hog
 mkdir -p "$app/bin"
-printf '#!/bin/sh\necho "hog starting"\nexec tail /dev/zero\n' > "$app/bin/hog"
+printf '#!/bin/sh\necho "hog starting"\nsleep 1\nexec tail /dev/zero\n' > "$app/bin/hog"
 chmod 755 "$app/bin/hog"
 make_image hog latest "$app" '["/bin/hog"]' '["PATH=/bin"]' ''
 

@@ -17,7 +17,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-use super::routes::Routes;
+use super::routes::{Route, Routes};
 use super::Body;
 
 /// The proxy: a routing table and a keep-alive client.
@@ -85,12 +85,8 @@ impl Ingress {
         Self { routes, client }
     }
 
-    /// Serves one request from `client_addr`.
-    pub async fn handle(
-        &self,
-        mut req: Request<Incoming>,
-        client_addr: SocketAddr,
-    ) -> Response<Body> {
+    /// Serves one request from `client_addr`, and counts the answer.
+    pub async fn handle(&self, req: Request<Incoming>, client_addr: SocketAddr) -> Response<Body> {
         let host = req
             .headers()
             .get(HOST)
@@ -104,11 +100,28 @@ impl Ingress {
             Cow::Borrowed(domain)
         };
         let Some(route) = self.routes.route(&domain) else {
+            self.routes.count_unrouted();
             return json_error(
                 StatusCode::NOT_FOUND,
                 &format!("no service for host {domain:?}"),
             );
         };
+        let response = self
+            .forward(req, client_addr, &route, &domain, host.clone())
+            .await;
+        route.traffic.respond(response.status());
+        response
+    }
+
+    /// Sends a request for `domain` to one of `route`'s replicas.
+    async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        client_addr: SocketAddr,
+        route: &Route,
+        domain: &str,
+        host: HeaderValue,
+    ) -> Response<Body> {
         if route.backends.is_empty() {
             return json_error(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -152,7 +165,7 @@ impl Ingress {
         let mut parts = Some(parts);
         let mut tried = Vec::new();
         loop {
-            let Some(i) = self.routes.pick(&route, &tried) else {
+            let Some(i) = self.routes.pick(route, &tried) else {
                 return json_error(
                     StatusCode::BAD_GATEWAY,
                     &format!("no replica of {domain} answered"),
@@ -201,6 +214,7 @@ impl Ingress {
                     return Response::from_parts(rparts, rbody.boxed());
                 }
                 Err(e) => {
+                    route.traffic.upstream_error();
                     if e.is_connect() {
                         tracing::debug!(backend = %backend.id, error = %e, "replica refused; out of rotation");
                         self.routes.eject(backend.addr);

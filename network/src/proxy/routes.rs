@@ -1,10 +1,10 @@
 //! The ingress routing table: the ready replicas of every domain, weighted
-//! round robin over them, and replicas taken out of rotation for a while
-//! after refusing a connection.
+//! round robin over them, replicas taken out of rotation for a while
+//! after refusing a connection, and what was answered per domain.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,36 @@ pub struct Backend {
     pub weight: u32,
 }
 
+/// What the ingress answered for one domain since orca started.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    /// Responses by status class: 1xx, 2xx, 3xx, 4xx, 5xx.
+    responses: [AtomicU64; 5],
+    /// Attempts to reach a replica that failed (refused or broken); a
+    /// request retried on another replica counts once per failed attempt.
+    upstream_errors: AtomicU64,
+}
+
+impl Traffic {
+    pub(crate) fn respond(&self, status: http::StatusCode) {
+        let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
+        self.responses[class].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn upstream_error(&self) {
+        self.upstream_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Responses by status class, 1xx to 5xx.
+    pub fn responses(&self) -> [u64; 5] {
+        std::array::from_fn(|i| self.responses[i].load(Ordering::Relaxed))
+    }
+
+    pub fn upstream_errors(&self) -> u64 {
+        self.upstream_errors.load(Ordering::Relaxed)
+    }
+}
+
 /// The backends of one domain.
 pub(crate) struct Route {
     pub(crate) backends: Vec<Backend>,
@@ -30,10 +60,12 @@ pub(crate) struct Route {
     /// Each backend repeated by its weight, for weighted round robin.
     ring: Vec<usize>,
     next: AtomicUsize,
+    /// The domain's counters, which outlive table changes.
+    pub(crate) traffic: Arc<Traffic>,
 }
 
 impl Route {
-    fn new(backends: Vec<Backend>) -> Self {
+    fn new(backends: Vec<Backend>, traffic: Arc<Traffic>) -> Self {
         let ring = interleave(&backends);
         let authorities = backends
             .iter()
@@ -47,6 +79,7 @@ impl Route {
             authorities,
             ring,
             next: AtomicUsize::new(0),
+            traffic,
         }
     }
 }
@@ -90,15 +123,27 @@ fn interleave(backends: &[Backend]) -> Vec<usize> {
 pub struct Routes {
     table: RwLock<HashMap<String, Arc<Route>>>,
     ejected: RwLock<HashMap<SocketAddr, Instant>>,
+    /// Per domain ever routed; kept when a domain goes, as counters are.
+    traffic: RwLock<HashMap<String, Arc<Traffic>>>,
+    /// Requests for a host no service claims.
+    unrouted: AtomicU64,
 }
 
 impl Routes {
     /// Sets the backends of every domain (domains not listed are removed).
     pub fn replace(&self, routes: HashMap<String, Vec<Backend>>) {
+        let Ok(mut traffic) = self.traffic.write() else {
+            return;
+        };
         let table = routes
             .into_iter()
-            .map(|(domain, backends)| (domain.to_ascii_lowercase(), Arc::new(Route::new(backends))))
+            .map(|(domain, backends)| {
+                let domain = domain.to_ascii_lowercase();
+                let counters = traffic.entry(domain.clone()).or_default().clone();
+                (domain, Arc::new(Route::new(backends, counters)))
+            })
             .collect();
+        drop(traffic);
         if let Ok(mut t) = self.table.write() {
             *t = table;
         }
@@ -111,6 +156,26 @@ impl Routes {
             .ok()?
             .get(&domain.to_ascii_lowercase())
             .map(|r| r.backends.clone())
+    }
+
+    /// The counters of every domain ever routed, sorted by domain.
+    pub fn traffic(&self) -> Vec<(String, Arc<Traffic>)> {
+        let mut all: Vec<_> = self
+            .traffic
+            .read()
+            .map(|t| t.iter().map(|(d, c)| (d.clone(), c.clone())).collect())
+            .unwrap_or_default();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    /// Requests for hosts no service claims.
+    pub fn unrouted(&self) -> u64 {
+        self.unrouted.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_unrouted(&self) {
+        self.unrouted.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The route of `domain`, which must be lowercase.
@@ -210,5 +275,27 @@ mod tests {
             assert_eq!(pick_id(&routes, &route), "b");
         }
         assert_eq!(routes.backends("X").unwrap().len(), 2);
+    }
+
+    #[test]
+    fn traffic_outlives_table_changes() {
+        let routes = Routes::default();
+        routes.replace(HashMap::from([("X".to_string(), vec![b("a", 1, 1)])]));
+        let route = routes.route("x").unwrap();
+        route.traffic.respond(http::StatusCode::OK);
+        route.traffic.respond(http::StatusCode::BAD_GATEWAY);
+        route.traffic.upstream_error();
+        routes.replace(HashMap::new());
+        routes.replace(HashMap::from([("x".to_string(), vec![b("b", 2, 1)])]));
+        routes
+            .route("x")
+            .unwrap()
+            .traffic
+            .respond(http::StatusCode::OK);
+        let all = routes.traffic();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].0, "x");
+        assert_eq!(all[0].1.responses(), [0, 2, 0, 0, 1]);
+        assert_eq!(all[0].1.upstream_errors(), 1);
     }
 }
