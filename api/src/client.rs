@@ -132,12 +132,7 @@ impl ApiClient {
         path: &str,
         body: &B,
     ) -> Result<T, ClientError> {
-        let bytes = serde_json::to_vec(body).map_err(|e| ClientError::Decode {
-            path: path.to_string(),
-            reason: e.to_string(),
-        })?;
-        let r = self.send(Method::POST, path, Some(bytes)).await?;
-        self.json_of(path, r).await
+        self.send_json(Method::POST, path, body).await
     }
 
     /// PUT `body` as JSON, decoding JSON.
@@ -146,11 +141,21 @@ impl ApiClient {
         path: &str,
         body: &B,
     ) -> Result<T, ClientError> {
+        self.send_json(Method::PUT, path, body).await
+    }
+
+    /// `method` with `body` as JSON, decoding JSON.
+    async fn send_json<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
         let bytes = serde_json::to_vec(body).map_err(|e| ClientError::Decode {
             path: path.to_string(),
             reason: e.to_string(),
         })?;
-        let r = self.send(Method::PUT, path, Some(bytes)).await?;
+        let r = self.send(method, path, Some(bytes)).await?;
         self.json_of(path, r).await
     }
 

@@ -330,20 +330,29 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// Takes service `name`'s write lock and loads its record (404 when
+    /// there is none). Every API write to one service goes through here.
+    pub(crate) async fn lock_service(
+        &self,
+        name: &str,
+    ) -> Result<(tokio::sync::OwnedMutexGuard<()>, ServiceRecord), ApiError> {
+        let held = self.inner().service_lock(name).lock_owned().await;
+        let record = self
+            .inner()
+            .repo
+            .service(name)
+            .map_err(store_error)?
+            .ok_or_else(|| ApiError::service_not_found(name))?;
+        Ok((held, record))
+    }
+
     pub(crate) async fn scale(&self, name: &str, replicas: i64) -> Result<ApiResponse, ApiError> {
         if !(0..=MAX_REPLICAS).contains(&replicas) {
             return Err(ApiError::bad_request(format!(
                 "invalid replicas {replicas}: must be 0 to {MAX_REPLICAS}"
             )));
         }
-        let lock = self.inner().service_lock(name);
-        let _held = lock.lock().await;
-        let mut record = self
-            .inner()
-            .repo
-            .service(name)
-            .map_err(store_error)?
-            .ok_or_else(|| ApiError::service_not_found(name))?;
+        let (_held, mut record) = self.lock_service(name).await?;
         record.spec.replicas = replicas;
         record.stopped = false;
         record.generation += 1;

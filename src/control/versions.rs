@@ -4,7 +4,7 @@
 
 use api::{ApiError, ApiResponse};
 
-use super::deploy::{now_rfc3339, store_error};
+use super::deploy::now_rfc3339;
 use super::ControlPlane;
 use crate::store::{VersionRecord, MAX_HISTORY};
 
@@ -12,14 +12,7 @@ impl ControlPlane {
     /// Makes the canary the stable version; the old stable replicas are
     /// replaced health-gated, like any rollout.
     pub(crate) async fn promote(&self, name: &str) -> Result<ApiResponse, ApiError> {
-        let lock = self.inner().service_lock(name);
-        let _held = lock.lock().await;
-        let mut record = self
-            .inner()
-            .repo
-            .service(name)
-            .map_err(store_error)?
-            .ok_or_else(|| ApiError::service_not_found(name))?;
+        let (_held, mut record) = self.lock_service(name).await?;
         let Some(canary) = record.canary.take() else {
             return Err(ApiError::conflict(format!(
                 "service {name} has no canary to promote"
@@ -49,14 +42,7 @@ impl ControlPlane {
         version: Option<u64>,
         caller: &str,
     ) -> Result<ApiResponse, ApiError> {
-        let lock = self.inner().service_lock(name);
-        let _held = lock.lock().await;
-        let mut record = self
-            .inner()
-            .repo
-            .service(name)
-            .map_err(store_error)?
-            .ok_or_else(|| ApiError::service_not_found(name))?;
+        let (_held, mut record) = self.lock_service(name).await?;
         if version.is_none() && record.canary.is_some() {
             // During a canary, rolling back means dropping the canary.
             let canary = record.canary.take().map(|c| c.version).unwrap_or_default();

@@ -52,16 +52,20 @@ pub(crate) fn wake(inner: &Arc<Inner>, service: &str) {
 
 /// Wakes every worker (after a resync event or a drain).
 pub(crate) fn wake_all(inner: &Arc<Inner>) {
-    let names: Vec<String> = inner
+    for n in watched(inner) {
+        wake(inner, &n);
+    }
+}
+
+/// The services that have a worker.
+fn watched(inner: &Inner) -> Vec<String> {
+    inner
         .workers
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .keys()
         .cloned()
-        .collect();
-    for n in names {
-        wake(inner, &n);
-    }
+        .collect()
 }
 
 async fn run_worker(inner: Arc<Inner>, service: String, notify: Arc<Notify>) {
@@ -441,13 +445,8 @@ async fn janitor(inner: Arc<Inner>) {
         match inner.agent.list().await {
             Ok(list) => {
                 inner.set_containerd_up(true);
-                let watched: std::collections::HashSet<String> = inner
-                    .workers
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .keys()
-                    .cloned()
-                    .collect();
+                let watched: std::collections::HashSet<String> =
+                    watched(&inner).into_iter().collect();
                 for i in list {
                     if !watched.contains(&i.service) {
                         wake(&inner, &i.service);

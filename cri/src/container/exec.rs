@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use containerd_client::services::v1::{
-    DeleteProcessRequest, ExecProcessRequest, GetContainerRequest, KillRequest, StartRequest,
-    WaitRequest,
+    DeleteProcessRequest, ExecProcessRequest, KillRequest, StartRequest, WaitRequest,
 };
 use nix::sys::stat::Mode;
 
@@ -45,17 +44,7 @@ impl Cri {
                 reason: "empty command".into(),
             });
         }
-        let container = self
-            .containers()
-            .get(self.req(GetContainerRequest { id: id.to_string() }))
-            .await
-            .map_err(|s| self.unavailable_or("Containers.Get", id, s))?
-            .into_inner()
-            .container
-            .ok_or_else(|| CriError::NotFound {
-                kind: "container",
-                id: id.to_string(),
-            })?;
+        let container = self.container_record(id).await?;
         let spec: serde_json::Value = container
             .spec
             .as_ref()

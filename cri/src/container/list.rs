@@ -11,10 +11,12 @@ use crate::client::Cri;
 use crate::error::{CriError, Result};
 
 impl Cri {
-    /// Container `id` with its task.
-    pub async fn container(&self, id: &str) -> Result<ContainerInfo> {
-        let c = self
-            .containers()
+    /// containerd's record of container `id` (spec, labels, image).
+    pub(crate) async fn container_record(
+        &self,
+        id: &str,
+    ) -> Result<containerd_client::services::v1::Container> {
+        self.containers()
             .get(self.req(GetContainerRequest { id: id.to_string() }))
             .await
             .map_err(|s| self.unavailable_or("Containers.Get", id, s))?
@@ -23,7 +25,12 @@ impl Cri {
             .ok_or_else(|| CriError::NotFound {
                 kind: "container",
                 id: id.to_string(),
-            })?;
+            })
+    }
+
+    /// Container `id` with its task.
+    pub async fn container(&self, id: &str) -> Result<ContainerInfo> {
+        let c = self.container_record(id).await?;
         let task = self.task(id).await?;
         Ok(ContainerInfo {
             id: c.id,
