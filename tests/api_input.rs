@@ -8,28 +8,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use api::client::ClientError;
+use common::http::exchange;
 use common::server::{OrcaServer, ADMIN, DEPLOYER, VIEWER};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// Sends raw bytes, returns (status, body).
-async fn raw(addr: &str, request: &[u8]) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(request).await.unwrap();
-    let mut buf = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut buf)).await;
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
 
 fn err_of(e: ClientError) -> (u16, String) {
     match e {
@@ -49,7 +31,7 @@ async fn bad_input_gets_json_errors_and_changes_nothing() {
     // Malformed JSON.
     let body = "{\"services\": [";
     let req = format!("POST /api/v1/deploy HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
-    let (status, text) = raw(&addr, req.as_bytes()).await;
+    let (status, text) = exchange(&addr, req.as_bytes()).await;
     assert_eq!(status, 400);
     let v: Value = serde_json::from_str(&text).unwrap();
     assert!(
@@ -88,7 +70,7 @@ async fn bad_input_gets_json_errors_and_changes_nothing() {
     }
     let (status, _) = err_of(c.delete::<Value>("/api/v1/services/A_B").await.unwrap_err());
     assert_eq!(status, 400);
-    let (status, _) = raw(&addr, format!("DELETE /api/v1/services/..%2Fetc HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").as_bytes()).await;
+    let (status, _) = exchange(&addr, format!("DELETE /api/v1/services/..%2Fetc HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").as_bytes()).await;
     assert_eq!(status, 400);
 
     // Missing and nonexistent images, absurd replicas, bad quantities.

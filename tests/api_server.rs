@@ -18,39 +18,13 @@ async fn service(client: &ApiClient, name: &str) -> Option<ServiceStatus> {
     s.services.into_iter().find(|s| s.name == name)
 }
 
-async fn wait_for(
-    client: &ApiClient,
-    name: &str,
-    what: &str,
-    f: impl Fn(&ServiceStatus) -> bool,
-) -> ServiceStatus {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(s) = service(client, name).await {
-            if f(&s) {
-                return s;
-            }
-            if Instant::now() > deadline {
-                panic!("{name}: timed out waiting for {what}; last status {s:#?}");
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// GET http://ip:port/path, retrying for a few seconds; the body.
 async fn http_get(ip: &str, port: u16, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let request = format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
     for _ in 0..100 {
-        if let Ok(mut s) = tokio::net::TcpStream::connect((ip, port)).await {
-            let req = format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
-            let mut buf = Vec::new();
-            if s.write_all(req.as_bytes()).await.is_ok() && s.read_to_end(&mut buf).await.is_ok() {
-                let text = String::from_utf8_lossy(&buf).to_string();
-                if let Some((_, body)) = text.split_once("\r\n\r\n") {
-                    return body.to_string();
-                }
-            }
+        let (status, body) = common::http::exchange((ip, port), request.as_bytes()).await;
+        if status != 0 {
+            return body;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -91,7 +65,7 @@ async fn service_lifecycle_on_containerd() {
         json!(["web", "logger", "other"]),
         "{body}"
     );
-    let s = wait_for(&c, "web", "2 running", |s| {
+    let s = common::wait_for(&c, "web", "2 running", |s| {
         s.running_replicas == 2 && state(s) == "running"
     })
     .await;
@@ -135,11 +109,11 @@ async fn service_lifecycle_on_containerd() {
         .await
         .unwrap();
     assert_eq!(r["replicas"], 3);
-    wait_for(&c, "web", "3 running", |s| s.running_replicas == 3).await;
+    common::wait_for(&c, "web", "3 running", |s| s.running_replicas == 3).await;
     c.post::<_, Value>("/api/v1/services/web/scale", &json!({ "replicas": 1 }))
         .await
         .unwrap();
-    wait_for(&c, "web", "1 replica", |s| {
+    common::wait_for(&c, "web", "1 replica", |s| {
         s.running_replicas == 1 && s.instances.len() == 1
     })
     .await;
@@ -153,7 +127,7 @@ async fn service_lifecycle_on_containerd() {
     c.post::<_, Value>("/api/v1/services/web/scale", &json!({ "replicas": 2 }))
         .await
         .unwrap();
-    wait_for(&c, "web", "2 running", |s| s.running_replicas == 2).await;
+    common::wait_for(&c, "web", "2 running", |s| s.running_replicas == 2).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let logs = c
         .get_text("/api/v1/services/web/logs?tail=10")
@@ -162,7 +136,7 @@ async fn service_lifecycle_on_containerd() {
     assert!(logs.lines().all(|l| l.starts_with("[web.")), "{logs}");
 
     // Follow: chunks keep coming until the client goes.
-    wait_for(&c, "logger", "running", |s| s.running_replicas == 1).await;
+    common::wait_for(&c, "logger", "running", |s| s.running_replicas == 1).await;
     let mut got = String::new();
     let follow = c.stream("/api/v1/services/logger/logs?follow=true&tail=1", |chunk| {
         got.push_str(&String::from_utf8_lossy(chunk));
@@ -173,7 +147,7 @@ async fn service_lifecycle_on_containerd() {
 
     // Stop one service, then a project, then everything.
     c.delete::<Value>("/api/v1/services/web").await.unwrap();
-    let s = wait_for(&c, "web", "stopped, no replicas", |s| {
+    let s = common::wait_for(&c, "web", "stopped, no replicas", |s| {
         s.instances.is_empty()
     })
     .await;
@@ -185,11 +159,11 @@ async fn service_lifecycle_on_containerd() {
         .is_empty());
     let r: Value = c.delete("/api/v1/projects/shop").await.unwrap();
     assert_eq!(r["stopped"], json!(["logger", "web"]));
-    wait_for(&c, "logger", "stopped", |s| s.instances.is_empty()).await;
+    common::wait_for(&c, "logger", "stopped", |s| s.instances.is_empty()).await;
     assert_eq!(service(&c, "other").await.unwrap().running_replicas, 1);
     let r: Value = c.post("/api/v1/stop", &json!({})).await.unwrap();
     assert_eq!(r["stopped"].as_array().unwrap().len(), 3);
-    wait_for(&c, "other", "stopped", |s| s.instances.is_empty()).await;
+    common::wait_for(&c, "other", "stopped", |s| s.instances.is_empty()).await;
     assert!(cri.list_containers(&[]).await.unwrap().is_empty());
     // Log files go with their replicas.
     let logs_dir = server.dir.path().join("data/logs");
@@ -210,7 +184,7 @@ async fn kill_9_and_restart_adopts_the_same_tasks() {
     let mut server = OrcaServer::start(&env, "adopt").await;
     let c = server.admin();
     deploy(&c, json!([{ "name": "web", "image": env.image("web:v1"), "replicas": 2, "stop_grace_secs": 1 }])).await;
-    let before = wait_for(&c, "web", "2 running", |s| s.running_replicas == 2).await;
+    let before = common::wait_for(&c, "web", "2 running", |s| s.running_replicas == 2).await;
     let pids: Vec<_> = before
         .instances
         .iter()
@@ -225,7 +199,7 @@ async fn kill_9_and_restart_adopts_the_same_tasks() {
     }
     let started = Instant::now();
     server.spawn().await;
-    let after = wait_for(&c, "web", "2 running after restart", |s| {
+    let after = common::wait_for(&c, "web", "2 running after restart", |s| {
         s.running_replicas == 2
     })
     .await;
@@ -265,7 +239,7 @@ async fn replica_killed_from_outside_is_replaced() {
         json!([{ "name": "web", "image": env.image("web:v1"), "stop_grace_secs": 1 }]),
     )
     .await;
-    let s = wait_for(&c, "web", "running", |s| s.running_replicas == 1).await;
+    let s = common::wait_for(&c, "web", "running", |s| s.running_replicas == 1).await;
     let pid = s.instances[0].pid.unwrap();
     // The replica's PID, which this test had orca start.
     let killed = std::process::Command::new("kill")
@@ -273,7 +247,7 @@ async fn replica_killed_from_outside_is_replaced() {
         .status()
         .unwrap();
     assert!(killed.success());
-    let s = wait_for(&c, "web", "running again", |s| {
+    let s = common::wait_for(&c, "web", "running again", |s| {
         s.running_replicas == 1 && s.instances[0].pid.is_some_and(|p| p != pid)
     })
     .await;
@@ -293,7 +267,7 @@ async fn crash_loop_backs_off_and_degrades() {
     .await;
     let started = Instant::now();
     // Exits after 2 s each time; restarts after 1 s, then 2 s.
-    let s = wait_for(&c, "crasher", "two restarts", |s| {
+    let s = common::wait_for(&c, "crasher", "two restarts", |s| {
         s.instances.first().is_some_and(|i| i.restarts >= 2)
     })
     .await;
@@ -322,7 +296,7 @@ async fn memory_hog_shows_oom_killed() {
     let server = OrcaServer::start(&env, "oom").await;
     let c = server.admin();
     deploy(&c, json!([{ "name": "hog", "image": env.image("hog:latest"), "resources": { "memory": "32Mi" } }])).await;
-    let s = wait_for(&c, "hog", "an OOM kill", |s| {
+    let s = common::wait_for(&c, "hog", "an OOM kill", |s| {
         s.instances
             .first()
             .and_then(|i| i.last_exit.as_ref())
@@ -383,7 +357,7 @@ async fn concurrent_writes_on_one_service() {
         Some(n) => assert_eq!(s.replicas, n),
     }
     let want = last.unwrap_or(0) as usize;
-    let s = wait_for(&c, "busy", "convergence", |s| {
+    let s = common::wait_for(&c, "busy", "convergence", |s| {
         s.running_replicas as usize == want && s.instances.len() == want
     })
     .await;
@@ -421,7 +395,7 @@ async fn sigterm_stops_the_server_not_the_containers() {
         json!([{ "name": "web", "image": env.image("web:v1"), "stop_grace_secs": 1 }]),
     )
     .await;
-    let s = wait_for(&c, "web", "running", |s| s.running_replicas == 1).await;
+    let s = common::wait_for(&c, "web", "running", |s| s.running_replicas == 1).await;
     let pid = s.instances[0].pid.unwrap();
     assert_eq!(server.terminate(), Some(0), "log:\n{}", server.log());
     assert!(server.log().contains("stopped (containers keep running)"));
@@ -430,6 +404,6 @@ async fn sigterm_stops_the_server_not_the_containers() {
         "the replica died with the server"
     );
     server.spawn().await;
-    let s = wait_for(&c, "web", "adopted", |s| s.running_replicas == 1).await;
+    let s = common::wait_for(&c, "web", "adopted", |s| s.running_replicas == 1).await;
     assert_eq!(s.instances[0].pid, Some(pid));
 }

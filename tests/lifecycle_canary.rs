@@ -7,30 +7,16 @@
 mod common;
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use api::status::StatusResponse;
 use common::server::OrcaServer;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// The body of one request through the ingress, which must succeed.
 async fn get(port: u16) -> String {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: canary.test\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    let text = String::from_utf8_lossy(&buf).to_string();
-    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-    text.split_once("\r\n\r\n")
-        .map(|(_, b)| b.trim().to_string())
-        .unwrap_or_default()
+    let (status, body) = common::http::get(port, "canary.test", "/").await;
+    assert_eq!(status, 200, "{body}");
+    body
 }
 
 async fn split(port: u16, n: usize) -> HashMap<String, usize> {
@@ -56,30 +42,26 @@ async fn settle(
     stable: usize,
     canary: usize,
 ) -> api::status::ServiceStatus {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let s: StatusResponse = c.get("/api/v1/status").await.unwrap();
-        let svc = s.services.into_iter().find(|s| s.name == "web").unwrap();
-        let ready = |want_canary: bool| {
-            svc.instances
-                .iter()
-                .filter(|i| {
-                    i.canary == want_canary && i.healthy == Some(true) && i.state == "running"
-                })
-                .count()
-        };
-        if ready(false) == stable && ready(true) == canary && svc.instances.len() == stable + canary
-        {
-            // Routes follow readiness; give them a beat.
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            return svc;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not settled at {stable}+{canary}: {svc:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let ready = |svc: &api::status::ServiceStatus, want_canary: bool| {
+        svc.instances
+            .iter()
+            .filter(|i| i.canary == want_canary && i.healthy == Some(true) && i.state == "running")
+            .count()
+    };
+    let svc = common::wait_for(
+        c,
+        "web",
+        &format!("{stable} stable + {canary} canary ready"),
+        |svc| {
+            ready(svc, false) == stable
+                && ready(svc, true) == canary
+                && svc.instances.len() == stable + canary
+        },
+    )
+    .await;
+    // Routes follow readiness; give them a beat.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    svc
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,39 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use api::status::StatusResponse;
 use common::server::OrcaServer;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-async fn get(port: u16, host: &str) -> (u16, String) {
-    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
-        return (0, String::new());
-    };
-    let req = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    if s.write_all(req.as_bytes()).await.is_err() {
-        return (0, String::new());
-    }
-    let mut buf = Vec::new();
-    if tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
-        .await
-        .is_err()
-    {
-        return (0, "timeout".into());
-    }
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (
-        status,
-        text.split_once("\r\n\r\n")
-            .map(|(_, b)| b.trim().to_string())
-            .unwrap_or_default(),
-    )
-}
 
 /// Requests through the ingress until stopped: (bodies seen, failures).
 fn hammer(
@@ -54,7 +23,7 @@ fn hammer(
         let mut seen: HashMap<String, usize> = HashMap::new();
         let mut failures = Vec::new();
         while !stop.load(Ordering::Relaxed) {
-            let (status, body) = get(port, host).await;
+            let (status, body) = common::http::get(port, host, "/").await;
             if status == 200 {
                 *seen.entry(body).or_default() += 1;
             } else {
@@ -71,27 +40,6 @@ fn spec(image: &str) -> Value {
         "deploy": { "progress_deadline_secs": 20 } }] })
 }
 
-async fn wait_for(
-    c: &api::client::ApiClient,
-    what: &str,
-    f: impl Fn(&api::status::ServiceStatus) -> bool,
-) -> api::status::ServiceStatus {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let s: StatusResponse = c.get("/api/v1/status").await.unwrap();
-        if let Some(svc) = s.services.into_iter().find(|s| s.name == "web") {
-            if f(&svc) {
-                return svc;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}: {svc:#?}"
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_update_and_revert_without_a_failed_request() {
     let Some(env) = common::env() else { return };
@@ -100,7 +48,7 @@ async fn rolling_update_and_revert_without_a_failed_request() {
     c.post::<_, Value>("/api/v1/deploy", &spec(&env.image("web:v1")))
         .await
         .unwrap();
-    wait_for(&c, "3 healthy v1", |s| {
+    common::wait_for(&c, "web", "3 healthy v1", |s| {
         s.instances.len() == 3 && s.instances.iter().all(|i| i.healthy == Some(true))
     })
     .await;
@@ -115,7 +63,7 @@ async fn rolling_update_and_revert_without_a_failed_request() {
         .await
         .unwrap();
     assert_eq!(r["deployed"], json!(["web"]));
-    let s = wait_for(&c, "only v2", |s| {
+    let s = common::wait_for(&c, "web", "only v2", |s| {
         s.version == 2
             && s.instances.len() == 3
             && s.instances
@@ -144,7 +92,7 @@ async fn rolling_update_and_revert_without_a_failed_request() {
     c.post::<_, Value>("/api/v1/deploy", &spec(&env.image("crasher:latest")))
         .await
         .unwrap();
-    let s = wait_for(&c, "revert to v2", |s| {
+    let s = common::wait_for(&c, "web", "revert to v2", |s| {
         s.version == 2
             && s.message
                 .as_deref()
@@ -179,7 +127,7 @@ async fn rolling_update_and_revert_without_a_failed_request() {
         (Some(4), Some(1)),
         "{r}"
     );
-    wait_for(&c, "v1 again", |s| {
+    common::wait_for(&c, "web", "v1 again", |s| {
         s.version == 4
             && s.instances.len() == 3
             && s.instances
@@ -195,7 +143,7 @@ async fn rolling_update_and_revert_without_a_failed_request() {
         "failed requests during the rollback: {failures:?}"
     );
     assert!(seen.contains_key("web v1"), "{seen:?}");
-    let (_, body) = get(server.proxy_port, "roll.test").await;
+    let (_, body) = common::http::get(server.proxy_port, "roll.test", "/").await;
     assert_eq!(body, "web v1");
     let v: Value = c.get("/api/v1/services/web/versions").await.unwrap();
     assert_eq!(v["versions"][0]["note"], "rollback to 1");

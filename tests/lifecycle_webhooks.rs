@@ -13,7 +13,6 @@ use common::server::{OrcaServer, DEPLOYER};
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SECRET: &str = "hook-secret-1234";
 
@@ -25,26 +24,13 @@ fn sign(body: &str) -> String {
 
 /// POSTs a delivery; (status, body).
 async fn deliver(addr: &str, headers: &[(&str, String)], body: &str) -> (u16, Value) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut req = format!("POST /api/v1/webhooks/github HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
     req.push_str(body);
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.unwrap();
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
+    let (status, body) = common::http::exchange(addr, req.as_bytes()).await;
     (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 

@@ -6,9 +6,8 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use api::status::StatusResponse;
 use common::server::OrcaServer;
 use serde_json::{json, Value};
 
@@ -62,19 +61,10 @@ async fn names_resolve_by_project_and_internal_services_cluster_wide() {
         .await
         .unwrap();
     assert_eq!(r["deployed"].as_array().unwrap().len(), 4, "{r}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        let s: StatusResponse = c.get("/api/v1/status").await.unwrap();
-        let ready = s.services.iter().all(|s| {
-            s.instances.len() == s.replicas as usize
-                && s.instances.iter().all(|i| i.healthy == Some(true))
-        });
-        if ready {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "not ready: {s:#?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let status = common::wait_for_all(&c, "every replica ready", |s| {
+        s.instances.len() == s.replicas as usize && common::healthy(s) == s.instances.len()
+    })
+    .await;
     let ips = |n: &str| -> Vec<String> {
         let mut v: Vec<String> = status
             .services

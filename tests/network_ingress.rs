@@ -11,60 +11,10 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use api::status::StatusResponse;
+use common::http::get;
 use common::server::OrcaServer;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// (status, body) of GET `path` with `host` through the proxy.
-async fn via_proxy(port: u16, host: &str, path: &str) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    // Chunked bodies: keep only the text lines.
-    let body = if text
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        body.lines()
-            .filter(|l| !l.is_empty() && u64::from_str_radix(l.trim(), 16).is_err())
-            .collect::<Vec<_>>()
-            .join("\n")
-    } else {
-        body
-    };
-    (status, body)
-}
-
-async fn healthy_count(c: &api::client::ApiClient, name: &str) -> usize {
-    let s: StatusResponse = c.get("/api/v1/status").await.unwrap();
-    s.services
-        .iter()
-        .find(|s| s.name == name)
-        .map(|s| {
-            s.instances
-                .iter()
-                .filter(|i| i.healthy == Some(true))
-                .count()
-        })
-        .unwrap_or(0)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingress_balances_over_ready_replicas() {
@@ -81,11 +31,7 @@ async fn ingress_balances_over_ready_replicas() {
         .await
         .unwrap();
     assert_eq!(r["deployed"], json!(["web"]), "{r}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while healthy_count(&c, "web").await < 3 {
-        assert!(Instant::now() < deadline, "replicas never became healthy");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::wait_for(&c, "web", "3 healthy", |s| common::healthy(s) >= 3).await;
 
     // Each replica answers with its own name, so balancing can be seen.
     let cri = server.cri().await;
@@ -105,7 +51,7 @@ async fn ingress_balances_over_ready_replicas() {
     }
     let mut counts: HashMap<String, usize> = HashMap::new();
     for _ in 0..30 {
-        let (status, body) = via_proxy(server.proxy_port, "app.test", "/").await;
+        let (status, body) = get(server.proxy_port, "app.test", "/").await;
         assert_eq!(status, 200, "{body}");
         *counts.entry(body.trim().to_string()).or_default() += 1;
     }
@@ -113,7 +59,7 @@ async fn ingress_balances_over_ready_replicas() {
     assert!(counts.values().all(|n| *n == 10), "round robin: {counts:?}");
 
     // The forwarded headers reach the replica.
-    let (status, env_out) = via_proxy(server.proxy_port, "App.Test:80", "/cgi-bin/env").await;
+    let (status, env_out) = get(server.proxy_port, "App.Test:80", "/cgi-bin/env").await;
     assert_eq!(status, 200, "{env_out}");
     assert!(
         env_out.contains("HTTP_X_FORWARDED_FOR=127.0.0.1"),
@@ -126,7 +72,7 @@ async fn ingress_balances_over_ready_replicas() {
     );
 
     // Unknown host: 404 JSON.
-    let (status, body) = via_proxy(server.proxy_port, "nobody.test", "/").await;
+    let (status, body) = get(server.proxy_port, "nobody.test", "/").await;
     assert_eq!(status, 404);
     assert!(serde_json::from_str::<Value>(&body).unwrap()["error"]
         .as_str()
@@ -151,7 +97,7 @@ async fn ingress_balances_over_ready_replicas() {
     .unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     for _ in 0..20 {
-        let (status, body) = via_proxy(server.proxy_port, "app.test", "/").await;
+        let (status, body) = get(server.proxy_port, "app.test", "/").await;
         assert_eq!(status, 200);
         assert_ne!(
             body.trim(),
@@ -173,7 +119,7 @@ async fn ingress_balances_over_ready_replicas() {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let (status, body) = via_proxy(server.proxy_port, "app.test", "/").await;
+        let (status, body) = get(server.proxy_port, "app.test", "/").await;
         if status == 503 {
             assert!(body.contains("no ready replica"), "{body}");
             break;
@@ -267,11 +213,7 @@ exec nc -ll -p 8080 -e /tmp/ws"#;
     )
     .await
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while healthy_count(&c, "ws").await < 1 {
-        assert!(Instant::now() < deadline, "never ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::wait_for(&c, "ws", "1 healthy", |s| common::healthy(s) >= 1).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", server.proxy_port))
@@ -322,21 +264,14 @@ async fn ingress_keeps_connections_to_replicas_alive() {
     )
     .await
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while healthy_count(&c, "ka").await < 1 {
-        assert!(
-            Instant::now() < deadline,
-            "the replica never became healthy"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::wait_for(&c, "ka", "1 healthy", |s| common::healthy(s) >= 1).await;
     // Every client connection is closed after one request; the proxy's
     // connections to the replica stay open and are reused.
     for _ in 0..60 {
-        let (status, body) = via_proxy(server.proxy_port, "ka.test", "/").await;
-        assert_eq!((status, body.as_str()), (200, "kaweb v1\n"));
+        let (status, body) = get(server.proxy_port, "ka.test", "/").await;
+        assert_eq!((status, body.as_str()), (200, "kaweb v1"));
     }
-    let (status, stats) = via_proxy(server.proxy_port, "ka.test", "/stats").await;
+    let (status, stats) = get(server.proxy_port, "ka.test", "/stats").await;
     assert_eq!(status, 200, "{stats}");
     let field = |name: &str| -> usize {
         stats
@@ -358,7 +293,7 @@ async fn ingress_keeps_connections_to_replicas_alive() {
     // The ingress's counters: by domain and status class, and unknown hosts
     // in one series whatever they said.
     for host in ["nobody.test", "\"quoted\".test"] {
-        assert_eq!(via_proxy(server.proxy_port, host, "/").await.0, 404);
+        assert_eq!(get(server.proxy_port, host, "/").await.0, 404);
     }
     let metrics = c.get_text("/metrics").await.unwrap();
     for line in [

@@ -6,9 +6,8 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use api::status::StatusResponse;
 use common::server::OrcaServer;
 use serde_json::{json, Value};
 
@@ -52,18 +51,10 @@ async fn projects_are_isolated_except_internal_services() {
         .await
         .unwrap();
     assert_eq!(r["deployed"].as_array().unwrap().len(), 3, "{r}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        let s: StatusResponse = c.get("/api/v1/status").await.unwrap();
-        if s.services
-            .iter()
-            .all(|s| s.running_replicas == s.replicas && s.instances.iter().all(|i| i.ip.is_some()))
-        {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "not all running: {s:#?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let status = common::wait_for_all(&c, "every replica running with an address", |s| {
+        s.running_replicas == s.replicas && s.instances.iter().all(|i| i.ip.is_some())
+    })
+    .await;
     let by_name = |n: &str| {
         status
             .services

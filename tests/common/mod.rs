@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used)]
 #![allow(dead_code)]
 
+pub mod http;
 pub mod server;
 
 use std::path::PathBuf;
@@ -181,4 +182,57 @@ pub fn promtool_clean(metrics: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Polls status until service `name` satisfies `f` (60 s at most, then
+/// fails saying `what` it waited for and the last status).
+pub async fn wait_for(
+    client: &api::client::ApiClient,
+    name: &str,
+    what: &str,
+    f: impl Fn(&api::status::ServiceStatus) -> bool,
+) -> api::status::ServiceStatus {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let s: api::status::StatusResponse = client.get("/api/v1/status").await.unwrap();
+        let svc = s.services.into_iter().find(|s| s.name == name);
+        if let Some(svc) = &svc {
+            if f(svc) {
+                return svc.clone();
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name}: timed out waiting for {what}; last status {svc:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Replicas of `s` whose health check passes.
+pub fn healthy(s: &api::status::ServiceStatus) -> usize {
+    s.instances
+        .iter()
+        .filter(|i| i.healthy == Some(true))
+        .count()
+}
+
+/// Polls status until every service satisfies `f` (60 s at most).
+pub async fn wait_for_all(
+    client: &api::client::ApiClient,
+    what: &str,
+    f: impl Fn(&api::status::ServiceStatus) -> bool,
+) -> api::status::StatusResponse {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let s: api::status::StatusResponse = client.get("/api/v1/status").await.unwrap();
+        if s.services.iter().all(&f) {
+            return s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {s:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
