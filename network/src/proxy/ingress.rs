@@ -5,26 +5,24 @@
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue, HOST};
-use http::uri::{PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 
 use super::routes::{Route, Routes};
+use super::upstream::Upstreams;
 use super::Body;
 
-/// The proxy: a routing table and a keep-alive client.
+/// The proxy: a routing table and keep-alive connections to the replicas.
 #[derive(Clone)]
 pub struct Ingress {
     routes: Arc<Routes>,
-    client: Client<HttpConnector, Body>,
+    upstreams: Arc<Upstreams>,
 }
 
 fn json_error(status: StatusCode, message: &str) -> Response<Body> {
@@ -74,15 +72,13 @@ fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
 }
 
 impl Ingress {
+    /// A proxy over `routes` with its own connection pool (one per worker
+    /// thread, since the pool's connections live on that thread's runtime).
     pub fn new(routes: Arc<Routes>) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(2)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(256)
-            .build(connector);
-        Self { routes, client }
+        Self {
+            routes,
+            upstreams: Arc::new(Upstreams::default()),
+        }
     }
 
     /// Serves one request from `client_addr`, and counts the answer.
@@ -154,11 +150,16 @@ impl Ingress {
             .headers
             .insert("x-forwarded-proto", HeaderValue::from_static("http"));
         parts.headers.insert("x-forwarded-host", host.clone());
+        if !parts.headers.contains_key(HOST) {
+            parts.headers.insert(HOST, host);
+        }
+        // Replicas get origin-form: the path and query alone.
         let path = parts
             .uri
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        parts.uri = Uri::from(path);
         // A request without a body can be sent again to another replica.
         let replayable = body_is_empty(&parts);
         let mut body = Some(body.boxed());
@@ -173,14 +174,6 @@ impl Ingress {
             };
             let backend = &route.backends[i];
             tried.push(backend.addr);
-            let Ok(uri) = Uri::builder()
-                .scheme(Scheme::HTTP)
-                .authority(route.authorities[i].clone())
-                .path_and_query(path.clone())
-                .build()
-            else {
-                return json_error(StatusCode::BAD_REQUEST, "bad request path");
-            };
             let may_retry = replayable && tried.len() < route.backends.len();
             let head = match (may_retry, parts.take()) {
                 (true, Some(p)) => {
@@ -191,9 +184,8 @@ impl Ingress {
                 (_, Some(p)) => p,
                 (_, None) => return json_error(StatusCode::BAD_GATEWAY, "request already sent"),
             };
-            let mut upstream = Request::from_parts(head, body.take().unwrap_or_else(empty));
-            *upstream.uri_mut() = uri;
-            match self.client.request(upstream).await {
+            let upstream = Request::from_parts(head, body.take().unwrap_or_else(empty));
+            match self.upstreams.send(backend.addr, upstream).await {
                 Ok(mut resp) => {
                     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                         if let Some(client_side) = client_upgrade {

@@ -9,6 +9,7 @@
 //!
 //! - [`routes`]: the routing table and weighted round robin.
 //! - [`ingress`]: one proxied request.
+//! - [`upstream`]: a worker's keep-alive connections to the replicas.
 //! - [`serve`]: accept loops and the worker threads they run on.
 
 use bytes::Bytes;
@@ -17,6 +18,7 @@ use http_body_util::combinators::BoxBody;
 pub mod ingress;
 pub mod routes;
 pub mod serve;
+mod upstream;
 
 pub use ingress::Ingress;
 pub use routes::{Backend, Routes};

@@ -8,8 +8,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use http::uri::Authority;
-
 /// How long a replica that refused a connection stays out of rotation.
 const EJECT_FOR: Duration = Duration::from_secs(2);
 
@@ -55,8 +53,6 @@ impl Traffic {
 /// The backends of one domain.
 pub(crate) struct Route {
     pub(crate) backends: Vec<Backend>,
-    /// `addr` of each backend as a URI authority, made once.
-    pub(crate) authorities: Vec<Authority>,
     /// Each backend repeated by its weight, for weighted round robin.
     ring: Vec<usize>,
     next: AtomicUsize,
@@ -67,16 +63,8 @@ pub(crate) struct Route {
 impl Route {
     fn new(backends: Vec<Backend>, traffic: Arc<Traffic>) -> Self {
         let ring = interleave(&backends);
-        let authorities = backends
-            .iter()
-            .map(|b| {
-                Authority::try_from(b.addr.to_string())
-                    .unwrap_or_else(|_| Authority::from_static("invalid"))
-            })
-            .collect();
         Self {
             backends,
-            authorities,
             ring,
             next: AtomicUsize::new(0),
             traffic,
@@ -259,7 +247,6 @@ mod tests {
         let seq: Vec<String> = (0..4).map(|_| pick_id(&routes, &route)).collect();
         assert_ne!(seq[0], seq[1]);
         assert_ne!(seq[1], seq[2]);
-        assert_eq!(route.authorities[0].as_str(), "127.0.0.1:1");
     }
 
     #[test]
