@@ -52,8 +52,8 @@ struct Conn {
 impl Conn {
     /// Worth keeping: open, and either busy or idle for less than [`IDLE_FOR`].
     fn keep(&self, now: Instant) -> bool {
-        !self.sender.is_closed()
-            && !(self.sender.is_ready() && now.duration_since(self.used) > IDLE_FOR)
+        let idle_too_long = self.sender.is_ready() && now.duration_since(self.used) > IDLE_FOR;
+        !self.sender.is_closed() && !idle_too_long
     }
 }
 
@@ -107,7 +107,9 @@ impl Upstreams {
         }
     }
 
-    /// Sends on a connection to `addr` that wants a request, if there is one.
+    /// Sends on a connection to `addr` that wants a request, if there is one;
+    /// otherwise gives the request back (by value, as hyper does).
+    #[allow(clippy::result_large_err)]
     fn send_on_idle(
         &self,
         addr: SocketAddr,
