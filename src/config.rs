@@ -75,13 +75,25 @@ impl Default for NetworkSection {
 #[serde(deny_unknown_fields, default)]
 pub struct ProxySection {
     pub http_listen: String,
+    /// Ingress worker threads (beyond the contract's keys); one per core
+    /// when unset.
+    pub workers: Option<usize>,
 }
 
 impl Default for ProxySection {
     fn default() -> Self {
         Self {
             http_listen: "0.0.0.0:80".into(),
+            workers: None,
         }
+    }
+}
+
+impl ProxySection {
+    /// How many ingress worker threads to run.
+    pub fn workers(&self) -> usize {
+        self.workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
     }
 }
 
@@ -126,6 +138,12 @@ impl Config {
     }
 
     fn check(&self) -> anyhow::Result<()> {
+        if let Some(n) = self.proxy.workers {
+            anyhow::ensure!(
+                (1..=256).contains(&n),
+                "proxy.workers must be between 1 and 256, not {n}"
+            );
+        }
         api::names::checked_name("cluster.name", &self.cluster.name)
             .map_err(|e| anyhow::anyhow!(e.message))?;
         if let Some(id) = &self.node.id {
@@ -260,5 +278,14 @@ role = "admin"
             "[[token]]\nname=\"a\"\nvalue=\"0123456789abcdef\"\nrole=\"root\"\n"
         )
         .is_err());
+        let zero = Config::parse("[proxy]\nworkers = 0\n").unwrap_err();
+        assert!(zero.to_string().contains("proxy.workers"), "{zero}");
+        assert_eq!(
+            Config::parse("[proxy]\nworkers = 3\n")
+                .unwrap()
+                .proxy
+                .workers(),
+            3
+        );
     }
 }

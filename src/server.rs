@@ -98,8 +98,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
     let ingress = std::net::TcpListener::bind(&config.proxy.http_listen)
         .with_context(|| format!("listen on {} (proxy.http_listen)", config.proxy.http_listen))?;
-    let workers = std::thread::available_parallelism().map_or(1, usize::from);
-    let proxy = network::proxy::IngressWorkers::start(ingress, routes, workers)
+    let proxy = network::proxy::IngressWorkers::start(ingress, routes, config.proxy.workers())
         .context("start the ingress")?;
     tracing::info!(%address, node = %node_id, "orca server ready");
     eprintln!("orca server: node {node_id}, API on http://{address}");

@@ -32,13 +32,34 @@ pub fn wrk(url: &str, header: Option<&str>) -> Wrk {
     wrk_for(url, header, 8)
 }
 
-/// `wrk -t2 -c32 -d<secs>s --latency` on `url`, with one extra header.
+/// `wrk -t2 -c32 -d<secs>s --latency` on `url`, with one extra header:
+/// as many requests as the server answers (a closed loop at saturation).
 pub fn wrk_for(url: &str, header: Option<&str>, secs: u32) -> Wrk {
+    wrk_run(url, header, secs, None)
+}
+
+/// Like [`wrk_for`], but each of the 32 connections waits `pause_ms`
+/// between a response and its next request, so the load stays below
+/// saturation and the latency is the server's, not the queue's.
+pub fn wrk_paced(url: &str, header: Option<&str>, secs: u32, pause_ms: u32) -> Wrk {
+    let script = std::env::temp_dir().join(format!("orca-bench-pause-{pause_ms}.lua"));
+    std::fs::write(
+        &script,
+        format!("function delay()\n  return {pause_ms}\nend\n"),
+    )
+    .unwrap();
+    wrk_run(url, header, secs, Some(&script))
+}
+
+fn wrk_run(url: &str, header: Option<&str>, secs: u32, script: Option<&std::path::Path>) -> Wrk {
     let mut cmd = Command::new("wrk");
     let duration = format!("-d{secs}s");
     cmd.args(["-t2", "-c32", &duration, "--latency"]);
     if let Some(h) = header {
         cmd.args(["-H", h]);
+    }
+    if let Some(s) = script {
+        cmd.arg("-s").arg(s);
     }
     let out = cmd.arg(url).output().expect("wrk (apt-get install wrk)");
     let text = String::from_utf8_lossy(&out.stdout).to_string();
@@ -97,10 +118,14 @@ impl BenchServer {
         let dir = tempfile::tempdir().unwrap();
         let (api_port, proxy_port) = (free_port(), free_port());
         let namespace = format!("bench-{name}-{}", std::process::id());
+        // ORCA_BENCH_PROXY_WORKERS sets the ingress's worker threads.
+        let workers = std::env::var("ORCA_BENCH_PROXY_WORKERS")
+            .map(|n| format!("workers = {n}\n"))
+            .unwrap_or_default();
         std::fs::write(
             dir.path().join("cluster.toml"),
             format!(
-                "[cluster]\ndata_dir = \"{}\"\napi_listen = \"127.0.0.1:{api_port}\"\n[containerd]\nsocket = \"{socket}\"\nnamespace = \"{namespace}\"\n[network]\nbridge = \"{bridge}\"\nsubnet = \"{subnet}\"\n[proxy]\nhttp_listen = \"127.0.0.1:{proxy_port}\"\n[[token]]\nname = \"admin\"\nvalue = \"{TOKEN}\"\nrole = \"admin\"\n",
+                "[cluster]\ndata_dir = \"{}\"\napi_listen = \"127.0.0.1:{api_port}\"\n[containerd]\nsocket = \"{socket}\"\nnamespace = \"{namespace}\"\n[network]\nbridge = \"{bridge}\"\nsubnet = \"{subnet}\"\n[proxy]\nhttp_listen = \"127.0.0.1:{proxy_port}\"\n{workers}[[token]]\nname = \"admin\"\nvalue = \"{TOKEN}\"\nrole = \"admin\"\n",
                 dir.path().join("data").display()
             ),
         )

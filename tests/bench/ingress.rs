@@ -18,10 +18,22 @@ use serde_json::{json, Value};
 #[path = "common.rs"]
 mod common;
 
-use common::{free_port, wrk, wrk_for, BenchServer};
+use common::{free_port, wrk, wrk_for, wrk_paced, BenchServer};
 
-/// Turns each proxy takes under load.
-const ROUNDS: usize = 5;
+/// Turns each proxy takes under each load, unless `ROUNDS` says otherwise.
+const ROUNDS: usize = 7;
+/// Seconds per turn.
+const ROUND_SECS: u32 = 4;
+/// The pause each wrk connection takes between requests in the paced
+/// turns: 32 connections then offer at most 16k requests/s, about a third
+/// of what either proxy serves at saturation on this machine.
+const PAUSE_MS: u32 = 2;
+
+fn median(runs: &[common::Wrk], f: fn(&common::Wrk) -> f64) -> f64 {
+    let mut v: Vec<f64> = runs.iter().map(f).collect();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
 
 async fn get_status(port: u16, host: &str) -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -104,16 +116,23 @@ async fn main() {
     let orca_url = format!("http://127.0.0.1:{proxy_port}/");
     let nginx_url = format!("http://127.0.0.1:{nginx_port}/");
     let host = Some("Host: bench.test");
-    // Both warm up (pools filled, pages touched), then take turns, five
-    // times for 5 s; the medians are compared, since single p99s on a
-    // shared 2-core machine swing by several times.
-    wrk_for(&orca_url, host, 2);
-    wrk_for(&nginx_url, host, 2);
-    let mut orca = Vec::new();
-    let mut via_nginx = Vec::new();
-    for _ in 0..ROUNDS {
-        orca.push(wrk_for(&orca_url, host, 5));
-        via_nginx.push(wrk_for(&nginx_url, host, 5));
+    // Both warm up (pools filled, pages touched), then take turns, at
+    // saturation and paced; the medians are compared, since single p99s on
+    // a shared 2-core machine swing by several times.
+    let rounds: usize = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(ROUNDS)
+        .max(1);
+    wrk_for(&orca_url, host, 3);
+    wrk_for(&nginx_url, host, 3);
+    let (mut orca, mut via_nginx) = (Vec::new(), Vec::new());
+    let (mut orca_paced, mut nginx_paced) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        orca.push(wrk_for(&orca_url, host, ROUND_SECS));
+        via_nginx.push(wrk_for(&nginx_url, host, ROUND_SECS));
+        orca_paced.push(wrk_paced(&orca_url, host, ROUND_SECS, PAUSE_MS));
+        nginx_paced.push(wrk_paced(&nginx_url, host, ROUND_SECS, PAUSE_MS));
     }
     // SIGTERM to the master stops its workers too (SIGKILL would orphan them).
     let _ = Command::new("kill")
@@ -154,29 +173,36 @@ async fn main() {
 
     server.stop().await;
 
-    println!("ingress, one run, 3 kaweb (keep-alive) replicas, wrk -t2 -c32 on loopback (direct 8 s, rounds 5 s)");
-    println!("{:<32} {:>10} {:>9}  errors", "", "req/s", "p99 ms");
-    let mut rows = vec![("direct to one replica".to_string(), &direct)];
-    for round in 0..ROUNDS {
-        rows.push((format!("orca ingress, round {}", round + 1), &orca[round]));
-        rows.push((
-            format!("nginx reverse proxy, round {}", round + 1),
-            &via_nginx[round],
-        ));
-    }
-    for (name, r) in rows {
-        println!("{name:<32} {:>10.0} {:>9.2}  {}", r.rps, r.p99_ms, r.errors);
-    }
-    let median = |runs: &[common::Wrk], f: fn(&common::Wrk) -> f64| {
-        let mut v: Vec<f64> = runs.iter().map(f).collect();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     println!(
-        "orca / nginx, median of the rounds: throughput {:.2}x, p99 {:.2}x",
-        median(&orca, |r| r.rps) / median(&via_nginx, |r| r.rps),
-        median(&orca, |r| r.p99_ms) / median(&via_nginx, |r| r.p99_ms)
+        "ingress, one run, 3 kaweb (keep-alive) replicas, wrk -t2 -c32 on loopback \
+         (direct 8 s; {rounds} turns of {ROUND_SECS} s per proxy at saturation, and paced with a {PAUSE_MS} ms pause per connection)"
     );
+    println!("{:<36} {:>10} {:>9}  errors", "", "req/s", "p99 ms");
+    println!(
+        "{:<36} {:>10.0} {:>9.2}  {}",
+        "direct to one replica", direct.rps, direct.p99_ms, direct.errors
+    );
+    for (load, o, n) in [
+        ("saturated", &orca, &via_nginx),
+        ("paced", &orca_paced, &nginx_paced),
+    ] {
+        for round in 0..rounds {
+            for (name, r) in [
+                ("orca ingress", &o[round]),
+                ("nginx reverse proxy", &n[round]),
+            ] {
+                let row = format!("{name}, {load} {}", round + 1);
+                println!("{row:<36} {:>10.0} {:>9.2}  {}", r.rps, r.p99_ms, r.errors);
+            }
+        }
+        println!(
+            "orca / nginx, {load}, median of the turns: throughput {:.2}x, p99 {:.2}x ({:.2} / {:.2} ms)",
+            median(o, |r| r.rps) / median(n, |r| r.rps),
+            median(o, |r| r.p99_ms) / median(n, |r| r.p99_ms),
+            median(o, |r| r.p99_ms),
+            median(n, |r| r.p99_ms)
+        );
+    }
     println!(
         "scale 0 -> 1: task running after {:.0} ms, first routed request after {:.0} ms",
         started.unwrap_or_default().as_secs_f64() * 1000.0,
