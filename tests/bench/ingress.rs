@@ -128,11 +128,19 @@ async fn main() {
     wrk_for(&nginx_url, host, 3);
     let (mut orca, mut via_nginx) = (Vec::new(), Vec::new());
     let (mut orca_paced, mut nginx_paced) = (Vec::new(), Vec::new());
-    for _ in 0..rounds {
-        orca.push(wrk_for(&orca_url, host, ROUND_SECS));
-        via_nginx.push(wrk_for(&nginx_url, host, ROUND_SECS));
-        orca_paced.push(wrk_paced(&orca_url, host, ROUND_SECS, PAUSE_MS));
-        nginx_paced.push(wrk_paced(&nginx_url, host, ROUND_SECS, PAUSE_MS));
+    for round in 0..rounds {
+        // Who goes first alternates too, so neither always follows the other.
+        if round % 2 == 0 {
+            orca.push(wrk_for(&orca_url, host, ROUND_SECS));
+            via_nginx.push(wrk_for(&nginx_url, host, ROUND_SECS));
+            orca_paced.push(wrk_paced(&orca_url, host, ROUND_SECS, PAUSE_MS));
+            nginx_paced.push(wrk_paced(&nginx_url, host, ROUND_SECS, PAUSE_MS));
+        } else {
+            via_nginx.push(wrk_for(&nginx_url, host, ROUND_SECS));
+            orca.push(wrk_for(&orca_url, host, ROUND_SECS));
+            nginx_paced.push(wrk_paced(&nginx_url, host, ROUND_SECS, PAUSE_MS));
+            orca_paced.push(wrk_paced(&orca_url, host, ROUND_SECS, PAUSE_MS));
+        }
     }
     // SIGTERM to the master stops its workers too (SIGKILL would orphan them).
     let _ = Command::new("kill")

@@ -123,15 +123,30 @@ impl Routes {
         let Ok(mut traffic) = self.traffic.write() else {
             return;
         };
-        let table = routes
+        let current = self.table.read().map(|t| t.clone()).unwrap_or_default();
+        let table: HashMap<String, Arc<Route>> = routes
             .into_iter()
             .map(|(domain, backends)| {
                 let domain = domain.to_ascii_lowercase();
-                let counters = traffic.entry(domain.clone()).or_default().clone();
-                (domain, Arc::new(Route::new(backends, counters)))
+                // An unchanged route is kept, and with it its place in the turn.
+                let route = match current.get(&domain) {
+                    Some(r) if r.backends == backends => r.clone(),
+                    _ => {
+                        let counters = traffic.entry(domain.clone()).or_default().clone();
+                        Arc::new(Route::new(backends, counters))
+                    }
+                };
+                (domain, route)
             })
             .collect();
         drop(traffic);
+        let unchanged = table.len() == current.len()
+            && table
+                .iter()
+                .all(|(d, r)| current.get(d).is_some_and(|c| Arc::ptr_eq(c, r)));
+        if unchanged {
+            return;
+        }
         if let Ok(mut t) = self.table.write() {
             *t = table;
         }
@@ -262,6 +277,20 @@ mod tests {
             assert_eq!(pick_id(&routes, &route), "b");
         }
         assert_eq!(routes.backends("X").unwrap().len(), 2);
+    }
+
+    #[test]
+    fn an_unchanged_table_keeps_the_turn() {
+        let routes = Routes::default();
+        let table = || HashMap::from([("x".to_string(), vec![b("a", 1, 1), b("b", 2, 1)])]);
+        routes.replace(table());
+        let first = pick_id(&routes, &routes.route("x").unwrap());
+        routes.replace(table());
+        // Not back to the start: the other backend is next.
+        assert_ne!(pick_id(&routes, &routes.route("x").unwrap()), first);
+        let before = routes.route("x").unwrap();
+        routes.replace(HashMap::from([("x".to_string(), vec![b("a", 1, 1)])]));
+        assert!(!Arc::ptr_eq(&before, &routes.route("x").unwrap()));
     }
 
     #[test]
