@@ -21,7 +21,7 @@ mod common;
 use common::{free_port, wrk, wrk_for, wrk_paced, BenchServer};
 
 /// Turns each proxy takes under each load, unless `ROUNDS` says otherwise.
-const ROUNDS: usize = 7;
+const ROUNDS: usize = 12;
 /// Seconds per turn.
 const ROUND_SECS: u32 = 4;
 /// The pause each wrk connection takes between requests in the paced
