@@ -65,6 +65,42 @@ fn skip_unless_root() -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subnet_another_link_holds_is_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tag = common::rand_u32();
+    let s = settings(dir.path(), tag);
+    let _cleanup = Cleanup(s.bridge.clone());
+    // Another link with an address in the subnet, as a leftover bridge would.
+    let other = format!("od{:06x}", tag & 0xff_ffff);
+    let _other = Cleanup(other.clone());
+    let held = s.subnet.replace(".0/24", ".77/24");
+    for args in [
+        vec!["link", "add", &other, "type", "bridge"],
+        vec!["addr", "add", &held, "dev", &other],
+    ] {
+        assert!(Command::new("ip").args(&args).status().unwrap().success());
+    }
+    let err = NodeNetwork::setup(s.clone(), Arc::new(MemIpamStore::default()))
+        .await
+        .err()
+        .expect("a subnet in use is refused");
+    let message = err.to_string();
+    assert!(
+        message.contains(&format!("already in use on link {other}")) && message.contains(&held),
+        "{message}"
+    );
+    // Nothing was made.
+    let out = Command::new("ip")
+        .args(["link", "show", &s.bridge])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "bridge {} was created", s.bridge);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_get_namespaces_addresses_and_routes() {
     if skip_unless_root() {
         return;

@@ -22,6 +22,14 @@ pub enum NetworkError {
     /// No address left in the node's subnet.
     #[error("subnet {subnet} is exhausted ({used} addresses in use)")]
     SubnetExhausted { subnet: String, used: usize },
+    /// Another link already has an address in the node's subnet, so the
+    /// bridge's routes would clash with it.
+    #[error("subnet {subnet} is already in use on link {link} ({address}); choose another [network] subnet")]
+    SubnetInUse {
+        subnet: String,
+        link: String,
+        address: String,
+    },
     /// A subnet or address that does not parse or fit.
     #[error("invalid {field}: {reason}")]
     InvalidConfig { field: &'static str, reason: String },

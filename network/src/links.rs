@@ -32,7 +32,16 @@ pub async fn ensure_bridge(
     gateway: Ipv4Addr,
     prefix: u8,
 ) -> Result<u32> {
-    let index = match index_of(handle, name).await? {
+    let existing = index_of(handle, name).await?;
+    // Before anything is made: the subnet must be ours alone.
+    if let Some((link, address)) = other_holder(handle, existing, gateway, prefix).await? {
+        return Err(NetworkError::SubnetInUse {
+            subnet: format!("{}/{prefix}", network_of(gateway, prefix)),
+            link,
+            address,
+        });
+    }
+    let index = match existing {
         Some(i) => i,
         None => {
             handle
@@ -58,6 +67,58 @@ pub async fn ensure_bridge(
     }
     set_up(handle, index, name).await?;
     Ok(index)
+}
+
+fn network_of(ip: Ipv4Addr, prefix: u8) -> Ipv4Addr {
+    let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+    Ipv4Addr::from(u32::from(ip) & mask)
+}
+
+/// A link other than `index` (the bridge, if it exists) with an IPv4
+/// address inside `ip/prefix`: its name, and that address.
+async fn other_holder(
+    handle: &Handle,
+    index: Option<u32>,
+    ip: Ipv4Addr,
+    prefix: u8,
+) -> Result<Option<(String, String)>> {
+    use rtnetlink::packet_route::address::AddressAttribute;
+    let net = network_of(ip, prefix);
+    let mut addrs = handle.address().get().execute();
+    while let Some(msg) = addrs
+        .try_next()
+        .await
+        .map_err(|e| NetworkError::netlink("get address", "all links", e))?
+    {
+        if Some(msg.header.index) == index {
+            continue;
+        }
+        let Some(theirs) = msg.attributes.iter().find_map(|a| match a {
+            AddressAttribute::Address(IpAddr::V4(v)) => Some(*v),
+            _ => None,
+        }) else {
+            continue;
+        };
+        // An address inside our subnet clashes with the bridge's route. A
+        // wider network around ours (a LAN's /8) does not: ours is more
+        // specific.
+        if network_of(theirs, prefix) == net && !theirs.is_loopback() {
+            let mut links = handle.link().get().match_index(msg.header.index).execute();
+            let name = match links.try_next().await {
+                Ok(Some(link)) => link
+                    .attributes
+                    .iter()
+                    .find_map(|a| match a {
+                        LinkAttribute::IfName(n) => Some(n.clone()),
+                        _ => None,
+                    })
+                    .unwrap_or_else(|| format!("#{}", msg.header.index)),
+                _ => format!("#{}", msg.header.index),
+            };
+            return Ok(Some((name, format!("{theirs}/{}", msg.header.prefix_len))));
+        }
+    }
+    Ok(None)
 }
 
 async fn has_address(handle: &Handle, index: u32, ip: Ipv4Addr) -> Result<bool> {
