@@ -70,8 +70,10 @@ async fn main() {
         )
         .await
         .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
     let ips: Vec<String> = loop {
         let s: Value = client.get("/api/v1/status").await.unwrap();
+        assert!(Instant::now() < deadline, "replicas not healthy: {s}");
         let inst = s["services"][0]["instances"]
             .as_array()
             .cloned()

@@ -56,9 +56,16 @@ fn spec(image: &str, replicas: u32, canary: Option<u32>) -> Value {
     json!({ "services": [s] })
 }
 
+/// Waits until `n` stable replicas of `version` and `canaries` canaries are
+/// healthy and nothing else runs; fails after 2 minutes with the status.
 async fn settled(client: &ApiClient, version: u64, n: usize, canaries: usize) {
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let s: Value = client.get("/api/v1/status").await.unwrap();
+        assert!(
+            Instant::now() < deadline,
+            "not settled at version {version} with {n} + {canaries} replicas: {s}"
+        );
         let inst = s["services"][0]["instances"]
             .as_array()
             .cloned()
