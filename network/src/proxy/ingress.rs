@@ -1,10 +1,12 @@
 //! One proxied request: the route by Host header, the forwarded headers,
 //! the upstream call over a keep-alive pool, a retry elsewhere when a replica
-//! refuses a body-less request, and WebSocket upgrades.
+//! refuses a body-less request, a 504 when a replica does not answer in
+//! time, and WebSocket upgrades.
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue, HOST};
@@ -23,7 +25,11 @@ use super::Body;
 pub struct Ingress {
     routes: Arc<Routes>,
     upstreams: Arc<Upstreams>,
+    response_timeout: Duration,
 }
+
+/// How long a replica has to start answering (nginx's proxy_read_timeout).
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn json_error(status: StatusCode, message: &str) -> Response<Body> {
     let body = serde_json::json!({ "error": message }).to_string();
@@ -78,7 +84,14 @@ impl Ingress {
         Self {
             routes,
             upstreams: Arc::new(Upstreams::default()),
+            response_timeout: RESPONSE_TIMEOUT,
         }
+    }
+
+    /// The same proxy, waiting `timeout` for a replica's response head.
+    pub fn with_response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout;
+        self
     }
 
     /// Serves one request from `client_addr`, and counts the answer.
@@ -185,7 +198,20 @@ impl Ingress {
                 (_, None) => return json_error(StatusCode::BAD_GATEWAY, "request already sent"),
             };
             let upstream = Request::from_parts(head, body.take().unwrap_or_else(empty));
-            match self.upstreams.send(backend.addr, upstream).await {
+            let sent = self.upstreams.send(backend.addr, upstream);
+            let Ok(sent) = tokio::time::timeout(self.response_timeout, sent).await else {
+                // Dropping the exchange closes that connection to the replica.
+                route.traffic.upstream_error();
+                return json_error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    &format!(
+                        "replica {} of {domain} did not answer within {} s",
+                        backend.id,
+                        self.response_timeout.as_secs_f64()
+                    ),
+                );
+            };
+            match sent {
                 Ok(mut resp) => {
                     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                         if let Some(client_side) = client_upgrade {

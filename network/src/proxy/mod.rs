@@ -3,7 +3,8 @@
 //! streaming bodies both ways, WebSocket upgrades, keep-alive pools to the
 //! replicas, and a replica that refuses connections taken out of rotation
 //! at once, before any health check notices. JSON errors: 404 for an
-//! unknown host, 503 when no replica is ready, 502 when none answers.
+//! unknown host, 503 when no replica is ready, 502 when none answers, 504
+//! when a replica does not start answering within a minute.
 //! TLS can be added in front of [`Ingress::handle`] later; nothing here
 //! assumes plain HTTP beyond `X-Forwarded-Proto`.
 //!

@@ -179,3 +179,75 @@ impl IngressWorkers {
         .await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::collections::HashMap;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::proxy::Backend;
+
+    async fn ask(addr: SocketAddr, host: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn a_silent_replica_gets_a_504_and_an_unknown_host_a_404() {
+        // A replica that takes the request and never answers.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let silent_addr = silent.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                let (s, _) = silent.accept().await.unwrap();
+                held.push(s);
+            }
+        });
+        let routes = Arc::new(Routes::default());
+        routes.replace(HashMap::from([(
+            "slow.test".to_string(),
+            vec![Backend {
+                id: "slow.0.aaaaaa".into(),
+                addr: silent_addr,
+                weight: 1,
+            }],
+        )]));
+        let ingress =
+            Ingress::new(routes.clone()).with_response_timeout(Duration::from_millis(300));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(listener, ingress, std::future::pending()));
+
+        let started = std::time::Instant::now();
+        let answer = ask(addr, "slow.test").await;
+        assert!(answer.starts_with("HTTP/1.1 504"), "{answer}");
+        assert!(
+            answer.contains(
+                r#"{"error":"replica slow.0.aaaaaa of slow.test did not answer within 0.3 s"}"#
+            ),
+            "{answer}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+
+        let answer = ask(addr, "nobody.test").await;
+        assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+        assert!(
+            answer.contains(r#"{"error":"no service for host \"nobody.test\""}"#),
+            "{answer}"
+        );
+
+        let traffic = routes.traffic();
+        assert_eq!(traffic[0].1.responses(), [0, 0, 0, 0, 1]);
+        assert_eq!(traffic[0].1.upstream_errors(), 1);
+        assert_eq!(routes.unrouted(), 1);
+    }
+}
