@@ -37,6 +37,27 @@ fn settings(dir: &Path, tag: u32) -> NetworkSettings {
     }
 }
 
+/// A test's own bridge, /24 and netns directory, removed however the test
+/// ends; `None` when not root outside CI.
+struct TestNet {
+    s: NetworkSettings,
+    _cleanup: Cleanup,
+    _dir: tempfile::TempDir,
+}
+
+fn test_net() -> Option<TestNet> {
+    if skip_unless_root() {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path(), common::rand_u32());
+    Some(TestNet {
+        _cleanup: Cleanup(s.bridge.clone()),
+        s,
+        _dir: dir,
+    })
+}
+
 /// Runs busybox inside the namespace at `netns` (nsenter from util-linux).
 fn inside(netns: &Path, args: &[&str]) -> (bool, String) {
     let out = Command::new("nsenter")
@@ -66,15 +87,10 @@ fn skip_unless_root() -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subnet_another_link_holds_is_refused() {
-    if skip_unless_root() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let tag = common::rand_u32();
-    let s = settings(dir.path(), tag);
-    let _cleanup = Cleanup(s.bridge.clone());
+    let Some(own) = test_net() else { return };
+    let s = own.s.clone();
     // Another link with an address in the subnet, as a leftover bridge would.
-    let other = format!("od{:06x}", tag & 0xff_ffff);
+    let other = s.bridge.replacen("ot", "od", 1);
     let _other = Cleanup(other.clone());
     let held = s.subnet.replace(".0/24", ".77/24");
     for args in [
@@ -102,13 +118,8 @@ async fn a_subnet_another_link_holds_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_get_namespaces_addresses_and_routes() {
-    if skip_unless_root() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let tag = common::rand_u32();
-    let s = settings(dir.path(), tag);
-    let _cleanup = Cleanup(s.bridge.clone());
+    let Some(own) = test_net() else { return };
+    let s = own.s.clone();
     let store = Arc::new(MemIpamStore::default());
     let net = NodeNetwork::setup(s.clone(), store.clone()).await.unwrap();
     let a = net.attach("web.0.aaaaaa").await.unwrap();
@@ -177,12 +188,8 @@ async fn veths_go(net: &NodeNetwork) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_cycles_leave_nothing_behind() {
-    if skip_unless_root() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let s = settings(dir.path(), common::rand_u32());
-    let _cleanup = Cleanup(s.bridge.clone());
+    let Some(own) = test_net() else { return };
+    let s = own.s.clone();
     let store = Arc::new(MemIpamStore::default());
     let net = NodeNetwork::setup(s.clone(), store.clone()).await.unwrap();
     let mut seen = std::collections::HashSet::new();

@@ -4,10 +4,12 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
 
 use futures::TryStreamExt;
-use rtnetlink::packet_route::link::LinkAttribute;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
+use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use crate::error::{NetworkError, Result};
+use crate::ipam::Ipv4Net;
 
 /// The index of link `name`, if it exists.
 pub async fn index_of(handle: &Handle, name: &str) -> Result<Option<u32>> {
@@ -25,18 +27,14 @@ fn libc_enodev() -> i32 {
     nix::errno::Errno::ENODEV as i32
 }
 
-/// The bridge `name`, created if missing, up, with `gateway/prefix` on it.
-pub async fn ensure_bridge(
-    handle: &Handle,
-    name: &str,
-    gateway: Ipv4Addr,
-    prefix: u8,
-) -> Result<u32> {
+/// The bridge `name`, created if missing, up, with `subnet`'s gateway on it.
+pub async fn ensure_bridge(handle: &Handle, name: &str, subnet: Ipv4Net) -> Result<u32> {
+    let (gateway, prefix) = (subnet.gateway(), subnet.prefix);
     let existing = index_of(handle, name).await?;
     // Before anything is made: the subnet must be ours alone.
-    if let Some((link, address)) = other_holder(handle, existing, gateway, prefix).await? {
+    if let Some((link, address)) = other_holder(handle, existing, subnet).await? {
         return Err(NetworkError::SubnetInUse {
-            subnet: format!("{}/{prefix}", network_of(gateway, prefix)),
+            subnet: subnet.to_string(),
             link,
             address,
         });
@@ -69,21 +67,13 @@ pub async fn ensure_bridge(
     Ok(index)
 }
 
-fn network_of(ip: Ipv4Addr, prefix: u8) -> Ipv4Addr {
-    let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-    Ipv4Addr::from(u32::from(ip) & mask)
-}
-
 /// A link other than `index` (the bridge, if it exists) with an IPv4
-/// address inside `ip/prefix`: its name, and that address.
+/// address inside `subnet`: its name, and that address.
 async fn other_holder(
     handle: &Handle,
     index: Option<u32>,
-    ip: Ipv4Addr,
-    prefix: u8,
+    subnet: Ipv4Net,
 ) -> Result<Option<(String, String)>> {
-    use rtnetlink::packet_route::address::AddressAttribute;
-    let net = network_of(ip, prefix);
     let mut addrs = handle.address().get().execute();
     while let Some(msg) = addrs
         .try_next()
@@ -93,36 +83,41 @@ async fn other_holder(
         if Some(msg.header.index) == index {
             continue;
         }
-        let Some(theirs) = msg.attributes.iter().find_map(|a| match a {
-            AddressAttribute::Address(IpAddr::V4(v)) => Some(*v),
-            _ => None,
-        }) else {
-            continue;
-        };
         // An address inside our subnet clashes with the bridge's route. A
         // wider network around ours (a LAN's /8) does not: ours is more
         // specific.
-        if network_of(theirs, prefix) == net && !theirs.is_loopback() {
-            let mut links = handle.link().get().match_index(msg.header.index).execute();
-            let name = match links.try_next().await {
-                Ok(Some(link)) => link
-                    .attributes
-                    .iter()
-                    .find_map(|a| match a {
-                        LinkAttribute::IfName(n) => Some(n.clone()),
-                        _ => None,
-                    })
-                    .unwrap_or_else(|| format!("#{}", msg.header.index)),
-                _ => format!("#{}", msg.header.index),
-            };
-            return Ok(Some((name, format!("{theirs}/{}", msg.header.prefix_len))));
-        }
+        let Some(theirs) = ipv4_of(&msg).filter(|ip| subnet.contains(*ip) && !ip.is_loopback())
+        else {
+            continue;
+        };
+        let mut links = handle.link().get().match_index(msg.header.index).execute();
+        let name = match links.try_next().await {
+            Ok(Some(link)) => name_of(&link),
+            _ => None,
+        };
+        let name = name.unwrap_or_else(|| format!("#{}", msg.header.index));
+        return Ok(Some((name, format!("{theirs}/{}", msg.header.prefix_len))));
     }
     Ok(None)
 }
 
+/// The IPv4 address an address message carries, if any.
+fn ipv4_of(msg: &AddressMessage) -> Option<Ipv4Addr> {
+    msg.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Address(IpAddr::V4(v)) => Some(*v),
+        _ => None,
+    })
+}
+
+/// A link's name.
+fn name_of(link: &LinkMessage) -> Option<String> {
+    link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfName(n) => Some(n.clone()),
+        _ => None,
+    })
+}
+
 async fn has_address(handle: &Handle, index: u32, ip: Ipv4Addr) -> Result<bool> {
-    use rtnetlink::packet_route::address::AddressAttribute;
     let mut addrs = handle
         .address()
         .get()
@@ -133,11 +128,7 @@ async fn has_address(handle: &Handle, index: u32, ip: Ipv4Addr) -> Result<bool> 
         .await
         .map_err(|e| NetworkError::netlink("get address", index.to_string(), e))?
     {
-        let found = msg
-            .attributes
-            .iter()
-            .any(|a| matches!(a, AddressAttribute::Address(IpAddr::V4(v)) if *v == ip));
-        if found {
+        if ipv4_of(&msg) == Some(ip) {
             return Ok(true);
         }
     }
@@ -256,12 +247,7 @@ pub async fn ports_of(handle: &Handle, bridge: u32) -> Result<Vec<String>> {
             .iter()
             .any(|a| matches!(a, LinkAttribute::Controller(c) if *c == bridge));
         if on_bridge {
-            if let Some(name) = link.attributes.iter().find_map(|a| match a {
-                LinkAttribute::IfName(n) => Some(n.clone()),
-                _ => None,
-            }) {
-                out.push(name);
-            }
+            out.extend(name_of(&link));
         }
     }
     Ok(out)

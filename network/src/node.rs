@@ -78,8 +78,7 @@ impl NodeNetwork {
         let (connection, handle, _) =
             rtnetlink::new_connection().map_err(|e| NetworkError::netlink("socket", "host", e))?;
         tokio::spawn(connection);
-        let bridge_index =
-            links::ensure_bridge(&handle, &settings.bridge, subnet.gateway(), 24).await?;
+        let bridge_index = links::ensure_bridge(&handle, &settings.bridge, subnet).await?;
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(|e| {
             NetworkError::io("enable forwarding", "/proc/sys/net/ipv4/ip_forward", e)
         })?;
