@@ -48,6 +48,10 @@ pub enum StoreError {
     Backend { op: &'static str, reason: String },
     #[error("stored {what} does not decode: {reason}")]
     Corrupt { what: String, reason: String },
+    #[error(
+        "the store at {path} stayed locked for {waited_ms} ms; is another orca running with this data_dir?"
+    )]
+    Locked { path: String, waited_ms: u128 },
 }
 
 /// Durable key-value storage. `put` and `delete` return only once the

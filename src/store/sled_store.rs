@@ -2,6 +2,7 @@
 //! disk before it returns.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use super::{Store, StoreError, Tree};
 
@@ -17,16 +18,47 @@ fn backend(op: &'static str) -> impl Fn(sled::Error) -> StoreError {
     }
 }
 
+/// How long [`SledStore::open`] waits for the database's file lock.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// Whether sled refused to open because another handle holds its file lock.
+/// sled reports it only as an `Other` I/O error with this text.
+fn is_lock_held(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.to_string().starts_with("could not acquire lock"))
+}
+
 impl SledStore {
     /// Opens (or creates) the database in `dir`.
+    ///
+    /// sled releases its file lock from a background thread after the last
+    /// handle is dropped, so a reopen in the same process can find it still
+    /// held for a moment; the lock is waited for up to [`LOCK_WAIT`]. Held
+    /// longer, the directory belongs to another process: [`StoreError::Locked`].
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
+        Self::open_waiting(dir, LOCK_WAIT)
+    }
+
+    fn open_waiting(dir: &Path, wait: Duration) -> Result<Self, StoreError> {
+        let config = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::LowSpace)
-            .cache_capacity(8 * 1024 * 1024)
-            .open()
-            .map_err(backend("open"))?;
-        Ok(Self { db })
+            .cache_capacity(8 * 1024 * 1024);
+        let started = Instant::now();
+        loop {
+            match config.open() {
+                Ok(db) => return Ok(Self { db }),
+                Err(e) if is_lock_held(&e) => {
+                    if started.elapsed() >= wait {
+                        return Err(StoreError::Locked {
+                            path: dir.display().to_string(),
+                            waited_ms: started.elapsed().as_millis(),
+                        });
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => return Err(backend("open")(e)),
+            }
+        }
     }
 
     fn tree(&self, tree: Tree) -> Result<sled::Tree, StoreError> {
@@ -65,5 +97,26 @@ impl Store for SledStore {
                 Ok((String::from_utf8_lossy(&k).into_owned(), v.to_vec()))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_another_handle_holds_is_a_locked_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = SledStore::open(dir.path()).unwrap();
+        let started = Instant::now();
+        let err = SledStore::open_waiting(dir.path(), Duration::from_millis(200))
+            .err()
+            .expect("a second open while the first is held must fail");
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        assert!(matches!(err, StoreError::Locked { .. }), "{err}");
+        assert!(err.to_string().contains("another orca"), "{err}");
+        drop(held);
+        // Released in the background: the normal open waits for it.
+        SledStore::open(dir.path()).unwrap();
     }
 }
