@@ -33,6 +33,30 @@ async fn reaches(cri: &cri::Cri, from: &str, ip: &str) -> bool {
     out.code == 0 && out.stdout.starts_with("web v1")
 }
 
+/// Waits (up to 30 s) until orca's bridge table lists every address in `ips`.
+async fn rules_name(server: &OrcaServer, ips: &[String]) {
+    let table = format!("orca_{}", common::server::bridge_name(&server.namespace));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = std::process::Command::new("nft")
+            .args(["list", "table", "bridge", &table])
+            .output()
+            .unwrap();
+        let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+        let words: std::collections::HashSet<&str> = listed
+            .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .collect();
+        if ips.iter().all(|ip| words.contains(ip.as_str())) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the isolation table never named all of {ips:?}:\n{listed}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn projects_are_isolated_except_internal_services() {
     let Some(env) = common::env() else { return };
@@ -51,8 +75,12 @@ async fn projects_are_isolated_except_internal_services() {
         .await
         .unwrap();
     assert_eq!(r["deployed"].as_array().unwrap().len(), 3, "{r}");
-    let status = common::wait_for_all(&c, "every replica running with an address", |s| {
-        s.running_replicas == s.replicas && s.instances.iter().all(|i| i.ip.is_some())
+    // Healthy: the port check has connected, so every replica listens.
+    let status = common::wait_for_all(&c, "every replica healthy with an address", |s| {
+        s.running_replicas == s.replicas
+            && s.instances
+                .iter()
+                .all(|i| i.ip.is_some() && i.healthy == Some(true))
     })
     .await;
     let by_name = |n: &str| {
@@ -68,8 +96,15 @@ async fn projects_are_isolated_except_internal_services() {
     let private = by_name("private");
     let shared = by_name("shared");
     let ip = |i: &api::status::InstanceStatus| i.ip.clone().unwrap();
-    // Give the isolation rules a moment after the last replica started.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The rules are applied after the state changes: wait until the
+    // kernel's table names every replica.
+    let all: Vec<String> = front
+        .iter()
+        .chain(&private)
+        .chain(&shared)
+        .map(ip)
+        .collect();
+    rules_name(&server, &all).await;
 
     let cri = server.cri().await;
     assert!(
