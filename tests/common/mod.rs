@@ -109,6 +109,40 @@ pub async fn cleanup(cri: &Cri) {
     }
 }
 
+/// Ends, by PID, the shims containerd at `socket` started for namespace
+/// `ns` that outlived their containers. A server killed while containerd
+/// was still creating a task can leave one: the container is deleted
+/// before the task lands, and nothing is left to tell the shim to exit.
+pub fn kill_orphan_shims(socket: &std::path::Path, ns: &str) {
+    let socket = socket.to_string_lossy();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let flag = |name: &str| {
+            args.windows(2)
+                .find(|w| w[0] == name.as_bytes())
+                .map(|w| String::from_utf8_lossy(w[1]).into_owned())
+        };
+        let is_shim = args
+            .first()
+            .is_some_and(|a| a.ends_with(b"containerd-shim-runc-v2"));
+        if is_shim
+            && flag("-namespace").as_deref() == Some(ns)
+            && flag("-address").as_deref() == Some(&*socket)
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
 /// A TCP port free on loopback right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -227,6 +227,7 @@ impl Drop for OrcaServer {
             });
         })
         .join();
+        super::kill_orphan_shims(&self.socket, &self.namespace);
         // The namespaces, bridge and NAT table of this server's own (a node
         // keeps them; a test leaves nothing).
         let netns = PathBuf::from(format!("/run/orca/test-{}/netns", self.namespace));
