@@ -19,7 +19,7 @@ fn backend(op: &'static str) -> impl Fn(sled::Error) -> StoreError {
 }
 
 /// How long [`SledStore::open`] waits for the database's file lock.
-const LOCK_WAIT: Duration = Duration::from_secs(2);
+const LOCK_WAIT: Duration = Duration::from_secs(5);
 
 /// Whether sled refused to open because another handle holds its file lock.
 /// sled reports it only as an `Other` I/O error with this text.
