@@ -364,25 +364,29 @@ async fn concurrent_writes_on_one_service() {
     // containerd agrees (the worker may still be finishing a plan made for
     // an earlier request; it converges to the last one).
     let cri = server.cri().await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let running = cri
-            .list_containers(&[cri::labels::filter(cri::labels::SERVICE, "busy")])
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|c| c.task.as_ref().is_some_and(|t| t.state.is_alive()))
-            .count();
-        let now = service(&c, "busy").await.unwrap();
-        if running == want && now.running_replicas as usize == want && now.instances.len() == want {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "containerd runs {running}, wanted {want}: {s:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::eventually(
+        &format!("containerd to run {want} of busy"),
+        Duration::from_secs(30),
+        async || {
+            let running = cri
+                .list_containers(&[cri::labels::filter(cri::labels::SERVICE, "busy")])
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|c| c.task.as_ref().is_some_and(|t| t.state.is_alive()))
+                .count();
+            let now = service(&c, "busy").await.unwrap();
+            if running == want
+                && now.running_replicas as usize == want
+                && now.instances.len() == want
+            {
+                Ok(())
+            } else {
+                Err(format!("containerd runs {running}: {s:#?}"))
+            }
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

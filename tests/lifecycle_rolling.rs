@@ -13,25 +13,46 @@ use std::time::{Duration, Instant};
 use common::server::OrcaServer;
 use serde_json::{json, Value};
 
-/// Requests through the ingress until stopped: (bodies seen, failures).
-fn hammer(
-    port: u16,
-    host: &'static str,
+/// Requests through the ingress, one after another, until finished.
+struct Load {
     stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<(HashMap<String, usize>, Vec<String>)> {
-    tokio::spawn(async move {
-        let mut seen: HashMap<String, usize> = HashMap::new();
-        let mut failures = Vec::new();
-        while !stop.load(Ordering::Relaxed) {
-            let (status, body) = common::http::get(port, host, "/").await;
-            if status == 200 {
-                *seen.entry(body).or_default() += 1;
-            } else {
-                failures.push(format!("{status} {body}"));
+    task: tokio::task::JoinHandle<(HashMap<String, usize>, Vec<String>)>,
+}
+
+impl Load {
+    fn start(port: u16, host: &'static str) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                let mut seen: HashMap<String, usize> = HashMap::new();
+                let mut failures = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let (status, body) = common::http::get(port, host, "/").await;
+                    if status == 200 {
+                        *seen.entry(body).or_default() += 1;
+                    } else {
+                        failures.push(format!("{status} {body}"));
+                    }
+                }
+                (seen, failures)
             }
-        }
-        (seen, failures)
-    })
+        });
+        Load { stop, task }
+    }
+
+    /// Goes on a moment longer, then stops; the bodies seen, after
+    /// asserting that no request failed `during` what was under load.
+    async fn finish(self, during: &str) -> HashMap<String, usize> {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        self.stop.store(true, Ordering::Relaxed);
+        let (seen, failures) = self.task.await.unwrap();
+        assert!(
+            failures.is_empty(),
+            "failed requests during {during}: {failures:?}"
+        );
+        seen
+    }
 }
 
 fn spec(image: &str) -> Value {
@@ -48,14 +69,10 @@ async fn rolling_update_and_revert_without_a_failed_request() {
     c.post::<_, Value>("/api/v1/deploy", &spec(&env.image("web:v1")))
         .await
         .unwrap();
-    common::wait_for(&c, "web", "3 healthy v1", |s| {
-        s.instances.len() == 3 && s.instances.iter().all(|i| i.healthy == Some(true))
-    })
-    .await;
+    common::wait_for(&c, "web", "3 healthy v1", |s| common::all_ready_on(s, 1, 3)).await;
 
     // v1 -> v2 under load.
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = hammer(server.proxy_port, "roll.test", stop.clone());
+    let load = Load::start(server.proxy_port, "roll.test");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
     let r: Value = c
@@ -63,22 +80,9 @@ async fn rolling_update_and_revert_without_a_failed_request() {
         .await
         .unwrap();
     assert_eq!(r["deployed"], json!(["web"]));
-    let s = common::wait_for(&c, "web", "only v2", |s| {
-        s.version == 2
-            && s.instances.len() == 3
-            && s.instances
-                .iter()
-                .all(|i| i.version == 2 && i.healthy == Some(true))
-    })
-    .await;
+    let s = common::wait_for(&c, "web", "only v2", |s| common::all_ready_on(s, 2, 3)).await;
     let took = started.elapsed();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, Ordering::Relaxed);
-    let (seen, failures) = load.await.unwrap();
-    assert!(
-        failures.is_empty(),
-        "failed requests during the rollout: {failures:?}"
-    );
+    let seen = load.finish("the rollout").await;
     assert!(
         seen.contains_key("web v1") && seen.contains_key("web v2"),
         "{seen:?}"
@@ -87,8 +91,7 @@ async fn rolling_update_and_revert_without_a_failed_request() {
     eprintln!("rolling 3 replicas v1 -> v2 took {took:?}; requests: {seen:?}");
 
     // A broken v3 (exits after 2 s, never ready) is reverted to v2.
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = hammer(server.proxy_port, "roll.test", stop.clone());
+    let load = Load::start(server.proxy_port, "roll.test");
     c.post::<_, Value>("/api/v1/deploy", &spec(&env.image("crasher:latest")))
         .await
         .unwrap();
@@ -101,13 +104,7 @@ async fn rolling_update_and_revert_without_a_failed_request() {
             && s.instances.iter().all(|i| i.version == 2)
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, Ordering::Relaxed);
-    let (seen, failures) = load.await.unwrap();
-    assert!(
-        failures.is_empty(),
-        "failed requests during the failed rollout: {failures:?}"
-    );
+    let seen = load.finish("the failed rollout").await;
     assert_eq!(seen.keys().collect::<Vec<_>>(), vec!["web v2"], "{seen:?}");
     assert!(s.message.unwrap().contains("reverted to version 2"));
 
@@ -116,8 +113,7 @@ async fn rolling_update_and_revert_without_a_failed_request() {
     assert_eq!(v["versions"].as_array().unwrap().len(), 3);
 
     // Rollback to a numbered version is a new version, rolled out the same way.
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = hammer(server.proxy_port, "roll.test", stop.clone());
+    let load = Load::start(server.proxy_port, "roll.test");
     let r: Value = c
         .post("/api/v1/services/web/rollback", &json!({ "version": 1 }))
         .await
@@ -127,21 +123,8 @@ async fn rolling_update_and_revert_without_a_failed_request() {
         (Some(4), Some(1)),
         "{r}"
     );
-    common::wait_for(&c, "web", "v1 again", |s| {
-        s.version == 4
-            && s.instances.len() == 3
-            && s.instances
-                .iter()
-                .all(|i| i.version == 4 && i.healthy == Some(true))
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, Ordering::Relaxed);
-    let (seen, failures) = load.await.unwrap();
-    assert!(
-        failures.is_empty(),
-        "failed requests during the rollback: {failures:?}"
-    );
+    common::wait_for(&c, "web", "v1 again", |s| common::all_ready_on(s, 4, 3)).await;
+    let seen = load.finish("the rollback").await;
     assert!(seen.contains_key("web v1"), "{seen:?}");
     let (_, body) = common::http::get(server.proxy_port, "roll.test", "/").await;
     assert_eq!(body, "web v1");

@@ -7,9 +7,8 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use api::status::StatusResponse;
 use common::server::{OrcaServer, ADMIN, DEPLOYER};
 use serde_json::{json, Value};
 
@@ -38,20 +37,14 @@ fn all_files_contain(dir: &std::path::Path, needle: &[u8]) -> bool {
 }
 
 async fn running_pid(c: &api::client::ApiClient, version: u64) -> u32 {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let s: StatusResponse = c.get("/api/v1/status").await.unwrap();
-        let svc = &s.services[0];
-        if svc.version == version
-            && svc.instances.len() == 1
-            && svc.instances[0].state == "running"
-            && svc.instances[0].version == version
-        {
-            return svc.instances[0].pid.unwrap();
-        }
-        assert!(Instant::now() < deadline, "{svc:#?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let s = common::wait_for(c, "app", &format!("v{version} running"), |s| {
+        s.version == version
+            && s.instances.len() == 1
+            && s.instances[0].state == "running"
+            && s.instances[0].version == version
+    })
+    .await;
+    s.instances[0].pid.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,16 +125,11 @@ async fn secrets_are_sealed_resolved_and_never_shown() {
     // The CLI imports a .env file.
     let dotenv = server.dir.path().join("prod.env");
     std::fs::write(&dotenv, "# comment\nAPI_KEY=abc123\nexport TOKEN=\"t k\"\n").unwrap();
-    let out = std::process::Command::new(common::orca_bin())
-        .args(["secrets", "import", "-f", dotenv.to_str().unwrap()])
-        .env("ORCA_API", format!("http://{}", server.addr()))
-        .env("ORCA_TOKEN", ADMIN)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::run(
+        std::process::Command::new(common::orca_bin())
+            .args(["secrets", "import", "-f", dotenv.to_str().unwrap()])
+            .env("ORCA_API", format!("http://{}", server.addr()))
+            .env("ORCA_TOKEN", ADMIN),
     );
     let list: Value = c.get("/api/v1/secrets").await.unwrap();
     assert_eq!(list["secrets"], json!(["API_KEY", "DB_PASS", "TOKEN"]));

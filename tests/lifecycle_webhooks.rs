@@ -6,9 +6,8 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use api::status::StatusResponse;
 use common::server::{OrcaServer, DEPLOYER};
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
@@ -20,6 +19,21 @@ fn sign(body: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
     mac.update(body.as_bytes());
     hex::encode(mac.finalize().into_bytes())
+}
+
+/// GitHub's headers for a signed `event` delivery of `body`.
+fn github(event: &str, body: &str, delivery: Option<&str>) -> Vec<(&'static str, String)> {
+    let mut headers = vec![
+        ("X-GitHub-Event", event.to_string()),
+        ("X-Hub-Signature-256", format!("sha256={}", sign(body))),
+    ];
+    headers.extend(delivery.map(|d| ("X-GitHub-Delivery", d.to_string())));
+    headers
+}
+
+/// What orca did with the delivery, from its answer.
+fn result_of(answer: &Value) -> &str {
+    answer["results"][0]["result"].as_str().unwrap_or_default()
 }
 
 /// POSTs a delivery; (status, body).
@@ -35,16 +49,11 @@ async fn deliver(addr: &str, headers: &[(&str, String)], body: &str) -> (u16, Va
 }
 
 fn skopeo_tag(env: &common::TestEnv, layout: &str, tag: &str, dest: &str) {
-    let out = std::process::Command::new("skopeo")
-        .args(["copy", "-q", "--dest-tls-verify=false"])
-        .arg(format!("oci:{}:{tag}", env.images.join(layout).display()))
-        .arg(format!("docker://{dest}"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "skopeo: {}",
-        String::from_utf8_lossy(&out.stderr)
+    common::run(
+        std::process::Command::new("skopeo")
+            .args(["copy", "-q", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:{tag}", env.images.join(layout).display()))
+            .arg(format!("docker://{dest}")),
     );
 }
 
@@ -107,18 +116,9 @@ async fn push_webhooks_verify_then_redeploy() {
 
     // GitHub ping.
     let ping = json!({ "zen": "hi" }).to_string();
-    let (status, body) = deliver(
-        &addr,
-        &[
-            ("X-GitHub-Event", "ping".into()),
-            ("X-Hub-Signature-256", format!("sha256={}", sign(&ping))),
-            ("X-GitHub-Delivery", "d-1".into()),
-        ],
-        &ping,
-    )
-    .await;
+    let (status, body) = deliver(&addr, &github("ping", &ping, Some("d-1")), &ping).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["results"][0]["result"], "pong");
+    assert_eq!(result_of(&body), "pong", "{body}");
 
     // Gitea push to another branch: ignored.
     let other = push("dev");
@@ -134,44 +134,24 @@ async fn push_webhooks_verify_then_redeploy() {
     .await;
     assert_eq!(status, 200);
     assert!(
-        body["results"][0]["result"]
-            .as_str()
-            .unwrap()
-            .starts_with("ignored: push to dev"),
+        result_of(&body).starts_with("ignored: push to dev"),
         "{body}"
     );
 
     // The tag moves to v2; a signed push to main redeploys.
     skopeo_tag(&env, "web-v2", "v2", &tag);
     let main = push("main");
-    let (status, body) = deliver(
-        &addr,
-        &[
-            ("X-GitHub-Event", "push".into()),
-            ("X-Hub-Signature-256", format!("sha256={}", sign(&main))),
-            ("X-GitHub-Delivery", "d-3".into()),
-        ],
-        &main,
-    )
-    .await;
+    let (status, body) = deliver(&addr, &github("push", &main, Some("d-3")), &main).await;
     assert_eq!(status, 202, "{body}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let s: StatusResponse = c.get("/api/v1/status").await.unwrap();
-        let svc = &s.services[0];
-        if svc.version == 2
-            && svc.instances.len() == 1
-            && svc.instances[0].version == 2
-            && svc.instances[0].state == "running"
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no redeploy: {svc:#?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let s = common::wait_for(&c, "site", "the redeploy to v2", |s| {
+        s.version == 2
+            && s.instances.len() == 1
+            && s.instances[0].version == 2
+            && s.instances[0].state == "running"
+    })
+    .await;
     let cri = server.cri().await;
-    let s: StatusResponse = c.get("/api/v1/status").await.unwrap();
-    let id = s.services[0].instances[0].id.clone();
+    let id = s.instances[0].id.clone();
     let out = cri
         .exec(
             &id,
@@ -183,24 +163,9 @@ async fn push_webhooks_verify_then_redeploy() {
     assert_eq!(out.stdout.trim(), "web v2");
 
     // The same delivery again is ignored.
-    let (status, body) = deliver(
-        &addr,
-        &[
-            ("X-GitHub-Event", "push".into()),
-            ("X-Hub-Signature-256", format!("sha256={}", sign(&main))),
-            ("X-GitHub-Delivery", "d-3".into()),
-        ],
-        &main,
-    )
-    .await;
+    let (status, body) = deliver(&addr, &github("push", &main, Some("d-3")), &main).await;
     assert_eq!(status, 200);
-    assert!(
-        body["results"][0]["result"]
-            .as_str()
-            .unwrap()
-            .contains("already handled"),
-        "{body}"
-    );
+    assert!(result_of(&body).contains("already handled"), "{body}");
 
     // Invocations are kept and listed.
     let listed: Value = c.get("/api/v1/webhooks").await.unwrap();
@@ -211,15 +176,7 @@ async fn push_webhooks_verify_then_redeploy() {
     c.delete::<Value>(&format!("/api/v1/webhooks/{id}"))
         .await
         .unwrap();
-    let (status, _) = deliver(
-        &addr,
-        &[
-            ("X-GitHub-Event", "ping".into()),
-            ("X-Hub-Signature-256", format!("sha256={}", sign(&ping))),
-        ],
-        &ping,
-    )
-    .await;
+    let (status, _) = deliver(&addr, &github("ping", &ping, None), &ping).await;
     assert_eq!(
         status, 401,
         "a deleted webhook's secret no longer opens anything"

@@ -8,7 +8,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use api::status::StatusResponse;
 use common::http::get;
@@ -117,16 +117,16 @@ async fn ingress_balances_over_ready_replicas() {
     c.post::<_, Value>("/api/v1/services/web/scale", &json!({ "replicas": 0 }))
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (status, body) = get(server.proxy_port, "app.test", "/").await;
-        if status == 503 {
-            assert!(body.contains("no ready replica"), "{body}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "still {status}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let body = common::eventually(
+        "a 503 with no replica",
+        Duration::from_secs(20),
+        async || match get(server.proxy_port, "app.test", "/").await {
+            (503, body) => Ok(body),
+            (status, _) => Err(format!("still {status}")),
+        },
+    )
+    .await;
+    assert!(body.contains("no ready replica"), "{body}");
 
     // A second service cannot claim the same domain.
     let e = c
@@ -151,19 +151,12 @@ async fn failing_liveness_restarts_the_replica() {
     )
     .await
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let id = loop {
-        let s: StatusResponse = c.get("/api/v1/status").await.unwrap();
-        if let Some(i) = s.services[0]
-            .instances
-            .iter()
-            .find(|i| i.state == "running")
-        {
-            break i.id.clone();
-        }
-        assert!(Instant::now() < deadline, "never running");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let running = |i: &&api::status::InstanceStatus| i.state == "running";
+    let s = common::wait_for(&c, "web", "a running replica", |s| {
+        s.instances.iter().any(|i| running(&i))
+    })
+    .await;
+    let id = s.instances.iter().find(running).unwrap().id.clone();
     let cri = server.cri().await;
     cri.exec(
         &id,
@@ -172,20 +165,12 @@ async fn failing_liveness_restarts_the_replica() {
     )
     .await
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let s: StatusResponse = c.get("/api/v1/status").await.unwrap();
-        let i = &s.services[0].instances[0];
-        if i.restarts >= 1 {
-            assert_eq!(i.last_exit.as_ref().unwrap().code, 137, "{i:?}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "liveness never restarted it: {i:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let s = common::wait_for(&c, "web", "a restart by liveness", |s| {
+        s.instances.first().is_some_and(|i| i.restarts >= 1)
+    })
+    .await;
+    let i = &s.instances[0];
+    assert_eq!(i.last_exit.as_ref().unwrap().code, 137, "{i:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

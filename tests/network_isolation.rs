@@ -35,9 +35,9 @@ async fn reaches(cri: &cri::Cri, from: &str, ip: &str) -> bool {
 
 /// Waits (up to 30 s) until orca's bridge table lists every address in `ips`.
 async fn rules_name(server: &OrcaServer, ips: &[String]) {
-    let table = format!("orca_{}", common::server::bridge_name(&server.namespace));
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
+    let table = network::nft::table_name(&common::server::bridge_name(&server.namespace));
+    let what = format!("the isolation table to name all of {ips:?}");
+    common::eventually(&what, Duration::from_secs(30), async || {
         let out = std::process::Command::new("nft")
             .args(["list", "table", "bridge", &table])
             .output()
@@ -47,14 +47,12 @@ async fn rules_name(server: &OrcaServer, ips: &[String]) {
             .split(|c: char| !(c.is_ascii_digit() || c == '.'))
             .collect();
         if ips.iter().all(|ip| words.contains(ip.as_str())) {
-            return;
+            Ok(())
+        } else {
+            Err(listed)
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the isolation table never named all of {ips:?}:\n{listed}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

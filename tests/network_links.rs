@@ -18,13 +18,7 @@ use network::{NetworkSettings, NodeNetwork};
 struct Cleanup(String);
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["link", "del", &self.0]).output();
-        let _ = Command::new("nft")
-            .args(["delete", "table", "ip", &format!("orca_{}", self.0)])
-            .output();
-        let _ = Command::new("nft")
-            .args(["delete", "table", "bridge", &format!("orca_{}", self.0)])
-            .output();
+        common::host::remove_bridge(&self.0);
     }
 }
 
@@ -72,15 +66,11 @@ fn inside(netns: &Path, args: &[&str]) -> (bool, String) {
     )
 }
 
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
 fn skip_unless_root() -> bool {
     if nix::unistd::Uid::effective().is_root() {
         return false;
     }
-    assert!(!in_ci(), "network tests need root under CI");
+    assert!(!common::in_ci(), "network tests need root under CI");
     eprintln!("SKIPPING network test: not root");
     true
 }

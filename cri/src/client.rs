@@ -304,13 +304,7 @@ async fn channel_to(socket: &Path) -> Result<Channel> {
 /// containerd namespaces: letters, digits, `_`, `-`, `.`; starting with a
 /// letter or digit; at most 76 characters.
 fn validate_namespace(ns: &str) -> Result<()> {
-    let ok = !ns.is_empty()
-        && ns.len() <= 76
-        && ns.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && ns
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-    if ok {
+    if crate::spec::is_containerd_name(ns) {
         Ok(())
     } else {
         Err(CriError::InvalidConfig {

@@ -186,7 +186,8 @@ impl ControlPlane {
 }
 
 impl ControlPlane {
-    fn secret_box(&self) -> Result<&crate::secrets::SecretBox, ApiError> {
+    /// The server's secret box; 503 when it keeps no secrets.
+    pub(super) fn secret_box(&self) -> Result<&crate::secrets::SecretBox, ApiError> {
         self.inner()
             .settings
             .secrets

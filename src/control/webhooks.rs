@@ -117,12 +117,7 @@ impl ControlPlane {
     }
 
     pub(crate) fn create_webhook(&self, request: WebhookRequest) -> Result<ApiResponse, ApiError> {
-        let secrets = self
-            .inner()
-            .settings
-            .secrets
-            .as_ref()
-            .ok_or_else(|| ApiError::unavailable("this server keeps no secrets"))?;
+        let secrets = self.secret_box()?;
         let id = format!("wh{:010x}", rand::random::<u64>() & 0xff_ffff_ffff);
         let hook = WebhookRecord {
             id: id.clone(),
@@ -161,12 +156,10 @@ impl ControlPlane {
                 "missing signature (X-Hub-Signature-256 or X-Gitea-Signature)",
             ));
         };
+        // Without a secret box no webhook can have been registered.
         let secrets = self
-            .inner()
-            .settings
-            .secrets
-            .as_ref()
-            .ok_or_else(|| ApiError::unauthorized("no webhook is registered"))?;
+            .secret_box()
+            .map_err(|_| ApiError::unauthorized("no webhook is registered"))?;
         // Every registered secret is tried, so timing says nothing about which.
         let mut matched: Vec<WebhookRecord> = Vec::new();
         for hook in self.webhook_records()? {

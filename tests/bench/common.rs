@@ -9,15 +9,13 @@ use std::time::Duration;
 use api::client::ApiClient;
 use serde_json::Value;
 
-pub const TOKEN: &str = "bench-admin-token-0123456789";
+#[path = "../common/host.rs"]
+pub mod host;
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+#[allow(unused_imports)]
+pub use host::{free_port, run};
+
+pub const TOKEN: &str = "bench-admin-token-0123456789";
 
 /// What wrk measured.
 pub struct Wrk {
@@ -164,13 +162,6 @@ impl BenchServer {
         tokio::time::sleep(Duration::from_secs(3)).await;
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.bridge])
-            .output();
-        for family in ["ip", "bridge"] {
-            let _ = Command::new("nft")
-                .args(["delete", "table", family, &format!("orca_{}", self.bridge)])
-                .output();
-        }
+        host::remove_bridge(&self.bridge);
     }
 }

@@ -13,7 +13,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use api::client::ApiClient;
@@ -22,7 +22,8 @@ use serde_json::{json, Value};
 #[path = "common.rs"]
 mod common;
 
-use common::{wrk, BenchServer};
+use common::host::ctr;
+use common::{run, wrk, BenchServer};
 
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -32,15 +33,6 @@ fn rss_kib(pid: u32) -> u64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
-}
-
-/// Requests/s and p99 (ms) from wrk's `--latency` report.
-fn ctr(socket: &str, ns: &str, args: &[&str]) -> std::process::Output {
-    Command::new("ctr")
-        .args(["--address", socket, "--namespace", ns])
-        .args(args)
-        .output()
-        .unwrap()
 }
 
 /// True once `ip:8080/` answers 200.
@@ -113,11 +105,11 @@ async fn main() {
         .await
         .unwrap();
     let ctr_ns = format!("{ns}-ctr");
-    ctr(
+    run(&mut ctr(
         &socket,
         &ctr_ns,
         &["images", "pull", "--plain-http", &image],
-    );
+    ));
 
     let mut deploys = Vec::new();
     for n in [10u32, 30] {
@@ -136,21 +128,15 @@ async fn main() {
         let t = Instant::now();
         let children: Vec<_> = (0..n)
             .map(|i| {
-                Command::new("ctr")
-                    .args([
-                        "--address",
-                        &socket,
-                        "--namespace",
-                        &ctr_ns,
-                        "run",
-                        "-d",
-                        &image,
-                        &format!("c{n}-{i}"),
-                    ])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap()
+                ctr(
+                    &socket,
+                    &ctr_ns,
+                    &["run", "-d", &image, &format!("c{n}-{i}")],
+                )
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
             })
             .collect();
         for mut c in children {
@@ -167,15 +153,15 @@ async fn main() {
     for (n, _, _) in &deploys {
         for i in 0..*n {
             let id = format!("c{n}-{i}");
-            ctr(&socket, &ctr_ns, &["tasks", "kill", "-s", "KILL", &id]);
+            let _ = ctr(&socket, &ctr_ns, &["tasks", "kill", "-s", "KILL", &id]).output();
         }
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     for (n, _, _) in &deploys {
         for i in 0..*n {
             let id = format!("c{n}-{i}");
-            ctr(&socket, &ctr_ns, &["tasks", "delete", &id]);
-            ctr(&socket, &ctr_ns, &["containers", "delete", &id]);
+            let _ = ctr(&socket, &ctr_ns, &["tasks", "delete", &id]).output();
+            let _ = ctr(&socket, &ctr_ns, &["containers", "delete", &id]).output();
         }
     }
     // runc leaves ctr's namespace-level cgroup directory behind, empty.

@@ -9,7 +9,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cri::container::LogTarget;
@@ -20,17 +19,13 @@ struct Env {
     registry: String,
 }
 
+#[path = "../common/host.rs"]
+#[allow(dead_code)]
+mod host;
+
+/// `ctr` in namespace `ns`, which must succeed.
 fn ctr(env: &Env, ns: &str, args: &[&str]) {
-    let out = Command::new("ctr")
-        .args(["--address", &env.socket, "--namespace", ns])
-        .args(args)
-        .output()
-        .expect("run ctr");
-    assert!(
-        out.status.success(),
-        "ctr {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    host::run(&mut host::ctr(&env.socket, ns, args));
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -147,33 +142,13 @@ async fn main() {
     }
     for round in 0..rounds {
         let id = format!("c{round}");
-        ctr(&env, &ns_c, &["tasks", "kill", "-s", "KILL", &id]);
+        let _ = host::ctr(&env.socket, &ns_c, &["tasks", "kill", "-s", "KILL", &id]).output();
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     for round in 0..rounds {
         let id = format!("c{round}");
-        let _ = Command::new("ctr")
-            .args([
-                "--address",
-                &env.socket,
-                "--namespace",
-                &ns_c,
-                "tasks",
-                "delete",
-                &id,
-            ])
-            .output();
-        let _ = Command::new("ctr")
-            .args([
-                "--address",
-                &env.socket,
-                "--namespace",
-                &ns_c,
-                "containers",
-                "delete",
-                &id,
-            ])
-            .output();
+        let _ = host::ctr(&env.socket, &ns_c, &["tasks", "delete", &id]).output();
+        let _ = host::ctr(&env.socket, &ns_c, &["containers", "delete", &id]).output();
     }
     let _ = std::fs::remove_dir_all(&logs);
     // runc leaves ctr's namespace-level cgroup directory behind, empty.

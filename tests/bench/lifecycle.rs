@@ -87,17 +87,11 @@ async fn settled(client: &ApiClient, version: u64, n: usize, canaries: usize) {
 
 /// `docker` against the engine at `host`; stdout, or panics with stderr.
 fn docker(host: &str, args: &[&str]) -> String {
-    let out = std::process::Command::new("docker")
-        .env("DOCKER_HOST", host)
-        .args(args)
-        .output()
-        .expect("docker (apt-get install docker.io)");
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
+    common::run(
+        std::process::Command::new("docker")
+            .env("DOCKER_HOST", host)
+            .args(args),
+    )
 }
 
 /// Swarm's rolling update of 10 replicas v1 -> v2: (every replica runs v2,

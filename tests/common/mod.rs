@@ -7,8 +7,12 @@
 #![allow(clippy::unwrap_used)]
 #![allow(dead_code)]
 
+pub mod host;
 pub mod http;
 pub mod server;
+
+#[allow(unused_imports)]
+pub use host::{free_port, run};
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -29,7 +33,8 @@ impl TestEnv {
     }
 }
 
-fn in_ci() -> bool {
+/// Whether this runs under CI, where a missing component fails a test.
+pub fn in_ci() -> bool {
     std::env::var("CI")
         .map(|v| v == "true" || v == "1")
         .unwrap_or(false)
@@ -143,15 +148,6 @@ pub fn kill_orphan_shims(socket: &std::path::Path, ns: &str) {
     }
 }
 
-/// A TCP port free on loopback right now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// GET `path` on 127.0.0.1:`port`, retrying until `timeout`; the body.
 pub async fn http_get(port: u16, path: &str, timeout: Duration) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -195,7 +191,7 @@ pub fn promtool_clean(metrics: &str) {
         .spawn();
     let mut child = match child {
         Ok(c) => c,
-        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+        Err(e) if in_ci() => {
             panic!("promtool missing under CI: {e}")
         }
         Err(e) => {
@@ -218,6 +214,26 @@ pub fn promtool_clean(metrics: &str) {
     );
 }
 
+/// Calls `probe` every 100 ms until it gives `Ok`, and returns that; past
+/// `timeout`, fails saying `what` it waited for and the last `Err`.
+pub async fn eventually<T>(
+    what: &str,
+    timeout: Duration,
+    mut probe: impl AsyncFnMut() -> Result<T, String>,
+) -> T {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match probe().await {
+            Ok(v) => return v,
+            Err(last) => assert!(
+                std::time::Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {what}; last: {last}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Polls status until service `name` satisfies `f` (60 s at most, then
 /// fails saying `what` it waited for and the last status).
 pub async fn wait_for(
@@ -226,21 +242,18 @@ pub async fn wait_for(
     what: &str,
     f: impl Fn(&api::status::ServiceStatus) -> bool,
 ) -> api::status::ServiceStatus {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let s: api::status::StatusResponse = client.get("/api/v1/status").await.unwrap();
-        let svc = s.services.into_iter().find(|s| s.name == name);
-        if let Some(svc) = &svc {
-            if f(svc) {
-                return svc.clone();
+    eventually(
+        &format!("{name}: {what}"),
+        Duration::from_secs(60),
+        async || {
+            let s: api::status::StatusResponse = client.get("/api/v1/status").await.unwrap();
+            match s.services.into_iter().find(|s| s.name == name) {
+                Some(svc) if f(&svc) => Ok(svc),
+                other => Err(format!("{other:#?}")),
             }
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{name}: timed out waiting for {what}; last status {svc:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        },
+    )
+    .await
 }
 
 /// Replicas of `s` whose health check passes.
@@ -251,22 +264,28 @@ pub fn healthy(s: &api::status::ServiceStatus) -> usize {
         .count()
 }
 
+/// Whether `s` runs exactly `n` replicas, all of `version` and all ready.
+pub fn all_ready_on(s: &api::status::ServiceStatus, version: u64, n: usize) -> bool {
+    s.version == version
+        && s.instances.len() == n
+        && s.instances
+            .iter()
+            .all(|i| i.version == version && i.healthy == Some(true))
+}
+
 /// Polls status until every service satisfies `f` (60 s at most).
 pub async fn wait_for_all(
     client: &api::client::ApiClient,
     what: &str,
     f: impl Fn(&api::status::ServiceStatus) -> bool,
 ) -> api::status::StatusResponse {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
+    eventually(what, Duration::from_secs(60), async || {
         let s: api::status::StatusResponse = client.get("/api/v1/status").await.unwrap();
         if s.services.iter().all(&f) {
-            return s;
+            Ok(s)
+        } else {
+            Err(format!("{s:#?}"))
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}: {s:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
 }

@@ -235,13 +235,6 @@ impl Drop for OrcaServer {
             let _ = Command::new("umount").arg("-l").arg(entry.path()).output();
         }
         let _ = std::fs::remove_dir_all(netns.parent().unwrap_or(&netns));
-        let bridge = bridge_name(&self.namespace);
-        let _ = Command::new("ip").args(["link", "del", &bridge]).output();
-        let _ = Command::new("nft")
-            .args(["delete", "table", "ip", &format!("orca_{bridge}")])
-            .output();
-        let _ = Command::new("nft")
-            .args(["delete", "table", "bridge", &format!("orca_{bridge}")])
-            .output();
+        super::host::remove_bridge(&bridge_name(&self.namespace));
     }
 }

@@ -110,16 +110,20 @@ pub const READONLY_PATHS: [&str; 5] = [
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Container ids: what containerd accepts and what is safe in paths and
-/// cgroup names: `[A-Za-z0-9][A-Za-z0-9_.-]*`, at most 76 characters.
+/// Whether `s` is a name containerd takes for ids and namespaces, and one
+/// safe in paths and cgroup names: `[A-Za-z0-9][A-Za-z0-9_.-]*`, at most
+/// 76 characters.
+pub(crate) fn is_containerd_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 76
+        && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// Container ids: see [`is_containerd_name`].
 pub fn validate_id(id: &str) -> Result<()> {
-    let ok = !id.is_empty()
-        && id.len() <= 76
-        && id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if ok {
+    if is_containerd_name(id) {
         Ok(())
     } else {
         Err(CriError::InvalidConfig {
