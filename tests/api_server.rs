@@ -140,6 +140,7 @@ async fn service_lifecycle_on_containerd() {
     let mut got = String::new();
     let follow = c.stream("/api/v1/services/logger/logs?follow=true&tail=1", |chunk| {
         got.push_str(&String::from_utf8_lossy(chunk));
+        std::ops::ControlFlow::Continue(())
     });
     let _ = tokio::time::timeout(Duration::from_millis(1500), follow).await;
     let lines: Vec<&str> = got.lines().filter(|l| l.starts_with("line ")).collect();

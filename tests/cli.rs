@@ -11,20 +11,6 @@ use std::process::Command;
 use common::server::{OrcaServer, ADMIN, VIEWER};
 use serde_json::Value;
 
-fn orca(server: &OrcaServer, token: &str, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(common::orca_bin())
-        .args(args)
-        .env("ORCA_API", format!("http://{}", server.addr()))
-        .env("ORCA_TOKEN", token)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploy_status_logs_scale_from_the_cli() {
     let Some(env) = common::env() else { return };
@@ -43,34 +29,16 @@ async fn deploy_status_logs_scale_from_the_cli() {
     let app_dir = app.path().to_str().unwrap().to_string();
 
     // Not a terminal here: progress comes as plain lines.
-    let (code, out, err) = tokio::task::spawn_blocking({
-        let server_addr = server.addr();
-        let app_dir = app_dir.clone();
-        move || {
-            let out = Command::new(common::orca_bin())
-                .args(["deploy", &app_dir])
-                .env("ORCA_API", format!("http://{server_addr}"))
-                .env("ORCA_TOKEN", ADMIN)
-                .output()
-                .unwrap();
-            (
-                out.status.code().unwrap_or(-1),
-                String::from_utf8_lossy(&out.stdout).into_owned(),
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            )
-        }
-    })
-    .await
-    .unwrap();
+    let (code, out, err) = server.cli(ADMIN, &["deploy", &app_dir]).await;
     assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
-    assert!(out.contains("web: deploying"), "{out}");
-    assert!(out.contains("web: 2/2 running (running)"), "{out}");
+    assert!(out.contains("web: deploying version 1"), "{out}");
+    assert!(out.contains("web: version 1 complete, 2/2 ready"), "{out}");
     assert!(
         !out.contains('\r') && !out.contains('\x1b'),
         "control characters in piped output: {out:?}"
     );
 
-    let (code, out, _) = orca(&server, VIEWER, &["status"]);
+    let (code, out, _) = server.cli(VIEWER, &["status"]).await;
     assert_eq!(code, 0);
     assert!(out.starts_with("NAME"), "{out}");
     assert!(
@@ -78,42 +46,62 @@ async fn deploy_status_logs_scale_from_the_cli() {
             .any(|l| l.starts_with("web") && l.contains("shop") && l.contains("2/2")),
         "{out}"
     );
-    let (code, out, _) = orca(
-        &server,
-        VIEWER,
-        &["status", "--output", "json", "--project", "shop"],
-    );
+    let (code, out, _) = server
+        .cli(VIEWER, &["status", "--output", "json", "--project", "shop"])
+        .await;
     assert_eq!(code, 0);
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["services"][0]["running_replicas"], 2);
 
-    let (code, out, _) = orca(&server, VIEWER, &["logs", "web", "--tail", "5"]);
+    let (code, out, _) = server.cli(VIEWER, &["logs", "web", "--tail", "5"]).await;
     assert_eq!(code, 0);
     assert!(out.contains("web v1 listening"), "{out}");
 
+    // A reader that is gone ends a command quietly, as SIGPIPE would:
+    // exit 141, nothing on stderr, no panic. `logs -f` stops too.
+    for args in [
+        &["status", "--output", "json"][..],
+        &["status"][..],
+        &["logs", "web", "-f"][..],
+    ] {
+        let (reader, writer) = nix::unistd::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(common::orca_bin())
+            .args(args)
+            .env("ORCA_API", format!("http://{}", server.addr()))
+            .env("ORCA_TOKEN", VIEWER)
+            .stdout(std::process::Stdio::from(writer))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {err}");
+        assert!(err.is_empty(), "{args:?} said: {err}");
+    }
+
     // Redeploying the same files changes nothing.
-    let (code, out, _) = orca(&server, ADMIN, &["deploy", &app_dir]);
+    let (code, out, _) = server.cli(ADMIN, &["deploy", &app_dir]).await;
     assert_eq!(code, 0);
     assert!(out.contains("web: unchanged"), "{out}");
 
-    let (code, _, _) = orca(&server, ADMIN, &["scale", "web", "1"]);
+    let (code, out, _) = server.cli(ADMIN, &["scale", "web", "1"]).await;
     assert_eq!(code, 0);
-    let (code, out, _) = orca(&server, VIEWER, &["nodes"]);
+    assert!(out.contains("web scaled to 1: all ready"), "{out}");
+    let (code, out, _) = server.cli(VIEWER, &["nodes"]).await;
     assert_eq!(code, 0);
     assert!(out.contains("node-1"), "{out}");
 
     // Failures: exit code 1 and the API's message on stderr.
-    let (code, _, err) = orca(&server, ADMIN, &["scale", "ghost", "1"]);
+    let (code, _, err) = server.cli(ADMIN, &["scale", "ghost", "1"]).await;
     assert_eq!(code, 1);
     assert!(err.contains("service not found: ghost"), "{err}");
-    let (code, _, err) = orca(&server, VIEWER, &["stop", "web"]);
+    let (code, _, err) = server.cli(VIEWER, &["stop", "web"]).await;
     assert_eq!(code, 1);
     assert!(err.contains("needs deployer"), "{err}");
-    let (code, _, err) = orca(&server, ADMIN, &["promote", "web"]);
+    let (code, _, err) = server.cli(ADMIN, &["promote", "web"]).await;
     assert_eq!(code, 1);
     assert!(err.contains("no canary"), "{err}");
 
-    let (code, out, _) = orca(&server, ADMIN, &["stop", "--all"]);
+    let (code, out, _) = server.cli(ADMIN, &["stop", "--all"]).await;
     assert_eq!(code, 0);
     assert!(out.contains("stopped: web"), "{out}");
 }
@@ -133,19 +121,8 @@ async fn deploy_of_a_missing_image_fails_with_its_reason() {
         ),
     )
     .unwrap();
-    let server_addr = server.addr();
     let app_dir = app.path().to_str().unwrap().to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(common::orca_bin())
-            .args(["deploy", &app_dir])
-            .env("ORCA_API", format!("http://{server_addr}"))
-            .env("ORCA_TOKEN", ADMIN)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, _, err) = server.cli(ADMIN, &["deploy", &app_dir]).await;
+    assert_eq!(code, 1);
     assert!(err.contains("image not found"), "{err}");
 }

@@ -180,8 +180,13 @@ impl ApiClient {
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
-    /// GET, handing each chunk of the body to `each` as it arrives.
-    pub async fn stream(&self, path: &str, mut each: impl FnMut(&[u8])) -> Result<(), ClientError> {
+    /// GET, handing each chunk of the body to `each` as it arrives, until
+    /// the body ends or `each` breaks.
+    pub async fn stream(
+        &self,
+        path: &str,
+        mut each: impl FnMut(&[u8]) -> std::ops::ControlFlow<()>,
+    ) -> Result<(), ClientError> {
         let r = self.send(Method::GET, path, None).await?;
         let mut body = r.into_body();
         while let Some(frame) = body.frame().await {
@@ -190,7 +195,9 @@ impl ApiClient {
                 reason: e.to_string(),
             })?;
             if let Some(data) = frame.data_ref() {
-                each(data);
+                if each(data).is_break() {
+                    break;
+                }
             }
         }
         Ok(())

@@ -144,6 +144,10 @@ pub struct DeployResponse {
     /// acknowledged change bumps it: the highest is the latest).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub generations: BTreeMap<String, u64>,
+    /// The version each deployed service rolls out to (a canary's version
+    /// for a canary); wait for its `rollout` in status.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub versions: BTreeMap<String, u64>,
 }
 
 /// `POST /api/v1/services/{name}/scale` body.

@@ -61,6 +61,49 @@ pub struct ServiceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     pub instances: Vec<InstanceStatus>,
+    /// The latest rollout (`null` for a stopped service), so that a client
+    /// can wait for the version it asked for.
+    #[serde(default)]
+    pub rollout: Option<Rollout>,
+}
+
+/// Where a rollout stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RolloutPhase {
+    /// Replicas of the version are coming up, or old ones are leaving.
+    Progressing,
+    /// Every wanted replica runs the version and is ready; nothing else runs.
+    Complete,
+    /// The version failed and the service went back to the one before.
+    Reverted,
+    /// The version cannot come up and there is nothing to go back to.
+    Failed,
+    /// The version runs beside the stable one with a share of the traffic.
+    Canary,
+}
+
+/// A service's rollout in `GET /api/v1/status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rollout {
+    /// The version being (or last) rolled out.
+    pub version: u64,
+    pub phase: RolloutPhase,
+    /// A sentence for people.
+    pub message: String,
+    /// Replicas of `version` that run and are ready.
+    pub updated: u32,
+    /// Replicas of `version` wanted.
+    pub total: u32,
+    /// Replicas of other versions (or past the wanted count) still there.
+    #[serde(default)]
+    pub old: u32,
+    /// Seconds a rollout may take before it is reverted.
+    #[serde(default)]
+    pub deadline_secs: u64,
+    /// A canary's share of the traffic, in percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
 }
 
 /// `GET /api/v1/status`.

@@ -4,12 +4,43 @@ use api::client::ApiClient;
 use api::status::{ClusterInfo, StatusResponse};
 use serde_json::Value;
 
+use super::out::{self, outln};
 use super::table;
-use super::{SecretsCommand, TokenCommand, WebhookCommand};
+use super::wait::{self, Target};
+use super::{SecretsCommand, TokenCommand, WaitArgs, WebhookCommand};
 
 fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
+    outln!("{}", serde_json::to_string_pretty(v)?)
+}
+
+/// Posts a change to service `name` at `path`, then waits (unless
+/// detached) for the version its answer names. The answer and whether it
+/// was waited for, or `None` under `--output json`, where the answer was
+/// printed as it came.
+async fn change(
+    client: &ApiClient,
+    name: &str,
+    path: &str,
+    body: Value,
+    wait: WaitArgs,
+    json: bool,
+) -> anyhow::Result<Option<(Value, bool)>> {
+    let answer: Value = client.post(path, &body).await?;
+    if json {
+        print_json(&answer)?;
+    }
+    let waited = match answer["version"].as_u64().filter(|_| !wait.detach) {
+        Some(version) => {
+            let target = Target {
+                service: name.to_string(),
+                version,
+            };
+            wait::wait(client, &[target], wait.timeout(), json).await?;
+            true
+        }
+        None => false,
+    };
+    Ok((!json).then_some((answer, waited)))
 }
 
 pub async fn status(client: &ApiClient, project: Option<&str>, json: bool) -> anyhow::Result<()> {
@@ -41,14 +72,12 @@ pub async fn status(client: &ApiClient, project: Option<&str>, json: bool) -> an
             ]
         })
         .collect();
-    print!(
-        "{}",
-        table::render(
-            &["NAME", "PROJECT", "STATUS", "REPLICAS", "VERSION", "RESTARTS", "IMAGE", "MESSAGE"],
-            &rows
-        )
-    );
-    Ok(())
+    out::write(&table::render(
+        &[
+            "NAME", "PROJECT", "STATUS", "REPLICAS", "VERSION", "RESTARTS", "IMAGE", "MESSAGE",
+        ],
+        &rows,
+    ))
 }
 
 pub async fn logs(
@@ -61,34 +90,33 @@ pub async fn logs(
     if let Some(n) = tail {
         path.push_str(&format!("&tail={n}"));
     }
-    use std::io::Write;
-    let mut out = std::io::stdout();
+    let mut failed = None;
     client
-        .stream(&path, |chunk| {
-            let _ = out.write_all(chunk);
-            let _ = out.flush();
+        .stream(&path, |chunk| match out::write_bytes(chunk) {
+            Ok(()) => std::ops::ControlFlow::Continue(()),
+            Err(e) => {
+                failed = Some(e);
+                std::ops::ControlFlow::Break(())
+            }
         })
         .await?;
-    Ok(())
+    failed.map_or(Ok(()), Err)
 }
 
 pub async fn scale(
     client: &ApiClient,
     name: &str,
     replicas: i64,
+    wait: WaitArgs,
     json: bool,
 ) -> anyhow::Result<()> {
-    let v: Value = client
-        .post(
-            &format!("/api/v1/services/{name}/scale"),
-            &serde_json::json!({ "replicas": replicas }),
-        )
-        .await?;
-    if json {
-        return print_json(&v);
+    let path = format!("/api/v1/services/{name}/scale");
+    let body = serde_json::json!({ "replicas": replicas });
+    match change(client, name, &path, body, wait, json).await? {
+        None => Ok(()),
+        Some((_, true)) => outln!("{name} scaled to {replicas}: all ready"),
+        Some((_, false)) => outln!("{name} scaling to {replicas}"),
     }
-    println!("{name} scaled to {replicas}");
-    Ok(())
 }
 
 pub async fn stop(
@@ -111,44 +139,80 @@ pub async fn stop(
         .as_array()
         .map(|a| a.iter().filter_map(|s| s.as_str()).collect())
         .unwrap_or_default();
-    println!(
+    outln!(
         "stopped: {}",
         if names.is_empty() {
             "nothing".to_string()
         } else {
             names.join(", ")
         }
-    );
-    Ok(())
+    )
 }
 
-pub async fn post_empty(client: &ApiClient, path: &str, json: bool) -> anyhow::Result<()> {
-    let v: Value = client.post(path, &serde_json::json!({})).await?;
+/// `orca drain ID` / `orca undrain ID`.
+pub async fn drain(client: &ApiClient, id: &str, drain: bool, json: bool) -> anyhow::Result<()> {
+    let action = if drain { "drain" } else { "undrain" };
+    let v: Value = client
+        .post(
+            &format!("/api/v1/cluster/nodes/{id}/{action}"),
+            &serde_json::json!({}),
+        )
+        .await?;
     if json {
         return print_json(&v);
     }
-    println!("{v}");
-    Ok(())
+    if drain {
+        outln!("{id} drained: no new replicas are placed there")
+    } else {
+        outln!("{id} undrained: it takes new replicas again")
+    }
+}
+
+pub async fn promote(
+    client: &ApiClient,
+    name: &str,
+    wait: WaitArgs,
+    json: bool,
+) -> anyhow::Result<()> {
+    let path = format!("/api/v1/services/{name}/promote");
+    let Some((v, waited)) = change(client, name, &path, serde_json::json!({}), wait, json).await?
+    else {
+        return Ok(());
+    };
+    let version = &v["version"];
+    match waited {
+        true => outln!("{name}: version {version} promoted; every replica runs it, ready"),
+        false => outln!("{name}: promoting version {version}"),
+    }
 }
 
 pub async fn rollback(
     client: &ApiClient,
     name: &str,
     version: Option<u64>,
+    wait: WaitArgs,
     json: bool,
 ) -> anyhow::Result<()> {
     let body = match version {
         Some(v) => serde_json::json!({ "version": v }),
         None => serde_json::json!({}),
     };
-    let v: Value = client
-        .post(&format!("/api/v1/services/{name}/rollback"), &body)
-        .await?;
-    if json {
-        return print_json(&v);
+    let path = format!("/api/v1/services/{name}/rollback");
+    let Some((v, waited)) = change(client, name, &path, body, wait, json).await? else {
+        return Ok(());
+    };
+    let now = &v["version"];
+    let what = match (v["removed_canary"].as_u64(), v["rolled_back_to"].as_u64()) {
+        (Some(canary), _) => {
+            format!("{name}: canary version {canary} removed; version {now} serves")
+        }
+        (None, Some(to)) => format!("{name} rolled back to version {to} (as version {now})"),
+        _ => format!("{name} rolled back (version {now})"),
+    };
+    match waited {
+        true => outln!("{what}; every replica ready"),
+        false => outln!("{what}; rolling out"),
     }
-    println!("{v}");
-    Ok(())
 }
 
 pub async fn versions(client: &ApiClient, name: &str, json: bool) -> anyhow::Result<()> {
@@ -170,16 +234,16 @@ pub async fn versions(client: &ApiClient, name: &str, json: bool) -> anyhow::Res
                         e["image"].as_str().unwrap_or("").to_string(),
                         e["deployed_at"].as_str().unwrap_or("").to_string(),
                         e["deployed_by"].as_str().unwrap_or("").to_string(),
+                        e["note"].as_str().unwrap_or("").to_string(),
                     ]
                 })
                 .collect()
         })
         .unwrap_or_default();
-    print!(
-        "{}",
-        table::render(&["VERSION", "IMAGE", "DEPLOYED", "BY"], &rows)
-    );
-    Ok(())
+    out::write(&table::render(
+        &["VERSION", "IMAGE", "DEPLOYED", "BY", "NOTE"],
+        &rows,
+    ))
 }
 
 pub async fn nodes(client: &ApiClient, json: bool) -> anyhow::Result<()> {
@@ -206,14 +270,12 @@ pub async fn nodes(client: &ApiClient, json: bool) -> anyhow::Result<()> {
             ]
         })
         .collect();
-    print!(
-        "{}",
-        table::render(
-            &["ID", "STATE", "DRAINED", "REPLICAS", "CPU", "MEMORY", "ADDRESS"],
-            &rows
-        )
-    );
-    Ok(())
+    out::write(&table::render(
+        &[
+            "ID", "STATE", "DRAINED", "REPLICAS", "CPU", "MEMORY", "ADDRESS",
+        ],
+        &rows,
+    ))
 }
 
 pub async fn token(client: &ApiClient, command: TokenCommand, json: bool) -> anyhow::Result<()> {
@@ -229,7 +291,11 @@ pub async fn token(client: &ApiClient, command: TokenCommand, json: bool) -> any
             if json {
                 return print_json(&v);
             }
-            println!("{}", v["token"].as_str().unwrap_or(""));
+            outln!(
+                "token {name} ({}): {}\nIt is shown only this once.",
+                v["role"].as_str().unwrap_or(""),
+                v["token"].as_str().unwrap_or("")
+            )?;
         }
         TokenCommand::List => {
             let v: Value = client.get("/api/v1/tokens").await?;
@@ -249,14 +315,14 @@ pub async fn token(client: &ApiClient, command: TokenCommand, json: bool) -> any
                         .collect()
                 })
                 .unwrap_or_default();
-            print!("{}", table::render(&["NAME", "ROLE", "SOURCE"], &rows));
+            out::write(&table::render(&["NAME", "ROLE", "SOURCE"], &rows))?;
         }
         TokenCommand::Rm { name } => {
             let v: Value = client.delete(&format!("/api/v1/tokens/{name}")).await?;
             if json {
                 return print_json(&v);
             }
-            println!("deleted {name}");
+            outln!("deleted {name}")?;
         }
     }
     Ok(())
@@ -280,16 +346,17 @@ pub async fn webhooks(
             if json {
                 return print_json(&v);
             }
-            println!(
+            return outln!(
                 "webhook {} added: POST /api/v1/webhooks/github",
                 v["id"].as_str().unwrap_or("")
             );
-            return Ok(());
         }
         Some(WebhookCommand::Rm { id }) => {
-            let _: Value = client.delete(&format!("/api/v1/webhooks/{id}")).await?;
-            println!("deleted {id}");
-            return Ok(());
+            let v: Value = client.delete(&format!("/api/v1/webhooks/{id}")).await?;
+            if json {
+                return print_json(&v);
+            }
+            return outln!("deleted webhook {id}");
         }
         None => {}
     }
@@ -299,12 +366,23 @@ pub async fn webhooks(
     }
     let hooks = v["webhooks"].as_array().cloned().unwrap_or_default();
     if hooks.is_empty() {
-        println!("no webhooks");
+        return outln!("no webhooks");
     }
-    for h in hooks {
-        println!("{h}");
-    }
-    Ok(())
+    let rows: Vec<Vec<String>> = hooks
+        .iter()
+        .map(|h| {
+            let mut row: Vec<String> = ["id", "repo", "branch", "service", "created_at"]
+                .iter()
+                .map(|k| h[*k].as_str().unwrap_or("").to_string())
+                .collect();
+            row.push(h["invocations"].as_array().map_or(0, Vec::len).to_string());
+            row
+        })
+        .collect();
+    out::write(&table::render(
+        &["ID", "REPO", "BRANCH", "SERVICE", "CREATED", "PUSHES"],
+        &rows,
+    ))
 }
 
 /// `KEY=VALUE` lines of a .env file (comments, blank lines and `export `
@@ -356,20 +434,24 @@ pub async fn secrets(
                 }
             };
             put(name.clone(), value).await?;
-            println!("stored {name}");
+            outln!("stored {name}")?;
         }
         SecretsCommand::List => {
             let v: Value = client.get("/api/v1/secrets").await?;
             if json {
                 return print_json(&v);
             }
-            for name in v["secrets"].as_array().cloned().unwrap_or_default() {
-                println!("{}", name.as_str().unwrap_or(""));
+            let names = v["secrets"].as_array().cloned().unwrap_or_default();
+            if names.is_empty() {
+                outln!("no secrets")?;
+            }
+            for name in names {
+                outln!("{}", name.as_str().unwrap_or(""))?;
             }
         }
         SecretsCommand::Rm { name } => {
             let _: Value = client.delete(&format!("/api/v1/secrets/{name}")).await?;
-            println!("deleted {name}");
+            outln!("deleted {name}")?;
         }
         SecretsCommand::Import { file } => {
             let text = std::fs::read_to_string(&file)?;
@@ -378,7 +460,7 @@ pub async fn secrets(
             for (k, v) in pairs {
                 put(k, v).await?;
             }
-            println!("stored {count} secrets from {}", file.display());
+            outln!("stored {count} secrets from {}", file.display())?;
         }
     }
     Ok(())

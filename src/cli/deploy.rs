@@ -1,16 +1,16 @@
 //! `orca deploy`: finds `DIR/services/<project>/service.toml`, posts the
-//! services, then follows their status until every replica runs or one
-//! fails. Progress is printed as a line per change, which reads the same on
-//! a terminal and in a CI log.
+//! services, then waits for the version each changed service rolls out to
+//! (see `wait`).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use api::client::{ApiClient, ClientError};
 use api::spec::{DeployRequest, DeployResponse, ServiceSpec};
-use api::status::{ServiceState, StatusResponse};
+
+use super::out::{self, outln};
+use super::wait::Target;
+use super::WaitArgs;
 
 /// The service.toml files under `dir`, sorted.
 pub fn discover(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
@@ -65,23 +65,16 @@ pub fn parse_file(path: &Path, text: &str) -> anyhow::Result<Vec<ServiceSpec>> {
     Ok(out)
 }
 
-pub async fn run(
-    client: &ApiClient,
-    dir: &Path,
-    no_wait: bool,
-    timeout: u64,
-    json: bool,
-) -> anyhow::Result<()> {
+/// Posts the services under `dir`, then waits for the version each
+/// changed service rolls out to.
+pub async fn run(client: &ApiClient, dir: &Path, wait: WaitArgs, json: bool) -> anyhow::Result<()> {
     let mut services = Vec::new();
     for file in discover(dir)? {
         let text =
             std::fs::read_to_string(&file).with_context(|| format!("read {}", file.display()))?;
         services.extend(parse_file(&file, &text)?);
     }
-    let names: Vec<(String, String)> = services
-        .iter()
-        .map(|s| (s.name.clone(), s.project.clone()))
-        .collect();
+    let count = services.len();
     let response: DeployResponse = match client
         .post("/api/v1/deploy", &DeployRequest { services })
         .await
@@ -91,93 +84,45 @@ pub async fn run(
         Err(e) => return Err(e.into()),
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&response)?);
+        outln!("{}", serde_json::to_string_pretty(&response)?)?;
     } else {
         for n in &response.deployed {
-            println!("{n}: deploying");
+            match response.versions.get(n) {
+                Some(v) => outln!("{n}: deploying version {v}")?,
+                None => outln!("{n}: deploying")?,
+            }
         }
         for n in &response.unchanged {
-            println!("{n}: unchanged");
+            outln!("{n}: unchanged")?;
         }
         for e in &response.errors {
-            eprintln!("error: {e}");
+            out::warn(&format!("error: {e}"));
         }
     }
     if !response.errors.is_empty() {
         anyhow::bail!(
-            "{} of {} services failed to deploy",
-            response.errors.len(),
-            names.len()
+            "{} of {count} services failed to deploy",
+            response.errors.len()
         );
     }
-    if no_wait || response.deployed.is_empty() {
+    if wait.detach {
         return Ok(());
     }
-    follow(
-        client,
-        &response.deployed,
-        Duration::from_secs(timeout),
-        json,
-    )
-    .await
-}
-
-/// Polls status and prints each change until every service runs.
-async fn follow(
-    client: &ApiClient,
-    names: &[String],
-    timeout: Duration,
-    json: bool,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + timeout;
-    let mut last: BTreeMap<String, String> = BTreeMap::new();
-    loop {
-        let status: StatusResponse = client.get("/api/v1/status").await?;
-        let mut done = 0;
-        for name in names {
-            let Some(s) = status.services.iter().find(|s| &s.name == name) else {
-                continue;
-            };
-            let line = format!(
-                "{}: {}/{} running ({}){}",
-                s.name,
-                s.running_replicas,
-                s.replicas,
-                serde_json::to_value(s.status)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default(),
-                s.message
-                    .as_deref()
-                    .map(|m| format!(": {m}"))
-                    .unwrap_or_default()
-            );
-            if last.get(name) != Some(&line) {
-                if !json {
-                    println!("{line}");
-                }
-                last.insert(name.clone(), line);
-            }
-            match s.status {
-                ServiceState::Running => done += 1,
-                ServiceState::Failed => anyhow::bail!(
-                    "{} failed: {}",
-                    s.name,
-                    s.message
-                        .clone()
-                        .unwrap_or_else(|| "replicas keep exiting".into())
-                ),
-                _ => {}
-            }
-        }
-        if done == names.len() {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            anyhow::bail!("not every replica is running after {}s", timeout.as_secs());
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+    let targets: Vec<Target> = response
+        .deployed
+        .iter()
+        .filter_map(|name| {
+            Some(Target {
+                service: name.clone(),
+                version: *response.versions.get(name)?,
+            })
+        })
+        .collect();
+    if targets.is_empty() {
+        return Ok(());
     }
+    super::wait::wait(client, &targets, wait.timeout(), json).await?;
+    Ok(())
 }
 
 #[cfg(test)]

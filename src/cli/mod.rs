@@ -3,7 +3,9 @@
 
 mod commands;
 mod deploy;
+mod out;
 mod table;
+mod wait;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -61,16 +63,13 @@ pub enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Deploy DIR/services/*/service.toml and show progress until replicas are up or fail.
+    /// Deploy DIR/services/*/service.toml and wait until every replica runs
+    /// the new version, ready, with no old one left (exit 1 if it is reverted).
     Deploy {
         #[arg(default_value = ".")]
         dir: PathBuf,
-        /// Return once the server accepted the deploy.
-        #[arg(long)]
-        no_wait: bool,
-        /// Give up waiting after this many seconds.
-        #[arg(long, default_value_t = 120)]
-        timeout: u64,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
     /// Services and their replicas.
     Status {
@@ -86,8 +85,13 @@ pub enum Command {
         #[arg(short, long)]
         follow: bool,
     },
-    /// Set a service's replica count.
-    Scale { name: String, replicas: i64 },
+    /// Set a service's replica count and wait until that many are ready.
+    Scale {
+        name: String,
+        replicas: i64,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
     /// Stop a service (or a project, or everything).
     Stop {
         name: Option<String>,
@@ -96,13 +100,20 @@ pub enum Command {
         #[arg(long, conflicts_with_all = ["name", "project"])]
         all: bool,
     },
-    /// Promote a canary.
-    Promote { name: String },
-    /// Roll a service back (to VERSION, or the previous one).
+    /// Promote a canary and wait until it replaced the stable replicas.
+    Promote {
+        name: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Roll a service back (to VERSION, or the previous one; during a
+    /// canary, remove the canary) and wait until that is done.
     Rollback {
         name: String,
         #[arg(long)]
         version: Option<u64>,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
     /// A service's versions.
     Versions { name: String },
@@ -132,6 +143,24 @@ pub enum Command {
         #[command(subcommand)]
         command: ImageCommand,
     },
+}
+
+/// How commands that change what runs wait for it.
+#[derive(clap::Args, Clone, Copy)]
+pub struct WaitArgs {
+    /// Return once the server accepted the change, without waiting.
+    #[arg(long, alias = "no-wait")]
+    pub detach: bool,
+    /// Give up waiting after this many seconds (default: the rollout's
+    /// progress deadline plus 30 s).
+    #[arg(long)]
+    pub timeout: Option<u64>,
+}
+
+impl WaitArgs {
+    fn timeout(&self) -> Option<std::time::Duration> {
+        self.timeout.map(std::time::Duration::from_secs)
+    }
 }
 
 #[derive(Subcommand)]
@@ -208,14 +237,15 @@ pub fn main() -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("orca: cannot start the async runtime: {e}");
+            out::warn(&format!("orca: cannot start the async runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if out::is_pipe_closed(&e) => ExitCode::from(out::PIPE_CLOSED_EXIT),
         Err(e) => {
-            eprintln!("orca: {e:#}");
+            out::warn(&format!("orca: {e:#}"));
             ExitCode::FAILURE
         }
     }
@@ -236,36 +266,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let json = cli.output == Output::Json;
     match cli.command {
         Command::Server { config } => crate::server::run(config.as_deref()).await,
-        Command::Deploy {
-            dir,
-            no_wait,
-            timeout,
-        } => deploy::run(&client, &dir, no_wait, timeout, json).await,
+        Command::Deploy { dir, wait } => deploy::run(&client, &dir, wait, json).await,
         Command::Status { project } => commands::status(&client, project.as_deref(), json).await,
         Command::Logs { name, tail, follow } => commands::logs(&client, &name, tail, follow).await,
-        Command::Scale { name, replicas } => commands::scale(&client, &name, replicas, json).await,
+        Command::Scale {
+            name,
+            replicas,
+            wait,
+        } => commands::scale(&client, &name, replicas, wait, json).await,
         Command::Stop { name, project, all } => {
             commands::stop(&client, name, project, all, json).await
         }
-        Command::Promote { name } => {
-            commands::post_empty(&client, &format!("/api/v1/services/{name}/promote"), json).await
-        }
-        Command::Rollback { name, version } => {
-            commands::rollback(&client, &name, version, json).await
-        }
+        Command::Promote { name, wait } => commands::promote(&client, &name, wait, json).await,
+        Command::Rollback {
+            name,
+            version,
+            wait,
+        } => commands::rollback(&client, &name, version, wait, json).await,
         Command::Versions { name } => commands::versions(&client, &name, json).await,
         Command::Nodes => commands::nodes(&client, json).await,
-        Command::Drain { id } => {
-            commands::post_empty(&client, &format!("/api/v1/cluster/nodes/{id}/drain"), json).await
-        }
-        Command::Undrain { id } => {
-            commands::post_empty(
-                &client,
-                &format!("/api/v1/cluster/nodes/{id}/undrain"),
-                json,
-            )
-            .await
-        }
+        Command::Drain { id } => commands::drain(&client, &id, true, json).await,
+        Command::Undrain { id } => commands::drain(&client, &id, false, json).await,
         Command::Token { command } => commands::token(&client, command, json).await,
         Command::Webhooks { command } => commands::webhooks(&client, command, json).await,
         Command::Secrets { command } => commands::secrets(&client, command, json).await,
@@ -289,7 +310,7 @@ async fn image(
                 .pull(&reference)
                 .await
                 .with_context(|| format!("pull {reference}"))?;
-            println!("{} {}", image.name, image.digest);
+            out::outln!("{} {}", image.name, image.digest)?;
         }
         ImageCommand::Import { file, name } => {
             let images = cri
@@ -297,7 +318,7 @@ async fn image(
                 .await
                 .with_context(|| format!("import {}", file.display()))?;
             for image in images {
-                println!("{} {}", image.name, image.digest);
+                out::outln!("{} {}", image.name, image.digest)?;
             }
         }
     }

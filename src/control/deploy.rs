@@ -56,6 +56,15 @@ pub(crate) fn secret_refs(spec: &ServiceSpec) -> Vec<String> {
     out
 }
 
+/// What storing one deployed service did.
+struct Written {
+    name: String,
+    changed: bool,
+    generation: u64,
+    /// The version it rolls out to (a canary's, for a canary).
+    version: u64,
+}
+
 impl ControlPlane {
     /// Checks that need no containerd: the spec, quantities, image
     /// reference, secrets, and the name not taken by another project.
@@ -188,9 +197,13 @@ impl ControlPlane {
                 }
             };
             match self.write_deploy(spec, digest, fingerprint, caller).await {
-                Ok((name, changed, generation)) => {
-                    response.generations.insert(name.clone(), generation);
-                    if changed {
+                Ok(written) => {
+                    let name = written.name;
+                    response
+                        .generations
+                        .insert(name.clone(), written.generation);
+                    if written.changed {
+                        response.versions.insert(name.clone(), written.version);
                         response.deployed.push(name);
                     } else {
                         response.unchanged.push(name);
@@ -213,14 +226,14 @@ impl ControlPlane {
         ApiResponse::ok(&response)
     }
 
-    /// Stores a deployed spec; returns whether it changed anything.
+    /// Stores a deployed spec; says whether it changed anything.
     async fn write_deploy(
         &self,
         spec: ServiceSpec,
         digest: String,
         fingerprint: Option<String>,
         caller: &str,
-    ) -> Result<(String, bool, u64), ApiError> {
+    ) -> Result<Written, ApiError> {
         let name = spec.name.clone();
         let lock = self.inner().service_lock(&name);
         let _held = lock.lock().await;
@@ -233,11 +246,17 @@ impl ControlPlane {
                     && r.secrets_fingerprint == fingerprint =>
             {
                 if r.spec.replicas == spec.replicas && !r.stopped {
-                    return Ok((name, false, r.generation));
+                    return Ok(Written {
+                        name,
+                        changed: false,
+                        generation: r.generation,
+                        version: r.version,
+                    });
                 }
                 // Only the count (or the stop) differs: not a new version.
                 r.spec.replicas = spec.replicas;
                 r.stopped = false;
+                r.reverted = None;
                 r.generation += 1;
                 r.updated_at = now;
                 r
@@ -275,6 +294,7 @@ impl ControlPlane {
                     image_digest: Some(digest),
                     weight,
                 });
+                r.reverted = None;
                 r.generation += 1;
                 r.updated_at = now;
                 r
@@ -304,15 +324,20 @@ impl ControlPlane {
                     generation,
                     history,
                     updated_at: now,
-                    failed: None,
+                    reverted: None,
                     canary: None,
                     secrets_fingerprint: fingerprint,
                 }
             }
         };
-        let generation = record.generation;
+        let written = Written {
+            name,
+            changed: true,
+            generation: record.generation,
+            version: record.canary.as_ref().map_or(record.version, |c| c.version),
+        };
         self.save(record)?;
-        Ok((name, true, generation))
+        Ok(written)
     }
 
     /// Saves a record durably, then updates the cache and wakes its worker.
@@ -355,13 +380,15 @@ impl ControlPlane {
         let (_held, mut record) = self.lock_service(name).await?;
         record.spec.replicas = replicas;
         record.stopped = false;
+        record.reverted = None;
         record.generation += 1;
         record.updated_at = now_rfc3339();
         let generation = record.generation;
+        let version = record.version;
         self.save(record)?;
-        ApiResponse::ok(
-            &serde_json::json!({ "name": name, "replicas": replicas, "generation": generation }),
-        )
+        ApiResponse::ok(&serde_json::json!({
+            "name": name, "replicas": replicas, "version": version, "generation": generation
+        }))
     }
 
     /// Marks services stopped; their workers remove the replicas.

@@ -12,6 +12,7 @@ mod handler;
 mod health;
 mod logs;
 pub mod plan;
+mod progress;
 mod rollout;
 mod state;
 mod status;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Inner;
-use crate::store::ServiceRecord;
+use crate::store::{Reverted, ServiceRecord};
 
 /// How long a rollout may take before it is reverted, by default.
 pub(crate) const DEFAULT_DEADLINE: Duration = Duration::from_secs(60);
@@ -86,10 +86,24 @@ pub(super) async fn revert(inner: &Arc<Inner>, record: &ServiceRecord, reason: &
     current.spec.replicas = replicas;
     current.version = previous.version;
     current.image_digest = previous.image_digest.clone();
-    current.failed = Some(format!(
+    let message = format!(
         "deploy of version {} failed: {reason}; reverted to version {}",
         record.version, previous.version
-    ));
+    );
+    if let Some(entry) = current
+        .history
+        .iter_mut()
+        .find(|v| v.version == record.version)
+    {
+        entry.note = Some(match entry.note.take() {
+            Some(n) => format!("{n}; reverted: {reason}"),
+            None => format!("reverted: {reason}"),
+        });
+    }
+    current.reverted = Some(Reverted {
+        version: record.version,
+        message,
+    });
     current.generation += 1;
     current.updated_at =
         humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();

@@ -8,8 +8,12 @@ use std::time::{Instant, SystemTime};
 use api::status::LastExit;
 
 use super::plan;
+use super::progress::Replica;
 use crate::agent::{Instance, ProcessState};
 use crate::store::ServiceRecord;
+
+/// How long a replica without a readiness check must run to count as ready.
+pub const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What the reconciler remembers about one replica.
 #[derive(Debug, Clone, Default)]
@@ -39,6 +43,9 @@ pub struct ServiceRuntime {
     pub last_error: Option<String>,
     /// The version being rolled out and since when.
     pub rollout: Option<(u64, Instant)>,
+    /// Since when the record at this generation has not settled (every
+    /// wanted replica of its version ready, nothing else left).
+    pub unsettled_since: Option<(u64, Instant)>,
 }
 
 /// See the module doc.
@@ -98,6 +105,35 @@ impl State {
                 i.pid = Some(pid);
             }
         }
+    }
+
+    /// True if replica `id` takes traffic: its readiness check passed
+    /// (`has_check`), or it has run for [`SETTLE`] (or since before this
+    /// orca saw it start).
+    pub fn ready(&self, has_check: bool, id: &str, now: Instant) -> bool {
+        let r = self.replicas.get(id);
+        if has_check {
+            r.and_then(|x| x.healthy) == Some(true)
+        } else {
+            r.and_then(|x| x.started_at)
+                .is_none_or(|t| now.duration_since(t) >= SETTLE)
+        }
+    }
+
+    /// A service's replicas as its rollout sees them.
+    pub fn rollout_replicas(&self, record: &ServiceRecord, now: Instant) -> Vec<Replica> {
+        let has_check = super::health::readiness(&record.spec).is_some();
+        self.instances
+            .get(&record.spec.name)
+            .into_iter()
+            .flatten()
+            .map(|i| Replica {
+                version: i.version,
+                slot: i.slot,
+                serving: matches!(i.state, ProcessState::Running) && !self.removing.contains(&i.id),
+                ready: self.ready(has_check, &i.id, now),
+            })
+            .collect()
     }
 
     /// True while a replica keeps crashing (twice or more without a

@@ -7,6 +7,7 @@ use std::time::Instant;
 use api::status::{InstanceStatus, ServiceState, ServiceStatus, StatusResponse, VersionInfo};
 use api::{ApiError, ApiResponse};
 
+use super::progress;
 use super::state::State;
 use super::ControlPlane;
 use crate::agent::ProcessState;
@@ -121,12 +122,18 @@ pub(crate) fn service_status(
             None => note,
         });
     }
-    if let Some(failed) = &record.failed {
+    if let Some(reverted) = &record.reverted {
         message = Some(match message {
-            Some(m) => format!("{failed}; {m}"),
-            None => failed.clone(),
+            Some(m) => format!("{}; {m}", reverted.message),
+            None => reverted.message.clone(),
         });
     }
+    let replicas = st.rollout_replicas(record, now);
+    let rollout = progress::rollout(&progress::Facts {
+        record,
+        replicas: &replicas,
+        problem: rollout_problem(st, record, now),
+    });
     ServiceStatus {
         name: name.clone(),
         project: record.spec.project.clone(),
@@ -138,6 +145,48 @@ pub(crate) fn service_status(
         version: record.version,
         message,
         instances: out,
+        rollout,
+    }
+}
+
+/// Why the replicas of the version being rolled out do not come up, if
+/// they keep failing to: failed starts, a crash loop, or the deadline.
+fn rollout_problem(st: &State, record: &ServiceRecord, now: Instant) -> Option<String> {
+    let name = &record.spec.name;
+    let service = st.services.get(name);
+    if let Some(s) = service.filter(|s| s.start_failures >= 2) {
+        return Some(
+            s.last_error
+                .clone()
+                .unwrap_or_else(|| "replicas fail to start".into()),
+        );
+    }
+    let version = record.canary.as_ref().map_or(record.version, |c| c.version);
+    let looping = st
+        .instances
+        .get(name)
+        .into_iter()
+        .flatten()
+        .filter(|i| i.version == version)
+        .find(|i| st.crash_looping(&i.id, now));
+    if let Some(i) = looping {
+        let code = st
+            .replicas
+            .get(&i.id)
+            .and_then(|r| r.last_exit.as_ref())
+            .map(|e| format!(" (last exit code {})", e.code))
+            .unwrap_or_default();
+        return Some(format!("replica {} keeps exiting{code}", i.id));
+    }
+    let deadline = progress::deadline_secs(record);
+    match service.and_then(|s| s.unsettled_since) {
+        Some((generation, since))
+            if generation == record.generation
+                && now.duration_since(since).as_secs() >= deadline =>
+        {
+            Some(format!("not ready within {deadline}s"))
+        }
+        _ => None,
     }
 }
 

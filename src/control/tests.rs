@@ -56,7 +56,12 @@ fn deploy_req(services: Value) -> ApiRequest {
 }
 
 async fn eventually(what: &str, f: impl Fn() -> bool) {
-    for _ in 0..300 {
+    eventually_within(what, Duration::from_secs(3), f).await
+}
+
+async fn eventually_within(what: &str, limit: Duration, f: impl Fn() -> bool) {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
         if f() {
             return;
         }
@@ -194,7 +199,7 @@ async fn adopts_what_runs_and_removes_orphans() {
             generation: 7,
             history: vec![],
             updated_at: String::new(),
-            failed: None,
+            reverted: None,
             canary: None,
             secrets_fingerprint: None,
         })
@@ -439,4 +444,85 @@ async fn concurrent_writes_end_in_the_last_acknowledged_state() {
     })
     .await;
     assert_eq!(cp.inner().state().records["web"], record);
+}
+
+fn rollout_of(cp: &ControlPlane) -> Option<api::status::Rollout> {
+    cp.status(None).services[0].rollout.clone()
+}
+
+#[tokio::test]
+async fn status_rollout_follows_each_version_through_complete_and_revert() {
+    use api::status::RolloutPhase;
+    let (cp, agent) = plane().await;
+    let (_, body) = call(
+        &cp,
+        deploy_req(json!([{ "name": "web", "image": "app:v1", "replicas": 2 }])),
+    )
+    .await
+    .unwrap();
+    assert_eq!(body["versions"], json!({ "web": 1 }));
+    let r = rollout_of(&cp).unwrap();
+    assert_eq!((r.version, r.phase), (1, RolloutPhase::Progressing));
+    // Without a readiness check, a replica is ready once it ran 2 s.
+    eventually_within("v1 complete", Duration::from_secs(15), || {
+        rollout_of(&cp).is_some_and(|r| r.phase == RolloutPhase::Complete && r.updated == 2)
+    })
+    .await;
+
+    // v2 crashes: the rollout is reverted and status names version 2.
+    let (_, body) = call(
+        &cp,
+        deploy_req(json!([{ "name": "web", "image": "app:v2", "replicas": 2 }])),
+    )
+    .await
+    .unwrap();
+    assert_eq!(body["versions"], json!({ "web": 2 }));
+    eventually("a v2 replica", || {
+        agent.instances().iter().any(|i| i.version == 2)
+    })
+    .await;
+    let r = rollout_of(&cp).unwrap();
+    assert_eq!((r.version, r.phase), (2, RolloutPhase::Progressing));
+    let new = agent
+        .instances()
+        .into_iter()
+        .find(|i| i.version == 2)
+        .unwrap();
+    agent.crash(&new.id, 3, false).await;
+    eventually("reverted", || {
+        rollout_of(&cp).is_some_and(|r| r.phase == RolloutPhase::Reverted)
+    })
+    .await;
+    let r = rollout_of(&cp).unwrap();
+    assert_eq!(r.version, 2);
+    assert!(r.message.contains("reverted to version 1"), "{}", r.message);
+    assert_eq!(cp.status(None).services[0].version, 1);
+
+    // The next change (a scale) is a rollout of the version that serves.
+    call(
+        &cp,
+        ApiRequest::Scale {
+            name: "web".into(),
+            replicas: 3,
+        },
+    )
+    .await
+    .unwrap();
+    let r = rollout_of(&cp).unwrap();
+    assert_eq!(
+        (r.version, r.phase, r.total),
+        (1, RolloutPhase::Progressing, 3)
+    );
+    eventually_within("scaled and complete", Duration::from_secs(15), || {
+        rollout_of(&cp).is_some_and(|r| r.phase == RolloutPhase::Complete && r.updated == 3)
+    })
+    .await;
+
+    call(&cp, ApiRequest::StopService { name: "web".into() })
+        .await
+        .unwrap();
+    assert!(
+        rollout_of(&cp).is_none(),
+        "a stopped service has no rollout"
+    );
 }

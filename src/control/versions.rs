@@ -23,7 +23,7 @@ impl ControlPlane {
         record.spec.replicas = replicas;
         record.version = canary.version;
         record.image_digest = canary.image_digest;
-        record.failed = None;
+        record.reverted = None;
         record.generation += 1;
         record.updated_at = now_rfc3339();
         let generation = record.generation;
@@ -100,7 +100,7 @@ impl ControlPlane {
         record.version = new_version;
         record.image_digest = entry.image_digest.clone();
         record.stopped = false;
-        record.failed = None;
+        record.reverted = None;
         record.canary = None;
         record.generation += 1;
         record.updated_at = now.clone();

@@ -121,9 +121,6 @@ fn desired_of(record: Option<&ServiceRecord>, drained: bool, node: &str) -> Opti
     })
 }
 
-/// How long a replica without a readiness check must run to count as ready.
-const SETTLE: Duration = Duration::from_secs(2);
-
 async fn converge(inner: &Arc<Inner>, service: &str) -> Converged {
     for _ in 0..MAX_ROUNDS {
         let instances = match inner.agent.list_service(service).await {
@@ -145,6 +142,7 @@ async fn converge(inner: &Arc<Inner>, service: &str) -> Converged {
                 .instances
                 .insert(service.to_string(), instances.clone());
         }
+        let settles_at = track_settling(inner, service, now);
         let p = {
             let st = inner.state();
             let record = st.records.get(service).cloned();
@@ -155,13 +153,7 @@ async fn converge(inner: &Arc<Inner>, service: &str) -> Converged {
             let has_check = record
                 .as_ref()
                 .is_some_and(|r| super::health::readiness(&r.spec).is_some());
-            let ready = |i: &crate::agent::Instance| match has_check {
-                true => replicas.get(&i.id).and_then(|x| x.healthy) == Some(true),
-                false => replicas
-                    .get(&i.id)
-                    .and_then(|x| x.started_at)
-                    .is_none_or(|t| now.duration_since(t) >= SETTLE),
-            };
+            let ready = |i: &crate::agent::Instance| st.ready(has_check, &i.id, now);
             // A canary's replicas are planned on their own, beside the stable ones.
             let canary = record.as_ref().and_then(|r| r.canary.as_ref());
             let (canary_list, stable_list): (Vec<_>, Vec<_>) = instances
@@ -224,14 +216,56 @@ async fn converge(inner: &Arc<Inner>, service: &str) -> Converged {
                 st.services.remove(service);
                 return Converged::Gone;
             }
-            return Converged::WakeAt(match (p.wake_at, canary_wake) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            });
+            return Converged::WakeAt(
+                [p.wake_at, canary_wake, settles_at]
+                    .into_iter()
+                    .flatten()
+                    .min(),
+            );
         }
         execute(inner, service, record.as_ref(), p.actions).await;
     }
     Converged::WakeAt(Some(Instant::now() + Duration::from_secs(1)))
+}
+
+/// Keeps when the service's record began to be unsettled (for the
+/// rollout deadline in status); returns when a replica without a readiness
+/// check will have run long enough to count as ready, since only time
+/// changes that (events, readiness and removals wake the worker).
+fn track_settling(inner: &Inner, service: &str, now: Instant) -> Option<Instant> {
+    let st = inner.state();
+    let record = st.records.get(service)?;
+    let replicas = st.rollout_replicas(record, now);
+    let settled = super::progress::settled(record, &replicas);
+    let generation = record.generation;
+    let current = st.services.get(service).and_then(|s| s.unsettled_since);
+    let wanted = match current {
+        _ if settled => None,
+        Some((g, since)) if g == generation => Some((g, since)),
+        _ => Some((generation, now)),
+    };
+    let settles_at = if settled || super::health::readiness(&record.spec).is_some() {
+        None
+    } else {
+        st.instances
+            .get(service)
+            .into_iter()
+            .flatten()
+            .filter_map(|i| st.replicas.get(&i.id).and_then(|r| r.started_at))
+            .map(|t| t + super::state::SETTLE)
+            .filter(|t| *t > now)
+            .min()
+    };
+    drop(st);
+    if wanted != current {
+        inner
+            .state_mut()
+            .services
+            .entry(service.to_string())
+            .or_default()
+            .unsettled_since = wanted;
+    }
+    settles_at
 }
 
 fn grace_of(record: Option<&ServiceRecord>) -> Duration {

@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 #[cfg(test)]
 pub use mem::MemStore;
-pub use records::{spec_changed, Canary, NodeRecord, ServiceRecord, VersionRecord, MAX_HISTORY};
+pub use records::{
+    spec_changed, Canary, NodeRecord, Reverted, ServiceRecord, VersionRecord, MAX_HISTORY,
+};
 pub use sled_store::SledStore;
 
 /// The kinds of things stored, each in its own keyspace.

@@ -35,9 +35,9 @@ pub struct ServiceRecord {
     pub generation: u64,
     pub history: Vec<VersionRecord>,
     pub updated_at: String,
-    /// Why the last deploy was reverted, until the next one.
+    /// The last rollout that was reverted, until the next change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failed: Option<String>,
+    pub reverted: Option<Reverted>,
     /// Digest of the secrets the spec refers to, as deployed: a redeploy
     /// after a secret changed is a new version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -45,6 +45,15 @@ pub struct ServiceRecord {
     /// A new version taking a share of the traffic beside this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<Canary>,
+}
+
+/// A rollout that failed and was undone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reverted {
+    /// The version that failed.
+    pub version: u64,
+    /// Why, and which version serves instead.
+    pub message: String,
 }
 
 /// A canary: a version running beside the stable one with a traffic share.

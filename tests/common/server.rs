@@ -196,6 +196,29 @@ role = "viewer"
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// Runs the `orca` CLI against this server with `token`, off the
+    /// runtime's threads: (exit code, stdout, stderr).
+    pub async fn cli(&self, token: &str, args: &[&str]) -> (i32, String, String) {
+        let api = format!("http://{}", self.addr());
+        let token = token.to_string();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        tokio::task::spawn_blocking(move || {
+            let out = Command::new(super::orca_bin())
+                .args(&args)
+                .env("ORCA_API", api)
+                .env("ORCA_TOKEN", token)
+                .output()
+                .unwrap();
+            (
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        })
+        .await
+        .unwrap()
+    }
+
     /// A cri client in the server's namespace, to check containerd itself.
     pub async fn cri(&self) -> cri::Cri {
         cri::Cri::connect(cri::ConnectOptions::new(&self.socket, &self.namespace))
