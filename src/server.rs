@@ -37,12 +37,24 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
             config.cluster.name, config.containerd.namespace
         ))
         .join("netns");
+    let ingress_port = config
+        .proxy
+        .http_listen
+        .rsplit_once(':')
+        .and_then(|(_, port)| port.parse::<u16>().ok())
+        .with_context(|| {
+            format!(
+                "proxy.http_listen {:?} has no port",
+                config.proxy.http_listen
+            )
+        })?;
     let network = NodeNetwork::setup(
         NetworkSettings {
             bridge: config.network.bridge.clone(),
             subnet: config.network.subnet.clone(),
             node_index: 0,
             netns_dir,
+            open_ports: vec![ingress_port],
         },
         Arc::new(repo.clone()),
     )

@@ -266,16 +266,44 @@ async fn crash_loop_backs_off_and_degrades() {
         json!([{ "name": "crasher", "image": env.image("crasher:latest") }]),
     )
     .await;
-    let started = Instant::now();
-    // Exits after 2 s each time; restarts after 1 s, then 2 s.
-    let s = common::wait_for(&c, "crasher", "two restarts", |s| {
-        s.instances.first().is_some_and(|i| i.restarts >= 2)
-    })
-    .await;
+    // Exits after 2 s each time; restarts after 1 s, then 2 s. Watch each
+    // exit (the replica leaves `running`) and each restart (the count
+    // goes up), and measure the gap between them.
+    let mut exits: Vec<Instant> = Vec::new();
+    let mut restarts: Vec<Instant> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut was_running = false;
+    let s = loop {
+        let status: api::status::StatusResponse = c.get("/api/v1/status").await.unwrap();
+        let s = status.services.into_iter().next().unwrap();
+        if let Some(i) = s.instances.first() {
+            let running = i.state == "running";
+            if was_running && !running {
+                exits.push(Instant::now());
+            }
+            was_running = running;
+            if i.restarts as usize > restarts.len() {
+                restarts.push(Instant::now());
+            }
+            if restarts.len() >= 2 {
+                break s;
+            }
+        }
+        assert!(Instant::now() < deadline, "no second restart: {s:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let gaps: Vec<Duration> = exits.iter().zip(&restarts).map(|(e, r)| *r - *e).collect();
+    assert_eq!(gaps.len(), 2, "exits {exits:?}, restarts {restarts:?}");
+    // Polling every 50 ms sees each edge late by at most a poll.
     assert!(
-        started.elapsed() >= Duration::from_secs(6),
-        "restarted too fast: {:?}",
-        started.elapsed()
+        gaps[0] >= Duration::from_millis(800),
+        "first restart after {:?}",
+        gaps[0]
+    );
+    assert!(
+        gaps[1] >= Duration::from_millis(1800),
+        "second restart after {:?}",
+        gaps[1]
     );
     let i = &s.instances[0];
     assert_eq!(i.last_exit.as_ref().unwrap().code, 3);

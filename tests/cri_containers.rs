@@ -54,6 +54,7 @@ async fn web_runs_with_limits_env_and_serves() {
         resources: cri::Resources {
             memory: Some(MemoryLimit::parse("64Mi").unwrap()),
             cpu: Some(cri::CpuLimit::new(0.5).unwrap()),
+            pids: None,
         },
         network: NetworkMode::Host,
         labels: labels("web"),
@@ -215,6 +216,7 @@ async fn hog_is_oom_killed_and_reported() {
         resources: cri::Resources {
             memory: Some(MemoryLimit::parse("32Mi").unwrap()),
             cpu: None,
+            pids: None,
         },
         labels: labels("hog"),
         ..Default::default()

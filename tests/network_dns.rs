@@ -48,22 +48,15 @@ async fn names_resolve_by_project_and_internal_services_cluster_wide() {
     let server = OrcaServer::start(&env, "dns").await;
     let c = server.admin();
     let web = env.image("web:v1");
-    let r: Value = c
-        .post(
-            "/api/v1/deploy",
-            &json!({ "services": [
-                { "name": "web", "project": "shop", "image": web, "replicas": 2, "port": 8080, "aliases": ["www"], "stop_grace_secs": 1 },
-                { "name": "front", "project": "shop", "image": web, "port": 8080, "stop_grace_secs": 1 },
-                { "name": "db", "project": "bank", "image": web, "port": 8080, "internal": true, "stop_grace_secs": 1 },
-                { "name": "api", "project": "bank", "image": web, "port": 8080, "stop_grace_secs": 1 }
-            ] }),
-        )
-        .await
-        .unwrap();
-    assert_eq!(r["deployed"].as_array().unwrap().len(), 4, "{r}");
-    let status = common::wait_for_all(&c, "every replica ready", |s| {
-        s.instances.len() == s.replicas as usize && common::healthy(s) == s.instances.len()
-    })
+    let status = common::deploy_all_ready(
+        &c,
+        json!([
+            { "name": "web", "project": "shop", "image": web, "replicas": 2, "port": 8080, "aliases": ["www"], "stop_grace_secs": 1 },
+            { "name": "front", "project": "shop", "image": web, "port": 8080, "stop_grace_secs": 1 },
+            { "name": "db", "project": "bank", "image": web, "port": 8080, "internal": true, "stop_grace_secs": 1 },
+            { "name": "api", "project": "bank", "image": web, "port": 8080, "stop_grace_secs": 1 }
+        ]),
+    )
     .await;
     let ips = |n: &str| -> Vec<String> {
         let mut v: Vec<String> = status

@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::server::OrcaServer;
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// Whether replica `from` gets an answer from `ip:8080` (busybox wget inside it).
 async fn reaches(cri: &cri::Cri, from: &str, ip: &str) -> bool {
@@ -33,13 +33,13 @@ async fn reaches(cri: &cri::Cri, from: &str, ip: &str) -> bool {
     out.code == 0 && out.stdout.starts_with("web v1")
 }
 
-/// Waits (up to 30 s) until orca's bridge table lists every address in `ips`.
+/// Waits (up to 30 s) until orca's isolation table lists every address in `ips`.
 async fn rules_name(server: &OrcaServer, ips: &[String]) {
-    let table = network::nft::table_name(&common::server::bridge_name(&server.namespace));
+    let table = network::nft::isolation_table(&common::server::bridge_name(&server.namespace));
     let what = format!("the isolation table to name all of {ips:?}");
     common::eventually(&what, Duration::from_secs(30), async || {
         let out = std::process::Command::new("nft")
-            .args(["list", "table", "bridge", &table])
+            .args(["list", "table", "ip", &table])
             .output()
             .unwrap();
         let listed = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -61,25 +61,15 @@ async fn projects_are_isolated_except_internal_services() {
     let server = OrcaServer::start(&env, "isolate").await;
     let c = server.admin();
     let web = env.image("web:v1");
-    let r: Value = c
-        .post(
-            "/api/v1/deploy",
-            &json!({ "services": [
-                { "name": "front", "project": "shop", "image": web, "replicas": 2, "port": 8080, "stop_grace_secs": 1 },
-                { "name": "private", "project": "bank", "image": web, "port": 8080, "stop_grace_secs": 1 },
-                { "name": "shared", "project": "bank", "image": web, "port": 8080, "internal": true, "stop_grace_secs": 1 }
-            ] }),
-        )
-        .await
-        .unwrap();
-    assert_eq!(r["deployed"].as_array().unwrap().len(), 3, "{r}");
     // Healthy: the port check has connected, so every replica listens.
-    let status = common::wait_for_all(&c, "every replica healthy with an address", |s| {
-        s.running_replicas == s.replicas
-            && s.instances
-                .iter()
-                .all(|i| i.ip.is_some() && i.healthy == Some(true))
-    })
+    let status = common::deploy_all_ready(
+        &c,
+        json!([
+            { "name": "front", "project": "shop", "image": web, "replicas": 2, "port": 8080, "stop_grace_secs": 1 },
+            { "name": "private", "project": "bank", "image": web, "port": 8080, "stop_grace_secs": 1 },
+            { "name": "shared", "project": "bank", "image": web, "port": 8080, "internal": true, "stop_grace_secs": 1 }
+        ]),
+    )
     .await;
     let by_name = |n: &str| {
         status

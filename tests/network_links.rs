@@ -28,6 +28,7 @@ fn settings(dir: &Path, tag: u32) -> NetworkSettings {
         subnet: format!("10.{}.{}.0/24", 100 + (tag >> 8) % 100, tag & 0xff),
         node_index: 0,
         netns_dir: dir.join("netns"),
+        open_ports: vec![],
     }
 }
 
@@ -125,6 +126,11 @@ async fn replicas_get_namespaces_addresses_and_routes() {
         ok && out.contains(&format!("default via {}", a.gateway)),
         "{out}"
     );
+    // Replicas in no project yet open nothing on the bridge.
+    let (ok, _) = inside(&a.netns, &["ping", "-c", "1", "-W", "1", &b.ip.to_string()]);
+    assert!(!ok, "replicas in no project reached each other");
+    let project = std::collections::BTreeMap::from([("p".to_string(), vec![a.ip, b.ip])]);
+    net.set_isolation(&project, &[]).await.unwrap();
     let (ok, out) = inside(&a.netns, &["ping", "-c", "1", "-W", "2", &b.ip.to_string()]);
     assert!(ok, "replica to replica: {out}");
     let (ok, out) = inside(

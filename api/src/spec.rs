@@ -63,9 +63,24 @@ pub struct ServiceSpec {
     /// Seconds between SIGTERM and SIGKILL when a replica stops (default 10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_grace_secs: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<SecuritySpec>,
 }
 
-/// `resources`: memory as a quantity ("512Mi"), cpu in cores.
+/// `security`: how a replica is confined beyond the defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SecuritySpec {
+    /// Capabilities added to the default set, by Linux name (`NET_RAW`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_add: Vec<String>,
+    /// Capabilities removed from it (`ALL` for every one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_drop: Vec<String>,
+}
+
+/// `resources`: memory as a quantity ("512Mi"), cpu in cores, and the
+/// most processes a replica may run at once.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ResourcesSpec {
@@ -73,7 +88,16 @@ pub struct ResourcesSpec {
     pub memory: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<f64>,
+    /// Default [`DEFAULT_PIDS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<i64>,
 }
+
+/// Processes (and threads) a replica may run at once unless
+/// `resources.pids` says otherwise: a fork bomb stops there.
+pub const DEFAULT_PIDS: i64 = 1024;
+/// The kernel's own ceiling on process ids.
+pub const MAX_PIDS: i64 = 4_194_304;
 
 /// `placement`: a node by id, or nodes by labels.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -252,6 +276,27 @@ impl ServiceSpec {
                 if !cpu.is_finite() || cpu <= 0.0 {
                     return Err(ApiError::bad_request(format!(
                         "invalid resources.cpu {cpu}: must be a positive number of cores"
+                    )));
+                }
+            }
+            if let Some(pids) = r.pids {
+                if !(8..=MAX_PIDS).contains(&pids) {
+                    return Err(ApiError::bad_request(format!(
+                        "invalid resources.pids {pids}: must be 8 to {MAX_PIDS}"
+                    )));
+                }
+            }
+        }
+        if let Some(sec) = &self.security {
+            for (field, names) in [("cap_add", &sec.cap_add), ("cap_drop", &sec.cap_drop)] {
+                let bad = names.iter().find(|n| {
+                    n.is_empty()
+                        || n.len() > 32
+                        || !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                });
+                if let Some(bad) = bad {
+                    return Err(ApiError::bad_request(format!(
+                        "invalid security.{field} entry {bad:?}: a capability name like NET_RAW"
                     )));
                 }
             }

@@ -125,6 +125,9 @@ impl CpuLimit {
 pub struct Resources {
     pub memory: Option<MemoryLimit>,
     pub cpu: Option<CpuLimit>,
+    /// Most processes and threads at once (the pids cgroup); `None` leaves
+    /// the limit to the parent cgroup.
+    pub pids: Option<i64>,
 }
 
 #[cfg(test)]

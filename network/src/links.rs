@@ -135,6 +135,15 @@ async fn has_address(handle: &Handle, index: u32, ip: Ipv4Addr) -> Result<bool> 
     Ok(false)
 }
 
+/// Hands the IPv4 traffic that bridge `name` forwards between its ports to
+/// the ip family's netfilter hooks (with conntrack), for this bridge only:
+/// project isolation lives there. Through sysfs, which the kernel offers
+/// for this bridge option.
+pub fn call_iptables(name: &str) -> Result<()> {
+    let knob = format!("/sys/class/net/{name}/bridge/nf_call_iptables");
+    std::fs::write(&knob, "1").map_err(|e| NetworkError::io("enable bridge netfilter", &knob, e))
+}
+
 /// Sets link `index` up.
 pub async fn set_up(handle: &Handle, index: u32, name: &str) -> Result<()> {
     handle
@@ -146,19 +155,22 @@ pub async fn set_up(handle: &Handle, index: u32, name: &str) -> Result<()> {
 }
 
 /// Creates the veth pair `host` / `peer` with `host` in `bridge` and up, and
-/// `peer` made directly inside the namespace open as `netns` (moving a link
-/// between namespaces afterwards costs an RCU grace period).
+/// `peer`, with the hardware address `peer_mac`, made directly inside the
+/// namespace open as `netns` (moving a link between namespaces afterwards
+/// costs an RCU grace period).
 pub async fn add_veth_into(
     handle: &Handle,
     host: &str,
     bridge: u32,
     peer: &str,
+    peer_mac: [u8; 6],
     netns: &std::fs::File,
 ) -> Result<()> {
     use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth};
     use rtnetlink::LinkMessageBuilder;
     let peer_msg = LinkMessageBuilder::<LinkUnspec>::new()
         .name(peer.to_string())
+        .address(peer_mac.to_vec())
         .setns_by_fd(netns.as_raw_fd())
         .build();
     let msg = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
@@ -219,6 +231,37 @@ pub async fn configure_inside(
         .await
         .map_err(|e| NetworkError::netlink("add default route", format!("via {gateway}"), e))?;
     Ok(())
+}
+
+/// The hardware address of link `name`, if it exists.
+pub async fn mac_of(handle: &Handle, name: &str) -> Result<Option<Vec<u8>>> {
+    let mut links = handle.link().get().match_name(name.to_string()).execute();
+    match links.try_next().await {
+        Ok(Some(link)) => Ok(link.attributes.into_iter().find_map(|a| match a {
+            LinkAttribute::Address(mac) => Some(mac),
+            _ => None,
+        })),
+        Ok(None) => Ok(None),
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc_enodev() => Ok(None),
+        Err(e) => Err(NetworkError::netlink("get link", name, e)),
+    }
+}
+
+/// Sets the hardware address of link `name`.
+pub async fn set_mac(handle: &Handle, name: &str, mac: [u8; 6]) -> Result<()> {
+    let index = index_of(handle, name)
+        .await?
+        .ok_or_else(|| NetworkError::netlink("find", name, "no such link"))?;
+    handle
+        .link()
+        .set(
+            LinkUnspec::new_with_index(index)
+                .address(mac.to_vec())
+                .build(),
+        )
+        .execute()
+        .await
+        .map_err(|e| NetworkError::netlink("set address", name, e))
 }
 
 /// Deletes link `name` if it exists.

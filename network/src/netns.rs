@@ -37,6 +37,24 @@ fn netlink_in(enter: Option<PathBuf>, create_at: Option<PathBuf>) -> Result<Hand
                 None::<&str>,
             )
             .map_err(|e| NetworkError::io("bind mount", path, e))?;
+            // orca does not route IPv6 yet: without it, a replica has no
+            // link-local address to reach another project's replicas by,
+            // nor a router advertisement to listen to. This thread is in
+            // the new namespace, so /proc/sys/net is that namespace's.
+            // Ping without raw sockets (replicas have no NET_RAW), as
+            // Docker allows: ICMP echo sockets for every group.
+            let knob = "/proc/sys/net/ipv4/ping_group_range";
+            std::fs::write(knob, "0 2147483647")
+                .map_err(|e| NetworkError::io("allow ping sockets", knob, e))?;
+            for scope in ["all", "default"] {
+                let knob = format!("/proc/sys/net/ipv6/conf/{scope}/disable_ipv6");
+                match std::fs::write(&knob, "1") {
+                    Ok(()) => {}
+                    // A kernel without IPv6 has nothing to turn off.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(NetworkError::io("disable IPv6", &knob, e)),
+                }
+            }
         }
         let (connection, handle, _) =
             rtnetlink::new_connection().map_err(|e| NetworkError::netlink("socket", "netns", e))?;

@@ -52,7 +52,18 @@ pub async fn apply(script: &str) -> Result<()> {
     }
 }
 
-/// The name of the table orca keeps for `bridge`.
+/// True if the table `family name` exists.
+pub async fn exists(family: &str, name: &str) -> bool {
+    tokio::process::Command::new("nft")
+        .args(["list", "table", family, name])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await
+        .is_ok_and(|s| s.success())
+}
+
+/// The name of the tables orca keeps for `bridge` (one per family).
 pub fn table_name(bridge: &str) -> String {
     format!(
         "orca_{}",
@@ -60,10 +71,24 @@ pub fn table_name(bridge: &str) -> String {
     )
 }
 
-/// Outbound NAT: replicas reach registries and the internet through the
-/// host's uplink, with their traffic masqueraded.
-pub fn nat_script(bridge: &str, subnet: Ipv4Net) -> String {
+/// The name of the ip-family table of project isolation for `bridge`.
+pub fn isolation_table(bridge: &str) -> String {
+    format!("{}_iso", table_name(bridge))
+}
+
+/// The host's rules for the bridge (ip family): outbound NAT, so replicas
+/// reach registries and the internet through the host's uplink; and the
+/// host's own ports closed to replicas, except DNS on the bridge address,
+/// TCP `open_ports` (the ingress) and ping. Replies to what the host opened
+/// (health checks, the ingress's upstream connections) pass by conntrack.
+pub fn host_script(bridge: &str, subnet: Ipv4Net, open_ports: &[u16]) -> String {
     let t = table_name(bridge);
+    let open = if open_ports.is_empty() {
+        String::new()
+    } else {
+        let ports: Vec<String> = open_ports.iter().map(u16::to_string).collect();
+        format!("\t\ttcp dport {{ {} }} accept\n", ports.join(", "))
+    };
     format!(
         "table ip {t} {{}}\n\
          delete table ip {t}\n\
@@ -77,6 +102,16 @@ pub fn nat_script(bridge: &str, subnet: Ipv4Net) -> String {
          \t\tiifname \"{bridge}\" accept\n\
          \t\toifname \"{bridge}\" ct state established,related accept\n\
          \t}}\n\
+         \tchain input {{\n\
+         \t\ttype filter hook input priority filter; policy accept;\n\
+         \t\tiifname != \"{bridge}\" accept\n\
+         \t\tct state established,related accept\n\
+         \t\tudp dport 53 accept\n\
+         \t\ttcp dport 53 accept\n\
+         {open}\
+         \t\ticmp type echo-request accept\n\
+         \t\tdrop\n\
+         \t}}\n\
          }}\n"
     )
 }
@@ -84,24 +119,85 @@ pub fn nat_script(bridge: &str, subnet: Ipv4Net) -> String {
 /// Removes the tables of `bridge`, if there are any.
 pub fn delete_script(bridge: &str) -> String {
     let t = table_name(bridge);
+    let i = isolation_table(bridge);
     format!(
-        "table ip {t} {{}}\ndelete table ip {t}\ntable bridge {t} {{}}\ndelete table bridge {t}\n"
+        "table ip {t} {{}}\ndelete table ip {t}\n\
+         table ip {i} {{}}\ndelete table ip {i}\n\
+         table bridge {t} {{}}\ndelete table bridge {t}\n"
     )
 }
 
-/// Project isolation on the bridge, in the kernel: a replica reaches the
-/// replicas of its own project, and another project's replicas only when
-/// they belong to an `internal` service. The bridge family has no
-/// connection tracking on every kernel, so replies from internal services
-/// pass by shape: TCP segments that do not open a connection, and UDP.
-/// Replicas in no set yet (starting) reach nobody on the bridge.
+/// A replica's port on the bridge: the host end of its veth, the hardware
+/// address of the end inside, and its IPv4 address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    pub port: String,
+    pub mac: [u8; 6],
+    pub ip: std::net::Ipv4Addr,
+}
+
+/// `aa:bb:cc:dd:ee:ff`.
+pub fn mac_text(mac: &[u8; 6]) -> String {
+    let parts: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
+    parts.join(":")
+}
+
+/// Port bindings on the bridge (bridge family, before anything else sees
+/// a frame): what comes in through a replica's port must carry that
+/// replica's MAC and IPv4 address, and an ARP packet its MAC and IPv4 as
+/// sender. Everything else from a replica's port is dropped: spoofed
+/// sources, ARP answers for the gateway or another replica, IPv6 (router
+/// advertisements, link-local), other ethertypes. Ports of no replica
+/// (other bridges' on this host) pass untouched.
+pub fn binding_script(bridge: &str, bindings: &[Binding]) -> String {
+    let t = table_name(bridge);
+    let (ports, bound) = if bindings.is_empty() {
+        (String::new(), String::new())
+    } else {
+        let ports: Vec<String> = bindings.iter().map(|b| format!("\"{}\"", b.port)).collect();
+        let bound: Vec<String> = bindings
+            .iter()
+            .map(|b| format!("\"{}\" . {} . {}", b.port, mac_text(&b.mac), b.ip))
+            .collect();
+        (
+            format!(" elements = {{ {} }};", ports.join(", ")),
+            format!(" elements = {{ {} }};", bound.join(", ")),
+        )
+    };
+    format!(
+        "table bridge {t} {{}}\n\
+         delete table bridge {t}\n\
+         table bridge {t} {{\n\
+         \t# bridge {bridge}\n\
+         \tset ports {{ type ifname;{ports} }}\n\
+         \tset bound {{ type ifname . ether_addr . ipv4_addr;{bound} }}\n\
+         \tchain prerouting {{\n\
+         \t\ttype filter hook prerouting priority -200; policy accept;\n\
+         \t\tiifname != @ports accept\n\
+         \t\tether type ip iifname . ether saddr . ip saddr @bound accept\n\
+         \t\tether type arp iifname . ether saddr . arp saddr ip @bound \
+         iifname . arp saddr ether . arp saddr ip @bound accept\n\
+         \t\tdrop\n\
+         \t}}\n\
+         }}\n"
+    )
+}
+
+/// Project isolation (ip family; the bridge hands its IPv4 traffic to
+/// these hooks, see `links::call_iptables`): a replica opens connections to
+/// the replicas of its own project, and to another project's only when
+/// they belong to an `internal` service. Replies pass by conntrack, never
+/// by the shape of a packet, so an internal service cannot open anything
+/// into another project. Routed traffic between replicas (through the
+/// gateway) meets the same rules. Replicas in no set yet (starting) open
+/// nothing on the bridge.
 pub fn isolation_script(
     bridge: &str,
     subnet: Ipv4Net,
     projects: &std::collections::BTreeMap<String, Vec<std::net::Ipv4Addr>>,
     internal: &[std::net::Ipv4Addr],
 ) -> String {
-    let t = table_name(bridge);
+    let t = isolation_table(bridge);
     let elements = |ips: &[std::net::Ipv4Addr]| -> String {
         if ips.is_empty() {
             String::new()
@@ -124,17 +220,16 @@ pub fn isolation_script(
         elements(internal)
     ));
     format!(
-        "table bridge {t} {{}}\n\
-         delete table bridge {t}\n\
-         table bridge {t} {{\n\
+        "table ip {t} {{}}\n\
+         delete table ip {t}\n\
+         table ip {t} {{\n\
          {sets}\
          \tchain forward {{\n\
-         \t\ttype filter hook forward priority filter; policy accept;\n\
-         \t\tether type != ip accept\n\
+         \t\ttype filter hook forward priority filter - 10; policy accept;\n\
+         \t\toifname != \"{bridge}\" accept\n\
+         \t\tct state established,related accept\n\
          {rules}\
          \t\tip daddr @internal accept\n\
-         \t\tip saddr @internal tcp flags & (syn | ack) != syn accept\n\
-         \t\tip saddr @internal meta l4proto udp accept\n\
          \t\tip saddr {subnet} ip daddr {subnet} drop\n\
          \t}}\n\
          }}\n"
@@ -159,6 +254,7 @@ mod tests {
             &projects,
             &["10.88.0.9".parse().unwrap()],
         );
+        assert!(s.starts_with("table ip orca_orca0_iso {}\ndelete table ip orca_orca0_iso\n"));
         assert!(
             s.contains("set p1 { type ipv4_addr; elements = { 10.88.0.2, 10.88.0.3 }; }"),
             "{s}"
@@ -166,6 +262,13 @@ mod tests {
         assert!(s.contains("set p0 { type ipv4_addr; }"), "{s}");
         assert!(s.contains("ip saddr @p1 ip daddr @p1 accept"));
         assert!(s.contains("set internal { type ipv4_addr; elements = { 10.88.0.9 }; }"));
+        // Replies by conntrack, before any project rule; nothing by shape.
+        let ct = s.find("ct state established,related accept").unwrap();
+        assert!(ct < s.find("@p0").unwrap());
+        assert!(
+            !s.contains("tcp flags") && !s.contains("l4proto udp"),
+            "{s}"
+        );
         assert!(
             s.ends_with("ip saddr 10.88.0.0/24 ip daddr 10.88.0.0/24 drop\n\t}\n}\n"),
             "{s}"
@@ -173,10 +276,42 @@ mod tests {
     }
 
     #[test]
-    fn nat_ruleset_replaces_itself() {
-        let s = nat_script("orca0", Ipv4Net::parse("10.88.0.0/24").unwrap());
+    fn bindings_pin_ports_to_their_addresses() {
+        let s = binding_script(
+            "orca0",
+            &[Binding {
+                port: "ov0123456789".into(),
+                mac: [0x02, 0x6f, 10, 88, 0, 2],
+                ip: "10.88.0.2".parse().unwrap(),
+            }],
+        );
+        assert!(s.starts_with("table bridge orca_orca0 {}\ndelete table bridge orca_orca0\n"));
+        assert!(
+            s.contains("set ports { type ifname; elements = { \"ov0123456789\" }; }"),
+            "{s}"
+        );
+        assert!(
+            s.contains("elements = { \"ov0123456789\" . 02:6f:0a:58:00:02 . 10.88.0.2 };"),
+            "{s}"
+        );
+        assert!(
+            s.contains("arp saddr ether . arp saddr ip @bound accept"),
+            "{s}"
+        );
+        assert!(s.ends_with("\t\tdrop\n\t}\n}\n"), "{s}");
+        let empty = binding_script("orca0", &[]);
+        assert!(empty.contains("set ports { type ifname; }"), "{empty}");
+    }
+
+    #[test]
+    fn host_rules_close_the_hosts_ports_but_dns_and_the_ingress() {
+        let s = host_script("orca0", Ipv4Net::parse("10.88.0.0/24").unwrap(), &[80, 443]);
         assert!(s.starts_with("table ip orca_orca0 {}\ndelete table ip orca_orca0\n"));
         assert!(s.contains("ip saddr 10.88.0.0/24 ip daddr != 10.88.0.0/24 masquerade"));
+        assert!(s.contains("udp dport 53 accept"));
+        assert!(s.contains("tcp dport { 80, 443 } accept"), "{s}");
+        assert!(s.contains("iifname != \"orca0\" accept"));
         assert_eq!(table_name("a-b.c"), "orca_a_b_c");
+        assert!(delete_script("orca0").contains("delete table ip orca_orca0_iso"));
     }
 }

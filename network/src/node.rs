@@ -25,6 +25,9 @@ pub struct NetworkSettings {
     pub node_index: u32,
     /// Where replica namespaces are mounted.
     pub netns_dir: PathBuf,
+    /// TCP ports of the host that replicas may reach on the bridge address
+    /// besides DNS (the ingress); every other host port is closed to them.
+    pub open_ports: Vec<u16>,
 }
 
 /// A replica's place on the network.
@@ -45,6 +48,15 @@ pub struct NodeNetwork {
     ipam: Mutex<Ipam>,
     /// The isolation ruleset last applied, to skip applying it again.
     isolation: tokio::sync::Mutex<String>,
+    /// The port bindings last applied, likewise; held while they change.
+    bindings: tokio::sync::Mutex<String>,
+}
+
+/// The hardware address of the replica at `ip`: fixed by its address, so
+/// its port binding needs nothing but the address book.
+pub fn replica_mac(ip: Ipv4Addr) -> [u8; 6] {
+    let [a, b, c, d] = ip.octets();
+    [0x02, 0x6f, a, b, c, d]
 }
 
 /// Host-side veth name of `owner` (interface names are at most 15 bytes).
@@ -82,12 +94,30 @@ impl NodeNetwork {
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(|e| {
             NetworkError::io("enable forwarding", "/proc/sys/net/ipv4/ip_forward", e)
         })?;
-        nft::apply(&nft::nat_script(&settings.bridge, subnet)).await?;
+        links::call_iptables(&settings.bridge)?;
+        nft::apply(&nft::host_script(
+            &settings.bridge,
+            subnet,
+            &settings.open_ports,
+        ))
+        .await?;
+        // Isolation as a restarted orca left it, until the control plane
+        // applies the current groups: no blip for running replicas. A new
+        // node starts with every replica isolated.
+        if !nft::exists("ip", &nft::isolation_table(&settings.bridge)).await {
+            let empty = std::collections::BTreeMap::new();
+            nft::apply(&nft::isolation_script(
+                &settings.bridge,
+                subnet,
+                &empty,
+                &[],
+            ))
+            .await?;
+        }
         std::fs::create_dir_all(&settings.netns_dir)
             .map_err(|e| NetworkError::io("create", &settings.netns_dir, e))?;
         let ipam = Ipam::load(subnet, store.as_ref())?;
-        tracing::info!(bridge = %settings.bridge, subnet = %subnet, "node network ready");
-        Ok(Self {
+        let network = Self {
             settings,
             subnet,
             handle,
@@ -95,7 +125,61 @@ impl NodeNetwork {
             store,
             ipam: Mutex::new(ipam),
             isolation: tokio::sync::Mutex::new(String::new()),
-        })
+            bindings: tokio::sync::Mutex::new(String::new()),
+        };
+        network.adopt_macs().await;
+        network.apply_bindings().await?;
+        tracing::info!(bridge = %network.settings.bridge, subnet = %subnet, "node network ready");
+        Ok(network)
+    }
+
+    /// Gives replicas made before their MAC was fixed by their address
+    /// that MAC, so their port binding holds (peers re-learn it by ARP).
+    async fn adopt_macs(&self) {
+        let owners: Vec<(String, Ipv4Addr)> =
+            self.ipam().all().map(|(o, ip)| (o.clone(), *ip)).collect();
+        for (owner, ip) in owners {
+            let path = self.netns_path(&owner);
+            if !netns::exists(&path) {
+                continue;
+            }
+            let want = replica_mac(ip);
+            let result = async {
+                let inside = netns::enter(&path)?;
+                match links::mac_of(&inside, "eth0").await? {
+                    Some(mac) if mac != want => links::set_mac(&inside, "eth0", want).await,
+                    _ => Ok(()),
+                }
+            }
+            .await;
+            if let Err(e) = result {
+                tracing::warn!(owner, error = %e, "could not fix the replica's MAC");
+            }
+        }
+    }
+
+    /// Pins every replica's port to its MAC and address (see
+    /// [`nft::binding_script`]), from the address book; a no-op when
+    /// nothing changed.
+    async fn apply_bindings(&self) -> Result<()> {
+        let mut last = self.bindings.lock().await;
+        let mut bindings: Vec<nft::Binding> = self
+            .ipam()
+            .all()
+            .map(|(owner, ip)| nft::Binding {
+                port: host_ifname(owner),
+                mac: replica_mac(*ip),
+                ip: *ip,
+            })
+            .collect();
+        bindings.sort_by(|a, b| a.port.cmp(&b.port));
+        let script = nft::binding_script(&self.settings.bridge, &bindings);
+        if *last == script {
+            return Ok(());
+        }
+        nft::apply(&script).await?;
+        *last = script;
+        Ok(())
     }
 
     /// This node's /24.
@@ -141,7 +225,12 @@ impl NodeNetwork {
             let store = self.store.clone();
             self.ipam().allocate(owner, store.as_ref())?
         };
-        match self.build(owner, &path, &host, ip).await {
+        // The port is bound before anything runs behind it.
+        let built = match self.build(owner, &path, &host, ip).await {
+            Ok(()) => self.apply_bindings().await,
+            Err(e) => Err(e),
+        };
+        match built {
             Ok(()) => Ok(Attachment {
                 netns: path,
                 ip,
@@ -167,7 +256,15 @@ impl NodeNetwork {
         let inside = netns::create(path)?;
         let peer = peer_ifname(owner);
         let ns_file = std::fs::File::open(path).map_err(|e| NetworkError::io("open", path, e))?;
-        links::add_veth_into(&self.handle, host, self.bridge_index, &peer, &ns_file).await?;
+        links::add_veth_into(
+            &self.handle,
+            host,
+            self.bridge_index,
+            &peer,
+            replica_mac(ip),
+            &ns_file,
+        )
+        .await?;
         links::configure_inside(&inside, &peer, ip, 24, self.gateway()).await
     }
 
@@ -193,7 +290,8 @@ impl NodeNetwork {
     pub async fn detach(&self, owner: &str) -> Result<()> {
         netns::remove(&self.netns_path(owner))?;
         let store = self.store.clone();
-        self.ipam().release(owner, store.as_ref())
+        self.ipam().release(owner, store.as_ref())?;
+        self.apply_bindings().await
     }
 
     /// Removes namespaces, veths and addresses whose owner `keep` rejects

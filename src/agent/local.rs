@@ -270,6 +270,7 @@ impl NodeAgent for LocalAgent {
         let resources = cri::Resources {
             memory: spec.memory_bytes.map(cri::MemoryLimit),
             cpu: spec.cpu.map(cri::CpuLimit::new).transpose()?,
+            pids: Some(spec.pids),
         };
         let hostname = format!("{}-{}", spec.service, spec.slot);
         let attachment = match &self.network {
@@ -294,6 +295,8 @@ impl NodeAgent for LocalAgent {
                 },
                 mounts,
                 labels,
+                cap_add: spec.cap_add.clone(),
+                cap_drop: spec.cap_drop.clone(),
                 ..Default::default()
             };
             self.cri.create_container(&image, &config).await?;

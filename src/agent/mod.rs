@@ -26,6 +26,10 @@ pub struct InstanceSpec {
     pub env: Vec<(String, String)>,
     pub memory_bytes: Option<u64>,
     pub cpu: Option<f64>,
+    /// Most processes at once.
+    pub pids: i64,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
 }
 
 impl InstanceSpec {

@@ -80,6 +80,10 @@ impl ControlPlane {
                 cri::CpuLimit::new(c).map_err(|e| fail(e.to_string()))?;
             }
         }
+        if let Some(sec) = &spec.security {
+            cri::spec::capabilities(&sec.cap_add, &sec.cap_drop)
+                .map_err(|e| fail(e.to_string()))?;
+        }
         self.sealed_refs(spec)?;
         if spec.domain.is_some() && spec.port.is_none() {
             return Err(fail("a service with a domain needs a port".into()));

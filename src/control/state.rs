@@ -31,6 +31,9 @@ pub struct ReplicaRuntime {
     pub healthy: Option<bool>,
     /// Failed readiness probes in a row.
     pub ready_failures: u32,
+    /// Its exit since it last started is recorded (by the event or by a
+    /// listing that saw it first): one exit counts once.
+    pub exited: bool,
 }
 
 /// What the reconciler remembers about a service.
@@ -66,6 +69,8 @@ pub struct State {
 
 impl State {
     /// Records a replica's exit: its backoff, last exit and crash count.
+    /// A second report of the same exit (the event after a listing saw it,
+    /// or the other way round) only adds what it knows (an OOM kill).
     pub fn record_exit(
         &mut self,
         id: &str,
@@ -75,6 +80,13 @@ impl State {
         now: Instant,
     ) {
         let r = self.replicas.entry(id.to_string()).or_default();
+        if r.exited {
+            if let Some(e) = r.last_exit.as_mut() {
+                e.oom_killed |= oom_killed;
+            }
+            return;
+        }
+        r.exited = true;
         let ran_long = r
             .started_at
             .is_some_and(|s| now.duration_since(s) >= plan::HEALTHY_RESET);
@@ -98,11 +110,26 @@ impl State {
     pub fn record_start(&mut self, id: &str, pid: u32, now: Instant) {
         let r = self.replicas.entry(id.to_string()).or_default();
         r.started_at = Some(now);
+        r.exited = false;
         let service = crate::agent::service_of(id);
         if let Some(list) = self.instances.get_mut(service) {
             for i in list.iter_mut().filter(|i| i.id == id) {
                 i.state = ProcessState::Running;
                 i.pid = Some(pid);
+            }
+        }
+    }
+
+    /// Records the exits a listing shows that no event has reported yet,
+    /// so that a replica is never restarted before its backoff is known.
+    pub fn record_listed_exits(&mut self, listed: &[Instance], now: Instant) {
+        for i in listed {
+            let ProcessState::Exited { code } = i.state else {
+                continue;
+            };
+            let known = self.replicas.get(&i.id).is_some_and(|r| r.exited);
+            if !known && !self.removing.contains(&i.id) {
+                self.record_exit(&i.id, code, false, SystemTime::now(), now);
             }
         }
     }

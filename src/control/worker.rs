@@ -137,10 +137,9 @@ async fn converge(inner: &Arc<Inner>, service: &str) -> Converged {
         let now = Instant::now();
         // Only a real change counts as one (status answers are cached by epoch).
         if inner.state().instances.get(service) != Some(&instances) {
-            inner
-                .state_mut()
-                .instances
-                .insert(service.to_string(), instances.clone());
+            let mut st = inner.state_mut();
+            st.record_listed_exits(&instances, now);
+            st.instances.insert(service.to_string(), instances.clone());
         }
         let settles_at = track_settling(inner, service, now);
         let p = {
@@ -382,6 +381,7 @@ pub(crate) fn instance_spec(
 ) -> Result<InstanceSpec, String> {
     let spec = &record.spec;
     let resources = spec.resources.clone().unwrap_or_default();
+    let security = spec.security.clone().unwrap_or_default();
     let mut env = Vec::with_capacity(spec.env.len());
     for (k, v) in &spec.env {
         let resolved = crate::secrets::substitute(v, &mut |name| {
@@ -412,6 +412,9 @@ pub(crate) fn instance_spec(
             .and_then(|m| cri::MemoryLimit::parse(m).ok())
             .map(|m| m.bytes()),
         cpu: resources.cpu,
+        pids: resources.pids.unwrap_or(api::spec::DEFAULT_PIDS),
+        cap_add: security.cap_add,
+        cap_drop: security.cap_drop,
     })
 }
 

@@ -273,6 +273,30 @@ pub fn all_ready_on(s: &api::status::ServiceStatus, version: u64, n: usize) -> b
             .all(|i| i.version == version && i.healthy == Some(true))
 }
 
+/// Deploys `services` (a JSON list), asserts each was deployed, and waits
+/// until every replica runs, is healthy and has an address.
+pub async fn deploy_all_ready(
+    client: &api::client::ApiClient,
+    services: serde_json::Value,
+) -> api::status::StatusResponse {
+    let count = services.as_array().map_or(0, Vec::len);
+    let r: serde_json::Value = client
+        .post(
+            "/api/v1/deploy",
+            &serde_json::json!({ "services": services }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r["deployed"].as_array().map_or(0, Vec::len), count, "{r}");
+    wait_for_all(client, "every replica healthy with an address", |s| {
+        s.instances.len() == s.replicas as usize
+            && s.instances
+                .iter()
+                .all(|i| i.ip.is_some() && i.healthy == Some(true))
+    })
+    .await
+}
+
 /// Polls status until every service satisfies `f` (60 s at most).
 pub async fn wait_for_all(
     client: &api::client::ApiClient,

@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder,
     LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
-    LinuxResourcesBuilder, Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
-    UserBuilder,
+    LinuxPidsBuilder, LinuxResourcesBuilder, Mount, MountBuilder, ProcessBuilder, RootBuilder,
+    Spec, SpecBuilder, UserBuilder,
 };
 
 use crate::error::{CriError, Result};
@@ -64,16 +64,22 @@ pub struct ContainerConfig {
     pub mounts: Vec<BindMount>,
     /// containerd labels.
     pub labels: HashMap<String, String>,
+    /// Capabilities added to [`DEFAULT_CAPABILITIES`], by Linux name
+    /// (`NET_RAW` or `CAP_NET_RAW`), or `ALL`.
+    pub cap_add: Vec<String>,
+    /// Capabilities taken away, likewise; applied before `cap_add`.
+    pub cap_drop: Vec<String>,
 }
 
-/// Docker's default capability set.
-pub const DEFAULT_CAPABILITIES: [Capability; 14] = [
+/// Docker's default capability set without `NET_RAW` (Docker dropped it
+/// too after CVE-2020-13401: raw sockets forge ARP and IPv6 router
+/// advertisements on a shared bridge). `cap_add` brings it back.
+pub const DEFAULT_CAPABILITIES: [Capability; 13] = [
     Capability::Chown,
     Capability::DacOverride,
     Capability::Fsetid,
     Capability::Fowner,
     Capability::Mknod,
-    Capability::NetRaw,
     Capability::Setgid,
     Capability::Setuid,
     Capability::Setfcap,
@@ -83,6 +89,81 @@ pub const DEFAULT_CAPABILITIES: [Capability; 14] = [
     Capability::Kill,
     Capability::AuditWrite,
 ];
+
+/// A capability by its Linux name, with or without `CAP_`, any case.
+pub fn parse_capability(name: &str) -> Result<Capability> {
+    let upper = name.trim().to_ascii_uppercase();
+    let bare = upper.strip_prefix("CAP_").unwrap_or(&upper);
+    bare.parse().map_err(|_| CriError::InvalidConfig {
+        field: "capabilities",
+        reason: format!("{name:?} is not a Linux capability"),
+    })
+}
+
+/// Every capability, for `ALL`.
+const ALL_CAPABILITIES: [Capability; 41] = [
+    Capability::AuditControl,
+    Capability::AuditRead,
+    Capability::AuditWrite,
+    Capability::BlockSuspend,
+    Capability::Bpf,
+    Capability::CheckpointRestore,
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::DacReadSearch,
+    Capability::Fowner,
+    Capability::Fsetid,
+    Capability::IpcLock,
+    Capability::IpcOwner,
+    Capability::Kill,
+    Capability::Lease,
+    Capability::LinuxImmutable,
+    Capability::MacAdmin,
+    Capability::MacOverride,
+    Capability::Mknod,
+    Capability::NetAdmin,
+    Capability::NetBindService,
+    Capability::NetBroadcast,
+    Capability::NetRaw,
+    Capability::Perfmon,
+    Capability::Setgid,
+    Capability::Setfcap,
+    Capability::Setpcap,
+    Capability::Setuid,
+    Capability::SysAdmin,
+    Capability::SysBoot,
+    Capability::SysChroot,
+    Capability::SysModule,
+    Capability::SysNice,
+    Capability::SysPacct,
+    Capability::SysPtrace,
+    Capability::SysRawio,
+    Capability::SysResource,
+    Capability::SysTime,
+    Capability::SysTtyConfig,
+    Capability::Syslog,
+    Capability::WakeAlarm,
+];
+
+/// The container's capabilities: the defaults, less `drop`, plus `add`.
+pub fn capabilities(add: &[String], drop: &[String]) -> Result<oci_spec::runtime::Capabilities> {
+    let mut caps: oci_spec::runtime::Capabilities = DEFAULT_CAPABILITIES.into_iter().collect();
+    for name in drop {
+        if name.eq_ignore_ascii_case("ALL") {
+            caps.clear();
+        } else {
+            caps.remove(&parse_capability(name)?);
+        }
+    }
+    for name in add {
+        if name.eq_ignore_ascii_case("ALL") {
+            caps.extend(ALL_CAPABILITIES);
+        } else {
+            caps.insert(parse_capability(name)?);
+        }
+    }
+    Ok(caps)
+}
 
 /// Paths hidden from the container, as Docker does.
 pub const MASKED_PATHS: [&str; 11] = [
@@ -299,7 +380,7 @@ pub fn build_spec(
     }
     let ids = crate::user::resolve(user_of(image, config), users)?;
 
-    let caps: oci_spec::runtime::Capabilities = DEFAULT_CAPABILITIES.into_iter().collect();
+    let caps = capabilities(&config.cap_add, &config.cap_drop)?;
     let capabilities = LinuxCapabilitiesBuilder::default()
         .bounding(caps.clone())
         .effective(caps.clone())
@@ -402,6 +483,14 @@ pub fn build_spec(
         devices.push(rule.build().map_err(spec_err)?);
     }
     let mut resources = LinuxResourcesBuilder::default().devices(devices);
+    if let Some(limit) = config.resources.pids {
+        resources = resources.pids(
+            LinuxPidsBuilder::default()
+                .limit(limit)
+                .build()
+                .map_err(spec_err)?,
+        );
+    }
     if let Some(memory) = config.resources.memory {
         let bytes = memory.bytes() as i64;
         resources = resources.memory(

@@ -103,9 +103,11 @@ fn limits_and_hardening() {
     let caps = spec["process"]["capabilities"]["bounding"]
         .as_array()
         .unwrap();
-    assert_eq!(caps.len(), 14);
+    assert_eq!(caps.len(), 13);
     assert!(caps.contains(&serde_json::json!("CAP_NET_BIND_SERVICE")));
     assert!(!caps.contains(&serde_json::json!("CAP_SYS_ADMIN")));
+    assert!(!caps.contains(&serde_json::json!("CAP_NET_RAW")));
+    assert!(r.get("pids").is_none(), "no pids limit unless asked");
     assert_eq!(
         spec["process"]["capabilities"]["ambient"],
         serde_json::json!([])
@@ -164,4 +166,39 @@ fn ids_and_users() {
     for bad in ["", "../x", "a/b", "-a", &"a".repeat(77)] {
         assert!(validate_id(bad).is_err(), "{bad}");
     }
+}
+
+#[test]
+fn capabilities_added_and_dropped_and_a_pids_limit() {
+    let caps_of = |c: &ContainerConfig| -> Vec<String> {
+        let spec = json(&build_spec("orca", &image(), c, &UserDb::default()).unwrap());
+        let mut v: Vec<String> = spec["process"]["capabilities"]["effective"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    let mut c = config();
+    c.cap_add = vec!["net_raw".into(), "CAP_NET_ADMIN".into()];
+    c.cap_drop = vec!["CHOWN".into()];
+    let caps = caps_of(&c);
+    assert!(caps.contains(&"CAP_NET_RAW".to_string()));
+    assert!(caps.contains(&"CAP_NET_ADMIN".to_string()));
+    assert!(!caps.contains(&"CAP_CHOWN".to_string()));
+    assert_eq!(caps.len(), 14);
+    c.cap_drop = vec!["ALL".into()];
+    c.cap_add = vec!["KILL".into()];
+    assert_eq!(caps_of(&c), vec!["CAP_KILL".to_string()]);
+    c.cap_add = vec!["ALL".into()];
+    assert_eq!(caps_of(&c).len(), 41);
+    c.cap_add = vec!["CAP_NOPE".into()];
+    assert!(build_spec("orca", &image(), &c, &UserDb::default()).is_err());
+
+    let mut c = config();
+    c.resources.pids = Some(1024);
+    let spec = json(&build_spec("orca", &image(), &c, &UserDb::default()).unwrap());
+    assert_eq!(spec["linux"]["resources"]["pids"]["limit"], 1024);
 }
