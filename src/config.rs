@@ -112,6 +112,9 @@ pub struct TokenSection {
     pub name: String,
     pub value: String,
     pub role: api::Role,
+    /// Scope to one project (its services and, for a deployer, its secrets).
+    #[serde(default)]
+    pub project: Option<String>,
 }
 
 impl Config {
@@ -170,6 +173,10 @@ impl Config {
                 .map_err(|e| anyhow::anyhow!(e.message))?;
             if !names.insert(&t.name) {
                 anyhow::bail!("token {:?} is defined twice", t.name);
+            }
+            if let Some(p) = &t.project {
+                api::names::checked_name("token project", p)
+                    .map_err(|e| anyhow::anyhow!("token {:?}: {}", t.name, e.message))?;
             }
             if t.value.len() < 16 {
                 anyhow::bail!(

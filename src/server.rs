@@ -81,6 +81,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
             name: t.name.clone(),
             role: t.role,
             hash: api::auth::token_hash(&t.value),
+            project: t.project.clone(),
         })
         .collect();
     let settings = Settings {

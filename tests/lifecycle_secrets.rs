@@ -63,10 +63,14 @@ async fn secrets_are_sealed_resolved_and_never_shown() {
 
     // Only admins manage secrets.
     let deployer = server.client(Some(DEPLOYER));
-    assert!(deployer
+    let e = deployer
         .put::<_, Value>("/api/v1/secrets/DB_PASS", &json!({ "value": VALUE }))
         .await
-        .is_err());
+        .unwrap_err();
+    assert!(
+        matches!(e, api::client::ClientError::Api { status: 403, .. }),
+        "{e:?}"
+    );
     let r: Value = c
         .put("/api/v1/secrets/DB_PASS", &json!({ "value": VALUE }))
         .await
@@ -96,6 +100,12 @@ async fn secrets_are_sealed_resolved_and_never_shown() {
     }
     assert!(status.contains("${secrets.DB_PASS}") || !status.contains("PASS"));
     let data = server.dir.path().join("data");
+    // The search finds the secret's record (its key is stored in the
+    // clear), but not its value.
+    assert!(
+        all_files_contain(&data.join("db"), b"default/DB_PASS"),
+        "the secret's record is not in the sled files searched"
+    );
     assert!(
         !all_files_contain(&data.join("db"), VALUE.as_bytes()),
         "plaintext in the sled files"
@@ -135,4 +145,101 @@ async fn secrets_are_sealed_resolved_and_never_shown() {
     assert_eq!(list["secrets"], json!(["API_KEY", "DB_PASS", "TOKEN"]));
     c.delete::<Value>("/api/v1/secrets/TOKEN").await.unwrap();
     assert!(c.delete::<Value>("/api/v1/secrets/TOKEN").await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_belong_to_a_project_and_its_scoped_deployers() {
+    let Some(env) = common::env() else { return };
+    let server = OrcaServer::start(&env, "secret-scope").await;
+    let admin = server.admin();
+    for (project, value) in [("shop", VALUE), ("bank", NEW_VALUE)] {
+        admin
+            .put::<_, Value>(
+                "/api/v1/secrets/DB_PASS",
+                &json!({ "value": value, "project": project }),
+            )
+            .await
+            .unwrap();
+    }
+    let list: Value = admin.get("/api/v1/secrets?project=shop").await.unwrap();
+    assert_eq!(list["secrets"], json!(["DB_PASS"]));
+    let list: Value = admin.get("/api/v1/secrets").await.unwrap();
+    assert_eq!(list["secrets"], json!([]), "the default project has none");
+    let t: Value = admin
+        .post(
+            "/api/v1/tokens",
+            &json!({ "name": "shop-ci", "role": "deployer", "project": "shop" }),
+        )
+        .await
+        .unwrap();
+    let scoped = server.client(Some(t["token"].as_str().unwrap()));
+    let unscoped = server.client(Some(DEPLOYER));
+    let app = |project: &str| {
+        json!({ "services": [{ "name": format!("app-{project}"), "project": project,
+            "image": env.image("logger:latest"), "env": { "PASS": "${secrets.DB_PASS}" },
+            "stop_grace_secs": 1 }] })
+    };
+    let status_of = |e: api::client::ClientError| match e {
+        api::client::ClientError::Api { status, message } => (status, message),
+        other => panic!("{other:?}"),
+    };
+
+    // A deployer for every project references no secret.
+    let (status, message) = status_of(
+        unscoped
+            .post::<_, Value>("/api/v1/deploy", &app("shop"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(status, 403, "{message}");
+    assert!(message.contains("scoped to project shop"), "{message}");
+    // A deployer scoped to shop deploys nothing into bank.
+    let (status, message) = status_of(
+        scoped
+            .post::<_, Value>("/api/v1/deploy", &app("bank"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(status, 403, "{message}");
+    // ... and gets shop's value in shop (the control), as admins get
+    // bank's in bank: each project's own secret.
+    scoped
+        .post::<_, Value>("/api/v1/deploy", &app("shop"))
+        .await
+        .unwrap();
+    admin
+        .post::<_, Value>("/api/v1/deploy", &app("bank"))
+        .await
+        .unwrap();
+    for (project, value) in [("shop", VALUE), ("bank", NEW_VALUE)] {
+        let s = common::wait_for(&admin, &format!("app-{project}"), "running", |s| {
+            s.instances.first().is_some_and(|i| i.pid.is_some())
+        })
+        .await;
+        let env_text = environ(s.instances[0].pid.unwrap());
+        assert!(
+            env_text.contains(&format!("PASS={value}")),
+            "{project}: {env_text}"
+        );
+    }
+    // A project without the secret cannot name it, whoever deploys.
+    let (status, message) = status_of(
+        admin
+            .post::<_, Value>("/api/v1/deploy", &app("other"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(status, 400, "{message}");
+    assert!(
+        message.contains("project other has no such secret"),
+        "{message}"
+    );
+    // The scoped token changes no service of another project.
+    let (status, _) = status_of(
+        scoped
+            .post::<_, Value>("/api/v1/services/app-bank/scale", &json!({ "replicas": 2 }))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(status, 403);
 }

@@ -56,6 +56,23 @@ pub enum Access {
 pub struct Caller {
     pub name: String,
     pub role: Role,
+    /// A token scoped to one project changes only that project's services,
+    /// and a deployer's may reference that project's secrets.
+    pub project: Option<String>,
+}
+
+impl Caller {
+    /// Whether the caller may change services of `project`.
+    pub fn may_change(&self, project: &str) -> bool {
+        self.role == Role::Admin || self.project.as_deref().is_none_or(|p| p == project)
+    }
+
+    /// Whether a spec of `project` the caller deploys may reference
+    /// secrets: admins, and deployers scoped to that project.
+    pub fn may_use_secrets_of(&self, project: &str) -> bool {
+        self.role == Role::Admin
+            || (self.role == Role::Deployer && self.project.as_deref() == Some(project))
+    }
 }
 
 /// SHA-256 of a token, hex.
@@ -69,6 +86,9 @@ pub struct TokenEntry {
     pub name: String,
     pub role: Role,
     pub hash: String,
+    /// The one project the token acts on, if scoped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
 }
 
 /// Finds the entry whose hash matches `presented`, comparing every entry in
@@ -89,6 +109,7 @@ pub fn find_token<'a>(
             found = Some(Caller {
                 name: entry.name.clone(),
                 role: entry.role,
+                project: entry.project.clone(),
             });
         }
     }
@@ -120,20 +141,32 @@ mod tests {
                 name: "ci".into(),
                 role: Role::Deployer,
                 hash: token_hash("abc"),
+                project: Some("shop".into()),
             },
             TokenEntry {
                 name: "ops".into(),
                 role: Role::Admin,
                 hash: token_hash("xyz"),
+                project: None,
             },
         ];
         assert_eq!(
             find_token(&entries, "xyz"),
             Some(Caller {
                 name: "ops".into(),
-                role: Role::Admin
+                role: Role::Admin,
+                project: None,
             })
         );
+        let ci = find_token(&entries, "abc").unwrap();
+        assert!(ci.may_change("shop") && !ci.may_change("bank"));
+        assert!(ci.may_use_secrets_of("shop") && !ci.may_use_secrets_of("bank"));
+        let unscoped = Caller {
+            name: "any".into(),
+            role: Role::Deployer,
+            project: None,
+        };
+        assert!(unscoped.may_change("bank") && !unscoped.may_use_secrets_of("bank"));
         assert_eq!(find_token(&entries, "abd"), None);
         assert_eq!(find_token(&entries, ""), None);
         assert_eq!(bearer(Some("Bearer abc")), Some("abc"));

@@ -208,6 +208,9 @@ impl WebhookRequest {
 pub struct TokenRequest {
     pub name: String,
     pub role: crate::auth::Role,
+    /// Scope the token to one project.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
 }
 
 /// `POST /api/v1/tokens` answer: the only time the value is shown.
@@ -215,5 +218,7 @@ pub struct TokenRequest {
 pub struct TokenCreated {
     pub name: String,
     pub role: crate::auth::Role,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
     pub token: String,
 }

@@ -11,6 +11,7 @@
 //! - `content`: the content store (streamed writes, labels).
 //! - [`image`]: pull, unpack, import, local lookup.
 //! - [`resources`], [`spec`] and [`user`]: limits, the OCI runtime spec, users.
+//! - [`rootfs`]: one file of an image read from its layers, never leaving them.
 //! - [`container`]: containers, tasks, stop, exec, listing by label.
 //! - [`events`]: task exit and OOM events.
 //! - [`metrics`] and [`cgroup`]: resource usage.
@@ -32,6 +33,7 @@ pub mod metrics;
 pub mod reference;
 pub mod registry;
 pub mod resources;
+pub mod rootfs;
 pub mod spec;
 pub mod user;
 

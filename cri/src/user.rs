@@ -1,7 +1,6 @@
 //! Resolving a container's `User` (`name`, `uid`, `name:group`,
 //! `uid:gid`...) against the image's own `/etc/passwd` and `/etc/group`, the
-//! way runc's user lookup does, and reading those files from the rootfs
-//! snapshot's layer directories without mounting anything.
+//! way runc's user lookup does (the files are read by [`crate::rootfs`]).
 
 use crate::error::{CriError, Result};
 
@@ -19,6 +18,17 @@ pub struct UserIds {
 pub struct UserDb {
     pub passwd: Option<String>,
     pub group: Option<String>,
+}
+
+impl UserDb {
+    /// The account files of the image in `layers` (see
+    /// [`crate::rootfs::read_file`]). Blocking.
+    pub fn read(layers: &[std::path::PathBuf]) -> Result<UserDb> {
+        Ok(UserDb {
+            passwd: crate::rootfs::read_file(layers, "/etc/passwd")?,
+            group: crate::rootfs::read_file(layers, "/etc/group")?,
+        })
+    }
 }
 
 /// True if resolving `user` needs the account files (some part is a name).
@@ -117,35 +127,6 @@ pub fn resolve(user: &str, db: &UserDb) -> Result<UserIds> {
     })
 }
 
-/// Reads `rel` (like `etc/passwd`) from a snapshot's mounts: the upper
-/// directory first, then the lower ones from the top, as overlayfs would.
-pub(crate) fn read_from_mounts(
-    mounts: &[containerd_client::types::Mount],
-    rel: &str,
-) -> Option<String> {
-    let mut dirs: Vec<String> = Vec::new();
-    for m in mounts {
-        match m.r#type.as_str() {
-            "bind" => dirs.push(m.source.clone()),
-            "overlay" => {
-                for o in &m.options {
-                    if let Some(u) = o.strip_prefix("upperdir=") {
-                        dirs.insert(0, u.to_string());
-                    }
-                }
-                for o in &m.options {
-                    if let Some(l) = o.strip_prefix("lowerdir=") {
-                        dirs.extend(l.split(':').map(str::to_string));
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    dirs.iter()
-        .find_map(|d| std::fs::read_to_string(std::path::Path::new(d).join(rel)).ok())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,30 +205,5 @@ mod tests {
                 && !needs_lookup("1:2")
                 && !needs_lookup("")
         );
-    }
-
-    #[test]
-    fn reads_through_layers() {
-        let upper = tempfile::tempdir().unwrap();
-        let low1 = tempfile::tempdir().unwrap();
-        let low2 = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(low1.path().join("etc")).unwrap();
-        std::fs::create_dir_all(low2.path().join("etc")).unwrap();
-        std::fs::write(low1.path().join("etc/passwd"), "top").unwrap();
-        std::fs::write(low2.path().join("etc/passwd"), "bottom").unwrap();
-        let m = containerd_client::types::Mount {
-            r#type: "overlay".into(),
-            source: "overlay".into(),
-            target: String::new(),
-            options: vec![
-                format!("upperdir={}", upper.path().display()),
-                format!(
-                    "lowerdir={}:{}",
-                    low1.path().display(),
-                    low2.path().display()
-                ),
-            ],
-        };
-        assert_eq!(read_from_mounts(&[m], "etc/passwd").as_deref(), Some("top"));
     }
 }

@@ -280,12 +280,16 @@ pub async fn nodes(client: &ApiClient, json: bool) -> anyhow::Result<()> {
 
 pub async fn token(client: &ApiClient, command: TokenCommand, json: bool) -> anyhow::Result<()> {
     match command {
-        TokenCommand::Create { name, role } => {
+        TokenCommand::Create {
+            name,
+            role,
+            project,
+        } => {
             let role: api::Role = role.parse().map_err(|e: String| anyhow::anyhow!(e))?;
             let v: Value = client
                 .post(
                     "/api/v1/tokens",
-                    &serde_json::json!({ "name": name, "role": role }),
+                    &serde_json::json!({ "name": name, "role": role, "project": project }),
                 )
                 .await?;
             if json {
@@ -307,7 +311,7 @@ pub async fn token(client: &ApiClient, command: TokenCommand, json: bool) -> any
                 .map(|a| {
                     a.iter()
                         .map(|t| {
-                            ["name", "role", "source"]
+                            ["name", "role", "project", "source"]
                                 .iter()
                                 .map(|k| t[*k].as_str().unwrap_or("").to_string())
                                 .collect()
@@ -315,7 +319,10 @@ pub async fn token(client: &ApiClient, command: TokenCommand, json: bool) -> any
                         .collect()
                 })
                 .unwrap_or_default();
-            out::write(&table::render(&["NAME", "ROLE", "SOURCE"], &rows))?;
+            out::write(&table::render(
+                &["NAME", "ROLE", "PROJECT", "SOURCE"],
+                &rows,
+            ))?;
         }
         TokenCommand::Rm { name } => {
             let v: Value = client.delete(&format!("/api/v1/tokens/{name}")).await?;
@@ -411,6 +418,7 @@ pub fn parse_env_file(text: &str) -> anyhow::Result<Vec<(String, String)>> {
 
 pub async fn secrets(
     client: &ApiClient,
+    project: &str,
     command: SecretsCommand,
     json: bool,
 ) -> anyhow::Result<()> {
@@ -418,7 +426,7 @@ pub async fn secrets(
         let _: Value = client
             .put(
                 &format!("/api/v1/secrets/{name}"),
-                &serde_json::json!({ "value": value }),
+                &serde_json::json!({ "value": value, "project": project }),
             )
             .await?;
         Ok::<_, anyhow::Error>(())
@@ -434,24 +442,28 @@ pub async fn secrets(
                 }
             };
             put(name.clone(), value).await?;
-            outln!("stored {name}")?;
+            outln!("stored {name} for project {project}")?;
         }
         SecretsCommand::List => {
-            let v: Value = client.get("/api/v1/secrets").await?;
+            let v: Value = client
+                .get(&format!("/api/v1/secrets?project={project}"))
+                .await?;
             if json {
                 return print_json(&v);
             }
             let names = v["secrets"].as_array().cloned().unwrap_or_default();
             if names.is_empty() {
-                outln!("no secrets")?;
+                outln!("project {project} has no secrets")?;
             }
             for name in names {
                 outln!("{}", name.as_str().unwrap_or(""))?;
             }
         }
         SecretsCommand::Rm { name } => {
-            let _: Value = client.delete(&format!("/api/v1/secrets/{name}")).await?;
-            outln!("deleted {name}")?;
+            let _: Value = client
+                .delete(&format!("/api/v1/secrets/{name}?project={project}"))
+                .await?;
+            outln!("deleted {name} from project {project}")?;
         }
         SecretsCommand::Import { file } => {
             let text = std::fs::read_to_string(&file)?;
@@ -460,7 +472,10 @@ pub async fn secrets(
             for (k, v) in pairs {
                 put(k, v).await?;
             }
-            outln!("stored {count} secrets from {}", file.display())?;
+            outln!(
+                "stored {count} secrets from {} for project {project}",
+                file.display()
+            )?;
         }
     }
     Ok(())

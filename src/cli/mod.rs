@@ -133,8 +133,11 @@ pub enum Command {
         #[command(subcommand)]
         command: Option<WebhookCommand>,
     },
-    /// Secrets, for `${secrets.KEY}` in service env (admin).
+    /// Secrets of a project, for `${secrets.KEY}` in its services' env (admin).
     Secrets {
+        /// The project the secrets belong to.
+        #[arg(long, global = true, default_value = "default")]
+        project: String,
         #[command(subcommand)]
         command: SecretsCommand,
     },
@@ -171,6 +174,10 @@ pub enum TokenCommand {
         name: String,
         #[arg(long)]
         role: String,
+        /// Scope the token to one project: it changes only that project's
+        /// services, and a deployer's may reference its secrets.
+        #[arg(long)]
+        project: Option<String>,
     },
     /// List tokens (names and roles).
     List,
@@ -289,7 +296,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Undrain { id } => commands::drain(&client, &id, false, json).await,
         Command::Token { command } => commands::token(&client, command, json).await,
         Command::Webhooks { command } => commands::webhooks(&client, command, json).await,
-        Command::Secrets { command } => commands::secrets(&client, command, json).await,
+        Command::Secrets { project, command } => {
+            commands::secrets(&client, &project, command, json).await
+        }
         Command::Image { command } => image(&cli.containerd, &cli.namespace, command).await,
     }
 }

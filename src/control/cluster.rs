@@ -126,6 +126,7 @@ impl ControlPlane {
             name: request.name.clone(),
             role: request.role,
             hash: token_hash(&value),
+            project: request.project.clone(),
         };
         self.inner()
             .repo
@@ -137,6 +138,7 @@ impl ControlPlane {
             &TokenCreated {
                 name: request.name,
                 role: request.role,
+                project: request.project,
                 token: value,
             },
         )
@@ -148,16 +150,15 @@ impl ControlPlane {
             .stored_tokens
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        let list: Vec<serde_json::Value> =
-            self.inner()
-                .settings
-                .tokens
-                .iter()
-                .map(|t| serde_json::json!({ "name": t.name, "role": t.role, "source": "config" }))
-                .chain(stored.iter().map(
-                    |t| serde_json::json!({ "name": t.name, "role": t.role, "source": "api" }),
-                ))
-                .collect();
+        let entry = |t: &TokenEntry, source: &str| serde_json::json!({ "name": t.name, "role": t.role, "project": t.project, "source": source });
+        let list: Vec<serde_json::Value> = self
+            .inner()
+            .settings
+            .tokens
+            .iter()
+            .map(|t| entry(t, "config"))
+            .chain(stored.iter().map(|t| entry(t, "api")))
+            .collect();
         ApiResponse::ok(&serde_json::json!({ "tokens": list }))
     }
 
@@ -195,38 +196,61 @@ impl ControlPlane {
             .ok_or_else(|| ApiError::unavailable("this server keeps no secrets"))
     }
 
-    pub(crate) fn put_secret(&self, name: &str, value: &str) -> Result<ApiResponse, ApiError> {
-        let sealed = self.secret_box()?.seal(name, value);
+    pub(crate) fn put_secret(
+        &self,
+        project: &str,
+        name: &str,
+        value: &str,
+    ) -> Result<ApiResponse, ApiError> {
+        let key = secret_key(project, name);
+        let sealed = self.secret_box()?.seal(&key, value);
         self.inner()
             .repo
-            .put_secret(name, &sealed)
+            .put_secret(&key, &sealed)
             .map_err(|e| ApiError::internal(format!("could not save: {e}")))?;
         // Running replicas keep the value they started with; a redeploy picks the new one.
-        ApiResponse::ok(&serde_json::json!({ "name": name, "stored": true }))
+        ApiResponse::ok(&serde_json::json!({ "project": project, "name": name, "stored": true }))
     }
 
-    pub(crate) fn list_secrets(&self) -> Result<ApiResponse, ApiError> {
-        let names = self
+    pub(crate) fn list_secrets(&self, project: &str) -> Result<ApiResponse, ApiError> {
+        let mut names: Vec<String> = self
             .inner()
             .repo
             .secret_names()
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        ApiResponse::ok(&serde_json::json!({ "secrets": names }))
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .into_iter()
+            .filter_map(|key| match key.split_once('/') {
+                Some((p, name)) if p == project => Some(name.to_string()),
+                // Stored before secrets had projects: the default project's.
+                None if project == "default" => Some(key),
+                _ => None,
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        ApiResponse::ok(&serde_json::json!({ "project": project, "secrets": names }))
     }
 
-    pub(crate) fn delete_secret(&self, name: &str) -> Result<ApiResponse, ApiError> {
-        let existed = self
-            .inner()
-            .repo
-            .delete_secret(name)
+    pub(crate) fn delete_secret(&self, project: &str, name: &str) -> Result<ApiResponse, ApiError> {
+        let repo = &self.inner().repo;
+        let mut existed = repo
+            .delete_secret(&secret_key(project, name))
             .map_err(|e| ApiError::internal(e.to_string()))?;
-        if !existed {
-            return Err(ApiError::not_found(format!("secret not found: {name}")));
+        if project == "default" {
+            existed |= repo
+                .delete_secret(name)
+                .map_err(|e| ApiError::internal(e.to_string()))?;
         }
-        ApiResponse::ok(&serde_json::json!({ "deleted": name }))
+        if !existed {
+            return Err(ApiError::not_found(format!(
+                "secret not found: {name} (project {project})"
+            )));
+        }
+        ApiResponse::ok(&serde_json::json!({ "project": project, "deleted": name }))
     }
 
-    /// The sealed values of the secrets `spec` refers to, or the first unknown name.
+    /// The sealed values of the secrets `spec` refers to, with the key each
+    /// was sealed under, or the first that its project does not have.
     pub(crate) fn sealed_refs(
         &self,
         spec: &api::spec::ServiceSpec,
@@ -237,23 +261,43 @@ impl ControlPlane {
         let mut out = Vec::new();
         for name in refs {
             let sealed = if self.inner().settings.secrets.is_some() {
-                self.inner()
-                    .repo
-                    .secret(&name)
+                sealed_secret(&self.inner().repo, &spec.project, &name)
                     .map_err(|e| ApiError::internal(e.to_string()))?
             } else {
                 None
             };
             match sealed {
-                Some(s) => out.push((name, s)),
+                Some(s) => out.push(s),
                 None => {
                     return Err(ApiError::bad_request(format!(
-                        "{}: unknown secret {name:?} in env",
-                        spec.name
+                        "{}: unknown secret {name:?} in env (project {} has no such secret)",
+                        spec.name, spec.project
                     )))
                 }
             }
         }
         Ok(out)
     }
+}
+
+/// Where a secret of `project` is stored, and the name it is sealed under.
+pub(crate) fn secret_key(project: &str, name: &str) -> String {
+    format!("{project}/{name}")
+}
+
+/// Secret `name` of `project`, sealed, with the key it was sealed under.
+/// Secrets stored before they had projects belong to the default project.
+pub(crate) fn sealed_secret(
+    repo: &crate::store::Repo,
+    project: &str,
+    name: &str,
+) -> Result<Option<(String, Vec<u8>)>, crate::store::StoreError> {
+    let key = secret_key(project, name);
+    if let Some(sealed) = repo.secret(&key)? {
+        return Ok(Some((key, sealed)));
+    }
+    if project == "default" {
+        return Ok(repo.secret(name)?.map(|sealed| (name.to_string(), sealed)));
+    }
+    Ok(None)
 }

@@ -8,7 +8,7 @@ use std::time::Instant;
 use api::spec::{
     DeployRequest, DeployResponse, ServiceSpec, MAX_REPLICAS, MAX_SERVICES_PER_DEPLOY,
 };
-use api::{ApiError, ApiResponse};
+use api::{ApiError, ApiResponse, Caller};
 
 use super::worker::wake;
 use super::ControlPlane;
@@ -54,6 +54,28 @@ pub(crate) fn secret_refs(spec: &ServiceSpec) -> Vec<String> {
         }
     }
     out
+}
+
+/// Whether `caller` may deploy `spec` (see [`ControlPlane::deploy`]).
+fn authorize(caller: Option<&Caller>, spec: &ServiceSpec) -> Result<(), ApiError> {
+    let Some(caller) = caller else {
+        return Ok(());
+    };
+    if !caller.may_change(&spec.project) {
+        return Err(ApiError::forbidden(format!(
+            "{}: token {:?} is scoped to project {}",
+            spec.name,
+            caller.name,
+            caller.project.as_deref().unwrap_or_default()
+        )));
+    }
+    if !secret_refs(spec).is_empty() && !caller.may_use_secrets_of(&spec.project) {
+        return Err(ApiError::forbidden(format!(
+            "{}: referencing secrets needs the admin role or a deployer token scoped to project {}",
+            spec.name, spec.project
+        )));
+    }
+    Ok(())
 }
 
 /// What storing one deployed service did.
@@ -134,10 +156,16 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// Deploys `request` for `by` (recorded in versions). `caller` is
+    /// checked: a scoped token deploys only into its project, and only
+    /// admins and deployers scoped to a service's project may reference
+    /// that project's secrets. `None` is orca itself (a webhook's redeploy
+    /// of a stored spec).
     pub(crate) async fn deploy(
         &self,
         request: DeployRequest,
-        caller: &str,
+        by: &str,
+        caller: Option<&Caller>,
     ) -> Result<ApiResponse, ApiError> {
         let started = Instant::now();
         if request.services.is_empty() {
@@ -159,11 +187,11 @@ impl ControlPlane {
                     .push(format!("{}: listed twice in one deploy", spec.name));
                 continue;
             }
-            match self.check_spec(&spec) {
+            match authorize(caller, &spec).and_then(|()| self.check_spec(&spec)) {
                 Ok(()) => valid.push(spec),
                 Err(e) => {
-                    if e.status == 409 {
-                        worst = 409;
+                    if e.status == 409 || e.status == 403 {
+                        worst = worst.max(e.status);
                     }
                     response.errors.push(e.message);
                 }
@@ -200,7 +228,7 @@ impl ControlPlane {
                     continue;
                 }
             };
-            match self.write_deploy(spec, digest, fingerprint, caller).await {
+            match self.write_deploy(spec, digest, fingerprint, by).await {
                 Ok(written) => {
                     let name = written.name;
                     response

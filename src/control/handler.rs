@@ -6,6 +6,38 @@ use api::{ApiError, ApiRequest, ApiResponse, Caller, Handler};
 
 use super::ControlPlane;
 
+impl ControlPlane {
+    /// A token scoped to one project changes only that project's services
+    /// (deploys are checked per service, in `deploy`).
+    fn check_scope(&self, caller: Option<&Caller>, request: &ApiRequest) -> Result<(), ApiError> {
+        let Some(caller) = caller.filter(|c| c.project.is_some()) else {
+            return Ok(());
+        };
+        let project = match request {
+            ApiRequest::Scale { name, .. }
+            | ApiRequest::StopService { name }
+            | ApiRequest::Promote { name }
+            | ApiRequest::Rollback { name, .. } => self.project_of(name),
+            ApiRequest::CreateWebhook(w) => self.project_of(&w.service),
+            ApiRequest::StopProject { name } => Some(name.clone()),
+            _ => None,
+        };
+        match project {
+            Some(p) if !caller.may_change(&p) => Err(ApiError::forbidden(format!(
+                "token {:?} is scoped to project {}, not {p}",
+                caller.name,
+                caller.project.as_deref().unwrap_or_default()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    fn project_of(&self, service: &str) -> Option<String> {
+        let st = self.inner().state();
+        st.records.get(service).map(|r| r.spec.project.clone())
+    }
+}
+
 #[async_trait::async_trait]
 impl Handler for ControlPlane {
     fn authenticate(&self, token: &str) -> Option<Caller> {
@@ -18,12 +50,13 @@ impl Handler for ControlPlane {
         caller: Option<Caller>,
     ) -> Result<ApiResponse, ApiError> {
         let caller_name = caller.as_ref().map(|c| c.name.clone()).unwrap_or_default();
+        self.check_scope(caller.as_ref(), &request)?;
         match request {
             ApiRequest::Health => ApiResponse::ok(&self.health()),
             ApiRequest::Metrics => Ok(ApiResponse::Metrics(
                 self.inner().metrics.render(self).await,
             )),
-            ApiRequest::Deploy(d) => self.deploy(d, &caller_name).await,
+            ApiRequest::Deploy(d) => self.deploy(d, &caller_name, caller.as_ref()).await,
             ApiRequest::Status { project } => self.status_answer(project.as_deref()),
             ApiRequest::Scale { name, replicas } => self.scale(&name, replicas).await,
             ApiRequest::StopService { name } => self.stop_service(&name).await,
@@ -45,9 +78,13 @@ impl Handler for ControlPlane {
             ApiRequest::CreateToken(t) => self.create_token(t),
             ApiRequest::ListTokens => self.list_tokens(),
             ApiRequest::DeleteToken { name } => self.delete_token(&name),
-            ApiRequest::PutSecret { name, value } => self.put_secret(&name, &value),
-            ApiRequest::ListSecrets => self.list_secrets(),
-            ApiRequest::DeleteSecret { name } => self.delete_secret(&name),
+            ApiRequest::PutSecret {
+                project,
+                name,
+                value,
+            } => self.put_secret(&project, &name, &value),
+            ApiRequest::ListSecrets { project } => self.list_secrets(&project),
+            ApiRequest::DeleteSecret { project, name } => self.delete_secret(&project, &name),
         }
     }
 

@@ -18,6 +18,7 @@ fn admin() -> Option<Caller> {
     Some(Caller {
         name: "tester".into(),
         role: Role::Admin,
+        project: None,
     })
 }
 

@@ -253,7 +253,7 @@ impl ControlPlane {
             let request = api::spec::DeployRequest {
                 services: vec![spec],
             };
-            match cp.deploy(request, &by).await {
+            match cp.deploy(request, &by, None).await {
                 Ok(_) => tracing::info!(by, "push redeploy requested"),
                 Err(e) => tracing::warn!(by, error = %e.message, "push redeploy failed"),
             }

@@ -385,12 +385,13 @@ pub(crate) fn instance_spec(
     let mut env = Vec::with_capacity(spec.env.len());
     for (k, v) in &spec.env {
         let resolved = crate::secrets::substitute(v, &mut |name| {
-            let sealed = inner.repo.secret(name).ok().flatten()?;
+            let (key, sealed) =
+                super::cluster::sealed_secret(&inner.repo, &spec.project, name).ok()??;
             inner
                 .settings
                 .secrets
                 .as_ref()?
-                .open_value(name, &sealed)
+                .open_value(&key, &sealed)
                 .ok()
         })
         .map_err(|e| format!("env {k}: {e}"))?;

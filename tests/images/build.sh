@@ -22,6 +22,8 @@
 #   kaweb:v1         tests/images/kaweb.rs, a keep-alive HTTP/1.1 server on
 #                    $PORT (default 8080), built here with rustc and a static
 #                    C runtime: "/" answers "kaweb v1", "/healthz" "ok".
+#   hostile:ok, :fifo, :device, :escape, :big   User by name, /etc/passwd a
+#                    plain file (ok) or hostile (see below).
 #   library/nginx:alpine   the web:v1 image, so `nginx:alpine` resolves
 #                    through a docker.io mirror pointing at the registry.
 set -euo pipefail
@@ -195,6 +197,25 @@ printf '#!/bin/sh\necho "hog starting"\nsleep 1\nexec tail /dev/zero\n' > "$app/
 chmod 755 "$app/bin/hog"
 make_image hog latest "$app" '["/bin/hog"]' '["PATH=/bin"]' ''
 
+# hostile:*: images whose User is a name and whose /etc/passwd tries to make
+# the host read what it must not: a FIFO (hangs a reader), a device node
+# (endless zeros), a link climbing out to the host's own /etc/passwd (which
+# knows "daemon"), 2 MiB of text. hostile:ok is the control: a plain file
+# naming the user. Device nodes need root, as CI has.
+for kind in ok fifo device escape big; do
+  app=$WORK/hostile-$kind
+  mkdir -p "$app/etc"
+  user=app
+  case $kind in
+    ok) printf 'root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/:/bin/sh\n' > "$app/etc/passwd" ;;
+    fifo) mkfifo "$app/etc/passwd" ;;
+    device) mknod "$app/etc/passwd" c 1 5 ;;
+    escape) ln -s "$(printf '../%.0s' $(seq 1 24))etc/passwd" "$app/etc/passwd"; user=daemon ;;
+    big) head -c 2097152 /dev/zero | tr '\0' 'x' > "$app/etc/passwd" ;;
+  esac
+  make_image hostile "$kind" "$app" '["/bin/sleep","600"]' '["PATH=/bin"]' ",\"User\":\"$user\""
+done
+
 # multi: an index with this host's platform and one other.
 make_multi() {
   local layout=$OUT/multi-latest host_layout=$OUT/web-v1
@@ -243,5 +264,8 @@ push "oci:$OUT/logger-latest:latest" "docker://$REGISTRY/orca-test/logger:latest
 push "oci:$OUT/crasher-latest:latest" "docker://$REGISTRY/orca-test/crasher:latest"
 push "oci:$OUT/hog-latest:latest" "docker://$REGISTRY/orca-test/hog:latest"
 push --all "oci:$OUT/multi-latest:latest" "docker://$REGISTRY/orca-test/multi:latest"
+for kind in ok fifo device escape big; do
+  push "oci:$OUT/hostile-$kind:$kind" "docker://$REGISTRY/orca-test/hostile:$kind"
+done
 push "oci:$OUT/web-v1:v1" "docker://$REGISTRY/library/nginx:alpine"
 echo "pushed test images to $REGISTRY"

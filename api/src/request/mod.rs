@@ -80,12 +80,17 @@ pub enum ApiRequest {
     DeleteToken {
         name: String,
     },
+    /// A secret of `project`.
     PutSecret {
+        project: String,
         name: String,
         value: String,
     },
-    ListSecrets,
+    ListSecrets {
+        project: String,
+    },
     DeleteSecret {
+        project: String,
         name: String,
     },
 }
@@ -129,7 +134,7 @@ impl ApiRequest {
             | ListTokens
             | DeleteToken { .. }
             | PutSecret { .. }
-            | ListSecrets
+            | ListSecrets { .. }
             | DeleteSecret { .. } => Access::Role(Role::Admin),
         }
     }
@@ -161,7 +166,7 @@ impl ApiRequest {
             ListTokens => "tokens_list",
             DeleteToken { .. } => "tokens_delete",
             PutSecret { .. } => "secrets_put",
-            ListSecrets => "secrets_list",
+            ListSecrets { .. } => "secrets_list",
             DeleteSecret { .. } => "secrets_delete",
         }
     }

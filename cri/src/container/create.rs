@@ -11,7 +11,7 @@ use crate::client::{Cri, RUNTIME, SNAPSHOTTER};
 use crate::error::{CriError, Result};
 use crate::image::Image;
 use crate::spec::{build_spec, user_of, ContainerConfig};
-use crate::user::{needs_lookup, read_from_mounts, UserDb};
+use crate::user::{needs_lookup, UserDb};
 
 /// type_url of a runtime spec inside an `Any`, as containerd's clients use.
 const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
@@ -69,26 +69,32 @@ impl Cri {
             .mounts;
         // A user given by name is looked up in the image's own files.
         let users = if named_user {
-            UserDb {
-                passwd: read_from_mounts(&mounts, "etc/passwd"),
-                group: read_from_mounts(&mounts, "etc/group"),
-            }
+            let layers = crate::rootfs::layer_dirs(&mounts);
+            tokio::task::spawn_blocking(move || UserDb::read(&layers))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(CriError::InvalidConfig {
+                        field: "image",
+                        reason: format!("reading the account files failed: {e}"),
+                    })
+                })
         } else {
-            UserDb::default()
+            Ok(UserDb::default())
         };
-        let spec_json =
-            match build_spec(self.namespace(), &image.config, config, &users).and_then(|spec| {
+        let spec_json = match users
+            .and_then(|users| build_spec(self.namespace(), &image.config, config, &users))
+            .and_then(|spec| {
                 serde_json::to_vec(&spec).map_err(|e| CriError::InvalidConfig {
                     field: "runtime spec",
                     reason: e.to_string(),
                 })
             }) {
-                Ok(j) => j,
-                Err(e) => {
-                    self.remove_snapshot(&id).await;
-                    return Err(e);
-                }
-            };
+            Ok(j) => j,
+            Err(e) => {
+                self.remove_snapshot(&id).await;
+                return Err(e);
+            }
+        };
         let container = Container {
             id: id.clone(),
             labels: config.labels.clone(),

@@ -1,0 +1,277 @@
+//! Reading one file of an image's root filesystem from its snapshot's
+//! layer directories, without mounting anything and without ever leaving
+//! them: the overlay's merged view resolved by hand. Symbolic links are
+//! followed inside the image's root (an absolute target starts at the
+//! image's `/`, `..` stops there), whiteouts and opaque directories hide
+//! what lies below them, and only a regular file of bounded size is read,
+//! opened without following a link. An image cannot make orca read a host
+//! file, a device or a FIFO, nor hold it with an endless file.
+
+use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::error::{CriError, Result};
+
+/// The largest file read (account files are a few KiB).
+pub const MAX_FILE: u64 = 1 << 20;
+/// Links followed in one lookup before giving up, as the kernel's limit.
+const MAX_LINKS: usize = 40;
+/// overlayfs marks a directory that hides everything below it so.
+const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+
+/// The layer directories of a snapshot's mounts, top first: the upper
+/// directory, then the lower ones from the top, as overlayfs stacks them.
+pub fn layer_dirs(mounts: &[containerd_client::types::Mount]) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for m in mounts {
+        match m.r#type.as_str() {
+            "bind" => dirs.push(PathBuf::from(&m.source)),
+            "overlay" => {
+                for o in &m.options {
+                    if let Some(u) = o.strip_prefix("upperdir=") {
+                        dirs.insert(0, PathBuf::from(u));
+                    }
+                }
+                for o in &m.options {
+                    if let Some(l) = o.strip_prefix("lowerdir=") {
+                        dirs.extend(l.split(':').map(PathBuf::from));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    dirs
+}
+
+/// What one name is in the merged view.
+enum Entry {
+    Missing,
+    Dir,
+    Link(PathBuf),
+    /// A regular file, in this layer directory.
+    File(PathBuf),
+    /// A device, FIFO or socket.
+    Special,
+}
+
+fn hostile(path: &str, reason: impl Into<String>) -> CriError {
+    CriError::InvalidConfig {
+        field: "image",
+        reason: format!("the image's {path} {}", reason.into()),
+    }
+}
+
+/// The topmost layer's entry for `rel` (components already resolved).
+/// A whiteout or an opaque directory above ends the search downwards.
+fn entry(layers: &[PathBuf], rel: &Path) -> std::io::Result<Entry> {
+    for layer in layers {
+        let p = layer.join(rel);
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) => {
+                let t = m.file_type();
+                // A whiteout: a character device 0:0.
+                if t.is_char_device() && std::os::unix::fs::MetadataExt::rdev(&m) == 0 {
+                    return Ok(Entry::Missing);
+                }
+                return Ok(if t.is_symlink() {
+                    Entry::Link(std::fs::read_link(&p)?)
+                } else if t.is_dir() {
+                    Entry::Dir
+                } else if t.is_file() {
+                    Entry::File(p)
+                } else {
+                    Entry::Special
+                });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            // A parent here is no directory (a whiteout of one, say): it
+            // hides the layers below.
+            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => return Ok(Entry::Missing),
+            Err(e) => return Err(e),
+        }
+        // An opaque directory on the way down hides the layers below.
+        let mut parent = rel.parent();
+        while let Some(dir) = parent.filter(|d| !d.as_os_str().is_empty()) {
+            match xattr::get(layer.join(dir), OPAQUE_XATTR) {
+                Ok(Some(v)) if v == b"y" => return Ok(Entry::Missing),
+                Ok(_) => {}
+                // Not in this layer: nothing here to hide the layers below.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            parent = dir.parent();
+        }
+    }
+    Ok(Entry::Missing)
+}
+
+/// Reads `path` (absolute inside the image, like `/etc/passwd`) from the
+/// merged view of `layers`: `None` when it does not exist, an error when
+/// it is not a regular file, is larger than [`MAX_FILE`], or its links go
+/// round. Blocking: call it off the async runtime.
+pub fn read_file(layers: &[PathBuf], path: &str) -> Result<Option<String>> {
+    let io = |e: std::io::Error| hostile(path, format!("cannot be read: {e}"));
+    // Components still to resolve, and those resolved (always a directory).
+    let mut todo: Vec<String> = components(path);
+    todo.reverse();
+    let mut done = PathBuf::new();
+    let mut links = 0;
+    while let Some(name) = todo.pop() {
+        if name == ".." {
+            done.pop();
+            continue;
+        }
+        let here = done.join(&name);
+        match entry(layers, &here).map_err(io)? {
+            Entry::Missing => return Ok(None),
+            Entry::Dir => done = here,
+            Entry::Link(target) => {
+                links += 1;
+                if links > MAX_LINKS {
+                    return Err(hostile(path, "has too many levels of symbolic links"));
+                }
+                let target = target.to_string_lossy().into_owned();
+                if target.starts_with('/') {
+                    done = PathBuf::new();
+                }
+                todo.extend(components(&target).into_iter().rev());
+            }
+            Entry::File(file) if todo.is_empty() => return read_capped(&file, path).map(Some),
+            // A file where a directory should be.
+            Entry::File(_) => return Ok(None),
+            Entry::Special if todo.is_empty() => {
+                return Err(hostile(path, "is not a regular file"))
+            }
+            Entry::Special => return Ok(None),
+        }
+    }
+    Err(hostile(path, "is a directory"))
+}
+
+/// The names of `path`, without empty ones and `.`.
+fn components(path: &str) -> Vec<String> {
+    path.split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .map(str::to_string)
+        .collect()
+}
+
+/// A regular file opened without following links, read up to the cap.
+fn read_capped(file: &Path, path: &str) -> Result<String> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(file)
+        .map_err(|e| hostile(path, format!("cannot be opened: {e}")))?;
+    let meta = f
+        .metadata()
+        .map_err(|e| hostile(path, format!("cannot be read: {e}")))?;
+    if !meta.file_type().is_file() {
+        return Err(hostile(path, "is not a regular file"));
+    }
+    if meta.len() > MAX_FILE {
+        return Err(hostile(
+            path,
+            format!("is {} bytes, more than the {MAX_FILE} read", meta.len()),
+        ));
+    }
+    let mut text = Vec::new();
+    f.take(MAX_FILE + 1)
+        .read_to_end(&mut text)
+        .map_err(|e| hostile(path, format!("cannot be read: {e}")))?;
+    if text.len() as u64 > MAX_FILE {
+        return Err(hostile(path, "grew past the size read"));
+    }
+    String::from_utf8(text).map_err(|_| hostile(path, "is not UTF-8 text"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    struct Layers {
+        _dirs: Vec<tempfile::TempDir>,
+        paths: Vec<PathBuf>,
+    }
+
+    /// `n` layer directories, top first, each with `etc/`.
+    fn layers(n: usize) -> Layers {
+        let dirs: Vec<tempfile::TempDir> = (0..n).map(|_| tempfile::tempdir().unwrap()).collect();
+        for d in &dirs {
+            std::fs::create_dir_all(d.path().join("etc")).unwrap();
+        }
+        let paths = dirs.iter().map(|d| d.path().to_path_buf()).collect();
+        Layers { _dirs: dirs, paths }
+    }
+
+    #[test]
+    fn the_top_layer_wins_and_whiteouts_hide() {
+        let l = layers(3);
+        std::fs::write(l.paths[1].join("etc/passwd"), "middle").unwrap();
+        std::fs::write(l.paths[2].join("etc/passwd"), "bottom").unwrap();
+        assert_eq!(
+            read_file(&l.paths, "/etc/passwd").unwrap().as_deref(),
+            Some("middle")
+        );
+        // A whiteout in the top layer (char 0:0) deletes it.
+        nix::sys::stat::mknod(
+            &l.paths[0].join("etc/passwd"),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+            0,
+        )
+        .unwrap();
+        assert_eq!(read_file(&l.paths, "/etc/passwd").unwrap(), None);
+    }
+
+    #[test]
+    fn an_opaque_directory_hides_the_layers_below() {
+        let l = layers(2);
+        std::fs::write(l.paths[1].join("etc/group"), "below").unwrap();
+        xattr::set(l.paths[0].join("etc"), OPAQUE_XATTR, b"y").unwrap();
+        assert_eq!(read_file(&l.paths, "/etc/group").unwrap(), None);
+    }
+
+    #[test]
+    fn links_resolve_inside_the_image_only() {
+        let l = layers(2);
+        std::fs::create_dir_all(l.paths[1].join("data")).unwrap();
+        std::fs::write(l.paths[1].join("data/accounts"), "in the image").unwrap();
+        // Absolute and climbing links land in the image's own root.
+        symlink("/data/accounts", l.paths[0].join("etc/passwd")).unwrap();
+        assert_eq!(
+            read_file(&l.paths, "/etc/passwd").unwrap().as_deref(),
+            Some("in the image")
+        );
+        symlink(
+            "../../../../../../etc/hostname",
+            l.paths[0].join("etc/group"),
+        )
+        .unwrap();
+        assert_eq!(read_file(&l.paths, "/etc/group").unwrap(), None);
+        // Loops end.
+        symlink("/etc/b", l.paths[0].join("etc/a")).unwrap();
+        symlink("/etc/a", l.paths[0].join("etc/b")).unwrap();
+        let e = read_file(&l.paths, "/etc/a").unwrap_err().to_string();
+        assert!(e.contains("too many levels"), "{e}");
+    }
+
+    #[test]
+    fn only_bounded_regular_files_are_read() {
+        let l = layers(1);
+        nix::unistd::mkfifo(
+            &l.paths[0].join("etc/passwd"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        let e = read_file(&l.paths, "/etc/passwd").unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+        let big = vec![b'x'; (MAX_FILE + 1) as usize];
+        std::fs::write(l.paths[0].join("etc/group"), big).unwrap();
+        let e = read_file(&l.paths, "/etc/group").unwrap_err().to_string();
+        assert!(e.contains("more than"), "{e}");
+    }
+}
