@@ -27,6 +27,8 @@ pub struct ClusterSection {
     pub name: String,
     pub data_dir: PathBuf,
     pub api_listen: String,
+    /// `/metrics` needs a viewer token (Prometheus can send one).
+    pub metrics_token: bool,
 }
 
 impl Default for ClusterSection {
@@ -35,6 +37,7 @@ impl Default for ClusterSection {
             name: "default".into(),
             data_dir: "/var/lib/orca".into(),
             api_listen: "0.0.0.0:6880".into(),
+            metrics_token: false,
         }
     }
 }

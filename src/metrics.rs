@@ -202,7 +202,7 @@ impl Metrics {
 
     pub fn observe_request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
         self.requests
-            .with_label_values(&[route, method, &status.to_string()])
+            .with_label_values(&[route, method_label(method), &status.to_string()])
             .inc();
         self.request_seconds
             .with_label_values(&[route])
@@ -296,5 +296,29 @@ impl Metrics {
         add(&self.memory_bytes, "gauge");
         add(&self.cpu_seconds, "gauge");
         out
+    }
+}
+
+/// The method label of a request: the methods HTTP defines, anything
+/// else `other`, so that clients cannot mint series without end.
+pub fn method_label(method: &str) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    KNOWN
+        .iter()
+        .find(|m| **m == method)
+        .copied()
+        .unwrap_or("other")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn methods_map_to_a_fixed_set() {
+        assert_eq!(super::method_label("GET"), "GET");
+        assert_eq!(super::method_label("DELETE"), "DELETE");
+        assert_eq!(super::method_label("FOO"), "other");
+        assert_eq!(super::method_label("get"), "other");
     }
 }

@@ -93,6 +93,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
             crate::secrets::SecretBox::open(&data.join("secrets.key"))
                 .context("open the secrets key")?,
         )),
+        metrics_token: config.cluster.metrics_token,
     };
     let routes = Arc::new(network::proxy::Routes::default());
     let control = ControlPlane::new(

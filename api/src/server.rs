@@ -66,6 +66,11 @@ pub trait Handler: Send + Sync + 'static {
     ) -> Result<ApiResponse, ApiError>;
     /// Called once per request, for metrics.
     fn observe(&self, _route: &'static str, _method: &str, _status: u16, _elapsed: Duration) {}
+    /// What `request` needs; the request's own rule unless the handler's
+    /// settings say more (a token for `/metrics`).
+    fn access_of(&self, request: &ApiRequest) -> Access {
+        request.access()
+    }
 }
 
 type Body = BoxBody<Bytes, Infallible>;
@@ -202,7 +207,8 @@ pub async fn serve_request(
         })?;
         route = parsed.route();
         if early.is_none() {
-            caller = authorize(handler.as_ref(), parsed.access(), auth_header.as_deref())?;
+            let access = handler.access_of(&parsed);
+            caller = authorize(handler.as_ref(), access, auth_header.as_deref())?;
         }
         handler.handle(parsed, caller).await
     }

@@ -88,6 +88,15 @@ impl Handler for ControlPlane {
         }
     }
 
+    fn access_of(&self, request: &ApiRequest) -> api::auth::Access {
+        match request {
+            ApiRequest::Metrics if self.inner().settings.metrics_token => {
+                api::auth::Access::Role(api::Role::Viewer)
+            }
+            other => other.access(),
+        }
+    }
+
     fn observe(&self, route: &'static str, method: &str, status: u16, elapsed: Duration) {
         self.inner()
             .metrics

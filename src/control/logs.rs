@@ -69,12 +69,16 @@ impl ControlPlane {
             let tx = tx.clone();
             tokio::spawn(async move {
                 let prefix = several.then_some(id);
-                while let Some(line) = follower.recv().await {
-                    if tx
-                        .send(Bytes::from(format_line(prefix.as_deref(), &line)))
-                        .await
-                        .is_err()
-                    {
+                loop {
+                    // The client may go while the replica is quiet: stop
+                    // then, not at the next line (which may never come).
+                    let line = tokio::select! {
+                        _ = tx.closed() => return,
+                        line = follower.recv() => line,
+                    };
+                    let Some(line) = line else { return };
+                    let chunk = Bytes::from(format_line(prefix.as_deref(), &line));
+                    if tx.send(chunk).await.is_err() {
                         return;
                     }
                 }

@@ -50,6 +50,8 @@ pub struct Settings {
     pub tokens: Vec<api::auth::TokenEntry>,
     /// The cipher of secrets; without it no secret can be stored or used.
     pub secrets: Option<Arc<crate::secrets::SecretBox>>,
+    /// `/metrics` needs a viewer token (it names every service and domain).
+    pub metrics_token: bool,
 }
 
 /// Cheap to clone; everything behind one `Arc`.

@@ -64,6 +64,11 @@ pub struct OrcaServer {
 
 impl OrcaServer {
     pub async fn start(env: &TestEnv, name: &str) -> OrcaServer {
+        Self::start_with(env, name, "").await
+    }
+
+    /// Starts a server whose `[cluster]` section also has `cluster_extra`.
+    pub async fn start_with(env: &TestEnv, name: &str, cluster_extra: &str) -> OrcaServer {
         let dir = tempfile::tempdir().unwrap();
         let port = super::free_port();
         let proxy_port = super::free_port();
@@ -75,6 +80,7 @@ impl OrcaServer {
 name = "test"
 data_dir = "{data}"
 api_listen = "127.0.0.1:{port}"
+{cluster_extra}
 [containerd]
 socket = "{socket}"
 namespace = "{namespace}"
@@ -175,6 +181,11 @@ role = "viewer"
         let _ = c.kill();
         let _ = c.wait();
         None
+    }
+
+    /// The server's PID, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     pub fn log(&self) -> String {
