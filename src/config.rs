@@ -63,6 +63,8 @@ impl Default for ContainerdSection {
 pub struct NetworkSection {
     pub bridge: String,
     pub subnet: String,
+    /// Project names refused besides the built-in top-level domains.
+    pub reserved_names: Vec<String>,
 }
 
 impl Default for NetworkSection {
@@ -70,6 +72,7 @@ impl Default for NetworkSection {
         Self {
             bridge: "orca0".into(),
             subnet: "10.88.0.0/16".into(),
+            reserved_names: Vec::new(),
         }
     }
 }

@@ -68,7 +68,12 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     let upstreams = network::dns::host_resolvers(
         &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
     );
-    tokio::spawn(network::dns::serve(dns_socket, dns.clone(), upstreams));
+    tokio::spawn(network::dns::serve(
+        dns_socket,
+        dns.clone(),
+        upstreams,
+        network.subnet(),
+    ));
     let agent = Arc::new(
         LocalAgent::new(cri, node_id.clone(), data, shim, Some(network.clone())).with_dns(),
     );
@@ -94,6 +99,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
                 .context("open the secrets key")?,
         )),
         metrics_token: config.cluster.metrics_token,
+        reserved_names: config.network.reserved_names.clone(),
     };
     let routes = Arc::new(network::proxy::Routes::default());
     let control = ControlPlane::new(

@@ -30,6 +30,73 @@ pub fn checked_name<'a>(field: &str, name: &'a str) -> Result<&'a str, ApiError>
     }
 }
 
+/// Top-level domains a project may not be named after: replicas resolve
+/// `<service>.<project>`, so a project `org` would shadow `pypi.org` for
+/// every replica. The most used generic and country domains, and the
+/// special-use ones.
+pub const RESERVED_PROJECTS: [&str; 48] = [
+    "com",
+    "org",
+    "net",
+    "io",
+    "dev",
+    "app",
+    "ai",
+    "co",
+    "me",
+    "info",
+    "biz",
+    "edu",
+    "gov",
+    "mil",
+    "int",
+    "xyz",
+    "cloud",
+    "online",
+    "site",
+    "tech",
+    "top",
+    "page",
+    "arpa",
+    "local",
+    "localhost",
+    "internal",
+    "test",
+    "example",
+    "invalid",
+    "onion",
+    "home",
+    "lan",
+    "corp",
+    "us",
+    "uk",
+    "de",
+    "fr",
+    "cn",
+    "jp",
+    "ru",
+    "br",
+    "in",
+    "eu",
+    "nl",
+    "au",
+    "ca",
+    "it",
+    "orca",
+];
+
+/// A 400 when `project` is reserved: a listed top-level domain, or one of
+/// `extra` (`[network] reserved_names`).
+pub fn check_project_not_reserved(project: &str, extra: &[String]) -> Result<(), ApiError> {
+    if RESERVED_PROJECTS.contains(&project) || extra.iter().any(|e| e == project) {
+        return Err(ApiError::bad_request(format!(
+            "project name {project:?} is reserved: replicas resolve <service>.{project} to \
+             orca's services, which would shadow that domain"
+        )));
+    }
+    Ok(())
+}
+
 /// True for a DNS name of labels joined by dots (a `domain`).
 pub fn is_dns_name(name: &str) -> bool {
     name.len() <= 253
@@ -82,5 +149,16 @@ mod tests {
         assert!(!is_dns_name("app..com"));
         assert!(!is_dns_name("App.com"));
         assert!(!is_dns_name("a_b.com"));
+    }
+
+    #[test]
+    fn top_level_domains_and_configured_names_are_reserved_projects() {
+        let extra = vec!["acme".to_string()];
+        for p in ["org", "com", "io", "acme"] {
+            assert!(check_project_not_reserved(p, &extra).is_err(), "{p}");
+        }
+        for p in ["shop", "orgs", "default"] {
+            assert!(check_project_not_reserved(p, &extra).is_ok(), "{p}");
+        }
     }
 }

@@ -93,6 +93,11 @@ impl ControlPlane {
     fn check_spec(&self, spec: &ServiceSpec) -> Result<(), ApiError> {
         spec.validate()?;
         let fail = |m: String| ApiError::bad_request(format!("{}: {m}", spec.name));
+        api::names::check_project_not_reserved(
+            &spec.project,
+            &self.inner().settings.reserved_names,
+        )
+        .map_err(|e| fail(e.message))?;
         cri::ImageRef::parse(&spec.image).map_err(|e| fail(e.to_string()))?;
         if let Some(r) = &spec.resources {
             if let Some(m) = &r.memory {

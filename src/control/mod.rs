@@ -52,6 +52,8 @@ pub struct Settings {
     pub secrets: Option<Arc<crate::secrets::SecretBox>>,
     /// `/metrics` needs a viewer token (it names every service and domain).
     pub metrics_token: bool,
+    /// Project names refused besides the top-level domains.
+    pub reserved_names: Vec<String>,
 }
 
 /// Cheap to clone; everything behind one `Arc`.

@@ -276,6 +276,14 @@ async fn bad_deploys_change_nothing() {
             json!([{ "name": "web", "image": "x", "env": { "P": "${secrets.DB}" } }]),
             "unknown secret \"DB\"",
         ),
+        (
+            json!([{ "name": "pypi", "project": "org", "image": "x" }]),
+            "project name \"org\" is reserved",
+        ),
+        (
+            json!([{ "name": "web", "project": "corp", "image": "x" }]),
+            "is reserved",
+        ),
     ];
     for (services, want) in cases {
         let (status, body) = call(&cp, deploy_req(services.clone())).await.unwrap();

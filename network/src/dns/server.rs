@@ -12,6 +12,7 @@ use hickory_proto::rr::{RData, Record, RecordType};
 use tokio::net::UdpSocket;
 
 use super::{DnsTable, Lookup, SPLIT_TTL, TTL};
+use crate::ipam::Ipv4Net;
 
 /// The host's resolvers, from resolv.conf (loopback ones too: orca runs on
 /// the host), as port-53 addresses.
@@ -70,42 +71,77 @@ pub fn answer(table: &DnsTable, packet: &[u8], from: Option<Ipv4Addr>) -> Option
     response.to_vec().ok()
 }
 
-/// Serves DNS on `socket` until the task is dropped.
-pub async fn serve(socket: UdpSocket, table: Arc<DnsTable>, upstreams: Vec<SocketAddr>) {
+/// Queries forwarded at once; past that, new ones are refused at once
+/// (SERVFAIL) rather than queued without bound.
+pub const MAX_IN_FLIGHT: usize = 256;
+
+/// A SERVFAIL answer to `packet`, if it parses as a query.
+fn servfail(packet: &[u8]) -> Option<Vec<u8>> {
+    let req = Message::from_vec(packet).ok()?;
+    let mut fail = Message::response(req.metadata.id, req.metadata.op_code);
+    fail.metadata.response_code = ResponseCode::ServFail;
+    fail.queries = req.queries;
+    fail.to_vec().ok()
+}
+
+/// Serves DNS on `socket` until the task is dropped, to clients in
+/// `clients` only (the replicas on the bridge); queries from anywhere else
+/// are dropped unanswered.
+pub async fn serve(
+    socket: UdpSocket,
+    table: Arc<DnsTable>,
+    upstreams: Vec<SocketAddr>,
+    clients: Ipv4Net,
+) {
     let socket = Arc::new(socket);
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
     let mut buf = vec![0u8; 4096];
     loop {
         let Ok((n, peer)) = socket.recv_from(&mut buf).await else {
             continue;
         };
-        let packet = buf[..n].to_vec();
         let from = match peer.ip() {
-            std::net::IpAddr::V4(v4) => Some(v4),
-            std::net::IpAddr::V6(_) => None,
+            std::net::IpAddr::V4(v4) if clients.contains(v4) => v4,
+            _ => continue,
         };
-        if let Some(reply) = answer(&table, &packet, from) {
+        let packet = buf[..n].to_vec();
+        if let Some(reply) = answer(&table, &packet, Some(from)) {
             let _ = socket.send_to(&reply, peer).await;
             continue;
         }
+        let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+            if let Some(fail) = servfail(&packet) {
+                let _ = socket.send_to(&fail, peer).await;
+            }
+            continue;
+        };
         let socket = socket.clone();
         let upstreams = upstreams.clone();
         tokio::spawn(async move {
-            if let Some(reply) = forward(&packet, &upstreams).await {
-                let _ = socket.send_to(&reply, peer).await;
-            } else if let Ok(req) = Message::from_vec(&packet) {
-                let mut fail = Message::response(req.metadata.id, req.metadata.op_code);
-                fail.metadata.response_code = ResponseCode::ServFail;
-                fail.queries = req.queries;
-                if let Ok(bytes) = fail.to_vec() {
-                    let _ = socket.send_to(&bytes, peer).await;
-                }
+            let reply = forward(&packet, &upstreams).await;
+            if let Some(bytes) = reply.or_else(|| servfail(&packet)) {
+                let _ = socket.send_to(&bytes, peer).await;
             }
+            drop(permit);
         });
     }
 }
 
-/// Asks each upstream in turn; the first answer.
+/// True if `reply` answers `query`: a response with its id and question.
+fn answers(query: &Message, reply: &[u8]) -> bool {
+    Message::from_vec(reply).is_ok_and(|m| {
+        m.metadata.message_type == MessageType::Response
+            && m.metadata.id == query.metadata.id
+            && m.queries == query.queries
+    })
+}
+
+/// Asks each upstream in turn; the first answer that is one. Each ask has
+/// its own socket (a fresh source port) connected to that upstream, so the
+/// kernel delivers datagrams from it alone; a reply with another id or
+/// question is ignored.
 async fn forward(packet: &[u8], upstreams: &[SocketAddr]) -> Option<Vec<u8>> {
+    let query = Message::from_vec(packet).ok()?;
     for upstream in upstreams {
         let bind: SocketAddr = if upstream.is_ipv4() {
             "0.0.0.0:0"
@@ -117,15 +153,16 @@ async fn forward(packet: &[u8], upstreams: &[SocketAddr]) -> Option<Vec<u8>> {
         let Ok(sock) = UdpSocket::bind(bind).await else {
             continue;
         };
-        if sock.send_to(packet, upstream).await.is_err() {
+        if sock.connect(upstream).await.is_err() || sock.send(packet).await.is_err() {
             continue;
         }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
         let mut buf = vec![0u8; 4096];
-        if let Ok(Ok((n, _))) =
-            tokio::time::timeout(Duration::from_secs(2), sock.recv_from(&mut buf)).await
-        {
-            buf.truncate(n);
-            return Some(buf);
+        while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, sock.recv(&mut buf)).await {
+            if answers(&query, &buf[..n]) {
+                buf.truncate(n);
+                return Some(buf);
+            }
         }
     }
     None
@@ -181,6 +218,10 @@ mod tests {
         );
     }
 
+    fn loopback() -> Ipv4Net {
+        Ipv4Net::parse("127.0.0.0/8").unwrap()
+    }
+
     /// Asks `server` for the A records of `name`; its answer.
     async fn ask(server: SocketAddr, name: &str, id: u16) -> Message {
         let mut q = Message::query();
@@ -223,7 +264,7 @@ mod tests {
         table.replace(names());
         let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let server_addr = server.local_addr().unwrap();
-        tokio::spawn(serve(server, table, vec![upstream_addr]));
+        tokio::spawn(serve(server, table, vec![upstream_addr], loopback()));
 
         // Not orca's: relayed from the upstream.
         let m = ask(server_addr, "example.com.", 9).await;
@@ -245,11 +286,112 @@ mod tests {
             .local_addr()
             .unwrap();
         let server_addr = server.local_addr().unwrap();
-        tokio::spawn(serve(server, table, vec![dead]));
+        tokio::spawn(serve(server, table, vec![dead], loopback()));
         let m = ask(server_addr, "example.com.", 11).await;
         assert_eq!(
             (m.metadata.id, m.metadata.response_code),
             (11, ResponseCode::ServFail)
         );
+    }
+
+    /// A fake upstream on loopback that first sends a reply with the wrong
+    /// id, then the right one with 192.0.2.8; or, when `mute`, nothing.
+    async fn upstream(mute: bool) -> SocketAddr {
+        let upstream = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = upstream.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            while let Ok((n, peer)) = upstream.recv_from(&mut buf).await {
+                if mute {
+                    continue;
+                }
+                let req = Message::from_vec(&buf[..n]).unwrap();
+                let q = req.queries[0].clone();
+                for (id, ip) in [
+                    (req.metadata.id.wrapping_add(1), "192.0.2.66"),
+                    (req.metadata.id, "192.0.2.8"),
+                ] {
+                    let mut resp = Message::response(id, OpCode::Query);
+                    resp.add_query(q.clone());
+                    resp.add_answer(Record::from_rdata(
+                        q.name().clone(),
+                        60,
+                        RData::A(A(ip.parse().unwrap())),
+                    ));
+                    let _ = upstream.send_to(&resp.to_vec().unwrap(), peer).await;
+                }
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn only_the_matching_reply_is_relayed_and_only_to_clients() {
+        let table = Arc::new(DnsTable::default());
+        let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let server_addr = server.local_addr().unwrap();
+        tokio::spawn(serve(
+            server,
+            table.clone(),
+            vec![upstream(false).await],
+            loopback(),
+        ));
+        let m = ask(server_addr, "example.com.", 21).await;
+        assert_eq!(m.answers.len(), 1);
+        assert_eq!(m.answers[0].data, RData::A(A("192.0.2.8".parse().unwrap())));
+
+        // A server for clients in 10.0.0.0/24 ignores a loopback client.
+        let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let server_addr = server.local_addr().unwrap();
+        let bridge = Ipv4Net::parse("10.0.0.0/24").unwrap();
+        tokio::spawn(serve(server, table, vec![upstream(false).await], bridge));
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut q = Message::query();
+        q.add_query(Query::query(
+            Name::from_ascii("example.com.").unwrap(),
+            RecordType::A,
+        ));
+        client
+            .send_to(&q.to_vec().unwrap(), server_addr)
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 512];
+        let got =
+            tokio::time::timeout(Duration::from_millis(500), client.recv_from(&mut buf)).await;
+        assert!(got.is_err(), "a client off the bridge got an answer");
+    }
+
+    #[tokio::test]
+    async fn forwards_in_flight_are_capped() {
+        let table = Arc::new(DnsTable::default());
+        let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let server_addr = server.local_addr().unwrap();
+        tokio::spawn(serve(server, table, vec![upstream(true).await], loopback()));
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let extra = 40;
+        for id in 0..(MAX_IN_FLIGHT + extra) as u16 {
+            let mut q = Message::query();
+            q.metadata.id = id;
+            q.add_query(Query::query(
+                Name::from_ascii("example.com.").unwrap(),
+                RecordType::A,
+            ));
+            client
+                .send_to(&q.to_vec().unwrap(), server_addr)
+                .await
+                .unwrap();
+        }
+        // The upstream never answers: those past the cap fail at once, the
+        // others only after the 2 s upstream timeout.
+        let mut refused = 0;
+        let mut buf = vec![0u8; 512];
+        while let Ok(Ok((n, _))) =
+            tokio::time::timeout(Duration::from_millis(1000), client.recv_from(&mut buf)).await
+        {
+            let m = Message::from_vec(&buf[..n]).unwrap();
+            assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+            refused += 1;
+        }
+        assert_eq!(refused, extra);
     }
 }
