@@ -172,6 +172,43 @@ async fn push_webhooks_verify_then_redeploy() {
     let invocations = listed["webhooks"][0]["invocations"].as_array().unwrap();
     assert_eq!(invocations.len(), 4, "{listed}");
     assert_eq!(invocations[0]["delivery"], "d-3");
+
+    // A push without a delivery id cannot be told from a replay: refused.
+    let (status, body) = deliver(&addr, &github("push", &main, None), &main).await;
+    assert_eq!(status, 400, "{body}");
+    // Copies of one new delivery at once act once.
+    skopeo_tag(&env, "web-v1", "v1", &tag);
+    let headers = github("push", &main, Some("d-4"));
+    let copies: Vec<_> = (0..8)
+        .map(|_| {
+            let (addr, headers, main) = (addr.clone(), headers.clone(), main.clone());
+            tokio::spawn(async move { deliver(&addr, &headers, &main).await })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for copy in copies {
+        results.push(result_of(&copy.await.unwrap().1).to_string());
+    }
+    let redeploys = results.iter().filter(|r| r.starts_with("redeploying"));
+    assert_eq!(redeploys.count(), 1, "{results:?}");
+    let replays = results.iter().filter(|r| r.contains("already handled"));
+    assert_eq!(replays.count(), 7, "{results:?}");
+    common::wait_for(&c, "site", "the redeploy to v1's image", |s| {
+        s.version == 3 && s.instances.iter().all(|i| i.version == 3)
+    })
+    .await;
+    // A service an operator stopped stays stopped.
+    c.delete::<Value>("/api/v1/services/site").await.unwrap();
+    let (status, body) = deliver(&addr, &github("push", &main, Some("d-5")), &main).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(result_of(&body).contains("is stopped"), "{body}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let s = common::wait_for(&c, "site", "stopped, no replicas", |s| {
+        s.instances.is_empty()
+    })
+    .await;
+    assert_eq!(serde_json::to_value(s.status).unwrap(), "stopped");
+
     let id = hook["id"].as_str().unwrap();
     c.delete::<Value>(&format!("/api/v1/webhooks/{id}"))
         .await

@@ -176,16 +176,35 @@ impl ControlPlane {
         if matched.is_empty() {
             return Err(ApiError::unauthorized("bad signature"));
         }
+        // GitHub and Gitea always send one; without it a replay could not
+        // be told from a new push.
+        let Some(id) = delivery.delivery.clone().filter(|d| !d.is_empty()) else {
+            return Err(ApiError::bad_request(
+                "missing delivery id (X-GitHub-Delivery or X-Gitea-Delivery)",
+            ));
+        };
         let event = delivery.event.clone().unwrap_or_default();
         let mut status = 200;
         let mut answers = Vec::new();
-        for mut hook in matched {
-            let result = self.handle_delivery(&hook, &event, &delivery).await;
+        for hook in matched {
+            // Check and record the delivery under the webhook's own lock,
+            // from its stored record: two copies of one delivery arriving
+            // together act once.
+            let lock = self.inner().service_lock(&format!("webhook:{}", hook.id));
+            let _held = lock.lock().await;
+            let Some(mut hook) = self.webhook_record(&hook.id)? else {
+                continue;
+            };
+            let result = if hook.deliveries.contains(&id) {
+                format!("ignored: delivery {id} was already handled")
+            } else {
+                self.handle_delivery(&hook, &event, &delivery).await
+            };
             if result.starts_with("redeploying") {
                 status = 202;
             }
-            if let Some(d) = &delivery.delivery {
-                hook.deliveries.push(d.clone());
+            if !hook.deliveries.contains(&id) {
+                hook.deliveries.push(id.clone());
                 let excess = hook.deliveries.len().saturating_sub(KEEP_DELIVERIES);
                 hook.deliveries.drain(..excess);
             }
@@ -193,7 +212,7 @@ impl ControlPlane {
                 0,
                 Invocation {
                     at: now(),
-                    delivery: delivery.delivery.clone(),
+                    delivery: Some(id.clone()),
                     event: event.clone(),
                     result: result.clone(),
                 },
@@ -205,6 +224,10 @@ impl ControlPlane {
         ApiResponse::json(status, &serde_json::json!({ "results": answers }))
     }
 
+    fn webhook_record(&self, id: &str) -> Result<Option<WebhookRecord>, ApiError> {
+        Ok(self.webhook_records()?.into_iter().find(|h| h.id == id))
+    }
+
     /// What one verified delivery does to one webhook; the result text.
     async fn handle_delivery(
         &self,
@@ -212,11 +235,6 @@ impl ControlPlane {
         event: &str,
         delivery: &GitWebhook,
     ) -> String {
-        if let Some(d) = &delivery.delivery {
-            if hook.deliveries.contains(d) {
-                return format!("ignored: delivery {d} was already handled");
-            }
-        }
         match event {
             "ping" => return "pong".into(),
             "push" => {}
@@ -244,6 +262,10 @@ impl ControlPlane {
         let Some(record) = self.inner().state().records.get(&hook.service).cloned() else {
             return format!("ignored: service {} is not deployed", hook.service);
         };
+        // An operator stopped it: a push does not start it again.
+        if record.stopped {
+            return format!("ignored: service {} is stopped", hook.service);
+        }
         // Re-resolve the tag in the background: a moved tag is a new digest,
         // so a new version, rolled out like any deploy.
         let cp = self.clone();
