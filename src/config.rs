@@ -84,6 +84,11 @@ pub struct ProxySection {
     /// Ingress worker threads (beyond the contract's keys); one per core
     /// when unset.
     pub workers: Option<usize>,
+    /// Client connections the ingress holds at once; more are closed.
+    pub max_connections: usize,
+    /// Seconds a client has for a request's head; idle keep-alive
+    /// connections close after as long.
+    pub header_timeout_secs: u64,
 }
 
 impl Default for ProxySection {
@@ -91,11 +96,21 @@ impl Default for ProxySection {
         Self {
             http_listen: "0.0.0.0:80".into(),
             workers: None,
+            max_connections: 10_000,
+            header_timeout_secs: 30,
         }
     }
 }
 
 impl ProxySection {
+    /// The ingress's limits.
+    pub fn limits(&self) -> network::proxy::ingress::Limits {
+        network::proxy::ingress::Limits {
+            max_connections: self.max_connections.max(1),
+            header_timeout: std::time::Duration::from_secs(self.header_timeout_secs.max(1)),
+        }
+    }
+
     /// How many ingress worker threads to run.
     pub fn workers(&self) -> usize {
         self.workers

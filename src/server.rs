@@ -118,8 +118,12 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
     let ingress = std::net::TcpListener::bind(&config.proxy.http_listen)
         .with_context(|| format!("listen on {} (proxy.http_listen)", config.proxy.http_listen))?;
-    let proxy = network::proxy::IngressWorkers::start(ingress, routes, config.proxy.workers())
-        .context("start the ingress")?;
+    let proxy = network::proxy::IngressWorkers::start(
+        ingress,
+        network::proxy::Ingress::with_limits(routes, config.proxy.limits()),
+        config.proxy.workers(),
+    )
+    .context("start the ingress")?;
     tracing::info!(%address, node = %node_id, "orca server ready");
     eprintln!("orca server: node {node_id}, API on http://{address}");
     api::server::serve(listener, Arc::new(control), shutdown_signal()).await?;

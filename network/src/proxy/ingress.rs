@@ -26,6 +26,28 @@ pub struct Ingress {
     routes: Arc<Routes>,
     upstreams: Arc<Upstreams>,
     response_timeout: Duration,
+    limits: Limits,
+    /// Client connections open now, across every worker.
+    connections: Arc<tokio::sync::Semaphore>,
+}
+
+/// What one ingress (all its workers together) holds at most.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Client connections open at once; more are closed as they arrive.
+    pub max_connections: usize,
+    /// A client has this long to send a request's head, and an idle
+    /// keep-alive connection is closed after it.
+    pub header_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            header_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 /// How long a replica has to start answering (nginx's proxy_read_timeout).
@@ -81,11 +103,37 @@ impl Ingress {
     /// A proxy over `routes` with its own connection pool (one per worker
     /// thread, since the pool's connections live on that thread's runtime).
     pub fn new(routes: Arc<Routes>) -> Self {
+        Self::with_limits(routes, Limits::default())
+    }
+
+    /// A proxy over `routes` held to `limits`.
+    pub fn with_limits(routes: Arc<Routes>, limits: Limits) -> Self {
         Self {
             routes,
             upstreams: Arc::new(Upstreams::default()),
             response_timeout: RESPONSE_TIMEOUT,
+            connections: Arc::new(tokio::sync::Semaphore::new(limits.max_connections)),
+            limits,
         }
+    }
+
+    /// The same proxy with its own keep-alive pool (for another worker
+    /// thread), sharing the routes, the limits and the connection count.
+    pub fn for_worker(&self) -> Self {
+        Self {
+            upstreams: Arc::new(Upstreams::default()),
+            ..self.clone()
+        }
+    }
+
+    /// The limits it holds to.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// A place for one more client connection, unless the cap is reached.
+    pub fn admit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.connections.clone().try_acquire_owned().ok()
     }
 
     /// The same proxy, waiting `timeout` for a replica's response head.
@@ -202,11 +250,11 @@ impl Ingress {
             let Ok(sent) = tokio::time::timeout(self.response_timeout, sent).await else {
                 // Dropping the exchange closes that connection to the replica.
                 route.traffic.upstream_error();
+                tracing::debug!(backend = %backend.id, "replica did not answer in time");
                 return json_error(
                     StatusCode::GATEWAY_TIMEOUT,
                     &format!(
-                        "replica {} of {domain} did not answer within {} s",
-                        backend.id,
+                        "{domain} did not answer within {} s",
                         self.response_timeout.as_secs_f64()
                     ),
                 );
@@ -240,9 +288,12 @@ impl Ingress {
                             continue;
                         }
                     }
+                    // The detail stays in orca's log: a client learns
+                    // nothing about replicas or orca's insides.
+                    tracing::debug!(backend = %backend.id, error = %e, "replica failed");
                     return json_error(
                         StatusCode::BAD_GATEWAY,
-                        &format!("replica {} of {domain} failed: {e}", backend.id),
+                        &format!("{domain} failed to answer"),
                     );
                 }
             }

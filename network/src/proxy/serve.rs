@@ -6,7 +6,6 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -14,7 +13,6 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::{mpsc, watch};
 
 use super::ingress::Ingress;
-use super::routes::Routes;
 
 /// Accepts connections on `listener` until `shutdown` resolves.
 pub async fn serve(
@@ -40,21 +38,29 @@ pub async fn serve(
 }
 
 /// Serves HTTP/1.1 (and upgrades) on one accepted connection, in a task of
-/// the current runtime.
+/// the current runtime; past the ingress's connection cap, closes it.
 fn serve_connection(ingress: &Ingress, stream: tokio::net::TcpStream, addr: SocketAddr) {
+    let Some(permit) = ingress.admit() else {
+        tracing::debug!(client = %addr, "ingress: connection cap reached; closed");
+        return;
+    };
     let _ = stream.set_nodelay(true);
+    let header_timeout = ingress.limits().header_timeout;
     let ingress = ingress.clone();
     let service = hyper::service::service_fn(move |req| {
         let ingress = ingress.clone();
         async move { Ok::<_, Infallible>(ingress.handle(req, addr).await) }
     });
+    // The header timeout runs from the moment the connection waits for a
+    // request's head, so it also closes idle keep-alive connections.
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
+        .header_read_timeout(header_timeout)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     tokio::spawn(async move {
         let _ = conn.await;
+        drop(permit);
     });
 }
 
@@ -123,10 +129,11 @@ pub struct IngressWorkers {
 }
 
 impl IngressWorkers {
-    /// Starts `workers` threads (at least one) serving `listener`.
+    /// Starts `workers` threads (at least one) serving `listener`, each
+    /// with its own keep-alive pool, all under `ingress`'s limits.
     pub fn start(
         listener: std::net::TcpListener,
-        routes: Arc<Routes>,
+        ingress: Ingress,
         workers: usize,
     ) -> std::io::Result<Self> {
         listener.set_nonblocking(true)?;
@@ -141,7 +148,7 @@ impl IngressWorkers {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            let ingress = Ingress::new(routes.clone());
+            let ingress = ingress.for_worker();
             let stopped = stopped.clone();
             let dealt = receivers.remove(0);
             let (own, peers) = if n == 0 {
@@ -189,7 +196,9 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
-    use crate::proxy::Backend;
+    use crate::proxy::ingress::Limits;
+    use crate::proxy::{Backend, Routes};
+    use std::sync::Arc;
 
     async fn ask(addr: SocketAddr, host: &str) -> String {
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -231,10 +240,12 @@ mod tests {
         let answer = ask(addr, "slow.test").await;
         assert!(answer.starts_with("HTTP/1.1 504"), "{answer}");
         assert!(
-            answer.contains(
-                r#"{"error":"replica slow.0.aaaaaa of slow.test did not answer within 0.3 s"}"#
-            ),
+            answer.contains(r#"{"error":"slow.test did not answer within 0.3 s"}"#),
             "{answer}"
+        );
+        assert!(
+            !answer.contains("slow.0.aaaaaa"),
+            "a replica id leaked: {answer}"
         );
         assert!(started.elapsed() < Duration::from_secs(5));
 
@@ -249,5 +260,53 @@ mod tests {
         assert_eq!(traffic[0].1.responses(), [0, 0, 0, 0, 1]);
         assert_eq!(traffic[0].1.upstream_errors(), 1);
         assert_eq!(routes.unrouted(), 1);
+    }
+
+    #[tokio::test]
+    async fn connections_past_the_cap_and_idle_ones_are_closed() {
+        let routes = Arc::new(Routes::default());
+        let limits = Limits {
+            max_connections: 2,
+            header_timeout: Duration::from_millis(300),
+        };
+        let ingress = Ingress::with_limits(routes, limits);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(listener, ingress, std::future::pending()));
+
+        // Two connections held open take the two places.
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
+                .await
+                .unwrap();
+            let mut buf = [0u8; 12];
+            s.read_exact(&mut buf).await.unwrap();
+            assert_eq!(&buf, b"HTTP/1.1 404");
+            held.push(s);
+        }
+        // A third is closed without an answer.
+        let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let _ = third
+            .write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            .await;
+        let mut buf = Vec::new();
+        let n = tokio::time::timeout(Duration::from_secs(2), third.read_to_end(&mut buf))
+            .await
+            .unwrap()
+            .unwrap_or(0);
+        assert_eq!(n, 0, "past the cap: {}", String::from_utf8_lossy(&buf));
+
+        // Idle keep-alive connections close after the header timeout,
+        // which frees their places.
+        for s in &mut held {
+            let mut rest = Vec::new();
+            let read = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut rest)).await;
+            assert!(read.is_ok(), "an idle connection stayed open");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let answer = ask(addr, "a.test").await;
+        assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
     }
 }

@@ -20,6 +20,8 @@ use super::Body;
 
 /// How long a replica has to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Connections kept per replica and worker.
+pub const MAX_POOLED: usize = 64;
 /// An idle connection unused for this long is closed.
 const IDLE_FOR: Duration = Duration::from_secs(30);
 /// How often connections to replicas no longer asked for are swept.
@@ -158,11 +160,16 @@ impl Upstreams {
         });
         // A new connection takes its first request before it is polled.
         let sent = sender.try_send_request(req);
+        // Pooled up to a bound per replica; past it the connection serves
+        // this one request and closes.
         if let Ok(mut pool) = self.pool.lock() {
-            pool.conns.entry(addr).or_default().push(Conn {
-                sender,
-                used: Instant::now(),
-            });
+            let conns = pool.conns.entry(addr).or_default();
+            if conns.len() < MAX_POOLED {
+                conns.push(Conn {
+                    sender,
+                    used: Instant::now(),
+                });
+            }
         }
         Ok(sent)
     }
@@ -276,6 +283,17 @@ mod tests {
             assert!(n <= 3);
         }
         assert_eq!(ups.held(addr), 3);
+    }
+
+    #[tokio::test]
+    async fn the_pool_keeps_at_most_its_bound() {
+        let addr = server().await;
+        let ups = Upstreams::default();
+        let all = (0..MAX_POOLED + 8).map(|_| ups.send(addr, get()));
+        for r in futures::future::join_all(all).await {
+            text(r.unwrap()).await;
+        }
+        assert_eq!(ups.held(addr), MAX_POOLED);
     }
 
     #[tokio::test]
