@@ -4,12 +4,13 @@
 //! errors and orca's own logs show the `${secrets.KEY}` references only.
 
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
 
 /// Failures around secrets (never carrying a value).
 #[derive(Debug, thiserror::Error)]
@@ -38,20 +39,28 @@ impl SecretBox {
             path: path.display().to_string(),
             reason,
         };
-        let key: Vec<u8> = match std::fs::read(path) {
-            Ok(k) => k,
+        let key: Zeroizing<Vec<u8>> = match std::fs::metadata(path) {
+            Ok(meta) => {
+                let mode = meta.permissions().mode() & 0o777;
+                if mode & 0o077 != 0 {
+                    return Err(err(format!(
+                        "is readable by others than its owner (mode {mode:o}); chmod 600 it"
+                    )));
+                }
+                Zeroizing::new(std::fs::read(path).map_err(|e| err(e.to_string()))?)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let key: [u8; 32] = rand::random();
+                let key: Zeroizing<[u8; 32]> = Zeroizing::new(rand::random());
                 let mut f = std::fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
                     .mode(0o600)
                     .open(path)
                     .map_err(|e| err(e.to_string()))?;
-                f.write_all(&key)
+                f.write_all(key.as_slice())
                     .and_then(|_| f.sync_all())
                     .map_err(|e| err(e.to_string()))?;
-                key.to_vec()
+                Zeroizing::new(key.to_vec())
             }
             Err(e) => return Err(err(e.to_string())),
         };
@@ -80,8 +89,9 @@ impl SecretBox {
         out
     }
 
-    /// The value sealed by [`SecretBox::seal`] for `name`.
-    pub fn open_value(&self, name: &str, sealed: &[u8]) -> Result<String, SecretError> {
+    /// The value sealed by [`SecretBox::seal`] for `name`, wiped from
+    /// memory when dropped.
+    pub fn open_value(&self, name: &str, sealed: &[u8]) -> Result<Zeroizing<String>, SecretError> {
         if sealed.len() < 12 {
             return Err(SecretError::Decrypt(name.to_string()));
         }
@@ -94,14 +104,20 @@ impl SecretBox {
             .cipher
             .decrypt(Nonce::from_slice(nonce), payload)
             .map_err(|_| SecretError::Decrypt(name.to_string()))?;
-        String::from_utf8(plain).map_err(|_| SecretError::Decrypt(name.to_string()))
+        match String::from_utf8(plain) {
+            Ok(text) => Ok(Zeroizing::new(text)),
+            Err(e) => {
+                drop(Zeroizing::new(e.into_bytes()));
+                Err(SecretError::Decrypt(name.to_string()))
+            }
+        }
     }
 }
 
 /// Replaces every `${secrets.NAME}` in `value` with `lookup(NAME)`.
 pub fn substitute(
     value: &str,
-    lookup: &mut dyn FnMut(&str) -> Option<String>,
+    lookup: &mut dyn FnMut(&str) -> Option<Zeroizing<String>>,
 ) -> Result<String, String> {
     let mut out = String::with_capacity(value.len());
     let mut rest = value;
@@ -149,7 +165,7 @@ mod tests {
         assert!(!sealed.windows(7).any(|w| w == b"hunter2"));
         let again = SecretBox::open(&path).unwrap();
         assert_eq!(
-            again.open_value("DB_PASS", &sealed).unwrap(),
+            again.open_value("DB_PASS", &sealed).unwrap().as_str(),
             "hunter2-plaintext"
         );
         // Bound to its name: moving a value to another name fails.
@@ -158,8 +174,20 @@ mod tests {
     }
 
     #[test]
+    fn a_key_others_can_read_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secrets.key");
+        SecretBox::open(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = SecretBox::open(&path).unwrap_err().to_string();
+        assert!(e.contains("mode 644") && e.contains("chmod 600"), "{e}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(SecretBox::open(&path).is_ok());
+    }
+
+    #[test]
     fn substitution() {
-        let mut lookup = |n: &str| (n == "A").then(|| "1".to_string());
+        let mut lookup = |n: &str| (n == "A").then(|| Zeroizing::new("1".to_string()));
         assert_eq!(
             substitute("x${secrets.A}y${secrets.A}", &mut lookup).unwrap(),
             "x1y1"

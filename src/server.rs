@@ -18,7 +18,17 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
     let data = &config.cluster.data_dir;
     let logs = data.join("logs");
-    std::fs::create_dir_all(&logs).with_context(|| format!("create {}", logs.display()))?;
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&logs)
+            .with_context(|| format!("create {}", logs.display()))?;
+        // Replica logs are for the operators alone, also in a dir made before.
+        std::fs::set_permissions(&logs, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("chmod 700 {}", logs.display()))?;
+    }
     let repo = Repo::new(Arc::new(
         SledStore::open(&data.join("db"))
             .with_context(|| format!("open the store in {}", data.display()))?,

@@ -116,6 +116,17 @@ async fn secrets_are_sealed_resolved_and_never_shown() {
         .mode()
         & 0o777;
     assert_eq!(mode, 0o600);
+    // Replica logs (which may print a secret) are the owner's alone.
+    let mode_of = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode_of(&data.join("logs")), 0o700);
+    let logs: Vec<_> = std::fs::read_dir(data.join("logs"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(!logs.is_empty());
+    for f in logs {
+        assert_eq!(mode_of(&f.path()), 0o600, "{}", f.path().display());
+    }
 
     // Changing it restarts nothing; redeploying the same spec picks it up.
     c.put::<_, Value>("/api/v1/secrets/DB_PASS", &json!({ "value": NEW_VALUE }))

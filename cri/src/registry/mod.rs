@@ -246,8 +246,9 @@ impl RegistryClient {
                     return Err(CriError::registry(image, "too many redirects"));
                 }
                 let next = resolve_location(&url, &location);
-                // Credentials stay with the registry, never go to a CDN.
-                if host_of(&next) != host_of(&url) {
+                // Credentials stay with the registry, never go to a CDN,
+                // nor down to plain HTTP.
+                if !same_origin(&next, &url) {
                     authorization = None;
                 }
                 url = next;
@@ -350,7 +351,15 @@ impl RegistryClient {
                     scope.as_deref(),
                     &image.repository,
                 );
-                let basic = credentials.map(Credentials::basic_header);
+                // Credentials go to a token server of the registry's own
+                // site over https (or to a loopback or insecure-configured
+                // one); any other realm is asked without them.
+                let basic = credentials
+                    .filter(|_| self.may_send_credentials(endpoint, &realm))
+                    .map(Credentials::basic_header);
+                if credentials.is_some() && basic.is_none() {
+                    tracing::warn!(registry = %endpoint.host, realm = %realm, "token server is off the registry's site or not https; credentials withheld");
+                }
                 let response = self.send(&url, None, basic.as_deref(), image).await?;
                 let status = response.status();
                 let body = read_limited(response.into_body(), 1024 * 1024)
@@ -373,6 +382,20 @@ impl RegistryClient {
                 "{} answered 401 without a usable challenge",
                 endpoint.host
             ))),
+        }
+    }
+
+    /// Whether credentials for `endpoint` may go to the token server at
+    /// `realm`: over https to the registry's own site (the same host, or
+    /// one sharing its last two labels, like auth.docker.io for
+    /// registry-1.docker.io), or over plain HTTP to a loopback or
+    /// `insecure` host only.
+    fn may_send_credentials(&self, endpoint: &Endpoint, realm: &str) -> bool {
+        let host_port = host_of(realm);
+        match scheme_of(realm) {
+            "https" => same_site(strip_port(host_port), strip_port(&endpoint.host)),
+            "http" => is_loopback(host_port) || self.config.insecure.iter().any(|h| h == host_port),
+            _ => false,
         }
     }
 
@@ -430,6 +453,37 @@ fn resolve_location(current: &str, location: &str) -> String {
     format!("{}{}", &current[..origin_end], location)
 }
 
+fn scheme_of(url: &str) -> &str {
+    url.split_once("://").map(|(s, _)| s).unwrap_or("")
+}
+
+/// True when both URLs have the same scheme, host and port.
+fn same_origin(a: &str, b: &str) -> bool {
+    scheme_of(a).eq_ignore_ascii_case(scheme_of(b)) && host_of(a).eq_ignore_ascii_case(host_of(b))
+}
+
+fn strip_port(host_port: &str) -> &str {
+    match host_port.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(':') => h,
+        _ => host_port,
+    }
+}
+
+/// True when hosts `a` and `b` are one site: equal, or (for names) sharing
+/// their last two labels.
+fn same_site(a: &str, b: &str) -> bool {
+    let (a, b) = (a.to_ascii_lowercase(), b.to_ascii_lowercase());
+    if a == b {
+        return true;
+    }
+    let is_name = |h: &str| h.parse::<std::net::IpAddr>().is_err() && !h.starts_with('[');
+    let site = |h: &str| -> Option<String> {
+        let labels: Vec<&str> = h.split('.').collect();
+        (labels.len() >= 2).then(|| labels[labels.len() - 2..].join("."))
+    };
+    is_name(&a) && is_name(&b) && site(&a).is_some() && site(&a) == site(&b)
+}
+
 fn host_of(url: &str) -> &str {
     let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
     rest.split('/').next().unwrap_or(rest)
@@ -479,6 +533,33 @@ mod tests {
         assert_eq!((e[0].scheme, e.len()), ("http", 1));
         let e = c.endpoints(&ImageRef::parse("ghcr.io/a/b").unwrap());
         assert_eq!(e[0].scheme, "https");
+    }
+
+    #[test]
+    fn credentials_stay_on_the_registrys_site_and_scheme() {
+        assert!(same_site("auth.docker.io", "registry-1.docker.io"));
+        assert!(same_site("ghcr.io", "ghcr.io"));
+        assert!(!same_site("evil.example", "ghcr.io"));
+        assert!(!same_site("10.0.0.1", "10.0.0.2"));
+        assert!(same_origin("https://a.io/x", "https://a.io/y"));
+        assert!(!same_origin("http://a.io/x", "https://a.io/x"));
+        assert!(!same_origin("https://cdn.a.io/x", "https://a.io/x"));
+        let config = RegistryConfig {
+            insecure: vec!["reg.lan:5000".into()],
+            ..Default::default()
+        };
+        let client = RegistryClient::new(config).unwrap();
+        let hub = Endpoint {
+            scheme: "https",
+            host: "registry-1.docker.io".into(),
+            mirror: false,
+        };
+        assert!(client.may_send_credentials(&hub, "https://auth.docker.io/token"));
+        assert!(!client.may_send_credentials(&hub, "http://auth.docker.io/token"));
+        assert!(!client.may_send_credentials(&hub, "https://evil.example/token"));
+        assert!(client.may_send_credentials(&hub, "http://127.0.0.1:9/token"));
+        assert!(client.may_send_credentials(&hub, "http://reg.lan:5000/token"));
+        assert!(!client.may_send_credentials(&hub, "http://reg.lan:6000/token"));
     }
 
     #[test]
