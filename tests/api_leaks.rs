@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::server::{OrcaServer, VIEWER};
+use common::server::{Extra, OrcaServer, VIEWER};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -90,7 +90,11 @@ async fn invented_methods_share_one_metric_series() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_can_require_a_token() {
     let Some(env) = common::env() else { return };
-    let server = OrcaServer::start_with(&env, "metrics-token", "metrics_token = true").await;
+    let extra = Extra {
+        cluster: "metrics_token = true",
+        ..Default::default()
+    };
+    let server = OrcaServer::start_with(&env, "metrics-token", extra).await;
     let (status, body) = common::http::get(server.port, "orca", "/metrics").await;
     assert_eq!(status, 401, "{body}");
     let metrics = server

@@ -134,6 +134,12 @@ async fn service_lifecycle_on_containerd() {
         .await
         .unwrap();
     assert!(logs.lines().all(|l| l.starts_with("[web.")), "{logs}");
+    // Both replicas' lines, each under its own prefix.
+    let prefixes: std::collections::HashSet<&str> = logs
+        .lines()
+        .filter_map(|l| l.split_once(']').map(|(p, _)| p))
+        .collect();
+    assert_eq!(prefixes.len(), 2, "{logs}");
 
     // Follow: chunks keep coming until the client goes.
     common::wait_for(&c, "logger", "running", |s| s.running_replicas == 1).await;

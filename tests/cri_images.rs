@@ -54,6 +54,10 @@ async fn nginx_alpine_resolves_through_a_mirror() {
     let cri = common::connect(&env, &common::namespace("mirror")).await;
     let image = cri.pull("nginx:alpine").await.expect("pull through mirror");
     assert_eq!(image.name, "docker.io/library/nginx:alpine");
+    // The test image behind the mirror, not Docker Hub's nginx.
+    assert_eq!(image.config.entrypoint, Some(vec!["/bin/web".to_string()]));
+    let test_image = cri.pull(&env.image("web:v1")).await.unwrap();
+    assert_eq!(image.manifest_digest, test_image.manifest_digest);
     assert_eq!(
         cri.image("docker.io/library/nginx:alpine").await.unwrap(),
         image
@@ -81,7 +85,9 @@ async fn index_pull_picks_the_host_platform() {
 async fn concurrent_pulls_of_one_image_share_the_work() {
     let Some(env) = common::env() else { return };
     let cri = common::connect(&env, &common::namespace("dedupe")).await;
-    let reference = env.image("logger:latest");
+    // Through a counting proxy, so the registry's work can be seen.
+    let proxy = common::counting::start(&env.registry).await;
+    let reference = format!("{}/orca-test/logger:latest", proxy.addr);
     let pulls: Vec<_> = (0..6)
         .map(|_| {
             let cri = cri.clone();
@@ -102,6 +108,14 @@ async fn concurrent_pulls_of_one_image_share_the_work() {
         "{fetched:?}"
     );
     assert!(fetched.iter().any(|(n, _)| *n == 3));
+    // Each blob was asked of the registry once, for all six pulls.
+    let blobs = proxy.all();
+    let blob_gets: Vec<_> = blobs
+        .iter()
+        .filter(|(k, _)| k.starts_with("GET ") && k.contains("/blobs/"))
+        .collect();
+    assert_eq!(blob_gets.len(), 3, "{blobs:?}");
+    assert!(blob_gets.iter().all(|(_, n)| **n == 1), "{blobs:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,6 +18,8 @@ use cri::{ContainerConfig, Cri};
 struct Containerd {
     child: Child,
     socket: std::path::PathBuf,
+    /// Waited for already: its PID may belong to another process now.
+    reaped: bool,
 }
 
 impl Containerd {
@@ -51,15 +53,24 @@ impl Containerd {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Containerd { child, socket }
+        Containerd {
+            child,
+            socket,
+            reaped: false,
+        }
     }
 
     fn stop(&mut self) {
-        // Only the containerd this test started, by its PID.
+        if self.reaped {
+            return;
+        }
+        // Only the containerd this test started, by its PID, which stays
+        // its own until it is waited for.
         let _ = Command::new("kill")
             .arg(self.child.id().to_string())
             .status();
         let _ = self.child.wait();
+        self.reaped = true;
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use api::status::StatusResponse;
 use common::http::get;
-use common::server::OrcaServer;
+use common::server::{Extra, OrcaServer};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -240,7 +240,13 @@ exec nc -ll -p 8080 -e /tmp/ws"#;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingress_keeps_connections_to_replicas_alive() {
     let Some(env) = common::env() else { return };
-    let server = OrcaServer::start(&env, "pool").await;
+    // Two ingress workers, whatever the machine: the bound below is theirs.
+    let workers = 2;
+    let extra = Extra {
+        proxy: "workers = 2",
+        ..Default::default()
+    };
+    let server = OrcaServer::start_with(&env, "pool", extra).await;
     let c = server.admin();
     c.post::<_, Value>(
         "/api/v1/deploy",
@@ -268,7 +274,6 @@ async fn ingress_keeps_connections_to_replicas_alive() {
     assert_eq!(field("proxied_requests"), 61, "{stats}");
     // One pool per ingress worker thread, one connection each when requests
     // come one at a time.
-    let workers = std::thread::available_parallelism().map_or(1, usize::from);
     assert!(
         field("proxied_connections") <= workers,
         "61 requests took {} connections with {workers} workers",

@@ -424,30 +424,44 @@ async fn concurrent_writes_end_in_the_last_acknowledged_state() {
     )
     .await
     .unwrap();
+    // Each task answers the generation its write got, and the replica
+    // count that write asked for.
     let tasks: Vec<_> = (0..200)
         .map(|i| {
             let cp = cp.clone();
             tokio::spawn(async move {
-                let request = match i % 3 {
-                    0 => ApiRequest::Scale {
-                        name: "web".into(),
-                        replicas: (i % 7) as i64,
-                    },
-                    1 => ApiRequest::StopService { name: "web".into() },
-                    _ => deploy_req(
-                        json!([{ "name": "web", "image": "x", "replicas": (i % 5) as i64 }]),
-                    ),
+                let (request, wanted) = match i % 3 {
+                    0 => {
+                        let n = (i % 7) as i64;
+                        let name = "web".into();
+                        (ApiRequest::Scale { name, replicas: n }, n)
+                    }
+                    1 => (ApiRequest::StopService { name: "web".into() }, 0),
+                    _ => {
+                        let n = (i % 5) as i64;
+                        let spec = json!([{ "name": "web", "image": "x", "replicas": n }]);
+                        (deploy_req(spec), n)
+                    }
                 };
-                call(&cp, request).await
+                let (_, body) = call(&cp, request).await.unwrap();
+                let generation = body["generation"]
+                    .as_u64()
+                    .or_else(|| body["generations"]["web"].as_u64())
+                    .unwrap();
+                (generation, wanted)
             })
         })
         .collect();
+    let mut acks = Vec::new();
     for t in tasks {
-        t.await.unwrap().unwrap();
+        acks.push(t.await.unwrap());
     }
-    // The stored record is the last write; the node converges to it.
+    // The last acknowledged write is the one with the highest generation;
+    // the store and the node end in its state.
+    let (_, last) = acks.iter().max_by_key(|(g, _)| *g).copied().unwrap();
+    let want = last as usize;
     let record = cp.inner().repo.service("web").unwrap().unwrap();
-    let want = record.desired_replicas() as usize;
+    assert_eq!(record.desired_replicas() as usize, want);
     eventually("convergence", || {
         running(&agent, "web") == want && agent.instances().len() == want
     })

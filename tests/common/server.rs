@@ -50,6 +50,13 @@ fn hash(s: &str) -> u64 {
     h.finish()
 }
 
+/// Lines added to a test server's config, by section.
+#[derive(Default, Clone, Copy)]
+pub struct Extra<'a> {
+    pub cluster: &'a str,
+    pub proxy: &'a str,
+}
+
 pub struct OrcaServer {
     pub dir: tempfile::TempDir,
     pub port: u16,
@@ -64,11 +71,15 @@ pub struct OrcaServer {
 
 impl OrcaServer {
     pub async fn start(env: &TestEnv, name: &str) -> OrcaServer {
-        Self::start_with(env, name, "").await
+        Self::start_with(env, name, Extra::default()).await
     }
 
-    /// Starts a server whose `[cluster]` section also has `cluster_extra`.
-    pub async fn start_with(env: &TestEnv, name: &str, cluster_extra: &str) -> OrcaServer {
+    /// Starts a server with `extra` lines in its config's sections.
+    pub async fn start_with(env: &TestEnv, name: &str, extra: Extra<'_>) -> OrcaServer {
+        let Extra {
+            cluster: cluster_extra,
+            proxy: proxy_extra,
+        } = extra;
         let dir = tempfile::tempdir().unwrap();
         let port = super::free_port();
         let proxy_port = super::free_port();
@@ -89,6 +100,7 @@ bridge = "{bridge}"
 subnet = "{subnet}"
 [proxy]
 http_listen = "127.0.0.1:{proxy_port}"
+{proxy_extra}
 [registry.mirrors]
 "docker.io" = "http://{registry}"
 [node]
