@@ -86,8 +86,18 @@ fn wrk_run(url: &str, header: Option<&str>, secs: u32, script: Option<&std::path
     let errors = text
         .lines()
         .filter(|l| l.contains("Non-2xx") || l.contains("Socket errors"))
+        .map(str::trim)
         .collect::<Vec<_>>()
         .join("; ");
+    // A run with failed requests measures failures, not the server.
+    println!(
+        "wrk {url}: {rps:.0} req/s, p99 {p99_ms:.2} ms, errors: {}",
+        if errors.is_empty() { "none" } else { &errors }
+    );
+    assert!(
+        errors.is_empty() && rps > 0.0,
+        "wrk {url} saw errors: {errors}\n{text}"
+    );
     Wrk {
         rps,
         p99_ms,

@@ -1,7 +1,8 @@
 //! orca's `cri` against `ctr` on the same containerd and image, side by
 //! side in one run, alternating who goes first:
 //!
-//! - cold pull + unpack from the local registry vs `ctr images pull`;
+//! - cold pull + unpack from the local registry vs `ctr images pull`, each
+//!   of an image built for it (`cold-image.sh`), so no blob is known yet;
 //! - create + start of one container until its task runs vs `ctr run -d`.
 //!
 //! Run with the test environment up (`source tests/env.sh && orca_env_start`):
@@ -60,20 +61,36 @@ async fn main() {
     let image = format!("{}/orca-test/web:v1", env.registry);
     let run_id = std::process::id();
 
-    // Cold pull: a fresh namespace each time, so nothing is known there.
+    // Cold pull: a fresh namespace and an image no one has pulled (every
+    // blob new to containerd), one for each side in each round.
     let (mut orca_pull, mut ctr_pull) = (Vec::new(), Vec::new());
+    let cold = |tag: String| {
+        host::run(
+            std::process::Command::new("bash")
+                .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/bench/cold-image.sh"))
+                .arg(&env.registry)
+                .arg(&tag),
+        );
+        format!("{}/orca-test/cold:{tag}", env.registry)
+    };
     for round in 0..rounds {
         let ns_o = format!("bench-po-{run_id}-{round}");
         let ns_c = format!("bench-pc-{run_id}-{round}");
+        let (image_o, image_c) = (
+            cold(format!("o-{run_id}-{round}")),
+            cold(format!("c-{run_id}-{round}")),
+        );
         let cri = connect(&env, &ns_o).await;
         let orca = || async {
             let t = Instant::now();
-            cri.pull(&image).await.expect("orca pull");
-            t.elapsed()
+            let report = cri.pull_with_report(&image_o).await.expect("orca pull");
+            let took = t.elapsed();
+            assert_eq!(report.fetched_blobs, 3, "not a cold pull");
+            took
         };
         let ctr_run = || {
             let t = Instant::now();
-            ctr(&env, &ns_c, &["images", "pull", "--plain-http", &image]);
+            ctr(&env, &ns_c, &["images", "pull", "--plain-http", &image_c]);
             t.elapsed()
         };
         if round % 2 == 0 {
