@@ -1,8 +1,9 @@
 //! Attacks on the shared bridge from inside replicas, each beside a
 //! positive control (the same probe, from the same image, reaching what it
 //! may): no raw sockets by default, no IPv6, no ARP poisoning of the
-//! gateway, no spoofed source addresses, no UDP out of an internal service
-//! into another project, and no host ports but DNS and the ingress.
+//! gateway, no spoofed source addresses, no hairpin through the host, no
+//! UDP out of an internal service into another project, and no host ports
+//! but DNS and the ingress.
 
 #![allow(clippy::unwrap_used)]
 
@@ -156,6 +157,21 @@ async fn attacks_from_replicas_are_blocked_beside_their_controls() {
     sh(&cri, &attacker, &spoof).await;
     let spoofed = snmp(&cri, &front0, "Icmp", "InEchos").await;
     assert_eq!(spoofed, control, "spoofed echoes arrived");
+
+    // Routed through the gateway (a hairpin), the attacker's pings do not
+    // arrive either; on the bridge they did (the control above).
+    let before = snmp(&cri, &front0, "Icmp", "InEchos").await;
+    let hairpin = format!(
+        "ip route add {front0_ip}/32 via {gateway} dev eth0 && ping -c 3 -W 1 {front0_ip}; \
+         ip route del {front0_ip}/32"
+    );
+    let (_, out) = sh(&cri, &attacker, &hairpin).await;
+    assert!(out.contains("PING"), "{out}");
+    assert_eq!(
+        snmp(&cri, &front0, "Icmp", "InEchos").await,
+        before,
+        "hairpin: {out}"
+    );
 
     // An internal service opens no UDP exchange into another project (its
     // DNS query to a closed port leaves no trace there), while the same

@@ -136,6 +136,17 @@ pub struct Binding {
     pub ip: std::net::Ipv4Addr,
 }
 
+/// What tells a routed hairpin: a frame to the bridge's own MAC (the
+/// gateway's) for another address of the subnet would be routed by the host
+/// straight back into the bridge. Replicas reach each other on the bridge
+/// itself, so such a frame is dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hairpin {
+    pub bridge_mac: [u8; 6],
+    pub gateway: std::net::Ipv4Addr,
+    pub subnet: Ipv4Net,
+}
+
 /// `aa:bb:cc:dd:ee:ff`.
 pub fn mac_text(mac: &[u8; 6]) -> String {
     let parts: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
@@ -147,10 +158,17 @@ pub fn mac_text(mac: &[u8; 6]) -> String {
 /// replica's MAC and IPv4 address, and an ARP packet its MAC and IPv4 as
 /// sender. Everything else from a replica's port is dropped: spoofed
 /// sources, ARP answers for the gateway or another replica, IPv6 (router
-/// advertisements, link-local), other ethertypes. Ports of no replica
-/// (other bridges' on this host) pass untouched.
-pub fn binding_script(bridge: &str, bindings: &[Binding]) -> String {
+/// advertisements, link-local), other ethertypes, and routed hairpins (see
+/// [`Hairpin`]). Ports of no replica (other bridges' on this host) pass
+/// untouched.
+pub fn binding_script(bridge: &str, hairpin: &Hairpin, bindings: &[Binding]) -> String {
     let t = table_name(bridge);
+    let Hairpin {
+        bridge_mac,
+        gateway,
+        subnet,
+    } = hairpin;
+    let bridge_mac = mac_text(bridge_mac);
     let (ports, bound) = if bindings.is_empty() {
         (String::new(), String::new())
     } else {
@@ -174,6 +192,7 @@ pub fn binding_script(bridge: &str, bindings: &[Binding]) -> String {
          \tchain prerouting {{\n\
          \t\ttype filter hook prerouting priority -200; policy accept;\n\
          \t\tiifname != @ports accept\n\
+         \t\tether daddr {bridge_mac} ip daddr {subnet} ip daddr != {gateway} drop\n\
          \t\tether type ip iifname . ether saddr . ip saddr @bound accept\n\
          \t\tether type arp iifname . ether saddr . arp saddr ip @bound \
          iifname . arp saddr ether . arp saddr ip @bound accept\n\
@@ -277,8 +296,14 @@ mod tests {
 
     #[test]
     fn bindings_pin_ports_to_their_addresses() {
+        let hairpin = Hairpin {
+            bridge_mac: [0x02, 0, 0, 0, 0, 1],
+            gateway: "10.88.0.1".parse().unwrap(),
+            subnet: Ipv4Net::parse("10.88.0.0/24").unwrap(),
+        };
         let s = binding_script(
             "orca0",
+            &hairpin,
             &[Binding {
                 port: "ov0123456789".into(),
                 mac: [0x02, 0x6f, 10, 88, 0, 2],
@@ -299,7 +324,13 @@ mod tests {
             "{s}"
         );
         assert!(s.ends_with("\t\tdrop\n\t}\n}\n"), "{s}");
-        let empty = binding_script("orca0", &[]);
+        assert!(
+            s.contains(
+                "ether daddr 02:00:00:00:00:01 ip daddr 10.88.0.0/24 ip daddr != 10.88.0.1 drop"
+            ),
+            "{s}"
+        );
+        let empty = binding_script("orca0", &hairpin, &[]);
         assert!(empty.contains("set ports { type ifname; }"), "{empty}");
     }
 

@@ -50,6 +50,8 @@ pub struct NodeNetwork {
     isolation: tokio::sync::Mutex<String>,
     /// The port bindings last applied, likewise; held while they change.
     bindings: tokio::sync::Mutex<String>,
+    /// What tells a routed hairpin on this bridge.
+    hairpin: nft::Hairpin,
 }
 
 /// The hardware address of the replica at `ip`: fixed by its address, so
@@ -117,6 +119,20 @@ impl NodeNetwork {
         std::fs::create_dir_all(&settings.netns_dir)
             .map_err(|e| NetworkError::io("create", &settings.netns_dir, e))?;
         let ipam = Ipam::load(subnet, store.as_ref())?;
+        let bridge_mac = links::mac_of(&handle, &settings.bridge)
+            .await?
+            .and_then(|m| <[u8; 6]>::try_from(m).ok())
+            .ok_or_else(|| {
+                NetworkError::netlink("get address", &settings.bridge, "the bridge has no MAC")
+            })?;
+        // A bridge takes the lowest MAC of its ports unless one was set for
+        // it: set its own, so it stays what the hairpin rule names.
+        links::set_mac(&handle, &settings.bridge, bridge_mac).await?;
+        let hairpin = nft::Hairpin {
+            bridge_mac,
+            gateway: subnet.gateway(),
+            subnet,
+        };
         let network = Self {
             settings,
             subnet,
@@ -126,6 +142,7 @@ impl NodeNetwork {
             ipam: Mutex::new(ipam),
             isolation: tokio::sync::Mutex::new(String::new()),
             bindings: tokio::sync::Mutex::new(String::new()),
+            hairpin,
         };
         network.adopt_macs().await;
         network.apply_bindings().await?;
@@ -173,7 +190,7 @@ impl NodeNetwork {
             })
             .collect();
         bindings.sort_by(|a, b| a.port.cmp(&b.port));
-        let script = nft::binding_script(&self.settings.bridge, &bindings);
+        let script = nft::binding_script(&self.settings.bridge, &self.hairpin, &bindings);
         if *last == script {
             return Ok(());
         }

@@ -67,7 +67,10 @@ async fn main() {
     let cold = |tag: String| {
         host::run(
             std::process::Command::new("bash")
-                .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/bench/cold-image.sh"))
+                .arg(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/tests/bench/cold-image.sh"
+                ))
                 .arg(&env.registry)
                 .arg(&tag),
         );
