@@ -12,6 +12,7 @@
 //! - `agent`: the node boundary (`NodeAgent`) and the local agent.
 //! - `control`: the reconciler and the API handlers.
 //! - `metrics`: Prometheus metrics.
+//! - `imports`: the air-gap directory.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
@@ -19,6 +20,7 @@ mod agent;
 mod cli;
 mod config;
 mod control;
+mod imports;
 mod metrics;
 mod secrets;
 mod server;

@@ -84,6 +84,22 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         upstreams,
         network.subnet(),
     ));
+    let import_dir = config
+        .registry
+        .import_dir
+        .clone()
+        .unwrap_or_else(|| data.join("images"));
+    std::fs::create_dir_all(&import_dir)
+        .with_context(|| format!("create {} (registry.import_dir)", import_dir.display()))?;
+    let (imports_stop, imports_stopped) = tokio::sync::oneshot::channel::<()>();
+    let importer = tokio::spawn(crate::imports::run(
+        import_dir,
+        cri.clone(),
+        repo.clone(),
+        async move {
+            let _ = imports_stopped.await;
+        },
+    ));
     let agent = Arc::new(
         LocalAgent::new(cri, node_id.clone(), data, shim, Some(network.clone())).with_dns(),
     );
@@ -138,6 +154,8 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     eprintln!("orca server: node {node_id}, API on http://{address}");
     api::server::serve(listener, Arc::new(control), shutdown_signal()).await?;
     proxy.stop().await;
+    let _ = imports_stop.send(());
+    let _ = importer.await;
     eprintln!("orca server: stopped (containers keep running)");
     Ok(())
 }

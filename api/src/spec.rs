@@ -65,6 +65,45 @@ pub struct ServiceSpec {
     pub stop_grace_secs: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security: Option<SecuritySpec>,
+    /// When to ask the registry; see [`ServiceSpec::pull_policy`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull: Option<PullPolicy>,
+}
+
+/// `pull`: when a deploy asks the registry for the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PullPolicy {
+    /// Every deploy resolves the reference at the registry (and uses the
+    /// local image, saying so, when the registry cannot be reached).
+    Always,
+    /// The local image if containerd has it, else the registry.
+    Missing,
+    /// The local image only (air-gapped hosts).
+    Never,
+}
+
+impl PullPolicy {
+    /// The default for `image`: `always` for `:latest` and untagged
+    /// references, `missing` for any other tag and for digests.
+    pub fn default_for(image: &str) -> PullPolicy {
+        if image.contains('@') {
+            return PullPolicy::Missing;
+        }
+        let last = image.rsplit('/').next().unwrap_or(image);
+        match last.split_once(':') {
+            Some((_, tag)) if tag != "latest" => PullPolicy::Missing,
+            _ => PullPolicy::Always,
+        }
+    }
+}
+
+impl ServiceSpec {
+    /// The pull policy in force: the spec's, else the image's default.
+    pub fn pull_policy(&self) -> PullPolicy {
+        self.pull
+            .unwrap_or_else(|| PullPolicy::default_for(&self.image))
+    }
 }
 
 /// `security`: how a replica is confined beyond the defaults.
@@ -448,5 +487,23 @@ mod tests {
         assert!(spec(&long).unwrap().validate().is_err());
         let empty = r#"{"name":"","image":"x"}"#;
         assert!(spec(empty).unwrap().validate().is_err());
+    }
+
+    #[test]
+    fn pull_defaults_by_reference() {
+        use PullPolicy::*;
+        for (image, want) in [
+            ("nginx", Always),
+            ("nginx:latest", Always),
+            ("nginx:alpine", Missing),
+            ("127.0.0.1:5000/app", Always),
+            ("127.0.0.1:5000/app:v1", Missing),
+            ("app@sha256:abc", Missing),
+        ] {
+            assert_eq!(PullPolicy::default_for(image), want, "{image}");
+        }
+        let s = spec(r#"{"name":"a","image":"app:v1","pull":"never"}"#).unwrap();
+        assert_eq!(s.pull_policy(), Never);
+        assert!(spec(r#"{"name":"a","image":"x","pull":"sometimes"}"#).is_err());
     }
 }

@@ -40,6 +40,10 @@ pub enum CriError {
     #[error("registry unauthorized for {reference}: {reason}")]
     RegistryUnauthorized { reference: String, reason: String },
 
+    /// The registry could not be reached at all: DNS, connect or timeout.
+    #[error("registry unreachable for {reference}: {reason}")]
+    RegistryUnreachable { reference: String, reason: String },
+
     /// Any other registry failure: network, protocol, unexpected status.
     #[error("registry error for {reference}: {reason}")]
     Registry { reference: String, reason: String },
@@ -129,6 +133,15 @@ impl CriError {
     }
 
     /// True when containerd could not be reached (worth a retry later).
+    /// True when a registry could not be reached (not when it answered no).
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            CriError::RegistryUnreachable { .. } => true,
+            CriError::Shared(inner) => inner.is_unreachable(),
+            _ => false,
+        }
+    }
+
     pub fn is_unavailable(&self) -> bool {
         match self {
             CriError::Unavailable { .. } => true,

@@ -83,14 +83,17 @@ impl NodeAgent for FakeAgent {
         }
     }
 
-    async fn pull(&self, image: &str) -> Result<String, AgentError> {
+    async fn pull(&self, image: &str, _mode: super::PullMode) -> Result<super::Pulled, AgentError> {
         self.lock().calls.push(format!("pull {image}"));
         if image.starts_with("missing") {
             return Err(AgentError::Runtime(cri::CriError::ImageNotFound {
                 reference: image.to_string(),
             }));
         }
-        Ok(format!("sha256:{:064x}", image.len()))
+        Ok(super::Pulled {
+            digest: format!("sha256:{:064x}", image.len()),
+            note: None,
+        })
     }
 
     async fn start(&self, spec: &InstanceSpec) -> Result<u32, AgentError> {

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 
 use super::{
     AgentError, AgentEvent, Capacity, Instance, InstanceSpec, LogLine, NodeAgent, ProcessState,
+    PullMode, Pulled,
 };
 
 /// Label with the replica's slot number.
@@ -245,8 +246,41 @@ impl NodeAgent for LocalAgent {
         self.capacity
     }
 
-    async fn pull(&self, image: &str) -> Result<String, AgentError> {
-        Ok(self.cri.pull(image).await?.digest)
+    async fn pull(&self, image: &str, mode: PullMode) -> Result<Pulled, AgentError> {
+        let local = || async {
+            match self.cri.image(image).await {
+                Ok(i) => Ok(Some(i.digest)),
+                Err(e) if e.is_not_found() => Ok(None),
+                Err(e) => Err(AgentError::from(e)),
+            }
+        };
+        let pulled = |digest| Pulled { digest, note: None };
+        match mode {
+            PullMode::Never => match local().await? {
+                Some(digest) => Ok(pulled(digest)),
+                None => Err(AgentError::Other(format!(
+                    "image {image} is not on this node and pull is \"never\": \
+                     load it with `orca image import FILE.tar` (or drop the archive in the import directory)"
+                ))),
+            },
+            PullMode::Missing => match local().await? {
+                Some(digest) => Ok(pulled(digest)),
+                None => Ok(pulled(self.cri.pull(image).await?.digest)),
+            },
+            PullMode::Always { fallback } => match self.cri.pull(image).await {
+                Ok(i) => Ok(pulled(i.digest)),
+                Err(e) if fallback && e.is_unreachable() => match local().await? {
+                    Some(digest) => Ok(Pulled {
+                        note: Some(format!(
+                            "registry unreachable ({e}); running the local image {digest}"
+                        )),
+                        digest,
+                    }),
+                    None => Err(e.into()),
+                },
+                Err(e) => Err(e.into()),
+            },
+        }
     }
 
     async fn start(&self, spec: &InstanceSpec) -> Result<u32, AgentError> {

@@ -39,6 +39,37 @@ impl InstanceSpec {
     }
 }
 
+/// How a deploy gets its image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullMode {
+    /// Resolve at the registry; with `fallback`, use the local image when
+    /// the registry cannot be reached (not when it answers no).
+    Always { fallback: bool },
+    /// The local image if there is one, else the registry.
+    Missing,
+    /// The local image only.
+    Never,
+}
+
+impl From<api::spec::PullPolicy> for PullMode {
+    fn from(p: api::spec::PullPolicy) -> Self {
+        match p {
+            api::spec::PullPolicy::Always => PullMode::Always { fallback: true },
+            api::spec::PullPolicy::Missing => PullMode::Missing,
+            api::spec::PullPolicy::Never => PullMode::Never,
+        }
+    }
+}
+
+/// What [`NodeAgent::pull`] made present.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pulled {
+    pub digest: String,
+    /// Set when the registry could not be reached and the local image
+    /// was used: why, and which digest.
+    pub note: Option<String>,
+}
+
 /// The service part of an instance id.
 pub fn service_of(instance_id: &str) -> &str {
     instance_id.split('.').next().unwrap_or(instance_id)
@@ -112,8 +143,9 @@ pub trait NodeAgent: Send + Sync + 'static {
     fn node_id(&self) -> &str;
     /// CPU cores and memory of the node.
     fn capacity(&self) -> Capacity;
-    /// Pulls an image; returns its digest.
-    async fn pull(&self, image: &str) -> Result<String, AgentError>;
+    /// Makes `image` present as `mode` says; its digest, and a note when
+    /// the local image stood in for an unreachable registry.
+    async fn pull(&self, image: &str, mode: PullMode) -> Result<Pulled, AgentError>;
     /// Creates and starts a replica; returns its PID. Leaves nothing behind on failure.
     async fn start(&self, spec: &InstanceSpec) -> Result<u32, AgentError>;
     /// Starts an exited replica again in place (same id, same log).

@@ -11,6 +11,7 @@ use api::spec::{
 use api::{ApiError, ApiResponse, Caller};
 
 use super::worker::wake;
+use crate::agent::PullMode;
 use super::ControlPlane;
 use crate::store::{spec_changed, Canary, ServiceRecord, VersionRecord, MAX_HISTORY};
 
@@ -172,6 +173,18 @@ impl ControlPlane {
         by: &str,
         caller: Option<&Caller>,
     ) -> Result<ApiResponse, ApiError> {
+        self.deploy_pulling(request, by, caller, None).await
+    }
+
+    /// [`ControlPlane::deploy`], with every image got as `pull` says when
+    /// given (a webhook's push re-resolves its tag, whatever the spec says).
+    pub(crate) async fn deploy_pulling(
+        &self,
+        request: DeployRequest,
+        by: &str,
+        caller: Option<&Caller>,
+        pull: Option<PullMode>,
+    ) -> Result<ApiResponse, ApiError> {
         let started = Instant::now();
         if request.services.is_empty() {
             return Err(ApiError::bad_request("no services to deploy"));
@@ -210,7 +223,8 @@ impl ControlPlane {
             let metrics = self.inner().metrics.clone();
             async move {
                 let t = Instant::now();
-                let result = agent.pull(&spec.image).await;
+                let mode = pull.unwrap_or_else(|| spec.pull_policy().into());
+                let result = agent.pull(&spec.image, mode).await;
                 metrics.pull_seconds.observe(t.elapsed().as_secs_f64());
                 (spec, result)
             }
@@ -219,7 +233,18 @@ impl ControlPlane {
 
         for (spec, pulled) in pulls {
             let digest = match pulled {
-                Ok(d) => d,
+                Ok(p) => {
+                    if let Some(note) = &p.note {
+                        tracing::warn!(service = %spec.name, note, "deploying the local image");
+                    }
+                    self.inner()
+                        .state_mut()
+                        .services
+                        .entry(spec.name.clone())
+                        .or_default()
+                        .pull_note = p.note;
+                    p.digest
+                }
                 Err(e) => {
                     response.errors.push(format!("{}: {e}", spec.name));
                     continue;

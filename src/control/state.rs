@@ -49,6 +49,9 @@ pub struct ServiceRuntime {
     /// Since when the record at this generation has not settled (every
     /// wanted replica of its version ready, nothing else left).
     pub unsettled_since: Option<(u64, Instant)>,
+    /// Set when the last deploy ran the local image because the registry
+    /// could not be reached.
+    pub pull_note: Option<String>,
 }
 
 /// See the module doc.

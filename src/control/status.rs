@@ -122,6 +122,12 @@ pub(crate) fn service_status(
             None => note,
         });
     }
+    if let Some(note) = service_rt.and_then(|s| s.pull_note.as_ref()) {
+        message = Some(match message {
+            Some(m) => format!("{m}; {note}"),
+            None => note.clone(),
+        });
+    }
     if let Some(reverted) = &record.reverted {
         message = Some(match message {
             Some(m) => format!("{}; {m}", reverted.message),

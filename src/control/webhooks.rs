@@ -271,16 +271,52 @@ impl ControlPlane {
         let cp = self.clone();
         let spec = record.spec.clone();
         let by = format!("webhook {}", hook.id);
+        let (hook_id, delivery_id) = (hook.id.clone(), delivery.delivery.clone());
         tokio::spawn(async move {
             let request = api::spec::DeployRequest {
                 services: vec![spec],
             };
-            match cp.deploy(request, &by, None).await {
-                Ok(_) => tracing::info!(by, "push redeploy requested"),
-                Err(e) => tracing::warn!(by, error = %e.message, "push redeploy failed"),
+            // A push names a moved tag: always ask the registry, and fail
+            // rather than redeploy what runs already.
+            let pull = Some(crate::agent::PullMode::Always { fallback: false });
+            let outcome = match cp.deploy_pulling(request, &by, None, pull).await {
+                Ok(_) => {
+                    tracing::info!(by, "push redeploy requested");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(by, error = %e.message, "push redeploy failed");
+                    format!("redeploy failed: {}", e.message)
+                }
+            };
+            if let Err(e) = cp.note_outcome(&hook_id, delivery_id.as_deref(), outcome).await {
+                tracing::warn!(webhook = %hook_id, error = %e.message, "could not record the outcome");
             }
         });
         format!("redeploying {} from {branch}", hook.service)
+    }
+
+    /// Replaces the result of delivery `delivery` in webhook `id`'s list of
+    /// invocations with what the redeploy it started came to.
+    async fn note_outcome(
+        &self,
+        id: &str,
+        delivery: Option<&str>,
+        outcome: String,
+    ) -> Result<(), ApiError> {
+        let lock = self.inner().service_lock(&format!("webhook:{id}"));
+        let _held = lock.lock().await;
+        let Some(mut hook) = self.webhook_record(id)? else {
+            return Ok(());
+        };
+        if let Some(i) = hook
+            .invocations
+            .iter_mut()
+            .find(|i| i.delivery.as_deref() == delivery)
+        {
+            i.result = outcome;
+        }
+        self.save_webhook(&hook)
     }
 }
 

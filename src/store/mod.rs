@@ -28,6 +28,8 @@ pub enum Tree {
     Ipam,
     /// Encrypted secrets.
     Secrets,
+    /// Archives imported from the air-gap directory.
+    Imports,
 }
 
 impl Tree {
@@ -39,6 +41,7 @@ impl Tree {
             Tree::Nodes => "nodes",
             Tree::Ipam => "ipam",
             Tree::Secrets => "secrets",
+            Tree::Imports => "imports",
         }
     }
 }

@@ -47,6 +47,10 @@ pub struct RegistryConfig {
     pub mirrors: HashMap<String, String>,
     /// Credentials per registry (or mirror) host.
     pub auth: HashMap<String, Credentials>,
+    /// The air-gap directory: archives dropped here are imported (read by
+    /// orca's server; `data_dir/images` when unset).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub import_dir: Option<std::path::PathBuf>,
 }
 
 /// Where a manifest came from, so its blobs are fetched from the same place.
@@ -84,15 +88,22 @@ pub struct RegistryClient {
     tokens: Mutex<HashMap<(String, String), String>>,
 }
 
+/// How long connecting to a registry may take.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl RegistryClient {
     /// A client with `config`.
     pub fn new(config: RegistryConfig) -> Result<Self> {
+        let mut tcp = HttpConnector::new();
+        tcp.enforce_http(false);
+        // A registry that does not answer is unreachable, not slow forever.
+        tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
             .map_err(|e| CriError::registry("(tls setup)", e))?
             .https_or_http()
             .enable_http1()
-            .build();
+            .wrap_connector(tcp);
         let http = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(std::time::Duration::from_secs(30))
             .build(https);
@@ -311,10 +322,18 @@ impl RegistryClient {
         let request = builder
             .body(Empty::new())
             .map_err(|e| CriError::registry(image, e))?;
-        self.http
-            .request(request)
-            .await
-            .map_err(|e| CriError::registry(image, format!("GET {url}: {}", error_chain(&e))))
+        self.http.request(request).await.map_err(|e| {
+            let reason = format!("GET {url}: {}", error_chain(&e));
+            if e.is_connect() {
+                // DNS, refused, no route, or no answer in time.
+                CriError::RegistryUnreachable {
+                    reference: image.to_string(),
+                    reason,
+                }
+            } else {
+                CriError::registry(image, reason)
+            }
+        })
     }
 
     /// Answers a 401: a Bearer token from the realm, or Basic credentials.
