@@ -11,8 +11,8 @@ use api::spec::{
 use api::{ApiError, ApiResponse, Caller};
 
 use super::worker::wake;
-use crate::agent::PullMode;
 use super::ControlPlane;
+use crate::agent::PullMode;
 use crate::store::{spec_changed, Canary, ServiceRecord, VersionRecord, MAX_HISTORY};
 
 pub(super) fn now_rfc3339() -> String {

@@ -279,17 +279,26 @@ impl ControlPlane {
             // A push names a moved tag: always ask the registry, and fail
             // rather than redeploy what runs already.
             let pull = Some(crate::agent::PullMode::Always { fallback: false });
-            let outcome = match cp.deploy_pulling(request, &by, None, pull).await {
+            let failure = match cp.deploy_pulling(request, &by, None, pull).await {
+                // A deploy that did nothing answers its errors with a 4xx.
+                Ok(ApiResponse::Json(status, body)) if status >= 400 => {
+                    serde_json::from_slice::<serde_json::Value>(&body)
+                        .ok()
+                        .and_then(|v| v["error"].as_str().map(str::to_string))
+                        .unwrap_or_else(|| format!("status {status}"))
+                }
                 Ok(_) => {
                     tracing::info!(by, "push redeploy requested");
                     return;
                 }
-                Err(e) => {
-                    tracing::warn!(by, error = %e.message, "push redeploy failed");
-                    format!("redeploy failed: {}", e.message)
-                }
+                Err(e) => e.message,
             };
-            if let Err(e) = cp.note_outcome(&hook_id, delivery_id.as_deref(), outcome).await {
+            tracing::warn!(by, error = %failure, "push redeploy failed");
+            let outcome = format!("redeploy failed: {failure}");
+            if let Err(e) = cp
+                .note_outcome(&hook_id, delivery_id.as_deref(), outcome)
+                .await
+            {
                 tracing::warn!(webhook = %hook_id, error = %e.message, "could not record the outcome");
             }
         });

@@ -11,6 +11,7 @@ pub mod counting;
 pub mod host;
 pub mod http;
 pub mod server;
+pub mod webhook;
 
 #[allow(unused_imports)]
 pub use host::{free_port, run};
