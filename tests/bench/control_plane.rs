@@ -64,8 +64,14 @@ async fn answers_at(ip: &str, port: u16) -> bool {
 /// Waits until `n` replicas of `name` run and every one answers HTTP.
 async fn wait_serving(client: &ApiClient, name: &str, n: usize) {
     let mut ok = std::collections::HashSet::new();
+    let give_up = Instant::now() + Duration::from_secs(120);
     loop {
         let s: Value = client.get("/api/v1/status").await.unwrap();
+        assert!(
+            Instant::now() < give_up,
+            "{} of {n} replicas of {name} answer HTTP after 2 minutes: {s}",
+            ok.len()
+        );
         let ips: Vec<String> = s["services"]
             .as_array()
             .unwrap()
@@ -136,7 +142,15 @@ async fn main() {
         // has no network of its own to give them, so they share the host's
         // (less work than orca's namespace, veth and address each), each on
         // its own loopback port.
-        let ports: Vec<u16> = (0..n).map(|_| common::free_port()).collect();
+        // Distinct ports: each held until all are chosen.
+        let held: Vec<std::net::TcpListener> = (0..n)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let ports: Vec<u16> = held
+            .iter()
+            .map(|l| l.local_addr().unwrap().port())
+            .collect();
+        drop(held);
         let t = Instant::now();
         let children: Vec<_> = ports
             .iter()
@@ -159,7 +173,13 @@ async fn main() {
             c.wait().unwrap();
         }
         let mut serving = std::collections::HashSet::new();
+        let give_up = Instant::now() + Duration::from_secs(120);
         while serving.len() < ports.len() {
+            assert!(
+                Instant::now() < give_up,
+                "{} of {n} ctr containers answer HTTP after 2 minutes",
+                serving.len()
+            );
             for port in &ports {
                 if !serving.contains(port) && answers_at("127.0.0.1", *port).await {
                     serving.insert(*port);
