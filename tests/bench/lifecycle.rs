@@ -244,6 +244,11 @@ async fn main() {
         "rolling update v1 -> v2 (health path, max_unavailable 0): every replica v2 and ready, old ones gone, after {:.1} s; {ok} requests served, {failed} failed",
         rolled.as_secs_f64()
     );
+    // A rollout that failed requests measured failures, not a rollout.
+    assert_eq!(
+        failed, 0,
+        "{failed} requests failed during the rolling update"
+    );
     match swarm {
         Some((served, reported)) => println!(
             "swarm, same images and health check: every replica v2 and healthy, no v1 running, after {:.1} s; `docker service update` returned after {:.1} s; orca {:.1}x faster to serve v2 everywhere",
