@@ -10,6 +10,7 @@
 pub mod counting;
 pub mod host;
 pub mod http;
+pub mod lab;
 pub mod server;
 pub mod webhook;
 

@@ -1,0 +1,185 @@
+//! The multi-node lab on one machine: each node is a network namespace
+//! with its own containerd (own root, state and socket), wired by a veth
+//! to a "LAN" bridge that lives in a namespace of its own. Traffic stays
+//! inside these namespaces; the host's own namespace sends nothing to a
+//! lab address. Everything is removed when the lab is dropped, also when a
+//! test panics: containerd by the PID this lab started, then the
+//! namespaces.
+
+#![allow(dead_code)]
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// One node of the lab.
+pub struct LabNode {
+    /// The node's network namespace (`ip netns` name).
+    pub netns: String,
+    /// Its address on the LAN.
+    pub address: Ipv4Addr,
+    /// Its containerd's socket.
+    pub socket: PathBuf,
+    containerd: Option<Child>,
+}
+
+impl LabNode {
+    /// A command run inside the node's namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.netns, program]);
+        c
+    }
+}
+
+/// See the module doc.
+pub struct Lab {
+    pub nodes: Vec<LabNode>,
+    /// The LAN's namespace, holding the bridge `lan0`.
+    pub lan: String,
+    /// The LAN's /24.
+    pub subnet: String,
+    _dir: tempfile::TempDir,
+}
+
+/// Runs `ip args...`, which must succeed.
+fn ip(args: &[&str]) {
+    super::host::run(Command::new("ip").args(args));
+}
+
+/// A short tag unique to this lab, for names of at most 15 bytes.
+fn tag() -> String {
+    format!("{:06x}", super::rand_u32() & 0xff_ffff)
+}
+
+impl Lab {
+    /// A lab of `n` nodes (at most 200), each with containerd answering.
+    pub async fn start(n: usize) -> Lab {
+        let tag = tag();
+        let dir = tempfile::tempdir().unwrap();
+        let lan = format!("olan-{tag}");
+        let third = 1 + (super::rand_u32() % 250);
+        let subnet = format!("172.31.{third}.0/24");
+        let mut lab = Lab {
+            nodes: Vec::new(),
+            lan: lan.clone(),
+            subnet,
+            _dir: dir,
+        };
+        ip(&["netns", "add", &lan]);
+        ip(&["-n", &lan, "link", "add", "lan0", "type", "bridge"]);
+        ip(&["-n", &lan, "link", "set", "lan0", "up"]);
+        for i in 0..n {
+            let netns = format!("onode{i}-{tag}");
+            let address = Ipv4Addr::new(172, 31, third as u8, 10 + i as u8);
+            ip(&["netns", "add", &netns]);
+            let (inside, outside) = (format!("ol{i}{tag}a"), format!("ol{i}{tag}b"));
+            ip(&[
+                "-n", &netns, "link", "add", &inside, "type", "veth", "peer", "name", &outside,
+                "netns", &lan,
+            ]);
+            ip(&["-n", &lan, "link", "set", &outside, "master", "lan0", "up"]);
+            ip(&["-n", &netns, "link", "set", &inside, "name", "eth0"]);
+            ip(&[
+                "-n",
+                &netns,
+                "addr",
+                "add",
+                &format!("{address}/24"),
+                "dev",
+                "eth0",
+            ]);
+            ip(&["-n", &netns, "link", "set", "eth0", "up"]);
+            ip(&["-n", &netns, "link", "set", "lo", "up"]);
+            let root = lab._dir.path().join(format!("node{i}"));
+            let (containerd, socket) = start_containerd(&netns, &root);
+            lab.nodes.push(LabNode {
+                netns,
+                address,
+                socket,
+                containerd: Some(containerd),
+            });
+        }
+        for node in &lab.nodes {
+            wait_answering(&node.socket).await;
+        }
+        lab
+    }
+}
+
+/// containerd inside `netns`, with its root, state and socket under `dir`.
+fn start_containerd(netns: &str, dir: &Path) -> (Child, PathBuf) {
+    std::fs::create_dir_all(dir.join("root")).unwrap();
+    std::fs::create_dir_all(dir.join("state")).unwrap();
+    let socket = dir.join("containerd.sock");
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "version = 2\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n\
+             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+             [grpc]\n  address = \"{s}\"\n[ttrpc]\n  address = \"{s}.ttrpc\"\n\
+             [debug]\n  address = \"\"\n[metrics]\n  address = \"\"\n",
+            d = dir.display(),
+            s = socket.display()
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
+    // `ip netns exec` execs containerd: the PID is containerd's own.
+    let child = Command::new("ip")
+        .args(["netns", "exec", netns, "containerd", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("containerd (apt-get install containerd)");
+    (child, socket)
+}
+
+/// Waits (up to 20 s) until containerd answers at `socket`.
+async fn wait_answering(socket: &Path) {
+    let what = format!("containerd at {}", socket.display());
+    super::eventually(&what, Duration::from_secs(20), async || {
+        let out = Command::new("ctr")
+            .arg("--address")
+            .arg(socket)
+            .arg("version")
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    })
+    .await
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut c) = node.containerd.take() {
+                // The containerd this lab started, by its PID, then reaped.
+                let _ = Command::new("kill")
+                    .args(["-TERM", &c.id().to_string()])
+                    .status();
+                for _ in 0..50 {
+                    if matches!(c.try_wait(), Ok(Some(_))) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            let _ = Command::new("ip")
+                .args(["netns", "del", &node.netns])
+                .output();
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.lan])
+            .output();
+    }
+}
