@@ -255,7 +255,7 @@ impl ControlPlane {
         &self,
         spec: &api::spec::ServiceSpec,
     ) -> Result<Vec<(String, Vec<u8>)>, ApiError> {
-        let mut refs = super::deploy::secret_refs(spec);
+        let mut refs = super::access::secret_refs(spec);
         refs.sort();
         refs.dedup();
         let mut out = Vec::new();

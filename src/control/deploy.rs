@@ -10,6 +10,8 @@ use api::spec::{
 };
 use api::{ApiError, ApiResponse, Caller};
 
+use super::access::authorize;
+
 use super::worker::wake;
 use super::ControlPlane;
 use crate::agent::PullMode;
@@ -33,50 +35,6 @@ fn next_version(record: &ServiceRecord) -> u64 {
 
 pub(super) fn store_error(e: crate::store::StoreError) -> ApiError {
     ApiError::internal(format!("could not save: {e}"))
-}
-
-/// The secret names a spec's env refers to (`${secrets.KEY}`).
-pub(crate) fn secret_refs(spec: &ServiceSpec) -> Vec<String> {
-    let mut out = Vec::new();
-    for value in spec.env.values() {
-        let mut rest = value.as_str();
-        while let Some(start) = rest.find("${secrets.") {
-            let after = &rest[start + "${secrets.".len()..];
-            match after.find('}') {
-                Some(end) => {
-                    out.push(after[..end].to_string());
-                    rest = &after[end + 1..];
-                }
-                None => {
-                    out.push(after.to_string());
-                    break;
-                }
-            }
-        }
-    }
-    out
-}
-
-/// Whether `caller` may deploy `spec` (see [`ControlPlane::deploy`]).
-fn authorize(caller: Option<&Caller>, spec: &ServiceSpec) -> Result<(), ApiError> {
-    let Some(caller) = caller else {
-        return Ok(());
-    };
-    if !caller.may_change(&spec.project) {
-        return Err(ApiError::forbidden(format!(
-            "{}: token {:?} is scoped to project {}",
-            spec.name,
-            caller.name,
-            caller.project.as_deref().unwrap_or_default()
-        )));
-    }
-    if !secret_refs(spec).is_empty() && !caller.may_use_secrets_of(&spec.project) {
-        return Err(ApiError::forbidden(format!(
-            "{}: referencing secrets needs the admin role or a deployer token scoped to project {}",
-            spec.name, spec.project
-        )));
-    }
-    Ok(())
 }
 
 /// What storing one deployed service did.
@@ -504,22 +462,5 @@ impl ControlPlane {
         let mut names: Vec<String> = self.inner().state().records.keys().cloned().collect();
         names.sort();
         self.stop(names).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_secret_references() {
-        let mut spec: ServiceSpec = serde_json::from_str(r#"{"name":"a","image":"x"}"#).unwrap();
-        spec.env.insert("A".into(), "${secrets.DB_PASS}".into());
-        spec.env
-            .insert("B".into(), "x${secrets.ONE}y${secrets.TWO}".into());
-        spec.env.insert("C".into(), "plain".into());
-        let mut refs = secret_refs(&spec);
-        refs.sort();
-        assert_eq!(refs, ["DB_PASS", "ONE", "TWO"]);
     }
 }

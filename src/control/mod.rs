@@ -6,6 +6,7 @@
 //! service's lock around read-modify-write of its record, and only that
 //! service's worker acts on containerd, always from the latest record.
 
+mod access;
 mod cluster;
 mod deploy;
 mod handler;

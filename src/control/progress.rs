@@ -39,12 +39,25 @@ pub(crate) fn deadline_secs(record: &ServiceRecord) -> u64 {
         .unwrap_or(DEFAULT_DEADLINE.as_secs())
 }
 
-/// True when every wanted replica of the current version runs and is
-/// ready, and nothing else is left (no old version, no surplus, no canary).
+/// True when every wanted replica of the current version (and of a
+/// canary beside it) runs and is ready, and nothing else is left.
 pub(crate) fn settled(record: &ServiceRecord, replicas: &[Replica]) -> bool {
     let desired = record.desired_replicas();
-    record.canary.is_none() && updated(replicas, record.version, desired) == desired && {
-        replicas.len() == desired as usize
+    let canary = record
+        .canary
+        .as_ref()
+        .map_or((0, 0), |c| (c.version, canary_total(c, desired)));
+    updated(replicas, record.version, desired) == desired
+        && updated(replicas, canary.0, canary.1) == canary.1
+        && replicas.len() == (desired + canary.1) as usize
+}
+
+/// Canary replicas wanted beside `desired` stable ones.
+fn canary_total(canary: &crate::store::Canary, desired: u32) -> u32 {
+    if desired == 0 {
+        0
+    } else {
+        canary.replicas(desired)
     }
 }
 
@@ -65,11 +78,7 @@ pub(crate) fn rollout(facts: &Facts<'_>) -> Option<Rollout> {
     let desired = record.desired_replicas();
     let deadline_secs = deadline_secs(record);
     if let Some(canary) = &record.canary {
-        let total = if desired == 0 {
-            0
-        } else {
-            canary.replicas(desired)
-        };
+        let total = canary_total(canary, desired);
         let ready = updated(facts.replicas, canary.version, total);
         let (phase, message) = match &facts.problem {
             Some(problem) => (
@@ -348,6 +357,9 @@ mod tests {
         all.push(replica(2, 0, true, true));
         let p = phase_of(&r, &all, None);
         assert_eq!((p.phase, p.updated, p.total), (RolloutPhase::Canary, 1, 1));
+        // Ready on both sides: settled, so no deadline runs against it.
+        assert!(settled(&r, &all));
+        assert!(!settled(&r, &stable));
         let p = phase_of(&r, &all, Some("replica web-c keeps exiting"));
         assert_eq!(p.phase, RolloutPhase::Failed);
         assert_eq!(p.weight, Some(25));

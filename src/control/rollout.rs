@@ -20,28 +20,20 @@ pub(super) fn failure(
     rolling: bool,
     now: Instant,
 ) -> Option<String> {
-    let mut st = inner.state_mut();
-    let rt = st.services.entry(record.spec.name.clone()).or_default();
+    // Only a rollout that has something to go back to is rolled back.
     if !rolling {
-        rt.rollout = None;
         return None;
     }
-    let started = match rt.rollout {
-        Some((v, t)) if v == record.version => t,
-        _ => {
-            rt.rollout = Some((record.version, now));
-            now
-        }
-    };
-    // Only a version that has something to go back to is rolled back.
     record.history.iter().rev().nth(1)?;
-    let deadline = record
-        .spec
-        .deploy
-        .as_ref()
-        .and_then(|d| d.progress_deadline_secs)
-        .map(Duration::from_secs)
-        .unwrap_or(DEFAULT_DEADLINE);
+    let st = inner.state();
+    // Since when this version has not settled (kept by the worker).
+    let started = st
+        .services
+        .get(&record.spec.name)
+        .and_then(|s| s.unsettled_since)
+        .filter(|(v, _)| *v == record.version)
+        .map_or(now, |(_, t)| t);
+    let deadline = Duration::from_secs(super::progress::deadline_secs(record));
     let crashed = instances
         .iter()
         .filter(|i| i.version == record.version)
@@ -111,9 +103,8 @@ pub(super) async fn revert(inner: &Arc<Inner>, record: &ServiceRecord, reason: &
         tracing::error!(service = %record.spec.name, error = %e, "could not save the revert");
         return;
     }
-    let mut st = inner.state_mut();
-    if let Some(rt) = st.services.get_mut(&record.spec.name) {
-        rt.rollout = None;
-    }
-    st.records.insert(record.spec.name.clone(), current);
+    inner
+        .state_mut()
+        .records
+        .insert(record.spec.name.clone(), current);
 }

@@ -44,10 +44,9 @@ pub struct ServiceRuntime {
     pub next_start: Option<Instant>,
     /// Why the service is not as wanted, for status.
     pub last_error: Option<String>,
-    /// The version being rolled out and since when.
-    pub rollout: Option<(u64, Instant)>,
-    /// Since when the record at this generation has not settled (every
-    /// wanted replica of its version ready, nothing else left).
+    /// Since when the record's version (the first number) has not settled
+    /// (every wanted replica ready, nothing else left): the rollout's
+    /// deadline runs from there.
     pub unsettled_since: Option<(u64, Instant)>,
     /// Set when the last deploy ran the local image because the registry
     /// could not be reached.

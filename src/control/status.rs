@@ -186,9 +186,8 @@ fn rollout_problem(st: &State, record: &ServiceRecord, now: Instant) -> Option<S
     }
     let deadline = progress::deadline_secs(record);
     match service.and_then(|s| s.unsettled_since) {
-        Some((generation, since))
-            if generation == record.generation
-                && now.duration_since(since).as_secs() >= deadline =>
+        Some((version, since))
+            if version == record.version && now.duration_since(since).as_secs() >= deadline =>
         {
             Some(format!("not ready within {deadline}s"))
         }

@@ -225,7 +225,10 @@ impl ControlPlane {
     }
 
     fn webhook_record(&self, id: &str) -> Result<Option<WebhookRecord>, ApiError> {
-        Ok(self.webhook_records()?.into_iter().find(|h| h.id == id))
+        self.inner()
+            .repo
+            .get_typed(Tree::Webhooks, id)
+            .map_err(|e| ApiError::internal(e.to_string()))
     }
 
     /// What one verified delivery does to one webhook; the result text.

@@ -227,8 +227,8 @@ async fn converge(inner: &Arc<Inner>, service: &str) -> Converged {
     Converged::WakeAt(Some(Instant::now() + Duration::from_secs(1)))
 }
 
-/// Keeps when the service's record began to be unsettled (for the
-/// rollout deadline in status); returns when a replica without a readiness
+/// Keeps since when the service's version has been unsettled (the
+/// rollout deadline, for reverts and status); returns when a replica without a readiness
 /// check will have run long enough to count as ready, since only time
 /// changes that (events, readiness and removals wake the worker).
 fn track_settling(inner: &Inner, service: &str, now: Instant) -> Option<Instant> {
@@ -236,12 +236,12 @@ fn track_settling(inner: &Inner, service: &str, now: Instant) -> Option<Instant>
     let record = st.records.get(service)?;
     let replicas = st.rollout_replicas(record, now);
     let settled = super::progress::settled(record, &replicas);
-    let generation = record.generation;
+    let version = record.version;
     let current = st.services.get(service).and_then(|s| s.unsettled_since);
     let wanted = match current {
         _ if settled => None,
-        Some((g, since)) if g == generation => Some((g, since)),
-        _ => Some((generation, now)),
+        Some((v, since)) if v == version => Some((v, since)),
+        _ => Some((version, now)),
     };
     let settles_at = if settled || super::health::readiness(&record.spec).is_some() {
         None

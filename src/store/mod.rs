@@ -173,6 +173,14 @@ impl Repo {
             .collect())
     }
 
+    /// The value of `key` in `tree`, decoded.
+    pub fn get_typed<T: serde::de::DeserializeOwned>(
+        &self,
+        tree: Tree,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        self.get_json(tree, key)
+    }
     /// Every value of `tree`, decoded.
     pub fn list_typed<T: serde::de::DeserializeOwned>(
         &self,

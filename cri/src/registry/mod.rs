@@ -4,9 +4,12 @@
 //! streaming bodies so they go straight into containerd's content store.
 
 pub mod auth;
+mod url;
+
+pub use url::is_loopback;
+use url::{host_of, resolve_location, same_origin, same_site, scheme_of, strip_port};
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
 use std::sync::Mutex;
 
 use bytes::Bytes;
@@ -438,20 +441,6 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
-/// True for `localhost[:port]` and 127.0.0.0/8 addresses.
-pub fn is_loopback(host_port: &str) -> bool {
-    let host = match host_port.rsplit_once(':') {
-        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => host_port,
-    };
-    host == "localhost"
-        || host
-            .parse::<Ipv4Addr>()
-            .map(|ip| ip.is_loopback())
-            .unwrap_or(false)
-        || host == "[::1]"
-}
-
 async fn read_limited(body: Incoming, limit: usize) -> std::result::Result<Bytes, String> {
     let limited = http_body_util::Limited::new(body, limit);
     limited
@@ -461,136 +450,10 @@ async fn read_limited(body: Incoming, limit: usize) -> std::result::Result<Bytes
         .map_err(|e| e.to_string())
 }
 
-fn resolve_location(current: &str, location: &str) -> String {
-    if location.contains("://") {
-        return location.to_string();
-    }
-    let origin_end = current
-        .find("://")
-        .and_then(|i| current[i + 3..].find('/').map(|j| i + 3 + j))
-        .unwrap_or(current.len());
-    format!("{}{}", &current[..origin_end], location)
-}
-
-fn scheme_of(url: &str) -> &str {
-    url.split_once("://").map(|(s, _)| s).unwrap_or("")
-}
-
-/// True when both URLs have the same scheme, host and port.
-fn same_origin(a: &str, b: &str) -> bool {
-    scheme_of(a).eq_ignore_ascii_case(scheme_of(b)) && host_of(a).eq_ignore_ascii_case(host_of(b))
-}
-
-fn strip_port(host_port: &str) -> &str {
-    match host_port.rsplit_once(':') {
-        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(':') => h,
-        _ => host_port,
-    }
-}
-
-/// True when hosts `a` and `b` are one site: equal, or (for names) sharing
-/// their last two labels.
-fn same_site(a: &str, b: &str) -> bool {
-    let (a, b) = (a.to_ascii_lowercase(), b.to_ascii_lowercase());
-    if a == b {
-        return true;
-    }
-    let is_name = |h: &str| h.parse::<std::net::IpAddr>().is_err() && !h.starts_with('[');
-    let site = |h: &str| -> Option<String> {
-        let labels: Vec<&str> = h.split('.').collect();
-        (labels.len() >= 2).then(|| labels[labels.len() - 2..].join("."))
-    };
-    is_name(&a) && is_name(&b) && site(&a).is_some() && site(&a) == site(&b)
-}
-
-fn host_of(url: &str) -> &str {
-    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
-    rest.split('/').next().unwrap_or(rest)
-}
-
 fn short(s: &str) -> &str {
     let end = s.char_indices().nth(200).map(|(i, _)| i).unwrap_or(s.len());
     &s[..end]
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn client(config: RegistryConfig) -> RegistryClient {
-        RegistryClient::new(config).unwrap()
-    }
-
-    #[test]
-    fn loopback_is_plain_http() {
-        assert!(is_loopback("127.0.0.1:5000"));
-        assert!(is_loopback("127.1.2.3"));
-        assert!(is_loopback("localhost:5000"));
-        assert!(!is_loopback("10.0.0.1:5000"));
-        assert!(!is_loopback("registry-1.docker.io"));
-    }
-
-    #[test]
-    fn mirrors_come_first() {
-        let mut config = RegistryConfig::default();
-        config
-            .mirrors
-            .insert("docker.io".into(), "http://127.0.0.1:5000/".into());
-        config.insecure.push("reg.lan:5000".into());
-        let c = client(config);
-        let e = c.endpoints(&ImageRef::parse("nginx:alpine").unwrap());
-        assert_eq!(e.len(), 2);
-        assert_eq!(
-            (e[0].scheme, e[0].host.as_str(), e[0].mirror),
-            ("http", "127.0.0.1:5000", true)
-        );
-        assert_eq!(
-            (e[1].scheme, e[1].host.as_str(), e[1].mirror),
-            ("https", "registry-1.docker.io", false)
-        );
-        let e = c.endpoints(&ImageRef::parse("reg.lan:5000/app").unwrap());
-        assert_eq!((e[0].scheme, e.len()), ("http", 1));
-        let e = c.endpoints(&ImageRef::parse("ghcr.io/a/b").unwrap());
-        assert_eq!(e[0].scheme, "https");
-    }
-
-    #[test]
-    fn credentials_stay_on_the_registrys_site_and_scheme() {
-        assert!(same_site("auth.docker.io", "registry-1.docker.io"));
-        assert!(same_site("ghcr.io", "ghcr.io"));
-        assert!(!same_site("evil.example", "ghcr.io"));
-        assert!(!same_site("10.0.0.1", "10.0.0.2"));
-        assert!(same_origin("https://a.io/x", "https://a.io/y"));
-        assert!(!same_origin("http://a.io/x", "https://a.io/x"));
-        assert!(!same_origin("https://cdn.a.io/x", "https://a.io/x"));
-        let config = RegistryConfig {
-            insecure: vec!["reg.lan:5000".into()],
-            ..Default::default()
-        };
-        let client = RegistryClient::new(config).unwrap();
-        let hub = Endpoint {
-            scheme: "https",
-            host: "registry-1.docker.io".into(),
-            mirror: false,
-        };
-        assert!(client.may_send_credentials(&hub, "https://auth.docker.io/token"));
-        assert!(!client.may_send_credentials(&hub, "http://auth.docker.io/token"));
-        assert!(!client.may_send_credentials(&hub, "https://evil.example/token"));
-        assert!(client.may_send_credentials(&hub, "http://127.0.0.1:9/token"));
-        assert!(client.may_send_credentials(&hub, "http://reg.lan:5000/token"));
-        assert!(!client.may_send_credentials(&hub, "http://reg.lan:6000/token"));
-    }
-
-    #[test]
-    fn redirects_resolve() {
-        assert_eq!(
-            resolve_location("http://a:1/v2/x/blobs/y", "/other?z=1"),
-            "http://a:1/other?z=1"
-        );
-        assert_eq!(
-            resolve_location("http://a/v2", "https://cdn/b"),
-            "https://cdn/b"
-        );
-        assert_eq!(host_of("https://cdn.example/b/c"), "cdn.example");
-    }
-}
+mod tests;

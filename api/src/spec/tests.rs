@@ -1,0 +1,111 @@
+//! The spec's checks, one by one.
+
+use super::*;
+
+fn spec(json: &str) -> Result<ServiceSpec, String> {
+    serde_json::from_str::<ServiceSpec>(json).map_err(|e| e.to_string())
+}
+
+#[test]
+fn seed_payload_parses() {
+    let req: DeployRequest = serde_json::from_str(
+        r#"{"services":[{"name":"my-app","project":"frontend","image":"nginx:alpine","replicas":2,"port":80,
+        "domain":"app.example.com","health":"/healthz","env":{"KEY":"${secrets.KEY}"},
+        "resources":{"memory":"512Mi","cpu":1.0},"internal":true,"placement":{"node":"worker-1"}}]}"#,
+    )
+    .unwrap();
+    let s = &req.services[0];
+    assert_eq!(s.replicas, 2);
+    assert_eq!(
+        s.resources.as_ref().unwrap().memory.as_deref(),
+        Some("512Mi")
+    );
+    s.validate().unwrap();
+}
+
+#[test]
+fn defaults() {
+    let s = spec(r#"{"name":"web","image":"nginx"}"#).unwrap();
+    assert_eq!(s.project, "default");
+    assert_eq!(s.replicas, 1);
+    s.validate().unwrap();
+}
+
+#[test]
+fn unknown_field_is_named() {
+    let e = spec(r#"{"name":"web","image":"x","replica":3}"#).unwrap_err();
+    assert!(e.contains("unknown field `replica`"), "{e}");
+}
+
+#[test]
+fn bad_fields() {
+    let cases = [
+        (r#"{"name":"../etc","image":"x"}"#, "invalid service name"),
+        (r#"{"name":"A_B","image":"x"}"#, "invalid service name"),
+        (
+            r#"{"name":"web","project":"Bad Project","image":"x"}"#,
+            "invalid project",
+        ),
+        (r#"{"name":"web"}"#, "missing image"),
+        (
+            r#"{"name":"web","image":"x","replicas":-1}"#,
+            "invalid replicas -1",
+        ),
+        (
+            r#"{"name":"web","image":"x","replicas":100000}"#,
+            "invalid replicas 100000",
+        ),
+        (r#"{"name":"web","image":"x","port":0}"#, "invalid port"),
+        (
+            r#"{"name":"web","image":"x","health":"healthz"}"#,
+            "invalid health",
+        ),
+        (
+            r#"{"name":"web","image":"x","env":{"A=B":"1"}}"#,
+            "invalid env name",
+        ),
+        (
+            r#"{"name":"web","image":"x","resources":{"cpu":-1}}"#,
+            "invalid resources.cpu",
+        ),
+        (
+            r#"{"name":"web","image":"x","aliases":["Not_ok"]}"#,
+            "invalid alias",
+        ),
+        (
+            r#"{"name":"web","image":"x","deploy":{"canary_weight":101}}"#,
+            "invalid deploy.canary_weight",
+        ),
+        (
+            r#"{"name":"web","image":"x","command":[]}"#,
+            "invalid command",
+        ),
+    ];
+    for (json, want) in cases {
+        let e = spec(json).unwrap().validate().unwrap_err();
+        assert_eq!(e.status, 400);
+        assert!(e.message.contains(want), "{json}: {}", e.message);
+    }
+    let long = format!(r#"{{"name":"{}","image":"x"}}"#, "a".repeat(64));
+    assert!(spec(&long).unwrap().validate().is_err());
+    let empty = r#"{"name":"","image":"x"}"#;
+    assert!(spec(empty).unwrap().validate().is_err());
+}
+
+#[test]
+fn pull_defaults_by_reference() {
+    use PullPolicy::*;
+    for (image, want) in [
+        ("nginx", Always),
+        ("nginx:latest", Always),
+        ("nginx:alpine", Missing),
+        ("127.0.0.1:5000/app", Always),
+        ("127.0.0.1:5000/app:v1", Missing),
+        ("app@sha256:abc", Missing),
+    ] {
+        assert_eq!(PullPolicy::default_for(image), want, "{image}");
+    }
+    let s = spec(r#"{"name":"a","image":"app:v1","pull":"never"}"#).unwrap();
+    assert_eq!(s.pull_policy(), Never);
+    assert!(spec(r#"{"name":"a","image":"x","pull":"sometimes"}"#).is_err());
+}
