@@ -176,11 +176,12 @@ async fn a_registry_outage_stops_nothing_the_node_has() {
     let s = common::wait_for(&c, "app", "2 replicas", |s| common::all_ready_on(s, 3, 2)).await;
     // A crash restart.
     let pid = s.instances[0].pid.unwrap();
-    assert!(Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()
-        .unwrap()
-        .success());
+    // The replica's PID, which this test had orca start.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     common::wait_for(&c, "app", "restarted", |s| {
         s.instances
             .iter()

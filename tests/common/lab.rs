@@ -162,9 +162,8 @@ impl Drop for Lab {
         for node in &mut self.nodes {
             if let Some(mut c) = node.containerd.take() {
                 // The containerd this lab started, by its PID, then reaped.
-                let _ = Command::new("kill")
-                    .args(["-TERM", &c.id().to_string()])
-                    .status();
+                let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
                 for _ in 0..50 {
                     if matches!(c.try_wait(), Ok(Some(_))) {
                         break;

@@ -223,12 +223,17 @@ mod tests {
     }
 
     /// Asks `server` for the A records of `name`; its answer.
-    async fn ask(server: SocketAddr, name: &str, id: u16) -> Message {
+    /// An A query for `name` with `id`, on the wire.
+    fn query(name: &str, id: u16) -> Vec<u8> {
         let mut q = Message::query();
         q.metadata.id = id;
         q.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+        q.to_vec().unwrap()
+    }
+
+    async fn ask(server: SocketAddr, name: &str, id: u16) -> Message {
         let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        client.send_to(&q.to_vec().unwrap(), server).await.unwrap();
+        client.send_to(&query(name, id), server).await.unwrap();
         let mut buf = vec![0u8; 4096];
         let (n, _) = tokio::time::timeout(Duration::from_secs(5), client.recv_from(&mut buf))
             .await
@@ -346,15 +351,8 @@ mod tests {
         let bridge = Ipv4Net::parse("10.0.0.0/24").unwrap();
         tokio::spawn(serve(server, table, vec![upstream(false).await], bridge));
         let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let mut q = Message::query();
-        q.add_query(Query::query(
-            Name::from_ascii("example.com.").unwrap(),
-            RecordType::A,
-        ));
-        client
-            .send_to(&q.to_vec().unwrap(), server_addr)
-            .await
-            .unwrap();
+        let q = query("example.com.", 1);
+        client.send_to(&q, server_addr).await.unwrap();
         let mut buf = vec![0u8; 512];
         let got =
             tokio::time::timeout(Duration::from_millis(500), client.recv_from(&mut buf)).await;
@@ -370,16 +368,8 @@ mod tests {
         let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let extra = 40;
         for id in 0..(MAX_IN_FLIGHT + extra) as u16 {
-            let mut q = Message::query();
-            q.metadata.id = id;
-            q.add_query(Query::query(
-                Name::from_ascii("example.com.").unwrap(),
-                RecordType::A,
-            ));
-            client
-                .send_to(&q.to_vec().unwrap(), server_addr)
-                .await
-                .unwrap();
+            let q = query("example.com.", id);
+            client.send_to(&q, server_addr).await.unwrap();
         }
         // The upstream never answers: those past the cap fail at once, the
         // others only after the 2 s upstream timeout.
