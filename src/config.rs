@@ -29,6 +29,12 @@ pub struct ClusterSection {
     pub api_listen: String,
     /// `/metrics` needs a viewer token (Prometheus can send one).
     pub metrics_token: bool,
+    /// Agents connect here (TLS with the cluster's own CA).
+    pub grpc_listen: String,
+    /// No heartbeat for this long: the node is disconnected.
+    pub heartbeat_grace_secs: u64,
+    /// Disconnected this long: its replicas are placed elsewhere (0: never).
+    pub reschedule_after_secs: u64,
 }
 
 impl Default for ClusterSection {
@@ -38,6 +44,9 @@ impl Default for ClusterSection {
             data_dir: "/var/lib/orca".into(),
             api_listen: "0.0.0.0:6880".into(),
             metrics_token: false,
+            grpc_listen: "0.0.0.0:6881".into(),
+            heartbeat_grace_secs: 10,
+            reschedule_after_secs: 30,
         }
     }
 }

@@ -10,6 +10,7 @@
 //! - `config`: cluster.toml.
 //! - `store`: durable desired state (sled) behind a trait.
 //! - `agent`: the node boundary (`NodeAgent`) and the local agent.
+//! - `nodes`: the node registry.
 //! - `control`: the reconciler and the API handlers.
 //! - `metrics`: Prometheus metrics.
 //! - `imports`: the air-gap directory.
@@ -18,10 +19,12 @@
 
 mod agent;
 mod cli;
+mod cluster;
 mod config;
 mod control;
 mod imports;
 mod metrics;
+mod nodes;
 mod secrets;
 mod server;
 mod store;

@@ -222,12 +222,14 @@ impl Metrics {
                     .map(|i| (s.name.clone(), i.id.clone()))
             })
             .collect();
-        let agent = control.agent().clone();
         let usages: Vec<_> = futures::StreamExt::collect(futures::StreamExt::buffer_unordered(
             futures::stream::iter(running.into_iter().map(|(service, id)| {
-                let agent = agent.clone();
+                let agent = control.inner().agent_of(&id);
                 async move {
-                    let usage = agent.usage(&id).await;
+                    let usage = match agent {
+                        Ok(agent) => agent.usage(&id).await,
+                        Err(e) => Err(e),
+                    };
                     (service, id, usage)
                 }
             })),

@@ -126,11 +126,14 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         )),
         metrics_token: config.cluster.metrics_token,
         reserved_names: config.network.reserved_names.clone(),
+        heartbeat_grace: std::time::Duration::from_secs(config.cluster.heartbeat_grace_secs),
+        reschedule_after: std::time::Duration::from_secs(config.cluster.reschedule_after_secs),
+        ca_sha256: None,
     };
     let routes = Arc::new(network::proxy::Routes::default());
     let control = ControlPlane::new(
         repo,
-        agent,
+        Some(agent),
         settings,
         Metrics::new()?,
         Some(routes.clone()),

@@ -44,6 +44,10 @@ impl ApiResponse {
     pub fn ok<T: serde::Serialize>(value: &T) -> Result<Self, ApiError> {
         Self::json(200, value)
     }
+    /// 201 with `value` serialised.
+    pub fn created<T: serde::Serialize>(value: &T) -> Result<Self, ApiError> {
+        Self::json(201, value)
+    }
     /// `status` with `value` serialised.
     pub fn json<T: serde::Serialize>(status: u16, value: &T) -> Result<Self, ApiError> {
         serde_json::to_vec(value)

@@ -126,11 +126,35 @@ pub struct NodeStatus {
     pub address: String,
     pub labels: BTreeMap<String, String>,
     pub drained: bool,
-    /// `ready` or `down`.
+    /// While a drain still has replicas to move.
+    #[serde(default)]
+    pub drain: Option<DrainProgress>,
+    /// `ready` or `disconnected`.
     pub state: String,
+    /// `up` or `down`: the node's containerd, as the node last said.
+    #[serde(default)]
+    pub containerd: String,
     pub resources: NodeResources,
     pub allocated: NodeResources,
     pub instances: u32,
+    /// RFC 3339; null for a node not heard from since the server started.
+    #[serde(default)]
+    pub last_heartbeat: Option<String>,
+    /// orca's version on the node.
+    #[serde(default)]
+    pub version: String,
+    /// The server's own node.
+    #[serde(default)]
+    pub server: bool,
+}
+
+/// A drain in progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DrainProgress {
+    /// RFC 3339: what has not moved by then is stopped.
+    pub deadline: Option<String>,
+    /// Replicas still on the node.
+    pub remaining: u32,
 }
 
 /// `GET /api/v1/cluster/info`.
@@ -221,4 +245,30 @@ pub struct TokenCreated {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project: Option<String>,
     pub token: String,
+}
+
+/// `POST /api/v1/cluster/join-tokens`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinTokenRequest {
+    /// Seconds the token may be used for (default one hour, at most 30 days).
+    #[serde(default)]
+    pub ttl_secs: Option<u64>,
+}
+
+/// A join token as created (the secret is shown this once).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JoinTokenCreated {
+    pub id: String,
+    pub token: String,
+    /// RFC 3339.
+    pub expires_at: String,
+}
+
+/// A join token as listed (never the secret).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JoinTokenInfo {
+    pub id: String,
+    pub expires_at: String,
+    pub expired: bool,
 }

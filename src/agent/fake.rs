@@ -25,9 +25,29 @@ struct Inner {
 #[derive(Default)]
 pub struct FakeAgent {
     inner: Mutex<Inner>,
+    /// Its node id; "fake-node" when unset.
+    node: Option<String>,
+    /// Its size; 4 CPUs and 8 GiB when unset.
+    capacity: Option<Capacity>,
 }
 
 impl FakeAgent {
+    /// A fake node with its own id.
+    pub fn named(id: &str) -> Self {
+        Self {
+            node: Some(id.to_string()),
+            ..Self::default()
+        }
+    }
+
+    /// A fake node with its own id and size.
+    pub fn sized(id: &str, cpu: f64, memory_bytes: u64) -> Self {
+        Self {
+            capacity: Some(Capacity { cpu, memory_bytes }),
+            ..Self::named(id)
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -73,10 +93,13 @@ impl FakeAgent {
 #[async_trait::async_trait]
 impl NodeAgent for FakeAgent {
     fn node_id(&self) -> &str {
-        "fake-node"
+        self.node.as_deref().unwrap_or("fake-node")
     }
 
     fn capacity(&self) -> Capacity {
+        if let Some(c) = self.capacity {
+            return c;
+        }
         Capacity {
             cpu: 4.0,
             memory_bytes: 8 << 30,
@@ -111,6 +134,7 @@ impl NodeAgent for FakeAgent {
             spec.id.clone(),
             Instance {
                 id: spec.id.clone(),
+                node: self.node_id().to_string(),
                 service: spec.service.clone(),
                 project: spec.project.clone(),
                 version: spec.version,

@@ -203,7 +203,7 @@ impl LocalAgent {
     }
 }
 
-fn instance_of(info: cri::container::ContainerInfo) -> Option<Instance> {
+fn instance_of(node: &str, info: cri::container::ContainerInfo) -> Option<Instance> {
     let l = &info.labels;
     let service = l.get(cri::labels::SERVICE)?.clone();
     let state = match &info.task {
@@ -216,6 +216,7 @@ fn instance_of(info: cri::container::ContainerInfo) -> Option<Instance> {
     };
     Some(Instance {
         id: info.id.clone(),
+        node: node.to_string(),
         service,
         project: l.get(cri::labels::PROJECT).cloned().unwrap_or_default(),
         version: l
@@ -401,7 +402,11 @@ impl NodeAgent for LocalAgent {
             .cri
             .list_containers(&[cri::labels::has(cri::labels::SERVICE)])
             .await?;
-        Ok(self.with_addresses(all.into_iter().filter_map(instance_of).collect()))
+        Ok(self.with_addresses(
+            all.into_iter()
+                .filter_map(|i| instance_of(&self.node_id, i))
+                .collect(),
+        ))
     }
 
     async fn list_service(&self, service: &str) -> Result<Vec<Instance>, AgentError> {
@@ -409,7 +414,11 @@ impl NodeAgent for LocalAgent {
             .cri
             .list_containers(&[cri::labels::filter(cri::labels::SERVICE, service)])
             .await?;
-        Ok(self.with_addresses(all.into_iter().filter_map(instance_of).collect()))
+        Ok(self.with_addresses(
+            all.into_iter()
+                .filter_map(|i| instance_of(&self.node_id, i))
+                .collect(),
+        ))
     }
 
     async fn events(&self) -> Result<mpsc::Receiver<AgentEvent>, AgentError> {

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 
 /// What to run for one replica.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct InstanceSpec {
     /// `<service>.<slot>.<random>`: unique, valid as a containerd id.
     pub id: String,
@@ -40,7 +40,7 @@ impl InstanceSpec {
 }
 
 /// How a deploy gets its image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum PullMode {
     /// Resolve at the registry; with `fallback`, use the local image when
     /// the registry cannot be reached (not when it answers no).
@@ -62,7 +62,7 @@ impl From<api::spec::PullPolicy> for PullMode {
 }
 
 /// What [`NodeAgent::pull`] made present.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Pulled {
     pub digest: String,
     /// Set when the registry could not be reached and the local image
@@ -76,7 +76,7 @@ pub fn service_of(instance_id: &str) -> &str {
 }
 
 /// A replica's process state, from containerd.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ProcessState {
     /// Created, no process yet (or its task was deleted).
     Created,
@@ -87,9 +87,12 @@ pub enum ProcessState {
 }
 
 /// A replica as the node sees it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Instance {
     pub id: String,
+    /// The node that runs it.
+    #[serde(default)]
+    pub node: String,
     pub service: String,
     pub project: String,
     pub version: u64,
@@ -101,7 +104,7 @@ pub struct Instance {
 }
 
 /// Something that happened on the node.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum AgentEvent {
     Started {
         id: String,
@@ -118,19 +121,37 @@ pub enum AgentEvent {
 }
 
 /// Size of a node.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Capacity {
     pub cpu: f64,
     pub memory_bytes: u64,
 }
 
-/// Agent failures, with the message an operator should see.
+/// Agent failures, with the message an operator should see. A node that
+/// cannot be reached is not a node whose containerd fails.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
+    /// containerd (or the node's runtime) failed.
     #[error("{0}")]
     Runtime(#[from] cri::CriError),
+    /// The replica (or image, or log) does not exist on the node.
+    #[error("{0}")]
+    NotFound(String),
+    /// The node is not connected, or stopped answering.
+    #[error("node {node} unreachable: {reason}")]
+    Unreachable { node: String, reason: String },
+    /// A runtime failure reported by a remote node, as it worded it.
+    #[error("{0}")]
+    Remote(String),
     #[error("{0}")]
     Other(String),
+}
+
+impl AgentError {
+    /// True when the node could not be asked at all.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, AgentError::Unreachable { .. })
+    }
 }
 
 /// A line of an instance's log.
@@ -174,4 +195,7 @@ pub trait NodeAgent: Send + Sync + 'static {
     fn logs_follow(&self, id: &str) -> mpsc::Receiver<LogLine>;
     /// Memory and CPU use of a replica.
     async fn usage(&self, id: &str) -> Result<cri::metrics::Usage, AgentError>;
+    /// Ends the connection to a remote node (it was removed); nothing for
+    /// a node in process.
+    fn disconnect(&self) {}
 }

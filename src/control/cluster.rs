@@ -1,81 +1,151 @@
-//! The cluster side of the API: nodes (this one, for now), drain and
-//! undrain, health, and tokens created at run time.
+//! The cluster side of the API: nodes, drain and undrain, node removal,
+//! health, and tokens created at run time.
 
 use api::auth::{token_hash, TokenEntry};
-use api::status::{ClusterInfo, NodeResources, NodeStatus, TokenCreated, TokenRequest};
+use std::collections::HashMap;
+
+use api::status::{
+    ClusterInfo, DrainProgress, NodeResources, NodeStatus, TokenCreated, TokenRequest,
+};
 use api::{ApiError, ApiResponse};
 
+use super::schedule::Demand;
 use super::worker::wake_all;
 use super::ControlPlane;
 use crate::agent::ProcessState;
-use crate::store::NodeRecord;
+use crate::nodes::NodeError;
+
+/// A drain stops what has not moved after this long, unless told otherwise.
+pub const DEFAULT_DRAIN_DEADLINE_SECS: u64 = 3600;
+
+fn rfc3339(unix: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix))
+        .to_string()
+}
+
+fn node_error(e: NodeError) -> ApiError {
+    match e {
+        NodeError::NotFound(_) => ApiError::not_found(e.to_string()),
+        NodeError::Conflict(_) | NodeError::Refused(_) => ApiError::conflict(e.to_string()),
+        NodeError::Store(_) | NodeError::Stopped => ApiError::internal(e.to_string()),
+    }
+}
 
 impl ControlPlane {
     pub(crate) fn cluster_info(&self) -> ClusterInfo {
-        let agent = self.agent();
-        let capacity = agent.capacity();
+        let table = self.inner().nodes.snapshot();
         let st = self.inner().state();
-        let mut allocated = NodeResources::default();
-        let mut instances = 0;
+        // What the replicas placed on each node reserve, and how many run.
+        let mut allocated: HashMap<&str, NodeResources> = HashMap::new();
+        let mut instances: HashMap<&str, u32> = HashMap::new();
         for (service, list) in &st.instances {
-            let Some(record) = st.records.get(service) else {
-                continue;
-            };
-            let resources = record.spec.resources.clone().unwrap_or_default();
-            for i in list
-                .iter()
-                .filter(|i| matches!(i.state, ProcessState::Running))
-            {
-                instances += 1;
-                allocated.cpu += resources.cpu.unwrap_or(0.0);
-                allocated.memory_bytes += resources
-                    .memory
-                    .as_deref()
-                    .and_then(|m| cri::MemoryLimit::parse(m).ok())
-                    .map(|m| m.bytes())
-                    .unwrap_or(0);
-                let _ = i;
+            let reservation = st
+                .records
+                .get(service)
+                .map(|r| Demand::of(&r.spec).reservation())
+                .unwrap_or_default();
+            for i in list {
+                let a = allocated.entry(i.node.as_str()).or_default();
+                a.cpu += reservation.cpu;
+                a.memory_bytes += reservation.memory_bytes;
+                if matches!(i.state, ProcessState::Running) {
+                    *instances.entry(i.node.as_str()).or_default() += 1;
+                }
             }
         }
+        let on_node = |id: &str| {
+            st.instances
+                .values()
+                .flatten()
+                .filter(|i| i.node == id)
+                .count() as u32
+        };
         let settings = &self.inner().settings;
+        let nodes = table
+            .nodes
+            .values()
+            .map(|n| {
+                let remaining = on_node(n.id());
+                NodeStatus {
+                    id: n.id().to_string(),
+                    address: n.record.address.clone(),
+                    labels: n.record.labels.clone(),
+                    drained: n.record.drained,
+                    drain: (n.record.drained && remaining > 0).then(|| DrainProgress {
+                        deadline: n.record.drain_deadline.map(rfc3339),
+                        remaining,
+                    }),
+                    state: n.state.as_str().to_string(),
+                    containerd: if !n.local || self.inner().containerd_up() {
+                        "up"
+                    } else {
+                        "down"
+                    }
+                    .to_string(),
+                    resources: NodeResources {
+                        cpu: n.record.cpu,
+                        memory_bytes: n.record.memory_bytes,
+                    },
+                    allocated: allocated.get(n.id()).cloned().unwrap_or_default(),
+                    instances: instances.get(n.id()).copied().unwrap_or(0),
+                    last_heartbeat: n
+                        .last_heartbeat
+                        .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+                    version: n.record.version.clone(),
+                    server: n.local,
+                }
+            })
+            .collect();
         ClusterInfo {
             cluster: settings.cluster_name.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
-            nodes: vec![NodeStatus {
-                id: agent.node_id().to_string(),
-                address: settings.api_address.clone(),
-                labels: settings.node_labels.clone(),
-                drained: st.drained,
-                state: if self.inner().containerd_up() {
-                    "ready"
-                } else {
-                    "down"
-                }
-                .to_string(),
-                resources: NodeResources {
-                    cpu: capacity.cpu,
-                    memory_bytes: capacity.memory_bytes,
-                },
-                allocated,
-                instances,
-            }],
+            nodes,
         }
     }
 
-    pub(crate) fn set_drained(&self, node: &str, drained: bool) -> Result<ApiResponse, ApiError> {
-        if node != self.agent().node_id() {
-            return Err(ApiError::not_found(format!("node not found: {node}")));
-        }
+    /// Drains (replicas move off, one service at a time, until the
+    /// deadline) or undrains a node.
+    pub(crate) async fn set_drained(
+        &self,
+        node: &str,
+        drained: bool,
+        deadline_secs: Option<u64>,
+    ) -> Result<ApiResponse, ApiError> {
+        let deadline = drained.then(|| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            now + deadline_secs.unwrap_or(DEFAULT_DRAIN_DEADLINE_SECS)
+        });
         self.inner()
-            .repo
-            .put_node(&NodeRecord {
-                id: node.to_string(),
-                drained,
-            })
-            .map_err(|e| ApiError::internal(format!("could not save: {e}")))?;
-        self.inner().state_mut().drained = drained;
+            .nodes
+            .set_drained(node, drained, deadline)
+            .await
+            .map_err(node_error)?;
         wake_all(self.inner());
-        ApiResponse::ok(&serde_json::json!({ "node": node, "drained": drained }))
+        ApiResponse::ok(&serde_json::json!({
+            "node": node,
+            "drained": drained,
+            "deadline": deadline.map(rfc3339),
+        }))
+    }
+
+    /// Removes a node: its certificate no longer connects, and its
+    /// replicas are placed elsewhere.
+    pub(crate) async fn remove_node(&self, node: &str) -> Result<ApiResponse, ApiError> {
+        let agent = self.inner().nodes.snapshot().agent(node);
+        let removed = self.inner().nodes.remove(node).await.map_err(node_error)?;
+        if let Some(agent) = agent {
+            // Its connection ends now: the certificate is no longer known.
+            agent.disconnect();
+        }
+        wake_all(self.inner());
+        ApiResponse::ok(&serde_json::json!({
+            "node": node,
+            "removed": true,
+            "instances": removed.inventory.len(),
+        }))
     }
 
     pub(crate) fn health(&self) -> serde_json::Value {
@@ -83,7 +153,7 @@ impl ControlPlane {
         serde_json::json!({
             "status": if up { "ok" } else { "degraded" },
             "containerd": if up { "up" } else { "down" },
-            "node": self.agent().node_id(),
+            "node": self.inner().local_node(),
         })
     }
 

@@ -174,15 +174,16 @@ impl ControlPlane {
             }
         }
 
-        // Pull first: a missing image fails the deploy before anything changes.
-        let agent = self.agent().clone();
+        // Pull first, on every ready node: a missing image fails the
+        // deploy before anything changes.
+        let table = self.inner().nodes.snapshot();
         let pulls = futures::future::join_all(valid.into_iter().map(|spec| {
-            let agent = agent.clone();
+            let table = table.clone();
             let metrics = self.inner().metrics.clone();
             async move {
                 let t = Instant::now();
                 let mode = pull.unwrap_or_else(|| spec.pull_policy().into());
-                let result = agent.pull(&spec.image, mode).await;
+                let result = super::pull::on_nodes(&table, &spec.image, mode).await;
                 metrics.pull_seconds.observe(t.elapsed().as_secs_f64());
                 (spec, result)
             }

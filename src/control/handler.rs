@@ -69,8 +69,15 @@ impl Handler for ControlPlane {
                 self.rollback(&name, version, &caller_name).await
             }
             ApiRequest::ClusterInfo => ApiResponse::ok(&self.cluster_info()),
-            ApiRequest::Drain { node } => self.set_drained(&node, true),
-            ApiRequest::Undrain { node } => self.set_drained(&node, false),
+            ApiRequest::Drain {
+                node,
+                deadline_secs,
+            } => self.set_drained(&node, true, deadline_secs).await,
+            ApiRequest::Undrain { node } => self.set_drained(&node, false, None).await,
+            ApiRequest::RemoveNode { node } => self.remove_node(&node).await,
+            ApiRequest::CreateJoinToken(t) => self.create_join_token(t).await,
+            ApiRequest::ListJoinTokens => self.list_join_tokens(),
+            ApiRequest::DeleteJoinToken { id } => self.delete_join_token(&id).await,
             ApiRequest::ListWebhooks => self.list_webhooks(),
             ApiRequest::CreateWebhook(w) => self.create_webhook(w),
             ApiRequest::DeleteWebhook { id } => self.delete_webhook(&id),

@@ -205,7 +205,11 @@ async fn run_checker(
                 live_failures += 1;
                 if live_failures >= check.failure_threshold {
                     tracing::warn!(instance = %id, failures = live_failures, "liveness failed; killing the replica");
-                    if let Err(e) = inner.agent.kill(&id).await {
+                    let killed = match inner.agent_of(&id) {
+                        Ok(agent) => agent.kill(&id).await,
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = killed {
                         tracing::warn!(instance = %id, error = %e, "kill failed");
                     }
                     live_failures = 0;
@@ -266,13 +270,16 @@ pub struct Isolation {
     pub internal: Vec<Ipv4Addr>,
 }
 
-/// Applies the latest isolation groups as they change, in order.
+/// Applies the latest isolation groups on the server's own node as they
+/// change, in order.
 pub(crate) async fn apply_isolation(inner: Arc<Inner>) {
+    let Some(agent) = inner.nodes.snapshot().local_agent() else {
+        return;
+    };
     let mut rx = inner.isolation.subscribe();
     loop {
         let wanted = rx.borrow_and_update().clone();
-        if let Err(e) = inner
-            .agent
+        if let Err(e) = agent
             .set_isolation(&wanted.projects, &wanted.internal)
             .await
         {

@@ -42,7 +42,11 @@ impl ControlPlane {
         let n = tail.unwrap_or(if follow { 10 } else { DEFAULT_TAIL });
         let mut lines: Vec<(String, String)> = Vec::new();
         for id in &ids {
-            match self.agent().logs_tail(id, n).await {
+            let tail = match self.inner().agent_of(id) {
+                Ok(agent) => agent.logs_tail(id, n).await,
+                Err(e) => Err(e),
+            };
+            match tail {
                 Ok(l) => lines.extend(l.iter().map(|line| {
                     (
                         line.time.clone(),
@@ -65,7 +69,13 @@ impl ControlPlane {
             return Ok(ApiResponse::Stream(rx));
         }
         for id in ids {
-            let mut follower = self.agent().logs_follow(&id);
+            let mut follower = match self.inner().agent_of(&id) {
+                Ok(agent) => agent.logs_follow(&id),
+                Err(e) => {
+                    tracing::debug!(instance = %id, error = %e, "cannot follow");
+                    continue;
+                }
+            };
             let tx = tx.clone();
             tokio::spawn(async move {
                 let prefix = several.then_some(id);

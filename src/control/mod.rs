@@ -1,20 +1,29 @@
-//! The control plane: desired state in the store, what runs as the node
-//! agent reports it, a worker per service that converges one onto the other,
-//! and the API handlers.
+//! The control plane: desired state in the store, the nodes (a registry
+//! with its own owner task, see [`crate::nodes`]), and a worker per service
+//! that converges what runs onto what is wanted: gather what every node
+//! runs, plan (pure), schedule new replicas onto nodes (pure), execute.
+//! Then the API handlers.
 //!
 //! Changes to one service are serialised twice over: API writes take the
 //! service's lock around read-modify-write of its record, and only that
-//! service's worker acts on containerd, always from the latest record.
+//! service's worker acts on the nodes, always from the latest record.
 
 mod access;
 mod cluster;
+mod decide;
 mod deploy;
+mod events;
+mod execute;
+mod gather;
 mod handler;
 mod health;
+mod join;
 mod logs;
 pub mod plan;
 mod progress;
+mod pull;
 mod rollout;
+pub mod schedule;
 mod state;
 mod status;
 #[cfg(test)]
@@ -30,8 +39,9 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use crate::agent::NodeAgent;
+use crate::agent::{AgentError, NodeAgent};
 use crate::metrics::Metrics;
+use crate::nodes::{Hello, Nodes, Timing};
 use crate::store::Repo;
 
 pub use state::State;
@@ -42,7 +52,7 @@ pub const RESYNC: Duration = Duration::from_secs(30);
 pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// Settings of the control plane that come from cluster.toml.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     pub cluster_name: String,
     pub api_address: String,
@@ -55,6 +65,31 @@ pub struct Settings {
     pub metrics_token: bool,
     /// Project names refused besides the top-level domains.
     pub reserved_names: Vec<String>,
+    /// No heartbeat for this long: the node is disconnected.
+    pub heartbeat_grace: Duration,
+    /// Disconnected this long: its replicas are placed elsewhere (zero:
+    /// never), unless the service says otherwise.
+    pub reschedule_after: Duration,
+    /// SHA-256 (hex) of the cluster CA's certificate, put into join tokens.
+    pub ca_sha256: Option<String>,
+}
+
+impl Default for Settings {
+    /// Nothing set, and the contract's cluster timings.
+    fn default() -> Self {
+        Self {
+            cluster_name: String::new(),
+            api_address: String::new(),
+            node_labels: Default::default(),
+            tokens: Vec::new(),
+            secrets: None,
+            metrics_token: false,
+            reserved_names: Vec::new(),
+            heartbeat_grace: Duration::from_secs(10),
+            reschedule_after: Duration::from_secs(30),
+            ca_sha256: None,
+        }
+    }
 }
 
 /// Cheap to clone; everything behind one `Arc`.
@@ -65,7 +100,7 @@ pub struct ControlPlane {
 
 pub(crate) struct Inner {
     repo: Repo,
-    agent: Arc<dyn NodeAgent>,
+    nodes: Nodes,
     settings: Settings,
     metrics: Metrics,
     /// Observed and runtime state. One mutex, held only for short,
@@ -101,30 +136,41 @@ impl std::ops::Deref for StateRef<'_> {
 }
 
 impl ControlPlane {
-    /// A control plane over `repo` and `agent`; call [`ControlPlane::start`]
-    /// to begin reconciling.
+    /// A control plane over `repo`, with `agent` as the server's own node
+    /// (None: it runs no replicas); call [`ControlPlane::start`] to begin
+    /// reconciling. Must be called inside a Tokio runtime.
     pub fn new(
         repo: Repo,
-        agent: Arc<dyn NodeAgent>,
+        agent: Option<Arc<dyn NodeAgent>>,
         settings: Settings,
         metrics: Metrics,
         routes: Option<Arc<network::proxy::Routes>>,
         dns: Option<Arc<network::dns::DnsTable>>,
     ) -> anyhow::Result<Self> {
-        let node_id = agent.node_id().to_string();
-        let drained = repo.node(&node_id)?.map(|n| n.drained).unwrap_or(false);
-        let stored_tokens = repo.tokens()?;
-        let mut state = State {
-            drained,
-            ..Default::default()
+        let local = agent.map(|agent| {
+            let hello = Hello {
+                node_id: agent.node_id().to_string(),
+                address: settings.api_address.clone(),
+                labels: settings.node_labels.clone(),
+                capacity: agent.capacity(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            };
+            (agent, hello)
+        });
+        let timing = Timing {
+            heartbeat_grace: settings.heartbeat_grace,
+            ..Timing::default()
         };
+        let nodes = Nodes::start(repo.clone(), local, timing)?;
+        let stored_tokens = repo.tokens()?;
+        let mut state = State::default();
         for record in repo.services()? {
             state.records.insert(record.spec.name.clone(), record);
         }
         Ok(Self {
             inner: Arc::new(Inner {
                 repo,
-                agent,
+                nodes,
                 settings,
                 metrics,
                 state: Mutex::new(state),
@@ -146,9 +192,9 @@ impl ControlPlane {
         worker::start(self.inner.clone()).await
     }
 
-    /// The agent (for tests and the server).
-    pub fn agent(&self) -> &Arc<dyn NodeAgent> {
-        &self.inner.agent
+    /// The node registry (the cluster's gRPC service adds nodes to it).
+    pub fn nodes(&self) -> &Nodes {
+        &self.inner.nodes
     }
 
     /// The ingress table, when this node runs the proxy.
@@ -178,6 +224,43 @@ impl Inner {
     pub(crate) fn service_lock(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
         locks.entry(name.to_string()).or_default().clone()
+    }
+
+    /// The state for changes that no answer shows (reservations of
+    /// replicas being placed): the epoch stays.
+    pub(crate) fn state_unseen_mut(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The agent of a ready node.
+    pub(crate) fn node_agent(&self, node: &str) -> Result<Arc<dyn NodeAgent>, AgentError> {
+        self.nodes
+            .snapshot()
+            .agent(node)
+            .ok_or_else(|| AgentError::Unreachable {
+                node: node.to_string(),
+                reason: "not connected".into(),
+            })
+    }
+
+    /// The agent of the node that runs replica `id`.
+    pub(crate) fn agent_of(&self, id: &str) -> Result<Arc<dyn NodeAgent>, AgentError> {
+        let node = {
+            let st = self.state();
+            st.instances
+                .get(crate::agent::service_of(id))
+                .and_then(|list| list.iter().find(|i| i.id == id))
+                .map(|i| i.node.clone())
+        };
+        match node {
+            Some(node) => self.node_agent(&node),
+            None => Err(AgentError::NotFound(format!("no replica {id}"))),
+        }
+    }
+
+    /// The server's own node id, if it runs replicas.
+    pub(crate) fn local_node(&self) -> Option<String> {
+        self.nodes.snapshot().local.clone()
     }
 
     pub(crate) fn set_containerd_up(&self, up: bool) {

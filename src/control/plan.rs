@@ -1,6 +1,7 @@
 //! The reconciler's decision, pure: given what a service should be and
-//! what runs, which replicas to remove, restart or start, and when to look
-//! again. Tested without containerd.
+//! what runs on every node, which replicas to remove, restart or start (and
+//! where, as the scheduler's `place` closure says), and when to look again.
+//! Tested without containerd.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -25,8 +26,6 @@ pub fn backoff(consecutive: u32) -> Duration {
 pub struct Desired {
     pub version: u64,
     pub replicas: u32,
-    /// False when no node may take new replicas (drained).
-    pub schedulable: bool,
     /// Replacing an older version: replicas of the old one may be missing
     /// from the wanted count by at most this many while new ones come up
     /// (one new replica more than wanted may run meanwhile).
@@ -38,7 +37,7 @@ pub struct Desired {
 pub enum Action {
     Remove { id: String },
     Restart { id: String },
-    Start { slot: u32 },
+    Start { slot: u32, node: String },
 }
 
 /// The steps, and when to look again if something waits on a backoff.
@@ -46,21 +45,29 @@ pub enum Action {
 pub struct Plan {
     pub actions: Vec<Action>,
     pub wake_at: Option<Instant>,
+    /// Replicas wanted now that no node could take.
+    pub unplaced: u32,
 }
 
 /// Decides. `restart_at(id)` is when an exited replica may restart (None:
 /// now); `start_at` is when new replicas may be tried again after a failed
 /// start (None: now); `ready(instance)` tells whether a running replica
-/// takes traffic (health check passed, or up long enough).
+/// takes traffic (health check passed, or up long enough). `leaving(i)`
+/// marks replicas that must move (their node is drained): they are
+/// replaced like an old version's, each new one ready before one of them
+/// goes. `place()` names the node for a new replica (None: none fits).
 ///
 /// A new version rolls: old replicas stay until enough new ones are ready,
 /// and at most `max(1, max_unavailable)` new ones come up at a time.
+#[allow(clippy::too_many_arguments)]
 pub fn plan(
     desired: Option<Desired>,
     instances: &[Instance],
+    leaving: &dyn Fn(&Instance) -> bool,
     restart_at: &dyn Fn(&str) -> Option<Instant>,
     start_at: Option<Instant>,
     ready: &dyn Fn(&Instance) -> bool,
+    place: &mut dyn FnMut() -> Option<String>,
     now: Instant,
 ) -> Plan {
     let mut out = Plan::default();
@@ -84,7 +91,7 @@ pub fn plan(
     });
     let mut old: Vec<&Instance> = Vec::new();
     for i in sorted {
-        if i.version != desired.version {
+        if i.version != desired.version || leaving(i) {
             old.push(i);
         } else if i.slot >= desired.replicas || keep.contains_key(&i.slot) {
             removals.push(Action::Remove { id: i.id.clone() });
@@ -123,20 +130,25 @@ pub fn plan(
         }
     }
     let mut starts = Vec::new();
-    if desired.schedulable {
-        let mut missing: Vec<u32> = (0..desired.replicas)
-            .filter(|s| !keep.contains_key(s))
-            .collect();
-        if rolling {
-            // Bring new replicas up a batch at a time.
-            let in_flight = keep.values().filter(|i| !(running(i) && ready(i))).count();
-            let batch = desired.max_unavailable.max(1) as usize;
-            missing.truncate(batch.saturating_sub(in_flight));
-        }
-        if !missing.is_empty() {
-            match start_at {
-                Some(at) if at > now => wake(at, &mut out),
-                _ => starts.extend(missing.into_iter().map(|slot| Action::Start { slot })),
+    let mut missing: Vec<u32> = (0..desired.replicas)
+        .filter(|s| !keep.contains_key(s))
+        .collect();
+    if rolling {
+        // Bring new replicas up a batch at a time.
+        let in_flight = keep.values().filter(|i| !(running(i) && ready(i))).count();
+        let batch = desired.max_unavailable.max(1) as usize;
+        missing.truncate(batch.saturating_sub(in_flight));
+    }
+    if !missing.is_empty() {
+        match start_at {
+            Some(at) if at > now => wake(at, &mut out),
+            _ => {
+                for slot in missing {
+                    match place() {
+                        Some(node) => starts.push(Action::Start { slot, node }),
+                        None => out.unplaced += 1,
+                    }
+                }
             }
         }
     }
@@ -150,9 +162,31 @@ pub fn plan(
 mod tests {
     use super::*;
 
+    /// Every replica stays, every new one goes to node "n".
+    fn plan1(
+        desired: Option<Desired>,
+        instances: &[Instance],
+        restart_at: &dyn Fn(&str) -> Option<Instant>,
+        start_at: Option<Instant>,
+        ready: &dyn Fn(&Instance) -> bool,
+        now: Instant,
+    ) -> Plan {
+        plan(
+            desired,
+            instances,
+            &|_| false,
+            restart_at,
+            start_at,
+            ready,
+            &mut || Some("n".into()),
+            now,
+        )
+    }
+
     fn inst(id: &str, version: u64, slot: u32, state: ProcessState) -> Instance {
         Instance {
             id: id.into(),
+            node: "fake-node".into(),
             service: "web".into(),
             project: "p".into(),
             version,
@@ -174,7 +208,6 @@ mod tests {
         Some(Desired {
             version,
             replicas,
-            schedulable: true,
             max_unavailable: 0,
         })
     }
@@ -191,7 +224,7 @@ mod tests {
 
     #[test]
     fn starts_missing_slots() {
-        let p = plan(
+        let p = plan1(
             want(1, 3),
             &[inst("a", 1, 1, RUN)],
             &now_all,
@@ -201,7 +234,16 @@ mod tests {
         );
         assert_eq!(
             p.actions,
-            vec![Action::Start { slot: 0 }, Action::Start { slot: 2 }]
+            vec![
+                Action::Start {
+                    slot: 0,
+                    node: "n".into()
+                },
+                Action::Start {
+                    slot: 2,
+                    node: "n".into()
+                }
+            ]
         );
     }
 
@@ -209,7 +251,7 @@ mod tests {
     fn converged_does_nothing_and_adopts() {
         let running = [inst("a", 1, 0, RUN), inst("b", 1, 1, RUN)];
         assert_eq!(
-            plan(
+            plan1(
                 want(1, 2),
                 &running,
                 &now_all,
@@ -231,7 +273,7 @@ mod tests {
             inst("d", 0, 0, RUN),
             inst("e", 1, 0, DEAD),
         ];
-        let p = plan(want(1, 2), &list, &now_all, None, &all_ready, now);
+        let p = plan1(want(1, 2), &list, &now_all, None, &all_ready, now);
         let mut removed: Vec<_> = p
             .actions
             .iter()
@@ -248,9 +290,9 @@ mod tests {
     #[test]
     fn unknown_or_stopped_removes_all() {
         let list = [inst("a", 1, 0, RUN), inst("b", 1, 1, DEAD)];
-        let p = plan(None, &list, &now_all, None, &all_ready, Instant::now());
+        let p = plan1(None, &list, &now_all, None, &all_ready, Instant::now());
         assert_eq!(p.actions.len(), 2);
-        let p = plan(
+        let p = plan1(
             want(1, 0),
             &list,
             &now_all,
@@ -267,31 +309,85 @@ mod tests {
         let later = now + Duration::from_secs(4);
         let list = [inst("a", 1, 0, DEAD), inst("b", 1, 1, DEAD)];
         let at = move |id: &str| if id == "a" { Some(later) } else { None };
-        let p = plan(want(1, 2), &list, &at, None, &all_ready, now);
+        let p = plan1(want(1, 2), &list, &at, None, &all_ready, now);
         assert_eq!(p.actions, vec![Action::Restart { id: "b".into() }]);
         assert_eq!(p.wake_at, Some(later));
-        let p = plan(want(1, 2), &list, &at, None, &all_ready, later);
+        let p = plan1(want(1, 2), &list, &at, None, &all_ready, later);
         assert_eq!(p.actions.len(), 2);
     }
 
     #[test]
-    fn drained_starts_nothing_new_but_restarts() {
+    fn unplaceable_starts_nothing_new_but_restarts() {
         let list = [inst("a", 1, 0, DEAD)];
-        let d = Some(Desired {
-            version: 1,
-            replicas: 3,
-            schedulable: false,
-            max_unavailable: 0,
-        });
-        let p = plan(d, &list, &now_all, None, &all_ready, Instant::now());
+        let p = plan(
+            want(1, 3),
+            &list,
+            &|_| false,
+            &now_all,
+            None,
+            &all_ready,
+            &mut || None,
+            Instant::now(),
+        );
         assert_eq!(p.actions, vec![Action::Restart { id: "a".into() }]);
+        assert_eq!(p.unplaced, 2);
+    }
+
+    #[test]
+    fn leaving_replicas_move_one_at_a_time() {
+        let now = Instant::now();
+        let mut list = vec![inst("a", 1, 0, RUN), inst("b", 1, 1, RUN)];
+        let on_drained = |i: &Instance| i.id == "b";
+        let mut nodes = vec!["n2".to_string()].into_iter();
+        let p = plan(
+            want(1, 2),
+            &list,
+            &on_drained,
+            &now_all,
+            None,
+            &all_ready,
+            &mut || nodes.next(),
+            now,
+        );
+        // The replacement starts first; b stays until it is ready.
+        assert_eq!(
+            p.actions,
+            vec![Action::Start {
+                slot: 1,
+                node: "n2".into()
+            }]
+        );
+        list.push(inst("c", 1, 1, RUN));
+        let not_c = |i: &Instance| i.id != "c";
+        let p = plan(
+            want(1, 2),
+            &list,
+            &on_drained,
+            &now_all,
+            None,
+            &not_c,
+            &mut || None,
+            now,
+        );
+        assert!(p.actions.is_empty(), "{p:?}");
+        let p = plan(
+            want(1, 2),
+            &list,
+            &on_drained,
+            &now_all,
+            None,
+            &all_ready,
+            &mut || None,
+            now,
+        );
+        assert_eq!(p.actions, vec![Action::Remove { id: "b".into() }]);
     }
 
     #[test]
     fn failed_starts_back_off() {
         let now = Instant::now();
         let at = now + Duration::from_secs(2);
-        let p = plan(want(1, 2), &[], &now_all, Some(at), &all_ready, now);
+        let p = plan1(want(1, 2), &[], &now_all, Some(at), &all_ready, now);
         assert!(p.actions.is_empty());
         assert_eq!(p.wake_at, Some(at));
     }
@@ -318,18 +414,18 @@ mod tests {
         };
 
         // Nothing new yet: every old replica stays, one new one starts.
-        let p = plan(want(2, 3), &old, &now_all, None, &all_ready, now);
+        let p = plan1(want(2, 3), &old, &now_all, None, &all_ready, now);
         assert_eq!((starts(&p), removes(&p)), (1, 0), "{p:?}");
 
         // The new one runs but is not ready: wait.
         let mut list = old.to_vec();
         list.push(inst("n0", 2, 0, RUN));
         let not_new = |i: &Instance| i.version == 1;
-        let p = plan(want(2, 3), &list, &now_all, None, &not_new, now);
+        let p = plan1(want(2, 3), &list, &now_all, None, &not_new, now);
         assert!(p.actions.is_empty(), "{p:?}");
 
         // Ready: one old goes, the next new one starts.
-        let p = plan(want(2, 3), &list, &now_all, None, &all_ready, now);
+        let p = plan1(want(2, 3), &list, &now_all, None, &all_ready, now);
         assert_eq!((starts(&p), removes(&p)), (1, 1), "{p:?}");
 
         // All new ready: the old ones go.
@@ -339,17 +435,16 @@ mod tests {
             inst("n2", 2, 2, RUN),
             inst("o2", 1, 2, RUN),
         ];
-        let p = plan(want(2, 3), &all_new, &now_all, None, &all_ready, now);
+        let p = plan1(want(2, 3), &all_new, &now_all, None, &all_ready, now);
         assert_eq!(p.actions, vec![Action::Remove { id: "o2".into() }]);
 
         // max_unavailable 2: two old may go before new ones are ready, two start at once.
         let d = Some(Desired {
             version: 2,
             replicas: 3,
-            schedulable: true,
             max_unavailable: 2,
         });
-        let p = plan(d, &old, &now_all, None, &all_ready, now);
+        let p = plan1(d, &old, &now_all, None, &all_ready, now);
         assert_eq!((starts(&p), removes(&p)), (2, 2), "{p:?}");
     }
 }

@@ -51,6 +51,8 @@ pub struct ServiceRuntime {
     /// Set when the last deploy ran the local image because the registry
     /// could not be reached.
     pub pull_note: Option<String>,
+    /// Why wanted replicas have no node.
+    pub unplaced: Option<String>,
 }
 
 /// See the module doc.
@@ -62,7 +64,9 @@ pub struct State {
     pub services: HashMap<String, ServiceRuntime>,
     /// Replicas being removed on purpose: their exits are no crashes.
     pub removing: HashSet<String>,
-    pub drained: bool,
+    /// Resources held for replicas being started, by a key per start:
+    /// node and reservation (see `schedule`).
+    pub placing: HashMap<u64, (String, crate::agent::Capacity)>,
     /// Replicas that have a health checker running.
     pub checkers: HashSet<String>,
     /// Bumped by every change (see `Inner::state_mut`).

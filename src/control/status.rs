@@ -14,12 +14,7 @@ use crate::agent::ProcessState;
 use crate::store::ServiceRecord;
 
 /// The status of one service as `state` knows it.
-pub(crate) fn service_status(
-    st: &State,
-    record: &ServiceRecord,
-    node: &str,
-    now: Instant,
-) -> ServiceStatus {
+pub(crate) fn service_status(st: &State, record: &ServiceRecord, now: Instant) -> ServiceStatus {
     let name = &record.spec.name;
     let desired = record.desired_replicas();
     let empty = Vec::new();
@@ -65,7 +60,7 @@ pub(crate) fn service_status(
         }
         out.push(InstanceStatus {
             id: i.id.clone(),
-            node: node.to_string(),
+            node: i.node.clone(),
             ip: i.ip.map(|ip| ip.to_string()),
             state: state.to_string(),
             healthy: rt.and_then(|r| r.healthy),
@@ -94,10 +89,11 @@ pub(crate) fn service_status(
         ServiceState::Degraded
     };
     let mut message = service_rt.and_then(|s| s.last_error.clone());
-    if message.is_none() && st.drained && running < desired {
-        message = Some(format!(
-            "node {node} is drained: no new replicas are placed"
-        ));
+    if let Some(unplaced) = service_rt.and_then(|s| s.unplaced.as_ref()) {
+        message = Some(match message {
+            Some(m) => format!("{unplaced}; {m}"),
+            None => unplaced.clone(),
+        });
     }
     if status == ServiceState::Running {
         message = None;
@@ -235,14 +231,13 @@ impl ControlPlane {
     }
 
     pub(crate) fn status(&self, project: Option<&str>) -> StatusResponse {
-        let node = self.agent().node_id().to_string();
         let now = Instant::now();
         let st = self.inner().state();
         let mut services: Vec<ServiceStatus> = st
             .records
             .values()
             .filter(|r| project.is_none_or(|p| r.spec.project == p))
-            .map(|r| service_status(&st, r, &node, now))
+            .map(|r| service_status(&st, r, now))
             .collect();
         services.sort_by(|a, b| (&a.project, &a.name).cmp(&(&b.project, &b.name)));
         StatusResponse { services }

@@ -13,7 +13,8 @@ use std::sync::Arc;
 #[cfg(test)]
 pub use mem::MemStore;
 pub use records::{
-    spec_changed, Canary, NodeRecord, Reverted, ServiceRecord, VersionRecord, MAX_HISTORY,
+    spec_changed, Canary, JoinTokenRecord, NodeRecord, Reverted, ServiceRecord, VersionRecord,
+    MAX_HISTORY,
 };
 pub use sled_store::SledStore;
 
@@ -30,6 +31,8 @@ pub enum Tree {
     Secrets,
     /// Archives imported from the air-gap directory.
     Imports,
+    /// Join tokens of the cluster (hashes, never the secrets).
+    JoinTokens,
 }
 
 impl Tree {
@@ -42,6 +45,7 @@ impl Tree {
             Tree::Ipam => "ipam",
             Tree::Secrets => "secrets",
             Tree::Imports => "imports",
+            Tree::JoinTokens => "join_tokens",
         }
     }
 }
@@ -138,6 +142,26 @@ impl Repo {
     }
     pub fn put_node(&self, node: &NodeRecord) -> Result<(), StoreError> {
         self.put_json(Tree::Nodes, &node.id, node)
+    }
+    pub fn join_tokens(&self) -> Result<Vec<JoinTokenRecord>, StoreError> {
+        self.list_json(Tree::JoinTokens)
+    }
+    pub fn join_token(&self, id: &str) -> Result<Option<JoinTokenRecord>, StoreError> {
+        self.get_json(Tree::JoinTokens, id)
+    }
+    pub fn put_join_token(&self, token: &JoinTokenRecord) -> Result<(), StoreError> {
+        self.put_json(Tree::JoinTokens, &token.id, token)
+    }
+    pub fn delete_join_token(&self, id: &str) -> Result<bool, StoreError> {
+        let existed = self.store.get(Tree::JoinTokens, id)?.is_some();
+        self.store.delete(Tree::JoinTokens, id)?;
+        Ok(existed)
+    }
+    pub fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
+        self.list_json(Tree::Nodes)
+    }
+    pub fn delete_node(&self, id: &str) -> Result<(), StoreError> {
+        self.store.delete(Tree::Nodes, id)
     }
 
     pub fn tokens(&self) -> Result<Vec<api::auth::TokenEntry>, StoreError> {

@@ -89,6 +89,29 @@ impl ServiceRecord {
 pub struct NodeRecord {
     pub id: String,
     pub drained: bool,
+    /// Unix seconds by which a drain stops what has not moved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_deadline: Option<u64>,
+    /// The address the node last connected from (or advertised).
+    #[serde(default)]
+    pub address: String,
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub cpu: f64,
+    #[serde(default)]
+    pub memory_bytes: u64,
+    #[serde(default)]
+    pub version: String,
+    /// SHA-256 (hex) of the client certificate issued to the node; a
+    /// connection with any other certificate is refused. None for the
+    /// server's own node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_sha256: Option<String>,
+    /// The replicas it ran when last heard from, so that a server restart
+    /// does not take a disconnected node's replicas for lost.
+    #[serde(default)]
+    pub inventory: Vec<crate::agent::Instance>,
 }
 
 /// True when two specs differ in more than the replica count.
@@ -96,4 +119,13 @@ pub fn spec_changed(a: &ServiceSpec, b: &ServiceSpec) -> bool {
     let mut a = a.clone();
     a.replicas = b.replicas;
     &a != b
+}
+
+/// A join token: its id, the SHA-256 (hex) of its secret, and when it
+/// expires (unix seconds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinTokenRecord {
+    pub id: String,
+    pub secret_sha256: String,
+    pub expires_at: u64,
 }

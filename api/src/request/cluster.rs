@@ -1,7 +1,9 @@
-//! `/api/v1/cluster/...`: cluster info, and draining nodes.
+//! `/api/v1/cluster/...`: cluster info, draining and removing nodes, and
+//! join tokens.
 
 use http::Method;
 
+use super::params::{json, query_pairs};
 use super::{ApiRequest, Call};
 use crate::error::ApiError;
 use crate::names::checked_name;
@@ -17,11 +19,55 @@ pub(super) fn parse(call: &Call<'_, '_>, rest: &[&str]) -> Result<ApiRequest, Ap
             call.only(Method::POST)?;
             let node = checked_name("node id", node)?.to_string();
             Ok(if *action == "drain" {
-                ApiRequest::Drain { node }
+                ApiRequest::Drain {
+                    node,
+                    deadline_secs: deadline(call.raw.query)?,
+                }
             } else {
                 ApiRequest::Undrain { node }
             })
         }
+        ["nodes", node] => {
+            call.only(Method::DELETE)?;
+            let node = checked_name("node id", node)?.to_string();
+            Ok(ApiRequest::RemoveNode { node })
+        }
+        ["join-tokens"] => match *call.method() {
+            Method::POST => Ok(ApiRequest::CreateJoinToken(json(&call.raw.body)?)),
+            Method::GET => Ok(ApiRequest::ListJoinTokens),
+            _ => Err(call.wrong_method("GET, POST")),
+        },
+        ["join-tokens", id] => {
+            call.only(Method::DELETE)?;
+            let id = checked_name("join token id", id)?.to_string();
+            Ok(ApiRequest::DeleteJoinToken { id })
+        }
         _ => Err(call.not_found()),
     }
+}
+
+/// `?deadline_secs=N` of a drain: at least one second, at most a week.
+fn deadline(query: Option<&str>) -> Result<Option<u64>, ApiError> {
+    let mut out = None;
+    for (k, v) in query_pairs(query) {
+        match k.as_str() {
+            "deadline_secs" => {
+                let secs: u64 = v.parse().map_err(|_| {
+                    ApiError::bad_request(format!("deadline_secs {v:?} is not a number of seconds"))
+                })?;
+                if !(1..=7 * 86_400).contains(&secs) {
+                    return Err(ApiError::bad_request(
+                        "deadline_secs must be between 1 and 604800",
+                    ));
+                }
+                out = Some(secs);
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter {other:?} (deadline_secs)"
+                )))
+            }
+        }
+    }
+    Ok(out)
 }

@@ -65,6 +65,16 @@ pub enum ApiRequest {
     ClusterInfo,
     Drain {
         node: String,
+        /// What has not moved by then is stopped (default one hour).
+        deadline_secs: Option<u64>,
+    },
+    RemoveNode {
+        node: String,
+    },
+    CreateJoinToken(crate::status::JoinTokenRequest),
+    ListJoinTokens,
+    DeleteJoinToken {
+        id: String,
     },
     Undrain {
         node: String,
@@ -129,6 +139,10 @@ impl ApiRequest {
             | DeleteWebhook { .. } => Access::Role(Role::Deployer),
             StopAll
             | Drain { .. }
+            | RemoveNode { .. }
+            | CreateJoinToken(_)
+            | ListJoinTokens
+            | DeleteJoinToken { .. }
             | Undrain { .. }
             | CreateToken(_)
             | ListTokens
@@ -158,6 +172,10 @@ impl ApiRequest {
             ClusterInfo => "cluster_info",
             Drain { .. } => "drain",
             Undrain { .. } => "undrain",
+            RemoveNode { .. } => "node_remove",
+            CreateJoinToken(_) => "join_tokens_create",
+            ListJoinTokens => "join_tokens_list",
+            DeleteJoinToken { .. } => "join_tokens_delete",
             GitWebhook(_) => "webhook_git",
             ListWebhooks => "webhooks_list",
             CreateWebhook(_) => "webhooks_create",
@@ -224,9 +242,9 @@ pub fn body_route_access(method: &Method, path: &str) -> Option<Access> {
         (&Method::POST, ["api", "v1", "deploy"])
         | (&Method::POST, ["api", "v1", "services", _, "scale" | "rollback"])
         | (&Method::POST, ["api", "v1", "webhooks"]) => Some(Access::Role(Role::Deployer)),
-        (&Method::POST, ["api", "v1", "tokens"]) | (&Method::PUT, ["api", "v1", "secrets", _]) => {
-            Some(Access::Role(Role::Admin))
-        }
+        (&Method::POST, ["api", "v1", "tokens"])
+        | (&Method::POST, ["api", "v1", "cluster", "join-tokens"])
+        | (&Method::PUT, ["api", "v1", "secrets", _]) => Some(Access::Role(Role::Admin)),
         (&Method::POST, ["api", "v1", "webhooks", "github"]) => Some(Access::Signature),
         _ => None,
     }

@@ -108,6 +108,31 @@ fn seed_routes() {
             "",
             Drain {
                 node: "worker-1".into(),
+                deadline_secs: None,
+            },
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/cluster/nodes/worker-1",
+            "",
+            RemoveNode {
+                node: "worker-1".into(),
+            },
+        ),
+        (
+            Method::POST,
+            "/api/v1/cluster/join-tokens",
+            r#"{"ttl_secs":600}"#,
+            CreateJoinToken(crate::status::JoinTokenRequest {
+                ttl_secs: Some(600),
+            }),
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/cluster/join-tokens/ab12cd34",
+            "",
+            DeleteJoinToken {
+                id: "ab12cd34".into(),
             },
         ),
         (
@@ -196,7 +221,11 @@ fn access_rules() {
     );
     assert_eq!(ApiRequest::StopAll.access(), Access::Role(Role::Admin));
     assert_eq!(
-        ApiRequest::Drain { node: "n".into() }.access(),
+        ApiRequest::Drain {
+            node: "n".into(),
+            deadline_secs: None
+        }
+        .access(),
         Access::Role(Role::Admin)
     );
 }

@@ -146,6 +146,24 @@ pub struct Placement {
     pub node: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// How replicas are spread over the nodes that fit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<PlacementStrategy>,
+    /// Seconds a node may be disconnected before its replicas of this
+    /// service are placed elsewhere (0: never); default the cluster's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reschedule_after_secs: Option<u64>,
+}
+
+/// `placement.strategy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PlacementStrategy {
+    /// Replicas of a service on as many nodes as possible.
+    #[default]
+    Spread,
+    /// Fill the fullest node that fits.
+    Binpack,
 }
 
 /// Rollout strategy.

@@ -25,7 +25,7 @@ fn admin() -> Option<Caller> {
 async fn plane_with(agent: Arc<FakeAgent>, store: Arc<MemStore>) -> ControlPlane {
     let cp = ControlPlane::new(
         Repo::new(store),
-        agent,
+        Some(agent),
         Settings::default(),
         Metrics::new().unwrap(),
         None,
@@ -207,6 +207,7 @@ async fn adopts_what_runs_and_removes_orphans() {
         .unwrap();
     let inst = |id: &str, service: &str, slot| Instance {
         id: id.into(),
+        node: "fake-node".into(),
         service: service.into(),
         project: "default".into(),
         version: 4,
@@ -379,6 +380,7 @@ async fn drained_node_gets_no_new_replicas() {
         &cp,
         ApiRequest::Drain {
             node: "fake-node".into(),
+            deadline_secs: None,
         },
     )
     .await
@@ -408,6 +410,7 @@ async fn drained_node_gets_no_new_replicas() {
         &cp,
         ApiRequest::Drain {
             node: "other".into(),
+            deadline_secs: None,
         },
     )
     .await
@@ -469,4 +472,5 @@ async fn concurrent_writes_end_in_the_last_acknowledged_state() {
     assert_eq!(cp.inner().state().records["web"], record);
 }
 
+mod nodes;
 mod rollout;

@@ -1,0 +1,201 @@
+//! Following the nodes: each connected node's event stream (crashes and
+//! starts into the state), a watch on the node registry that wakes every
+//! worker when a node comes, goes, drains or changes size, and a slow
+//! janitor that finds orphans on every node.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::worker::{wake, wake_all, watched};
+use super::{Inner, RESYNC};
+use crate::agent::{service_of, AgentEvent, NodeAgent};
+use crate::nodes::Table;
+
+/// Subscribes to the server's own node's events (its containerd must
+/// answer), starts the watch and the janitor, and returns the services
+/// that the nodes run now.
+pub(super) async fn start(inner: Arc<Inner>) -> anyhow::Result<BTreeSet<String>> {
+    let table = inner.nodes.snapshot();
+    let mut following = HashMap::new();
+    if let Some(agent) = table.local_agent() {
+        let events = agent.events().await?;
+        let node = table.local.clone().unwrap_or_default();
+        following.insert(node.clone(), 1);
+        tokio::spawn(follow(
+            inner.clone(),
+            node,
+            agent.clone(),
+            Some(events),
+            true,
+        ));
+    }
+    let mut known = BTreeSet::new();
+    for node in table.nodes.values() {
+        let listed = match node.ready_agent() {
+            Some(agent) => agent.list().await?,
+            None => node.record.inventory.clone(),
+        };
+        known.extend(listed.into_iter().map(|i| i.service));
+    }
+    tokio::spawn(watch_nodes(inner.clone(), following));
+    tokio::spawn(janitor(inner));
+    Ok(known)
+}
+
+/// What about a node makes workers look again.
+fn shape(table: &Table) -> Vec<(String, bool, bool, u64, String, u64)> {
+    table
+        .nodes
+        .values()
+        .map(|n| {
+            (
+                n.id().to_string(),
+                n.ready(),
+                n.record.drained,
+                n.session,
+                format!("{:?}{}", n.record.labels, n.record.cpu),
+                n.record.memory_bytes,
+            )
+        })
+        .collect()
+}
+
+/// Follows each new connection's events, and wakes every worker when the
+/// shape of the cluster changes.
+async fn watch_nodes(inner: Arc<Inner>, mut following: HashMap<String, u64>) {
+    let mut changes = inner.nodes.changes();
+    let mut last = shape(&changes.borrow_and_update());
+    while changes.changed().await.is_ok() {
+        let table = changes.borrow_and_update().clone();
+        for node in table.nodes.values().filter(|n| !n.local) {
+            let Some(agent) = node.ready_agent() else {
+                continue;
+            };
+            if following.get(node.id()) != Some(&node.session) {
+                following.insert(node.id().to_string(), node.session);
+                tokio::spawn(follow(
+                    inner.clone(),
+                    node.id().to_string(),
+                    agent.clone(),
+                    None,
+                    false,
+                ));
+            }
+        }
+        following.retain(|id, _| table.nodes.contains_key(id));
+        let now = shape(&table);
+        if now != last {
+            last = now;
+            wake_all(&inner);
+        }
+    }
+}
+
+/// Feeds one node's events into the state. The server's own node is
+/// followed for good (its containerd may restart); a remote node's stream
+/// ends with its connection, and the next connection is followed anew.
+async fn follow(
+    inner: Arc<Inner>,
+    node: String,
+    agent: Arc<dyn NodeAgent>,
+    first: Option<tokio::sync::mpsc::Receiver<AgentEvent>>,
+    local: bool,
+) {
+    let mut events = match first {
+        Some(rx) => rx,
+        None => match agent.events().await {
+            Ok(rx) => rx,
+            Err(e) => {
+                tracing::warn!(node, error = %e, "cannot follow the node's events");
+                return;
+            }
+        },
+    };
+    loop {
+        while let Some(event) = events.recv().await {
+            handle_event(&inner, event);
+        }
+        if !local {
+            return;
+        }
+        // The stream ended: containerd is gone for good or restarting.
+        inner.set_containerd_up(false);
+        tracing::warn!(node, "node event stream ended; resubscribing");
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            match agent.events().await {
+                Ok(rx) => {
+                    events = rx;
+                    inner.set_containerd_up(true);
+                    wake_all(&inner);
+                    break;
+                }
+                Err(e) => tracing::debug!(error = %e, "resubscribe failed"),
+            }
+        }
+    }
+}
+
+fn handle_event(inner: &Arc<Inner>, event: AgentEvent) {
+    match event {
+        AgentEvent::Started { id, pid } => {
+            inner.state_mut().record_start(&id, pid, Instant::now());
+        }
+        AgentEvent::Exited {
+            id,
+            code,
+            oom_killed,
+            at,
+        } => {
+            let service = service_of(&id).to_string();
+            {
+                let mut st = inner.state_mut();
+                if st.removing.contains(&id) {
+                    return;
+                }
+                st.record_exit(&id, code, oom_killed, at, Instant::now());
+            }
+            if oom_killed {
+                inner.metrics.oom_kills.with_label_values(&[&service]).inc();
+            }
+            tracing::info!(instance = %id, code, oom_killed, "replica exited");
+            super::health::publish_routes(inner);
+            wake(inner, &service);
+        }
+        AgentEvent::Resync => {
+            wake_all(inner);
+        }
+    }
+}
+
+/// Every resync period: wake workers for replicas of services nobody
+/// watches (orphans left by a crash or an older orca), so they are removed.
+async fn janitor(inner: Arc<Inner>) {
+    loop {
+        tokio::time::sleep(RESYNC).await;
+        let table = inner.nodes.snapshot();
+        let watched: std::collections::HashSet<String> = watched(&inner).into_iter().collect();
+        for node in table.nodes.values() {
+            let Some(agent) = node.ready_agent() else {
+                continue;
+            };
+            match agent.list().await {
+                Ok(list) => {
+                    if node.local {
+                        inner.set_containerd_up(true);
+                    }
+                    for i in list.iter().filter(|i| !watched.contains(&i.service)) {
+                        wake(&inner, &i.service);
+                    }
+                }
+                Err(e) => {
+                    if node.local {
+                        inner.set_containerd_up(false);
+                    }
+                    tracing::warn!(node = node.id(), error = %e, "resync listing failed");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! Carrying out a plan: each action on the node it names (a start) or on
+//! the node that runs the replica (a restart or a removal), with the
+//! outcome recorded in the state. Removals run in the background so that
+//! draining a replica out of rotation never holds up a rollout.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+
+use super::plan::{self, Action};
+use super::worker::wake;
+use super::{Inner, DEFAULT_STOP_GRACE};
+use crate::agent::{AgentError, Instance, InstanceSpec, ProcessState};
+use crate::store::ServiceRecord;
+
+/// Replicas started or removed at once.
+const PARALLEL: usize = 16;
+/// How long a replica leaving rotation keeps running for requests in flight.
+const DRAIN: Duration = Duration::from_millis(1000);
+
+/// An action, with the key of the resources reserved for it (a start).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Placed {
+    pub action: Action,
+    pub reservation: Option<u64>,
+}
+
+impl From<Action> for Placed {
+    fn from(action: Action) -> Self {
+        Placed {
+            action,
+            reservation: None,
+        }
+    }
+}
+
+async fn restart(inner: &Inner, id: &str) -> Result<u32, AgentError> {
+    inner.agent_of(id)?.restart(id).await
+}
+
+fn grace_of(record: Option<&ServiceRecord>) -> Duration {
+    record
+        .and_then(|r| r.spec.stop_grace_secs)
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_STOP_GRACE)
+}
+
+/// Carries out `actions` for `service` (at most [`PARALLEL`] at once),
+/// each on the node it names or runs on, and records what happened.
+pub(crate) async fn execute(
+    inner: &Arc<Inner>,
+    service: &str,
+    record: Option<&ServiceRecord>,
+    actions: Vec<Placed>,
+) {
+    let grace = grace_of(record);
+    futures::stream::iter(actions)
+        .for_each_concurrent(PARALLEL, |placed| async move {
+            let Placed {
+                action,
+                reservation,
+            } = placed;
+            match action {
+                Action::Remove { id } => {
+                    // In the background: draining and the stop grace period
+                    // must not hold up the rest of a rollout. Planning skips
+                    // replicas being removed; the worker is woken when done.
+                    if !inner.state_mut().removing.insert(id.clone()) {
+                        return;
+                    }
+                    let inner = inner.clone();
+                    let service = service.to_string();
+                    tokio::spawn(async move {
+                        if inner.routed(&id) {
+                            // Out of rotation first; let requests in flight finish.
+                            super::health::publish_routes(&inner);
+                            tokio::time::sleep(DRAIN).await;
+                        }
+                        let removed = match inner.agent_of(&id) {
+                            Ok(agent) => agent.remove(&id, grace).await,
+                            Err(e) => Err(e),
+                        };
+                        if let Err(e) = removed {
+                            tracing::warn!(instance = %id, error = %e, "remove failed");
+                        }
+                        {
+                            let mut st = inner.state_mut();
+                            st.removing.remove(&id);
+                            st.replicas.remove(&id);
+                        }
+                        wake(&inner, &service);
+                    });
+                }
+                Action::Restart { id } => match restart(inner, &id).await {
+                    Ok(pid) => {
+                        inner.metrics.restarts.with_label_values(&[service]).inc();
+                        let mut st = inner.state_mut();
+                        st.record_start(&id, pid, Instant::now());
+                        if let Some(r) = st.replicas.get_mut(&id) {
+                            r.restarts += 1;
+                            r.next_start = None;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(instance = %id, error = %e, "restart failed");
+                        let mut st = inner.state_mut();
+                        let r = st.replicas.entry(id.clone()).or_default();
+                        r.consecutive += 1;
+                        r.next_start = Some(Instant::now() + plan::backoff(r.consecutive));
+                        st.services
+                            .entry(service.to_string())
+                            .or_default()
+                            .last_error = Some(format!("restart of {id} failed: {e}"));
+                    }
+                },
+                Action::Start { slot, node } => {
+                    let Some(record) = record else { return };
+                    let spec = instance_spec(inner, record, slot);
+                    let started = match &spec {
+                        Ok(spec) => match inner.node_agent(&node) {
+                            Ok(agent) => agent.start(spec).await.map_err(|e| e.to_string()),
+                            Err(e) => Err(e.to_string()),
+                        },
+                        Err(e) => Err(e.clone()),
+                    };
+                    if let Some(key) = reservation {
+                        inner.state_unseen_mut().placing.remove(&key);
+                    }
+                    match (started, spec) {
+                        (Ok(pid), Ok(spec)) => {
+                            let mut st = inner.state_mut();
+                            // Counted where it runs until the next listing.
+                            let list = st.instances.entry(service.to_string()).or_default();
+                            if !list.iter().any(|i| i.id == spec.id) {
+                                list.push(Instance {
+                                    id: spec.id.clone(),
+                                    node: node.clone(),
+                                    service: spec.service.clone(),
+                                    project: spec.project.clone(),
+                                    version: spec.version,
+                                    slot,
+                                    pid: Some(pid),
+                                    state: ProcessState::Running,
+                                    ip: None,
+                                });
+                            }
+                            st.record_start(&spec.id, pid, Instant::now());
+                            let s = st.services.entry(service.to_string()).or_default();
+                            s.start_failures = 0;
+                            s.next_start = None;
+                            s.last_error = None;
+                        }
+                        (Err(e), _) | (_, Err(e)) => {
+                            tracing::warn!(service, slot, node, error = %e, "start failed");
+                            let mut st = inner.state_mut();
+                            let s = st.services.entry(service.to_string()).or_default();
+                            s.start_failures += 1;
+                            s.next_start = Some(Instant::now() + plan::backoff(s.start_failures));
+                            s.last_error = Some(format!("start failed: {e}"));
+                        }
+                    }
+                }
+            }
+        })
+        .await;
+}
+
+/// What to run for `slot` of the record's current version, with
+/// `${secrets.KEY}` in env replaced by the decrypted values. Errors name the
+/// secret, never a value.
+pub(crate) fn instance_spec(
+    inner: &Inner,
+    record: &ServiceRecord,
+    slot: u32,
+) -> Result<InstanceSpec, String> {
+    let spec = &record.spec;
+    let resources = spec.resources.clone().unwrap_or_default();
+    let security = spec.security.clone().unwrap_or_default();
+    let mut env = Vec::with_capacity(spec.env.len());
+    for (k, v) in &spec.env {
+        let resolved = crate::secrets::substitute(v, &mut |name| {
+            let (key, sealed) =
+                super::cluster::sealed_secret(&inner.repo, &spec.project, name).ok()??;
+            inner
+                .settings
+                .secrets
+                .as_ref()?
+                .open_value(&key, &sealed)
+                .ok()
+        })
+        .map_err(|e| format!("env {k}: {e}"))?;
+        env.push((k.clone(), resolved));
+    }
+    Ok(InstanceSpec {
+        id: InstanceSpec::new_id(&spec.name, slot),
+        service: spec.name.clone(),
+        project: spec.project.clone(),
+        version: record.version,
+        slot,
+        image: spec.image.clone(),
+        command: spec.command.clone(),
+        env,
+        // Validated at deploy time.
+        memory_bytes: resources
+            .memory
+            .as_deref()
+            .and_then(|m| cri::MemoryLimit::parse(m).ok())
+            .map(|m| m.bytes()),
+        cpu: resources.cpu,
+        pids: resources.pids.unwrap_or(api::spec::DEFAULT_PIDS),
+        cap_add: security.cap_add,
+        cap_drop: security.cap_drop,
+    })
+}

@@ -1,0 +1,350 @@
+//! The registry's owner task: applies one message at a time to the table,
+//! saves what must survive a restart, answers, and publishes the result.
+//! Each change is decided by a plain function over the table and `now`
+//! ([`apply`], [`tick`]); the loop only saves, answers and publishes.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use tokio::sync::{mpsc, watch};
+
+use super::{Hello, Msg, Node, NodeError, NodeState, Table, Timing};
+use crate::agent::{Instance, NodeAgent};
+use crate::store::{NodeRecord, Repo};
+
+/// What a change needs saved.
+#[derive(Debug, PartialEq)]
+pub(super) enum Save {
+    Nothing,
+    Put(NodeRecord),
+    Delete(String),
+}
+
+/// The table at start: stored nodes disconnected since `now`, and the
+/// server's own node ready.
+pub(super) fn initial(
+    stored: Vec<NodeRecord>,
+    local: Option<(Arc<dyn NodeAgent>, Hello)>,
+    now: Instant,
+) -> Result<Table, NodeError> {
+    let mut table = Table::default();
+    for record in stored {
+        table.nodes.insert(
+            record.id.clone(),
+            Node {
+                record,
+                state: NodeState::Disconnected,
+                since: now,
+                last_heartbeat: None,
+                agent: None,
+                session: 0,
+                local: false,
+            },
+        );
+    }
+    if let Some((agent, hello)) = local {
+        let id = hello.node_id.clone();
+        let mut record = table
+            .nodes
+            .remove(&id)
+            .map(|n| n.record)
+            .unwrap_or_default();
+        record.id = id.clone();
+        record.cert_sha256 = None;
+        refresh(&mut record, &hello);
+        table.nodes.insert(
+            id.clone(),
+            Node {
+                record,
+                state: NodeState::Ready,
+                since: now,
+                last_heartbeat: Some(SystemTime::now()),
+                agent: Some(agent),
+                session: 1,
+                local: true,
+            },
+        );
+        table.local = Some(id);
+    }
+    Ok(table)
+}
+
+fn refresh(record: &mut NodeRecord, hello: &Hello) {
+    record.address = hello.address.clone();
+    record.labels = hello.labels.clone();
+    record.cpu = hello.capacity.cpu;
+    record.memory_bytes = hello.capacity.memory_bytes;
+    record.version = hello.version.clone();
+}
+
+/// The parts of an inventory worth saving: which replicas, not their PIDs.
+fn same_replicas(a: &[Instance], b: &[Instance]) -> bool {
+    let key = |i: &Instance| (i.id.clone(), i.version, i.slot);
+    let mut a: Vec<_> = a.iter().map(key).collect();
+    let mut b: Vec<_> = b.iter().map(key).collect();
+    a.sort();
+    b.sort();
+    a == b
+}
+
+/// Answers to hand back once the change is saved.
+pub(super) enum Reply {
+    None,
+    Unit(
+        tokio::sync::oneshot::Sender<Result<(), NodeError>>,
+        Result<(), NodeError>,
+    ),
+    Session(
+        tokio::sync::oneshot::Sender<Result<u64, NodeError>>,
+        Result<u64, NodeError>,
+    ),
+    Record(
+        tokio::sync::oneshot::Sender<Result<NodeRecord, NodeError>>,
+        Result<NodeRecord, NodeError>,
+    ),
+}
+
+/// Applies one message. Returns what to save and the answer.
+pub(super) fn apply(table: &mut Table, msg: Msg, now: Instant) -> (Save, Reply) {
+    match msg {
+        Msg::Enroll {
+            id,
+            cert_sha256,
+            reply,
+        } => {
+            let result = enroll(table, &id, &cert_sha256, now);
+            let save = match &result {
+                Ok(()) => Save::Put(table.nodes[&id].record.clone()),
+                Err(_) => Save::Nothing,
+            };
+            (save, Reply::Unit(reply, result))
+        }
+        Msg::Connect {
+            hello,
+            agent,
+            cert_sha256,
+            reply,
+        } => {
+            let result = connect(table, &hello, agent, cert_sha256.as_deref(), now);
+            let save = match &result {
+                Ok(_) => Save::Put(table.nodes[&hello.node_id].record.clone()),
+                Err(_) => Save::Nothing,
+            };
+            (save, Reply::Session(reply, result))
+        }
+        Msg::Heartbeat {
+            id,
+            session,
+            inventory,
+        } => {
+            let Some(node) = table.nodes.get_mut(&id).filter(|n| n.session == session) else {
+                return (Save::Nothing, Reply::None);
+            };
+            node.last_heartbeat = Some(SystemTime::now());
+            if node.state != NodeState::Ready && node.agent.is_some() {
+                node.state = NodeState::Ready;
+                node.since = now;
+            }
+            let mut save = Save::Nothing;
+            if let Some(inventory) = inventory {
+                if !same_replicas(&node.record.inventory, &inventory) {
+                    node.record.inventory = inventory;
+                    save = Save::Put(node.record.clone());
+                } else {
+                    node.record.inventory = inventory;
+                }
+            }
+            (save, Reply::None)
+        }
+        Msg::Gone { id, session } => {
+            if let Some(node) = table
+                .nodes
+                .get_mut(&id)
+                .filter(|n| n.session == session && !n.local)
+            {
+                node.agent = None;
+                if node.state != NodeState::Disconnected {
+                    node.state = NodeState::Disconnected;
+                    node.since = now;
+                }
+            }
+            (Save::Nothing, Reply::None)
+        }
+        Msg::Drain {
+            id,
+            drained,
+            deadline,
+            reply,
+        } => match table.nodes.get_mut(&id) {
+            Some(node) => {
+                node.record.drained = drained;
+                node.record.drain_deadline = if drained { deadline } else { None };
+                (Save::Put(node.record.clone()), Reply::Unit(reply, Ok(())))
+            }
+            None => (
+                Save::Nothing,
+                Reply::Unit(reply, Err(NodeError::NotFound(id))),
+            ),
+        },
+        Msg::Remove { id, reply } => {
+            if table.local.as_deref() == Some(id.as_str()) {
+                let e = NodeError::Conflict(format!(
+                    "node {id} is the server's own node; set [node] workloads = false to run none there"
+                ));
+                return (Save::Nothing, Reply::Record(reply, Err(e)));
+            }
+            match table.nodes.remove(&id) {
+                Some(node) => (Save::Delete(id), Reply::Record(reply, Ok(node.record))),
+                None => (
+                    Save::Nothing,
+                    Reply::Record(reply, Err(NodeError::NotFound(id))),
+                ),
+            }
+        }
+    }
+}
+
+fn enroll(table: &mut Table, id: &str, cert_sha256: &str, now: Instant) -> Result<(), NodeError> {
+    if let Some(node) = table.nodes.get(id) {
+        if node.local {
+            return Err(NodeError::Conflict(format!(
+                "node id {id} is the server's own node; give the agent another [node] id"
+            )));
+        }
+        if node.record.cert_sha256.as_deref() != Some(cert_sha256) {
+            return Err(NodeError::Conflict(format!(
+                "node id {id} is held by another certificate; remove that node \
+                 (DELETE /api/v1/cluster/nodes/{id}) or give this agent another [node] id"
+            )));
+        }
+        return Ok(());
+    }
+    table.nodes.insert(
+        id.to_string(),
+        Node {
+            record: NodeRecord {
+                id: id.to_string(),
+                cert_sha256: Some(cert_sha256.to_string()),
+                ..NodeRecord::default()
+            },
+            state: NodeState::Disconnected,
+            since: now,
+            last_heartbeat: None,
+            agent: None,
+            session: 0,
+            local: false,
+        },
+    );
+    Ok(())
+}
+
+fn connect(
+    table: &mut Table,
+    hello: &Hello,
+    agent: Arc<dyn NodeAgent>,
+    cert_sha256: Option<&str>,
+    now: Instant,
+) -> Result<u64, NodeError> {
+    let id = &hello.node_id;
+    let Some(node) = table.nodes.get_mut(id) else {
+        return Err(NodeError::Refused(format!(
+            "node {id} is not in the cluster (removed, or never joined): join it again with a new token"
+        )));
+    };
+    if node.local {
+        return Err(NodeError::Conflict(format!(
+            "node id {id} is the server's own node"
+        )));
+    }
+    if node.record.cert_sha256.as_deref() != cert_sha256 {
+        return Err(NodeError::Refused(format!(
+            "node {id} presented a certificate that is not the one issued to it"
+        )));
+    }
+    refresh(&mut node.record, hello);
+    node.session += 1;
+    node.agent = Some(agent);
+    node.state = NodeState::Ready;
+    node.since = now;
+    node.last_heartbeat = Some(SystemTime::now());
+    Ok(node.session)
+}
+
+/// Marks nodes silent past the grace period disconnected; true if any changed.
+pub(super) fn tick(table: &mut Table, timing: &Timing, now_wall: SystemTime, now: Instant) -> bool {
+    let mut changed = false;
+    for node in table.nodes.values_mut() {
+        if node.local || node.state != NodeState::Ready {
+            continue;
+        }
+        let silent = node
+            .last_heartbeat
+            .and_then(|t| now_wall.duration_since(t).ok())
+            .is_some_and(|d| d >= timing.heartbeat_grace);
+        if silent {
+            node.state = NodeState::Disconnected;
+            node.since = now;
+            changed = true;
+        }
+    }
+    changed
+}
+
+/// See the module doc.
+pub(super) async fn run(
+    mut table: Table,
+    repo: Repo,
+    timing: Timing,
+    mut rx: mpsc::Receiver<Msg>,
+    publish: watch::Sender<Arc<Table>>,
+) {
+    let mut ticker = tokio::time::interval(timing.tick);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            msg = rx.recv() => {
+                let Some(msg) = msg else { return };
+                let (save, reply) = apply(&mut table, msg, Instant::now());
+                let saved = persist(&repo, save).await;
+                answer(reply, saved);
+                publish.send_replace(Arc::new(table.clone()));
+            }
+            _ = ticker.tick() => {
+                if tick(&mut table, &timing, SystemTime::now(), Instant::now()) {
+                    publish.send_replace(Arc::new(table.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Saves off the runtime's threads (the store syncs to disk).
+async fn persist(repo: &Repo, save: Save) -> Result<(), NodeError> {
+    if save == Save::Nothing {
+        return Ok(());
+    }
+    let repo = repo.clone();
+    tokio::task::spawn_blocking(move || match save {
+        Save::Nothing => Ok(()),
+        Save::Put(record) => repo.put_node(&record),
+        Save::Delete(id) => repo.delete_node(&id),
+    })
+    .await
+    .map_err(|e| NodeError::Store(e.to_string()))?
+    .map_err(|e| NodeError::Store(e.to_string()))
+}
+
+fn answer(reply: Reply, saved: Result<(), NodeError>) {
+    match reply {
+        Reply::None => {}
+        Reply::Unit(tx, r) => {
+            let _ = tx.send(r.and(saved));
+        }
+        Reply::Session(tx, r) => {
+            let _ = tx.send(saved.and(r));
+        }
+        Reply::Record(tx, r) => {
+            let _ = tx.send(saved.and(r));
+        }
+    }
+}

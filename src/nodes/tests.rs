@@ -1,0 +1,189 @@
+//! The registry's transitions, on a fake agent and the in-memory store.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::owner::{apply, initial, tick, Save};
+use super::*;
+use crate::agent::fake::FakeAgent;
+use crate::store::MemStore;
+
+fn hello(id: &str) -> Hello {
+    Hello {
+        node_id: id.into(),
+        address: "10.0.0.2".into(),
+        labels: BTreeMap::new(),
+        capacity: Capacity {
+            cpu: 2.0,
+            memory_bytes: 1 << 30,
+        },
+        version: "test".into(),
+    }
+}
+
+fn local() -> Option<(Arc<dyn NodeAgent>, Hello)> {
+    Some((Arc::new(FakeAgent::named("server")), hello("server")))
+}
+
+#[tokio::test]
+async fn join_connect_and_refusals() {
+    let repo = Repo::new(Arc::new(MemStore::default()));
+    let nodes = Nodes::start(repo.clone(), local(), Timing::default()).unwrap();
+    let agent: Arc<dyn NodeAgent> = Arc::new(FakeAgent::named("w1"));
+    // Never enrolled: refused, nothing registered.
+    let e = nodes
+        .connect(hello("w1"), agent.clone(), Some("aa".into()))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, NodeError::Refused(_)), "{e}");
+    assert!(nodes.snapshot().get("w1").is_none());
+
+    nodes.enroll("w1", "aa").await.unwrap();
+    // Another certificate for the same id: refused.
+    let e = nodes.enroll("w1", "bb").await.unwrap_err();
+    assert!(e.to_string().contains("held by another certificate"), "{e}");
+    let e = nodes.enroll("server", "cc").await.unwrap_err();
+    assert!(e.to_string().contains("server's own node"), "{e}");
+    let e = nodes
+        .connect(hello("w1"), agent.clone(), Some("bb".into()))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("not the one issued"), "{e}");
+
+    let session = nodes
+        .connect(hello("w1"), agent.clone(), Some("aa".into()))
+        .await
+        .unwrap();
+    let table = nodes.snapshot();
+    assert!(table.get("w1").unwrap().ready());
+    assert_eq!(table.get("w1").unwrap().record.address, "10.0.0.2");
+    assert!(repo.node("w1").unwrap().is_some());
+
+    // A newer connection wins; the old one's end changes nothing.
+    let second = nodes
+        .connect(hello("w1"), agent.clone(), Some("aa".into()))
+        .await
+        .unwrap();
+    assert!(second > session);
+    nodes.gone("w1", session).await;
+    nodes.set_drained("w1", false, None).await.unwrap();
+    assert!(nodes.snapshot().get("w1").unwrap().ready());
+    nodes.gone("w1", second).await;
+    nodes.set_drained("w1", false, None).await.unwrap();
+    assert_eq!(
+        nodes.snapshot().get("w1").unwrap().state,
+        NodeState::Disconnected
+    );
+
+    // Removal forgets the node and its certificate.
+    nodes.remove("w1").await.unwrap();
+    assert!(repo.node("w1").unwrap().is_none());
+    let e = nodes
+        .connect(hello("w1"), agent, Some("aa".into()))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, NodeError::Refused(_)));
+    assert!(matches!(
+        nodes.remove("server").await,
+        Err(NodeError::Conflict(_))
+    ));
+}
+
+#[test]
+fn silence_past_the_grace_disconnects_and_a_heartbeat_reconnects() {
+    let now = Instant::now();
+    let mut table = initial(Vec::new(), local(), now).unwrap();
+    let (tx, _rx) = tokio::sync::oneshot::channel();
+    apply(
+        &mut table,
+        Msg::Enroll {
+            id: "w1".into(),
+            cert_sha256: "aa".into(),
+            reply: tx,
+        },
+        now,
+    );
+    let (tx, _rx) = tokio::sync::oneshot::channel();
+    apply(
+        &mut table,
+        Msg::Connect {
+            hello: hello("w1"),
+            agent: Arc::new(FakeAgent::named("w1")),
+            cert_sha256: Some("aa".into()),
+            reply: tx,
+        },
+        now,
+    );
+    let timing = Timing {
+        heartbeat_grace: Duration::from_secs(10),
+        ..Timing::default()
+    };
+    let wall = SystemTime::now();
+    assert!(!tick(
+        &mut table,
+        &timing,
+        wall + Duration::from_secs(9),
+        now
+    ));
+    assert!(tick(
+        &mut table,
+        &timing,
+        wall + Duration::from_secs(11),
+        now
+    ));
+    let w1 = table.get("w1").unwrap();
+    assert_eq!(w1.state, NodeState::Disconnected);
+    // The server's own node is never silent.
+    assert!(table.get("server").unwrap().ready());
+    let session = w1.session;
+    let inventory = vec![Instance {
+        id: "web.0.abc".into(),
+        node: "w1".into(),
+        service: "web".into(),
+        project: "default".into(),
+        version: 1,
+        slot: 0,
+        pid: Some(7),
+        state: crate::agent::ProcessState::Running,
+        ip: None,
+    }];
+    let (save, _) = apply(
+        &mut table,
+        Msg::Heartbeat {
+            id: "w1".into(),
+            session,
+            inventory: Some(inventory.clone()),
+        },
+        now,
+    );
+    assert!(matches!(save, Save::Put(_)), "a new inventory is saved");
+    assert!(table.get("w1").unwrap().ready());
+    // The same replicas again (a new PID) are not saved again.
+    let mut again = inventory;
+    again[0].pid = Some(8);
+    let (save, _) = apply(
+        &mut table,
+        Msg::Heartbeat {
+            id: "w1".into(),
+            session,
+            inventory: Some(again),
+        },
+        now,
+    );
+    assert_eq!(save, Save::Nothing);
+}
+
+#[test]
+fn stored_nodes_start_disconnected_with_their_replicas() {
+    let record = NodeRecord {
+        id: "w2".into(),
+        cert_sha256: Some("aa".into()),
+        drained: true,
+        ..NodeRecord::default()
+    };
+    let table = initial(vec![record], local(), Instant::now()).unwrap();
+    let w2 = table.get("w2").unwrap();
+    assert_eq!(w2.state, NodeState::Disconnected);
+    assert!(w2.record.drained);
+    assert_eq!(table.local.as_deref(), Some("server"));
+}
