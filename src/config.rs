@@ -17,8 +17,23 @@ pub struct Config {
     pub proxy: ProxySection,
     pub registry: cri::registry::RegistryConfig,
     pub node: NodeSection,
+    /// A worker's `orca agent` settings (agent.toml).
+    pub agent: AgentSection,
     #[serde(rename = "token")]
     pub tokens: Vec<TokenSection>,
+}
+
+/// `[agent]` of a worker's agent.toml.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentSection {
+    /// The server's cluster port, `HOST:6881`.
+    pub join: Option<String>,
+    /// A join token from `orca cluster join-token` (needed only to join).
+    pub token: Option<String>,
+    /// This node's address for other nodes (default: the address it
+    /// connects to the server from).
+    pub advertise_address: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -134,6 +149,8 @@ pub struct NodeSection {
     /// Defaults to the host name.
     pub id: Option<String>,
     pub labels: BTreeMap<String, String>,
+    /// False: the server runs no replicas itself (default true).
+    pub workloads: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -24,6 +24,7 @@ mod config;
 mod control;
 mod imports;
 mod metrics;
+mod node;
 mod nodes;
 mod secrets;
 mod server;

@@ -1,52 +1,21 @@
 //! `orca server`: wires the config, containerd, the store, the local agent
-//! and the control plane together, serves the API, and stops on SIGTERM or
-//! SIGINT (containers keep running: orca is not their parent).
+//! and the control plane together, serves the API and the cluster port
+//! (agents dial it, over TLS with the cluster's own CA), and stops on
+//! SIGTERM or SIGINT (containers keep running: orca is not their parent).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::agent::local::LocalAgent;
 use crate::config::Config;
 use crate::control::{ControlPlane, Settings};
 use crate::metrics::Metrics;
-use crate::store::{Repo, SledStore};
-use network::{NetworkSettings, NodeNetwork};
 
 pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
     let data = &config.cluster.data_dir;
-    let logs = data.join("logs");
-    {
-        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&logs)
-            .with_context(|| format!("create {}", logs.display()))?;
-        // Replica logs are for the operators alone, also in a dir made before.
-        std::fs::set_permissions(&logs, std::fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("chmod 700 {}", logs.display()))?;
-    }
-    let repo = Repo::new(Arc::new(
-        SledStore::open(&data.join("db"))
-            .with_context(|| format!("open the store in {}", data.display()))?,
-    ));
-
-    let mut options =
-        cri::ConnectOptions::new(&config.containerd.socket, &config.containerd.namespace);
-    options.registry = config.registry.clone();
-    let cri = cri::Cri::connect(options).await?;
-    let shim =
-        std::env::current_exe().context("find the orca binary (it serves as the log shim)")?;
-    let node_id = config.node_id();
-    let netns_dir = PathBuf::from("/run/orca")
-        .join(format!(
-            "{}-{}",
-            config.cluster.name, config.containerd.namespace
-        ))
-        .join("netns");
+    let repo = crate::node::open_data(&config)?;
     let ingress_port = config
         .proxy
         .http_listen
@@ -58,19 +27,12 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
                 config.proxy.http_listen
             )
         })?;
-    let network = NodeNetwork::setup(
-        NetworkSettings {
-            bridge: config.network.bridge.clone(),
-            subnet: config.network.subnet.clone(),
-            node_index: 0,
-            netns_dir,
-            open_ports: vec![ingress_port],
-        },
-        Arc::new(repo.clone()),
-    )
-    .await
-    .context("set up the node network")?;
-    let network = Arc::new(network);
+    let node_id = config.node_id();
+    let crate::node::NodeRuntime {
+        cri,
+        network,
+        agent,
+    } = crate::node::start(&config, &repo, vec![ingress_port], true).await?;
     let dns = Arc::new(network::dns::DnsTable::default());
     let dns_socket = tokio::net::UdpSocket::bind((network.gateway(), 53))
         .await
@@ -100,11 +62,11 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
             let _ = imports_stopped.await;
         },
     ));
-    let agent = Arc::new(
-        LocalAgent::new(cri, node_id.clone(), data, shim, Some(network.clone())).with_dns(),
-    );
-    agent.sweep().await.context("clean up network leftovers")?;
 
+    let ca = Arc::new(
+        crate::cluster::pki::Ca::load_or_create(&data.join("cluster"), &config.cluster.name)
+            .context("load the cluster CA")?,
+    );
     let tokens = config
         .tokens
         .iter()
@@ -128,7 +90,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         reserved_names: config.network.reserved_names.clone(),
         heartbeat_grace: std::time::Duration::from_secs(config.cluster.heartbeat_grace_secs),
         reschedule_after: std::time::Duration::from_secs(config.cluster.reschedule_after_secs),
-        ca_sha256: None,
+        ca_sha256: Some(ca.sha256().to_string()),
     };
     let routes = Arc::new(network::proxy::Routes::default());
     let control = ControlPlane::new(
@@ -153,9 +115,33 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         config.proxy.workers(),
     )
     .context("start the ingress")?;
-    tracing::info!(%address, node = %node_id, "orca server ready");
-    eprintln!("orca server: node {node_id}, API on http://{address}");
-    api::server::serve(listener, Arc::new(control), shutdown_signal()).await?;
+    let grpc = tokio::net::TcpListener::bind(&config.cluster.grpc_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "listen on {} (cluster.grpc_listen)",
+                config.cluster.grpc_listen
+            )
+        })?;
+    let grpc_address = grpc.local_addr()?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let cluster = tokio::spawn(crate::cluster::service::serve(
+        grpc,
+        control.clone(),
+        ca,
+        until_stopped(stopped.clone()),
+    ));
+    tracing::info!(%address, %grpc_address, node = %node_id, "orca server ready");
+    eprintln!("orca server: node {node_id}, API on http://{address}, cluster port {grpc_address}");
+    api::server::serve(listener, Arc::new(control), until_stopped(stopped)).await?;
+    let _ = cluster.await;
     proxy.stop().await;
     let _ = imports_stop.send(());
     let _ = importer.await;
@@ -163,7 +149,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),

@@ -24,7 +24,7 @@ pub const KEEP_FILES: usize = 3;
 const MAX_LINE: usize = 16 * 1024;
 
 /// Which output a line came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Stream {
     Stdout,
     Stderr,
@@ -40,7 +40,7 @@ impl Stream {
 }
 
 /// One line of a log file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LogLine {
     /// RFC 3339 time, empty for lines the shim did not write (`file://` logs).
     pub time: String,

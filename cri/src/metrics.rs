@@ -10,7 +10,7 @@ use crate::client::Cri;
 use crate::error::{CriError, Result};
 
 /// Usage of one container, whatever the cgroup version.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Usage {
     /// Memory in use, bytes.
     pub memory_bytes: u64,

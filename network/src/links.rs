@@ -135,13 +135,24 @@ async fn has_address(handle: &Handle, index: u32, ip: Ipv4Addr) -> Result<bool> 
     Ok(false)
 }
 
-/// Hands the IPv4 traffic that bridge `name` forwards between its ports to
-/// the ip family's netfilter hooks (with conntrack), for this bridge only:
-/// project isolation lives there. Through sysfs, which the kernel offers
-/// for this bridge option.
-pub fn call_iptables(name: &str) -> Result<()> {
-    let knob = format!("/sys/class/net/{name}/bridge/nf_call_iptables");
-    std::fs::write(&knob, "1").map_err(|e| NetworkError::io("enable bridge netfilter", &knob, e))
+/// Hands the IPv4 traffic that bridge `index` forwards between its ports
+/// to the ip family's netfilter hooks (with conntrack), for this bridge
+/// only: project isolation lives there. Over netlink, in this process's
+/// network namespace (sysfs may show another's).
+pub async fn call_iptables(handle: &Handle, index: u32, name: &str) -> Result<()> {
+    use rtnetlink::packet_route::link::{InfoBridge, InfoData, InfoKind, LinkInfo};
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    msg.attributes.push(LinkAttribute::LinkInfo(vec![
+        LinkInfo::Kind(InfoKind::Bridge),
+        LinkInfo::Data(InfoData::Bridge(vec![InfoBridge::NfCallIpTables(true)])),
+    ]));
+    handle
+        .link()
+        .set(msg)
+        .execute()
+        .await
+        .map_err(|e| NetworkError::netlink("enable bridge netfilter", name, e))
 }
 
 /// Sets link `index` up.

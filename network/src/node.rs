@@ -96,7 +96,7 @@ impl NodeNetwork {
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(|e| {
             NetworkError::io("enable forwarding", "/proc/sys/net/ipv4/ip_forward", e)
         })?;
-        links::call_iptables(&settings.bridge)?;
+        links::call_iptables(&handle, bridge_index, &settings.bridge).await?;
         nft::apply(&nft::host_script(
             &settings.bridge,
             subnet,

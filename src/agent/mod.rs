@@ -147,13 +147,6 @@ pub enum AgentError {
     Other(String),
 }
 
-impl AgentError {
-    /// True when the node could not be asked at all.
-    pub fn is_unreachable(&self) -> bool {
-        matches!(self, AgentError::Unreachable { .. })
-    }
-}
-
 /// A line of an instance's log.
 pub use cri::logs::LogLine;
 

@@ -117,11 +117,41 @@ pub enum Command {
     },
     /// A service's versions.
     Versions { name: String },
+    /// Run a worker node: its containerd, driven by the server it joins
+    /// (it dials the server, so it works from behind NAT). --token is the
+    /// join token from `orca cluster join-token`, needed once, to join.
+    Agent {
+        /// The server's cluster port, HOST:6881 (default: agent.toml's
+        /// [agent] join, or the server joined before).
+        #[arg(long)]
+        join: Option<String>,
+        // The join token (from `orca cluster join-token`, needed once, to
+        // join) is the global --token.
+        /// agent.toml ([agent], [node], [containerd], [network], [cluster] data_dir).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// The cluster: join tokens for new nodes.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
     /// Nodes of the cluster.
     Nodes,
-    /// Stop placing replicas on a node.
-    Drain { id: String },
-    /// Place replicas on a node again.
+    /// A node: remove it from the cluster.
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
+    /// Move replicas off a node, one service at a time, each new replica
+    /// ready before an old one stops; no new replicas go there.
+    Drain {
+        id: String,
+        /// Stop what has not moved by then (default 1h).
+        #[arg(long, value_parser = parse_duration)]
+        deadline: Option<std::time::Duration>,
+    },
+    /// Place replicas on a node again (nothing moves back by itself).
     Undrain { id: String },
     /// API tokens.
     Token {
@@ -235,9 +265,35 @@ pub enum ImageCommand {
     },
 }
 
+#[derive(Subcommand)]
+pub enum ClusterCommand {
+    /// Print a new join token (admin).
+    JoinToken {
+        /// How long it may be used (default 1h).
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Option<std::time::Duration>,
+    },
+    /// Revoke a join token by its id.
+    RevokeToken { id: String },
+}
+
+#[derive(Subcommand)]
+pub enum NodeCommand {
+    /// Remove a node: its certificate is revoked and its replicas are
+    /// placed elsewhere.
+    Rm { id: String },
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{text:?}: {e} (like 30s, 10m or 1h)"))
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(matches!(cli.command, Command::Server { .. }));
+    init_tracing(matches!(
+        cli.command,
+        Command::Server { .. } | Command::Agent { .. }
+    ));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -292,8 +348,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => commands::rollback(&client, &name, version, wait, json).await,
         Command::Versions { name } => commands::versions(&client, &name, json).await,
         Command::Nodes => commands::nodes(&client, json).await,
-        Command::Drain { id } => commands::drain(&client, &id, true, json).await,
-        Command::Undrain { id } => commands::drain(&client, &id, false, json).await,
+        Command::Agent { join, config } => {
+            crate::node::run_agent(config.as_deref(), join, cli.token.clone()).await
+        }
+        Command::Cluster { command } => commands::cluster(&client, command, json).await,
+        Command::Node {
+            command: NodeCommand::Rm { id },
+        } => commands::remove_node(&client, &id, json).await,
+        Command::Drain { id, deadline } => {
+            commands::drain(&client, &id, Some(deadline), json).await
+        }
+        Command::Undrain { id } => commands::drain(&client, &id, None, json).await,
         Command::Token { command } => commands::token(&client, command, json).await,
         Command::Webhooks { command } => commands::webhooks(&client, command, json).await,
         Command::Secrets { project, command } => {

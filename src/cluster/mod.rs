@@ -1,4 +1,11 @@
 //! The cluster's own transport: join tokens, the cluster CA and node
 //! certificates, the gRPC service agents dial, and the agent that dials it.
 
+pub mod agent;
+pub mod codec;
+pub mod keeper;
+pub mod pki;
+pub mod remote;
+pub mod service;
 pub mod token;
+pub mod wire;

@@ -32,6 +32,8 @@ pub(crate) async fn gather(inner: &Inner, service: &str) -> Result<Gathered, Loc
             Ok(list) => Ok(list),
             Err(e) if node.local => Err(LocalDown(e)),
             Err(e) => {
+                // Unreachable, or its containerd failing: either way its
+                // replicas are taken to run as it last said.
                 tracing::debug!(node = node.id(), error = %e, "listing failed; using the last report");
                 Ok(last_reported(node, service))
             }

@@ -90,6 +90,7 @@ impl Scheduler {
     }
 
     /// The nodes with what has been placed so far.
+    #[cfg(test)]
     pub fn nodes(&self) -> &[Candidate] {
         &self.nodes
     }
@@ -221,15 +222,22 @@ pub fn unplaced_message(count: u32, r: &Rejections, demand: &Demand) -> String {
     if r.drained > 0 {
         why.push(format!("{} drained", nodes(r.drained)));
     }
+    let lack = |n: u32| if n == 1 { "lacks" } else { "lack" };
     if r.memory > 0 {
         why.push(format!(
-            "{} lack {} of memory",
+            "{} {} {} of memory",
             nodes(r.memory),
+            lack(r.memory),
             mebibytes(demand.memory_bytes)
         ));
     }
     if r.cpu > 0 {
-        why.push(format!("{} lack {} CPU", nodes(r.cpu), demand.cpu));
+        why.push(format!(
+            "{} {} {} CPU",
+            nodes(r.cpu),
+            lack(r.cpu),
+            demand.cpu
+        ));
     }
     if why.is_empty() {
         why.push(match demand.node {

@@ -137,6 +137,7 @@ impl Repo {
         self.list_json(Tree::Services)
     }
 
+    #[cfg(test)]
     pub fn node(&self, id: &str) -> Result<Option<NodeRecord>, StoreError> {
         self.get_json(Tree::Nodes, id)
     }

@@ -124,7 +124,7 @@ impl BenchServer {
             .expect("ORCA_TEST_CONTAINERD (start the test environment)");
         let bin = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/orca");
         let dir = tempfile::tempdir().unwrap();
-        let (api_port, proxy_port) = (free_port(), free_port());
+        let (api_port, proxy_port, grpc_port) = (free_port(), free_port(), free_port());
         let namespace = format!("bench-{name}-{}", std::process::id());
         // ORCA_BENCH_PROXY_WORKERS sets the ingress's worker threads.
         let workers = std::env::var("ORCA_BENCH_PROXY_WORKERS")
@@ -133,7 +133,7 @@ impl BenchServer {
         std::fs::write(
             dir.path().join("cluster.toml"),
             format!(
-                "[cluster]\ndata_dir = \"{}\"\napi_listen = \"127.0.0.1:{api_port}\"\n[containerd]\nsocket = \"{socket}\"\nnamespace = \"{namespace}\"\n[network]\nbridge = \"{bridge}\"\nsubnet = \"{subnet}\"\n[proxy]\nhttp_listen = \"127.0.0.1:{proxy_port}\"\n{workers}[[token]]\nname = \"admin\"\nvalue = \"{TOKEN}\"\nrole = \"admin\"\n",
+                "[cluster]\ndata_dir = \"{}\"\napi_listen = \"127.0.0.1:{api_port}\"\ngrpc_listen = \"127.0.0.1:{grpc_port}\"\n[containerd]\nsocket = \"{socket}\"\nnamespace = \"{namespace}\"\n[network]\nbridge = \"{bridge}\"\nsubnet = \"{subnet}\"\n[proxy]\nhttp_listen = \"127.0.0.1:{proxy_port}\"\n{workers}[[token]]\nname = \"admin\"\nvalue = \"{TOKEN}\"\nrole = \"admin\"\n",
                 dir.path().join("data").display()
             ),
         )

@@ -21,10 +21,21 @@ pub struct LabNode {
     pub address: Ipv4Addr,
     /// Its containerd's socket.
     pub socket: PathBuf,
+    /// Its port on the LAN bridge (set down to cut the node's link).
+    pub lan_port: String,
     containerd: Option<Child>,
 }
 
 impl LabNode {
+    /// A program run in the node's network namespace and nothing else
+    /// (the host's mounts, cgroups included, as they are).
+    pub fn nsenter(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{}", self.netns))
+            .arg(program);
+        c
+    }
+
     /// A command run inside the node's namespace.
     pub fn command(&self, program: &str) -> Command {
         let mut c = Command::new("ip");
@@ -40,6 +51,9 @@ pub struct Lab {
     pub lan: String,
     /// The LAN's /24.
     pub subnet: String,
+    /// `host:port` of the LAN's registry, once started.
+    pub registry: Option<String>,
+    registry_process: Option<Child>,
     _dir: tempfile::TempDir,
 }
 
@@ -65,6 +79,8 @@ impl Lab {
             nodes: Vec::new(),
             lan: lan.clone(),
             subnet,
+            registry: None,
+            registry_process: None,
             _dir: dir,
         };
         ip(&["netns", "add", &lan]);
@@ -98,6 +114,7 @@ impl Lab {
                 netns,
                 address,
                 socket,
+                lan_port: outside,
                 containerd: Some(containerd),
             });
         }
@@ -105,6 +122,103 @@ impl Lab {
             wait_answering(&node.socket).await;
         }
         lab
+    }
+}
+
+impl Lab {
+    /// A registry inside the LAN's namespace at `<subnet>.1:5000`, holding
+    /// `images`: (OCI layout dir, `name:tag` under `orca-test/`). Pushed
+    /// from inside the namespace too.
+    pub async fn start_registry(&mut self, images: &[(PathBuf, &str)]) -> String {
+        let gateway = self.subnet.replace(".0/24", ".1");
+        ip(&[
+            "-n",
+            &self.lan,
+            "addr",
+            "add",
+            &format!("{gateway}/24"),
+            "dev",
+            "lan0",
+        ]);
+        ip(&["-n", &self.lan, "link", "set", "lo", "up"]);
+        let address = format!("{gateway}:5000");
+        let dir = self._dir.path().join("registry");
+        std::fs::create_dir_all(dir.join("storage")).unwrap();
+        std::fs::write(
+            dir.join("config.yml"),
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {address}\n",
+                dir.join("storage").display()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.join("registry.log")).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.lan, "docker-registry", "serve"])
+            .arg(dir.join("config.yml"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("docker-registry (apt-get install docker-registry)");
+        self.registry_process = Some(child);
+        let lan = self.lan.clone();
+        let url = format!("http://{address}/v2/");
+        super::eventually("the LAN registry", Duration::from_secs(20), async || {
+            let ok = Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &lan,
+                    "curl",
+                    "-sf",
+                    "-o",
+                    "/dev/null",
+                    &url,
+                ])
+                .status()
+                .map_err(|e| e.to_string())?
+                .success();
+            if ok {
+                Ok(())
+            } else {
+                Err("not answering".into())
+            }
+        })
+        .await;
+        for (layout, reference) in images {
+            let tag = reference
+                .rsplit_once(':')
+                .map(|(_, t)| t)
+                .unwrap_or("latest");
+            super::host::run(
+                Command::new("ip")
+                    .args([
+                        "netns",
+                        "exec",
+                        &self.lan,
+                        "skopeo",
+                        "copy",
+                        "-q",
+                        "--dest-tls-verify=false",
+                    ])
+                    .arg(format!("oci:{}:{tag}", layout.display()))
+                    .arg(format!("docker://{address}/orca-test/{reference}")),
+            );
+        }
+        self.registry = Some(address.clone());
+        address
+    }
+
+    /// Sets node `i`'s link to the LAN down or up.
+    pub fn set_link(&self, i: usize, up: bool) {
+        ip(&[
+            "-n",
+            &self.lan,
+            "link",
+            "set",
+            &self.nodes[i].lan_port,
+            if up { "up" } else { "down" },
+        ]);
     }
 }
 
@@ -127,9 +241,12 @@ fn start_containerd(netns: &str, dir: &Path) -> (Child, PathBuf) {
     )
     .unwrap();
     let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
-    // `ip netns exec` execs containerd: the PID is containerd's own.
-    let child = Command::new("ip")
-        .args(["netns", "exec", netns, "containerd", "--config"])
+    // nsenter execs containerd: the PID is containerd's own. Only the
+    // network namespace changes (`ip netns exec` would also remount /sys,
+    // which hides the cgroup mount runc needs).
+    let child = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{netns}"))
+        .args(["containerd", "--config"])
         .arg(&config)
         .stdout(Stdio::null())
         .stderr(log)
@@ -159,6 +276,10 @@ async fn wait_answering(socket: &Path) {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        if let Some(mut c) = self.registry_process.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
         for node in &mut self.nodes {
             if let Some(mut c) = node.containerd.take() {
                 // The containerd this lab started, by its PID, then reaped.

@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used)]
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod counting;
 pub mod host;
 pub mod http;

@@ -91,6 +91,7 @@ impl OrcaServer {
 name = "test"
 data_dir = "{data}"
 api_listen = "127.0.0.1:{port}"
+grpc_listen = "127.0.0.1:{grpc_port}"
 {cluster_extra}
 [containerd]
 socket = "{socket}"
@@ -123,6 +124,7 @@ role = "viewer"
             socket = env.socket.display(),
             registry = env.registry,
             bridge = bridge_name(&namespace),
+            grpc_port = super::free_port(),
         );
         std::fs::write(dir.path().join("cluster.toml"), config).unwrap();
         let mut server = OrcaServer {

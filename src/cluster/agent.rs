@@ -1,0 +1,439 @@
+//! `orca agent`: a worker node. It joins once (the token's CA pin checked
+//! before the secret is sent; its own key signed by the cluster CA, kept
+//! 0600 in `data_dir/cluster`), then holds one stream to the server,
+//! reconnecting with jittered backoff. Calls from the server run on the
+//! local containerd; events, log lines and a heartbeat with every replica
+//! go up. While disconnected, it keeps every replica running and restarts
+//! crashed ones itself: losing the server never kills work.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::pki::{self, SERVER_NAME};
+use super::token::JoinToken;
+use super::wire::service::cluster_client::ClusterClient;
+use super::wire::{Answer, Call, Down, JoinRequest, Up, WireError};
+use crate::agent::{NodeAgent, PullMode};
+use crate::nodes::Hello;
+
+/// How often a heartbeat (with the inventory) goes up.
+pub const HEARTBEAT: Duration = Duration::from_secs(2);
+/// Longest wait between two connection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(15);
+
+/// What an agent keeps after joining (`data_dir/cluster/agent.json`, with
+/// `node.key` and `node.crt` beside it).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Credentials {
+    pub node_id: String,
+    pub ca_sha256: String,
+    pub server: String,
+}
+
+/// A joined node's credentials, certificate and key.
+pub struct Identity {
+    credentials: Credentials,
+    cert_pem: String,
+    key_pem: String,
+}
+
+/// A failure that retrying cannot mend.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Fatal(pub String);
+
+fn paths(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    (
+        dir.join("agent.json"),
+        dir.join("node.crt"),
+        dir.join("node.key"),
+    )
+}
+
+fn load(dir: &Path) -> anyhow::Result<Option<Identity>> {
+    let (creds, cert, key) = paths(dir);
+    if !creds.exists() {
+        return Ok(None);
+    }
+    let read =
+        |p: &Path| std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()));
+    let credentials: Credentials = serde_json::from_str(&read(&creds)?)
+        .with_context(|| format!("{} is not an agent's credentials", creds.display()))?;
+    Ok(Some(Identity {
+        credentials,
+        cert_pem: read(&cert)?,
+        key_pem: read(&key)?,
+    }))
+}
+
+/// A gRPC channel to `server` over TLS as `tls` says.
+async fn channel(
+    server: &str,
+    tls: rustls::ClientConfig,
+) -> anyhow::Result<tonic::transport::Channel> {
+    let tls = Arc::new(tls);
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{server}"))
+        .with_context(|| format!("{server:?} is not HOST:PORT"))?
+        .connect_timeout(Duration::from_secs(5))
+        .http2_keep_alive_interval(Duration::from_secs(3))
+        .keep_alive_timeout(Duration::from_secs(6))
+        .keep_alive_while_idle(true);
+    let connector = tower::service_fn(move |uri: http::Uri| {
+        let tls = tls.clone();
+        async move {
+            let host = uri.host().unwrap_or_default().to_string();
+            let port = uri.port_u16().unwrap_or(6881);
+            let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+            tcp.set_nodelay(true)?;
+            let name = rustls::pki_types::ServerName::try_from(SERVER_NAME)
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            let stream = tokio_rustls::TlsConnector::from(tls)
+                .connect(name, tcp)
+                .await?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+        }
+    });
+    Ok(endpoint.connect_with_connector(connector).await?)
+}
+
+/// Checks the server against the pin with a bare handshake, so that a
+/// wrong CA is reported as that, not as a transport error.
+async fn check_server(server: &str, ca_sha256: &str) -> anyhow::Result<()> {
+    let tls = Arc::new(pki::agent_tls(ca_sha256, None)?);
+    let tcp = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::TcpStream::connect(server),
+    )
+    .await
+    .with_context(|| format!("connect to {server}: timed out"))?
+    .with_context(|| format!("connect to {server}"))?;
+    let name = rustls::pki_types::ServerName::try_from(SERVER_NAME)?;
+    match tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) => Err(Fatal(format!("cannot trust the server at {server}: {e}")).into()),
+    }
+}
+
+/// Joins with `token`: checks the server, sends a signing request for a
+/// new key, keeps what comes back.
+async fn join(server: &str, token: &str, node_id: &str, dir: &Path) -> anyhow::Result<Identity> {
+    let token = JoinToken::parse(token).map_err(|e| Fatal(e.to_string()))?;
+    check_server(server, &token.ca_sha256).await?;
+    let (key_pem, csr_pem) = pki::node_request(node_id)?;
+    let mut client =
+        ClusterClient::new(channel(server, pki::agent_tls(&token.ca_sha256, None)?).await?);
+    let reply = client
+        .join(JoinRequest {
+            token: token.to_string(),
+            node_id: node_id.to_string(),
+            csr_pem,
+        })
+        .await
+        .map_err(|s| Fatal(format!("the server refused the join: {}", s.message())))?
+        .into_inner();
+    let ca = pki::pem_certs(&reply.ca_pem)?;
+    if ca.first().map(|c| pki::fingerprint(c)).as_deref() != Some(token.ca_sha256.as_str()) {
+        return Err(
+            Fatal("the server sent a CA that does not match the token's pin".into()).into(),
+        );
+    }
+    let credentials = Credentials {
+        node_id: node_id.to_string(),
+        ca_sha256: token.ca_sha256.clone(),
+        server: server.to_string(),
+    };
+    let (creds, cert, key) = paths(dir);
+    pki::write_private(&key, &key_pem)?;
+    pki::write_private(&cert, &reply.cert_pem)?;
+    pki::write_private(&creds, &serde_json::to_string_pretty(&credentials)?)?;
+    Ok(Identity {
+        credentials,
+        cert_pem: reply.cert_pem,
+        key_pem,
+    })
+}
+
+/// What the agent needs to join.
+pub struct AgentSetup {
+    /// `HOST:PORT` of the server's cluster port (None: the one joined).
+    pub server: Option<String>,
+    pub token: Option<String>,
+    pub node_id: String,
+    pub dir: PathBuf,
+}
+
+/// The node's identity: as kept from an earlier join, or from joining now
+/// (before anything on the node is touched, so a refused join changes
+/// nothing).
+pub async fn identity(setup: &AgentSetup) -> anyhow::Result<Identity> {
+    if let Some(id) = load(&setup.dir)? {
+        if id.credentials.node_id != setup.node_id {
+            anyhow::bail!(
+                "this agent joined as node {:?}, but its config says {:?}; \
+                 remove {} to join again under the new id",
+                id.credentials.node_id,
+                setup.node_id,
+                setup.dir.display()
+            );
+        }
+        return Ok(id);
+    }
+    let server = setup
+        .server
+        .as_deref()
+        .context("not joined yet: give --join HOST:6881")?;
+    let token = setup
+        .token
+        .as_deref()
+        .context("not joined yet: give --token (from `orca cluster join-token`)")?;
+    let id = join(server, token, &setup.node_id, &setup.dir).await?;
+    eprintln!("orca agent: joined as node {}", setup.node_id);
+    Ok(id)
+}
+
+/// See the module doc. Returns only on a fatal refusal (or `stop`).
+pub async fn run(
+    identity: Identity,
+    server: Option<String>,
+    hello: Hello,
+    local: Arc<dyn NodeAgent>,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let server = server.unwrap_or_else(|| identity.credentials.server.clone());
+    let tls = pki::agent_tls(
+        &identity.credentials.ca_sha256,
+        Some((&identity.cert_pem, &identity.key_pem)),
+    )?;
+    let connected = Arc::new(AtomicBool::new(false));
+    let keeper = tokio::spawn(super::keeper::run(local.clone(), connected.clone()));
+    tokio::pin!(stop);
+    let mut failures = 0u32;
+    let outcome = loop {
+        let attempt = session(&server, tls.clone(), &hello, &local, &connected);
+        let ended = tokio::select! {
+            _ = &mut stop => break Ok(()),
+            ended = attempt => ended,
+        };
+        connected.store(false, Ordering::Relaxed);
+        match ended {
+            Ok(()) => failures = 0,
+            Err(e) if e.downcast_ref::<Fatal>().is_some() => break Err(e),
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(server, error = %format!("{e:#}"), "connection to the server failed");
+            }
+        }
+        let wait = backoff(failures);
+        tokio::select! {
+            _ = &mut stop => break Ok(()),
+            _ = tokio::time::sleep(wait) => {}
+        }
+    };
+    keeper.abort();
+    outcome
+}
+
+/// Jittered exponential backoff: about 0.5 s, 1 s, 2 s ... up to 15 s.
+fn backoff(failures: u32) -> Duration {
+    let base = Duration::from_millis(500) * 2u32.pow(failures.min(5));
+    let base = base.min(MAX_BACKOFF);
+    base.mul_f64(0.5 + rand::random::<f64>())
+}
+
+/// One connection: Hello, then calls down and everything else up, until
+/// the stream ends.
+async fn session(
+    server: &str,
+    tls: rustls::ClientConfig,
+    hello: &Hello,
+    local: &Arc<dyn NodeAgent>,
+    connected: &AtomicBool,
+) -> anyhow::Result<()> {
+    let mut client = ClusterClient::new(channel(server, tls).await?);
+    let (up, up_rx) = mpsc::channel::<Up>(1024);
+    up.send(Up::Hello(hello.clone())).await?;
+    let response = client
+        .connect(tokio_stream::wrappers::ReceiverStream::new(up_rx))
+        .await
+        .map_err(refused)?;
+    let mut down = response.into_inner();
+    let session = match down.message().await.map_err(refused)? {
+        Some(Down::Welcome { session }) => session,
+        other => anyhow::bail!("unexpected first message from the server: {other:?}"),
+    };
+    tracing::info!(server, session, "connected to the server");
+    eprintln!(
+        "orca agent: connected to {server} as node {}",
+        hello.node_id
+    );
+    connected.store(true, Ordering::Relaxed);
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(heartbeats(local.clone(), up.clone()));
+    tasks.spawn(forward_events(local.clone(), up.clone()));
+    let mut follows: std::collections::HashMap<u64, tokio::task::AbortHandle> =
+        std::collections::HashMap::new();
+    let result = loop {
+        let message = match down.message().await {
+            Ok(Some(m)) => m,
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(refused(e)),
+        };
+        match message {
+            Down::Welcome { .. } => {}
+            Down::Call {
+                id,
+                call: Call::LogsFollow { id: instance },
+            } => {
+                let handle = tasks.spawn(follow_log(local.clone(), up.clone(), id, instance));
+                follows.insert(id, handle);
+            }
+            Down::Call { id, call } => {
+                let (local, up) = (local.clone(), up.clone());
+                tasks.spawn(async move {
+                    let result = answer(local.as_ref(), call).await;
+                    let _ = up.send(Up::Reply { id, result }).await;
+                });
+            }
+            Down::Cancel { id } => {
+                if let Some(h) = follows.remove(&id) {
+                    h.abort();
+                }
+            }
+        }
+    };
+    tasks.shutdown().await;
+    result
+}
+
+/// A refusal by the server (removed node, revoked certificate) is fatal;
+/// anything else is retried.
+fn refused(status: tonic::Status) -> anyhow::Error {
+    match status.code() {
+        tonic::Code::PermissionDenied
+        | tonic::Code::Unauthenticated
+        | tonic::Code::AlreadyExists => Fatal(format!(
+            "the server refused this node: {}",
+            status.message()
+        ))
+        .into(),
+        _ => anyhow::anyhow!("{}", status.message()),
+    }
+}
+
+async fn heartbeats(local: Arc<dyn NodeAgent>, up: mpsc::Sender<Up>) {
+    loop {
+        let (inventory, containerd_up) = match local.list().await {
+            Ok(list) => (list, true),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list replicas for the heartbeat");
+                (Vec::new(), false)
+            }
+        };
+        if !containerd_up {
+            // An empty list would read as "nothing runs": send none.
+            tokio::time::sleep(HEARTBEAT).await;
+            continue;
+        }
+        if up
+            .send(Up::Heartbeat {
+                inventory,
+                containerd_up,
+            })
+            .await
+            .is_err()
+        {
+            return;
+        }
+        tokio::time::sleep(HEARTBEAT).await;
+    }
+}
+
+async fn forward_events(local: Arc<dyn NodeAgent>, up: mpsc::Sender<Up>) {
+    loop {
+        match local.events().await {
+            Ok(mut rx) => {
+                while let Some(event) = rx.recv().await {
+                    if up.send(Up::Event(event)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot follow containerd's events"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // Events may have been missed meanwhile.
+        if up
+            .send(Up::Event(crate::agent::AgentEvent::Resync))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+async fn follow_log(local: Arc<dyn NodeAgent>, up: mpsc::Sender<Up>, id: u64, instance: String) {
+    let mut lines = local.logs_follow(&instance);
+    while let Some(line) = lines.recv().await {
+        if up.send(Up::Log { id, line }).await.is_err() {
+            return;
+        }
+    }
+    let _ = up.send(Up::LogEnd { id }).await;
+}
+
+/// Runs one call on the local node.
+async fn answer(local: &dyn NodeAgent, call: Call) -> Result<Answer, WireError> {
+    let wire = |e: crate::agent::AgentError| WireError::from(&e);
+    Ok(match call {
+        Call::Pull { image, mode } => Answer::Pulled(local.pull(&image, mode).await.map_err(wire)?),
+        Call::Start(spec) => {
+            // Made present before the start, as the deploy did on the server.
+            local
+                .pull(&spec.image, PullMode::Missing)
+                .await
+                .map_err(wire)?;
+            Answer::Pid(local.start(&spec).await.map_err(wire)?)
+        }
+        Call::Restart { id } => Answer::Pid(local.restart(&id).await.map_err(wire)?),
+        Call::Kill { id } => {
+            local.kill(&id).await.map_err(wire)?;
+            Answer::Done
+        }
+        Call::Remove { id, grace_ms } => {
+            local
+                .remove(&id, Duration::from_millis(grace_ms))
+                .await
+                .map_err(wire)?;
+            Answer::Done
+        }
+        Call::List => Answer::Instances(local.list().await.map_err(wire)?),
+        Call::ListService { service } => {
+            Answer::Instances(local.list_service(&service).await.map_err(wire)?)
+        }
+        Call::Isolation { projects, internal } => {
+            local
+                .set_isolation(&projects, &internal)
+                .await
+                .map_err(wire)?;
+            Answer::Done
+        }
+        Call::LogsTail { id, n } => Answer::Logs(local.logs_tail(&id, n).await.map_err(wire)?),
+        Call::Usage { id } => Answer::Usage(local.usage(&id).await.map_err(wire)?),
+        Call::LogsFollow { .. } => {
+            return Err(WireError {
+                kind: super::wire::ErrorKind::Other,
+                message: "log follows are streamed, not answered".into(),
+            })
+        }
+    })
+}

@@ -1,0 +1,278 @@
+//! A node that joined, as the control plane sees it: a [`NodeAgent`] whose
+//! calls go down the node's stream and whose answers, events and log
+//! lines come back up it. A node that does not answer in time, or whose
+//! stream has ended, is `Unreachable`; its own failures keep their kind.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::wire::{Answer, Call, Down, WireError};
+use crate::agent::{
+    AgentError, AgentEvent, Capacity, Instance, InstanceSpec, LogLine, NodeAgent, PullMode, Pulled,
+};
+
+/// How long a quick call may take.
+const QUICK: Duration = Duration::from_secs(15);
+/// How long a pull may take.
+const PULL: Duration = Duration::from_secs(600);
+/// How long a start may take (it may pull first).
+const START: Duration = Duration::from_secs(300);
+
+type Pending = oneshot::Sender<Result<Answer, WireError>>;
+
+/// See the module doc.
+pub struct RemoteAgent {
+    node_id: String,
+    capacity: Capacity,
+    down: Mutex<Option<mpsc::Sender<Result<Down, tonic::Status>>>>,
+    next: AtomicU64,
+    pending: Mutex<HashMap<u64, Pending>>,
+    events: Mutex<Vec<mpsc::Sender<AgentEvent>>>,
+    follows: Mutex<HashMap<u64, mpsc::Sender<LogLine>>>,
+    /// Dropped to end the stream to the node (it was removed).
+    kill: Mutex<Option<oneshot::Sender<()>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl RemoteAgent {
+    pub fn new(
+        node_id: String,
+        capacity: Capacity,
+        down: mpsc::Sender<Result<Down, tonic::Status>>,
+        kill: oneshot::Sender<()>,
+    ) -> Self {
+        Self {
+            kill: Mutex::new(Some(kill)),
+            node_id,
+            capacity,
+            down: Mutex::new(Some(down)),
+            next: AtomicU64::new(1),
+            pending: Mutex::new(HashMap::new()),
+            events: Mutex::new(Vec::new()),
+            follows: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn unreachable(&self, reason: impl Into<String>) -> AgentError {
+        AgentError::Unreachable {
+            node: self.node_id.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    fn sender(&self) -> Result<mpsc::Sender<Result<Down, tonic::Status>>, AgentError> {
+        lock(&self.down)
+            .clone()
+            .ok_or_else(|| self.unreachable("connection closed"))
+    }
+
+    async fn call(&self, call: Call, limit: Duration) -> Result<Answer, AgentError> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pending).insert(id, tx);
+        let sent = self.sender()?.send(Ok(Down::Call { id, call })).await;
+        if sent.is_err() {
+            lock(&self.pending).remove(&id);
+            return Err(self.unreachable("connection closed"));
+        }
+        match tokio::time::timeout(limit, rx).await {
+            Ok(Ok(Ok(answer))) => Ok(answer),
+            Ok(Ok(Err(e))) => Err(e.into_agent_error()),
+            Ok(Err(_)) => Err(self.unreachable("connection closed")),
+            Err(_) => {
+                lock(&self.pending).remove(&id);
+                Err(self.unreachable(format!("no answer within {}s", limit.as_secs())))
+            }
+        }
+    }
+
+    /// An answer came up.
+    pub fn answered(&self, id: u64, result: Result<Answer, WireError>) {
+        if let Some(tx) = lock(&self.pending).remove(&id) {
+            let _ = tx.send(result);
+        }
+    }
+
+    /// An event came up.
+    pub fn event(&self, event: AgentEvent) {
+        lock(&self.events).retain(|tx| match tx.try_send(event.clone()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(node = %self.node_id, "event dropped: a follower is behind");
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        });
+    }
+
+    /// A line of a followed log came up; false when nobody follows it any more.
+    pub async fn log_line(&self, id: u64, line: LogLine) -> bool {
+        let tx = lock(&self.follows).get(&id).cloned();
+        match tx {
+            Some(tx) => tx.send(line).await.is_ok(),
+            None => false,
+        }
+    }
+
+    /// A followed log ended.
+    pub fn log_end(&self, id: u64) {
+        lock(&self.follows).remove(&id);
+    }
+
+    /// The stream ended: every waiting call fails as unreachable, and
+    /// event followers see their stream end.
+    pub fn closed(&self) {
+        lock(&self.down).take();
+        lock(&self.kill).take();
+        lock(&self.pending).clear();
+        lock(&self.events).clear();
+        lock(&self.follows).clear();
+    }
+
+    fn unexpected(&self, answer: Answer) -> AgentError {
+        AgentError::Other(format!(
+            "node {} gave an unexpected answer: {answer:?}",
+            self.node_id
+        ))
+    }
+}
+
+#[async_trait::async_trait]
+impl NodeAgent for RemoteAgent {
+    fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    fn capacity(&self) -> Capacity {
+        self.capacity
+    }
+
+    async fn pull(&self, image: &str, mode: PullMode) -> Result<Pulled, AgentError> {
+        let call = Call::Pull {
+            image: image.to_string(),
+            mode,
+        };
+        match self.call(call, PULL).await? {
+            Answer::Pulled(p) => Ok(p),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    async fn start(&self, spec: &InstanceSpec) -> Result<u32, AgentError> {
+        match self
+            .call(Call::Start(Box::new(spec.clone())), START)
+            .await?
+        {
+            Answer::Pid(pid) => Ok(pid),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    async fn restart(&self, id: &str) -> Result<u32, AgentError> {
+        match self.call(Call::Restart { id: id.into() }, QUICK).await? {
+            Answer::Pid(pid) => Ok(pid),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    async fn set_isolation(
+        &self,
+        projects: &std::collections::BTreeMap<String, Vec<std::net::Ipv4Addr>>,
+        internal: &[std::net::Ipv4Addr],
+    ) -> Result<(), AgentError> {
+        let call = Call::Isolation {
+            projects: projects.clone(),
+            internal: internal.to_vec(),
+        };
+        self.call(call, QUICK).await.map(|_| ())
+    }
+
+    async fn kill(&self, id: &str) -> Result<(), AgentError> {
+        self.call(Call::Kill { id: id.into() }, QUICK)
+            .await
+            .map(|_| ())
+    }
+
+    async fn remove(&self, id: &str, grace: Duration) -> Result<(), AgentError> {
+        let call = Call::Remove {
+            id: id.into(),
+            grace_ms: grace.as_millis() as u64,
+        };
+        self.call(call, grace + QUICK).await.map(|_| ())
+    }
+
+    async fn list(&self) -> Result<Vec<Instance>, AgentError> {
+        match self.call(Call::List, QUICK).await? {
+            Answer::Instances(list) => Ok(list),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    async fn list_service(&self, service: &str) -> Result<Vec<Instance>, AgentError> {
+        let call = Call::ListService {
+            service: service.into(),
+        };
+        match self.call(call, QUICK).await? {
+            Answer::Instances(list) => Ok(list),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    async fn events(&self) -> Result<mpsc::Receiver<AgentEvent>, AgentError> {
+        self.sender()?;
+        let (tx, rx) = mpsc::channel(1024);
+        lock(&self.events).push(tx);
+        Ok(rx)
+    }
+
+    async fn logs_tail(&self, id: &str, n: usize) -> Result<Vec<LogLine>, AgentError> {
+        match self
+            .call(Call::LogsTail { id: id.into(), n }, QUICK)
+            .await?
+        {
+            Answer::Logs(lines) => Ok(lines),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    fn logs_follow(&self, id: &str) -> mpsc::Receiver<LogLine> {
+        let (tx, rx) = mpsc::channel(256);
+        let call_id = self.next.fetch_add(1, Ordering::Relaxed);
+        let Ok(down) = self.sender() else {
+            return rx;
+        };
+        lock(&self.follows).insert(call_id, tx.clone());
+        let call = Call::LogsFollow { id: id.into() };
+        tokio::spawn(async move {
+            if down
+                .send(Ok(Down::Call { id: call_id, call }))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            // When the reader goes, the node stops following.
+            tx.closed().await;
+            let _ = down.send(Ok(Down::Cancel { id: call_id })).await;
+        });
+        rx
+    }
+
+    async fn usage(&self, id: &str) -> Result<cri::metrics::Usage, AgentError> {
+        match self.call(Call::Usage { id: id.into() }, QUICK).await? {
+            Answer::Usage(u) => Ok(u),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    fn disconnect(&self) {
+        self.closed();
+    }
+}

@@ -1,0 +1,231 @@
+//! The server's side of the cluster port: TLS with the cluster CA,
+//! `Join` (token and signing request in, the node's certificate out) and
+//! `Connect` (a node's long-lived stream, which becomes a
+//! [`RemoteAgent`] in the node registry). The server never dials a node.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::pki::{fingerprint, Ca};
+use super::remote::RemoteAgent;
+use super::wire::service::cluster_server::{Cluster, ClusterServer};
+use super::wire::{Down, JoinReply, JoinRequest, Up};
+use crate::control::ControlPlane;
+use crate::nodes::NodeError;
+
+/// The SHA-256 of the client certificate a connection showed, if any.
+#[derive(Debug, Clone)]
+struct PeerCert(Option<String>);
+
+#[derive(Debug, Clone, Copy)]
+struct PeerAddr(SocketAddr);
+
+/// See the module doc.
+pub struct ClusterService {
+    control: ControlPlane,
+    ca: Arc<Ca>,
+}
+
+fn refusal(e: NodeError) -> Status {
+    match e {
+        NodeError::Conflict(m) => Status::already_exists(m),
+        NodeError::Refused(m) => Status::permission_denied(m),
+        NodeError::NotFound(m) => Status::not_found(m),
+        other => Status::unavailable(other.to_string()),
+    }
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterService {
+    async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinReply>, Status> {
+        let peer = request.extensions().get::<PeerAddr>().map(|p| p.0);
+        let join = request.into_inner();
+        if let Err(e) = api::names::checked_name("node id", &join.node_id) {
+            return Err(Status::invalid_argument(e.message));
+        }
+        if let Err(reason) = self.control.redeem_join_token(&join.token) {
+            tracing::warn!(?peer, node = %join.node_id, reason, "join refused");
+            return Err(Status::permission_denied(reason));
+        }
+        let cert_pem = self
+            .ca
+            .sign_node(&join.csr_pem, &join.node_id)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let der = super::pki::pem_certs(&cert_pem)
+            .ok()
+            .and_then(|c| c.into_iter().next())
+            .ok_or_else(|| Status::internal("signed certificate unreadable"))?;
+        self.control
+            .nodes()
+            .enroll(&join.node_id, &fingerprint(&der))
+            .await
+            .map_err(|e| {
+                tracing::warn!(?peer, node = %join.node_id, error = %e, "join refused");
+                refusal(e)
+            })?;
+        tracing::info!(?peer, node = %join.node_id, "node joined");
+        Ok(Response::new(JoinReply {
+            cert_pem,
+            ca_pem: self.ca.cert_pem().to_string(),
+        }))
+    }
+
+    type ConnectStream = Pin<Box<dyn Stream<Item = Result<Down, Status>> + Send + 'static>>;
+
+    async fn connect(
+        &self,
+        request: Request<Streaming<Up>>,
+    ) -> Result<Response<Self::ConnectStream>, Status> {
+        let cert = request
+            .extensions()
+            .get::<PeerCert>()
+            .and_then(|p| p.0.clone())
+            .ok_or_else(|| {
+                Status::unauthenticated("no client certificate: join the cluster first")
+            })?;
+        let peer = request.extensions().get::<PeerAddr>().map(|p| p.0);
+        let mut up = request.into_inner();
+        let mut hello = match up.message().await? {
+            Some(Up::Hello(h)) => h,
+            _ => return Err(Status::invalid_argument("the first message must be Hello")),
+        };
+        if hello.address.is_empty() {
+            hello.address = peer.map(|p| p.ip().to_string()).unwrap_or_default();
+        }
+        let (down_tx, down_rx) = mpsc::channel(256);
+        let (kill_tx, kill_rx) = tokio::sync::oneshot::channel::<()>();
+        let node = hello.node_id.clone();
+        let agent = Arc::new(RemoteAgent::new(
+            node.clone(),
+            hello.capacity,
+            down_tx.clone(),
+            kill_tx,
+        ));
+        let nodes = self.control.nodes().clone();
+        let session = nodes
+            .connect(hello, agent.clone(), Some(cert))
+            .await
+            .map_err(|e| {
+                tracing::warn!(?peer, node, error = %e, "connection refused");
+                refusal(e)
+            })?;
+        tracing::info!(?peer, node, session, "node connected");
+        let _ = down_tx.send(Ok(Down::Welcome { session })).await;
+        drop(down_tx);
+        tokio::spawn(read_up(up, agent, nodes, node, session));
+        let stream = tokio_stream::wrappers::ReceiverStream::new(down_rx).take_until(kill_rx);
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// Feeds what a node sends into its agent handle and the registry, until
+/// the stream ends.
+async fn read_up(
+    mut up: Streaming<Up>,
+    agent: Arc<RemoteAgent>,
+    nodes: crate::nodes::Nodes,
+    node: String,
+    session: u64,
+) {
+    loop {
+        let message = match up.message().await {
+            Ok(Some(m)) => m,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::info!(node, session, error = %e, "node stream failed");
+                break;
+            }
+        };
+        match message {
+            Up::Hello(_) => {}
+            Up::Heartbeat {
+                inventory,
+                containerd_up,
+            } => {
+                let _ = containerd_up;
+                nodes.heartbeat(&node, session, Some(inventory)).await;
+            }
+            Up::Reply { id, result } => agent.answered(id, result),
+            Up::Event(event) => agent.event(event),
+            Up::Log { id, line } => {
+                agent.log_line(id, line).await;
+            }
+            Up::LogEnd { id } => agent.log_end(id),
+        }
+    }
+    agent.closed();
+    nodes.gone(&node, session).await;
+    tracing::info!(node, session, "node disconnected");
+}
+
+/// Serves the cluster port until `stop` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    control: ControlPlane,
+    ca: Arc<Ca>,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let tls = Arc::new(ca.server_tls()?);
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let service = ClusterServer::new(ClusterService { control, ca });
+    tokio::pin!(stop);
+    loop {
+        let (tcp, addr) = tokio::select! {
+            _ = &mut stop => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let acceptor = acceptor.clone();
+        let service = service.clone();
+        tokio::spawn(async move {
+            let handshake =
+                tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp));
+            let tls = match handshake.await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::info!(%addr, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let cert = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| fingerprint(c));
+            let svc = tower::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(PeerCert(cert.clone()));
+                req.extensions_mut().insert(PeerAddr(addr));
+                let mut service = service.clone();
+                async move { tower::Service::call(&mut service, req).await }
+            });
+            let mut builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .http2_only();
+            builder
+                .http2()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .keep_alive_interval(Some(std::time::Duration::from_secs(5)))
+                .keep_alive_timeout(std::time::Duration::from_secs(10));
+            let io = hyper_util::rt::TokioIo::new(tls);
+            let served = builder
+                .serve_connection(io, hyper_util::service::TowerToHyperService::new(svc))
+                .await;
+            if let Err(e) = served {
+                tracing::debug!(%addr, error = %e, "cluster connection ended");
+            }
+        });
+    }
+}

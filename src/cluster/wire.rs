@@ -1,0 +1,171 @@
+//! What crosses the wire between an agent and the server. A join is one
+//! call; after it, one long-lived stream per agent carries calls down
+//! (pull, start, restart, kill, remove, list, isolation, logs, usage) and
+//! answers, events, log lines and heartbeats with the node's full
+//! inventory up.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::agent::{AgentEvent, Instance, InstanceSpec, LogLine, PullMode, Pulled};
+use crate::nodes::Hello;
+
+/// The generated client and server of the service `orca.cluster.Cluster`.
+pub mod service {
+    #![allow(clippy::all, clippy::unwrap_used, missing_docs, unused_qualifications)]
+    include!(concat!(env!("OUT_DIR"), "/orca.cluster.Cluster.rs"));
+}
+
+/// A node asks to join: the token's secret, its id, and a certificate
+/// signing request for its own key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinRequest {
+    pub token: String,
+    pub node_id: String,
+    pub csr_pem: String,
+}
+
+/// The node's certificate, and the cluster CA's.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinReply {
+    pub cert_pem: String,
+    pub ca_pem: String,
+}
+
+/// Agent to server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Up {
+    /// First on every connection.
+    Hello(Hello),
+    /// Every few seconds: alive, with every replica the node runs.
+    Heartbeat {
+        inventory: Vec<Instance>,
+        containerd_up: bool,
+    },
+    /// The answer to call `id`.
+    Reply {
+        id: u64,
+        result: Result<Answer, WireError>,
+    },
+    Event(AgentEvent),
+    /// A line of the log followed by call `id`.
+    Log {
+        id: u64,
+        line: LogLine,
+    },
+    /// The log followed by call `id` ended.
+    LogEnd {
+        id: u64,
+    },
+}
+
+/// Server to agent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Down {
+    /// The connection is taken; its session number.
+    Welcome {
+        session: u64,
+    },
+    Call {
+        id: u64,
+        call: Call,
+    },
+    /// Stop following the log of call `id`.
+    Cancel {
+        id: u64,
+    },
+}
+
+/// What the server asks of a node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Call {
+    Pull {
+        image: String,
+        mode: PullMode,
+    },
+    Start(Box<InstanceSpec>),
+    Restart {
+        id: String,
+    },
+    Kill {
+        id: String,
+    },
+    Remove {
+        id: String,
+        grace_ms: u64,
+    },
+    List,
+    ListService {
+        service: String,
+    },
+    Isolation {
+        projects: BTreeMap<String, Vec<Ipv4Addr>>,
+        internal: Vec<Ipv4Addr>,
+    },
+    LogsTail {
+        id: String,
+        n: usize,
+    },
+    LogsFollow {
+        id: String,
+    },
+    Usage {
+        id: String,
+    },
+}
+
+/// A node's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Answer {
+    Pulled(Pulled),
+    Pid(u32),
+    Done,
+    Instances(Vec<Instance>),
+    Logs(Vec<LogLine>),
+    Usage(cri::metrics::Usage),
+}
+
+/// A node's failure, typed so that the server can tell "no such replica"
+/// from "containerd failed".
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WireError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum ErrorKind {
+    NotFound,
+    Runtime,
+    Other,
+}
+
+impl From<&crate::agent::AgentError> for WireError {
+    fn from(e: &crate::agent::AgentError) -> Self {
+        use crate::agent::AgentError;
+        let kind = match e {
+            AgentError::NotFound(_) => ErrorKind::NotFound,
+            AgentError::Runtime(c) if c.is_not_found() => ErrorKind::NotFound,
+            AgentError::Runtime(_) | AgentError::Remote(_) => ErrorKind::Runtime,
+            AgentError::Unreachable { .. } | AgentError::Other(_) => ErrorKind::Other,
+        };
+        WireError {
+            kind,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl WireError {
+    /// The error as the server's side of the trait reports it.
+    pub fn into_agent_error(self) -> crate::agent::AgentError {
+        use crate::agent::AgentError;
+        match self.kind {
+            ErrorKind::NotFound => AgentError::NotFound(self.message),
+            ErrorKind::Runtime => AgentError::Remote(self.message),
+            ErrorKind::Other => AgentError::Other(self.message),
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! What every node runs, the server's and each agent's: its data dir,
+//! containerd, the node network and the local agent. And `orca agent`,
+//! which is that and a connection to the server.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::agent::local::LocalAgent;
+use crate::agent::NodeAgent;
+use crate::config::Config;
+use crate::store::{Repo, SledStore};
+use network::{NetworkSettings, NodeNetwork};
+
+/// A node's runtime.
+pub struct NodeRuntime {
+    pub cri: cri::Cri,
+    pub network: Arc<NodeNetwork>,
+    pub agent: Arc<LocalAgent>,
+}
+
+/// Makes `data_dir/logs` (0700) and opens the store.
+pub fn open_data(config: &Config) -> anyhow::Result<Repo> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let data = &config.cluster.data_dir;
+    let logs = data.join("logs");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&logs)
+        .with_context(|| format!("create {}", logs.display()))?;
+    // Replica logs are for the operators alone, also in a dir made before.
+    std::fs::set_permissions(&logs, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("chmod 700 {}", logs.display()))?;
+    Ok(Repo::new(Arc::new(
+        SledStore::open(&data.join("db"))
+            .with_context(|| format!("open the store in {}", data.display()))?,
+    )))
+}
+
+/// Connects containerd, sets up the bridge (replicas may reach the node
+/// only on `open_ports`) and the local agent; `dns`: replicas resolve
+/// through the node's DNS server on the bridge address.
+pub async fn start(
+    config: &Config,
+    repo: &Repo,
+    open_ports: Vec<u16>,
+    dns: bool,
+) -> anyhow::Result<NodeRuntime> {
+    let mut options =
+        cri::ConnectOptions::new(&config.containerd.socket, &config.containerd.namespace);
+    options.registry = config.registry.clone();
+    let cri = cri::Cri::connect(options).await?;
+    let shim =
+        std::env::current_exe().context("find the orca binary (it serves as the log shim)")?;
+    let netns_dir = PathBuf::from("/run/orca")
+        .join(format!(
+            "{}-{}",
+            config.cluster.name, config.containerd.namespace
+        ))
+        .join("netns");
+    let network = NodeNetwork::setup(
+        NetworkSettings {
+            bridge: config.network.bridge.clone(),
+            subnet: config.network.subnet.clone(),
+            node_index: 0,
+            netns_dir,
+            open_ports,
+        },
+        Arc::new(repo.clone()),
+    )
+    .await
+    .context("set up the node network")?;
+    let network = Arc::new(network);
+    let mut agent = LocalAgent::new(
+        cri.clone(),
+        config.node_id(),
+        &config.cluster.data_dir,
+        shim,
+        Some(network.clone()),
+    );
+    if dns {
+        agent = agent.with_dns();
+    }
+    let agent = Arc::new(agent);
+    agent.sweep().await.context("clean up network leftovers")?;
+    Ok(NodeRuntime {
+        cri,
+        network,
+        agent,
+    })
+}
+
+/// `orca agent`: see [`crate::cluster::agent`].
+pub async fn run_agent(
+    config_path: Option<&std::path::Path>,
+    join: Option<String>,
+    token: Option<String>,
+) -> anyhow::Result<()> {
+    let config = Config::load(config_path)?;
+    let node_id = config.node_id();
+    let server = join.or_else(|| config.agent.join.clone());
+    let setup = crate::cluster::agent::AgentSetup {
+        server: server.clone(),
+        token: token.or_else(|| config.agent.token.clone()),
+        node_id: node_id.clone(),
+        dir: config.cluster.data_dir.join("cluster"),
+    };
+    let identity = crate::cluster::agent::identity(&setup).await?;
+    let repo = open_data(&config)?;
+    let runtime = start(&config, &repo, Vec::new(), false).await?;
+    let agent: Arc<dyn NodeAgent> = runtime.agent.clone();
+    let hello = crate::nodes::Hello {
+        node_id,
+        address: config.agent.advertise_address.clone().unwrap_or_default(),
+        labels: config.node.labels.clone(),
+        capacity: agent.capacity(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    crate::cluster::agent::run(
+        identity,
+        server,
+        hello,
+        agent,
+        crate::server::shutdown_signal(),
+    )
+    .await?;
+    eprintln!("orca agent: stopped (containers keep running)");
+    Ok(())
+}

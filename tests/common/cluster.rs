@@ -1,0 +1,446 @@
+//! An orca cluster in the multi-node lab: `orca server` on node 0 and
+//! `orca agent` on the others, each in its node's namespace with its own
+//! containerd, images from the LAN's registry. The test talks to the API
+//! with the `orca` CLI run inside node 0's namespace (nothing leaves the
+//! lab). Processes are started and ended by PID; on drop every replica is
+//! killed in each node's containerd before the lab goes.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::lab::Lab;
+
+pub const ADMIN: &str = "admin-token-for-the-lab-0001";
+/// The image every lab test runs: a keep-alive HTTP server.
+pub const KAWEB: &str = "kaweb:v1";
+
+/// See the module doc.
+pub struct LabCluster {
+    pub lab: Lab,
+    /// `host:port` of the LAN's registry.
+    pub registry: String,
+    dir: tempfile::TempDir,
+    server: Option<Child>,
+    agents: Vec<Option<Child>>,
+    /// Each node's containerd namespace.
+    namespaces: Vec<String>,
+}
+
+fn node_id(i: usize) -> String {
+    format!("n{i}")
+}
+
+impl LabCluster {
+    /// A lab of `n` nodes with the server on node 0 (its [cluster] gets
+    /// `cluster_extra`), and no agent started yet.
+    pub async fn start_server(env: &super::TestEnv, n: usize, cluster_extra: &str) -> LabCluster {
+        let mut lab = Lab::start(n).await;
+        let registry = lab
+            .start_registry(&[(env.images.join("kaweb-v1"), KAWEB)])
+            .await;
+        let dir = tempfile::tempdir().unwrap();
+        let tag = super::rand_u32() & 0xff_ffff;
+        let namespaces = (0..n).map(|i| format!("olab{i}x{tag:06x}")).collect();
+        let mut cluster = LabCluster {
+            lab,
+            registry,
+            dir,
+            server: None,
+            agents: (0..n).map(|_| None).collect(),
+            namespaces,
+        };
+        cluster.write_configs(cluster_extra);
+        cluster.spawn_server();
+        cluster.wait_api().await;
+        cluster
+    }
+
+    /// The whole cluster: the server and `n - 1` joined agents, all ready.
+    pub async fn start(env: &super::TestEnv, n: usize, cluster_extra: &str) -> LabCluster {
+        let mut c = Self::start_server(env, n, cluster_extra).await;
+        let token = c.join_token("1h");
+        for i in 1..n {
+            c.spawn_agent(i, Some(&token));
+        }
+        c.wait_ready(n).await;
+        c
+    }
+
+    fn config_path(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("node{i}.toml"))
+    }
+
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("data{i}"))
+    }
+
+    fn log_path(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("node{i}.log"))
+    }
+
+    /// Node `i`'s log (the server's for 0).
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.log_path(i)).unwrap_or_default()
+    }
+
+    fn write_configs(&self, cluster_extra: &str) {
+        for (i, node) in self.lab.nodes.iter().enumerate() {
+            let labels = if i + 1 == self.lab.nodes.len() && i > 0 {
+                "labels = { zone = \"edge\" }"
+            } else {
+                ""
+            };
+            let server_part = if i == 0 {
+                format!(
+                    "api_listen = \"127.0.0.1:6880\"\ngrpc_listen = \"{}:6881\"\n{cluster_extra}\n",
+                    node.address
+                )
+            } else {
+                String::new()
+            };
+            let config = format!(
+                "[cluster]\nname = \"lab\"\ndata_dir = \"{data}\"\n{server_part}\
+                 [containerd]\nsocket = \"{socket}\"\nnamespace = \"{ns}\"\n\
+                 [proxy]\nhttp_listen = \"127.0.0.1:8080\"\n\
+                 [registry]\ninsecure = [\"{registry}\"]\n\
+                 [node]\nid = \"{id}\"\n{labels}\n\
+                 [[token]]\nname = \"admin\"\nvalue = \"{ADMIN}\"\nrole = \"admin\"\n",
+                data = self.data_dir(i).display(),
+                socket = node.socket.display(),
+                ns = self.namespaces[i],
+                registry = self.registry,
+                id = node_id(i),
+            );
+            // Agents take no [[token]]: only the server serves the API.
+            let config = if i == 0 {
+                config
+            } else {
+                config.split("[[token]]").next().unwrap().to_string()
+            };
+            std::fs::write(self.config_path(i), config).unwrap();
+        }
+    }
+
+    fn spawn(&self, i: usize, args: &[&str]) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(i))
+            .unwrap();
+        // nsenter execs orca: the PID is orca's own.
+        self.lab.nodes[i]
+            .nsenter(super::orca_bin())
+            .args(args)
+            .arg("--config")
+            .arg(self.config_path(i))
+            .env("ORCA_LOG", "info")
+            .env_remove("ORCA_TOKEN")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    pub fn spawn_server(&mut self) {
+        self.server = Some(self.spawn(0, &["server"]));
+    }
+
+    /// Starts node `i`'s agent (joining with `token` if given).
+    pub fn spawn_agent(&mut self, i: usize, token: Option<&str>) {
+        let join = format!("{}:6881", self.lab.nodes[0].address);
+        let mut args = vec!["agent", "--join", &join];
+        if let Some(t) = token {
+            args.extend(["--token", t]);
+        }
+        let child = self.spawn(i, &args);
+        self.agents[i] = Some(child);
+    }
+
+    /// Runs node `i`'s agent to its end (a refused join): exit code, log.
+    pub fn agent_refused(&self, i: usize, token: &str) -> (Option<i32>, String) {
+        let join = format!("{}:6881", self.lab.nodes[0].address);
+        let mut child = self.spawn(i, &["agent", "--join", &join, "--token", token]);
+        for _ in 0..300 {
+            if let Ok(Some(status)) = child.try_wait() {
+                return (status.code(), self.log(i));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the agent did not give up; log:\n{}", self.log(i));
+    }
+
+    /// Runs an agent on node `i` that claims to be node `id` (its own data
+    /// dir, so it joins afresh) to its end: exit code and log.
+    pub fn agent_refused_as(&self, i: usize, id: &str, token: &str) -> (Option<i32>, String) {
+        let config = std::fs::read_to_string(self.config_path(i))
+            .unwrap()
+            .replace(
+                &format!("id = \"{}\"", node_id(i)),
+                &format!("id = \"{id}\""),
+            )
+            .replace(
+                &self.data_dir(i).display().to_string(),
+                &self
+                    .dir
+                    .path()
+                    .join(format!("impostor{i}"))
+                    .display()
+                    .to_string(),
+            );
+        let path = self.dir.path().join(format!("impostor{i}.toml"));
+        std::fs::write(&path, config).unwrap();
+        let log_path = self.dir.path().join(format!("impostor{i}.log"));
+        let join = format!("{}:6881", self.lab.nodes[0].address);
+        let out = self.lab.nodes[i]
+            .nsenter(super::orca_bin())
+            .args(["agent", "--join", &join, "--token", token, "--config"])
+            .arg(&path)
+            .env_remove("ORCA_TOKEN")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .status()
+            .unwrap();
+        (
+            out.code(),
+            std::fs::read_to_string(log_path).unwrap_or_default(),
+        )
+    }
+
+    fn end(child: &mut Option<Child>, signal: nix::sys::signal::Signal) {
+        if let Some(mut c) = child.take() {
+            let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+            let _ = nix::sys::signal::kill(pid, signal);
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGKILL to node `i`'s agent.
+    pub fn kill_agent(&mut self, i: usize) {
+        Self::end(&mut self.agents[i], nix::sys::signal::Signal::SIGKILL);
+    }
+
+    /// SIGKILL to the server.
+    pub fn kill_server(&mut self) {
+        Self::end(&mut self.server, nix::sys::signal::Signal::SIGKILL);
+    }
+
+    /// The server again, waited for.
+    pub async fn restart_server(&mut self) {
+        self.spawn_server();
+        self.wait_api().await;
+    }
+
+    /// Runs `orca ARGS` inside node 0's namespace against the API.
+    pub fn orca(&self, args: &[&str]) -> Output {
+        self.lab.nodes[0]
+            .nsenter(super::orca_bin())
+            .args(["--api", "http://127.0.0.1:6880", "--token", ADMIN])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// `orca ARGS --output json`, which must succeed.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["--output", "json"]);
+        let out = self.orca(&all);
+        assert!(
+            out.status.success(),
+            "orca {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// A new join token.
+    pub fn join_token(&self, ttl: &str) -> String {
+        self.json(&["cluster", "join-token", "--ttl", ttl])["token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    async fn wait_api(&self) {
+        super::eventually(
+            "the lab server's API",
+            Duration::from_secs(60),
+            async || {
+                let out = self.orca(&["nodes", "--output", "json"]);
+                if out.status.success() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{}\nlog:\n{}",
+                        String::from_utf8_lossy(&out.stderr),
+                        self.log(0)
+                    ))
+                }
+            },
+        )
+        .await;
+    }
+
+    /// The nodes as `cluster/info` lists them.
+    pub fn nodes(&self) -> Vec<Value> {
+        self.json(&["nodes"])["nodes"].as_array().unwrap().clone()
+    }
+
+    pub fn node(&self, id: &str) -> Option<Value> {
+        self.nodes().into_iter().find(|n| n["id"] == id)
+    }
+
+    /// Waits until `n` nodes are ready.
+    pub async fn wait_ready(&self, n: usize) {
+        super::eventually("every node ready", Duration::from_secs(60), async || {
+            let ready = self
+                .nodes()
+                .iter()
+                .filter(|n| n["state"] == "ready")
+                .count();
+            if ready == n {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{ready} of {n} ready: {:?}\nagent logs:\n{}",
+                    self.nodes(),
+                    (1..self.lab.nodes.len())
+                        .map(|i| self.log(i))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                ))
+            }
+        })
+        .await;
+    }
+
+    /// The replicas of `service` running in node `i`'s own containerd.
+    pub fn running_on(&self, i: usize, service: &str) -> usize {
+        let out = super::run(
+            Command::new("ctr")
+                .arg("--address")
+                .arg(&self.lab.nodes[i].socket)
+                .args(["-n", &self.namespaces[i], "tasks", "ls"]),
+        );
+        out.lines()
+            .skip(1)
+            .filter(|l| {
+                let mut f = l.split_whitespace();
+                let id = f.next().unwrap_or("");
+                let status = f.nth(1).unwrap_or("");
+                id.starts_with(&format!("{service}.")) && status == "RUNNING"
+            })
+            .count()
+    }
+
+    /// Per node, the replicas of `service` running there.
+    pub fn spread(&self, service: &str) -> Vec<usize> {
+        (0..self.lab.nodes.len())
+            .map(|i| self.running_on(i, service))
+            .collect()
+    }
+
+    /// `<registry>/orca-test/<image>`.
+    pub fn image(&self, image: &str) -> String {
+        format!("{}/orca-test/{image}", self.registry)
+    }
+
+    /// Deploys `services` (a JSON array of service specs) through the API.
+    pub fn deploy(&self, services: Value) {
+        let dir = self.dir.path().join(format!("deploy{}", super::rand_u32()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("services.json");
+        std::fs::write(
+            &file,
+            serde_json::json!({ "services": services }).to_string(),
+        )
+        .unwrap();
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.lab.nodes[0].netns,
+                "curl",
+                "-sS",
+                "-f",
+            ])
+            .args(["-H", &format!("Authorization: Bearer {ADMIN}")])
+            .args(["-H", "Content-Type: application/json"])
+            .arg("--data-binary")
+            .arg(format!("@{}", file.display()))
+            .arg("http://127.0.0.1:6880/api/v1/deploy")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "deploy: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(
+            answer["errors"].as_array().is_none_or(|e| e.is_empty()),
+            "deploy: {answer}"
+        );
+    }
+
+    /// A service's status.
+    pub fn service(&self, name: &str) -> Value {
+        self.json(&["status"])["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+}
+
+impl Drop for LabCluster {
+    fn drop(&mut self) {
+        Self::end(&mut self.server, nix::sys::signal::Signal::SIGKILL);
+        for a in &mut self.agents {
+            Self::end(a, nix::sys::signal::Signal::SIGKILL);
+        }
+        // Every replica of every node, by its own containerd.
+        for (i, node) in self.lab.nodes.iter().enumerate() {
+            let ctr = |args: &[&str]| {
+                Command::new("ctr")
+                    .arg("--address")
+                    .arg(&node.socket)
+                    .args(["-n", &self.namespaces[i]])
+                    .args(args)
+                    .output()
+            };
+            let Ok(out) = ctr(&["containers", "ls", "-q"]) else {
+                continue;
+            };
+            for id in String::from_utf8_lossy(&out.stdout).lines() {
+                let _ = ctr(&["tasks", "kill", "-s", "SIGKILL", id]);
+            }
+            std::thread::sleep(Duration::from_millis(300));
+            for id in String::from_utf8_lossy(&out.stdout).lines() {
+                let _ = ctr(&["tasks", "rm", "-f", id]);
+                let _ = ctr(&["containers", "rm", id]);
+            }
+            // The replicas' network namespaces orca pinned.
+            let netns = PathBuf::from("/run/orca")
+                .join(format!("lab-{}", self.namespaces[i]))
+                .join("netns");
+            if let Ok(entries) = std::fs::read_dir(&netns) {
+                for e in entries.flatten() {
+                    let _ = nix::mount::umount2(&e.path(), nix::mount::MntFlags::MNT_DETACH);
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+            let _ = std::fs::remove_dir_all(netns.parent().unwrap());
+        }
+    }
+}
