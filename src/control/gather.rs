@@ -24,9 +24,11 @@ pub(crate) struct LocalDown(pub AgentError);
 /// Lists `service` on every node.
 pub(crate) async fn gather(inner: &Inner, service: &str) -> Result<Gathered, LocalDown> {
     let table = inner.nodes.snapshot();
+    let seen = inner.state().instances.get(service).cloned().unwrap_or_default();
+    let seen = &seen;
     let asks = table.nodes.values().map(|node| async move {
         let Some(agent) = node.ready_agent() else {
-            return Ok(last_reported(node, service));
+            return Ok(last_known(node, service, seen));
         };
         match agent.list_service(service).await {
             Ok(list) => Ok(list),
@@ -35,7 +37,7 @@ pub(crate) async fn gather(inner: &Inner, service: &str) -> Result<Gathered, Loc
                 // Unreachable, or its containerd failing: either way its
                 // replicas are taken to run as it last said.
                 tracing::debug!(node = node.id(), error = %e, "listing failed; using the last report");
-                Ok(last_reported(node, service))
+                Ok(last_known(node, service, seen))
             }
         }
     });
@@ -46,13 +48,17 @@ pub(crate) async fn gather(inner: &Inner, service: &str) -> Result<Gathered, Loc
     Ok(Gathered { instances })
 }
 
-fn last_reported(node: &crate::nodes::Node, service: &str) -> Vec<Instance> {
-    node.record
-        .inventory
-        .iter()
-        .filter(|i| i.service == service)
-        .cloned()
-        .collect()
+/// What a node that cannot be asked runs of `service`: what this server
+/// last saw there (listed or started), and what the node last reported in
+/// a heartbeat (kept across a server restart).
+fn last_known(node: &crate::nodes::Node, service: &str, seen: &[Instance]) -> Vec<Instance> {
+    let mut out: Vec<Instance> = seen.iter().filter(|i| i.node == node.id()).cloned().collect();
+    for i in node.record.inventory.iter().filter(|i| i.service == service) {
+        if !out.iter().any(|o| o.id == i.id) {
+            out.push(i.clone());
+        }
+    }
+    out
 }
 
 /// How long a disconnected node keeps `record`'s replicas before they are

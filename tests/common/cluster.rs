@@ -340,6 +340,26 @@ impl LabCluster {
             .count()
     }
 
+    /// SIGKILL to every replica of `service` in node `i`'s containerd, as
+    /// a crash would.
+    pub fn kill_replicas(&self, i: usize, service: &str) {
+        let node = &self.lab.nodes[i];
+        let out = super::run(
+            Command::new("ctr")
+                .arg("--address")
+                .arg(&node.socket)
+                .args(["-n", &self.namespaces[i], "tasks", "ls", "-q"]),
+        );
+        for id in out.lines().filter(|l| l.starts_with(&format!("{service}."))) {
+            super::run(
+                Command::new("ctr")
+                    .arg("--address")
+                    .arg(&node.socket)
+                    .args(["-n", &self.namespaces[i], "tasks", "kill", "-s", "SIGKILL", id]),
+            );
+        }
+    }
+
     /// Per node, the replicas of `service` running there.
     pub fn spread(&self, service: &str) -> Vec<usize> {
         (0..self.lab.nodes.len())

@@ -1,0 +1,207 @@
+//! Nodes that fail and nodes taken out, in the lab: an agent killed, a
+//! link cut, a drain, a node removed, and the server killed mid-drain.
+//! Every count is read from the nodes' own containerds.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::cluster::{LabCluster, KAWEB};
+use serde_json::json;
+
+const LONG: Duration = Duration::from_secs(90);
+/// Short timings, so that the scenarios take seconds.
+const FAST: &str = "heartbeat_grace_secs = 3\nreschedule_after_secs = 5";
+
+async fn until(what: &str, f: impl Fn() -> Result<(), String>) {
+    common::eventually(what, LONG, async || f()).await
+}
+
+fn total(c: &LabCluster, service: &str) -> usize {
+    c.spread(service).iter().sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_agent_or_a_cut_link_moves_work_and_the_return_settles_at_the_count() {
+    let Some(env) = common::env() else { return };
+    let mut c = LabCluster::start(&env, 3, FAST).await;
+    c.deploy(json!([{ "name": "web", "image": c.image(KAWEB), "replicas": 3 }]));
+    until("1/1/1", || {
+        let s = c.spread("web");
+        if s == [1, 1, 1] { Ok(()) } else { Err(format!("{s:?}")) }
+    })
+    .await;
+
+    // kill -9 of n2's agent: its replica runs on; the node is disconnected
+    // within the grace, and the replica is placed elsewhere after
+    // reschedule_after.
+    c.kill_agent(2);
+    let killed = Instant::now();
+    until("n2 disconnected", || match c.node("n2").unwrap()["state"].as_str() {
+        Some("disconnected") => Ok(()),
+        other => Err(format!("{other:?}")),
+    })
+    .await;
+    assert!(killed.elapsed() < Duration::from_secs(3 + 2), "{:?}", killed.elapsed());
+    assert_eq!(c.running_on(2, "web"), 1, "the replica runs on without its agent");
+    until("replaced on n0 and n1", || {
+        let s = c.spread("web");
+        if s[0] + s[1] == 3 && s[2] == 1 { Ok(()) } else { Err(format!("{s:?}")) }
+    })
+    .await;
+    assert!(
+        killed.elapsed() >= Duration::from_secs(5),
+        "not before reschedule_after: {:?}\n{}",
+        killed.elapsed(),
+        c.log(0)
+    );
+    // Back: the surplus goes, and every containerd together holds 3.
+    c.spawn_agent(2, None);
+    c.wait_ready(3).await;
+    until("3 in all", || {
+        let s = c.spread("web");
+        if s.iter().sum::<usize>() == 3 { Ok(()) } else { Err(format!("{s:?}")) }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(total(&c, "web"), 3, "{:?}", c.spread("web"));
+
+    // n1's link goes down. The agent keeps its replica running and
+    // restarts it itself when it crashes.
+    let before = c.spread("web");
+    c.lab.set_link(1, false);
+    let cut = Instant::now();
+    until("n1 disconnected", || match c.node("n1").unwrap()["state"].as_str() {
+        Some("disconnected") => Ok(()),
+        other => Err(format!("{other:?}")),
+    })
+    .await;
+    assert!(cut.elapsed() < Duration::from_secs(3 + 3), "{:?}", cut.elapsed());
+    if before[1] > 0 {
+        c.kill_replicas(1, "web");
+        until("restarted on n1 by its agent", || {
+            if c.running_on(1, "web") == before[1] { Ok(()) } else { Err(format!("{:?}", c.spread("web"))) }
+        })
+        .await;
+    }
+    until("n1's replicas placed on the others", || {
+        let s = c.spread("web");
+        if s[0] + s[2] == 3 { Ok(()) } else { Err(format!("{s:?}")) }
+    })
+    .await;
+    c.lab.set_link(1, true);
+    c.wait_ready(3).await;
+    until("3 in all again", || {
+        let s = c.spread("web");
+        if s.iter().sum::<usize>() == 3 { Ok(()) } else { Err(format!("{s:?}")) }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(total(&c, "web"), 3, "{:?}", c.spread("web"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_moves_every_replica_with_the_count_held_then_undrain_and_removal() {
+    let Some(env) = common::env() else { return };
+    let mut c = LabCluster::start(&env, 3, FAST).await;
+    let image = c.image(KAWEB);
+    c.deploy(json!([
+        { "name": "api", "image": image, "replicas": 3 },
+        { "name": "web", "image": image, "replicas": 3 },
+    ]));
+    until("spread", || {
+        let (a, w) = (c.spread("api"), c.spread("web"));
+        if a == [1, 1, 1] && w == [1, 1, 1] { Ok(()) } else { Err(format!("{a:?} {w:?}")) }
+    })
+    .await;
+    // Every replica counts as ready after 2 s.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let out = c.orca(&["drain", "n1", "--deadline", "10m"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(said.contains("what has not moved by"), "{said}");
+    let n1 = c.node("n1").unwrap();
+    assert_eq!(n1["drained"], true);
+    assert!(n1["drain"]["remaining"].as_u64().unwrap() > 0, "{n1}");
+    assert!(n1["drain"]["deadline"].is_string(), "{n1}");
+    // The count holds all along; both services leave n1.
+    let start = Instant::now();
+    loop {
+        let (a, w) = (c.spread("api"), c.spread("web"));
+        let (ta, tw): (usize, usize) = (a.iter().sum(), w.iter().sum());
+        assert!(ta >= 3 && tw >= 3, "below the count mid-drain: api {a:?} web {w:?}");
+        if a[1] == 0 && w[1] == 0 && ta == 3 && tw == 3 {
+            break;
+        }
+        assert!(start.elapsed() < LONG, "drain stuck: api {a:?} web {w:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    until("the drain shown done", || {
+        let n1 = c.node("n1").unwrap();
+        if n1["drain"].is_null() && n1["drained"] == true { Ok(()) } else { Err(n1.to_string()) }
+    })
+    .await;
+    let out = c.orca(&["nodes"]);
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(table.contains("HEARTBEAT") && table.contains("n1"), "{table}");
+
+    // Undrain: n1 takes replicas again, nothing moves back by itself.
+    assert!(c.orca(&["undrain", "n1"]).status.success());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(c.spread("web")[1], 0);
+    assert_eq!(c.node("n1").unwrap()["drained"], false);
+
+    // Removal of n2: its replicas go to the others; its agent is refused.
+    let out = c.orca(&["node", "rm", "n2"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(c.node("n2").is_none());
+    until("n2's replicas elsewhere", || {
+        let (a, w) = (c.spread("api"), c.spread("web"));
+        if a[0] + a[1] == 3 && w[0] + w[1] == 3 { Ok(()) } else { Err(format!("{a:?} {w:?}")) }
+    })
+    .await;
+    until("n2's agent refused", || {
+        let log = c.log(2);
+        if log.contains("the server refused this node") { Ok(()) } else { Err(log) }
+    })
+    .await;
+    c.kill_agent(2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_killed_mid_drain_converges_after_its_restart() {
+    let Some(env) = common::env() else { return };
+    let mut c = LabCluster::start(&env, 3, FAST).await;
+    c.deploy(json!([{ "name": "web", "image": c.image(KAWEB), "replicas": 6 }]));
+    until("2/2/2", || {
+        let s = c.spread("web");
+        if s == [2, 2, 2] { Ok(()) } else { Err(format!("{s:?}")) }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(c.orca(&["drain", "n2"]).status.success());
+    // The first replacement is up: the drain is under way.
+    until("the drain started", || {
+        let s = c.spread("web");
+        if s.iter().sum::<usize>() > 6 || s[2] < 2 { Ok(()) } else { Err(format!("{s:?}")) }
+    })
+    .await;
+    c.kill_server();
+    c.restart_server().await;
+    // The agents come back by themselves; the drain goes on and ends.
+    c.wait_ready(3).await;
+    assert_eq!(c.node("n2").unwrap()["drained"], true, "drain state kept");
+    until("drained, at the count", || {
+        let s = c.spread("web");
+        if s[2] == 0 && s.iter().sum::<usize>() == 6 { Ok(()) } else { Err(format!("{s:?}")) }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let s = c.spread("web");
+    assert_eq!((s[2], s.iter().sum::<usize>()), (0, 6), "{s:?}");
+    let status = c.service("web");
+    assert_eq!(status["running_replicas"], 6, "{status}");
+}
