@@ -61,7 +61,7 @@ fn label_value(v: &str) -> String {
 /// non-counter whose name ends in `_total`, so they are typed `counter` to
 /// keep `promtool check metrics` clean; `orca_services`, `orca_instances`
 /// and `orca_nodes` carry the same numbers as gauges for dashboards.
-fn contract_totals(status: &api::status::StatusResponse) -> String {
+fn contract_totals(status: &api::status::StatusResponse, nodes: usize) -> String {
     let mut out = String::new();
     out.push_str("# HELP orca_services_total Services known to the control plane (see the gauge orca_services).\n");
     out.push_str("# TYPE orca_services_total counter\n");
@@ -83,7 +83,7 @@ fn contract_totals(status: &api::status::StatusResponse) -> String {
     }
     out.push_str("# HELP orca_nodes_total Nodes in the cluster (see the gauge orca_nodes).\n");
     out.push_str("# TYPE orca_nodes_total counter\n");
-    out.push_str("orca_nodes_total 1\n");
+    out.push_str(&format!("orca_nodes_total {nodes}\n"));
     out
 }
 
@@ -100,6 +100,12 @@ pub struct Metrics {
     services_total: IntGauge,
     instances_total: IntGaugeVec,
     nodes_total: IntGauge,
+    node_ready: IntGaugeVec,
+    node_capacity_cpu: prometheus::GaugeVec,
+    node_capacity_memory: IntGaugeVec,
+    node_allocated_cpu: prometheus::GaugeVec,
+    node_allocated_memory: IntGaugeVec,
+    node_instances: IntGaugeVec,
     memory_bytes: IntGaugeVec,
     cpu_seconds: prometheus::GaugeVec,
 }
@@ -159,6 +165,40 @@ impl Metrics {
             &["service", "project", "status"],
         )?;
         let nodes_total = IntGauge::new("orca_nodes", "Nodes in the cluster")?;
+        let node = |name: &str, help: &str| Opts::new(name, help);
+        let node_ready = IntGaugeVec::new(
+            node(
+                "orca_node_ready",
+                "1 while the node is connected and heard from",
+            ),
+            &["node"],
+        )?;
+        let node_capacity_cpu = prometheus::GaugeVec::new(
+            node("orca_node_capacity_cpu", "CPUs the node reports"),
+            &["node"],
+        )?;
+        let node_capacity_memory = IntGaugeVec::new(
+            node("orca_node_capacity_memory_bytes", "Memory the node reports"),
+            &["node"],
+        )?;
+        let node_allocated_cpu = prometheus::GaugeVec::new(
+            node(
+                "orca_node_allocated_cpu",
+                "CPUs reserved by the replicas placed on the node",
+            ),
+            &["node"],
+        )?;
+        let node_allocated_memory = IntGaugeVec::new(
+            node(
+                "orca_node_allocated_memory_bytes",
+                "Memory reserved by the replicas placed on the node",
+            ),
+            &["node"],
+        )?;
+        let node_instances = IntGaugeVec::new(
+            node("orca_node_instances", "Replicas running on the node"),
+            &["node"],
+        )?;
         let memory_bytes = IntGaugeVec::new(
             Opts::new(
                 "orca_instance_memory_bytes",
@@ -182,6 +222,12 @@ impl Metrics {
         registry.register(Box::new(services_total.clone()))?;
         registry.register(Box::new(instances_total.clone()))?;
         registry.register(Box::new(nodes_total.clone()))?;
+        registry.register(Box::new(node_ready.clone()))?;
+        registry.register(Box::new(node_capacity_cpu.clone()))?;
+        registry.register(Box::new(node_capacity_memory.clone()))?;
+        registry.register(Box::new(node_allocated_cpu.clone()))?;
+        registry.register(Box::new(node_allocated_memory.clone()))?;
+        registry.register(Box::new(node_instances.clone()))?;
         registry.register(Box::new(memory_bytes.clone()))?;
         registry.register(Box::new(cpu_seconds.clone()))?;
         Ok(Self {
@@ -195,6 +241,12 @@ impl Metrics {
             services_total,
             instances_total,
             nodes_total,
+            node_ready,
+            node_capacity_cpu,
+            node_capacity_memory,
+            node_allocated_cpu,
+            node_allocated_memory,
+            node_instances,
             memory_bytes,
             cpu_seconds,
         })
@@ -249,7 +301,39 @@ impl Metrics {
             }
         }
         self.services_total.set(status.services.len() as i64);
-        self.nodes_total.set(1);
+        let info = control.cluster_info();
+        self.nodes_total.set(info.nodes.len() as i64);
+        for gauge in [
+            &self.node_ready,
+            &self.node_capacity_memory,
+            &self.node_allocated_memory,
+            &self.node_instances,
+        ] {
+            gauge.reset();
+        }
+        self.node_capacity_cpu.reset();
+        self.node_allocated_cpu.reset();
+        for n in &info.nodes {
+            let l = [n.id.as_str()];
+            self.node_ready
+                .with_label_values(&l)
+                .set(i64::from(n.state == "ready"));
+            self.node_capacity_cpu
+                .with_label_values(&l)
+                .set(n.resources.cpu);
+            self.node_capacity_memory
+                .with_label_values(&l)
+                .set(n.resources.memory_bytes as i64);
+            self.node_allocated_cpu
+                .with_label_values(&l)
+                .set(n.allocated.cpu);
+            self.node_allocated_memory
+                .with_label_values(&l)
+                .set(n.allocated.memory_bytes as i64);
+            self.node_instances
+                .with_label_values(&l)
+                .set(i64::from(n.instances));
+        }
         self.instances_total.reset();
         for s in &status.services {
             for i in &s.instances {
@@ -274,7 +358,7 @@ impl Metrics {
                 ));
             }
         }
-        text.push_str(&contract_totals(&status));
+        text.push_str(&contract_totals(&status, info.nodes.len()));
         if let Some(routes) = control.routes() {
             text.push_str(&ingress_traffic(routes));
         }
@@ -297,6 +381,12 @@ impl Metrics {
         add(&self.instances_total, "gauge");
         add(&self.memory_bytes, "gauge");
         add(&self.cpu_seconds, "gauge");
+        add(&self.node_ready, "gauge");
+        add(&self.node_capacity_cpu, "gauge");
+        add(&self.node_capacity_memory, "gauge");
+        add(&self.node_allocated_cpu, "gauge");
+        add(&self.node_allocated_memory, "gauge");
+        add(&self.node_instances, "gauge");
         out
     }
 }

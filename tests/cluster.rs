@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::cluster::{LabCluster, KAWEB};
+use common::cluster::{LabCluster, KAWEB, LOGGER};
 use serde_json::json;
 
 const LONG: Duration = Duration::from_secs(90);
@@ -126,6 +126,27 @@ async fn replicas_spread_and_follow_placement_and_size() {
         }
     })
     .await;
+    // A readiness check runs on the node of each replica.
+    c.deploy(
+        json!([{ "name": "checked", "image": image, "replicas": 3, "port": 8080,
+        "readiness": { "path": "/healthz" } }]),
+    );
+    common::eventually(
+        "every replica ready, checked by its node",
+        LONG,
+        async || {
+            let s = c.service("checked");
+            let instances = s["instances"].as_array().cloned().unwrap_or_default();
+            let ready = instances.iter().filter(|i| i["healthy"] == true).count();
+            if ready == 3 && s["rollout"]["phase"] == "complete" && c.spread("checked") == [1, 1, 1]
+            {
+                Ok(())
+            } else {
+                Err(s.to_string())
+            }
+        },
+    )
+    .await;
     let nowhere = c.service("nowhere");
     assert_eq!(nowhere["status"], "pending", "{nowhere}");
     assert_eq!(
@@ -162,4 +183,85 @@ async fn a_node_never_gets_more_than_it_has() {
         (n1["allocated"]["cpu"].as_f64().unwrap() - share).abs() < 1e-6,
         "{n1}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_and_metrics_cover_every_node() {
+    let Some(env) = common::env() else { return };
+    let c = LabCluster::start(&env, 3, "").await;
+    c.deploy(json!([{ "name": "logger", "image": c.image(LOGGER), "replicas": 3 }]));
+    common::eventually("1/1/1", LONG, async || {
+        let s = c.spread("logger");
+        if s == [1, 1, 1] {
+            Ok(())
+        } else {
+            Err(format!("{s:?}"))
+        }
+    })
+    .await;
+    let status = c.service("logger");
+    let ids: Vec<(String, String)> = status["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["id"].as_str().unwrap().to_string(),
+                i["node"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    // Tail: lines of every replica, each prefixed by its id.
+    common::eventually("lines from every node", LONG, async || {
+        let out = c.orca(&["logs", "logger", "--tail", "60"]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let missing: Vec<_> = ids
+            .iter()
+            .filter(|(id, _)| {
+                !text
+                    .lines()
+                    .any(|l| l.starts_with(&format!("[{id}] line ")))
+            })
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{missing:?} in\n{text}"))
+        }
+    })
+    .await;
+    // Follow: new lines from the replicas on other nodes come as they are written.
+    let out = c.lab.nodes[0]
+        .nsenter("timeout")
+        .arg("4")
+        .arg(common::orca_bin())
+        .args([
+            "--api",
+            "http://127.0.0.1:6880",
+            "--token",
+            common::cluster::ADMIN,
+        ])
+        .args(["logs", "logger", "-f", "--tail", "0"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    for (id, node) in &ids {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("[{id}] line "))),
+            "no followed line of {id} on {node}:\n{text}"
+        );
+    }
+    // Metrics: every node, its size and what is reserved there.
+    let metrics = String::from_utf8_lossy(&c.orca_metrics()).to_string();
+    assert!(metrics.contains("orca_nodes_total 3"), "{metrics}");
+    for n in ["n0", "n1", "n2"] {
+        assert!(
+            metrics.contains(&format!("orca_node_capacity_cpu{{node=\"{n}\"}}")),
+            "{n}: {metrics}"
+        );
+        assert!(metrics.contains(&format!("orca_node_allocated_memory_bytes{{node=\"{n}\"}}")));
+        assert!(metrics.contains(&format!("orca_node_ready{{node=\"{n}\"}} 1")));
+    }
+    common::promtool_clean(&metrics);
 }

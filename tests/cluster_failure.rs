@@ -30,7 +30,11 @@ async fn a_killed_agent_or_a_cut_link_moves_work_and_the_return_settles_at_the_c
     c.deploy(json!([{ "name": "web", "image": c.image(KAWEB), "replicas": 3 }]));
     until("1/1/1", || {
         let s = c.spread("web");
-        if s == [1, 1, 1] { Ok(()) } else { Err(format!("{s:?}")) }
+        if s == [1, 1, 1] {
+            Ok(())
+        } else {
+            Err(format!("{s:?}"))
+        }
     })
     .await;
 
@@ -39,16 +43,30 @@ async fn a_killed_agent_or_a_cut_link_moves_work_and_the_return_settles_at_the_c
     // reschedule_after.
     c.kill_agent(2);
     let killed = Instant::now();
-    until("n2 disconnected", || match c.node("n2").unwrap()["state"].as_str() {
-        Some("disconnected") => Ok(()),
-        other => Err(format!("{other:?}")),
+    until("n2 disconnected", || {
+        match c.node("n2").unwrap()["state"].as_str() {
+            Some("disconnected") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
     })
     .await;
-    assert!(killed.elapsed() < Duration::from_secs(3 + 2), "{:?}", killed.elapsed());
-    assert_eq!(c.running_on(2, "web"), 1, "the replica runs on without its agent");
+    assert!(
+        killed.elapsed() < Duration::from_secs(3 + 2),
+        "{:?}",
+        killed.elapsed()
+    );
+    assert_eq!(
+        c.running_on(2, "web"),
+        1,
+        "the replica runs on without its agent"
+    );
     until("replaced on n0 and n1", || {
         let s = c.spread("web");
-        if s[0] + s[1] == 3 && s[2] == 1 { Ok(()) } else { Err(format!("{s:?}")) }
+        if s[0] + s[1] == 3 && s[2] == 1 {
+            Ok(())
+        } else {
+            Err(format!("{s:?}"))
+        }
     })
     .await;
     assert!(
@@ -62,7 +80,11 @@ async fn a_killed_agent_or_a_cut_link_moves_work_and_the_return_settles_at_the_c
     c.wait_ready(3).await;
     until("3 in all", || {
         let s = c.spread("web");
-        if s.iter().sum::<usize>() == 3 { Ok(()) } else { Err(format!("{s:?}")) }
+        if s.iter().sum::<usize>() == 3 {
+            Ok(())
+        } else {
+            Err(format!("{s:?}"))
+        }
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -73,29 +95,47 @@ async fn a_killed_agent_or_a_cut_link_moves_work_and_the_return_settles_at_the_c
     let before = c.spread("web");
     c.lab.set_link(1, false);
     let cut = Instant::now();
-    until("n1 disconnected", || match c.node("n1").unwrap()["state"].as_str() {
-        Some("disconnected") => Ok(()),
-        other => Err(format!("{other:?}")),
+    until("n1 disconnected", || {
+        match c.node("n1").unwrap()["state"].as_str() {
+            Some("disconnected") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
     })
     .await;
-    assert!(cut.elapsed() < Duration::from_secs(3 + 3), "{:?}", cut.elapsed());
+    assert!(
+        cut.elapsed() < Duration::from_secs(3 + 3),
+        "{:?}",
+        cut.elapsed()
+    );
     if before[1] > 0 {
         c.kill_replicas(1, "web");
         until("restarted on n1 by its agent", || {
-            if c.running_on(1, "web") == before[1] { Ok(()) } else { Err(format!("{:?}", c.spread("web"))) }
+            if c.running_on(1, "web") == before[1] {
+                Ok(())
+            } else {
+                Err(format!("{:?}", c.spread("web")))
+            }
         })
         .await;
     }
     until("n1's replicas placed on the others", || {
         let s = c.spread("web");
-        if s[0] + s[2] == 3 { Ok(()) } else { Err(format!("{s:?}")) }
+        if s[0] + s[2] == 3 {
+            Ok(())
+        } else {
+            Err(format!("{s:?}"))
+        }
     })
     .await;
     c.lab.set_link(1, true);
     c.wait_ready(3).await;
     until("3 in all again", || {
         let s = c.spread("web");
-        if s.iter().sum::<usize>() == 3 { Ok(()) } else { Err(format!("{s:?}")) }
+        if s.iter().sum::<usize>() == 3 {
+            Ok(())
+        } else {
+            Err(format!("{s:?}"))
+        }
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -113,14 +153,22 @@ async fn drain_moves_every_replica_with_the_count_held_then_undrain_and_removal(
     ]));
     until("spread", || {
         let (a, w) = (c.spread("api"), c.spread("web"));
-        if a == [1, 1, 1] && w == [1, 1, 1] { Ok(()) } else { Err(format!("{a:?} {w:?}")) }
+        if a == [1, 1, 1] && w == [1, 1, 1] {
+            Ok(())
+        } else {
+            Err(format!("{a:?} {w:?}"))
+        }
     })
     .await;
     // Every replica counts as ready after 2 s.
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     let out = c.orca(&["drain", "n1", "--deadline", "10m"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let said = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(said.contains("what has not moved by"), "{said}");
     let n1 = c.node("n1").unwrap();
@@ -132,7 +180,10 @@ async fn drain_moves_every_replica_with_the_count_held_then_undrain_and_removal(
     loop {
         let (a, w) = (c.spread("api"), c.spread("web"));
         let (ta, tw): (usize, usize) = (a.iter().sum(), w.iter().sum());
-        assert!(ta >= 3 && tw >= 3, "below the count mid-drain: api {a:?} web {w:?}");
+        assert!(
+            ta >= 3 && tw >= 3,
+            "below the count mid-drain: api {a:?} web {w:?}"
+        );
         if a[1] == 0 && w[1] == 0 && ta == 3 && tw == 3 {
             break;
         }
@@ -141,12 +192,19 @@ async fn drain_moves_every_replica_with_the_count_held_then_undrain_and_removal(
     }
     until("the drain shown done", || {
         let n1 = c.node("n1").unwrap();
-        if n1["drain"].is_null() && n1["drained"] == true { Ok(()) } else { Err(n1.to_string()) }
+        if n1["drain"].is_null() && n1["drained"] == true {
+            Ok(())
+        } else {
+            Err(n1.to_string())
+        }
     })
     .await;
     let out = c.orca(&["nodes"]);
     let table = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(table.contains("HEARTBEAT") && table.contains("n1"), "{table}");
+    assert!(
+        table.contains("HEARTBEAT") && table.contains("n1"),
+        "{table}"
+    );
 
     // Undrain: n1 takes replicas again, nothing moves back by itself.
     assert!(c.orca(&["undrain", "n1"]).status.success());
@@ -156,16 +214,28 @@ async fn drain_moves_every_replica_with_the_count_held_then_undrain_and_removal(
 
     // Removal of n2: its replicas go to the others; its agent is refused.
     let out = c.orca(&["node", "rm", "n2"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(c.node("n2").is_none());
     until("n2's replicas elsewhere", || {
         let (a, w) = (c.spread("api"), c.spread("web"));
-        if a[0] + a[1] == 3 && w[0] + w[1] == 3 { Ok(()) } else { Err(format!("{a:?} {w:?}")) }
+        if a[0] + a[1] == 3 && w[0] + w[1] == 3 {
+            Ok(())
+        } else {
+            Err(format!("{a:?} {w:?}"))
+        }
     })
     .await;
     until("n2's agent refused", || {
         let log = c.log(2);
-        if log.contains("the server refused this node") { Ok(()) } else { Err(log) }
+        if log.contains("the server refused this node") {
+            Ok(())
+        } else {
+            Err(log)
+        }
     })
     .await;
     c.kill_agent(2);
@@ -178,7 +248,11 @@ async fn the_server_killed_mid_drain_converges_after_its_restart() {
     c.deploy(json!([{ "name": "web", "image": c.image(KAWEB), "replicas": 6 }]));
     until("2/2/2", || {
         let s = c.spread("web");
-        if s == [2, 2, 2] { Ok(()) } else { Err(format!("{s:?}")) }
+        if s == [2, 2, 2] {
+            Ok(())
+        } else {
+            Err(format!("{s:?}"))
+        }
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -186,7 +260,11 @@ async fn the_server_killed_mid_drain_converges_after_its_restart() {
     // The first replacement is up: the drain is under way.
     until("the drain started", || {
         let s = c.spread("web");
-        if s.iter().sum::<usize>() > 6 || s[2] < 2 { Ok(()) } else { Err(format!("{s:?}")) }
+        if s.iter().sum::<usize>() > 6 || s[2] < 2 {
+            Ok(())
+        } else {
+            Err(format!("{s:?}"))
+        }
     })
     .await;
     c.kill_server();
@@ -196,7 +274,11 @@ async fn the_server_killed_mid_drain_converges_after_its_restart() {
     assert_eq!(c.node("n2").unwrap()["drained"], true, "drain state kept");
     until("drained, at the count", || {
         let s = c.spread("web");
-        if s[2] == 0 && s.iter().sum::<usize>() == 6 { Ok(()) } else { Err(format!("{s:?}")) }
+        if s[2] == 0 && s.iter().sum::<usize>() == 6 {
+            Ok(())
+        } else {
+            Err(format!("{s:?}"))
+        }
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;

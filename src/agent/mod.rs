@@ -118,6 +118,11 @@ pub enum AgentEvent {
     },
     /// The node lost events for a while: resync everything.
     Resync,
+    /// A replica's readiness, as the node that runs it checked it.
+    Health {
+        id: String,
+        ready: bool,
+    },
 }
 
 /// Size of a node.
@@ -191,4 +196,20 @@ pub trait NodeAgent: Send + Sync + 'static {
     /// Ends the connection to a remote node (it was removed); nothing for
     /// a node in process.
     fn disconnect(&self) {}
+    /// Has the node check a replica's readiness (reported as
+    /// [`AgentEvent::Health`]) and liveness (a replica failing it is
+    /// killed), until the replica stops running. Only remote nodes do: the
+    /// server checks its own node's replicas itself.
+    async fn check(
+        &self,
+        id: &str,
+        readiness: Option<crate::control::health::Check>,
+        liveness: Option<crate::control::health::Check>,
+    ) -> Result<(), AgentError> {
+        let _ = (readiness, liveness);
+        Err(AgentError::Other(format!(
+            "node {} checks no replica for the server ({id})",
+            self.node_id()
+        )))
+    }
 }

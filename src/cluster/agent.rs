@@ -291,6 +291,29 @@ async fn session(
             Down::Welcome { .. } => {}
             Down::Call {
                 id,
+                call:
+                    Call::Check {
+                        id: instance,
+                        readiness,
+                        liveness,
+                    },
+            } => {
+                tasks.spawn(super::checks::run(
+                    local.clone(),
+                    up.clone(),
+                    instance,
+                    readiness,
+                    liveness,
+                ));
+                let _ = up
+                    .send(Up::Reply {
+                        id,
+                        result: Ok(Answer::Done),
+                    })
+                    .await;
+            }
+            Down::Call {
+                id,
                 call: Call::LogsFollow { id: instance },
             } => {
                 let handle = tasks.spawn(follow_log(local.clone(), up.clone(), id, instance));
@@ -429,10 +452,10 @@ async fn answer(local: &dyn NodeAgent, call: Call) -> Result<Answer, WireError> 
         }
         Call::LogsTail { id, n } => Answer::Logs(local.logs_tail(&id, n).await.map_err(wire)?),
         Call::Usage { id } => Answer::Usage(local.usage(&id).await.map_err(wire)?),
-        Call::LogsFollow { .. } => {
+        Call::LogsFollow { .. } | Call::Check { .. } => {
             return Err(WireError {
                 kind: super::wire::ErrorKind::Other,
-                message: "log follows are streamed, not answered".into(),
+                message: "log follows and checks run on, they are not answered".into(),
             })
         }
     })

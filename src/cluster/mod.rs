@@ -2,6 +2,7 @@
 //! certificates, the gRPC service agents dial, and the agent that dials it.
 
 pub mod agent;
+pub mod checks;
 pub mod codec;
 pub mod keeper;
 pub mod pki;

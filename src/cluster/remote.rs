@@ -275,4 +275,18 @@ impl NodeAgent for RemoteAgent {
     fn disconnect(&self) {
         self.closed();
     }
+
+    async fn check(
+        &self,
+        id: &str,
+        readiness: Option<crate::control::health::Check>,
+        liveness: Option<crate::control::health::Check>,
+    ) -> Result<(), AgentError> {
+        let call = Call::Check {
+            id: id.into(),
+            readiness,
+            liveness,
+        };
+        self.call(call, QUICK).await.map(|_| ())
+    }
 }

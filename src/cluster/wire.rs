@@ -114,6 +114,12 @@ pub enum Call {
     Usage {
         id: String,
     },
+    /// Check a replica's readiness and liveness until it stops running.
+    Check {
+        id: String,
+        readiness: Option<crate::control::health::Check>,
+        liveness: Option<crate::control::health::Check>,
+    },
 }
 
 /// A node's answer.

@@ -74,6 +74,8 @@ async fn watch_nodes(inner: Arc<Inner>, mut following: HashMap<String, u64>) {
             };
             if following.get(node.id()) != Some(&node.session) {
                 following.insert(node.id().to_string(), node.session);
+                // A new connection: its node checks nothing yet.
+                forget_checks(&inner, node.id());
                 tokio::spawn(follow(
                     inner.clone(),
                     node.id().to_string(),
@@ -89,6 +91,22 @@ async fn watch_nodes(inner: Arc<Inner>, mut following: HashMap<String, u64>) {
             last = now;
             wake_all(&inner);
         }
+    }
+}
+
+/// Forgets which replicas of `node` are being checked, so that they are
+/// asked for again.
+fn forget_checks(inner: &Inner, node: &str) {
+    let mut st = inner.state_mut();
+    let on_node: Vec<String> = st
+        .instances
+        .values()
+        .flatten()
+        .filter(|i| i.node == node)
+        .map(|i| i.id.clone())
+        .collect();
+    for id in on_node {
+        st.checkers.remove(&id);
     }
 }
 
@@ -162,6 +180,20 @@ fn handle_event(inner: &Arc<Inner>, event: AgentEvent) {
             tracing::info!(instance = %id, code, oom_killed, "replica exited");
             super::health::publish_routes(inner);
             wake(inner, &service);
+        }
+        AgentEvent::Health { id, ready } => {
+            let changed = {
+                let mut st = inner.state_mut();
+                let r = st.replicas.entry(id.clone()).or_default();
+                let changed = r.healthy != Some(ready);
+                r.healthy = Some(ready);
+                changed
+            };
+            if changed {
+                tracing::info!(instance = %id, ready, "readiness changed (checked by its node)");
+                super::health::publish_routes(inner);
+                wake(inner, service_of(&id));
+            }
         }
         AgentEvent::Resync => {
             wake_all(inner);

@@ -24,7 +24,12 @@ pub(crate) struct LocalDown(pub AgentError);
 /// Lists `service` on every node.
 pub(crate) async fn gather(inner: &Inner, service: &str) -> Result<Gathered, LocalDown> {
     let table = inner.nodes.snapshot();
-    let seen = inner.state().instances.get(service).cloned().unwrap_or_default();
+    let seen = inner
+        .state()
+        .instances
+        .get(service)
+        .cloned()
+        .unwrap_or_default();
     let seen = &seen;
     let asks = table.nodes.values().map(|node| async move {
         let Some(agent) = node.ready_agent() else {
@@ -52,8 +57,17 @@ pub(crate) async fn gather(inner: &Inner, service: &str) -> Result<Gathered, Loc
 /// last saw there (listed or started), and what the node last reported in
 /// a heartbeat (kept across a server restart).
 fn last_known(node: &crate::nodes::Node, service: &str, seen: &[Instance]) -> Vec<Instance> {
-    let mut out: Vec<Instance> = seen.iter().filter(|i| i.node == node.id()).cloned().collect();
-    for i in node.record.inventory.iter().filter(|i| i.service == service) {
+    let mut out: Vec<Instance> = seen
+        .iter()
+        .filter(|i| i.node == node.id())
+        .cloned()
+        .collect();
+    for i in node
+        .record
+        .inventory
+        .iter()
+        .filter(|i| i.service == service)
+    {
         if !out.iter().any(|o| o.id == i.id) {
             out.push(i.clone());
         }

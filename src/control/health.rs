@@ -15,7 +15,7 @@ use super::Inner;
 use crate::agent::ProcessState;
 
 /// A probe with its defaults filled in.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Check {
     /// HTTP path, or `None` for a TCP connect.
     pub path: Option<String>,
@@ -95,27 +95,66 @@ pub(crate) fn ensure_checkers(inner: &Arc<Inner>, service: &str) {
         if readiness(&record.spec).is_none() && liveness(&record.spec).is_none() {
             return;
         }
-        let ids: Vec<(String, Ipv4Addr)> = st
+        let ids: Vec<(String, String, Ipv4Addr)> = st
             .instances
             .get(service)
             .into_iter()
             .flatten()
             .filter(|i| matches!(i.state, ProcessState::Running))
             .filter(|i| !st.checkers.contains(&i.id))
-            .filter_map(|i| i.ip.map(|ip| (i.id.clone(), ip)))
+            .filter_map(|i| i.ip.map(|ip| (i.id.clone(), i.node.clone(), ip)))
             .collect();
         (record.spec.clone(), ids)
     };
-    for (id, ip) in ids {
+    let local = inner.local_node();
+    for (id, node, ip) in ids {
         inner.state_mut().checkers.insert(id.clone());
-        tokio::spawn(run_checker(
-            inner.clone(),
-            service.to_string(),
-            spec.clone(),
-            id,
-            ip,
-        ));
+        if Some(&node) == local.as_ref() {
+            tokio::spawn(run_checker(
+                inner.clone(),
+                service.to_string(),
+                spec.clone(),
+                id,
+                ip,
+            ));
+        } else {
+            tokio::spawn(check_on_node(inner.clone(), spec.clone(), id, node));
+        }
     }
+}
+
+/// Has the node that runs replica `id` check it; its readiness comes back
+/// as events. If the node cannot be asked now, the next round asks again.
+async fn check_on_node(inner: Arc<Inner>, spec: ServiceSpec, id: String, node: String) {
+    let asked = match inner.node_agent(&node) {
+        Ok(agent) => agent.check(&id, readiness(&spec), liveness(&spec)).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = asked {
+        tracing::debug!(instance = %id, node, error = %e, "cannot have the node check the replica");
+        inner.state_mut().checkers.remove(&id);
+    }
+}
+
+/// Readiness after one probe (`ok`), with `failures` failed probes in a
+/// row before it: unknown counts as not ready; a ready replica needs
+/// `threshold` failures in a row to lose its traffic. The new readiness
+/// and failure count.
+pub fn next_readiness(
+    before: Option<bool>,
+    failures: u32,
+    ok: bool,
+    threshold: u32,
+) -> (Option<bool>, u32) {
+    let failures = if ok { 0 } else { failures + 1 };
+    let after = if ok {
+        Some(true)
+    } else if before.is_none() || failures >= threshold {
+        Some(false)
+    } else {
+        before
+    };
+    (after, failures)
 }
 
 /// Checks one replica until it stops running (or its service moves on).
@@ -170,16 +209,8 @@ async fn run_checker(
                     .map(|r| (r.healthy, r.ready_failures))
                     .unwrap_or((None, 0))
             };
-            let new_failures = if ok { 0 } else { failures + 1 };
-            // Unknown counts as not ready; a ready replica needs
-            // `failure_threshold` failures in a row to lose its traffic.
-            let after = if ok {
-                Some(true)
-            } else if before.is_none() || new_failures >= check.failure_threshold {
-                Some(false)
-            } else {
-                before
-            };
+            let (after, new_failures) =
+                next_readiness(before, failures, ok, check.failure_threshold);
             if after != before || new_failures != failures {
                 let mut st = inner.state_mut();
                 let r = st.replicas.entry(id.clone()).or_default();
@@ -291,9 +322,14 @@ pub(crate) async fn apply_isolation(inner: Arc<Inner>) {
     }
 }
 
-/// Rebuilds the ingress table and the isolation groups from the state.
+/// Rebuilds the ingress table, the DNS names and the isolation groups of
+/// the server's own node from the state. Replicas on other nodes have
+/// addresses of their own node's network, unreachable from here until the
+/// overlay joins the nodes' networks.
 pub(crate) fn publish_routes(inner: &Arc<Inner>) {
     let mut isolation = Isolation::default();
+    let local = inner.local_node().unwrap_or_default();
+    let here = |i: &&crate::agent::Instance| i.node == local;
     {
         let st = inner.state();
         for record in st.records.values() {
@@ -302,6 +338,7 @@ pub(crate) fn publish_routes(inner: &Arc<Inner>) {
                 .get(&record.spec.name)
                 .into_iter()
                 .flatten()
+                .filter(here)
                 .filter_map(|i| i.ip);
             let group = isolation
                 .projects
@@ -328,7 +365,7 @@ pub(crate) fn publish_routes(inner: &Arc<Inner>) {
         }
     });
     if let Some(dns) = &inner.dns {
-        dns.replace(dns_names(&inner.state()));
+        dns.replace(dns_names(&inner.state(), &local));
     }
     let Some(routes) = &inner.routes else { return };
     let mut table: HashMap<String, Vec<network::proxy::Backend>> = HashMap::new();
@@ -347,7 +384,13 @@ pub(crate) fn publish_routes(inner: &Arc<Inner>) {
             }
             let canary = record.canary.as_ref();
             let mut found: Vec<(String, SocketAddr, bool)> = Vec::new();
-            for i in st.instances.get(&record.spec.name).into_iter().flatten() {
+            for i in st
+                .instances
+                .get(&record.spec.name)
+                .into_iter()
+                .flatten()
+                .filter(here)
+            {
                 // Old versions serve while a rollout keeps them.
                 let current = i.version != record.version || i.slot < record.desired_replicas();
                 if !current
@@ -388,12 +431,18 @@ pub(crate) fn publish_routes(inner: &Arc<Inner>) {
 
 /// The names the DNS server answers: ready replicas by service and alias
 /// in each project, internal services cluster-wide.
-fn dns_names(st: &super::State) -> network::dns::Names {
+fn dns_names(st: &super::State, local: &str) -> network::dns::Names {
     let mut names = network::dns::Names::default();
     for record in st.records.values() {
         let spec = &record.spec;
         let mut ready = Vec::new();
-        for i in st.instances.get(&spec.name).into_iter().flatten() {
+        for i in st
+            .instances
+            .get(&spec.name)
+            .into_iter()
+            .flatten()
+            .filter(|i| i.node == local)
+        {
             let Some(ip) = i.ip else { continue };
             names.project_of.insert(ip, spec.project.clone());
             let current = i.version != record.version || i.slot < record.desired_replicas();

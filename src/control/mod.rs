@@ -16,7 +16,7 @@ mod events;
 mod execute;
 mod gather;
 mod handler;
-mod health;
+pub(crate) mod health;
 mod join;
 mod logs;
 pub mod plan;

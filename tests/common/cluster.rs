@@ -18,6 +18,8 @@ use super::lab::Lab;
 pub const ADMIN: &str = "admin-token-for-the-lab-0001";
 /// The image every lab test runs: a keep-alive HTTP server.
 pub const KAWEB: &str = "kaweb:v1";
+/// Prints "line N" every 200 ms.
+pub const LOGGER: &str = "logger:latest";
 
 /// See the module doc.
 pub struct LabCluster {
@@ -41,7 +43,10 @@ impl LabCluster {
     pub async fn start_server(env: &super::TestEnv, n: usize, cluster_extra: &str) -> LabCluster {
         let mut lab = Lab::start(n).await;
         let registry = lab
-            .start_registry(&[(env.images.join("kaweb-v1"), KAWEB)])
+            .start_registry(&[
+                (env.images.join("kaweb-v1"), KAWEB),
+                (env.images.join("logger-latest"), LOGGER),
+            ])
             .await;
         let dir = tempfile::tempdir().unwrap();
         let tag = super::rand_u32() & 0xff_ffff;
@@ -247,6 +252,21 @@ impl LabCluster {
             .unwrap()
     }
 
+    /// `/metrics`, fetched inside node 0's namespace.
+    pub fn orca_metrics(&self) -> Vec<u8> {
+        let out = self.lab.nodes[0]
+            .nsenter("curl")
+            .args(["-sSf", "http://127.0.0.1:6880/metrics"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
     /// `orca ARGS --output json`, which must succeed.
     pub fn json(&self, args: &[&str]) -> Value {
         let mut all = args.to_vec();
@@ -350,12 +370,23 @@ impl LabCluster {
                 .arg(&node.socket)
                 .args(["-n", &self.namespaces[i], "tasks", "ls", "-q"]),
         );
-        for id in out.lines().filter(|l| l.starts_with(&format!("{service}."))) {
+        for id in out
+            .lines()
+            .filter(|l| l.starts_with(&format!("{service}.")))
+        {
             super::run(
                 Command::new("ctr")
                     .arg("--address")
                     .arg(&node.socket)
-                    .args(["-n", &self.namespaces[i], "tasks", "kill", "-s", "SIGKILL", id]),
+                    .args([
+                        "-n",
+                        &self.namespaces[i],
+                        "tasks",
+                        "kill",
+                        "-s",
+                        "SIGKILL",
+                        id,
+                    ]),
             );
         }
     }
