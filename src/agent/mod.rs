@@ -125,12 +125,8 @@ pub enum AgentEvent {
     },
 }
 
-/// Size of a node.
-#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
-pub struct Capacity {
-    pub cpu: f64,
-    pub memory_bytes: u64,
-}
+/// Size of a node (the scheduler's own type).
+pub use scheduler::Capacity;
 
 /// Agent failures, with the message an operator should see. A node that
 /// cannot be reached is not a node whose containerd fails.

@@ -9,7 +9,7 @@ use api::status::{
 };
 use api::{ApiError, ApiResponse};
 
-use super::schedule::Demand;
+use super::schedule::demand_of;
 use super::worker::wake_all;
 use super::ControlPlane;
 use crate::agent::ProcessState;
@@ -42,7 +42,7 @@ impl ControlPlane {
             let reservation = st
                 .records
                 .get(service)
-                .map(|r| Demand::of(&r.spec).reservation())
+                .map(|r| demand_of(&r.spec).reservation())
                 .unwrap_or_default();
             for i in list {
                 let a = allocated.entry(i.node.as_str()).or_default();

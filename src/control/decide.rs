@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::execute::Placed;
 use super::gather::{draining, lost, reschedule_after};
 use super::plan::{plan, Action, Desired};
-use super::schedule::{unplaced_message, Candidate, Demand, Scheduler};
+use super::schedule::{demand_of, unplaced_message, Candidate, Scheduler};
 use super::state::State;
 use super::Inner;
 use crate::agent::{Capacity, Instance};
@@ -58,7 +58,7 @@ fn candidates(table: &Table, st: &State, service: &str, going: &HashSet<String>)
         let reservation = st
             .records
             .get(name)
-            .map(|r| Demand::of(&r.spec).reservation())
+            .map(|r| demand_of(&r.spec).reservation())
             .unwrap_or_default();
         for i in list {
             add(&mut allocated, i.node.as_str(), reservation);
@@ -169,7 +169,7 @@ pub(super) fn decide(
         .partition(|i| canary.is_some_and(|c| c.version == i.version));
 
     let mut rejected = None;
-    let stable_demand = record.as_ref().map(|r| Demand::of(&r.spec));
+    let stable_demand = record.as_ref().map(|r| demand_of(&r.spec));
     let mut stable_plan = {
         let mut place = || match stable_demand.as_ref().map(|d| scheduler.place(d)) {
             Some(Ok(node)) => Some(node),
@@ -206,7 +206,7 @@ pub(super) fn decide(
             },
             max_unavailable: 0,
         };
-        let demand = Demand::of(&c.spec);
+        let demand = demand_of(&c.spec);
         let mut place = || scheduler.place(&demand).ok();
         plan(
             Some(want),
@@ -280,6 +280,6 @@ fn reserve(st: &mut State, record: Option<&ServiceRecord>, placed: &mut Placed) 
     };
     let key = rand::random::<u64>();
     st.placing
-        .insert(key, (node.clone(), Demand::of(&record.spec).reservation()));
+        .insert(key, (node.clone(), demand_of(&record.spec).reservation()));
     placed.reservation = Some(key);
 }

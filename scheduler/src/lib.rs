@@ -1,0 +1,419 @@
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+//! Where a new replica goes, pure: filters (the pinned node, labels, ready
+//! and undrained, resource fit), then a score (`spread` or `binpack`).
+//! A placement reserves the replica's resources on the node it picks, so
+//! the next placement sees them. What cannot be placed says which filter
+//! ruled out how many nodes.
+
+use std::collections::BTreeMap;
+
+/// CPUs and memory: what a node has, what is reserved on it, what a
+/// replica asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Capacity {
+    pub cpu: f64,
+    pub memory_bytes: u64,
+}
+
+/// `placement.strategy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PlacementStrategy {
+    /// Replicas of a service on as many nodes as possible.
+    #[default]
+    Spread,
+    /// Fill the fullest node that fits.
+    Binpack,
+}
+
+/// A node as the scheduler sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    pub id: String,
+    pub labels: BTreeMap<String, String>,
+    /// Connected, with its inventory known.
+    pub ready: bool,
+    pub drained: bool,
+    pub capacity: Capacity,
+    /// Reserved by the replicas placed there.
+    pub allocated: Capacity,
+    /// Replicas of the service being placed that run there.
+    pub of_service: u32,
+}
+
+/// What one replica asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct Demand<'a> {
+    pub node: Option<&'a str>,
+    pub labels: &'a BTreeMap<String, String>,
+    pub strategy: PlacementStrategy,
+    pub cpu: f64,
+    pub memory_bytes: u64,
+}
+
+impl Demand<'_> {
+    /// What a replica of this demand reserves.
+    pub fn reservation(&self) -> Capacity {
+        Capacity {
+            cpu: self.cpu,
+            memory_bytes: self.memory_bytes,
+        }
+    }
+}
+
+/// How many nodes each filter ruled out (each node counts once, at the
+/// first filter it fails).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rejections {
+    pub not_pinned: u32,
+    pub labels: u32,
+    pub not_ready: u32,
+    pub drained: u32,
+    pub memory: u32,
+    pub cpu: u32,
+}
+
+/// Slack for float sums of CPU shares.
+const CPU_EPSILON: f64 = 1e-9;
+
+/// See the module doc.
+#[derive(Debug, Clone)]
+pub struct Scheduler {
+    nodes: Vec<Candidate>,
+}
+
+impl Scheduler {
+    pub fn new(nodes: Vec<Candidate>) -> Self {
+        Self { nodes }
+    }
+
+    /// The nodes with what has been placed so far.
+    pub fn nodes(&self) -> &[Candidate] {
+        &self.nodes
+    }
+
+    /// The nodes, with what has been placed.
+    pub fn into_nodes(self) -> Vec<Candidate> {
+        self.nodes
+    }
+
+    /// Picks a node for one replica and reserves its resources there.
+    pub fn place(&mut self, demand: &Demand) -> Result<String, Rejections> {
+        let mut rejected = Rejections::default();
+        let mut best: Option<(usize, (u32, f64))> = None;
+        for (index, node) in self.nodes.iter().enumerate() {
+            if let Err(why) = fits(node, demand) {
+                *why.counter(&mut rejected) += 1;
+                continue;
+            }
+            let key = score(node, demand);
+            let better = best.as_ref().is_none_or(|(_, b)| key < *b);
+            if better {
+                best = Some((index, key));
+            }
+        }
+        let (index, _) = best.ok_or(rejected)?;
+        let node = &mut self.nodes[index];
+        node.allocated.cpu += demand.cpu;
+        node.allocated.memory_bytes += demand.memory_bytes;
+        node.of_service += 1;
+        Ok(node.id.clone())
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Filter {
+    NotPinned,
+    Labels,
+    NotReady,
+    Drained,
+    Memory,
+    Cpu,
+}
+
+impl Filter {
+    fn counter(self, r: &mut Rejections) -> &mut u32 {
+        match self {
+            Filter::NotPinned => &mut r.not_pinned,
+            Filter::Labels => &mut r.labels,
+            Filter::NotReady => &mut r.not_ready,
+            Filter::Drained => &mut r.drained,
+            Filter::Memory => &mut r.memory,
+            Filter::Cpu => &mut r.cpu,
+        }
+    }
+}
+
+fn fits(node: &Candidate, demand: &Demand) -> Result<(), Filter> {
+    if demand.node.is_some_and(|n| n != node.id) {
+        return Err(Filter::NotPinned);
+    }
+    if !demand
+        .labels
+        .iter()
+        .all(|(k, v)| node.labels.get(k) == Some(v))
+    {
+        return Err(Filter::Labels);
+    }
+    if !node.ready {
+        return Err(Filter::NotReady);
+    }
+    if node.drained {
+        return Err(Filter::Drained);
+    }
+    if node
+        .allocated
+        .memory_bytes
+        .saturating_add(demand.memory_bytes)
+        > node.capacity.memory_bytes
+    {
+        return Err(Filter::Memory);
+    }
+    if node.allocated.cpu + demand.cpu > node.capacity.cpu + CPU_EPSILON {
+        return Err(Filter::Cpu);
+    }
+    Ok(())
+}
+
+/// Lower is better: for `spread`, fewest replicas of the service and then
+/// the least loaded node; for `binpack`, the fullest node.
+fn score(node: &Candidate, demand: &Demand) -> (u32, f64) {
+    let load = share(node.allocated.cpu, node.capacity.cpu)
+        + share(
+            node.allocated.memory_bytes as f64,
+            node.capacity.memory_bytes as f64,
+        );
+    match demand.strategy {
+        PlacementStrategy::Spread => (node.of_service, load),
+        PlacementStrategy::Binpack => (0, -load),
+    }
+}
+
+fn share(used: f64, total: f64) -> f64 {
+    if total > 0.0 {
+        used / total
+    } else {
+        0.0
+    }
+}
+
+/// Why `count` replicas could not be placed, as status says it: "2
+/// replicas unplaced: 1 node not ready, 2 nodes lack 512Mi of memory".
+pub fn unplaced_message(count: u32, r: &Rejections, demand: &Demand) -> String {
+    let nodes = |n: u32| {
+        if n == 1 {
+            "1 node".into()
+        } else {
+            format!("{n} nodes")
+        }
+    };
+    let mut why = Vec::new();
+    if r.not_pinned > 0 {
+        why.push(format!(
+            "{} not {}",
+            nodes(r.not_pinned),
+            demand.node.unwrap_or_default()
+        ));
+    }
+    if r.labels > 0 {
+        why.push(format!("{} without the labels", nodes(r.labels)));
+    }
+    if r.not_ready > 0 {
+        why.push(format!("{} not ready", nodes(r.not_ready)));
+    }
+    if r.drained > 0 {
+        why.push(format!("{} drained", nodes(r.drained)));
+    }
+    let lack = |n: u32| if n == 1 { "lacks" } else { "lack" };
+    if r.memory > 0 {
+        why.push(format!(
+            "{} {} {} of memory",
+            nodes(r.memory),
+            lack(r.memory),
+            mebibytes(demand.memory_bytes)
+        ));
+    }
+    if r.cpu > 0 {
+        why.push(format!(
+            "{} {} {} CPU",
+            nodes(r.cpu),
+            lack(r.cpu),
+            demand.cpu
+        ));
+    }
+    if why.is_empty() {
+        why.push(match demand.node {
+            Some(n) => format!("node {n} is not in the cluster"),
+            None => "no node in the cluster".into(),
+        });
+    }
+    let replicas = if count == 1 { "replica" } else { "replicas" };
+    format!("{count} {replicas} unplaced: {}", why.join(", "))
+}
+
+fn mebibytes(bytes: u64) -> String {
+    if bytes % (1 << 30) == 0 && bytes > 0 {
+        format!("{}Gi", bytes >> 30)
+    } else {
+        format!("{}Mi", bytes.div_ceil(1 << 20))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GI: u64 = 1 << 30;
+
+    fn node(id: &str, cpu: f64, memory: u64) -> Candidate {
+        Candidate {
+            id: id.into(),
+            labels: BTreeMap::new(),
+            ready: true,
+            drained: false,
+            capacity: Capacity {
+                cpu,
+                memory_bytes: memory,
+            },
+            allocated: Capacity::default(),
+            of_service: 0,
+        }
+    }
+
+    fn demand(labels: &BTreeMap<String, String>) -> Demand<'_> {
+        Demand {
+            node: None,
+            labels,
+            strategy: PlacementStrategy::Spread,
+            cpu: 0.0,
+            memory_bytes: 0,
+        }
+    }
+
+    fn place_n(s: &mut Scheduler, d: &Demand, n: usize) -> Vec<String> {
+        (0..n).map(|_| s.place(d).unwrap()).collect()
+    }
+
+    #[test]
+    fn spread_puts_replicas_on_every_node() {
+        let none = BTreeMap::new();
+        let mut s = Scheduler::new(vec![
+            node("a", 2.0, GI),
+            node("b", 2.0, GI),
+            node("c", 2.0, GI),
+        ]);
+        let mut placed = place_n(&mut s, &demand(&none), 6);
+        placed.sort();
+        assert_eq!(placed, ["a", "a", "b", "b", "c", "c"]);
+    }
+
+    #[test]
+    fn spread_counts_replicas_already_there() {
+        let none = BTreeMap::new();
+        let mut a = node("a", 2.0, GI);
+        a.of_service = 2;
+        let mut s = Scheduler::new(vec![a, node("b", 2.0, GI)]);
+        assert_eq!(place_n(&mut s, &demand(&none), 2), ["b", "b"]);
+        assert_eq!(s.place(&demand(&none)).unwrap(), "a");
+    }
+
+    #[test]
+    fn binpack_fills_the_fullest_node_that_fits() {
+        let none = BTreeMap::new();
+        let mut a = node("a", 4.0, 4 * GI);
+        a.allocated.memory_bytes = GI;
+        let mut s = Scheduler::new(vec![node("b", 4.0, 4 * GI), a]);
+        let d = Demand {
+            strategy: PlacementStrategy::Binpack,
+            memory_bytes: GI,
+            ..demand(&none)
+        };
+        // a has room for 3 more, then b takes the rest.
+        assert_eq!(place_n(&mut s, &d, 5), ["a", "a", "a", "b", "b"]);
+    }
+
+    #[test]
+    fn pinned_node_and_labels_filter() {
+        let mut labels = BTreeMap::new();
+        labels.insert("zone".to_string(), "edge".to_string());
+        let mut b = node("b", 2.0, GI);
+        b.labels = labels.clone();
+        let mut s = Scheduler::new(vec![node("a", 2.0, GI), b, node("c", 2.0, GI)]);
+        assert_eq!(place_n(&mut s, &demand(&labels), 3), ["b", "b", "b"]);
+        let none = BTreeMap::new();
+        let pinned = Demand {
+            node: Some("c"),
+            ..demand(&none)
+        };
+        assert_eq!(place_n(&mut s, &pinned, 2), ["c", "c"]);
+        let missing = Demand {
+            node: Some("z"),
+            ..demand(&none)
+        };
+        let r = s.place(&missing).unwrap_err();
+        assert_eq!(r.not_pinned, 3);
+        assert_eq!(
+            unplaced_message(1, &r, &missing),
+            "1 replica unplaced: 3 nodes not z"
+        );
+    }
+
+    #[test]
+    fn never_more_than_a_node_has() {
+        let none = BTreeMap::new();
+        let mut s = Scheduler::new(vec![node("a", 1.0, 2 * GI), node("b", 1.0, GI)]);
+        let d = Demand {
+            memory_bytes: 512 << 20,
+            cpu: 0.25,
+            ..demand(&none)
+        };
+        // 4 fit on a by memory and CPU, 2 on b by memory.
+        let placed = place_n(&mut s, &d, 6);
+        assert_eq!(placed.iter().filter(|n| *n == "a").count(), 4);
+        let r = s.place(&d).unwrap_err();
+        assert_eq!(r.memory, 2);
+        assert_eq!(
+            unplaced_message(1, &r, &d),
+            "1 replica unplaced: 2 nodes lack 512Mi of memory"
+        );
+        for n in s.nodes() {
+            assert!(n.allocated.memory_bytes <= n.capacity.memory_bytes);
+            assert!(n.allocated.cpu <= n.capacity.cpu + CPU_EPSILON);
+        }
+    }
+
+    #[test]
+    fn cpu_is_a_limit_too() {
+        let none = BTreeMap::new();
+        let mut s = Scheduler::new(vec![node("a", 1.0, 64 * GI)]);
+        let d = Demand {
+            cpu: 0.5,
+            ..demand(&none)
+        };
+        place_n(&mut s, &d, 2);
+        let r = s.place(&d).unwrap_err();
+        assert_eq!(r.cpu, 1);
+    }
+
+    #[test]
+    fn not_ready_and_drained_nodes_take_nothing() {
+        let none = BTreeMap::new();
+        let mut down = node("a", 2.0, GI);
+        down.ready = false;
+        let mut drained = node("b", 2.0, GI);
+        drained.drained = true;
+        let mut s = Scheduler::new(vec![down, drained]);
+        let r = s.place(&demand(&none)).unwrap_err();
+        assert_eq!((r.not_ready, r.drained), (1, 1));
+        assert_eq!(
+            unplaced_message(2, &r, &demand(&none)),
+            "2 replicas unplaced: 1 node not ready, 1 node drained"
+        );
+        let mut empty = Scheduler::new(Vec::new());
+        let r = empty.place(&demand(&none)).unwrap_err();
+        assert_eq!(
+            unplaced_message(1, &r, &demand(&none)),
+            "1 replica unplaced: no node in the cluster"
+        );
+    }
+}
