@@ -28,40 +28,12 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
             )
         })?;
     let node_id = config.node_id();
-    let crate::node::NodeRuntime {
-        cri,
-        network,
-        agent,
-    } = crate::node::start(&config, &repo, vec![ingress_port], true).await?;
-    let dns = Arc::new(network::dns::DnsTable::default());
-    let dns_socket = tokio::net::UdpSocket::bind((network.gateway(), 53))
-        .await
-        .with_context(|| format!("serve DNS on {}:53", network.gateway()))?;
-    let upstreams = network::dns::host_resolvers(
-        &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
-    );
-    tokio::spawn(network::dns::serve(
-        dns_socket,
-        dns.clone(),
-        upstreams,
-        network.subnet(),
-    ));
-    let import_dir = config
-        .registry
-        .import_dir
-        .clone()
-        .unwrap_or_else(|| data.join("images"));
-    std::fs::create_dir_all(&import_dir)
-        .with_context(|| format!("create {} (registry.import_dir)", import_dir.display()))?;
-    let (imports_stop, imports_stopped) = tokio::sync::oneshot::channel::<()>();
-    let importer = tokio::spawn(crate::imports::run(
-        import_dir,
-        cri.clone(),
-        repo.clone(),
-        async move {
-            let _ = imports_stopped.await;
-        },
-    ));
+    let local = if config.node.workloads.unwrap_or(true) {
+        Some(local_node(&config, &repo, ingress_port).await?)
+    } else {
+        tracing::info!("[node] workloads = false: this server runs no replicas");
+        None
+    };
 
     let ca = Arc::new(
         crate::cluster::pki::Ca::load_or_create(&data.join("cluster"), &config.cluster.name)
@@ -95,11 +67,13 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     let routes = Arc::new(network::proxy::Routes::default());
     let control = ControlPlane::new(
         repo,
-        Some(agent),
+        local
+            .as_ref()
+            .map(|l| l.agent.clone() as Arc<dyn crate::agent::NodeAgent>),
         settings,
         Metrics::new()?,
         Some(routes.clone()),
-        Some(dns),
+        local.as_ref().map(|l| l.dns.clone()),
     )?;
     control.start().await.context("start reconciling")?;
 
@@ -143,10 +117,68 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     api::server::serve(listener, Arc::new(control), until_stopped(stopped)).await?;
     let _ = cluster.await;
     proxy.stop().await;
-    let _ = imports_stop.send(());
-    let _ = importer.await;
+    if let Some(local) = local {
+        let _ = local.imports_stop.send(());
+        let _ = local.importer.await;
+    }
     eprintln!("orca server: stopped (containers keep running)");
     Ok(())
+}
+
+/// The server's own node: containerd, the bridge, DNS for its replicas,
+/// and the air-gap import directory.
+struct LocalNode {
+    agent: Arc<crate::agent::local::LocalAgent>,
+    dns: Arc<network::dns::DnsTable>,
+    imports_stop: tokio::sync::oneshot::Sender<()>,
+    importer: tokio::task::JoinHandle<()>,
+}
+
+async fn local_node(
+    config: &Config,
+    repo: &crate::store::Repo,
+    ingress_port: u16,
+) -> anyhow::Result<LocalNode> {
+    let crate::node::NodeRuntime {
+        cri,
+        network,
+        agent,
+    } = crate::node::start(config, repo, vec![ingress_port], true).await?;
+    let dns = Arc::new(network::dns::DnsTable::default());
+    let dns_socket = tokio::net::UdpSocket::bind((network.gateway(), 53))
+        .await
+        .with_context(|| format!("serve DNS on {}:53", network.gateway()))?;
+    let upstreams = network::dns::host_resolvers(
+        &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+    );
+    tokio::spawn(network::dns::serve(
+        dns_socket,
+        dns.clone(),
+        upstreams,
+        network.subnet(),
+    ));
+    let import_dir = config
+        .registry
+        .import_dir
+        .clone()
+        .unwrap_or_else(|| config.cluster.data_dir.join("images"));
+    std::fs::create_dir_all(&import_dir)
+        .with_context(|| format!("create {} (registry.import_dir)", import_dir.display()))?;
+    let (imports_stop, imports_stopped) = tokio::sync::oneshot::channel::<()>();
+    let importer = tokio::spawn(crate::imports::run(
+        import_dir,
+        cri,
+        repo.clone(),
+        async move {
+            let _ = imports_stopped.await;
+        },
+    ));
+    Ok(LocalNode {
+        agent,
+        dns,
+        imports_stop,
+        importer,
+    })
 }
 
 pub async fn shutdown_signal() {

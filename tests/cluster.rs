@@ -265,3 +265,61 @@ async fn logs_and_metrics_cover_every_node() {
     }
     common::promtool_clean(&metrics);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_update_and_rollback_across_nodes() {
+    let Some(env) = common::env() else { return };
+    let c = LabCluster::start(&env, 3, "").await;
+    let versions = |c: &LabCluster| -> Vec<u64> {
+        let mut v: Vec<u64> = c.service("web")["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["state"] == "running")
+            .map(|i| i["version"].as_u64().unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    let spec = |image: &str| {
+        json!([{ "name": "web", "image": c.image(image), "replicas": 6,
+        "port": 8080, "readiness": { "path": "/" } }])
+    };
+    c.deploy(spec("web:v1"));
+    common::eventually("v1 on every node", LONG, async || {
+        let (s, v) = (c.spread("web"), versions(&c));
+        if s == [2, 2, 2] && v == [1; 6] && c.service("web")["rollout"]["phase"] == "complete" {
+            Ok(())
+        } else {
+            Err(format!("{s:?} {v:?}"))
+        }
+    })
+    .await;
+    c.deploy(spec("web:v2"));
+    common::eventually("v2 on every node", LONG, async || {
+        let (s, v) = (c.spread("web"), versions(&c));
+        let web = c.service("web");
+        if s == [2, 2, 2] && v == [2; 6] && web["rollout"]["phase"] == "complete" {
+            Ok(())
+        } else {
+            Err(format!("{s:?} {v:?} {}", web["rollout"]))
+        }
+    })
+    .await;
+    let out = c.orca(&["rollback", "web"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    common::eventually("back to the v1 image", LONG, async || {
+        let web = c.service("web");
+        let images_ok = web["image"].as_str().unwrap_or("").ends_with("web:v1");
+        if images_ok && web["rollout"]["phase"] == "complete" && c.spread("web") == [2, 2, 2] {
+            Ok(())
+        } else {
+            Err(format!("{} {:?}", web["rollout"], c.spread("web")))
+        }
+    })
+    .await;
+}

@@ -46,6 +46,8 @@ impl LabCluster {
             .start_registry(&[
                 (env.images.join("kaweb-v1"), KAWEB),
                 (env.images.join("logger-latest"), LOGGER),
+                (env.images.join("web-v1"), "web:v1"),
+                (env.images.join("web-v2"), "web:v2"),
             ])
             .await;
         let dir = tempfile::tempdir().unwrap();

@@ -41,10 +41,16 @@ impl Cluster {
     /// The server's node "n0" and `agents` more, the last of them labelled
     /// zone=edge.
     async fn start(agents: Vec<FakeAgent>, settings: Settings) -> Cluster {
+        Self::start_with(true, agents, settings).await
+    }
+
+    /// With `workloads` false, "n0" is there (to keep indexes) but is not
+    /// the server's node: it never joins.
+    async fn start_with(workloads: bool, agents: Vec<FakeAgent>, settings: Settings) -> Cluster {
         let local = Arc::new(FakeAgent::named("n0"));
         let cp = ControlPlane::new(
             Repo::new(Arc::new(MemStore::default())),
-            Some(local.clone()),
+            workloads.then(|| local.clone() as Arc<dyn NodeAgent>),
             settings,
             Metrics::new().unwrap(),
             None,
@@ -391,4 +397,22 @@ async fn removing_a_node_places_its_replicas_elsewhere() {
         .await
         .unwrap_err();
     assert_eq!(e.status, 409);
+}
+
+#[tokio::test]
+async fn a_server_without_workloads_places_nothing_on_itself() {
+    let c = Cluster::start_with(
+        false,
+        vec![FakeAgent::named("n1"), FakeAgent::named("n2")],
+        Settings::default(),
+    )
+    .await;
+    call(
+        &c.cp,
+        deploy_req(json!([{ "name": "web", "image": "x", "replicas": 4 }])),
+    )
+    .await
+    .unwrap();
+    eventually_within("2/2 on the agents", LONG, || c.count("web") == [0, 2, 2]).await;
+    assert_eq!(c.cp.cluster_info().nodes.len(), 2);
 }
