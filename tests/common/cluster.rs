@@ -228,6 +228,16 @@ impl LabCluster {
         }
     }
 
+    /// The PID of node `i`'s agent, while it runs.
+    pub fn agent_pid(&self, i: usize) -> Option<u32> {
+        self.agents[i].as_ref().map(Child::id)
+    }
+
+    /// The server's PID, while it runs.
+    pub fn server_pid(&self) -> Option<u32> {
+        self.server.as_ref().map(Child::id)
+    }
+
     /// SIGKILL to node `i`'s agent.
     pub fn kill_agent(&mut self, i: usize) {
         Self::end(&mut self.agents[i], nix::sys::signal::Signal::SIGKILL);
