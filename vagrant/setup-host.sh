@@ -1,14 +1,30 @@
 #!/usr/bin/env bash
 # Sets up this host for orca and runs it: installs containerd and runc when
 # missing (and protoc, which the build needs), builds orca, starts containerd
-# unless a service manager already runs it, then runs `orca server`.
+# unless a service manager already runs it, then runs `orca server`, or with
+# --agent an `orca agent` that joins a server.
 #
 #   sudo vagrant/setup-host.sh [cluster.toml]
+#   sudo vagrant/setup-host.sh --agent --join SERVER:6881 --token TOKEN [agent.toml]
 #
-# The multi-VM lab provisions its machines with this same script.
+# The multi-VM lab (vagrant/Vagrantfile) provisions its machines with this
+# same script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CONFIG=${1:-}
+MODE=server
+JOIN=
+TOKEN=
+CONFIG=
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --agent) MODE=agent ;;
+    --join) JOIN=$2; shift ;;
+    --token) TOKEN=$2; shift ;;
+    -*) echo "setup-host.sh: unknown option $1" >&2; exit 2 ;;
+    *) CONFIG=$1 ;;
+  esac
+  shift
+done
 
 need=()
 command -v containerd >/dev/null || need+=(containerd)
@@ -37,8 +53,10 @@ if ! ctr --address "$SOCKET" version >/dev/null 2>&1; then
   done
 fi
 
-if [ -n "$CONFIG" ]; then
-  exec ./target/release/orca server --config "$CONFIG"
-else
-  exec ./target/release/orca server
+args=("$MODE")
+if [ "$MODE" = agent ]; then
+  [ -n "$JOIN" ] && args+=(--join "$JOIN")
+  [ -n "$TOKEN" ] && args+=(--token "$TOKEN")
 fi
+[ -n "$CONFIG" ] && args+=(--config "$CONFIG")
+exec ./target/release/orca "${args[@]}"
