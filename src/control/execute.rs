@@ -129,21 +129,23 @@ pub(crate) async fn execute(
                     }
                     match (started, spec) {
                         (Ok(pid), Ok(spec)) => {
+                            let instance = Instance {
+                                id: spec.id.clone(),
+                                node: node.clone(),
+                                service: spec.service.clone(),
+                                project: spec.project.clone(),
+                                version: spec.version,
+                                slot,
+                                pid: Some(pid),
+                                state: ProcessState::Running,
+                                ip: None,
+                            };
+                            inner.nodes.started(instance.clone()).await;
                             let mut st = inner.state_mut();
                             // Counted where it runs until the next listing.
                             let list = st.instances.entry(service.to_string()).or_default();
                             if !list.iter().any(|i| i.id == spec.id) {
-                                list.push(Instance {
-                                    id: spec.id.clone(),
-                                    node: node.clone(),
-                                    service: spec.service.clone(),
-                                    project: spec.project.clone(),
-                                    version: spec.version,
-                                    slot,
-                                    pid: Some(pid),
-                                    state: ProcessState::Running,
-                                    ip: None,
-                                });
+                                list.push(instance);
                             }
                             st.record_start(&spec.id, pid, Instant::now());
                             let s = st.services.entry(service.to_string()).or_default();

@@ -174,6 +174,9 @@ pub(crate) enum Msg {
         id: String,
         session: u64,
     },
+    Started {
+        instance: Instance,
+    },
     Drain {
         id: String,
         drained: bool,
@@ -270,6 +273,13 @@ impl Nodes {
                 inventory,
             })
             .await;
+    }
+
+    /// A replica was started on a remote node: kept with its last report
+    /// until the next heartbeat, so that a server restart in between
+    /// still knows it runs there.
+    pub async fn started(&self, instance: Instance) {
+        let _ = self.tx.send(Msg::Started { instance }).await;
     }
 
     /// The connection of `session` ended.

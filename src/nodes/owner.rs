@@ -156,6 +156,16 @@ pub(super) fn apply(table: &mut Table, msg: Msg, now: Instant) -> (Save, Reply) 
             }
             (save, Reply::None)
         }
+        Msg::Started { instance } => {
+            let Some(node) = table.nodes.get_mut(&instance.node).filter(|n| !n.local) else {
+                return (Save::Nothing, Reply::None);
+            };
+            if node.record.inventory.iter().any(|i| i.id == instance.id) {
+                return (Save::Nothing, Reply::None);
+            }
+            node.record.inventory.push(instance);
+            (Save::Put(node.record.clone()), Reply::None)
+        }
         Msg::Gone { id, session } => {
             if let Some(node) = table
                 .nodes

@@ -187,3 +187,36 @@ fn stored_nodes_start_disconnected_with_their_replicas() {
     assert!(w2.record.drained);
     assert_eq!(table.local.as_deref(), Some("server"));
 }
+
+#[tokio::test]
+async fn a_replica_started_on_a_node_is_kept_before_its_next_heartbeat() {
+    let repo = Repo::new(Arc::new(MemStore::default()));
+    let nodes = Nodes::start(repo.clone(), local(), Timing::default()).unwrap();
+    nodes.enroll("w1", "aa").await.unwrap();
+    let instance = Instance {
+        id: "web.0.abc".into(),
+        node: "w1".into(),
+        service: "web".into(),
+        project: "default".into(),
+        version: 1,
+        slot: 0,
+        pid: Some(9),
+        state: crate::agent::ProcessState::Running,
+        ip: None,
+    };
+    nodes.started(instance.clone()).await;
+    nodes.started(instance.clone()).await;
+    // A reply orders after the messages before it.
+    nodes.set_drained("w1", false, None).await.unwrap();
+    let stored = repo.node("w1").unwrap().unwrap();
+    assert_eq!(stored.inventory, vec![instance.clone()], "kept once, on disk");
+    // The server's own node keeps nothing: it lists its containerd.
+    nodes
+        .started(Instance {
+            node: "server".into(),
+            ..instance
+        })
+        .await;
+    nodes.set_drained("server", false, None).await.unwrap();
+    assert!(repo.node("server").unwrap().unwrap().inventory.is_empty());
+}
