@@ -323,3 +323,66 @@ async fn rolling_update_and_rollback_across_nodes() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_across_nodes_then_promote() {
+    let Some(env) = common::env() else { return };
+    let c = LabCluster::start(&env, 3, "").await;
+    let spec = |image: &str, canary: bool| {
+        let mut s = json!({ "name": "web", "image": c.image(image), "replicas": 3,
+            "port": 8080, "readiness": { "path": "/" } });
+        if canary {
+            s["deploy"] = json!({ "strategy": "canary", "canary_weight": 50 });
+        }
+        json!([s])
+    };
+    c.deploy(spec("web:v1", false));
+    common::eventually("v1 on every node", LONG, async || {
+        let s = c.spread("web");
+        if s == [1, 1, 1] && c.service("web")["rollout"]["phase"] == "complete" {
+            Ok(())
+        } else {
+            Err(format!("{s:?}"))
+        }
+    })
+    .await;
+    c.deploy(spec("web:v2", true));
+    common::eventually("a ready canary beside 3 stable replicas", LONG, async || {
+        let web = c.service("web");
+        let instances = web["instances"].as_array().cloned().unwrap_or_default();
+        let ready = |canary: bool| {
+            instances
+                .iter()
+                .filter(|i| i["canary"] == canary && i["healthy"] == true)
+                .count()
+        };
+        if ready(false) == 3 && ready(true) >= 1 && web["rollout"]["phase"] == "canary" {
+            Ok(())
+        } else {
+            Err(web.to_string())
+        }
+    })
+    .await;
+    let out = c.orca(&["promote", "web"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    common::eventually("v2 everywhere", LONG, async || {
+        let web = c.service("web");
+        let versions: Vec<u64> = web["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["version"].as_u64().unwrap())
+            .collect();
+        if versions.len() == 3
+            && versions.iter().all(|v| *v == versions[0])
+            && web["image"].as_str().unwrap().ends_with("web:v2")
+            && web["rollout"]["phase"] == "complete"
+            && c.spread("web") == [1, 1, 1]
+        {
+            Ok(())
+        } else {
+            Err(format!("{versions:?} {}", web["rollout"]))
+        }
+    })
+    .await;
+}
