@@ -347,24 +347,32 @@ async fn a_canary_across_nodes_then_promote() {
     })
     .await;
     c.deploy(spec("web:v2", true));
-    common::eventually("a ready canary beside 3 stable replicas", LONG, async || {
-        let web = c.service("web");
-        let instances = web["instances"].as_array().cloned().unwrap_or_default();
-        let ready = |canary: bool| {
-            instances
-                .iter()
-                .filter(|i| i["canary"] == canary && i["healthy"] == true)
-                .count()
-        };
-        if ready(false) == 3 && ready(true) >= 1 && web["rollout"]["phase"] == "canary" {
-            Ok(())
-        } else {
-            Err(web.to_string())
-        }
-    })
+    common::eventually(
+        "a ready canary beside 3 stable replicas",
+        LONG,
+        async || {
+            let web = c.service("web");
+            let instances = web["instances"].as_array().cloned().unwrap_or_default();
+            let ready = |canary: bool| {
+                instances
+                    .iter()
+                    .filter(|i| i["canary"] == canary && i["healthy"] == true)
+                    .count()
+            };
+            if ready(false) == 3 && ready(true) >= 1 && web["rollout"]["phase"] == "canary" {
+                Ok(())
+            } else {
+                Err(web.to_string())
+            }
+        },
+    )
     .await;
     let out = c.orca(&["promote", "web"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     common::eventually("v2 everywhere", LONG, async || {
         let web = c.service("web");
         let versions: Vec<u64> = web["instances"]

@@ -107,6 +107,210 @@ fn next_deadline(table: &Table, instances: &[Instance], now: Instant) -> Option<
         .min()
 }
 
+/// Where each gathered replica stands with its node.
+struct Standing {
+    /// On a node gone past the reschedule delay (or removed): planned as gone.
+    lost: HashSet<String>,
+    /// When the next replica becomes lost.
+    lost_at: Option<Instant>,
+    /// On a drained node, its service's turn to move: replaced first.
+    leaving: HashSet<String>,
+    /// On a drained node past the drain's deadline: stopped.
+    overdue: HashSet<String>,
+    /// On a node that cannot be asked now: it restarts them itself.
+    unreachable: HashSet<String>,
+}
+
+fn standing(
+    inner: &Inner,
+    table: &Table,
+    st: &State,
+    record: Option<&ServiceRecord>,
+    service: &str,
+    instances: &[Instance],
+    now: Instant,
+) -> Standing {
+    let after = reschedule_after(record, inner.settings.reschedule_after);
+    let (lost, lost_at) = lost(table, instances, after, now);
+    let (leaving, overdue) = draining(
+        table,
+        service,
+        instances,
+        &|node, service| earlier_on(st, node, service),
+        SystemTime::now(),
+    );
+    let unreachable = instances
+        .iter()
+        .filter(|i| table.get(&i.node).is_none_or(|n| !n.ready()))
+        .map(|i| i.id.clone())
+        .collect();
+    Standing {
+        lost,
+        lost_at,
+        leaving,
+        overdue,
+        unreachable,
+    }
+}
+
+/// A plan with the spec whose demand its starts reserve (none for a
+/// deleted service, which starts nothing).
+struct Planned<'a> {
+    plan: super::plan::Plan,
+    spec: Option<&'a api::spec::ServiceSpec>,
+}
+
+/// Plans the stable replicas and, beside them, the canary's; each new
+/// replica placed by `scheduler`. Also why stable replicas went unplaced.
+#[allow(clippy::too_many_arguments)]
+fn plans<'a>(
+    st: &State,
+    record: Option<&'a ServiceRecord>,
+    service: &str,
+    instances: &[Instance],
+    standing: &Standing,
+    scheduler: &mut Scheduler,
+    far: Instant,
+    now: Instant,
+) -> (
+    Option<Planned<'a>>,
+    Option<Planned<'a>>,
+    Option<String>,
+    bool,
+) {
+    let Some(record) = record else {
+        // Unknown (or deleted): everything goes.
+        let all: Vec<Instance> = instances
+            .iter()
+            .filter(|i| !st.removing.contains(&i.id) && !standing.unreachable.contains(&i.id))
+            .cloned()
+            .collect();
+        let p = plan(
+            None,
+            &all,
+            &|_| false,
+            &|_| None,
+            None,
+            &|_| true,
+            &mut || None,
+            now,
+        );
+        return (
+            Some(Planned {
+                plan: p,
+                spec: None,
+            }),
+            None,
+            None,
+            false,
+        );
+    };
+    let desired = desired_of(Some(record));
+    let start_at = st.services.get(service).and_then(|s| s.next_start);
+    let restart_at = |id: &str| {
+        if standing.unreachable.contains(id) {
+            Some(far)
+        } else {
+            st.replicas.get(id).and_then(|r| r.next_start)
+        }
+    };
+    let has_check = super::health::readiness(&record.spec).is_some();
+    let ready = |i: &Instance| st.ready(has_check, &i.id, now);
+    let is_leaving = |i: &Instance| standing.leaving.contains(&i.id);
+    let canary = record.canary.as_ref();
+    let (canary_list, stable_list): (Vec<Instance>, Vec<Instance>) = instances
+        .iter()
+        .filter(|i| {
+            !st.removing.contains(&i.id)
+                && !standing.lost.contains(&i.id)
+                && !standing.overdue.contains(&i.id)
+        })
+        .cloned()
+        .partition(|i| canary.is_some_and(|c| c.version == i.version));
+    let rolling = stable_list
+        .iter()
+        .any(|i| i.version != record.version || standing.leaving.contains(&i.id));
+
+    let demand = demand_of(&record.spec);
+    let mut rejected = None;
+    let stable = {
+        let mut place = || match scheduler.place(&demand) {
+            Ok(node) => Some(node),
+            Err(r) => {
+                rejected = Some(r);
+                None
+            }
+        };
+        let p = plan(
+            desired,
+            &stable_list,
+            &is_leaving,
+            &restart_at,
+            start_at,
+            &ready,
+            &mut place,
+            now,
+        );
+        Planned {
+            plan: p,
+            spec: Some(&record.spec),
+        }
+    };
+    let unplaced = rejected
+        .filter(|_| stable.plan.unplaced > 0)
+        .map(|r| unplaced_message(stable.plan.unplaced, &r, &demand));
+    let canary = canary.zip(desired).map(|(c, d)| {
+        let want = Desired {
+            version: c.version,
+            replicas: if d.replicas == 0 {
+                0
+            } else {
+                c.replicas(d.replicas)
+            },
+            max_unavailable: 0,
+        };
+        let demand = demand_of(&c.spec);
+        let mut place = || scheduler.place(&demand).ok();
+        let p = plan(
+            Some(want),
+            &canary_list,
+            &is_leaving,
+            &restart_at,
+            start_at,
+            &ready,
+            &mut place,
+            now,
+        );
+        Planned {
+            plan: p,
+            spec: Some(&c.spec),
+        }
+    });
+    (Some(stable), canary, unplaced, rolling)
+}
+
+/// The actions of a plan, each start holding its resources on its node.
+fn reserved(st: &mut State, planned: &Planned) -> Vec<Placed> {
+    let reservation = planned
+        .spec
+        .map(|s| demand_of(s).reservation())
+        .unwrap_or_default();
+    planned
+        .plan
+        .actions
+        .iter()
+        .map(|action| {
+            let mut placed = Placed::from(action.clone());
+            if let Action::Start { node, .. } = action {
+                let key = rand::random::<u64>();
+                st.placing.insert(key, (node.clone(), reservation));
+                placed.reservation = Some(key);
+            }
+            placed
+        })
+        .collect()
+}
+
 /// See the module doc.
 pub(super) fn decide(
     inner: &Inner,
@@ -119,134 +323,43 @@ pub(super) fn decide(
     // place on the same free room.
     let mut st = inner.state_unseen_mut();
     let record = st.records.get(service).cloned();
-    let after = reschedule_after(record.as_ref(), inner.settings.reschedule_after);
-    let (lost, lost_at) = lost(&table, instances, after, now);
-    let (leaving, overdue) = draining(
-        &table,
-        service,
-        instances,
-        &|node, service| earlier_on(&st, node, service),
-        SystemTime::now(),
-    );
-    let unreachable: HashSet<&str> = instances
+    let standing = standing(inner, &table, &st, record.as_ref(), service, instances, now);
+    let going: HashSet<String> = standing
+        .lost
         .iter()
-        .filter(|i| table.get(&i.node).is_none_or(|n| !n.ready()))
-        .map(|i| i.id.as_str())
-        .collect();
-    let going: HashSet<String> = lost
-        .iter()
-        .chain(&leaving)
-        .chain(&overdue)
+        .chain(&standing.leaving)
+        .chain(&standing.overdue)
         .cloned()
         .collect();
     let mut scheduler = Scheduler::new(candidates(&table, &st, service, &going));
-
-    let desired = desired_of(record.as_ref());
-    let start_at = st.services.get(service).and_then(|s| s.next_start);
     let far = now + Duration::from_secs(3600);
-    let replicas = &st.replicas;
-    // A node that cannot be reached restarts its own replicas.
-    let restart_at = |id: &str| {
-        if unreachable.contains(id) {
-            Some(far)
-        } else {
-            replicas.get(id).and_then(|r| r.next_start)
-        }
-    };
-    let has_check = record
-        .as_ref()
-        .is_some_and(|r| super::health::readiness(&r.spec).is_some());
-    let ready = |i: &Instance| st.ready(has_check, &i.id, now);
-    let is_leaving = |i: &Instance| leaving.contains(&i.id);
-    // A canary's replicas are planned on their own, beside the stable ones.
-    let canary = record.as_ref().and_then(|r| r.canary.as_ref());
-    let (canary_list, stable_list): (Vec<Instance>, Vec<Instance>) = instances
-        .iter()
-        .filter(|i| {
-            !st.removing.contains(&i.id) && !lost.contains(&i.id) && !overdue.contains(&i.id)
-        })
-        .cloned()
-        .partition(|i| canary.is_some_and(|c| c.version == i.version));
-
-    let mut rejected = None;
-    let stable_demand = record.as_ref().map(|r| demand_of(&r.spec));
-    let mut stable_plan = {
-        let mut place = || match stable_demand.as_ref().map(|d| scheduler.place(d)) {
-            Some(Ok(node)) => Some(node),
-            Some(Err(r)) => {
-                rejected = Some(r);
-                None
-            }
-            None => None,
-        };
-        plan(
-            desired,
-            &stable_list,
-            &is_leaving,
-            &restart_at,
-            start_at,
-            &ready,
-            &mut place,
-            now,
-        )
-    };
-    let unplaced = match (rejected, &stable_demand) {
-        (Some(r), Some(d)) if stable_plan.unplaced > 0 => {
-            Some(unplaced_message(stable_plan.unplaced, &r, d))
-        }
-        _ => None,
-    };
-    let canary_plan = canary.zip(desired).map(|(c, d)| {
-        let want = Desired {
-            version: c.version,
-            replicas: if d.replicas == 0 {
-                0
-            } else {
-                c.replicas(d.replicas)
-            },
-            max_unavailable: 0,
-        };
-        let demand = demand_of(&c.spec);
-        let mut place = || scheduler.place(&demand).ok();
-        plan(
-            Some(want),
-            &canary_list,
-            &is_leaving,
-            &restart_at,
-            start_at,
-            &ready,
-            &mut place,
-            now,
-        )
-    });
+    let (stable_plan, canary_plan, unplaced, rolling) = plans(
+        &st,
+        record.as_ref(),
+        service,
+        instances,
+        &standing,
+        &mut scheduler,
+        far,
+        now,
+    );
     // What the drain's deadline stops goes first.
-    let mut stable: Vec<Placed> = overdue
+    let mut stable: Vec<Placed> = standing
+        .overdue
         .iter()
         .map(|id| Action::Remove { id: id.clone() }.into())
         .collect();
-    stable.extend(stable_plan.actions.drain(..).map(Placed::from));
-    let mut canary_actions = canary_plan.as_ref().map(|p| {
-        p.actions
-            .iter()
-            .cloned()
-            .map(Placed::from)
-            .collect::<Vec<_>>()
-    });
-    for placed in stable.iter_mut().chain(canary_actions.iter_mut().flatten()) {
-        reserve(&mut st, record.as_ref(), placed);
+    if let Some(p) = &stable_plan {
+        stable.extend(reserved(&mut st, p));
     }
-    let rolling = record.as_ref().is_some_and(|r| {
-        stable_list
-            .iter()
-            .any(|i| i.version != r.version || leaving.contains(&i.id))
+    let canary = canary_plan.as_ref().map(|p| reserved(&mut st, p));
+    let blocked = instances.iter().any(|i| {
+        table.get(&i.node).is_some_and(|n| n.record.drained) && !standing.leaving.contains(&i.id)
     });
-    let blocked = instances
-        .iter()
-        .any(|i| table.get(&i.node).is_some_and(|n| n.record.drained) && !leaving.contains(&i.id));
     let wake_at = [
-        stable_plan.wake_at,
-        canary_plan.as_ref().and_then(|p| p.wake_at),
-        lost_at,
+        stable_plan.as_ref().and_then(|p| p.plan.wake_at),
+        canary_plan.as_ref().and_then(|p| p.plan.wake_at),
+        standing.lost_at,
         next_deadline(&table, instances, now),
         // Waiting for an earlier service to leave a drained node.
         blocked.then(|| now + Duration::from_secs(1)),
@@ -267,19 +380,8 @@ pub(super) fn decide(
     Decided {
         record,
         stable,
-        canary: canary_actions,
+        canary,
         rolling,
         wake_at: wake_at.filter(|w| *w < far),
     }
-}
-
-/// Holds a start's resources on its node until it has run (or failed).
-fn reserve(st: &mut State, record: Option<&ServiceRecord>, placed: &mut Placed) {
-    let (Action::Start { node, .. }, Some(record)) = (&placed.action, record) else {
-        return;
-    };
-    let key = rand::random::<u64>();
-    st.placing
-        .insert(key, (node.clone(), demand_of(&record.spec).reservation()));
-    placed.reservation = Some(key);
 }

@@ -18,6 +18,8 @@ use crate::store::ServiceRecord;
 const PARALLEL: usize = 16;
 /// How long a replica leaving rotation keeps running for requests in flight.
 const DRAIN: Duration = Duration::from_millis(1000);
+/// How long a failed removal waits before it may be tried again.
+const REMOVE_RETRY: Duration = Duration::from_secs(2);
 
 /// An action, with the key of the resources reserved for it (a start).
 #[derive(Debug, Clone, PartialEq)]
@@ -83,6 +85,8 @@ pub(crate) async fn execute(
                         };
                         if let Err(e) = removed {
                             tracing::warn!(instance = %id, error = %e, "remove failed");
+                            // Not again at once: the next round may retry.
+                            tokio::time::sleep(REMOVE_RETRY).await;
                         }
                         {
                             let mut st = inner.state_mut();

@@ -209,7 +209,11 @@ async fn a_replica_started_on_a_node_is_kept_before_its_next_heartbeat() {
     // A reply orders after the messages before it.
     nodes.set_drained("w1", false, None).await.unwrap();
     let stored = repo.node("w1").unwrap().unwrap();
-    assert_eq!(stored.inventory, vec![instance.clone()], "kept once, on disk");
+    assert_eq!(
+        stored.inventory,
+        vec![instance.clone()],
+        "kept once, on disk"
+    );
     // The server's own node keeps nothing: it lists its containerd.
     nodes
         .started(Instance {
