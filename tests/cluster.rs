@@ -190,15 +190,7 @@ async fn logs_and_metrics_cover_every_node() {
     let Some(env) = common::env() else { return };
     let c = LabCluster::start(&env, 3, "").await;
     c.deploy(json!([{ "name": "logger", "image": c.image(LOGGER), "replicas": 3 }]));
-    common::eventually("1/1/1", LONG, async || {
-        let s = c.spread("logger");
-        if s == [1, 1, 1] {
-            Ok(())
-        } else {
-            Err(format!("{s:?}"))
-        }
-    })
-    .await;
+    c.until_spread("logger", "1/1/1", |s| s == [1, 1, 1]).await;
     let status = c.service("logger");
     let ids: Vec<(String, String)> = status["instances"]
         .as_array()
@@ -337,13 +329,8 @@ async fn a_canary_across_nodes_then_promote() {
         json!([s])
     };
     c.deploy(spec("web:v1", false));
-    common::eventually("v1 on every node", LONG, async || {
-        let s = c.spread("web");
-        if s == [1, 1, 1] && c.service("web")["rollout"]["phase"] == "complete" {
-            Ok(())
-        } else {
-            Err(format!("{s:?}"))
-        }
+    c.until_spread("web", "v1 on every node", |s| {
+        s == [1, 1, 1] && c.service("web")["rollout"]["phase"] == "complete"
     })
     .await;
     c.deploy(spec("web:v2", true));

@@ -28,15 +28,7 @@ async fn a_killed_agent_or_a_cut_link_moves_work_and_the_return_settles_at_the_c
     let Some(env) = common::env() else { return };
     let mut c = LabCluster::start(&env, 3, FAST).await;
     c.deploy(json!([{ "name": "web", "image": c.image(KAWEB), "replicas": 3 }]));
-    until("1/1/1", || {
-        let s = c.spread("web");
-        if s == [1, 1, 1] {
-            Ok(())
-        } else {
-            Err(format!("{s:?}"))
-        }
-    })
-    .await;
+    c.until_spread("web", "1/1/1", |s| s == [1, 1, 1]).await;
 
     // kill -9 of n2's agent: its replica runs on; the node is disconnected
     // within the grace, and the replica is placed elsewhere after
@@ -60,13 +52,8 @@ async fn a_killed_agent_or_a_cut_link_moves_work_and_the_return_settles_at_the_c
         1,
         "the replica runs on without its agent"
     );
-    until("replaced on n0 and n1", || {
-        let s = c.spread("web");
-        if s[0] + s[1] == 3 && s[2] == 1 {
-            Ok(())
-        } else {
-            Err(format!("{s:?}"))
-        }
+    c.until_spread("web", "replaced on n0 and n1", |s| {
+        s[0] + s[1] == 3 && s[2] == 1
     })
     .await;
     assert!(
@@ -78,15 +65,8 @@ async fn a_killed_agent_or_a_cut_link_moves_work_and_the_return_settles_at_the_c
     // Back: the surplus goes, and every containerd together holds 3.
     c.spawn_agent(2, None);
     c.wait_ready(3).await;
-    until("3 in all", || {
-        let s = c.spread("web");
-        if s.iter().sum::<usize>() == 3 {
-            Ok(())
-        } else {
-            Err(format!("{s:?}"))
-        }
-    })
-    .await;
+    c.until_spread("web", "3 in all", |s| s.iter().sum::<usize>() == 3)
+        .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(total(&c, "web"), 3, "{:?}", c.spread("web"));
 
@@ -118,26 +98,14 @@ async fn a_killed_agent_or_a_cut_link_moves_work_and_the_return_settles_at_the_c
         })
         .await;
     }
-    until("n1's replicas placed on the others", || {
-        let s = c.spread("web");
-        if s[0] + s[2] == 3 {
-            Ok(())
-        } else {
-            Err(format!("{s:?}"))
-        }
+    c.until_spread("web", "n1's replicas placed on the others", |s| {
+        s[0] + s[2] == 3
     })
     .await;
     c.lab.set_link(1, true);
     c.wait_ready(3).await;
-    until("3 in all again", || {
-        let s = c.spread("web");
-        if s.iter().sum::<usize>() == 3 {
-            Ok(())
-        } else {
-            Err(format!("{s:?}"))
-        }
-    })
-    .await;
+    c.until_spread("web", "3 in all again", |s| s.iter().sum::<usize>() == 3)
+        .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(total(&c, "web"), 3, "{:?}", c.spread("web"));
 }
@@ -246,25 +214,12 @@ async fn the_server_killed_mid_drain_converges_after_its_restart() {
     let Some(env) = common::env() else { return };
     let mut c = LabCluster::start(&env, 3, FAST).await;
     c.deploy(json!([{ "name": "web", "image": c.image(KAWEB), "replicas": 6 }]));
-    until("2/2/2", || {
-        let s = c.spread("web");
-        if s == [2, 2, 2] {
-            Ok(())
-        } else {
-            Err(format!("{s:?}"))
-        }
-    })
-    .await;
+    c.until_spread("web", "2/2/2", |s| s == [2, 2, 2]).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(c.orca(&["drain", "n2"]).status.success());
     // The first replacement is up: the drain is under way.
-    until("the drain started", || {
-        let s = c.spread("web");
-        if s.iter().sum::<usize>() > 6 || s[2] < 2 {
-            Ok(())
-        } else {
-            Err(format!("{s:?}"))
-        }
+    c.until_spread("web", "the drain started", |s| {
+        s.iter().sum::<usize>() > 6 || s[2] < 2
     })
     .await;
     c.kill_server();
@@ -272,13 +227,8 @@ async fn the_server_killed_mid_drain_converges_after_its_restart() {
     // The agents come back by themselves; the drain goes on and ends.
     c.wait_ready(3).await;
     assert_eq!(c.node("n2").unwrap()["drained"], true, "drain state kept");
-    until("drained, at the count", || {
-        let s = c.spread("web");
-        if s[2] == 0 && s.iter().sum::<usize>() == 6 {
-            Ok(())
-        } else {
-            Err(format!("{s:?}"))
-        }
+    c.until_spread("web", "drained, at the count", |s| {
+        s[2] == 0 && s.iter().sum::<usize>() == 6
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;

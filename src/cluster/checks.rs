@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 
 use super::wire::Up;
 use crate::agent::{service_of, AgentEvent, NodeAgent, ProcessState};
-use crate::control::health::{next_readiness, probe, Check};
+use crate::control::health::{next_readiness, pacing, probe, Check};
 
 /// Probes at most this often until the first success, so that a new
 /// replica takes traffic as soon as it answers.
@@ -33,18 +33,7 @@ pub async fn run(
     readiness: Option<Check>,
     liveness: Option<Check>,
 ) {
-    let first = readiness
-        .iter()
-        .chain(liveness.iter())
-        .map(|c| c.initial_delay)
-        .min()
-        .unwrap_or_default();
-    let interval = readiness
-        .iter()
-        .chain(liveness.iter())
-        .map(|c| c.interval)
-        .min()
-        .unwrap_or(Duration::from_secs(2));
+    let (first, interval) = pacing(readiness.as_ref(), liveness.as_ref());
     tokio::time::sleep(first).await;
     let (mut ready, mut failures, mut live_failures) = (None::<bool>, 0u32, 0u32);
     let mut last_live: Option<Instant> = None;

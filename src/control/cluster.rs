@@ -9,7 +9,6 @@ use api::status::{
 };
 use api::{ApiError, ApiResponse};
 
-use super::schedule::demand_of;
 use super::worker::wake_all;
 use super::ControlPlane;
 use crate::agent::ProcessState;
@@ -35,22 +34,11 @@ impl ControlPlane {
     pub(crate) fn cluster_info(&self) -> ClusterInfo {
         let table = self.inner().nodes.snapshot();
         let st = self.inner().state();
-        // What the replicas placed on each node reserve, and how many run.
-        let mut allocated: HashMap<&str, NodeResources> = HashMap::new();
+        let allocated = st.allocated();
         let mut instances: HashMap<&str, u32> = HashMap::new();
-        for (service, list) in &st.instances {
-            let reservation = st
-                .records
-                .get(service)
-                .map(|r| demand_of(&r.spec).reservation())
-                .unwrap_or_default();
-            for i in list {
-                let a = allocated.entry(i.node.as_str()).or_default();
-                a.cpu += reservation.cpu;
-                a.memory_bytes += reservation.memory_bytes;
-                if matches!(i.state, ProcessState::Running) {
-                    *instances.entry(i.node.as_str()).or_default() += 1;
-                }
+        for i in st.instances.values().flatten() {
+            if matches!(i.state, ProcessState::Running) {
+                *instances.entry(i.node.as_str()).or_default() += 1;
             }
         }
         let on_node = |id: &str| {
@@ -86,7 +74,13 @@ impl ControlPlane {
                         cpu: n.record.cpu,
                         memory_bytes: n.record.memory_bytes,
                     },
-                    allocated: allocated.get(n.id()).cloned().unwrap_or_default(),
+                    allocated: allocated
+                        .get(n.id())
+                        .map(|a| NodeResources {
+                            cpu: a.cpu,
+                            memory_bytes: a.memory_bytes,
+                        })
+                        .unwrap_or_default(),
                     instances: instances.get(n.id()).copied().unwrap_or(0),
                     last_heartbeat: n
                         .last_heartbeat

@@ -12,7 +12,7 @@ use super::plan::{plan, Action, Desired};
 use super::schedule::{demand_of, unplaced_message, Candidate, Scheduler};
 use super::state::State;
 use super::Inner;
-use crate::agent::{Capacity, Instance};
+use crate::agent::Instance;
 use crate::nodes::Table;
 use crate::store::ServiceRecord;
 
@@ -47,28 +47,17 @@ fn desired_of(record: Option<&ServiceRecord>) -> Option<Desired> {
 /// replica and every start in flight reserves, and how many replicas of
 /// the service each node already runs (not counting those that must go).
 fn candidates(table: &Table, st: &State, service: &str, going: &HashSet<String>) -> Vec<Candidate> {
-    let mut allocated: HashMap<&str, Capacity> = HashMap::new();
-    let mut of_service: HashMap<&str, u32> = HashMap::new();
-    fn add<'a>(map: &mut HashMap<&'a str, Capacity>, node: &'a str, c: Capacity) {
-        let a = map.entry(node).or_default();
+    let mut allocated = st.allocated();
+    for (node, c) in st.placing.values() {
+        let a = allocated.entry(node.as_str()).or_default();
         a.cpu += c.cpu;
         a.memory_bytes += c.memory_bytes;
     }
-    for (name, list) in &st.instances {
-        let reservation = st
-            .records
-            .get(name)
-            .map(|r| demand_of(&r.spec).reservation())
-            .unwrap_or_default();
-        for i in list {
-            add(&mut allocated, i.node.as_str(), reservation);
-            if name == service && !going.contains(&i.id) {
-                *of_service.entry(i.node.as_str()).or_default() += 1;
-            }
+    let mut of_service: HashMap<&str, u32> = HashMap::new();
+    for i in st.instances.get(service).into_iter().flatten() {
+        if !going.contains(&i.id) {
+            *of_service.entry(i.node.as_str()).or_default() += 1;
         }
-    }
-    for (node, c) in st.placing.values() {
-        add(&mut allocated, node.as_str(), *c);
     }
     table
         .nodes

@@ -85,6 +85,18 @@ pub async fn probe(ip: Ipv4Addr, check: &Check) -> bool {
     )
 }
 
+/// When a replica's checks start (the shortest initial delay) and how
+/// often they run (the shortest interval, 2 s without checks).
+pub fn pacing(ready: Option<&Check>, live: Option<&Check>) -> (Duration, Duration) {
+    let both = || ready.into_iter().chain(live);
+    let first = both().map(|c| c.initial_delay).min().unwrap_or_default();
+    let interval = both()
+        .map(|c| c.interval)
+        .min()
+        .unwrap_or(Duration::from_secs(2));
+    (first, interval)
+}
+
 /// Starts a checker for every running replica that needs one and has none.
 pub(crate) fn ensure_checkers(inner: &Arc<Inner>, service: &str) {
     let (spec, ids) = {
@@ -167,18 +179,7 @@ async fn run_checker(
 ) {
     let ready = readiness(&spec);
     let live = liveness(&spec);
-    let first = ready
-        .iter()
-        .chain(live.iter())
-        .map(|c| c.initial_delay)
-        .min()
-        .unwrap_or_default();
-    let interval = ready
-        .iter()
-        .chain(live.iter())
-        .map(|c| c.interval)
-        .min()
-        .unwrap_or(Duration::from_secs(2));
+    let (first, interval) = pacing(ready.as_ref(), live.as_ref());
     tokio::time::sleep(first).await;
     let mut live_failures = 0;
     // Until the first success, probe often: a new replica should take

@@ -74,6 +74,25 @@ pub struct State {
 }
 
 impl State {
+    /// What the replicas on each node reserve (their service's
+    /// `resources`), by node.
+    pub fn allocated(&self) -> HashMap<&str, crate::agent::Capacity> {
+        let mut out: HashMap<&str, crate::agent::Capacity> = HashMap::new();
+        for (name, list) in &self.instances {
+            let reservation = self
+                .records
+                .get(name)
+                .map(|r| super::schedule::demand_of(&r.spec).reservation())
+                .unwrap_or_default();
+            for i in list {
+                let a = out.entry(i.node.as_str()).or_default();
+                a.cpu += reservation.cpu;
+                a.memory_bytes += reservation.memory_bytes;
+            }
+        }
+        out
+    }
+
     /// Records a replica's exit: its backoff, last exit and crash count.
     /// A second report of the same exit (the event after a listing saw it,
     /// or the other way round) only adds what it knows (an OOM kill).

@@ -56,6 +56,19 @@ pub struct Node {
 }
 
 impl Node {
+    /// A remote node not connected (yet), as of `now`.
+    pub fn disconnected(record: NodeRecord, now: Instant) -> Node {
+        Node {
+            record,
+            state: NodeState::Disconnected,
+            since: now,
+            last_heartbeat: None,
+            agent: None,
+            session: 0,
+            local: false,
+        }
+    }
+
     pub fn id(&self) -> &str {
         &self.record.id
     }

@@ -29,18 +29,9 @@ pub(super) fn initial(
 ) -> Result<Table, NodeError> {
     let mut table = Table::default();
     for record in stored {
-        table.nodes.insert(
-            record.id.clone(),
-            Node {
-                record,
-                state: NodeState::Disconnected,
-                since: now,
-                last_heartbeat: None,
-                agent: None,
-                session: 0,
-                local: false,
-            },
-        );
+        table
+            .nodes
+            .insert(record.id.clone(), Node::disconnected(record, now));
     }
     if let Some((agent, hello)) = local {
         let id = hello.node_id.clone();
@@ -229,22 +220,14 @@ fn enroll(table: &mut Table, id: &str, cert_sha256: &str, now: Instant) -> Resul
         }
         return Ok(());
     }
-    table.nodes.insert(
-        id.to_string(),
-        Node {
-            record: NodeRecord {
-                id: id.to_string(),
-                cert_sha256: Some(cert_sha256.to_string()),
-                ..NodeRecord::default()
-            },
-            state: NodeState::Disconnected,
-            since: now,
-            last_heartbeat: None,
-            agent: None,
-            session: 0,
-            local: false,
-        },
-    );
+    let record = NodeRecord {
+        id: id.to_string(),
+        cert_sha256: Some(cert_sha256.to_string()),
+        ..NodeRecord::default()
+    };
+    table
+        .nodes
+        .insert(id.to_string(), Node::disconnected(record, now));
     Ok(())
 }
 

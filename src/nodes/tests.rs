@@ -21,6 +21,20 @@ fn hello(id: &str) -> Hello {
     }
 }
 
+fn instance(id: &str, node: &str) -> Instance {
+    Instance {
+        id: id.into(),
+        node: node.into(),
+        service: "web".into(),
+        project: "default".into(),
+        version: 1,
+        slot: 0,
+        pid: Some(7),
+        state: crate::agent::ProcessState::Running,
+        ip: None,
+    }
+}
+
 fn local() -> Option<(Arc<dyn NodeAgent>, Hello)> {
     Some((Arc::new(FakeAgent::named("server")), hello("server")))
 }
@@ -136,17 +150,7 @@ fn silence_past_the_grace_disconnects_and_a_heartbeat_reconnects() {
     // The server's own node is never silent.
     assert!(table.get("server").unwrap().ready());
     let session = w1.session;
-    let inventory = vec![Instance {
-        id: "web.0.abc".into(),
-        node: "w1".into(),
-        service: "web".into(),
-        project: "default".into(),
-        version: 1,
-        slot: 0,
-        pid: Some(7),
-        state: crate::agent::ProcessState::Running,
-        ip: None,
-    }];
+    let inventory = vec![instance("web.0.abc", "w1")];
     let (save, _) = apply(
         &mut table,
         Msg::Heartbeat {
@@ -193,17 +197,7 @@ async fn a_replica_started_on_a_node_is_kept_before_its_next_heartbeat() {
     let repo = Repo::new(Arc::new(MemStore::default()));
     let nodes = Nodes::start(repo.clone(), local(), Timing::default()).unwrap();
     nodes.enroll("w1", "aa").await.unwrap();
-    let instance = Instance {
-        id: "web.0.abc".into(),
-        node: "w1".into(),
-        service: "web".into(),
-        project: "default".into(),
-        version: 1,
-        slot: 0,
-        pid: Some(9),
-        state: crate::agent::ProcessState::Running,
-        ip: None,
-    };
+    let instance = instance("web.0.abc", "w1");
     nodes.started(instance.clone()).await;
     nodes.started(instance.clone()).await;
     // A reply orders after the messages before it.

@@ -410,6 +410,20 @@ impl LabCluster {
             .collect()
     }
 
+    /// Waits (up to 90 s) until the spread of `service` over the nodes
+    /// (see [`LabCluster::spread`]) is as `ok` says.
+    pub async fn until_spread(&self, service: &str, what: &str, ok: impl Fn(&[usize]) -> bool) {
+        super::eventually(what, Duration::from_secs(90), async || {
+            let s = self.spread(service);
+            if ok(&s) {
+                Ok(())
+            } else {
+                Err(format!("{s:?}"))
+            }
+        })
+        .await
+    }
+
     /// `<registry>/orca-test/<image>`.
     pub fn image(&self, image: &str) -> String {
         format!("{}/orca-test/{image}", self.registry)

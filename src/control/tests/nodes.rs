@@ -123,6 +123,11 @@ async fn heartbeats(
     }
 }
 
+/// Deploys `services` (a JSON array), which must be acknowledged.
+async fn deploy(c: &Cluster, services: serde_json::Value) {
+    call(&c.cp, deploy_req(services)).await.unwrap();
+}
+
 fn fast() -> Settings {
     Settings {
         heartbeat_grace: Duration::from_millis(300),
@@ -140,12 +145,7 @@ async fn six_replicas_spread_two_per_node() {
         Settings::default(),
     )
     .await;
-    call(
-        &c.cp,
-        deploy_req(json!([{ "name": "web", "image": "x", "replicas": 6 }])),
-    )
-    .await
-    .unwrap();
+    deploy(&c, json!([{ "name": "web", "image": "x", "replicas": 6 }])).await;
     eventually_within("2/2/2", LONG, || c.count("web") == [2, 2, 2]).await;
     let status = c.cp.status(None);
     let mut nodes: Vec<_> = status.services[0]
@@ -170,16 +170,11 @@ async fn placement_by_label_and_by_node_and_what_does_not_fit() {
         Settings::default(),
     )
     .await;
-    call(
-        &c.cp,
-        deploy_req(json!([
+    deploy(&c, json!([
             { "name": "edge", "image": "x", "replicas": 2, "placement": { "labels": { "zone": "edge" } } },
             { "name": "pinned", "image": "x", "replicas": 2, "placement": { "node": "n1" } },
             { "name": "nowhere", "image": "x", "replicas": 2, "placement": { "labels": { "zone": "moon" } } },
-        ])),
-    )
-    .await
-    .unwrap();
+        ])).await;
     eventually_within("placed", LONG, || {
         c.count("edge") == [0, 0, 2] && c.count("pinned") == [0, 2, 0]
     })
@@ -202,13 +197,12 @@ async fn resource_fit_leaves_one_replica_unplaced() {
     let local = FakeAgent::sized("n1", 1.0, gi);
     let c = Cluster::start(vec![local], Settings::default()).await;
     // n0 has 8 GiB, n1 1 GiB: 2 GiB replicas fit 4 on n0 and none on n1.
-    call(
-        &c.cp,
-        deploy_req(json!([{ "name": "big", "image": "x", "replicas": 5,
-            "resources": { "memory": "2Gi" } }])),
+    deploy(
+        &c,
+        json!([{ "name": "big", "image": "x", "replicas": 5,
+            "resources": { "memory": "2Gi" } }]),
     )
-    .await
-    .unwrap();
+    .await;
     eventually_within("4 placed, 1 not", LONG, || {
         let s = c.cp.status(None);
         c.count("big") == [4, 0]
@@ -228,12 +222,7 @@ async fn resource_fit_leaves_one_replica_unplaced() {
 #[tokio::test]
 async fn a_lost_node_is_replaced_and_its_return_settles_at_the_count() {
     let c = Cluster::start(vec![FakeAgent::named("n1"), FakeAgent::named("n2")], fast()).await;
-    call(
-        &c.cp,
-        deploy_req(json!([{ "name": "web", "image": "x", "replicas": 3 }])),
-    )
-    .await
-    .unwrap();
+    deploy(&c, json!([{ "name": "web", "image": "x", "replicas": 3 }])).await;
     eventually_within("1/1/1", LONG, || c.count("web") == [1, 1, 1]).await;
     // n2's link goes down: its replica keeps running there.
     c.cut("n2").await;
@@ -255,13 +244,12 @@ async fn a_lost_node_is_replaced_and_its_return_settles_at_the_count() {
 #[tokio::test]
 async fn reschedule_after_zero_keeps_replicas_on_a_disconnected_node() {
     let c = Cluster::start(vec![FakeAgent::named("n1")], fast()).await;
-    call(
-        &c.cp,
-        deploy_req(json!([{ "name": "db", "image": "x", "replicas": 1,
-            "placement": { "node": "n1", "reschedule_after_secs": 0 } }])),
+    deploy(
+        &c,
+        json!([{ "name": "db", "image": "x", "replicas": 1,
+            "placement": { "node": "n1", "reschedule_after_secs": 0 } }]),
     )
-    .await
-    .unwrap();
+    .await;
     eventually_within("on n1", LONG, || c.count("db") == [0, 1]).await;
     c.cut("n1").await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -275,15 +263,14 @@ async fn drain_moves_replicas_with_the_count_held_then_undrain() {
         Settings::default(),
     )
     .await;
-    call(
-        &c.cp,
-        deploy_req(json!([
+    deploy(
+        &c,
+        json!([
             { "name": "api", "image": "x", "replicas": 3 },
             { "name": "web", "image": "x", "replicas": 3 },
-        ])),
+        ]),
     )
-    .await
-    .unwrap();
+    .await;
     eventually_within("spread", LONG, || {
         c.count("api") == [1, 1, 1] && c.count("web") == [1, 1, 1]
     })
@@ -351,13 +338,12 @@ async fn drain_moves_replicas_with_the_count_held_then_undrain() {
 #[tokio::test]
 async fn a_drain_deadline_stops_what_could_not_move() {
     let c = Cluster::start(vec![FakeAgent::named("n1")], Settings::default()).await;
-    call(
-        &c.cp,
-        deploy_req(json!([{ "name": "db", "image": "x", "replicas": 1,
-            "placement": { "node": "n1" } }])),
+    deploy(
+        &c,
+        json!([{ "name": "db", "image": "x", "replicas": 1,
+            "placement": { "node": "n1" } }]),
     )
-    .await
-    .unwrap();
+    .await;
     eventually_within("on n1", LONG, || c.count("db") == [0, 1]).await;
     call(
         &c.cp,
@@ -376,12 +362,7 @@ async fn a_drain_deadline_stops_what_could_not_move() {
 #[tokio::test]
 async fn removing_a_node_places_its_replicas_elsewhere() {
     let c = Cluster::start(vec![FakeAgent::named("n1")], Settings::default()).await;
-    call(
-        &c.cp,
-        deploy_req(json!([{ "name": "web", "image": "x", "replicas": 2 }])),
-    )
-    .await
-    .unwrap();
+    deploy(&c, json!([{ "name": "web", "image": "x", "replicas": 2 }])).await;
     eventually_within("1/1", LONG, || c.count("web") == [1, 1]).await;
     let (status, body) = call(&c.cp, ApiRequest::RemoveNode { node: "n1".into() })
         .await
@@ -407,12 +388,7 @@ async fn a_server_without_workloads_places_nothing_on_itself() {
         Settings::default(),
     )
     .await;
-    call(
-        &c.cp,
-        deploy_req(json!([{ "name": "web", "image": "x", "replicas": 4 }])),
-    )
-    .await
-    .unwrap();
+    deploy(&c, json!([{ "name": "web", "image": "x", "replicas": 4 }])).await;
     eventually_within("2/2 on the agents", LONG, || c.count("web") == [0, 2, 2]).await;
     assert_eq!(c.cp.cluster_info().nodes.len(), 2);
 }
