@@ -354,26 +354,16 @@ fn refused(status: tonic::Status) -> anyhow::Error {
 
 async fn heartbeats(local: Arc<dyn NodeAgent>, up: mpsc::Sender<Up>) {
     loop {
-        let (inventory, containerd_up) = match local.list().await {
-            Ok(list) => (list, true),
+        // Without an answer from containerd the heartbeat says so, with no
+        // inventory (an empty one would read as "nothing runs").
+        let inventory = match local.list().await {
+            Ok(list) => Some(list),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot list replicas for the heartbeat");
-                (Vec::new(), false)
+                None
             }
         };
-        if !containerd_up {
-            // An empty list would read as "nothing runs": send none.
-            tokio::time::sleep(HEARTBEAT).await;
-            continue;
-        }
-        if up
-            .send(Up::Heartbeat {
-                inventory,
-                containerd_up,
-            })
-            .await
-            .is_err()
-        {
+        if up.send(Up::Heartbeat { inventory }).await.is_err() {
             return;
         }
         tokio::time::sleep(HEARTBEAT).await;

@@ -143,13 +143,7 @@ async fn read_up(
         };
         match message {
             Up::Hello(_) => {}
-            Up::Heartbeat {
-                inventory,
-                containerd_up,
-            } => {
-                let _ = containerd_up;
-                nodes.heartbeat(&node, session, Some(inventory)).await;
-            }
+            Up::Heartbeat { inventory } => nodes.heartbeat(&node, session, inventory).await,
             Up::Reply { id, result } => agent.answered(id, result),
             Up::Event(event) => agent.event(event),
             Up::Log { id, line } => {

@@ -39,10 +39,10 @@ pub struct JoinReply {
 pub enum Up {
     /// First on every connection.
     Hello(Hello),
-    /// Every few seconds: alive, with every replica the node runs.
+    /// Every few seconds: alive, with every replica the node runs (None:
+    /// its containerd does not answer).
     Heartbeat {
-        inventory: Vec<Instance>,
-        containerd_up: bool,
+        inventory: Option<Vec<Instance>>,
     },
     /// The answer to call `id`.
     Reply {

@@ -64,7 +64,9 @@ impl ControlPlane {
                         remaining,
                     }),
                     state: n.state.as_str().to_string(),
-                    containerd: if !n.local || self.inner().containerd_up() {
+                    containerd: if (n.local && self.inner().containerd_up())
+                        || (!n.local && n.containerd_up)
+                    {
                         "up"
                     } else {
                         "down"

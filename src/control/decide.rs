@@ -65,7 +65,8 @@ fn candidates(table: &Table, st: &State, service: &str, going: &HashSet<String>)
         .map(|n| Candidate {
             id: n.id().to_string(),
             labels: n.record.labels.clone(),
-            ready: n.ready(),
+            // A node whose containerd is down takes nothing new.
+            ready: n.schedulable(),
             drained: n.record.drained,
             capacity: n.capacity(),
             allocated: allocated.get(n.id()).copied().unwrap_or_default(),

@@ -53,6 +53,9 @@ pub struct Node {
     pub session: u64,
     /// The server's own node.
     pub local: bool,
+    /// Its containerd answered at the last heartbeat (a remote node's; the
+    /// server tracks its own).
+    pub containerd_up: bool,
 }
 
 impl Node {
@@ -66,6 +69,7 @@ impl Node {
             agent: None,
             session: 0,
             local: false,
+            containerd_up: true,
         }
     }
 
@@ -73,9 +77,14 @@ impl Node {
         &self.record.id
     }
 
-    /// Connected and heard from: may be asked, and may take new replicas.
+    /// Connected and heard from: may be asked.
     pub fn ready(&self) -> bool {
         self.state == NodeState::Ready && self.agent.is_some()
+    }
+
+    /// Ready, and its containerd answers: may take new replicas.
+    pub fn schedulable(&self) -> bool {
+        self.ready() && self.containerd_up
     }
 
     pub fn capacity(&self) -> Capacity {
@@ -181,6 +190,7 @@ pub(crate) enum Msg {
     Heartbeat {
         id: String,
         session: u64,
+        /// None: its containerd did not answer.
         inventory: Option<Vec<Instance>>,
     },
     Gone {
@@ -276,7 +286,8 @@ impl Nodes {
         .await
     }
 
-    /// The node is alive; with its replicas when it sent them.
+    /// The node is alive; with its replicas when its containerd answered
+    /// (None: containerd is down there).
     pub async fn heartbeat(&self, id: &str, session: u64, inventory: Option<Vec<Instance>>) {
         let _ = self
             .tx

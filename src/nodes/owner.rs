@@ -53,6 +53,7 @@ pub(super) fn initial(
                 agent: Some(agent),
                 session: 1,
                 local: true,
+                containerd_up: true,
             },
         );
         table.local = Some(id);
@@ -137,6 +138,7 @@ pub(super) fn apply(table: &mut Table, msg: Msg, now: Instant) -> (Save, Reply) 
                 node.since = now;
             }
             let mut save = Save::Nothing;
+            node.containerd_up = inventory.is_some();
             if let Some(inventory) = inventory {
                 if !same_replicas(&node.record.inventory, &inventory) {
                     node.record.inventory = inventory;

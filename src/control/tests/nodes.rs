@@ -71,7 +71,7 @@ impl Cluster {
             nodes.push(agent);
         }
         let silent = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
-        tokio::spawn(heartbeats(cp.clone(), silent.clone()));
+        tokio::spawn(heartbeats(cp.clone(), nodes.clone(), silent.clone()));
         Cluster { cp, nodes, silent }
     }
 
@@ -107,16 +107,24 @@ async fn connect(cp: &ControlPlane, agent: &Arc<FakeAgent>, labels: &[(&str, &st
         .unwrap()
 }
 
-/// What each connected agent's stream does: a heartbeat every 100 ms.
+/// What each connected agent's stream does: a heartbeat every 100 ms,
+/// with what the node runs.
 async fn heartbeats(
     cp: ControlPlane,
+    agents: Vec<Arc<FakeAgent>>,
     silent: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 ) {
     loop {
         let table = cp.nodes().snapshot();
-        for node in table.nodes.values().filter(|n| !n.local) {
+        for agent in &agents {
+            let Some(node) = table.get(agent.node_id()).filter(|n| !n.local) else {
+                continue;
+            };
             if !silent.lock().unwrap().contains(node.id()) {
-                cp.nodes().heartbeat(node.id(), node.session, None).await;
+                let inventory = Some(agent.instances());
+                cp.nodes()
+                    .heartbeat(node.id(), node.session, inventory)
+                    .await;
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -391,4 +399,22 @@ async fn a_server_without_workloads_places_nothing_on_itself() {
     deploy(&c, json!([{ "name": "web", "image": "x", "replicas": 4 }])).await;
     eventually_within("2/2 on the agents", LONG, || c.count("web") == [0, 2, 2]).await;
     assert_eq!(c.cp.cluster_info().nodes.len(), 2);
+}
+
+#[tokio::test]
+async fn a_node_whose_containerd_is_down_takes_nothing_new() {
+    let c = Cluster::start(vec![FakeAgent::named("n1")], Settings::default()).await;
+    // n1 is connected, but its heartbeats say containerd does not answer.
+    c.silent.lock().unwrap().insert("n1".into());
+    let session = c.cp.nodes().snapshot().get("n1").unwrap().session;
+    c.cp.nodes().heartbeat("n1", session, None).await;
+    c.cp.nodes().set_drained("n0", false, None).await.unwrap();
+    let info = c.cp.cluster_info();
+    let n1 = info.nodes.iter().find(|n| n.id == "n1").unwrap();
+    assert_eq!(
+        (n1.state.as_str(), n1.containerd.as_str()),
+        ("ready", "down")
+    );
+    deploy(&c, json!([{ "name": "web", "image": "x", "replicas": 2 }])).await;
+    eventually_within("both on n0", LONG, || c.count("web") == [2, 0]).await;
 }
