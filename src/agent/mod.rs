@@ -125,6 +125,25 @@ pub enum AgentEvent {
     },
 }
 
+/// An event with the node it happened on, as the control plane takes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeEvent {
+    pub node: String,
+    pub event: AgentEvent,
+}
+
+impl NodeEvent {
+    /// The replica it is about, if any.
+    pub fn instance(&self) -> Option<&str> {
+        match &self.event {
+            AgentEvent::Started { id, .. }
+            | AgentEvent::Exited { id, .. }
+            | AgentEvent::Health { id, .. } => Some(id),
+            AgentEvent::Resync => None,
+        }
+    }
+}
+
 /// Size of a node (the scheduler's own type).
 pub use scheduler::Capacity;
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::worker::{wake, wake_all, watched};
 use super::{Inner, RESYNC};
-use crate::agent::{service_of, AgentEvent, NodeAgent};
+use crate::agent::{service_of, AgentEvent, NodeAgent, NodeEvent};
 use crate::nodes::Table;
 
 /// Subscribes to the server's own node's events (its containerd must
@@ -132,7 +132,13 @@ async fn follow(
     };
     loop {
         while let Some(event) = events.recv().await {
-            handle_event(&inner, event);
+            handle_event(
+                &inner,
+                NodeEvent {
+                    node: node.clone(),
+                    event,
+                },
+            );
         }
         if !local {
             return;
@@ -155,8 +161,25 @@ async fn follow(
     }
 }
 
-fn handle_event(inner: &Arc<Inner>, event: AgentEvent) {
-    match event {
+/// True if `event` is about a replica this server knows on another node
+/// (a late event of a node that no longer holds it): it changes nothing.
+fn stray(inner: &Inner, event: &NodeEvent) -> bool {
+    let Some(id) = event.instance() else {
+        return false;
+    };
+    let st = inner.state();
+    st.instances
+        .get(service_of(id))
+        .and_then(|list| list.iter().find(|i| i.id == id))
+        .is_some_and(|i| i.node != event.node)
+}
+
+fn handle_event(inner: &Arc<Inner>, event: NodeEvent) {
+    if stray(inner, &event) {
+        tracing::debug!(node = %event.node, event = ?event.event, "event about a replica of another node; ignored");
+        return;
+    }
+    match event.event {
         AgentEvent::Started { id, pid } => {
             inner.state_mut().record_start(&id, pid, Instant::now());
         }
@@ -177,7 +200,7 @@ fn handle_event(inner: &Arc<Inner>, event: AgentEvent) {
             if oom_killed {
                 inner.metrics.oom_kills.with_label_values(&[&service]).inc();
             }
-            tracing::info!(instance = %id, code, oom_killed, "replica exited");
+            tracing::info!(node = %event.node, instance = %id, code, oom_killed, "replica exited");
             super::health::publish_routes(inner);
             wake(inner, &service);
         }

@@ -418,3 +418,33 @@ async fn a_node_whose_containerd_is_down_takes_nothing_new() {
     deploy(&c, json!([{ "name": "web", "image": "x", "replicas": 2 }])).await;
     eventually_within("both on n0", LONG, || c.count("web") == [2, 0]).await;
 }
+
+#[tokio::test]
+async fn an_event_from_another_node_about_a_replica_changes_nothing() {
+    let c = Cluster::start(
+        vec![FakeAgent::named("n1"), FakeAgent::named("n2")],
+        Settings::default(),
+    )
+    .await;
+    deploy(
+        &c,
+        json!([{ "name": "db", "image": "x", "replicas": 1, "placement": { "node": "n1" } }]),
+    )
+    .await;
+    eventually_within("on n1", LONG, || c.count("db") == [0, 1, 0]).await;
+    let id = c.nodes[1].instances()[0].id.clone();
+    // n2 reports an exit of n1's replica: a stray, ignored.
+    c.nodes[2].crash(&id, 137, false).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let status = c.cp.status(None);
+    let i = &status.services[0].instances[0];
+    assert_eq!((i.state.as_str(), i.restarts), ("running", 0), "{i:?}");
+    assert!(i.last_exit.is_none());
+    // The same exit from n1 itself counts.
+    c.nodes[1].crash(&id, 137, false).await;
+    eventually_within("restarted on n1", LONG, || {
+        let s = c.cp.status(None);
+        s.services[0].instances[0].restarts == 1
+    })
+    .await;
+}
