@@ -42,9 +42,11 @@ pub fn open_data(config: &Config) -> anyhow::Result<Repo> {
 /// Connects containerd, sets up the bridge (replicas may reach the node
 /// only on `open_ports`) and the local agent; `dns`: replicas resolve
 /// through the node's DNS server on the bridge address.
+/// `subnet`: the cluster subnet and this node's /24 of it.
 pub async fn start(
     config: &Config,
     repo: &Repo,
+    subnet: (&str, u32),
     open_ports: Vec<u16>,
     dns: bool,
 ) -> anyhow::Result<NodeRuntime> {
@@ -63,8 +65,8 @@ pub async fn start(
     let network = NodeNetwork::setup(
         NetworkSettings {
             bridge: config.network.bridge.clone(),
-            subnet: config.network.subnet.clone(),
-            node_index: 0,
+            subnet: subnet.0.to_string(),
+            node_index: subnet.1,
             netns_dir,
             open_ports,
         },
@@ -109,7 +111,7 @@ pub async fn run_agent(
     };
     let identity = crate::cluster::agent::identity(&setup).await?;
     let repo = open_data(&config)?;
-    let runtime = start(&config, &repo, Vec::new(), false).await?;
+    let runtime = start(&config, &repo, identity.subnet(), Vec::new(), false).await?;
     let agent: Arc<dyn NodeAgent> = runtime.agent.clone();
     let hello = crate::nodes::Hello {
         node_id,

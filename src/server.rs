@@ -63,6 +63,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         heartbeat_grace: std::time::Duration::from_secs(config.cluster.heartbeat_grace_secs),
         reschedule_after: std::time::Duration::from_secs(config.cluster.reschedule_after_secs),
         ca_sha256: Some(ca.sha256().to_string()),
+        subnet: config.network.subnet.clone(),
     };
     let routes = Arc::new(network::proxy::Routes::default());
     let control = ControlPlane::new(
@@ -143,7 +144,14 @@ async fn local_node(
         cri,
         network,
         agent,
-    } = crate::node::start(config, repo, vec![ingress_port], true).await?;
+    } = crate::node::start(
+        config,
+        repo,
+        (&config.network.subnet, 0),
+        vec![ingress_port],
+        true,
+    )
+    .await?;
     let dns = Arc::new(network::dns::DnsTable::default());
     let dns_socket = tokio::net::UdpSocket::bind((network.gateway(), 53))
         .await

@@ -111,6 +111,16 @@ async fn replicas_spread_and_follow_placement_and_size() {
         .collect();
     nodes.sort();
     assert_eq!(nodes, ["n0", "n0", "n1", "n1", "n2", "n2"]);
+    // Each node's replicas take addresses of its own /24, kept by the server.
+    for (i, n) in ["n0", "n1", "n2"].iter().enumerate() {
+        let node = c.node(n).unwrap();
+        assert_eq!(node["subnet"], format!("10.88.{i}.0/24"), "{node}");
+    }
+    for inst in web["instances"].as_array().unwrap() {
+        let i = &inst["node"].as_str().unwrap()[1..];
+        let ip = inst["ip"].as_str().unwrap_or("");
+        assert!(ip.starts_with(&format!("10.88.{i}.")), "{inst}");
+    }
 
     c.deploy(json!([
         { "name": "edge", "image": image, "replicas": 2, "placement": { "labels": { "zone": "edge" } } },

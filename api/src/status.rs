@@ -146,6 +146,9 @@ pub struct NodeStatus {
     /// The server's own node.
     #[serde(default)]
     pub server: bool,
+    /// The /24 of the cluster subnet its replicas take.
+    #[serde(default)]
+    pub subnet: Option<String>,
 }
 
 /// A drain in progress.

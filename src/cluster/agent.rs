@@ -34,6 +34,9 @@ pub struct Credentials {
     pub node_id: String,
     pub ca_sha256: String,
     pub server: String,
+    /// The cluster subnet, and which /24 of it this node's replicas take.
+    pub subnet: String,
+    pub node_index: u32,
 }
 
 /// A joined node's credentials, certificate and key.
@@ -41,6 +44,13 @@ pub struct Identity {
     credentials: Credentials,
     cert_pem: String,
     key_pem: String,
+}
+
+impl Identity {
+    /// The cluster subnet and this node's /24 of it.
+    pub fn subnet(&self) -> (&str, u32) {
+        (&self.credentials.subnet, self.credentials.node_index)
+    }
 }
 
 /// A failure that retrying cannot mend.
@@ -150,6 +160,8 @@ async fn join(server: &str, token: &str, node_id: &str, dir: &Path) -> anyhow::R
         node_id: node_id.to_string(),
         ca_sha256: token.ca_sha256.clone(),
         server: server.to_string(),
+        subnet: reply.subnet.clone(),
+        node_index: reply.node_index,
     };
     let (creds, cert, key) = paths(dir);
     pki::write_private(&key, &key_pem)?;

@@ -60,9 +60,12 @@ impl Cluster for ClusterService {
             .ok()
             .and_then(|c| c.into_iter().next())
             .ok_or_else(|| Status::internal("signed certificate unreadable"))?;
-        self.control
+        let subnet = self.control.subnet().to_string();
+        let subnets = node_subnets(&subnet).map_err(Status::internal)?;
+        let node_index = self
+            .control
             .nodes()
-            .enroll(&join.node_id, &fingerprint(&der))
+            .enroll(&join.node_id, &fingerprint(&der), subnets)
             .await
             .map_err(|e| {
                 tracing::warn!(?peer, node = %join.node_id, error = %e, "join refused");
@@ -72,6 +75,8 @@ impl Cluster for ClusterService {
         Ok(Response::new(JoinReply {
             cert_pem,
             ca_pem: self.ca.cert_pem().to_string(),
+            subnet,
+            node_index,
         }))
     }
 
@@ -121,6 +126,16 @@ impl Cluster for ClusterService {
         let stream = tokio_stream::wrappers::ReceiverStream::new(down_rx).take_until(kill_rx);
         Ok(Response::new(Box::pin(stream)))
     }
+}
+
+/// How many node /24s `subnet` (like 10.88.0.0/16) has.
+fn node_subnets(subnet: &str) -> Result<u32, String> {
+    let prefix: u32 = subnet
+        .rsplit_once('/')
+        .and_then(|(_, p)| p.parse().ok())
+        .filter(|p| (8..=24).contains(p))
+        .ok_or_else(|| format!("[network] subnet {subnet:?} is not a /8 to /24"))?;
+    Ok(1 << (24 - prefix))
 }
 
 /// Feeds what a node sends into its agent handle and the registry, until

@@ -27,11 +27,14 @@ pub struct JoinRequest {
     pub csr_pem: String,
 }
 
-/// The node's certificate, and the cluster CA's.
+/// The node's certificate, the cluster CA's, and the /24 of the cluster
+/// subnet its replicas take (`node_index` of `subnet`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JoinReply {
     pub cert_pem: String,
     pub ca_pem: String,
+    pub subnet: String,
+    pub node_index: u32,
 }
 
 /// Agent to server.

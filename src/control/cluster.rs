@@ -89,6 +89,12 @@ impl ControlPlane {
                         .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
                     version: n.record.version.clone(),
                     server: n.local,
+                    subnet: n.record.subnet_index.and_then(|i| {
+                        network::Ipv4Net::parse(&settings.subnet)
+                            .and_then(|net| net.node_slice(i))
+                            .ok()
+                            .map(|net| net.to_string())
+                    }),
                 }
             })
             .collect();

@@ -72,6 +72,8 @@ pub struct Settings {
     pub reschedule_after: Duration,
     /// SHA-256 (hex) of the cluster CA's certificate, put into join tokens.
     pub ca_sha256: Option<String>,
+    /// `[network] subnet`: each node's replicas take a /24 of it.
+    pub subnet: String,
 }
 
 impl Default for Settings {
@@ -88,6 +90,7 @@ impl Default for Settings {
             heartbeat_grace: Duration::from_secs(10),
             reschedule_after: Duration::from_secs(30),
             ca_sha256: None,
+            subnet: "10.88.0.0/16".into(),
         }
     }
 }
@@ -195,6 +198,11 @@ impl ControlPlane {
     /// The node registry (the cluster's gRPC service adds nodes to it).
     pub fn nodes(&self) -> &Nodes {
         &self.inner.nodes
+    }
+
+    /// The cluster subnet, of which each node's replicas take a /24.
+    pub fn subnet(&self) -> &str {
+        &self.inner.settings.subnet
     }
 
     /// The ingress table, when this node runs the proxy.

@@ -179,7 +179,9 @@ pub(crate) enum Msg {
     Enroll {
         id: String,
         cert_sha256: String,
-        reply: oneshot::Sender<Result<(), NodeError>>,
+        /// How many node /24s the cluster subnet has.
+        subnets: u32,
+        reply: oneshot::Sender<Result<u32, NodeError>>,
     },
     Connect {
         hello: Hello,
@@ -259,11 +261,19 @@ impl Nodes {
     }
 
     /// Reserves `id` for the holder of the certificate `cert_sha256` (a
-    /// join). Refused when another certificate holds the id.
-    pub async fn enroll(&self, id: &str, cert_sha256: &str) -> Result<(), NodeError> {
+    /// join), with a /24 of the `subnets` the cluster subnet has; returns
+    /// its index. Refused when another certificate holds the id, or when no
+    /// /24 is left.
+    pub async fn enroll(
+        &self,
+        id: &str,
+        cert_sha256: &str,
+        subnets: u32,
+    ) -> Result<u32, NodeError> {
         self.ask(|reply| Msg::Enroll {
             id: id.to_string(),
             cert_sha256: cert_sha256.to_string(),
+            subnets,
             reply,
         })
         .await

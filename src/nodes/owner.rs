@@ -42,6 +42,7 @@ pub(super) fn initial(
             .unwrap_or_default();
         record.id = id.clone();
         record.cert_sha256 = None;
+        record.subnet_index = Some(0);
         refresh(&mut record, &hello);
         table.nodes.insert(
             id.clone(),
@@ -90,6 +91,10 @@ pub(super) enum Reply {
         tokio::sync::oneshot::Sender<Result<u64, NodeError>>,
         Result<u64, NodeError>,
     ),
+    Index(
+        tokio::sync::oneshot::Sender<Result<u32, NodeError>>,
+        Result<u32, NodeError>,
+    ),
     Record(
         tokio::sync::oneshot::Sender<Result<NodeRecord, NodeError>>,
         Result<NodeRecord, NodeError>,
@@ -102,14 +107,15 @@ pub(super) fn apply(table: &mut Table, msg: Msg, now: Instant) -> (Save, Reply) 
         Msg::Enroll {
             id,
             cert_sha256,
+            subnets,
             reply,
         } => {
-            let result = enroll(table, &id, &cert_sha256, now);
+            let result = enroll(table, &id, &cert_sha256, subnets, now);
             let save = match &result {
-                Ok(()) => Save::Put(table.nodes[&id].record.clone()),
+                Ok(_) => Save::Put(table.nodes[&id].record.clone()),
                 Err(_) => Save::Nothing,
             };
-            (save, Reply::Unit(reply, result))
+            (save, Reply::Index(reply, result))
         }
         Msg::Connect {
             hello,
@@ -207,7 +213,23 @@ pub(super) fn apply(table: &mut Table, msg: Msg, now: Instant) -> (Save, Reply) 
     }
 }
 
-fn enroll(table: &mut Table, id: &str, cert_sha256: &str, now: Instant) -> Result<(), NodeError> {
+/// The lowest node /24 no node holds (the server's own holds 0).
+fn free_subnet(table: &Table, subnets: u32) -> Option<u32> {
+    let taken: std::collections::HashSet<u32> = table
+        .nodes
+        .values()
+        .filter_map(|n| n.record.subnet_index)
+        .collect();
+    (1..subnets).find(|i| !taken.contains(i))
+}
+
+fn enroll(
+    table: &mut Table,
+    id: &str,
+    cert_sha256: &str,
+    subnets: u32,
+    now: Instant,
+) -> Result<u32, NodeError> {
     if let Some(node) = table.nodes.get(id) {
         if node.local {
             return Err(NodeError::Conflict(format!(
@@ -220,17 +242,26 @@ fn enroll(table: &mut Table, id: &str, cert_sha256: &str, now: Instant) -> Resul
                  (DELETE /api/v1/cluster/nodes/{id}) or give this agent another [node] id"
             )));
         }
-        return Ok(());
+        if let Some(index) = node.record.subnet_index {
+            return Ok(index);
+        }
     }
+    let index = free_subnet(table, subnets).ok_or_else(|| {
+        NodeError::Refused(format!(
+            "no /24 of the cluster subnet is left for another node ({subnets} in all): \
+             remove a node or give [network] subnet a shorter prefix"
+        ))
+    })?;
     let record = NodeRecord {
         id: id.to_string(),
         cert_sha256: Some(cert_sha256.to_string()),
+        subnet_index: Some(index),
         ..NodeRecord::default()
     };
     table
         .nodes
         .insert(id.to_string(), Node::disconnected(record, now));
-    Ok(())
+    Ok(index)
 }
 
 fn connect(
@@ -336,6 +367,9 @@ fn answer(reply: Reply, saved: Result<(), NodeError>) {
             let _ = tx.send(r.and(saved));
         }
         Reply::Session(tx, r) => {
+            let _ = tx.send(saved.and(r));
+        }
+        Reply::Index(tx, r) => {
             let _ = tx.send(saved.and(r));
         }
         Reply::Record(tx, r) => {

@@ -52,11 +52,15 @@ async fn join_connect_and_refusals() {
     assert!(matches!(e, NodeError::Refused(_)), "{e}");
     assert!(nodes.snapshot().get("w1").is_none());
 
-    nodes.enroll("w1", "aa").await.unwrap();
+    assert_eq!(
+        nodes.enroll("w1", "aa", 256).await.unwrap(),
+        1,
+        "the first /24 after the server's"
+    );
     // Another certificate for the same id: refused.
-    let e = nodes.enroll("w1", "bb").await.unwrap_err();
+    let e = nodes.enroll("w1", "bb", 256).await.unwrap_err();
     assert!(e.to_string().contains("held by another certificate"), "{e}");
-    let e = nodes.enroll("server", "cc").await.unwrap_err();
+    let e = nodes.enroll("server", "cc", 256).await.unwrap_err();
     assert!(e.to_string().contains("server's own node"), "{e}");
     let e = nodes
         .connect(hello("w1"), agent.clone(), Some("bb".into()))
@@ -113,6 +117,7 @@ fn silence_past_the_grace_disconnects_and_a_heartbeat_reconnects() {
         Msg::Enroll {
             id: "w1".into(),
             cert_sha256: "aa".into(),
+            subnets: 256,
             reply: tx,
         },
         now,
@@ -196,7 +201,7 @@ fn stored_nodes_start_disconnected_with_their_replicas() {
 async fn a_replica_started_on_a_node_is_kept_before_its_next_heartbeat() {
     let repo = Repo::new(Arc::new(MemStore::default()));
     let nodes = Nodes::start(repo.clone(), local(), Timing::default()).unwrap();
-    nodes.enroll("w1", "aa").await.unwrap();
+    nodes.enroll("w1", "aa", 256).await.unwrap();
     let instance = instance("web.0.abc", "w1");
     nodes.started(instance.clone()).await;
     nodes.started(instance.clone()).await;
@@ -217,4 +222,34 @@ async fn a_replica_started_on_a_node_is_kept_before_its_next_heartbeat() {
         .await;
     nodes.set_drained("server", false, None).await.unwrap();
     assert!(repo.node("server").unwrap().unwrap().inventory.is_empty());
+}
+
+#[tokio::test]
+async fn each_node_keeps_a_subnet_of_its_own() {
+    let repo = Repo::new(Arc::new(MemStore::default()));
+    let nodes = Nodes::start(repo.clone(), local(), Timing::default()).unwrap();
+    assert_eq!(nodes.enroll("w1", "a1", 4).await.unwrap(), 1);
+    assert_eq!(nodes.enroll("w2", "a2", 4).await.unwrap(), 2);
+    // The same node again: the same /24.
+    assert_eq!(nodes.enroll("w1", "a1", 4).await.unwrap(), 1);
+    assert_eq!(nodes.enroll("w3", "a3", 4).await.unwrap(), 3);
+    let e = nodes.enroll("w4", "a4", 4).await.unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("no /24 of the cluster subnet is left"),
+        "{e}"
+    );
+    // A removed node's /24 goes to the next one; kept across a restart.
+    nodes.remove("w2").await.unwrap();
+    assert_eq!(nodes.enroll("w4", "a4", 4).await.unwrap(), 2);
+    drop(nodes);
+    let again = Nodes::start(repo, local(), Timing::default()).unwrap();
+    assert_eq!(
+        again.snapshot().get("w4").unwrap().record.subnet_index,
+        Some(2)
+    );
+    assert_eq!(
+        again.snapshot().get("server").unwrap().record.subnet_index,
+        Some(0)
+    );
 }

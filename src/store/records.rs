@@ -112,6 +112,10 @@ pub struct NodeRecord {
     /// does not take a disconnected node's replicas for lost.
     #[serde(default)]
     pub inventory: Vec<crate::agent::Instance>,
+    /// Which /24 of `[network] subnet` its replicas take (the server's own
+    /// node has 0); given at the join, kept for good.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet_index: Option<u32>,
 }
 
 /// True when two specs differ in more than the replica count.

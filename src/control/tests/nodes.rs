@@ -100,7 +100,7 @@ impl Cluster {
 
 async fn connect(cp: &ControlPlane, agent: &Arc<FakeAgent>, labels: &[(&str, &str)]) -> u64 {
     let id = agent.node_id().to_string();
-    cp.nodes().enroll(&id, "cert").await.unwrap();
+    cp.nodes().enroll(&id, "cert", 256).await.unwrap();
     cp.nodes()
         .connect(hello(agent, labels), agent.clone(), Some("cert".into()))
         .await
