@@ -288,17 +288,44 @@ async fn session(
         hello.node_id
     );
     connected.store(true, Ordering::Relaxed);
-    let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(heartbeats(local.clone(), up.clone()));
-    tasks.spawn(forward_events(local.clone(), up.clone()));
-    let mut follows: std::collections::HashMap<u64, tokio::task::AbortHandle> =
-        std::collections::HashMap::new();
+    let mut work = Work {
+        local: local.clone(),
+        up: up.clone(),
+        tasks: tokio::task::JoinSet::new(),
+        follows: std::collections::HashMap::new(),
+    };
+    work.tasks.spawn(heartbeats(local.clone(), up.clone()));
+    work.tasks.spawn(forward_events(local.clone(), up));
     let result = loop {
-        let message = match down.message().await {
-            Ok(Some(m)) => m,
-            Ok(None) => break Ok(()),
-            Err(e) => break Err(refused(e)),
-        };
+        tokio::select! {
+            // Cancel-safe: the stream keeps its state between calls.
+            message = down.message() => match message {
+                Ok(Some(message)) => work.take(message).await,
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(refused(e)),
+            },
+            // Finished calls are let go of as they end.
+            Some(_) = work.tasks.join_next(), if !work.tasks.is_empty() => {}
+        }
+    };
+    work.tasks.shutdown().await;
+    result
+}
+
+/// What one connection runs on the node: calls, checks and log follows,
+/// all ended with it.
+struct Work {
+    local: Arc<dyn NodeAgent>,
+    up: mpsc::Sender<Up>,
+    tasks: tokio::task::JoinSet<()>,
+    /// Log follows by call id, for their cancel.
+    follows: std::collections::HashMap<u64, tokio::task::AbortHandle>,
+}
+
+impl Work {
+    /// One message from the server.
+    async fn take(&mut self, message: Down) {
+        let (local, up) = (self.local.clone(), self.up.clone());
         match message {
             Down::Welcome { .. } => {}
             Down::Call {
@@ -310,43 +337,36 @@ async fn session(
                         liveness,
                     },
             } => {
-                tasks.spawn(super::checks::run(
-                    local.clone(),
+                self.tasks.spawn(super::checks::run(
+                    local,
                     up.clone(),
                     instance,
                     readiness,
                     liveness,
                 ));
-                let _ = up
-                    .send(Up::Reply {
-                        id,
-                        result: Ok(Answer::Done),
-                    })
-                    .await;
+                let result = Ok(Answer::Done);
+                let _ = up.send(Up::Reply { id, result }).await;
             }
             Down::Call {
                 id,
                 call: Call::LogsFollow { id: instance },
             } => {
-                let handle = tasks.spawn(follow_log(local.clone(), up.clone(), id, instance));
-                follows.insert(id, handle);
+                let handle = self.tasks.spawn(follow_log(local, up, id, instance));
+                self.follows.insert(id, handle);
             }
             Down::Call { id, call } => {
-                let (local, up) = (local.clone(), up.clone());
-                tasks.spawn(async move {
+                self.tasks.spawn(async move {
                     let result = answer(local.as_ref(), call).await;
                     let _ = up.send(Up::Reply { id, result }).await;
                 });
             }
             Down::Cancel { id } => {
-                if let Some(h) = follows.remove(&id) {
+                if let Some(h) = self.follows.remove(&id) {
                     h.abort();
                 }
             }
         }
-    };
-    tasks.shutdown().await;
-    result
+    }
 }
 
 /// A refusal by the server (removed node, revoked certificate) is fatal;

@@ -150,8 +150,47 @@ struct Planned<'a> {
     spec: Option<&'a api::spec::ServiceSpec>,
 }
 
+/// What planning asks of the state, shared by the stable and canary plans.
+struct Rules<'r> {
+    leaving: &'r dyn Fn(&Instance) -> bool,
+    restart_at: &'r dyn Fn(&str) -> Option<Instant>,
+    start_at: Option<Instant>,
+    ready: &'r dyn Fn(&Instance) -> bool,
+    now: Instant,
+}
+
+impl Rules<'_> {
+    fn plan(
+        &self,
+        desired: Option<Desired>,
+        list: &[Instance],
+        place: &mut dyn FnMut() -> Option<String>,
+    ) -> super::plan::Plan {
+        plan(
+            desired,
+            list,
+            self.leaving,
+            self.restart_at,
+            self.start_at,
+            self.ready,
+            place,
+            self.now,
+        )
+    }
+}
+
+/// What the plans of one round came to.
+struct Plans<'a> {
+    stable: Option<Planned<'a>>,
+    canary: Option<Planned<'a>>,
+    /// Why stable replicas went unplaced.
+    unplaced: Option<String>,
+    /// Replicas of another version (or leaving a drained node) still serve.
+    rolling: bool,
+}
+
 /// Plans the stable replicas and, beside them, the canary's; each new
-/// replica placed by `scheduler`. Also why stable replicas went unplaced.
+/// replica placed by `scheduler`.
 #[allow(clippy::too_many_arguments)]
 fn plans<'a>(
     st: &State,
@@ -162,53 +201,26 @@ fn plans<'a>(
     scheduler: &mut Scheduler,
     far: Instant,
     now: Instant,
-) -> (
-    Option<Planned<'a>>,
-    Option<Planned<'a>>,
-    Option<String>,
-    bool,
-) {
-    let Some(record) = record else {
-        // Unknown (or deleted): everything goes.
-        let all: Vec<Instance> = instances
-            .iter()
-            .filter(|i| !st.removing.contains(&i.id) && !standing.unreachable.contains(&i.id))
-            .cloned()
-            .collect();
-        let p = plan(
-            None,
-            &all,
-            &|_| false,
-            &|_| None,
-            None,
-            &|_| true,
-            &mut || None,
-            now,
-        );
-        return (
-            Some(Planned {
-                plan: p,
-                spec: None,
-            }),
-            None,
-            None,
-            false,
-        );
-    };
-    let desired = desired_of(Some(record));
-    let start_at = st.services.get(service).and_then(|s| s.next_start);
+) -> Plans<'a> {
     let restart_at = |id: &str| {
+        // A node that cannot be reached restarts its own replicas.
         if standing.unreachable.contains(id) {
             Some(far)
         } else {
             st.replicas.get(id).and_then(|r| r.next_start)
         }
     };
-    let has_check = super::health::readiness(&record.spec).is_some();
+    let has_check = record.is_some_and(|r| super::health::readiness(&r.spec).is_some());
     let ready = |i: &Instance| st.ready(has_check, &i.id, now);
     let is_leaving = |i: &Instance| standing.leaving.contains(&i.id);
-    let canary = record.canary.as_ref();
-    let (canary_list, stable_list): (Vec<Instance>, Vec<Instance>) = instances
+    let rules = Rules {
+        leaving: &is_leaving,
+        restart_at: &restart_at,
+        start_at: st.services.get(service).and_then(|s| s.next_start),
+        ready: &ready,
+        now,
+    };
+    let live: Vec<Instance> = instances
         .iter()
         .filter(|i| {
             !st.removing.contains(&i.id)
@@ -216,39 +228,43 @@ fn plans<'a>(
                 && !standing.overdue.contains(&i.id)
         })
         .cloned()
+        .collect();
+    let Some(record) = record else {
+        // Unknown (or deleted): everything reachable goes.
+        let reachable: Vec<Instance> = live
+            .into_iter()
+            .filter(|i| !standing.unreachable.contains(&i.id))
+            .collect();
+        let plan = rules.plan(None, &reachable, &mut || None);
+        return Plans {
+            stable: Some(Planned { plan, spec: None }),
+            canary: None,
+            unplaced: None,
+            rolling: false,
+        };
+    };
+    let desired = desired_of(Some(record));
+    // A canary's replicas are planned on their own, beside the stable ones.
+    let canary = record.canary.as_ref();
+    let (canary_list, stable_list): (Vec<Instance>, Vec<Instance>) = live
+        .into_iter()
         .partition(|i| canary.is_some_and(|c| c.version == i.version));
-    let rolling = stable_list
-        .iter()
-        .any(|i| i.version != record.version || standing.leaving.contains(&i.id));
-
     let demand = demand_of(&record.spec);
     let mut rejected = None;
-    let stable = {
-        let mut place = || match scheduler.place(&demand) {
+    let stable = rules.plan(
+        desired,
+        &stable_list,
+        &mut || match scheduler.place(&demand) {
             Ok(node) => Some(node),
             Err(r) => {
                 rejected = Some(r);
                 None
             }
-        };
-        let p = plan(
-            desired,
-            &stable_list,
-            &is_leaving,
-            &restart_at,
-            start_at,
-            &ready,
-            &mut place,
-            now,
-        );
-        Planned {
-            plan: p,
-            spec: Some(&record.spec),
-        }
-    };
+        },
+    );
     let unplaced = rejected
-        .filter(|_| stable.plan.unplaced > 0)
-        .map(|r| unplaced_message(stable.plan.unplaced, &r, &demand));
+        .filter(|_| stable.unplaced > 0)
+        .map(|r| unplaced_message(stable.unplaced, &r, &demand));
     let canary = canary.zip(desired).map(|(c, d)| {
         let want = Desired {
             version: c.version,
@@ -260,23 +276,25 @@ fn plans<'a>(
             max_unavailable: 0,
         };
         let demand = demand_of(&c.spec);
-        let mut place = || scheduler.place(&demand).ok();
-        let p = plan(
-            Some(want),
-            &canary_list,
-            &is_leaving,
-            &restart_at,
-            start_at,
-            &ready,
-            &mut place,
-            now,
-        );
+        let plan = rules.plan(Some(want), &canary_list, &mut || {
+            scheduler.place(&demand).ok()
+        });
         Planned {
-            plan: p,
+            plan,
             spec: Some(&c.spec),
         }
     });
-    (Some(stable), canary, unplaced, rolling)
+    Plans {
+        rolling: stable_list
+            .iter()
+            .any(|i| i.version != record.version || standing.leaving.contains(&i.id)),
+        stable: Some(Planned {
+            plan: stable,
+            spec: Some(&record.spec),
+        }),
+        canary,
+        unplaced,
+    }
 }
 
 /// The actions of a plan, each start holding its resources on its node.
@@ -323,7 +341,12 @@ pub(super) fn decide(
         .collect();
     let mut scheduler = Scheduler::new(candidates(&table, &st, service, &going));
     let far = now + Duration::from_secs(3600);
-    let (stable_plan, canary_plan, unplaced, rolling) = plans(
+    let Plans {
+        stable: stable_plan,
+        canary: canary_plan,
+        unplaced,
+        rolling,
+    } = plans(
         &st,
         record.as_ref(),
         service,

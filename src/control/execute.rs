@@ -11,7 +11,7 @@ use futures::StreamExt;
 use super::plan::{self, Action};
 use super::worker::wake;
 use super::{Inner, DEFAULT_STOP_GRACE};
-use crate::agent::{AgentError, Instance, InstanceSpec, ProcessState};
+use crate::agent::{Instance, InstanceSpec, ProcessState};
 use crate::store::ServiceRecord;
 
 /// Replicas started or removed at once.
@@ -37,10 +37,6 @@ impl From<Action> for Placed {
     }
 }
 
-async fn restart(inner: &Inner, id: &str) -> Result<u32, AgentError> {
-    inner.agent_of(id)?.restart(id).await
-}
-
 fn grace_of(record: Option<&ServiceRecord>) -> Duration {
     record
         .and_then(|r| r.spec.stop_grace_secs)
@@ -59,117 +55,137 @@ pub(crate) async fn execute(
     let grace = grace_of(record);
     futures::stream::iter(actions)
         .for_each_concurrent(PARALLEL, |placed| async move {
-            let Placed {
-                action,
-                reservation,
-            } = placed;
-            match action {
-                Action::Remove { id } => {
-                    // In the background: draining and the stop grace period
-                    // must not hold up the rest of a rollout. Planning skips
-                    // replicas being removed; the worker is woken when done.
-                    if !inner.state_mut().removing.insert(id.clone()) {
-                        return;
-                    }
-                    let inner = inner.clone();
-                    let service = service.to_string();
-                    tokio::spawn(async move {
-                        if inner.routed(&id) {
-                            // Out of rotation first; let requests in flight finish.
-                            super::health::publish_routes(&inner);
-                            tokio::time::sleep(DRAIN).await;
-                        }
-                        let removed = match inner.agent_of(&id) {
-                            Ok(agent) => agent.remove(&id, grace).await,
-                            Err(e) => Err(e),
-                        };
-                        if let Err(e) = removed {
-                            tracing::warn!(instance = %id, error = %e, "remove failed");
-                            // Not again at once: the next round may retry.
-                            tokio::time::sleep(REMOVE_RETRY).await;
-                        }
-                        {
-                            let mut st = inner.state_mut();
-                            st.removing.remove(&id);
-                            st.replicas.remove(&id);
-                        }
-                        wake(&inner, &service);
-                    });
-                }
-                Action::Restart { id } => match restart(inner, &id).await {
-                    Ok(pid) => {
-                        inner.metrics.restarts.with_label_values(&[service]).inc();
-                        let mut st = inner.state_mut();
-                        st.record_start(&id, pid, Instant::now());
-                        if let Some(r) = st.replicas.get_mut(&id) {
-                            r.restarts += 1;
-                            r.next_start = None;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(instance = %id, error = %e, "restart failed");
-                        let mut st = inner.state_mut();
-                        let r = st.replicas.entry(id.clone()).or_default();
-                        r.consecutive += 1;
-                        r.next_start = Some(Instant::now() + plan::backoff(r.consecutive));
-                        st.services
-                            .entry(service.to_string())
-                            .or_default()
-                            .last_error = Some(format!("restart of {id} failed: {e}"));
-                    }
-                },
+            match placed.action {
+                Action::Remove { id } => remove(inner, service, id, grace),
+                Action::Restart { id } => restart(inner, service, &id).await,
                 Action::Start { slot, node } => {
-                    let Some(record) = record else { return };
-                    let spec = instance_spec(inner, record, slot);
-                    let started = match &spec {
-                        Ok(spec) => match inner.node_agent(&node) {
-                            Ok(agent) => agent.start(spec).await.map_err(|e| e.to_string()),
-                            Err(e) => Err(e.to_string()),
-                        },
-                        Err(e) => Err(e.clone()),
-                    };
-                    if let Some(key) = reservation {
-                        inner.state_unseen_mut().placing.remove(&key);
-                    }
-                    match (started, spec) {
-                        (Ok(pid), Ok(spec)) => {
-                            let instance = Instance {
-                                id: spec.id.clone(),
-                                node: node.clone(),
-                                service: spec.service.clone(),
-                                project: spec.project.clone(),
-                                version: spec.version,
-                                slot,
-                                pid: Some(pid),
-                                state: ProcessState::Running,
-                                ip: None,
-                            };
-                            inner.nodes.started(instance.clone()).await;
-                            let mut st = inner.state_mut();
-                            // Counted where it runs until the next listing.
-                            let list = st.instances.entry(service.to_string()).or_default();
-                            if !list.iter().any(|i| i.id == spec.id) {
-                                list.push(instance);
-                            }
-                            st.record_start(&spec.id, pid, Instant::now());
-                            let s = st.services.entry(service.to_string()).or_default();
-                            s.start_failures = 0;
-                            s.next_start = None;
-                            s.last_error = None;
-                        }
-                        (Err(e), _) | (_, Err(e)) => {
-                            tracing::warn!(service, slot, node, error = %e, "start failed");
-                            let mut st = inner.state_mut();
-                            let s = st.services.entry(service.to_string()).or_default();
-                            s.start_failures += 1;
-                            s.next_start = Some(Instant::now() + plan::backoff(s.start_failures));
-                            s.last_error = Some(format!("start failed: {e}"));
-                        }
+                    if let Some(record) = record {
+                        start(inner, service, record, slot, &node, placed.reservation).await;
                     }
                 }
             }
         })
         .await;
+}
+
+/// Removes a replica in the background: draining and the stop grace
+/// period must not hold up the rest of a rollout. Planning skips replicas
+/// being removed; the worker is woken when done.
+fn remove(inner: &Arc<Inner>, service: &str, id: String, grace: Duration) {
+    if !inner.state_mut().removing.insert(id.clone()) {
+        return;
+    }
+    let inner = inner.clone();
+    let service = service.to_string();
+    tokio::spawn(async move {
+        if inner.routed(&id) {
+            // Out of rotation first; let requests in flight finish.
+            super::health::publish_routes(&inner);
+            tokio::time::sleep(DRAIN).await;
+        }
+        let removed = match inner.agent_of(&id) {
+            Ok(agent) => agent.remove(&id, grace).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = removed {
+            tracing::warn!(instance = %id, error = %e, "remove failed");
+            // Not again at once: the next round may retry.
+            tokio::time::sleep(REMOVE_RETRY).await;
+        }
+        {
+            let mut st = inner.state_mut();
+            st.removing.remove(&id);
+            st.replicas.remove(&id);
+        }
+        wake(&inner, &service);
+    });
+}
+
+/// Starts an exited replica again in place, on its node.
+async fn restart(inner: &Inner, service: &str, id: &str) {
+    let restarted = match inner.agent_of(id) {
+        Ok(agent) => agent.restart(id).await,
+        Err(e) => Err(e),
+    };
+    let mut st = inner.state_mut();
+    match restarted {
+        Ok(pid) => {
+            inner.metrics.restarts.with_label_values(&[service]).inc();
+            st.record_start(id, pid, Instant::now());
+            if let Some(r) = st.replicas.get_mut(id) {
+                r.restarts += 1;
+                r.next_start = None;
+            }
+        }
+        Err(e) => {
+            tracing::warn!(instance = %id, error = %e, "restart failed");
+            let r = st.replicas.entry(id.to_string()).or_default();
+            r.consecutive += 1;
+            r.next_start = Some(Instant::now() + plan::backoff(r.consecutive));
+            st.services
+                .entry(service.to_string())
+                .or_default()
+                .last_error = Some(format!("restart of {id} failed: {e}"));
+        }
+    }
+}
+
+/// Starts a new replica for `slot` on `node`, then frees the resources
+/// held for it (it counts where it runs from now on).
+async fn start(
+    inner: &Inner,
+    service: &str,
+    record: &ServiceRecord,
+    slot: u32,
+    node: &str,
+    reservation: Option<u64>,
+) {
+    let spec = instance_spec(inner, record, slot);
+    let started = match &spec {
+        Ok(spec) => match inner.node_agent(node) {
+            Ok(agent) => agent.start(spec).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        },
+        Err(e) => Err(e.clone()),
+    };
+    if let Some(key) = reservation {
+        inner.state_unseen_mut().placing.remove(&key);
+    }
+    match (started, spec) {
+        (Ok(pid), Ok(spec)) => {
+            let instance = Instance {
+                id: spec.id.clone(),
+                node: node.to_string(),
+                service: spec.service.clone(),
+                project: spec.project.clone(),
+                version: spec.version,
+                slot,
+                pid: Some(pid),
+                state: ProcessState::Running,
+                ip: None,
+            };
+            inner.nodes.started(instance.clone()).await;
+            let mut st = inner.state_mut();
+            // Counted where it runs until the next listing.
+            let list = st.instances.entry(service.to_string()).or_default();
+            if !list.iter().any(|i| i.id == spec.id) {
+                list.push(instance);
+            }
+            st.record_start(&spec.id, pid, Instant::now());
+            let s = st.services.entry(service.to_string()).or_default();
+            s.start_failures = 0;
+            s.next_start = None;
+            s.last_error = None;
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(service, slot, node, error = %e, "start failed");
+            let mut st = inner.state_mut();
+            let s = st.services.entry(service.to_string()).or_default();
+            s.start_failures += 1;
+            s.next_start = Some(Instant::now() + plan::backoff(s.start_failures));
+            s.last_error = Some(format!("start failed: {e}"));
+        }
+    }
 }
 
 /// What to run for `slot` of the record's current version, with

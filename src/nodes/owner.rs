@@ -134,49 +134,10 @@ pub(super) fn apply(table: &mut Table, msg: Msg, now: Instant) -> (Save, Reply) 
             id,
             session,
             inventory,
-        } => {
-            let Some(node) = table.nodes.get_mut(&id).filter(|n| n.session == session) else {
-                return (Save::Nothing, Reply::None);
-            };
-            node.last_heartbeat = Some(SystemTime::now());
-            if node.state != NodeState::Ready && node.agent.is_some() {
-                node.state = NodeState::Ready;
-                node.since = now;
-            }
-            let mut save = Save::Nothing;
-            node.containerd_up = inventory.is_some();
-            if let Some(inventory) = inventory {
-                if !same_replicas(&node.record.inventory, &inventory) {
-                    node.record.inventory = inventory;
-                    save = Save::Put(node.record.clone());
-                } else {
-                    node.record.inventory = inventory;
-                }
-            }
-            (save, Reply::None)
-        }
-        Msg::Started { instance } => {
-            let Some(node) = table.nodes.get_mut(&instance.node).filter(|n| !n.local) else {
-                return (Save::Nothing, Reply::None);
-            };
-            if node.record.inventory.iter().any(|i| i.id == instance.id) {
-                return (Save::Nothing, Reply::None);
-            }
-            node.record.inventory.push(instance);
-            (Save::Put(node.record.clone()), Reply::None)
-        }
+        } => (heartbeat(table, &id, session, inventory, now), Reply::None),
+        Msg::Started { instance } => (started(table, instance), Reply::None),
         Msg::Gone { id, session } => {
-            if let Some(node) = table
-                .nodes
-                .get_mut(&id)
-                .filter(|n| n.session == session && !n.local)
-            {
-                node.agent = None;
-                if node.state != NodeState::Disconnected {
-                    node.state = NodeState::Disconnected;
-                    node.since = now;
-                }
-            }
+            gone(table, &id, session, now);
             (Save::Nothing, Reply::None)
         }
         Msg::Drain {
@@ -196,20 +157,82 @@ pub(super) fn apply(table: &mut Table, msg: Msg, now: Instant) -> (Save, Reply) 
             ),
         },
         Msg::Remove { id, reply } => {
-            if table.local.as_deref() == Some(id.as_str()) {
-                let e = NodeError::Conflict(format!(
-                    "node {id} is the server's own node; set [node] workloads = false to run none there"
-                ));
-                return (Save::Nothing, Reply::Record(reply, Err(e)));
-            }
-            match table.nodes.remove(&id) {
-                Some(node) => (Save::Delete(id), Reply::Record(reply, Ok(node.record))),
-                None => (
-                    Save::Nothing,
-                    Reply::Record(reply, Err(NodeError::NotFound(id))),
-                ),
-            }
+            let (save, result) = remove(table, id);
+            (save, Reply::Record(reply, result))
         }
+    }
+}
+
+/// A heartbeat of `session`: the node is ready again if it was silent, and
+/// its inventory (None: containerd is down there) is kept; saved when the
+/// replicas themselves changed.
+fn heartbeat(
+    table: &mut Table,
+    id: &str,
+    session: u64,
+    inventory: Option<Vec<Instance>>,
+    now: Instant,
+) -> Save {
+    let Some(node) = table.nodes.get_mut(id).filter(|n| n.session == session) else {
+        return Save::Nothing;
+    };
+    node.last_heartbeat = Some(SystemTime::now());
+    if node.state != NodeState::Ready && node.agent.is_some() {
+        node.state = NodeState::Ready;
+        node.since = now;
+    }
+    node.containerd_up = inventory.is_some();
+    let Some(inventory) = inventory else {
+        return Save::Nothing;
+    };
+    let changed = !same_replicas(&node.record.inventory, &inventory);
+    node.record.inventory = inventory;
+    if changed {
+        Save::Put(node.record.clone())
+    } else {
+        Save::Nothing
+    }
+}
+
+/// A replica the server started on a remote node, kept until the node's
+/// next heartbeat says the same.
+fn started(table: &mut Table, instance: Instance) -> Save {
+    let Some(node) = table.nodes.get_mut(&instance.node).filter(|n| !n.local) else {
+        return Save::Nothing;
+    };
+    if node.record.inventory.iter().any(|i| i.id == instance.id) {
+        return Save::Nothing;
+    }
+    node.record.inventory.push(instance);
+    Save::Put(node.record.clone())
+}
+
+/// The connection of `session` ended (a newer one changes nothing here).
+fn gone(table: &mut Table, id: &str, session: u64, now: Instant) {
+    let Some(node) = table
+        .nodes
+        .get_mut(id)
+        .filter(|n| n.session == session && !n.local)
+    else {
+        return;
+    };
+    node.agent = None;
+    if node.state != NodeState::Disconnected {
+        node.state = NodeState::Disconnected;
+        node.since = now;
+    }
+}
+
+fn remove(table: &mut Table, id: String) -> (Save, Result<NodeRecord, NodeError>) {
+    if table.local.as_deref() == Some(id.as_str()) {
+        let e = NodeError::Conflict(format!(
+            "node {id} is the server's own node; set [node] workloads = false to run none there"
+        ));
+        return (Save::Nothing, Err(e));
+    }
+    match table.nodes.remove(&id) {
+        Some(node) => (Save::Delete(id), Ok(node.record)),
+        None => (Save::Nothing, Err(NodeError::NotFound(id))),
     }
 }
 
