@@ -214,6 +214,21 @@ pub(crate) enum Msg {
     },
 }
 
+impl Msg {
+    /// The node the message is about.
+    fn node_id(&self) -> &str {
+        match self {
+            Msg::Enroll { id, .. }
+            | Msg::Heartbeat { id, .. }
+            | Msg::Gone { id, .. }
+            | Msg::Drain { id, .. }
+            | Msg::Remove { id, .. } => id,
+            Msg::Connect { hello, .. } => &hello.node_id,
+            Msg::Started { instance } => &instance.node,
+        }
+    }
+}
+
 /// The handle to the registry: cheap to clone.
 #[derive(Clone)]
 pub struct Nodes {

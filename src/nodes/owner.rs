@@ -353,8 +353,18 @@ pub(super) async fn run(
         tokio::select! {
             msg = rx.recv() => {
                 let Some(msg) = msg else { return };
+                // The node it changes, as it was: put back if the change
+                // cannot be saved, so that memory and disk agree.
+                let id = msg.node_id().to_string();
+                let before = table.nodes.get(&id).cloned();
                 let (save, reply) = apply(&mut table, msg, Instant::now());
                 let saved = persist(&repo, save).await;
+                if saved.is_err() {
+                    match before {
+                        Some(node) => table.nodes.insert(id, node),
+                        None => table.nodes.remove(&id),
+                    };
+                }
                 answer(reply, saved);
                 publish.send_replace(Arc::new(table.clone()));
             }

@@ -253,3 +253,25 @@ async fn each_node_keeps_a_subnet_of_its_own() {
         Some(0)
     );
 }
+
+#[tokio::test]
+async fn a_change_that_cannot_be_saved_is_not_kept() {
+    let store = Arc::new(MemStore::default());
+    let repo = Repo::new(store.clone());
+    let nodes = Nodes::start(repo.clone(), local(), Timing::default()).unwrap();
+    nodes.enroll("w1", "aa", 256).await.unwrap();
+    store.fail_writes(true);
+    let e = nodes.set_drained("w1", true, Some(1)).await.unwrap_err();
+    assert!(matches!(e, NodeError::Store(_)), "{e}");
+    assert!(
+        !nodes.snapshot().get("w1").unwrap().record.drained,
+        "not drained in memory either"
+    );
+    assert!(nodes.enroll("w2", "bb", 256).await.is_err());
+    assert!(nodes.snapshot().get("w2").is_none());
+    assert!(nodes.remove("w1").await.is_err());
+    assert!(nodes.snapshot().get("w1").is_some());
+    store.fail_writes(false);
+    nodes.set_drained("w1", true, Some(1)).await.unwrap();
+    assert!(nodes.snapshot().get("w1").unwrap().record.drained);
+}
