@@ -64,6 +64,17 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         reschedule_after: std::time::Duration::from_secs(config.cluster.reschedule_after_secs),
         ca_sha256: Some(ca.sha256().to_string()),
         subnet: config.network.subnet.clone(),
+        node_address: config.agent.advertise_address.clone().or_else(|| {
+            // The cluster port's own address, when it names one.
+            config
+                .cluster
+                .grpc_listen
+                .parse::<std::net::SocketAddr>()
+                .ok()
+                .map(|a| a.ip())
+                .filter(|ip| !ip.is_unspecified())
+                .map(|ip| ip.to_string())
+        }),
     };
     let routes = Arc::new(network::proxy::Routes::default());
     let control = ControlPlane::new(

@@ -111,15 +111,25 @@ async fn replicas_spread_and_follow_placement_and_size() {
         .collect();
     nodes.sort();
     assert_eq!(nodes, ["n0", "n0", "n1", "n1", "n2", "n2"]);
-    // Each node's replicas take addresses of its own /24, kept by the server.
-    for (i, n) in ["n0", "n1", "n2"].iter().enumerate() {
-        let node = c.node(n).unwrap();
-        assert_eq!(node["subnet"], format!("10.88.{i}.0/24"), "{node}");
-    }
+    // Each node's replicas take addresses of its own /24 (the server's
+    // node the first), kept by the server.
+    let subnets: std::collections::BTreeMap<String, String> = c
+        .nodes()
+        .iter()
+        .map(|n| {
+            (
+                n["id"].as_str().unwrap().to_string(),
+                n["subnet"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(subnets["n0"], "10.88.0.0/24");
+    let distinct: std::collections::BTreeSet<&String> = subnets.values().collect();
+    assert_eq!(distinct.len(), 3, "{subnets:?}");
     for inst in web["instances"].as_array().unwrap() {
-        let i = &inst["node"].as_str().unwrap()[1..];
+        let prefix = subnets[inst["node"].as_str().unwrap()].replace(".0/24", ".");
         let ip = inst["ip"].as_str().unwrap_or("");
-        assert!(ip.starts_with(&format!("10.88.{i}.")), "{inst}");
+        assert!(ip.starts_with(&prefix), "{inst} in {subnets:?}");
     }
 
     c.deploy(json!([

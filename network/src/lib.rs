@@ -19,8 +19,10 @@ pub mod links;
 pub mod netns;
 pub mod nft;
 pub mod node;
+pub mod peers;
 pub mod proxy;
 
 pub use error::NetworkError;
 pub use ipam::{IpamStore, Ipv4Net};
 pub use node::{Attachment, NetworkSettings, NodeNetwork};
+pub use peers::Peer;

@@ -81,7 +81,7 @@ pub fn isolation_table(bridge: &str) -> String {
 /// host's own ports closed to replicas, except DNS on the bridge address,
 /// TCP `open_ports` (the ingress) and ping. Replies to what the host opened
 /// (health checks, the ingress's upstream connections) pass by conntrack.
-pub fn host_script(bridge: &str, subnet: Ipv4Net, open_ports: &[u16]) -> String {
+pub fn host_script(bridge: &str, subnet: Ipv4Net, cluster: Ipv4Net, open_ports: &[u16]) -> String {
     let t = table_name(bridge);
     let open = if open_ports.is_empty() {
         String::new()
@@ -95,7 +95,7 @@ pub fn host_script(bridge: &str, subnet: Ipv4Net, open_ports: &[u16]) -> String 
          table ip {t} {{\n\
          \tchain postrouting {{\n\
          \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
-         \t\tip saddr {subnet} ip daddr != {subnet} masquerade\n\
+         \t\tip saddr {subnet} ip daddr != {cluster} masquerade\n\
          \t}}\n\
          \tchain forward {{\n\
          \t\ttype filter hook forward priority filter; policy accept;\n\
@@ -336,9 +336,15 @@ mod tests {
 
     #[test]
     fn host_rules_close_the_hosts_ports_but_dns_and_the_ingress() {
-        let s = host_script("orca0", Ipv4Net::parse("10.88.0.0/24").unwrap(), &[80, 443]);
+        let s = host_script(
+            "orca0",
+            Ipv4Net::parse("10.88.0.0/24").unwrap(),
+            Ipv4Net::parse("10.88.0.0/16").unwrap(),
+            &[80, 443],
+        );
         assert!(s.starts_with("table ip orca_orca0 {}\ndelete table ip orca_orca0\n"));
-        assert!(s.contains("ip saddr 10.88.0.0/24 ip daddr != 10.88.0.0/24 masquerade"));
+        // Replicas of other nodes see this node's replicas' own addresses.
+        assert!(s.contains("ip saddr 10.88.0.0/24 ip daddr != 10.88.0.0/16 masquerade"));
         assert!(s.contains("udp dport 53 accept"));
         assert!(s.contains("tcp dport { 80, 443 } accept"), "{s}");
         assert!(s.contains("iifname != \"orca0\" accept"));

@@ -71,6 +71,12 @@ fn peer_ifname(owner: &str) -> String {
 }
 
 impl NodeNetwork {
+    /// Routes to the other nodes' replicas: exactly `peers` (see
+    /// [`crate::peers`]).
+    pub async fn set_peers(&self, peers: &[crate::Peer]) -> Result<()> {
+        crate::peers::sync(&self.handle, self.subnet, peers).await
+    }
+
     /// Brings up the bridge, forwarding and NAT; loads the address book.
     pub async fn setup(settings: NetworkSettings, store: Arc<dyn IpamStore>) -> Result<Self> {
         if settings.bridge.is_empty()
@@ -100,6 +106,7 @@ impl NodeNetwork {
         nft::apply(&nft::host_script(
             &settings.bridge,
             subnet,
+            Ipv4Net::parse(&settings.subnet)?,
             &settings.open_ports,
         ))
         .await?;

@@ -239,6 +239,16 @@ fn instance_of(node: &str, info: cri::container::ContainerInfo) -> Option<Instan
 
 #[async_trait::async_trait]
 impl NodeAgent for LocalAgent {
+    async fn set_peers(&self, peers: &[network::Peer]) -> Result<(), AgentError> {
+        match &self.network {
+            Some(net) => net
+                .set_peers(peers)
+                .await
+                .map_err(|e| AgentError::Other(e.to_string())),
+            None => Ok(()),
+        }
+    }
+
     fn node_id(&self) -> &str {
         &self.node_id
     }

@@ -211,6 +211,11 @@ pub trait NodeAgent: Send + Sync + 'static {
     /// Ends the connection to a remote node (it was removed); nothing for
     /// a node in process.
     fn disconnect(&self) {}
+    /// Routes to the other nodes' replicas: exactly `peers`.
+    async fn set_peers(&self, peers: &[network::Peer]) -> Result<(), AgentError> {
+        let _ = peers;
+        Ok(())
+    }
     /// Has the node check a replica's readiness (reported as
     /// [`AgentEvent::Health`]) and liveness (a replica failing it is
     /// killed), until the replica stops running. Only remote nodes do: the

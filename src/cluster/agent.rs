@@ -473,6 +473,10 @@ async fn answer(local: &dyn NodeAgent, call: Call) -> Result<Answer, WireError> 
             Answer::Done
         }
         Call::LogsTail { id, n } => Answer::Logs(local.logs_tail(&id, n).await.map_err(wire)?),
+        Call::Peers(peers) => {
+            local.set_peers(&peers).await.map_err(wire)?;
+            Answer::Done
+        }
         Call::Usage { id } => Answer::Usage(local.usage(&id).await.map_err(wire)?),
         Call::LogsFollow { .. } | Call::Check { .. } => {
             return Err(WireError {

@@ -276,6 +276,12 @@ impl NodeAgent for RemoteAgent {
         self.closed();
     }
 
+    async fn set_peers(&self, peers: &[network::Peer]) -> Result<(), AgentError> {
+        self.call(Call::Peers(peers.to_vec()), QUICK)
+            .await
+            .map(|_| ())
+    }
+
     async fn check(
         &self,
         id: &str,

@@ -117,6 +117,8 @@ pub enum Call {
     Usage {
         id: String,
     },
+    /// Routes to the other nodes' replicas.
+    Peers(Vec<network::Peer>),
     /// Check a replica's readiness and liveness until it stops running.
     Check {
         id: String,

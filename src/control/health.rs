@@ -302,31 +302,50 @@ pub struct Isolation {
     pub internal: Vec<Ipv4Addr>,
 }
 
-/// Applies the latest isolation groups on the server's own node as they
-/// change, in order.
+/// Applies the latest isolation groups on every ready node, in order, as
+/// they change and as nodes connect. Each node's replicas have addresses
+/// of its own /24, so one set of groups serves every node.
 pub(crate) async fn apply_isolation(inner: Arc<Inner>) {
-    let Some(agent) = inner.nodes.snapshot().local_agent() else {
-        return;
-    };
-    let mut rx = inner.isolation.subscribe();
+    let mut groups = inner.isolation.subscribe();
+    let mut nodes = inner.nodes.changes();
+    // What each node was given last: its session and the groups.
+    let mut applied: HashMap<String, (u64, Isolation)> = HashMap::new();
     loop {
-        let wanted = rx.borrow_and_update().clone();
-        if let Err(e) = agent
-            .set_isolation(&wanted.projects, &wanted.internal)
-            .await
-        {
-            tracing::warn!(error = %e, "applying project isolation failed");
+        let wanted = groups.borrow_and_update().clone();
+        let table = nodes.borrow_and_update().clone();
+        applied.retain(|id, _| table.nodes.contains_key(id));
+        for node in table.nodes.values() {
+            let Some(agent) = node.ready_agent() else {
+                continue;
+            };
+            let now = (node.session, wanted.clone());
+            if applied.get(node.id()) == Some(&now) {
+                continue;
+            }
+            match agent
+                .set_isolation(&wanted.projects, &wanted.internal)
+                .await
+            {
+                Ok(()) => {
+                    applied.insert(node.id().to_string(), now);
+                }
+                Err(e) => {
+                    tracing::warn!(node = node.id(), error = %e, "applying project isolation failed");
+                    applied.remove(node.id());
+                }
+            }
         }
-        if rx.changed().await.is_err() {
-            return;
+        tokio::select! {
+            changed = groups.changed() => if changed.is_err() { return },
+            changed = nodes.changed() => if changed.is_err() { return },
         }
     }
 }
 
-/// Rebuilds the ingress table, the DNS names and the isolation groups of
-/// the server's own node from the state. Replicas on other nodes have
-/// addresses of their own node's network, unreachable from here until the
-/// overlay joins the nodes' networks.
+/// Rebuilds the ingress table and the DNS names of the server's own node,
+/// and the isolation groups of the cluster, from the state. The ingress
+/// and DNS route to this node's own replicas only, until the overlay
+/// joins the nodes' networks.
 pub(crate) fn publish_routes(inner: &Arc<Inner>) {
     let mut isolation = Isolation::default();
     let local = inner.local_node().unwrap_or_default();
@@ -339,7 +358,6 @@ pub(crate) fn publish_routes(inner: &Arc<Inner>) {
                 .get(&record.spec.name)
                 .into_iter()
                 .flatten()
-                .filter(here)
                 .filter_map(|i| i.ip);
             let group = isolation
                 .projects

@@ -74,6 +74,8 @@ pub struct Settings {
     pub ca_sha256: Option<String>,
     /// `[network] subnet`: each node's replicas take a /24 of it.
     pub subnet: String,
+    /// The server's own node's address for the other nodes.
+    pub node_address: Option<String>,
 }
 
 impl Default for Settings {
@@ -91,6 +93,7 @@ impl Default for Settings {
             reschedule_after: Duration::from_secs(30),
             ca_sha256: None,
             subnet: "10.88.0.0/16".into(),
+            node_address: None,
         }
     }
 }
@@ -153,7 +156,10 @@ impl ControlPlane {
         let local = agent.map(|agent| {
             let hello = Hello {
                 node_id: agent.node_id().to_string(),
-                address: settings.api_address.clone(),
+                address: settings
+                    .node_address
+                    .clone()
+                    .unwrap_or_else(|| settings.api_address.clone()),
                 labels: settings.node_labels.clone(),
                 capacity: agent.capacity(),
                 version: env!("CARGO_PKG_VERSION").to_string(),

@@ -403,6 +403,30 @@ impl LabCluster {
         }
     }
 
+    /// Runs `argv` inside replica `id` on node `i` (`ctr tasks exec`); its
+    /// output, whatever its exit code.
+    pub fn exec(&self, i: usize, id: &str, argv: &[&str]) -> String {
+        let out = Command::new("ctr")
+            .arg("--address")
+            .arg(&self.lab.nodes[i].socket)
+            .args(["-n", &self.namespaces[i], "tasks", "exec", "--exec-id"])
+            .arg(format!("t{}", super::rand_u32()))
+            .arg(id)
+            .args(argv)
+            .output()
+            .unwrap();
+        format!(
+            "{}{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            if out.status.success() {
+                String::new()
+            } else {
+                format!("[exit {:?}]", out.status.code())
+            }
+        )
+    }
+
     /// Per node, the replicas of `service` running there.
     pub fn spread(&self, service: &str) -> Vec<usize> {
         (0..self.lab.nodes.len())
