@@ -32,6 +32,10 @@ async fn a_replica_reaches_a_replica_of_another_node_by_its_own_address() {
         { "name": "web", "image": image, "replicas": 1, "port": 8080, "placement": { "node": "n1" } },
         { "name": "near", "image": image, "replicas": 1, "port": 8080, "placement": { "node": "n2" } },
         { "name": "client", "image": image, "replicas": 1, "placement": { "node": "n2" } },
+        { "name": "shared", "image": image, "replicas": 1, "port": 8080, "internal": true,
+          "placement": { "node": "n1" } },
+        { "name": "stranger", "project": "blog", "image": image, "replicas": 1,
+          "placement": { "node": "n2" } },
     ]));
     c.until_spread("web", "web on n1", |s| s == [0, 1, 0]).await;
     c.until_spread("client", "client on n2", |s| s == [0, 0, 1])
@@ -95,6 +99,40 @@ async fn a_replica_reaches_a_replica_of_another_node_by_its_own_address() {
         })
         .await;
     }
+    // Another project's replica on n2 cannot reach web on n1, which is not
+    // internal, and reaches the internal one there (the control).
+    c.until_spread("shared", "shared on n1", |s| s == [0, 1, 0])
+        .await;
+    c.until_spread("stranger", "stranger on n2", |s| s == [0, 0, 1])
+        .await;
+    let stranger = c.service("stranger")["instances"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let shared = ip_of("shared");
+    let fetch_as = |id: &str, ip: &str| {
+        let url = format!("http://{ip}:8080/");
+        c.exec(2, id, &["timeout", "3", "wget", "-q", "-O", "-", &url])
+    };
+    common::eventually(
+        "the internal service across nodes",
+        std::time::Duration::from_secs(20),
+        async || {
+            let page = fetch_as(&stranger, &shared);
+            if page.contains("web v1") {
+                Ok(())
+            } else {
+                Err(page)
+            }
+        },
+    )
+    .await;
+    let refused = fetch_as(&stranger, &web);
+    assert!(
+        !refused.contains("web v1"),
+        "another project reached web across nodes: {refused}"
+    );
+
     // web saw the client's own address: no NAT between replicas.
     let logs =
         String::from_utf8_lossy(&c.orca(&["logs", "web", "--tail", "50"]).stdout).to_string();

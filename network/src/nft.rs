@@ -213,6 +213,7 @@ pub fn binding_script(bridge: &str, hairpin: &Hairpin, bindings: &[Binding]) -> 
 pub fn isolation_script(
     bridge: &str,
     subnet: Ipv4Net,
+    cluster: Ipv4Net,
     projects: &std::collections::BTreeMap<String, Vec<std::net::Ipv4Addr>>,
     internal: &[std::net::Ipv4Addr],
 ) -> String {
@@ -249,7 +250,7 @@ pub fn isolation_script(
          \t\tct state established,related accept\n\
          {rules}\
          \t\tip daddr @internal accept\n\
-         \t\tip saddr {subnet} ip daddr {subnet} drop\n\
+         \t\tip saddr {cluster} ip daddr {subnet} drop\n\
          \t}}\n\
          }}\n"
     )
@@ -270,6 +271,7 @@ mod tests {
         let s = isolation_script(
             "orca0",
             Ipv4Net::parse("10.88.0.0/24").unwrap(),
+            Ipv4Net::parse("10.88.0.0/16").unwrap(),
             &projects,
             &["10.88.0.9".parse().unwrap()],
         );
@@ -289,7 +291,8 @@ mod tests {
             "{s}"
         );
         assert!(
-            s.ends_with("ip saddr 10.88.0.0/24 ip daddr 10.88.0.0/24 drop\n\t}\n}\n"),
+            // From any replica of the cluster, whatever its node.
+            s.ends_with("ip saddr 10.88.0.0/16 ip daddr 10.88.0.0/24 drop\n\t}\n}\n"),
             "{s}"
         );
     }

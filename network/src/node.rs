@@ -118,6 +118,7 @@ impl NodeNetwork {
             nft::apply(&nft::isolation_script(
                 &settings.bridge,
                 subnet,
+                Ipv4Net::parse(&settings.subnet)?,
                 &empty,
                 &[],
             ))
@@ -368,7 +369,14 @@ impl NodeNetwork {
         projects: &std::collections::BTreeMap<String, Vec<Ipv4Addr>>,
         internal: &[Ipv4Addr],
     ) -> Result<()> {
-        let script = nft::isolation_script(&self.settings.bridge, self.subnet, projects, internal);
+        let cluster = Ipv4Net::parse(&self.settings.subnet)?;
+        let script = nft::isolation_script(
+            &self.settings.bridge,
+            self.subnet,
+            cluster,
+            projects,
+            internal,
+        );
         let mut last = self.isolation.lock().await;
         if *last == script {
             return Ok(());
