@@ -158,3 +158,66 @@ async fn a_replica_reaches_a_replica_of_another_node_by_its_own_address() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_servers_ingress_and_dns_reach_replicas_on_other_nodes() {
+    let Some(env) = common::env() else { return };
+    let c = LabCluster::start(&env, 3, "").await;
+    let image = c.image("web:v1");
+    c.deploy(json!([
+        { "name": "far", "image": image, "replicas": 1, "port": 8080, "domain": "far.test",
+          "readiness": { "path": "/" }, "placement": { "node": "n2" } },
+        { "name": "client", "image": image, "replicas": 1, "placement": { "node": "n0" } },
+    ]));
+    c.until_spread("far", "far on n2", |s| s == [0, 0, 1]).await;
+    c.until_spread("client", "client on n0", |s| s == [1, 0, 0])
+        .await;
+    // The server's ingress, inside node 0's namespace.
+    common::eventually(
+        "the ingress of n0 serves far on n2",
+        std::time::Duration::from_secs(30),
+        async || {
+            let out = c.lab.nodes[0]
+                .nsenter("curl")
+                .args([
+                    "-s",
+                    "-m",
+                    "3",
+                    "-H",
+                    "Host: far.test",
+                    "http://127.0.0.1:8080/",
+                ])
+                .output()
+                .map_err(|e| e.to_string())?;
+            let body = String::from_utf8_lossy(&out.stdout).to_string();
+            if body.contains("web v1") {
+                Ok(())
+            } else {
+                Err(body)
+            }
+        },
+    )
+    .await;
+    // The server's DNS, from a replica on its node.
+    let client = c.service("client")["instances"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    common::eventually(
+        "far by name from n0",
+        std::time::Duration::from_secs(30),
+        async || {
+            let page = c.exec(
+                0,
+                &client,
+                &["timeout", "3", "wget", "-q", "-O", "-", "http://far:8080/"],
+            );
+            if page.contains("web v1") {
+                Ok(())
+            } else {
+                Err(page)
+            }
+        },
+    )
+    .await;
+}

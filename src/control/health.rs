@@ -342,14 +342,14 @@ pub(crate) async fn apply_isolation(inner: Arc<Inner>) {
     }
 }
 
-/// Rebuilds the ingress table and the DNS names of the server's own node,
-/// and the isolation groups of the cluster, from the state. The ingress
-/// and DNS route to this node's own replicas only, until the overlay
-/// joins the nodes' networks.
+/// Rebuilds the server's ingress table and DNS names, and the isolation
+/// groups of the cluster, from the state. The ingress and DNS take ready
+/// replicas on every node that is connected (nodes route to each other's
+/// replicas).
 pub(crate) fn publish_routes(inner: &Arc<Inner>) {
     let mut isolation = Isolation::default();
-    let local = inner.local_node().unwrap_or_default();
-    let here = |i: &&crate::agent::Instance| i.node == local;
+    let table = inner.nodes.snapshot();
+    let reachable = |i: &&crate::agent::Instance| table.get(&i.node).is_some_and(|n| n.ready());
     {
         let st = inner.state();
         for record in st.records.values() {
@@ -384,7 +384,7 @@ pub(crate) fn publish_routes(inner: &Arc<Inner>) {
         }
     });
     if let Some(dns) = &inner.dns {
-        dns.replace(dns_names(&inner.state(), &local));
+        dns.replace(dns_names(&inner.state(), &reachable));
     }
     let Some(routes) = &inner.routes else { return };
     let mut table: HashMap<String, Vec<network::proxy::Backend>> = HashMap::new();
@@ -408,7 +408,7 @@ pub(crate) fn publish_routes(inner: &Arc<Inner>) {
                 .get(&record.spec.name)
                 .into_iter()
                 .flatten()
-                .filter(here)
+                .filter(reachable)
             {
                 // Old versions serve while a rollout keeps them.
                 let current = i.version != record.version || i.slot < record.desired_replicas();
@@ -450,7 +450,10 @@ pub(crate) fn publish_routes(inner: &Arc<Inner>) {
 
 /// The names the DNS server answers: ready replicas by service and alias
 /// in each project, internal services cluster-wide.
-fn dns_names(st: &super::State, local: &str) -> network::dns::Names {
+fn dns_names(
+    st: &super::State,
+    reachable: &dyn Fn(&&crate::agent::Instance) -> bool,
+) -> network::dns::Names {
     let mut names = network::dns::Names::default();
     for record in st.records.values() {
         let spec = &record.spec;
@@ -460,7 +463,7 @@ fn dns_names(st: &super::State, local: &str) -> network::dns::Names {
             .get(&spec.name)
             .into_iter()
             .flatten()
-            .filter(|i| i.node == local)
+            .filter(reachable)
         {
             let Some(ip) = i.ip else { continue };
             names.project_of.insert(ip, spec.project.clone());
