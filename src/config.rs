@@ -127,6 +127,14 @@ impl Default for ProxySection {
 }
 
 impl ProxySection {
+    /// The port of `http_listen`.
+    pub fn port(&self) -> anyhow::Result<u16> {
+        self.http_listen
+            .rsplit_once(':')
+            .and_then(|(_, port)| port.parse::<u16>().ok())
+            .with_context(|| format!("proxy.http_listen {:?} has no port", self.http_listen))
+    }
+
     /// The ingress's limits.
     pub fn limits(&self) -> network::proxy::ingress::Limits {
         network::proxy::ingress::Limits {

@@ -111,7 +111,20 @@ pub async fn run_agent(
     };
     let identity = crate::cluster::agent::identity(&setup).await?;
     let repo = open_data(&config)?;
-    let runtime = start(&config, &repo, identity.subnet(), Vec::new(), false).await?;
+    let ingress_port = config.proxy.port()?;
+    let runtime = start(&config, &repo, identity.subnet(), vec![ingress_port], true).await?;
+    let served = Arc::new(crate::cluster::agent::Served {
+        dns: serve_dns(&runtime.network).await?,
+        routes: Arc::new(network::proxy::Routes::default()),
+    });
+    let listener = std::net::TcpListener::bind(&config.proxy.http_listen)
+        .with_context(|| format!("listen on {} (proxy.http_listen)", config.proxy.http_listen))?;
+    let proxy = network::proxy::IngressWorkers::start(
+        listener,
+        network::proxy::Ingress::with_limits(served.routes.clone(), config.proxy.limits()),
+        config.proxy.workers(),
+    )
+    .context("start the ingress")?;
     let agent: Arc<dyn NodeAgent> = runtime.agent.clone();
     let hello = crate::nodes::Hello {
         node_id,
@@ -120,14 +133,36 @@ pub async fn run_agent(
         capacity: agent.capacity(),
         version: env!("CARGO_PKG_VERSION").to_string(),
     };
-    crate::cluster::agent::run(
+    let outcome = crate::cluster::agent::run(
         identity,
         server,
         hello,
         agent,
+        served,
         crate::server::shutdown_signal(),
     )
-    .await?;
+    .await;
+    proxy.stop().await;
+    outcome?;
     eprintln!("orca agent: stopped (containers keep running)");
     Ok(())
+}
+
+/// The node's DNS server on its bridge address, for its own replicas; the
+/// names it answers come from the server (`dns.replace`).
+pub async fn serve_dns(network: &NodeNetwork) -> anyhow::Result<Arc<network::dns::DnsTable>> {
+    let dns = Arc::new(network::dns::DnsTable::default());
+    let socket = tokio::net::UdpSocket::bind((network.gateway(), 53))
+        .await
+        .with_context(|| format!("serve DNS on {}:53", network.gateway()))?;
+    let upstreams = network::dns::host_resolvers(
+        &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+    );
+    tokio::spawn(network::dns::serve(
+        socket,
+        dns.clone(),
+        upstreams,
+        network.subnet(),
+    ));
+    Ok(dns)
 }

@@ -16,17 +16,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
     let data = &config.cluster.data_dir;
     let repo = crate::node::open_data(&config)?;
-    let ingress_port = config
-        .proxy
-        .http_listen
-        .rsplit_once(':')
-        .and_then(|(_, port)| port.parse::<u16>().ok())
-        .with_context(|| {
-            format!(
-                "proxy.http_listen {:?} has no port",
-                config.proxy.http_listen
-            )
-        })?;
+    let ingress_port = config.proxy.port()?;
     let node_id = config.node_id();
     let local = if config.node.workloads.unwrap_or(true) {
         Some(local_node(&config, &repo, ingress_port).await?)
@@ -163,19 +153,7 @@ async fn local_node(
         true,
     )
     .await?;
-    let dns = Arc::new(network::dns::DnsTable::default());
-    let dns_socket = tokio::net::UdpSocket::bind((network.gateway(), 53))
-        .await
-        .with_context(|| format!("serve DNS on {}:53", network.gateway()))?;
-    let upstreams = network::dns::host_resolvers(
-        &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
-    );
-    tokio::spawn(network::dns::serve(
-        dns_socket,
-        dns.clone(),
-        upstreams,
-        network.subnet(),
-    ));
+    let dns = crate::node::serve_dns(&network).await?;
     let import_dir = config
         .registry
         .import_dir

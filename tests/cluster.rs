@@ -78,7 +78,9 @@ async fn agents_join_over_mutual_tls_and_bad_joins_are_refused() {
     let (code, log) = c.agent_refused_as(2, "n1", &good);
     assert_eq!(code, Some(1), "{log}");
     assert!(log.contains("held by another certificate"), "{log}");
-    assert_eq!(c.node("n1").unwrap()["state"], "ready");
+    c.wait_ready(3).await;
+    let n1 = c.node("n1").unwrap();
+    assert_eq!(n1["address"], c.lab.nodes[1].address.to_string(), "{n1}");
 
     // An agent restarted keeps its id and needs no token.
     c.kill_agent(1);

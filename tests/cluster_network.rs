@@ -160,24 +160,21 @@ async fn a_replica_reaches_a_replica_of_another_node_by_its_own_address() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_servers_ingress_and_dns_reach_replicas_on_other_nodes() {
+async fn every_nodes_ingress_and_dns_reach_replicas_on_other_nodes() {
     let Some(env) = common::env() else { return };
     let c = LabCluster::start(&env, 3, "").await;
     let image = c.image("web:v1");
     c.deploy(json!([
         { "name": "far", "image": image, "replicas": 1, "port": 8080, "domain": "far.test",
           "readiness": { "path": "/" }, "placement": { "node": "n2" } },
-        { "name": "client", "image": image, "replicas": 1, "placement": { "node": "n0" } },
+        { "name": "client", "image": image, "replicas": 3 },
     ]));
     c.until_spread("far", "far on n2", |s| s == [0, 0, 1]).await;
-    c.until_spread("client", "client on n0", |s| s == [1, 0, 0])
-        .await;
-    // The server's ingress, inside node 0's namespace.
-    common::eventually(
-        "the ingress of n0 serves far on n2",
-        std::time::Duration::from_secs(30),
-        async || {
-            let out = c.lab.nodes[0]
+    // The ingress of every node (each inside its own namespace).
+    for i in 0..3 {
+        let what = format!("the ingress of n{i} serves far on n2");
+        common::eventually(&what, std::time::Duration::from_secs(30), async || {
+            let out = c.lab.nodes[i]
                 .nsenter("curl")
                 .args([
                     "-s",
@@ -195,29 +192,37 @@ async fn the_servers_ingress_and_dns_reach_replicas_on_other_nodes() {
             } else {
                 Err(body)
             }
-        },
-    )
-    .await;
-    // The server's DNS, from a replica on its node.
-    let client = c.service("client")["instances"][0]["id"]
-        .as_str()
+        })
+        .await;
+    }
+    // Each node's DNS, from the client replica on that node.
+    c.until_spread("client", "a client on each node", |s| s == [1, 1, 1])
+        .await;
+    let clients: Vec<(usize, String)> = c.service("client")["instances"]
+        .as_array()
         .unwrap()
-        .to_string();
-    common::eventually(
-        "far by name from n0",
-        std::time::Duration::from_secs(30),
-        async || {
+        .iter()
+        .map(|i| {
+            let node: usize = i["node"].as_str().unwrap()[1..].parse().unwrap();
+            (node, i["id"].as_str().unwrap().to_string())
+        })
+        .collect();
+    assert_eq!(clients.len(), 3);
+    for (node, client) in &clients {
+        let what = format!("far by name from n{node}");
+        common::eventually(&what, std::time::Duration::from_secs(30), async || {
+            let url = "http://far:8080/";
             let page = c.exec(
-                0,
-                &client,
-                &["timeout", "3", "wget", "-q", "-O", "-", "http://far:8080/"],
+                *node,
+                client,
+                &["timeout", "3", "wget", "-q", "-O", "-", url],
             );
             if page.contains("web v1") {
                 Ok(())
             } else {
                 Err(page)
             }
-        },
-    )
-    .await;
+        })
+        .await;
+    }
 }

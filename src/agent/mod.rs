@@ -211,6 +211,16 @@ pub trait NodeAgent: Send + Sync + 'static {
     /// Ends the connection to a remote node (it was removed); nothing for
     /// a node in process.
     fn disconnect(&self) {}
+    /// What a remote node's DNS server and ingress answer with (the server
+    /// updates its own in place).
+    async fn serve(
+        &self,
+        names: &network::dns::Names,
+        routes: &std::collections::HashMap<String, Vec<network::proxy::Backend>>,
+    ) -> Result<(), AgentError> {
+        let _ = (names, routes);
+        Ok(())
+    }
     /// Routes to the other nodes' replicas: exactly `peers`.
     async fn set_peers(&self, peers: &[network::Peer]) -> Result<(), AgentError> {
         let _ = peers;

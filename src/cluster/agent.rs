@@ -91,8 +91,8 @@ async fn channel(
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{server}"))
         .with_context(|| format!("{server:?} is not HOST:PORT"))?
         .connect_timeout(Duration::from_secs(5))
-        .http2_keep_alive_interval(Duration::from_secs(3))
-        .keep_alive_timeout(Duration::from_secs(6))
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(20))
         .keep_alive_while_idle(true);
     let connector = tower::service_fn(move |uri: http::Uri| {
         let tls = tls.clone();
@@ -212,12 +212,20 @@ pub async fn identity(setup: &AgentSetup) -> anyhow::Result<Identity> {
     Ok(id)
 }
 
+/// What the node's own DNS server and ingress answer with, as the server
+/// pushes it.
+pub struct Served {
+    pub dns: Arc<network::dns::DnsTable>,
+    pub routes: Arc<network::proxy::Routes>,
+}
+
 /// See the module doc. Returns only on a fatal refusal (or `stop`).
 pub async fn run(
     identity: Identity,
     server: Option<String>,
     hello: Hello,
     local: Arc<dyn NodeAgent>,
+    served: Arc<Served>,
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let server = server.unwrap_or_else(|| identity.credentials.server.clone());
@@ -230,7 +238,7 @@ pub async fn run(
     tokio::pin!(stop);
     let mut failures = 0u32;
     let outcome = loop {
-        let attempt = session(&server, tls.clone(), &hello, &local, &connected);
+        let attempt = session(&server, tls.clone(), &hello, &local, &served, &connected);
         let ended = tokio::select! {
             _ = &mut stop => break Ok(()),
             ended = attempt => ended,
@@ -268,6 +276,7 @@ async fn session(
     tls: rustls::ClientConfig,
     hello: &Hello,
     local: &Arc<dyn NodeAgent>,
+    served: &Arc<Served>,
     connected: &AtomicBool,
 ) -> anyhow::Result<()> {
     let mut client = ClusterClient::new(channel(server, tls).await?);
@@ -290,6 +299,7 @@ async fn session(
     connected.store(true, Ordering::Relaxed);
     let mut work = Work {
         local: local.clone(),
+        served: served.clone(),
         up: up.clone(),
         tasks: tokio::task::JoinSet::new(),
         follows: std::collections::HashMap::new(),
@@ -316,6 +326,7 @@ async fn session(
 /// all ended with it.
 struct Work {
     local: Arc<dyn NodeAgent>,
+    served: Arc<Served>,
     up: mpsc::Sender<Up>,
     tasks: tokio::task::JoinSet<()>,
     /// Log follows by call id, for their cancel.
@@ -353,6 +364,16 @@ impl Work {
             } => {
                 let handle = self.tasks.spawn(follow_log(local, up, id, instance));
                 self.follows.insert(id, handle);
+            }
+            Down::Call {
+                id,
+                call: Call::Serve(tables),
+            } => {
+                let super::wire::Tables { names, routes } = *tables;
+                self.served.dns.replace(names);
+                self.served.routes.replace(routes);
+                let result = Ok(Answer::Done);
+                let _ = up.send(Up::Reply { id, result }).await;
             }
             Down::Call { id, call } => {
                 self.tasks.spawn(async move {
@@ -478,7 +499,7 @@ async fn answer(local: &dyn NodeAgent, call: Call) -> Result<Answer, WireError> 
             Answer::Done
         }
         Call::Usage { id } => Answer::Usage(local.usage(&id).await.map_err(wire)?),
-        Call::LogsFollow { .. } | Call::Check { .. } => {
+        Call::LogsFollow { .. } | Call::Check { .. } | Call::Serve(_) => {
             return Err(WireError {
                 kind: super::wire::ErrorKind::Other,
                 message: "log follows and checks run on, they are not answered".into(),

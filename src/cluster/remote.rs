@@ -276,6 +276,18 @@ impl NodeAgent for RemoteAgent {
         self.closed();
     }
 
+    async fn serve(
+        &self,
+        names: &network::dns::Names,
+        routes: &HashMap<String, Vec<network::proxy::Backend>>,
+    ) -> Result<(), AgentError> {
+        let call = Call::Serve(Box::new(super::wire::Tables {
+            names: names.clone(),
+            routes: routes.clone(),
+        }));
+        self.call(call, QUICK).await.map(|_| ())
+    }
+
     async fn set_peers(&self, peers: &[network::Peer]) -> Result<(), AgentError> {
         self.call(Call::Peers(peers.to_vec()), QUICK)
             .await

@@ -227,7 +227,7 @@ pub async fn serve(
                 .http2()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .keep_alive_interval(Some(std::time::Duration::from_secs(5)))
-                .keep_alive_timeout(std::time::Duration::from_secs(10));
+                .keep_alive_timeout(std::time::Duration::from_secs(20));
             let io = hyper_util::rt::TokioIo::new(tls);
             let served = builder
                 .serve_connection(io, hyper_util::service::TowerToHyperService::new(svc))

@@ -119,12 +119,21 @@ pub enum Call {
     },
     /// Routes to the other nodes' replicas.
     Peers(Vec<network::Peer>),
+    /// What the node's DNS server and ingress answer with.
+    Serve(Box<Tables>),
     /// Check a replica's readiness and liveness until it stops running.
     Check {
         id: String,
         readiness: Option<crate::control::health::Check>,
         liveness: Option<crate::control::health::Check>,
     },
+}
+
+/// The DNS names and ingress routes a node serves.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Tables {
+    pub names: network::dns::Names,
+    pub routes: std::collections::HashMap<String, Vec<network::proxy::Backend>>,
 }
 
 /// A node's answer.

@@ -265,7 +265,7 @@ fn handle_event(inner: &Arc<Inner>, event: NodeEvent) {
                 inner.metrics.oom_kills.with_label_values(&[&service]).inc();
             }
             tracing::info!(node = %event.node, instance = %id, code, oom_killed, "replica exited");
-            super::health::publish_routes(inner);
+            super::publish::publish_routes(inner);
             wake(inner, &service);
         }
         AgentEvent::Health { id, ready } => {
@@ -278,7 +278,7 @@ fn handle_event(inner: &Arc<Inner>, event: NodeEvent) {
             };
             if changed {
                 tracing::info!(instance = %id, ready, "readiness changed (checked by its node)");
-                super::health::publish_routes(inner);
+                super::publish::publish_routes(inner);
                 wake(inner, service_of(&id));
             }
         }

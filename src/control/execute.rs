@@ -80,7 +80,7 @@ fn remove(inner: &Arc<Inner>, service: &str, id: String, grace: Duration) {
     tokio::spawn(async move {
         if inner.routed(&id) {
             // Out of rotation first; let requests in flight finish.
-            super::health::publish_routes(&inner);
+            super::publish::publish_routes(&inner);
             tokio::time::sleep(DRAIN).await;
         }
         let removed = match inner.agent_of(&id) {

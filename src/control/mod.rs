@@ -21,6 +21,7 @@ mod join;
 mod logs;
 pub mod plan;
 mod progress;
+mod publish;
 mod pull;
 mod rollout;
 pub mod schedule;
@@ -126,8 +127,8 @@ pub(crate) struct Inner {
     routes: Option<Arc<network::proxy::Routes>>,
     /// Service names for the node's DNS server, when it runs one.
     dns: Option<Arc<network::dns::DnsTable>>,
-    /// The latest isolation groups; a task applies them in order.
-    isolation: tokio::sync::watch::Sender<health::Isolation>,
+    /// What the nodes serve, as last built; a task gives it to them in order.
+    published: tokio::sync::watch::Sender<publish::Published>,
 }
 
 /// Read access to the [`State`] (no `DerefMut`: changes go through
@@ -190,7 +191,7 @@ impl ControlPlane {
                 containerd_up: AtomicBool::new(true),
                 routes,
                 dns,
-                isolation: tokio::sync::watch::channel(health::Isolation::default()).0,
+                published: tokio::sync::watch::channel(publish::Published::default()).0,
             }),
         })
     }

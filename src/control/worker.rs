@@ -26,7 +26,7 @@ pub(super) async fn start(inner: Arc<Inner>) -> anyhow::Result<()> {
     for name in names {
         wake(&inner, &name);
     }
-    tokio::spawn(super::health::apply_isolation(inner.clone()));
+    tokio::spawn(super::publish::push_to_nodes(inner.clone()));
     Ok(())
 }
 
@@ -126,7 +126,7 @@ async fn converge(inner: &Arc<Inner>, service: &str) -> Converged {
             }
         }
         super::health::ensure_checkers(inner, service);
-        super::health::publish_routes(inner);
+        super::publish::publish_routes(inner);
         if let (Some(actions), Some(r)) = (canary, &record) {
             if let Some(c) = r.canary.as_ref().filter(|_| !actions.is_empty()) {
                 let canary_record = ServiceRecord {

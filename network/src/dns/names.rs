@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use super::ZONE;
 
 /// The names orca answers, rebuilt whenever readiness changes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Names {
     /// project → name or alias → addresses.
     pub by_project: HashMap<String, HashMap<String, Vec<Ipv4Addr>>>,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 const EJECT_FOR: Duration = Duration::from_secs(2);
 
 /// One replica behind a domain.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Backend {
     pub id: String,
     pub addr: SocketAddr,
