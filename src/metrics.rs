@@ -87,6 +87,37 @@ fn contract_totals(status: &api::status::StatusResponse, nodes: usize) -> String
     out
 }
 
+/// The per-node gauges: name, help, and the value from a node's status.
+type NodeValue = fn(&api::status::NodeStatus) -> f64;
+const NODE_GAUGES: [(&str, &str, NodeValue); 6] = [
+    (
+        "orca_node_ready",
+        "1 while the node is connected and heard from",
+        |n| f64::from(u8::from(n.state == "ready")),
+    ),
+    ("orca_node_capacity_cpu", "CPUs the node reports", |n| {
+        n.resources.cpu
+    }),
+    (
+        "orca_node_capacity_memory_bytes",
+        "Memory the node reports",
+        |n| n.resources.memory_bytes as f64,
+    ),
+    (
+        "orca_node_allocated_cpu",
+        "CPUs reserved by the replicas placed on the node",
+        |n| n.allocated.cpu,
+    ),
+    (
+        "orca_node_allocated_memory_bytes",
+        "Memory reserved by the replicas placed on the node",
+        |n| n.allocated.memory_bytes as f64,
+    ),
+    ("orca_node_instances", "Replicas running on the node", |n| {
+        f64::from(n.instances)
+    }),
+];
+
 /// All of orca's metrics, cheap to clone.
 #[derive(Clone)]
 pub struct Metrics {
@@ -100,12 +131,8 @@ pub struct Metrics {
     services_total: IntGauge,
     instances_total: IntGaugeVec,
     nodes_total: IntGauge,
-    node_ready: IntGaugeVec,
-    node_capacity_cpu: prometheus::GaugeVec,
-    node_capacity_memory: IntGaugeVec,
-    node_allocated_cpu: prometheus::GaugeVec,
-    node_allocated_memory: IntGaugeVec,
-    node_instances: IntGaugeVec,
+    /// One gauge per [`NODE_GAUGES`] entry, labelled by node.
+    node_gauges: Vec<prometheus::GaugeVec>,
     memory_bytes: IntGaugeVec,
     cpu_seconds: prometheus::GaugeVec,
 }
@@ -165,40 +192,10 @@ impl Metrics {
             &["service", "project", "status"],
         )?;
         let nodes_total = IntGauge::new("orca_nodes", "Nodes in the cluster")?;
-        let node = |name: &str, help: &str| Opts::new(name, help);
-        let node_ready = IntGaugeVec::new(
-            node(
-                "orca_node_ready",
-                "1 while the node is connected and heard from",
-            ),
-            &["node"],
-        )?;
-        let node_capacity_cpu = prometheus::GaugeVec::new(
-            node("orca_node_capacity_cpu", "CPUs the node reports"),
-            &["node"],
-        )?;
-        let node_capacity_memory = IntGaugeVec::new(
-            node("orca_node_capacity_memory_bytes", "Memory the node reports"),
-            &["node"],
-        )?;
-        let node_allocated_cpu = prometheus::GaugeVec::new(
-            node(
-                "orca_node_allocated_cpu",
-                "CPUs reserved by the replicas placed on the node",
-            ),
-            &["node"],
-        )?;
-        let node_allocated_memory = IntGaugeVec::new(
-            node(
-                "orca_node_allocated_memory_bytes",
-                "Memory reserved by the replicas placed on the node",
-            ),
-            &["node"],
-        )?;
-        let node_instances = IntGaugeVec::new(
-            node("orca_node_instances", "Replicas running on the node"),
-            &["node"],
-        )?;
+        let node_gauges = NODE_GAUGES
+            .iter()
+            .map(|(name, help, _)| prometheus::GaugeVec::new(Opts::new(*name, *help), &["node"]))
+            .collect::<Result<Vec<_>, _>>()?;
         let memory_bytes = IntGaugeVec::new(
             Opts::new(
                 "orca_instance_memory_bytes",
@@ -222,12 +219,9 @@ impl Metrics {
         registry.register(Box::new(services_total.clone()))?;
         registry.register(Box::new(instances_total.clone()))?;
         registry.register(Box::new(nodes_total.clone()))?;
-        registry.register(Box::new(node_ready.clone()))?;
-        registry.register(Box::new(node_capacity_cpu.clone()))?;
-        registry.register(Box::new(node_capacity_memory.clone()))?;
-        registry.register(Box::new(node_allocated_cpu.clone()))?;
-        registry.register(Box::new(node_allocated_memory.clone()))?;
-        registry.register(Box::new(node_instances.clone()))?;
+        for gauge in &node_gauges {
+            registry.register(Box::new(gauge.clone()))?;
+        }
         registry.register(Box::new(memory_bytes.clone()))?;
         registry.register(Box::new(cpu_seconds.clone()))?;
         Ok(Self {
@@ -241,12 +235,7 @@ impl Metrics {
             services_total,
             instances_total,
             nodes_total,
-            node_ready,
-            node_capacity_cpu,
-            node_capacity_memory,
-            node_allocated_cpu,
-            node_allocated_memory,
-            node_instances,
+            node_gauges,
             memory_bytes,
             cpu_seconds,
         })
@@ -303,36 +292,11 @@ impl Metrics {
         self.services_total.set(status.services.len() as i64);
         let info = control.cluster_info();
         self.nodes_total.set(info.nodes.len() as i64);
-        for gauge in [
-            &self.node_ready,
-            &self.node_capacity_memory,
-            &self.node_allocated_memory,
-            &self.node_instances,
-        ] {
+        for (gauge, (_, _, value)) in self.node_gauges.iter().zip(NODE_GAUGES) {
             gauge.reset();
-        }
-        self.node_capacity_cpu.reset();
-        self.node_allocated_cpu.reset();
-        for n in &info.nodes {
-            let l = [n.id.as_str()];
-            self.node_ready
-                .with_label_values(&l)
-                .set(i64::from(n.state == "ready"));
-            self.node_capacity_cpu
-                .with_label_values(&l)
-                .set(n.resources.cpu);
-            self.node_capacity_memory
-                .with_label_values(&l)
-                .set(n.resources.memory_bytes as i64);
-            self.node_allocated_cpu
-                .with_label_values(&l)
-                .set(n.allocated.cpu);
-            self.node_allocated_memory
-                .with_label_values(&l)
-                .set(n.allocated.memory_bytes as i64);
-            self.node_instances
-                .with_label_values(&l)
-                .set(i64::from(n.instances));
+            for n in &info.nodes {
+                gauge.with_label_values(&[n.id.as_str()]).set(value(n));
+            }
         }
         self.instances_total.reset();
         for s in &status.services {
@@ -381,12 +345,9 @@ impl Metrics {
         add(&self.instances_total, "gauge");
         add(&self.memory_bytes, "gauge");
         add(&self.cpu_seconds, "gauge");
-        add(&self.node_ready, "gauge");
-        add(&self.node_capacity_cpu, "gauge");
-        add(&self.node_capacity_memory, "gauge");
-        add(&self.node_allocated_cpu, "gauge");
-        add(&self.node_allocated_memory, "gauge");
-        add(&self.node_instances, "gauge");
+        for gauge in &self.node_gauges {
+            add(gauge, "gauge");
+        }
         out
     }
 }

@@ -1,7 +1,7 @@
 //! The API commands for people (tables) and scripts (`--output json`).
 
 use api::client::ApiClient;
-use api::status::{ClusterInfo, StatusResponse};
+use api::status::StatusResponse;
 use serde_json::Value;
 
 use super::out::{self, outln};
@@ -9,7 +9,7 @@ use super::table;
 use super::wait::{self, Target};
 use super::{SecretsCommand, TokenCommand, WaitArgs, WebhookCommand};
 
-fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
+pub(super) fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
     outln!("{}", serde_json::to_string_pretty(v)?)
 }
 
@@ -150,78 +150,6 @@ pub async fn stop(
 }
 
 /// `orca drain ID` / `orca undrain ID`.
-/// Drains (`Some(deadline)`) or undrains (`None`) a node.
-pub async fn drain(
-    client: &ApiClient,
-    id: &str,
-    drain: Option<Option<std::time::Duration>>,
-    json: bool,
-) -> anyhow::Result<()> {
-    let path = match drain {
-        Some(Some(d)) => format!(
-            "/api/v1/cluster/nodes/{id}/drain?deadline_secs={}",
-            d.as_secs().max(1)
-        ),
-        Some(None) => format!("/api/v1/cluster/nodes/{id}/drain"),
-        None => format!("/api/v1/cluster/nodes/{id}/undrain"),
-    };
-    let v: Value = client.post(&path, &serde_json::json!({})).await?;
-    if json {
-        return print_json(&v);
-    }
-    match (drain, v["deadline"].as_str()) {
-        (Some(_), Some(deadline)) => outln!(
-            "{id} drained: its replicas move to other nodes; what has not moved by {deadline} is stopped"
-        ),
-        (Some(_), None) => outln!("{id} drained: no new replicas are placed there"),
-        (None, _) => outln!("{id} undrained: it takes new replicas again"),
-    }
-}
-
-pub async fn cluster(
-    client: &ApiClient,
-    command: super::ClusterCommand,
-    json: bool,
-) -> anyhow::Result<()> {
-    match command {
-        super::ClusterCommand::JoinToken { ttl } => {
-            let body = serde_json::json!({ "ttl_secs": ttl.map(|d| d.as_secs().max(1)) });
-            let v: Value = client.post("/api/v1/cluster/join-tokens", &body).await?;
-            if json {
-                return print_json(&v);
-            }
-            outln!("{}", v["token"].as_str().unwrap_or_default())?;
-            out::warn(&format!(
-                "join token {} expires at {}: run `orca agent --join <this server>:6881 --token <token>` on the new node",
-                v["id"].as_str().unwrap_or_default(),
-                v["expires_at"].as_str().unwrap_or_default()
-            ));
-            Ok(())
-        }
-        super::ClusterCommand::RevokeToken { id } => {
-            let v: Value = client
-                .delete(&format!("/api/v1/cluster/join-tokens/{id}"))
-                .await?;
-            if json {
-                return print_json(&v);
-            }
-            outln!("join token {id} revoked")
-        }
-    }
-}
-
-pub async fn remove_node(client: &ApiClient, id: &str, json: bool) -> anyhow::Result<()> {
-    let v: Value = client
-        .delete(&format!("/api/v1/cluster/nodes/{id}"))
-        .await?;
-    if json {
-        return print_json(&v);
-    }
-    outln!(
-        "{id} removed: its certificate no longer connects, and its replicas are placed elsewhere"
-    )
-}
-
 pub async fn promote(
     client: &ApiClient,
     name: &str,
@@ -296,50 +224,6 @@ pub async fn versions(client: &ApiClient, name: &str, json: bool) -> anyhow::Res
         .unwrap_or_default();
     out::write(&table::render(
         &["VERSION", "IMAGE", "DEPLOYED", "BY", "NOTE"],
-        &rows,
-    ))
-}
-
-pub async fn nodes(client: &ApiClient, json: bool) -> anyhow::Result<()> {
-    let info: ClusterInfo = client.get("/api/v1/cluster/info").await?;
-    if json {
-        return print_json(&info);
-    }
-    let rows: Vec<Vec<String>> = info
-        .nodes
-        .iter()
-        .map(|n| {
-            vec![
-                n.id.clone(),
-                n.state.clone(),
-                match (&n.drain, n.drained) {
-                    (Some(d), _) => format!("draining ({} left)", d.remaining),
-                    (None, true) => "yes".to_string(),
-                    (None, false) => "no".to_string(),
-                },
-                n.instances.to_string(),
-                format!("{:.1}/{:.0}", n.allocated.cpu, n.resources.cpu),
-                format!(
-                    "{}/{}",
-                    table::bytes(n.allocated.memory_bytes),
-                    table::bytes(n.resources.memory_bytes)
-                ),
-                n.address.clone(),
-                n.last_heartbeat.clone().unwrap_or_else(|| "-".into()),
-            ]
-        })
-        .collect();
-    out::write(&table::render(
-        &[
-            "ID",
-            "STATE",
-            "DRAINED",
-            "REPLICAS",
-            "CPU",
-            "MEMORY",
-            "ADDRESS",
-            "HEARTBEAT",
-        ],
         &rows,
     ))
 }

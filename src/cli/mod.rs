@@ -1,6 +1,7 @@
 //! Command-line parsing and dispatch. Commands that talk to a server go
 //! through the API client; `image` talks to containerd directly.
 
+mod cluster;
 mod commands;
 mod deploy;
 mod out;
@@ -347,18 +348,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             wait,
         } => commands::rollback(&client, &name, version, wait, json).await,
         Command::Versions { name } => commands::versions(&client, &name, json).await,
-        Command::Nodes => commands::nodes(&client, json).await,
+        Command::Nodes => cluster::nodes(&client, json).await,
         Command::Agent { join, config } => {
             crate::node::run_agent(config.as_deref(), join, cli.token.clone()).await
         }
-        Command::Cluster { command } => commands::cluster(&client, command, json).await,
+        Command::Cluster { command } => cluster::cluster(&client, command, json).await,
         Command::Node {
             command: NodeCommand::Rm { id },
-        } => commands::remove_node(&client, &id, json).await,
-        Command::Drain { id, deadline } => {
-            commands::drain(&client, &id, Some(deadline), json).await
-        }
-        Command::Undrain { id } => commands::drain(&client, &id, None, json).await,
+        } => cluster::remove_node(&client, &id, json).await,
+        Command::Drain { id, deadline } => cluster::drain(&client, &id, Some(deadline), json).await,
+        Command::Undrain { id } => cluster::drain(&client, &id, None, json).await,
         Command::Token { command } => commands::token(&client, command, json).await,
         Command::Webhooks { command } => commands::webhooks(&client, command, json).await,
         Command::Secrets { project, command } => {

@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod checks;
 pub mod codec;
+pub mod enroll;
 pub mod keeper;
 pub mod pki;
 pub mod remote;

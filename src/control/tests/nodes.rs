@@ -44,6 +44,15 @@ impl Cluster {
         Self::start_with(true, agents, settings).await
     }
 
+    /// The server's "n0" and agents "n1" and "n2" (zone=edge), default settings.
+    async fn three() -> Cluster {
+        Self::start(
+            vec![FakeAgent::named("n1"), FakeAgent::named("n2")],
+            Settings::default(),
+        )
+        .await
+    }
+
     /// With `workloads` false, "n0" is there (to keep indexes) but is not
     /// the server's node: it never joins.
     async fn start_with(workloads: bool, agents: Vec<FakeAgent>, settings: Settings) -> Cluster {
@@ -148,11 +157,7 @@ const LONG: Duration = Duration::from_secs(20);
 
 #[tokio::test]
 async fn six_replicas_spread_two_per_node() {
-    let c = Cluster::start(
-        vec![FakeAgent::named("n1"), FakeAgent::named("n2")],
-        Settings::default(),
-    )
-    .await;
+    let c = Cluster::three().await;
     deploy(&c, json!([{ "name": "web", "image": "x", "replicas": 6 }])).await;
     eventually_within("2/2/2", LONG, || c.count("web") == [2, 2, 2]).await;
     let status = c.cp.status(None);
@@ -173,11 +178,7 @@ async fn six_replicas_spread_two_per_node() {
 
 #[tokio::test]
 async fn placement_by_label_and_by_node_and_what_does_not_fit() {
-    let c = Cluster::start(
-        vec![FakeAgent::named("n1"), FakeAgent::named("n2")],
-        Settings::default(),
-    )
-    .await;
+    let c = Cluster::three().await;
     deploy(&c, json!([
             { "name": "edge", "image": "x", "replicas": 2, "placement": { "labels": { "zone": "edge" } } },
             { "name": "pinned", "image": "x", "replicas": 2, "placement": { "node": "n1" } },
@@ -266,11 +267,7 @@ async fn reschedule_after_zero_keeps_replicas_on_a_disconnected_node() {
 
 #[tokio::test]
 async fn drain_moves_replicas_with_the_count_held_then_undrain() {
-    let c = Cluster::start(
-        vec![FakeAgent::named("n1"), FakeAgent::named("n2")],
-        Settings::default(),
-    )
-    .await;
+    let c = Cluster::three().await;
     deploy(
         &c,
         json!([
@@ -421,11 +418,7 @@ async fn a_node_whose_containerd_is_down_takes_nothing_new() {
 
 #[tokio::test]
 async fn an_event_from_another_node_about_a_replica_changes_nothing() {
-    let c = Cluster::start(
-        vec![FakeAgent::named("n1"), FakeAgent::named("n2")],
-        Settings::default(),
-    )
-    .await;
+    let c = Cluster::three().await;
     deploy(
         &c,
         json!([{ "name": "db", "image": "x", "replicas": 1, "placement": { "node": "n1" } }]),

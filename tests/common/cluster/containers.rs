@@ -1,0 +1,149 @@
+//! What each lab node's own containerd holds, asked of it directly with
+//! `ctr` (not through orca): running replicas per node, a crash, a command
+//! inside a replica, and the cleanup of every replica when the cluster is
+//! dropped.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use super::LabCluster;
+
+impl LabCluster {
+    /// The replicas of `service` running in node `i`'s own containerd.
+    pub fn running_on(&self, i: usize, service: &str) -> usize {
+        let out = super::super::run(
+            Command::new("ctr")
+                .arg("--address")
+                .arg(&self.lab.nodes[i].socket)
+                .args(["-n", &self.namespaces[i], "tasks", "ls"]),
+        );
+        out.lines()
+            .skip(1)
+            .filter(|l| {
+                let mut f = l.split_whitespace();
+                let id = f.next().unwrap_or("");
+                let status = f.nth(1).unwrap_or("");
+                id.starts_with(&format!("{service}.")) && status == "RUNNING"
+            })
+            .count()
+    }
+
+    /// SIGKILL to every replica of `service` in node `i`'s containerd, as
+    /// a crash would.
+    pub fn kill_replicas(&self, i: usize, service: &str) {
+        let node = &self.lab.nodes[i];
+        let out = super::super::run(
+            Command::new("ctr")
+                .arg("--address")
+                .arg(&node.socket)
+                .args(["-n", &self.namespaces[i], "tasks", "ls", "-q"]),
+        );
+        for id in out
+            .lines()
+            .filter(|l| l.starts_with(&format!("{service}.")))
+        {
+            super::super::run(
+                Command::new("ctr")
+                    .arg("--address")
+                    .arg(&node.socket)
+                    .args([
+                        "-n",
+                        &self.namespaces[i],
+                        "tasks",
+                        "kill",
+                        "-s",
+                        "SIGKILL",
+                        id,
+                    ]),
+            );
+        }
+    }
+
+    /// Runs `argv` inside replica `id` on node `i` (`ctr tasks exec`); its
+    /// output, whatever its exit code.
+    pub fn exec(&self, i: usize, id: &str, argv: &[&str]) -> String {
+        let out = Command::new("ctr")
+            .arg("--address")
+            .arg(&self.lab.nodes[i].socket)
+            .args(["-n", &self.namespaces[i], "tasks", "exec", "--exec-id"])
+            .arg(format!("t{}", super::super::rand_u32()))
+            .arg(id)
+            .args(argv)
+            .output()
+            .unwrap();
+        format!(
+            "{}{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            if out.status.success() {
+                String::new()
+            } else {
+                format!("[exit {:?}]", out.status.code())
+            }
+        )
+    }
+
+    /// Per node, the replicas of `service` running there.
+    pub fn spread(&self, service: &str) -> Vec<usize> {
+        (0..self.lab.nodes.len())
+            .map(|i| self.running_on(i, service))
+            .collect()
+    }
+
+    /// Waits (up to 90 s) until the spread of `service` over the nodes
+    /// (see [`LabCluster::spread`]) is as `ok` says.
+    pub async fn until_spread(&self, service: &str, what: &str, ok: impl Fn(&[usize]) -> bool) {
+        super::super::eventually(what, Duration::from_secs(90), async || {
+            let s = self.spread(service);
+            if ok(&s) {
+                Ok(())
+            } else {
+                Err(format!("{s:?}"))
+            }
+        })
+        .await
+    }
+}
+
+impl Drop for LabCluster {
+    fn drop(&mut self) {
+        Self::end(&mut self.server, nix::sys::signal::Signal::SIGKILL);
+        for a in &mut self.agents {
+            Self::end(a, nix::sys::signal::Signal::SIGKILL);
+        }
+        // Every replica of every node, by its own containerd.
+        for (i, node) in self.lab.nodes.iter().enumerate() {
+            let ctr = |args: &[&str]| {
+                Command::new("ctr")
+                    .arg("--address")
+                    .arg(&node.socket)
+                    .args(["-n", &self.namespaces[i]])
+                    .args(args)
+                    .output()
+            };
+            let Ok(out) = ctr(&["containers", "ls", "-q"]) else {
+                continue;
+            };
+            for id in String::from_utf8_lossy(&out.stdout).lines() {
+                let _ = ctr(&["tasks", "kill", "-s", "SIGKILL", id]);
+            }
+            std::thread::sleep(Duration::from_millis(300));
+            for id in String::from_utf8_lossy(&out.stdout).lines() {
+                let _ = ctr(&["tasks", "rm", "-f", id]);
+                let _ = ctr(&["containers", "rm", id]);
+            }
+            // The replicas' network namespaces orca pinned.
+            let netns = PathBuf::from("/run/orca")
+                .join(format!("lab-{}", self.namespaces[i]))
+                .join("netns");
+            if let Ok(entries) = std::fs::read_dir(&netns) {
+                for e in entries.flatten() {
+                    let _ = nix::mount::umount2(&e.path(), nix::mount::MntFlags::MNT_DETACH);
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+            let _ = std::fs::remove_dir_all(netns.parent().unwrap());
+        }
+    }
+}
