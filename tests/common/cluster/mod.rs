@@ -331,13 +331,14 @@ impl LabCluster {
         self.nodes().into_iter().find(|n| n["id"] == id)
     }
 
-    /// Waits until `n` nodes are ready.
+    /// Waits until `n` nodes are ready, with their containerd up (so that
+    /// they take replicas).
     pub async fn wait_ready(&self, n: usize) {
         super::eventually("every node ready", Duration::from_secs(60), async || {
             let ready = self
                 .nodes()
                 .iter()
-                .filter(|n| n["state"] == "ready")
+                .filter(|n| n["state"] == "ready" && n["containerd"] == "up")
                 .count();
             if ready == n {
                 Ok(())
