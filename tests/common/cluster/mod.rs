@@ -30,6 +30,10 @@ pub struct LabCluster {
     pub registry: String,
     dir: tempfile::TempDir,
     server: Option<Child>,
+    /// This test's turn with the lab: one cluster at a time per test
+    /// binary, so that heartbeats keep time on a small machine. Released
+    /// after the drop's cleanup.
+    _turn: tokio::sync::MutexGuard<'static, ()>,
     agents: Vec<Option<Child>>,
     /// Each node's containerd namespace.
     namespaces: Vec<String>,
@@ -43,6 +47,8 @@ impl LabCluster {
     /// A lab of `n` nodes with the server on node 0 (its [cluster] gets
     /// `cluster_extra`), and no agent started yet.
     pub async fn start_server(env: &super::TestEnv, n: usize, cluster_extra: &str) -> LabCluster {
+        static TURNS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let turn = TURNS.lock().await;
         let mut lab = Lab::start(n).await;
         let registry = lab
             .start_registry(&[
@@ -60,6 +66,7 @@ impl LabCluster {
             registry,
             dir,
             server: None,
+            _turn: turn,
             agents: (0..n).map(|_| None).collect(),
             namespaces,
         };
