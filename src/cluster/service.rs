@@ -120,10 +120,13 @@ impl Cluster for ClusterService {
                 refusal(e)
             })?;
         tracing::info!(?peer, node, session, "node connected");
-        let _ = down_tx.send(Ok(Down::Welcome { session })).await;
         drop(down_tx);
         tokio::spawn(read_up(up, agent, nodes, node, session));
-        let stream = tokio_stream::wrappers::ReceiverStream::new(down_rx).take_until(kill_rx);
+        // The welcome goes first, before any call the control plane queued
+        // as soon as the node counted as connected.
+        let stream = tokio_stream::once(Ok(Down::Welcome { session }))
+            .chain(tokio_stream::wrappers::ReceiverStream::new(down_rx))
+            .take_until(kill_rx);
         Ok(Response::new(Box::pin(stream)))
     }
 }

@@ -140,6 +140,7 @@ async fn start(
     node: &str,
     reservation: Option<u64>,
 ) {
+    tracing::info!(service, slot, node, "starting a replica");
     let spec = instance_spec(inner, record, slot);
     let started = match &spec {
         Ok(spec) => match inner.node_agent(node) {

@@ -109,6 +109,12 @@ impl LabCluster {
 impl Drop for LabCluster {
     fn drop(&mut self) {
         Self::end(&mut self.server, nix::sys::signal::Signal::SIGKILL);
+        // A failed test shows what every node said.
+        if std::thread::panicking() {
+            for i in 0..self.lab.nodes.len() {
+                eprintln!("---- node {i}'s log ----\n{}", self.log(i));
+            }
+        }
         for a in &mut self.agents {
             Self::end(a, nix::sys::signal::Signal::SIGKILL);
         }
