@@ -89,6 +89,10 @@ pub struct NetworkSection {
     pub subnet: String,
     /// Project names refused besides the built-in top-level domains.
     pub reserved_names: Vec<String>,
+    /// How replicas reach those of other nodes: "vxlan" or "host-gw".
+    pub backend: network::Backend,
+    /// UDP port of the VXLAN overlay, the same on every node.
+    pub vxlan_port: u16,
 }
 
 impl Default for NetworkSection {
@@ -97,6 +101,8 @@ impl Default for NetworkSection {
             bridge: "orca0".into(),
             subnet: "10.88.0.0/16".into(),
             reserved_names: Vec::new(),
+            backend: network::Backend::Vxlan,
+            vxlan_port: 8472,
         }
     }
 }

@@ -42,11 +42,13 @@ pub fn open_data(config: &Config) -> anyhow::Result<Repo> {
 /// Connects containerd, sets up the bridge (replicas may reach the node
 /// only on `open_ports`) and the local agent; `dns`: replicas resolve
 /// through the node's DNS server on the bridge address.
-/// `subnet`: the cluster subnet and this node's /24 of it.
+/// `subnet`: the cluster subnet and this node's /24 of it; `underlay`: the
+/// node's address toward the other nodes, if known.
 pub async fn start(
     config: &Config,
     repo: &Repo,
     subnet: (&str, u32),
+    underlay: Option<std::net::Ipv4Addr>,
     open_ports: Vec<u16>,
     dns: bool,
 ) -> anyhow::Result<NodeRuntime> {
@@ -69,6 +71,9 @@ pub async fn start(
             node_index: subnet.1,
             netns_dir,
             open_ports,
+            backend: config.network.backend,
+            vxlan_port: config.network.vxlan_port,
+            underlay,
         },
         Arc::new(repo.clone()),
     )
@@ -94,6 +99,21 @@ pub async fn start(
     })
 }
 
+/// This node's own IPv4 address toward `server` (`host:port`): the source
+/// the kernel picks for it (a UDP socket is connected, nothing is sent).
+async fn address_toward(server: &str) -> Option<std::net::Ipv4Addr> {
+    let target = tokio::net::lookup_host(server)
+        .await
+        .ok()?
+        .find(|a| a.is_ipv4())?;
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect(target).ok()?;
+    match socket.local_addr().ok()?.ip() {
+        std::net::IpAddr::V4(ip) if !ip.is_unspecified() => Some(ip),
+        _ => None,
+    }
+}
+
 /// `orca agent`: see [`crate::cluster::agent`].
 pub async fn run_agent(
     config_path: Option<&std::path::Path>,
@@ -112,7 +132,22 @@ pub async fn run_agent(
     let identity = crate::cluster::agent::identity(&setup).await?;
     let repo = open_data(&config)?;
     let ingress_port = config.proxy.port()?;
-    let runtime = start(&config, &repo, identity.subnet(), vec![ingress_port], true).await?;
+    let underlay = match config.agent.advertise_address.as_deref() {
+        Some(a) => a.parse().ok(),
+        None => match &server {
+            Some(s) => address_toward(s).await,
+            None => None,
+        },
+    };
+    let runtime = start(
+        &config,
+        &repo,
+        identity.subnet(),
+        underlay,
+        vec![ingress_port],
+        true,
+    )
+    .await?;
     let served = Arc::new(crate::cluster::agent::Served {
         dns: serve_dns(&runtime.network).await?,
         routes: Arc::new(network::proxy::Routes::default()),

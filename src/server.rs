@@ -54,17 +54,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         reschedule_after: std::time::Duration::from_secs(config.cluster.reschedule_after_secs),
         ca_sha256: Some(ca.sha256().to_string()),
         subnet: config.network.subnet.clone(),
-        node_address: config.agent.advertise_address.clone().or_else(|| {
-            // The cluster port's own address, when it names one.
-            config
-                .cluster
-                .grpc_listen
-                .parse::<std::net::SocketAddr>()
-                .ok()
-                .map(|a| a.ip())
-                .filter(|ip| !ip.is_unspecified())
-                .map(|ip| ip.to_string())
-        }),
+        node_address: node_address(&config),
     };
     let routes = Arc::new(network::proxy::Routes::default());
     let control = ControlPlane::new(
@@ -127,6 +117,21 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The server's own node's address toward the others: the advertised one,
+/// else the cluster port's own address when it names one.
+fn node_address(config: &Config) -> Option<String> {
+    config.agent.advertise_address.clone().or_else(|| {
+        config
+            .cluster
+            .grpc_listen
+            .parse::<std::net::SocketAddr>()
+            .ok()
+            .map(|a| a.ip())
+            .filter(|ip| !ip.is_unspecified())
+            .map(|ip| ip.to_string())
+    })
+}
+
 /// The server's own node: containerd, the bridge, DNS for its replicas,
 /// and the air-gap import directory.
 struct LocalNode {
@@ -149,6 +154,7 @@ async fn local_node(
         config,
         repo,
         (&config.network.subnet, 0),
+        node_address(config).and_then(|a| a.parse().ok()),
         vec![ingress_port],
         true,
     )

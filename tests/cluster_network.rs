@@ -1,32 +1,68 @@
-//! Replicas of different nodes reach each other by their own addresses
-//! (peer routes, the `host-gw` way, on the lab's one LAN), without NAT in
-//! between; a node's routes go with it.
+//! Replicas of different nodes reach each other by their own addresses and
+//! by name, without NAT in between, over either backend: the VXLAN overlay
+//! (neighbour, FDB entry and onlink route per peer, MTU 50 below the LAN's)
+//! or `host-gw` routes. A node's entries go with it. Every node's ingress
+//! and DNS reach replicas on the others.
 
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
 use std::process::Command;
+use std::time::Duration;
 
 use common::cluster::LabCluster;
 use serde_json::json;
 
-/// `ip -n NETNS route show proto 111`: the peer routes of a node.
+/// `ip -n NETNS args...` on node `i`, or another tool of iproute2.
+fn iproute(c: &LabCluster, i: usize, tool: &str, args: &[&str]) -> String {
+    common::run(
+        Command::new(tool)
+            .args(["-n", &c.lab.nodes[i].netns])
+            .args(args),
+    )
+}
+
+/// The peer routes of node `i` (orca's protocol 111).
 fn peer_routes(c: &LabCluster, i: usize) -> String {
-    common::run(Command::new("ip").args([
-        "-n",
-        &c.lab.nodes[i].netns,
-        "route",
-        "show",
-        "proto",
-        "111",
-    ]))
+    iproute(c, i, "ip", &["route", "show", "proto", "111"])
+}
+
+/// Node `i`'s overlay entries: neighbours and FDB of its VXLAN device.
+fn overlay_entries(c: &LabCluster, i: usize) -> String {
+    format!(
+        "{}{}",
+        iproute(c, i, "ip", &["neigh", "show", "dev", "orca0.vx"]),
+        iproute(c, i, "bridge", &["fdb", "show", "dev", "orca0.vx"])
+    )
+}
+
+/// The VTEP MAC of the node with `subnet` (like 10.88.1.0/24), as `ip`
+/// prints it.
+fn vtep_mac(subnet: &str) -> String {
+    let o: Vec<u8> = subnet
+        .trim_end_matches("/24")
+        .split('.')
+        .map(|x| x.parse().unwrap())
+        .collect();
+    format!("0e:6f:76:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replica_reaches_a_replica_of_another_node_by_its_own_address() {
+async fn a_replica_reaches_another_nodes_replicas_over_vxlan() {
+    reach_across("").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_reaches_another_nodes_replicas_over_host_gw() {
+    reach_across("backend = \"host-gw\"").await;
+}
+
+/// The cross-node test on a lab whose nodes' [network] has `network`.
+async fn reach_across(network: &str) {
     let Some(env) = common::env() else { return };
-    let c = LabCluster::start(&env, 3, "").await;
+    let vxlan = !network.contains("host-gw");
+    let c = LabCluster::start_with(&env, 3, "", network).await;
     let image = c.image("web:v1");
     c.deploy(json!([
         { "name": "web", "image": image, "replicas": 1, "port": 8080, "placement": { "node": "n1" } },
@@ -55,42 +91,72 @@ async fn a_replica_reaches_a_replica_of_another_node_by_its_own_address() {
         .to_string();
     let client_ip = ip_of("client");
     let subnet = |id: &str| c.node(id).unwrap()["subnet"].as_str().unwrap().to_string();
-    let (n1, n2) = (subnet("n1"), subnet("n2"));
+    let (n0, n1, n2) = (subnet("n0"), subnet("n1"), subnet("n2"));
     let prefix = |net: &str| net.replace(".0/24", ".");
     assert!(
         web.starts_with(&prefix(&n1)) && client_ip.starts_with(&prefix(&n2)),
         "{web} {client_ip}"
     );
 
-    // Each node routes to the others' /24s through their LAN addresses.
-    common::eventually(
-        "peer routes on n0",
-        std::time::Duration::from_secs(30),
-        async || {
-            let routes = peer_routes(&c, 0);
-            let want = [
-                format!("{n1} via {}", c.lab.nodes[1].address),
-                format!("{n2} via {}", c.lab.nodes[2].address),
-            ];
-            if want.iter().all(|w| routes.contains(w.as_str())) {
-                Ok(())
-            } else {
-                Err(routes)
-            }
-        },
-    )
+    // Each node routes to the others' /24s: onlink through the overlay
+    // device, or through the peers' LAN addresses.
+    let network_of = |net: &str| net.trim_end_matches("/24").to_string();
+    let want_routes = |peers: &[(&str, usize)]| -> Vec<String> {
+        peers
+            .iter()
+            .map(|(net, i)| {
+                if vxlan {
+                    format!("{net} via {} dev orca0.vx onlink", network_of(net))
+                } else {
+                    format!("{net} via {}", c.lab.nodes[*i].address)
+                }
+            })
+            .collect()
+    };
+    common::eventually("peer routes on n0", Duration::from_secs(30), async || {
+        let routes = peer_routes(&c, 0);
+        if want_routes(&[(&n1, 1), (&n2, 2)])
+            .iter()
+            .all(|w| routes.contains(w.as_str()))
+        {
+            Ok(())
+        } else {
+            Err(routes)
+        }
+    })
     .await;
+    if vxlan {
+        // Per peer, a neighbour (its /24's network address at its VTEP
+        // MAC) and an FDB entry (that MAC at its LAN address).
+        let entries = overlay_entries(&c, 0);
+        for (net, i) in [(&n1, 1), (&n2, 2)] {
+            let neigh = format!("{} lladdr {} PERMANENT", network_of(net), vtep_mac(net));
+            let fdb = format!(
+                "{} dst {} self permanent",
+                vtep_mac(net),
+                c.lab.nodes[i].address
+            );
+            assert!(
+                entries.contains(&neigh) && entries.contains(&fdb),
+                "{neigh} / {fdb} in:\n{entries}"
+            );
+        }
+    }
 
-    // The client on n2 gets the page of web on n1, and, as a control, of
-    // near on its own node.
-    let fetch = |ip: &str| {
+    // The client on n2 gets the page of web on n1, by address and by
+    // name, and, as a control, of near on its own node.
+    let fetch = |target: &str| {
         // busybox wget's own -T crashes it; timeout(1) bounds it instead.
-        let url = format!("http://{ip}:8080/");
+        let url = format!("http://{target}:8080/");
         c.exec(2, &client, &["timeout", "3", "wget", "-q", "-O", "-", &url])
     };
-    for (what, ip) in [("same node", &near), ("across nodes", &web)] {
-        common::eventually(what, std::time::Duration::from_secs(20), async || {
-            let page = fetch(ip);
+    for (what, target) in [
+        ("same node", near.as_str()),
+        ("across nodes", web.as_str()),
+        ("across nodes by name", "web"),
+    ] {
+        common::eventually(what, Duration::from_secs(20), async || {
+            let page = fetch(target);
             if page.contains("web v1") {
                 Ok(())
             } else {
@@ -110,20 +176,21 @@ async fn a_replica_reaches_a_replica_of_another_node_by_its_own_address() {
         .unwrap()
         .to_string();
     let shared = ip_of("shared");
-    let fetch_as = |id: &str, ip: &str| {
-        let url = format!("http://{ip}:8080/");
+    let fetch_as = |id: &str, target: &str| {
+        let url = format!("http://{target}:8080/");
         c.exec(2, id, &["timeout", "3", "wget", "-q", "-O", "-", &url])
     };
     common::eventually(
         "the internal service across nodes",
-        std::time::Duration::from_secs(20),
+        Duration::from_secs(20),
         async || {
-            let page = fetch_as(&stranger, &shared);
-            if page.contains("web v1") {
-                Ok(())
-            } else {
-                Err(page)
+            for target in [shared.as_str(), "shared.default"] {
+                let page = fetch_as(&stranger, target);
+                if !page.contains("web v1") {
+                    return Err(format!("{target}: {page}"));
+                }
             }
+            Ok(())
         },
     )
     .await;
@@ -141,22 +208,90 @@ async fn a_replica_reaches_a_replica_of_another_node_by_its_own_address() {
         "web's log names the client {client_ip}: {logs}"
     );
 
-    // n2 removed: its /24 is gone from the other nodes' routes.
+    if vxlan {
+        mtu_holds(&c, &client, &web, &near);
+    }
+
+    // n2's link cut, then n2 removed: its route (and overlay entries) are
+    // gone from the other nodes, and theirs stay.
+    c.lab.set_link(2, false);
     assert!(c.orca(&["node", "rm", "n2"]).status.success());
-    common::eventually(
-        "n2's route gone",
-        std::time::Duration::from_secs(30),
-        async || {
-            let (r0, r1) = (peer_routes(&c, 0), peer_routes(&c, 1));
-            if !r0.contains(n2.as_str()) && !r1.contains(n2.as_str()) && r1.contains("10.88.0.0/24")
-            {
-                Ok(())
-            } else {
-                Err(format!("n0: {r0}\nn1: {r1}"))
-            }
-        },
-    )
+    common::eventually("n2's entries gone", Duration::from_secs(30), async || {
+        let (r0, r1) = (peer_routes(&c, 0), peer_routes(&c, 1));
+        let mac = vtep_mac(&n2);
+        let (o0, o1) = if vxlan {
+            (overlay_entries(&c, 0), overlay_entries(&c, 1))
+        } else {
+            Default::default()
+        };
+        let gone = !r0.contains(n2.as_str())
+            && !r1.contains(n2.as_str())
+            && !o0.contains(&mac)
+            && !o1.contains(&mac);
+        let kept = r1.contains(n0.as_str()) && (!vxlan || o1.contains(&vtep_mac(&n0)));
+        if gone && kept {
+            Ok(())
+        } else {
+            Err(format!("n0: {r0}{o0}\nn1: {r1}{o1}"))
+        }
+    })
     .await;
+}
+
+/// Over the overlay, the replicas' links have the LAN's MTU less 50, and a
+/// 1400-byte payload crosses with and without "don't fragment"; one that
+/// does not fit with it is refused at the sender (the control), and fits
+/// in fragments without it. Pings from the client replica's own network
+/// namespace, to web on another node and near on its own.
+fn mtu_holds(c: &LabCluster, client: &str, web: &str, near: &str) {
+    let lan_mtu: u32 = iproute(c, 2, "ip", &["-o", "link", "show", "eth0"])
+        .split("mtu ")
+        .nth(1)
+        .and_then(|m| m.split_whitespace().next())
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(1500);
+    let inside: u32 = c
+        .exec(2, client, &["cat", "/sys/class/net/eth0/mtu"])
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(inside, lan_mtu - 50, "the replica's MTU");
+    let netns = c.replica_netns(2, client);
+    let ping = |target: &str, size: u32, df: &str| {
+        Command::new("nsenter")
+            .arg(format!("--net={}", netns.display()))
+            .args([
+                "ping",
+                "-c",
+                "2",
+                "-W",
+                "2",
+                "-M",
+                df,
+                "-s",
+                &size.to_string(),
+                target,
+            ])
+            .output()
+            .unwrap()
+    };
+    for (target, size, df, ok) in [
+        (web, 1400, "do", true),
+        (web, 1400, "dont", true),
+        (near, 1400, "do", true),
+        (web, lan_mtu - 50 - 28, "do", true),
+        (web, lan_mtu - 50 - 28 + 1, "do", false),
+        (web, 3000, "dont", true),
+    ] {
+        let out = ping(target, size, df);
+        assert_eq!(
+            out.status.success(),
+            ok,
+            "ping -M {df} -s {size} {target}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

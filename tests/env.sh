@@ -27,12 +27,13 @@ orca_env_install() {
   command -v nft >/dev/null || need+=(nftables)
   command -v nsenter >/dev/null || need+=(util-linux)
   command -v ip >/dev/null || need+=(iproute2)
+  command -v ping >/dev/null || need+=(iputils-ping)
   if [ ${#need[@]} -gt 0 ] || [ "${ORCA_ENV_FORCE_APT:-}" = 1 ]; then
     orca_env_log "apt-get install ${need[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
       containerd runc busybox-static docker-registry skopeo protobuf-compiler curl file prometheus \
-      nftables util-linux iproute2 >/dev/null
+      nftables util-linux iproute2 iputils-ping >/dev/null
   fi
 }
 

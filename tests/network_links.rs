@@ -29,6 +29,9 @@ fn settings(dir: &Path, tag: u32) -> NetworkSettings {
         node_index: 0,
         netns_dir: dir.join("netns"),
         open_ports: vec![],
+        backend: network::Backend::Vxlan,
+        vxlan_port: 8472,
+        underlay: None,
     }
 }
 

@@ -21,8 +21,9 @@ pub mod nft;
 pub mod node;
 pub mod peers;
 pub mod proxy;
+pub mod vxlan;
 
 pub use error::NetworkError;
 pub use ipam::{IpamStore, Ipv4Net};
 pub use node::{Attachment, NetworkSettings, NodeNetwork};
-pub use peers::Peer;
+pub use peers::{Backend, Peer};

@@ -165,16 +165,17 @@ pub async fn set_up(handle: &Handle, index: u32, name: &str) -> Result<()> {
         .map_err(|e| NetworkError::netlink("set up", name, e))
 }
 
-/// Creates the veth pair `host` / `peer` with `host` in `bridge` and up, and
-/// `peer`, with the hardware address `peer_mac`, made directly inside the
-/// namespace open as `netns` (moving a link between namespaces afterwards
-/// costs an RCU grace period).
+/// Creates the veth pair `host` / `peer` (both of `mtu`) with `host` in
+/// `bridge` and up, and `peer`, with the hardware address `peer_mac`, made
+/// directly inside the namespace open as `netns` (moving a link between
+/// namespaces afterwards costs an RCU grace period).
 pub async fn add_veth_into(
     handle: &Handle,
     host: &str,
     bridge: u32,
     peer: &str,
     peer_mac: [u8; 6],
+    mtu: u32,
     netns: &std::fs::File,
 ) -> Result<()> {
     use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth};
@@ -182,12 +183,14 @@ pub async fn add_veth_into(
     let peer_msg = LinkMessageBuilder::<LinkUnspec>::new()
         .name(peer.to_string())
         .address(peer_mac.to_vec())
+        .mtu(mtu)
         .setns_by_fd(netns.as_raw_fd())
         .build();
     let msg = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
         .name(host.to_string())
         .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
         .controller(bridge)
+        .mtu(mtu)
         .up()
         .build();
     handle
@@ -305,4 +308,123 @@ pub async fn ports_of(handle: &Handle, bridge: u32) -> Result<Vec<String>> {
         }
     }
     Ok(out)
+}
+
+/// Puts `ip/prefix` on link `index` (named `name`) unless it is there.
+pub async fn ensure_address(
+    handle: &Handle,
+    index: u32,
+    name: &str,
+    ip: Ipv4Addr,
+    prefix: u8,
+) -> Result<()> {
+    if has_address(handle, index, ip).await? {
+        return Ok(());
+    }
+    handle
+        .address()
+        .add(index, IpAddr::V4(ip), prefix)
+        .execute()
+        .await
+        .map_err(|e| NetworkError::netlink("add address", format!("{name} {ip}/{prefix}"), e))
+}
+
+/// The MTU of link `index`.
+async fn mtu_of(handle: &Handle, index: u32) -> Result<Option<u32>> {
+    let mut links = handle.link().get().match_index(index).execute();
+    match links.try_next().await {
+        Ok(Some(link)) => Ok(link.attributes.into_iter().find_map(|a| match a {
+            LinkAttribute::Mtu(m) => Some(m),
+            _ => None,
+        })),
+        Ok(None) => Ok(None),
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc_enodev() => Ok(None),
+        Err(e) => Err(NetworkError::netlink("get link", index.to_string(), e)),
+    }
+}
+
+/// Sets the MTU of link `name` in `handle`'s namespace, unless it has it.
+pub async fn set_mtu(handle: &Handle, name: &str, mtu: u32) -> Result<()> {
+    let Some(index) = index_of(handle, name).await? else {
+        return Ok(());
+    };
+    if mtu_of(handle, index).await? == Some(mtu) {
+        return Ok(());
+    }
+    handle
+        .link()
+        .set(LinkUnspec::new_with_index(index).mtu(mtu).build())
+        .execute()
+        .await
+        .map_err(|e| NetworkError::netlink("set mtu", name, e))
+}
+
+/// The link the node reaches the other nodes through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Underlay {
+    /// The link's index, if found.
+    pub index: Option<u32>,
+    /// The node's address on it, if known.
+    pub address: Option<Ipv4Addr>,
+    pub mtu: u32,
+}
+
+/// The MTU assumed when no link tells.
+pub const DEFAULT_MTU: u32 = 1500;
+
+/// The link that holds `address` (the node's address toward the other
+/// nodes), else the one of the default route; its MTU, else 1500.
+pub async fn underlay(handle: &Handle, address: Option<Ipv4Addr>) -> Result<Underlay> {
+    let mut index = None;
+    if let Some(want) = address {
+        let mut addrs = handle.address().get().execute();
+        while let Some(msg) = addrs
+            .try_next()
+            .await
+            .map_err(|e| NetworkError::netlink("get address", "all links", e))?
+        {
+            if ipv4_of(&msg) == Some(want) {
+                index = Some(msg.header.index);
+                break;
+            }
+        }
+    }
+    if index.is_none() {
+        index = default_route_link(handle).await?;
+    }
+    let mtu = match index {
+        Some(i) => mtu_of(handle, i).await?.unwrap_or(DEFAULT_MTU),
+        None => DEFAULT_MTU,
+    };
+    Ok(Underlay {
+        index,
+        address,
+        mtu,
+    })
+}
+
+/// The output link of the main table's IPv4 default route, if any.
+async fn default_route_link(handle: &Handle) -> Result<Option<u32>> {
+    use rtnetlink::packet_route::route::RouteAttribute;
+    let mut routes = handle
+        .route()
+        .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+        .execute();
+    while let Some(msg) = routes
+        .try_next()
+        .await
+        .map_err(|e| NetworkError::netlink("list routes", "default", e))?
+    {
+        if msg.header.destination_prefix_length != 0 {
+            continue;
+        }
+        let oif = msg.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Oif(i) => Some(*i),
+            _ => None,
+        });
+        if oif.is_some() {
+            return Ok(oif);
+        }
+    }
+    Ok(None)
 }

@@ -209,7 +209,9 @@ pub fn binding_script(bridge: &str, hairpin: &Hairpin, bindings: &[Binding]) -> 
 /// by the shape of a packet, so an internal service cannot open anything
 /// into another project. Routed traffic between replicas (through the
 /// gateway) meets the same rules. Replicas in no set yet (starting) open
-/// nothing on the bridge.
+/// nothing on the bridge. The nodes themselves (each node's overlay address
+/// is its /24's network address, which no replica holds) reach every
+/// replica, as a node reaches its own: their ingress and DNS serve all.
 pub fn isolation_script(
     bridge: &str,
     subnet: Ipv4Net,
@@ -250,6 +252,7 @@ pub fn isolation_script(
          \t\tct state established,related accept\n\
          {rules}\
          \t\tip daddr @internal accept\n\
+         \t\tip saddr {cluster} ip saddr & 0.0.0.255 == 0.0.0.0 accept\n\
          \t\tip saddr {cluster} ip daddr {subnet} drop\n\
          \t}}\n\
          }}\n"

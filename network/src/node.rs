@@ -28,6 +28,13 @@ pub struct NetworkSettings {
     /// TCP ports of the host that replicas may reach on the bridge address
     /// besides DNS (the ingress); every other host port is closed to them.
     pub open_ports: Vec<u16>,
+    /// How replicas reach those of other nodes.
+    pub backend: crate::Backend,
+    /// UDP port of the VXLAN overlay.
+    pub vxlan_port: u16,
+    /// The node's address toward the other nodes, if known: the overlay's
+    /// local end, and the link whose MTU the replicas' follows.
+    pub underlay: Option<Ipv4Addr>,
 }
 
 /// A replica's place on the network.
@@ -52,6 +59,12 @@ pub struct NodeNetwork {
     bindings: tokio::sync::Mutex<String>,
     /// What tells a routed hairpin on this bridge.
     hairpin: nft::Hairpin,
+    /// The MTU of the bridge and of every replica's veth.
+    mtu: u32,
+    /// This node's end of the overlay (the `vxlan` backend).
+    vtep: Option<crate::vxlan::Vtep>,
+    /// Held while the peers change: one list at a time.
+    peers: tokio::sync::Mutex<()>,
 }
 
 /// The hardware address of the replica at `ip`: fixed by its address, so
@@ -74,7 +87,21 @@ impl NodeNetwork {
     /// Routes to the other nodes' replicas: exactly `peers` (see
     /// [`crate::peers`]).
     pub async fn set_peers(&self, peers: &[crate::Peer]) -> Result<()> {
-        crate::peers::sync(&self.handle, self.subnet, peers).await
+        let _one = self.peers.lock().await;
+        match &self.vtep {
+            Some(vtep) => crate::vxlan::sync(&self.handle, vtep, self.subnet, peers).await,
+            None => {
+                // Left from the vxlan backend, if it ran before.
+                let name = crate::vxlan::device_name(&self.settings.bridge);
+                crate::vxlan::remove(&self.handle, &name).await?;
+                crate::peers::sync(&self.handle, self.subnet, peers).await
+            }
+        }
+    }
+
+    /// The MTU of the bridge and the replicas' links.
+    pub fn mtu(&self) -> u32 {
+        self.mtu
     }
 
     /// Brings up the bridge, forwarding and NAT; loads the address book.
@@ -98,7 +125,29 @@ impl NodeNetwork {
         let (connection, handle, _) =
             rtnetlink::new_connection().map_err(|e| NetworkError::netlink("socket", "host", e))?;
         tokio::spawn(connection);
+        if settings.backend == crate::Backend::Vxlan && settings.vxlan_port == 0 {
+            return Err(NetworkError::InvalidConfig {
+                field: "network.vxlan_port",
+                reason: "0 is not a UDP port".into(),
+            });
+        }
         let bridge_index = links::ensure_bridge(&handle, &settings.bridge, subnet).await?;
+        let underlay = links::underlay(&handle, settings.underlay).await?;
+        let (mtu, vtep) = match settings.backend {
+            crate::Backend::HostGw => (underlay.mtu, None),
+            crate::Backend::Vxlan => {
+                let mtu = underlay.mtu.saturating_sub(crate::vxlan::OVERHEAD).max(576);
+                let vtep = crate::vxlan::Vtep {
+                    name: crate::vxlan::device_name(&settings.bridge),
+                    port: settings.vxlan_port,
+                    local: underlay.address,
+                    dev: underlay.index,
+                    mtu,
+                };
+                (mtu, Some(vtep))
+            }
+        };
+        links::set_mtu(&handle, &settings.bridge, mtu).await?;
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(|e| {
             NetworkError::io("enable forwarding", "/proc/sys/net/ipv4/ip_forward", e)
         })?;
@@ -151,16 +200,20 @@ impl NodeNetwork {
             isolation: tokio::sync::Mutex::new(String::new()),
             bindings: tokio::sync::Mutex::new(String::new()),
             hairpin,
+            mtu,
+            vtep,
+            peers: tokio::sync::Mutex::new(()),
         };
-        network.adopt_macs().await;
+        network.adopt_links().await;
         network.apply_bindings().await?;
-        tracing::info!(bridge = %network.settings.bridge, subnet = %subnet, "node network ready");
+        tracing::info!(bridge = %network.settings.bridge, subnet = %subnet, mtu, backend = network.settings.backend.as_str(), "node network ready");
         Ok(network)
     }
 
     /// Gives replicas made before their MAC was fixed by their address
-    /// that MAC, so their port binding holds (peers re-learn it by ARP).
-    async fn adopt_macs(&self) {
+    /// that MAC, so their port binding holds (peers re-learn it by ARP),
+    /// and their links the node's MTU (both ends).
+    async fn adopt_links(&self) {
         let owners: Vec<(String, Ipv4Addr)> =
             self.ipam().all().map(|(o, ip)| (o.clone(), *ip)).collect();
         for (owner, ip) in owners {
@@ -170,7 +223,9 @@ impl NodeNetwork {
             }
             let want = replica_mac(ip);
             let result = async {
+                links::set_mtu(&self.handle, &host_ifname(&owner), self.mtu).await?;
                 let inside = netns::enter(&path)?;
+                links::set_mtu(&inside, "eth0", self.mtu).await?;
                 match links::mac_of(&inside, "eth0").await? {
                     Some(mac) if mac != want => links::set_mac(&inside, "eth0", want).await,
                     _ => Ok(()),
@@ -178,7 +233,7 @@ impl NodeNetwork {
             }
             .await;
             if let Err(e) = result {
-                tracing::warn!(owner, error = %e, "could not fix the replica's MAC");
+                tracing::warn!(owner, error = %e, "could not fix the replica's MAC or MTU");
             }
         }
     }
@@ -287,6 +342,7 @@ impl NodeNetwork {
             self.bridge_index,
             &peer,
             replica_mac(ip),
+            self.mtu,
             &ns_file,
         )
         .await?;

@@ -61,77 +61,13 @@ fn shape(table: &Table) -> Vec<(String, bool, bool, u64, String, u64)> {
         .collect()
 }
 
-/// Every node with a /24 and an address, as a peer of the others.
-fn peers_of(table: &Table, subnet: &str) -> Vec<network::Peer> {
-    let Ok(cluster) = network::Ipv4Net::parse(subnet) else {
-        return Vec::new();
-    };
-    table
-        .nodes
-        .values()
-        .filter_map(|n| {
-            let index = n.record.subnet_index?;
-            let host = n
-                .record
-                .address
-                .rsplit_once(':')
-                .map_or(n.record.address.as_str(), |(h, _)| h);
-            let address: std::net::Ipv4Addr = host.parse().ok()?;
-            let subnet = cluster.node_slice(index).ok()?.to_string();
-            Some(network::Peer {
-                node: n.id().to_string(),
-                address,
-                subnet,
-            })
-        })
-        .collect()
-}
-
-/// What each node was last given as its peers, by node: its session and
-/// the list (a failed push is forgotten, so the next change retries it).
-type Pushed = Arc<std::sync::Mutex<HashMap<String, (u64, Vec<network::Peer>)>>>;
-
-/// Gives every ready node the others as peers, when they (or its
-/// connection) changed.
-fn push_peers(table: &Table, subnet: &str, pushed: &Pushed) {
-    let peers = peers_of(table, subnet);
-    for node in table.nodes.values() {
-        let Some(agent) = node.ready_agent() else {
-            continue;
-        };
-        let theirs: Vec<network::Peer> = peers
-            .iter()
-            .filter(|p| p.node != node.id())
-            .cloned()
-            .collect();
-        let wanted = (node.session, theirs.clone());
-        {
-            let mut map = pushed.lock().unwrap_or_else(|p| p.into_inner());
-            if map.get(node.id()) == Some(&wanted) {
-                continue;
-            }
-            map.insert(node.id().to_string(), wanted);
-        }
-        let (agent, id, pushed) = (agent.clone(), node.id().to_string(), pushed.clone());
-        tokio::spawn(async move {
-            if let Err(e) = agent.set_peers(&theirs).await {
-                tracing::warn!(node = id, error = %e, "cannot set the node's peer routes");
-                pushed.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-            }
-        });
-    }
-}
-
-/// Follows each new connection's events, gives nodes their peers, and
-/// wakes every worker when the shape of the cluster changes.
+/// Follows each new connection's events, and wakes every worker when the
+/// shape of the cluster changes.
 async fn watch_nodes(inner: Arc<Inner>, mut following: HashMap<String, u64>) {
     let mut changes = inner.nodes.changes();
     let mut last = shape(&changes.borrow_and_update());
-    let pushed: Pushed = Arc::default();
-    push_peers(&inner.nodes.snapshot(), &inner.settings.subnet, &pushed);
     while changes.changed().await.is_ok() {
         let table = changes.borrow_and_update().clone();
-        push_peers(&table, &inner.settings.subnet, &pushed);
         for node in table.nodes.values().filter(|n| !n.local) {
             let Some(agent) = node.ready_agent() else {
                 continue;

@@ -18,6 +18,8 @@ use crate::store::ServiceRecord;
 const PARALLEL: usize = 16;
 /// How long a replica leaving rotation keeps running for requests in flight.
 const DRAIN: Duration = Duration::from_millis(1000);
+/// How long a removal waits for every node to stop routing to the replica.
+const PUSH_WAIT: Duration = Duration::from_secs(5);
 /// How long a failed removal waits before it may be tried again.
 const REMOVE_RETRY: Duration = Duration::from_secs(2);
 
@@ -79,8 +81,12 @@ fn remove(inner: &Arc<Inner>, service: &str, id: String, grace: Duration) {
     let service = service.to_string();
     tokio::spawn(async move {
         if inner.routed(&id) {
-            // Out of rotation first; let requests in flight finish.
-            super::publish::publish_routes(&inner);
+            // Out of rotation first, on every node; let requests in flight
+            // finish.
+            let generation = super::publish::publish_routes(&inner);
+            if !super::push::delivered(&inner, generation, PUSH_WAIT).await {
+                tracing::warn!(instance = %id, "not every node took the replica out of its routes in time");
+            }
             tokio::time::sleep(DRAIN).await;
         }
         let removed = match inner.agent_of(&id) {

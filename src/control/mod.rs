@@ -23,6 +23,7 @@ pub mod plan;
 mod progress;
 mod publish;
 mod pull;
+mod push;
 mod rollout;
 pub mod schedule;
 mod state;
@@ -128,7 +129,9 @@ pub(crate) struct Inner {
     /// Service names for the node's DNS server, when it runs one.
     dns: Option<Arc<network::dns::DnsTable>>,
     /// What the nodes serve, as last built; a task gives it to them in order.
-    published: tokio::sync::watch::Sender<publish::Published>,
+    published: tokio::sync::watch::Sender<publish::View>,
+    /// Which view each node was given last (see [`push`]).
+    delivered: tokio::sync::watch::Sender<push::Delivered>,
 }
 
 /// Read access to the [`State`] (no `DerefMut`: changes go through
@@ -191,7 +194,8 @@ impl ControlPlane {
                 containerd_up: AtomicBool::new(true),
                 routes,
                 dns,
-                published: tokio::sync::watch::channel(publish::Published::default()).0,
+                published: tokio::sync::watch::channel(publish::View::default()).0,
+                delivered: tokio::sync::watch::channel(push::Delivered::default()).0,
             }),
         })
     }

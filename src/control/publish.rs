@@ -1,7 +1,8 @@
 //! What the nodes serve from the server's view of the cluster: the
 //! isolation groups of every project, the DNS names and the ingress routes,
 //! rebuilt from the state whenever readiness or placement can have changed,
-//! applied in place on the server's own node and pushed to every other.
+//! applied in place on the server's own node and pushed to every other
+//! (see [`super::push`]).
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -46,55 +47,19 @@ pub struct Published {
     pub routes: HashMap<String, Vec<network::proxy::Backend>>,
 }
 
-/// Gives every ready node the latest of what it serves, in order, as it
-/// changes and as nodes connect: the server's own node its isolation (its
-/// DNS and ingress are updated in place), every other node all three. Each
-/// node's replicas have addresses of its own /24, so one view serves every
-/// node.
-pub(crate) async fn push_to_nodes(inner: Arc<Inner>) {
-    let mut published = inner.published.subscribe();
-    let mut nodes = inner.nodes.changes();
-    // What each node was given last: its session and the view.
-    let mut applied: HashMap<String, (u64, Published)> = HashMap::new();
-    loop {
-        let wanted = published.borrow_and_update().clone();
-        let table = nodes.borrow_and_update().clone();
-        applied.retain(|id, _| table.nodes.contains_key(id));
-        for node in table.nodes.values() {
-            let Some(agent) = node.ready_agent() else {
-                continue;
-            };
-            let now = (node.session, wanted.clone());
-            if applied.get(node.id()) == Some(&now) {
-                continue;
-            }
-            let iso = &wanted.isolation;
-            let mut done = agent.set_isolation(&iso.projects, &iso.internal).await;
-            if done.is_ok() && !node.local {
-                done = agent.serve(&wanted.names, &wanted.routes).await;
-            }
-            match done {
-                Ok(()) => {
-                    applied.insert(node.id().to_string(), now);
-                }
-                Err(e) => {
-                    tracing::warn!(node = node.id(), error = %e, "cannot give the node its isolation, names and routes");
-                    applied.remove(node.id());
-                }
-            }
-        }
-        tokio::select! {
-            changed = published.changed() => if changed.is_err() { return },
-            changed = nodes.changed() => if changed.is_err() { return },
-        }
-    }
+/// A view with its generation, counted up at each change, so that one
+/// can wait until every node has been given a view (see [`super::push`]).
+#[derive(Debug, Clone, Default)]
+pub struct View {
+    pub generation: u64,
+    pub published: Published,
 }
 
 /// Rebuilds the server's ingress table and DNS names, and the isolation
 /// groups of the cluster, from the state. The ingress and DNS take ready
 /// replicas on every node that is connected (nodes route to each other's
-/// replicas).
-pub(crate) fn publish_routes(inner: &Arc<Inner>) {
+/// replicas). Returns the generation of the view the nodes are given now.
+pub(crate) fn publish_routes(inner: &Arc<Inner>) -> u64 {
     let mut isolation = Isolation::default();
     let table = inner.nodes.snapshot();
     let reachable = |i: &&crate::agent::Instance| table.get(&i.node).is_some_and(|n| n.ready());
@@ -136,14 +101,17 @@ pub(crate) fn publish_routes(inner: &Arc<Inner>) {
         names,
         routes,
     };
+    let mut generation = 0;
     inner.published.send_if_modified(|current| {
-        if *current == view {
-            false
-        } else {
-            *current = view;
-            true
+        let changed = current.published != view;
+        if changed {
+            current.generation += 1;
+            current.published = view;
         }
+        generation = current.generation;
+        changed
     });
+    generation
 }
 
 /// The ingress table: each domain's ready replicas, weighted for a canary.

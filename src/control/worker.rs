@@ -26,7 +26,7 @@ pub(super) async fn start(inner: Arc<Inner>) -> anyhow::Result<()> {
     for name in names {
         wake(&inner, &name);
     }
-    tokio::spawn(super::publish::push_to_nodes(inner.clone()));
+    tokio::spawn(super::push::push_to_nodes(inner.clone()));
     Ok(())
 }
 

@@ -84,6 +84,14 @@ impl LabCluster {
         )
     }
 
+    /// The network namespace of replica `id` on node `i`, as orca pinned it.
+    pub fn replica_netns(&self, i: usize, id: &str) -> PathBuf {
+        PathBuf::from("/run/orca")
+            .join(format!("lab-{}", self.namespaces[i]))
+            .join("netns")
+            .join(id)
+    }
+
     /// Per node, the replicas of `service` running there.
     pub fn spread(&self, service: &str) -> Vec<usize> {
         (0..self.lab.nodes.len())

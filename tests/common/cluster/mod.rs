@@ -16,6 +16,7 @@ use serde_json::Value;
 use super::lab::Lab;
 
 mod containers;
+pub mod load;
 
 pub const ADMIN: &str = "admin-token-for-the-lab-0001";
 /// The image every lab test runs: a keep-alive HTTP server.
@@ -47,6 +48,17 @@ impl LabCluster {
     /// A lab of `n` nodes with the server on node 0 (its [cluster] gets
     /// `cluster_extra`), and no agent started yet.
     pub async fn start_server(env: &super::TestEnv, n: usize, cluster_extra: &str) -> LabCluster {
+        Self::start_server_with(env, n, cluster_extra, "").await
+    }
+
+    /// As [`LabCluster::start_server`], with `network_extra` in every
+    /// node's [network] (a backend, say).
+    pub async fn start_server_with(
+        env: &super::TestEnv,
+        n: usize,
+        cluster_extra: &str,
+        network_extra: &str,
+    ) -> LabCluster {
         static TURNS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
         let turn = TURNS.lock().await;
         let mut lab = Lab::start(n).await;
@@ -70,7 +82,7 @@ impl LabCluster {
             agents: (0..n).map(|_| None).collect(),
             namespaces,
         };
-        cluster.write_configs(cluster_extra);
+        cluster.write_configs(cluster_extra, network_extra);
         cluster.spawn_server();
         cluster.wait_api().await;
         cluster
@@ -78,7 +90,18 @@ impl LabCluster {
 
     /// The whole cluster: the server and `n - 1` joined agents, all ready.
     pub async fn start(env: &super::TestEnv, n: usize, cluster_extra: &str) -> LabCluster {
-        let mut c = Self::start_server(env, n, cluster_extra).await;
+        Self::start_with(env, n, cluster_extra, "").await
+    }
+
+    /// As [`LabCluster::start`], with `network_extra` in every node's
+    /// [network].
+    pub async fn start_with(
+        env: &super::TestEnv,
+        n: usize,
+        cluster_extra: &str,
+        network_extra: &str,
+    ) -> LabCluster {
+        let mut c = Self::start_server_with(env, n, cluster_extra, network_extra).await;
         let token = c.join_token("1h");
         for i in 1..n {
             c.spawn_agent(i, Some(&token));
@@ -104,7 +127,7 @@ impl LabCluster {
         std::fs::read_to_string(self.log_path(i)).unwrap_or_default()
     }
 
-    fn write_configs(&self, cluster_extra: &str) {
+    fn write_configs(&self, cluster_extra: &str, network_extra: &str) {
         for (i, node) in self.lab.nodes.iter().enumerate() {
             let labels = if i + 1 == self.lab.nodes.len() && i > 0 {
                 "labels = { zone = \"edge\" }"
@@ -122,6 +145,7 @@ impl LabCluster {
             let config = format!(
                 "[cluster]\nname = \"lab\"\ndata_dir = \"{data}\"\n{server_part}\
                  [containerd]\nsocket = \"{socket}\"\nnamespace = \"{ns}\"\n\
+                 [network]\n{network_extra}\n\
                  [proxy]\nhttp_listen = \"127.0.0.1:8080\"\n\
                  [registry]\ninsecure = [\"{registry}\"]\n\
                  [node]\nid = \"{id}\"\n{labels}\n\
