@@ -9,6 +9,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::cluster::load::Load;
 use common::cluster::{LabCluster, KAWEB, LOGGER};
 use serde_json::json;
 
@@ -302,7 +303,8 @@ async fn rolling_update_and_rollback_across_nodes() {
     };
     let spec = |image: &str| {
         json!([{ "name": "web", "image": c.image(image), "replicas": 6,
-        "port": 8080, "readiness": { "path": "/" } }])
+        "port": 8080, "domain": "roll.test", "stop_grace_secs": 1,
+        "readiness": { "path": "/healthz", "interval_secs": 1 } }])
     };
     c.deploy(spec("web:v1"));
     common::eventually("v1 on every node", LONG, async || {
@@ -314,6 +316,18 @@ async fn rolling_update_and_rollback_across_nodes() {
         }
     })
     .await;
+    // Both rollouts under continuous load through n0's ingress, which
+    // routes to replicas on all three nodes: not one request fails.
+    common::eventually("n0's ingress serves v1", LONG, async || {
+        let seen = Load::start(&c, 0, "roll.test").finish().await;
+        if seen.bodies.contains_key("web v1") && seen.failures.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{seen:?}"))
+        }
+    })
+    .await;
+    let load = Load::start(&c, 0, "roll.test");
     c.deploy(spec("web:v2"));
     common::eventually("v2 on every node", LONG, async || {
         let (s, v) = (c.spread("web"), versions(&c));
@@ -325,6 +339,19 @@ async fn rolling_update_and_rollback_across_nodes() {
         }
     })
     .await;
+    let seen = load.finish().await;
+    assert!(
+        seen.failures.is_empty(),
+        "failed requests during the rollout: {:?} ({} ok)",
+        seen.failures,
+        seen.ok()
+    );
+    assert!(
+        seen.bodies.contains_key("web v1") && seen.bodies.contains_key("web v2"),
+        "{seen:?}"
+    );
+    eprintln!("rolling update across 3 nodes under load: {seen:?}");
+    let load = Load::start(&c, 0, "roll.test");
     let out = c.orca(&["rollback", "web"]);
     assert!(
         out.status.success(),
@@ -341,6 +368,13 @@ async fn rolling_update_and_rollback_across_nodes() {
         }
     })
     .await;
+    let seen = load.finish().await;
+    assert!(
+        seen.failures.is_empty() && seen.ok() > 0,
+        "failed requests during the rollback: {:?} ({} ok)",
+        seen.failures,
+        seen.ok()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::cluster::load::Load;
 use common::cluster::{LabCluster, KAWEB};
 use serde_json::json;
 
@@ -117,7 +118,8 @@ async fn drain_moves_every_replica_with_the_count_held_then_undrain_and_removal(
     let image = c.image(KAWEB);
     c.deploy(json!([
         { "name": "api", "image": image, "replicas": 3 },
-        { "name": "web", "image": image, "replicas": 3 },
+        { "name": "web", "image": image, "replicas": 3, "port": 8080, "domain": "drain.test",
+          "stop_grace_secs": 1, "readiness": { "path": "/healthz", "interval_secs": 1 } },
     ]));
     until("spread", || {
         let (a, w) = (c.spread("api"), c.spread("web"));
@@ -130,6 +132,18 @@ async fn drain_moves_every_replica_with_the_count_held_then_undrain_and_removal(
     .await;
     // Every replica counts as ready after 2 s.
     tokio::time::sleep(Duration::from_secs(3)).await;
+    // The drain under continuous load through n2's ingress: not one
+    // request fails while web's replica leaves n1.
+    common::eventually("n2's ingress serves web", LONG, async || {
+        let seen = Load::start(&c, 2, "drain.test").finish().await;
+        if seen.ok() > 0 && seen.failures.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{seen:?}"))
+        }
+    })
+    .await;
+    let load = Load::start(&c, 2, "drain.test");
 
     let out = c.orca(&["drain", "n1", "--deadline", "10m"]);
     assert!(
@@ -158,6 +172,14 @@ async fn drain_moves_every_replica_with_the_count_held_then_undrain_and_removal(
         assert!(start.elapsed() < LONG, "drain stuck: api {a:?} web {w:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let seen = load.finish().await;
+    assert!(
+        seen.failures.is_empty() && seen.ok() > 0,
+        "failed requests during the drain: {:?} ({} ok)",
+        seen.failures,
+        seen.ok()
+    );
+    eprintln!("drain of n1 under load through n2's ingress: {seen:?}");
     until("the drain shown done", || {
         let n1 = c.node("n1").unwrap();
         if n1["drain"].is_null() && n1["drained"] == true {

@@ -361,3 +361,93 @@ async fn every_nodes_ingress_and_dns_reach_replicas_on_other_nodes() {
         .await;
     }
 }
+
+/// The ifindex of node `i`'s overlay device, if it has one.
+fn vxlan_index(c: &LabCluster, i: usize) -> Option<String> {
+    let out = iproute(c, i, "ip", &["-o", "link", "show"]);
+    out.lines()
+        .find(|l| l.contains(" orca0.vx:"))
+        .and_then(|l| l.split(':').next())
+        .map(str::to_string)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_between_nodes_goes_on_while_their_agents_restart() {
+    let Some(env) = common::env() else { return };
+    let mut c = LabCluster::start(&env, 3, "").await;
+    let image = c.image("web:v1");
+    c.deploy(json!([
+        { "name": "web", "image": image, "replicas": 1, "port": 8080, "placement": { "node": "n1" } },
+        { "name": "client", "image": image, "replicas": 1, "placement": { "node": "n2" } },
+    ]));
+    c.until_spread("web", "web on n1", |s| s == [0, 1, 0]).await;
+    c.until_spread("client", "client on n2", |s| s == [0, 0, 1])
+        .await;
+    let web = c.service("web")["instances"][0]["ip"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let client = c.service("client")["instances"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let url = format!("http://{web}:8080/");
+    common::eventually(
+        "the client reaches web",
+        Duration::from_secs(30),
+        async || {
+            let page = c.exec(2, &client, &["timeout", "3", "wget", "-q", "-O", "-", &url]);
+            if page.contains("web v1") {
+                Ok(())
+            } else {
+                Err(page)
+            }
+        },
+    )
+    .await;
+    let devices = (vxlan_index(&c, 1), vxlan_index(&c, 2));
+    assert!(devices.0.is_some() && devices.1.is_some(), "{devices:?}");
+
+    // Requests one after another for 14 s from the client on n2 to web on
+    // n1, while both nodes' agents are killed and started again.
+    let script = format!(
+        "ok=0; bad=0; end=$(( $(date +%s) + 14 )); \
+         while [ $(date +%s) -lt $end ]; do \
+           if timeout 3 wget -q -O /dev/null {url}; then ok=$((ok+1)); else bad=$((bad+1)); fi; \
+         done; echo ok=$ok bad=$bad"
+    );
+    let exec = {
+        let socket = c.lab.nodes[2].socket.clone();
+        let ns = c.containerd_namespace(2);
+        let client = client.clone();
+        tokio::task::spawn_blocking(move || {
+            let out = Command::new("ctr")
+                .arg("--address")
+                .arg(socket)
+                .args(["-n", &ns, "tasks", "exec", "--exec-id", "restarts"])
+                .arg(&client)
+                .args(["sh", "-c", &script])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).to_string()
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for i in [1, 2] {
+        c.kill_agent(i);
+        c.spawn_agent(i, None);
+        c.wait_ready(3).await;
+    }
+    let said = exec.await.unwrap();
+    let count = |key: &str| -> u32 {
+        said.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in {said:?}"))
+    };
+    assert_eq!(count("bad="), 0, "{said}");
+    assert!(count("ok=") > 10, "{said}");
+    // The overlay device was kept, not made anew.
+    assert_eq!((vxlan_index(&c, 1), vxlan_index(&c, 2)), devices);
+    eprintln!("across agent restarts: {said}");
+}

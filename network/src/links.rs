@@ -32,7 +32,8 @@ pub async fn ensure_bridge(handle: &Handle, name: &str, subnet: Ipv4Net) -> Resu
     let (gateway, prefix) = (subnet.gateway(), subnet.prefix);
     let existing = index_of(handle, name).await?;
     // Before anything is made: the subnet must be ours alone.
-    if let Some((link, address)) = other_holder(handle, existing, subnet).await? {
+    let overlay = crate::vxlan::device_name(name);
+    if let Some((link, address)) = other_holder(handle, existing, &overlay, subnet).await? {
         return Err(NetworkError::SubnetInUse {
             subnet: subnet.to_string(),
             link,
@@ -68,10 +69,12 @@ pub async fn ensure_bridge(handle: &Handle, name: &str, subnet: Ipv4Net) -> Resu
 }
 
 /// A link other than `index` (the bridge, if it exists) with an IPv4
-/// address inside `subnet`: its name, and that address.
+/// address inside `subnet`: its name, and that address. The overlay
+/// device `overlay` holds the subnet's network address as a /32 by design.
 async fn other_holder(
     handle: &Handle,
     index: Option<u32>,
+    overlay: &str,
     subnet: Ipv4Net,
 ) -> Result<Option<(String, String)>> {
     let mut addrs = handle.address().get().execute();
@@ -95,6 +98,12 @@ async fn other_holder(
             Ok(Some(link)) => name_of(&link),
             _ => None,
         };
+        if name.as_deref() == Some(overlay)
+            && theirs == subnet.network()
+            && msg.header.prefix_len == 32
+        {
+            continue;
+        }
         let name = name.unwrap_or_else(|| format!("#{}", msg.header.index));
         return Ok(Some((name, format!("{theirs}/{}", msg.header.prefix_len))));
     }

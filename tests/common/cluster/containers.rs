@@ -84,6 +84,11 @@ impl LabCluster {
         )
     }
 
+    /// Node `i`'s containerd namespace.
+    pub fn containerd_namespace(&self, i: usize) -> String {
+        self.namespaces[i].clone()
+    }
+
     /// The network namespace of replica `id` on node `i`, as orca pinned it.
     pub fn replica_netns(&self, i: usize, id: &str) -> PathBuf {
         PathBuf::from("/run/orca")
