@@ -167,6 +167,7 @@ pub async fn run_agent(
         labels: config.node.labels.clone(),
         capacity: agent.capacity(),
         version: env!("CARGO_PKG_VERSION").to_string(),
+        overlay: Some(config.network.backend.describe(config.network.vxlan_port)),
     };
     let outcome = crate::cluster::agent::run(
         identity,

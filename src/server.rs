@@ -55,6 +55,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         ca_sha256: Some(ca.sha256().to_string()),
         subnet: config.network.subnet.clone(),
         node_address: node_address(&config),
+        overlay: Some(config.network.backend.describe(config.network.vxlan_port)),
     };
     let routes = Arc::new(network::proxy::Routes::default());
     let control = ControlPlane::new(

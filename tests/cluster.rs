@@ -88,6 +88,22 @@ async fn agents_join_over_mutual_tls_and_bad_joins_are_refused() {
     c.spawn_agent(1, None);
     c.wait_ready(3).await;
     assert_eq!(c.nodes().len(), 3);
+
+    // Restarted with another network backend than the cluster's, it is
+    // refused, saying why; with its own again, it is back.
+    c.kill_agent(1);
+    c.edit_config(1, |t| {
+        t.replace("[network]\n", "[network]\nbackend = \"host-gw\"\n")
+    });
+    let (code, log) = c.agent_refused_again(1);
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.contains("runs [network] backend host-gw, the cluster vxlan on UDP 8472"),
+        "{log}"
+    );
+    c.edit_config(1, |t| t.replace("backend = \"host-gw\"\n", ""));
+    c.spawn_agent(1, None);
+    c.wait_ready(3).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

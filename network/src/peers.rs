@@ -36,6 +36,15 @@ impl Backend {
             Backend::HostGw => "host-gw",
         }
     }
+
+    /// The backend with its port, as nodes compare it: every node of a
+    /// cluster must say the same.
+    pub fn describe(self, vxlan_port: u16) -> String {
+        match self {
+            Backend::Vxlan => format!("vxlan on UDP {vxlan_port}"),
+            Backend::HostGw => "host-gw".to_string(),
+        }
+    }
 }
 
 /// Another node: where its replicas are, and how to reach it.

@@ -47,6 +47,7 @@ pub async fn run(
             let (after, f) = next_readiness(ready, failures, ok, check.failure_threshold);
             failures = f;
             if after != ready {
+                tracing::info!(instance = %id, ready = after == Some(true), "readiness changed");
                 ready = after;
                 let event = AgentEvent::Health {
                     id: id.clone(),

@@ -99,6 +99,21 @@ impl Cluster for ClusterService {
             Some(Up::Hello(h)) => h,
             _ => return Err(Status::invalid_argument("the first message must be Hello")),
         };
+        if let (Some(theirs), Some(ours)) = (&hello.overlay, self.control.overlay()) {
+            if theirs != ours {
+                tracing::warn!(
+                    ?peer,
+                    node = hello.node_id,
+                    theirs,
+                    ours,
+                    "connection refused: another network backend"
+                );
+                return Err(Status::permission_denied(format!(
+                    "node {} runs [network] backend {theirs}, the cluster {ours}: give every node the same backend and vxlan_port",
+                    hello.node_id
+                )));
+            }
+        }
         if hello.address.is_empty() {
             hello.address = peer.map(|p| p.ip().to_string()).unwrap_or_default();
         }

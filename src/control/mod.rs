@@ -78,6 +78,9 @@ pub struct Settings {
     pub subnet: String,
     /// The server's own node's address for the other nodes.
     pub node_address: Option<String>,
+    /// How nodes reach each other's replicas (see [`network::Backend`]):
+    /// every node must say the same.
+    pub overlay: Option<String>,
 }
 
 impl Default for Settings {
@@ -96,6 +99,7 @@ impl Default for Settings {
             ca_sha256: None,
             subnet: "10.88.0.0/16".into(),
             node_address: None,
+            overlay: None,
         }
     }
 }
@@ -167,6 +171,7 @@ impl ControlPlane {
                 labels: settings.node_labels.clone(),
                 capacity: agent.capacity(),
                 version: env!("CARGO_PKG_VERSION").to_string(),
+                overlay: settings.overlay.clone(),
             };
             (agent, hello)
         });
@@ -209,6 +214,11 @@ impl ControlPlane {
     /// The node registry (the cluster's gRPC service adds nodes to it).
     pub fn nodes(&self) -> &Nodes {
         &self.inner.nodes
+    }
+
+    /// How the cluster's nodes reach each other's replicas, if set.
+    pub fn overlay(&self) -> Option<&str> {
+        self.inner.settings.overlay.as_deref()
     }
 
     /// The cluster subnet, of which each node's replicas take a /24.

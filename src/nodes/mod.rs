@@ -138,6 +138,9 @@ pub struct Hello {
     pub labels: BTreeMap<String, String>,
     pub capacity: Capacity,
     pub version: String,
+    /// How it reaches other nodes' replicas, like "vxlan on UDP 8472".
+    #[serde(default)]
+    pub overlay: Option<String>,
 }
 
 /// Registry failures, worded for the operator.

@@ -18,6 +18,7 @@ fn hello(id: &str) -> Hello {
             memory_bytes: 1 << 30,
         },
         version: "test".into(),
+        overlay: None,
     }
 }
 

@@ -25,6 +25,13 @@ pub struct Wrk {
     pub errors: String,
 }
 
+/// The median of `f` over `runs`.
+pub fn median(runs: &[Wrk], f: fn(&Wrk) -> f64) -> f64 {
+    let mut v: Vec<f64> = runs.iter().map(f).collect();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 /// `wrk -t2 -c32 -d8s --latency` on `url`, with one extra header.
 pub fn wrk(url: &str, header: Option<&str>) -> Wrk {
     wrk_for(url, header, 8)
@@ -33,24 +40,63 @@ pub fn wrk(url: &str, header: Option<&str>) -> Wrk {
 /// `wrk -t2 -c32 -d<secs>s --latency` on `url`, with one extra header:
 /// as many requests as the server answers (a closed loop at saturation).
 pub fn wrk_for(url: &str, header: Option<&str>, secs: u32) -> Wrk {
-    wrk_run(url, header, secs, None)
+    wrk_run(url, header, secs, None, None)
 }
 
-/// Like [`wrk_for`], but each of the 32 connections waits `pause_ms`
-/// between a response and its next request, so the load stays below
-/// saturation and the latency is the server's, not the queue's.
-pub fn wrk_paced(url: &str, header: Option<&str>, secs: u32, pause_ms: u32) -> Wrk {
+/// [`wrk_for`] run inside the network namespace at `netns` (a lab's).
+pub fn wrk_for_in(netns: &std::path::Path, url: &str, header: Option<&str>, secs: u32) -> Wrk {
+    wrk_run(url, header, secs, None, Some(netns))
+}
+
+/// [`wrk_paced`] run inside the network namespace at `netns`.
+pub fn wrk_paced_in(
+    netns: &std::path::Path,
+    url: &str,
+    header: Option<&str>,
+    secs: u32,
+    pause_ms: u32,
+) -> Wrk {
+    wrk_run(
+        url,
+        header,
+        secs,
+        Some(&pause_script(pause_ms)),
+        Some(netns),
+    )
+}
+
+fn pause_script(pause_ms: u32) -> std::path::PathBuf {
     let script = std::env::temp_dir().join(format!("orca-bench-pause-{pause_ms}.lua"));
     std::fs::write(
         &script,
         format!("function delay()\n  return {pause_ms}\nend\n"),
     )
     .unwrap();
-    wrk_run(url, header, secs, Some(&script))
+    script
 }
 
-fn wrk_run(url: &str, header: Option<&str>, secs: u32, script: Option<&std::path::Path>) -> Wrk {
-    let mut cmd = Command::new("wrk");
+/// Like [`wrk_for`], but each of the 32 connections waits `pause_ms`
+/// between a response and its next request, so the load stays below
+/// saturation and the latency is the server's, not the queue's.
+pub fn wrk_paced(url: &str, header: Option<&str>, secs: u32, pause_ms: u32) -> Wrk {
+    wrk_run(url, header, secs, Some(&pause_script(pause_ms)), None)
+}
+
+fn wrk_run(
+    url: &str,
+    header: Option<&str>,
+    secs: u32,
+    script: Option<&std::path::Path>,
+    netns: Option<&std::path::Path>,
+) -> Wrk {
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net={}", ns.display())).arg("wrk");
+            c
+        }
+        None => Command::new("wrk"),
+    };
     let duration = format!("-d{secs}s");
     cmd.args(["-t2", "-c32", &duration, "--latency"]);
     if let Some(h) = header {

@@ -29,12 +29,6 @@ const ROUND_SECS: u32 = 4;
 /// of what either proxy serves at saturation on this machine.
 const PAUSE_MS: u32 = 2;
 
-fn median(runs: &[common::Wrk], f: fn(&common::Wrk) -> f64) -> f64 {
-    let mut v: Vec<f64> = runs.iter().map(f).collect();
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 async fn get_status(port: u16, host: &str) -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
@@ -207,10 +201,10 @@ async fn main() {
         }
         println!(
             "orca / nginx, {load}, median of the turns: throughput {:.2}x, p99 {:.2}x ({:.2} / {:.2} ms)",
-            median(o, |r| r.rps) / median(n, |r| r.rps),
-            median(o, |r| r.p99_ms) / median(n, |r| r.p99_ms),
-            median(o, |r| r.p99_ms),
-            median(n, |r| r.p99_ms)
+            common::median(o, |r| r.rps) / common::median(n, |r| r.rps),
+            common::median(o, |r| r.p99_ms) / common::median(n, |r| r.p99_ms),
+            common::median(o, |r| r.p99_ms),
+            common::median(n, |r| r.p99_ms)
         );
     }
     println!(

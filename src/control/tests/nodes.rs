@@ -34,6 +34,7 @@ fn hello(agent: &FakeAgent, labels: &[(&str, &str)]) -> Hello {
             .collect::<BTreeMap<_, _>>(),
         capacity: agent.capacity(),
         version: "test".into(),
+        overlay: None,
     }
 }
 

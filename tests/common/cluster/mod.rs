@@ -204,7 +204,28 @@ impl LabCluster {
     /// Runs node `i`'s agent to its end (a refused join): exit code, log.
     pub fn agent_refused(&self, i: usize, token: &str) -> (Option<i32>, String) {
         let join = format!("{}:6881", self.lab.nodes[0].address);
-        let mut child = self.spawn(i, &["agent", "--join", &join, "--token", token]);
+        let child = self.spawn(i, &["agent", "--join", &join, "--token", token]);
+        self.to_end(i, child)
+    }
+
+    /// Runs node `i`'s agent, joined before (no token), to its end: exit
+    /// code, log.
+    pub fn agent_refused_again(&self, i: usize) -> (Option<i32>, String) {
+        let join = format!("{}:6881", self.lab.nodes[0].address);
+        let child = self.spawn(i, &["agent", "--join", &join]);
+        self.to_end(i, child)
+    }
+
+    /// Changes node `i`'s config file with `edit`.
+    pub fn edit_config(&self, i: usize, edit: impl FnOnce(String) -> String) {
+        let path = self.config_path(i);
+        let config = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, edit(config)).unwrap();
+    }
+
+    /// Waits (30 s at most) for node `i`'s agent `child` to end: exit
+    /// code, log.
+    fn to_end(&self, i: usize, mut child: Child) -> (Option<i32>, String) {
         for _ in 0..300 {
             if let Ok(Some(status)) = child.try_wait() {
                 return (status.code(), self.log(i));
