@@ -11,7 +11,8 @@
 //!   node's and an agent's.
 //!
 //! Needs the test environment, wrk and nginx (`apt-get install wrk
-//! nginx-light`): `cargo bench --bench cluster_network`.
+//! nginx-light`): `cargo bench --bench cluster_network`
+//! (`BACKEND=host-gw` for plain routes; `ROUNDS=N` turns, default 5).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -124,7 +125,9 @@ fn report(label: &str, what: &[(&str, &[Wrk], &[Wrk])]) {
 #[tokio::main]
 async fn main() {
     let env = common::env().expect("the test environment");
-    let c = LabCluster::start(&env, 3, "").await;
+    // `BACKEND=host-gw` runs it all over plain routes instead.
+    let backend = std::env::var("BACKEND").unwrap_or_else(|_| "vxlan".into());
+    let c = LabCluster::start_with(&env, 3, "", &format!("backend = \"{backend}\"")).await;
     let kaweb = c.image(KAWEB);
     // Node A (n0) keeps no replica of these: its ingress reaches B and C.
     assert!(c.orca(&["drain", "n0"]).status.success());
@@ -241,7 +244,7 @@ async fn main() {
     let ready = ready_at(&c.log(2), &late).expect("n2 logged the replica ready");
     let ms = |t: SystemTime| t.duration_since(ready).unwrap_or_default().as_secs_f64() * 1000.0;
 
-    println!("cluster network (3 lab nodes, vxlan, one run):");
+    println!("cluster network (3 lab nodes, {backend}, one run):");
     report(
         "replica to replica, across nodes / on one node",
         &[("saturated (wrk -t2 -c32)", &across, &same)],
