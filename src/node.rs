@@ -99,13 +99,18 @@ pub async fn start(
     })
 }
 
-/// This node's own IPv4 address toward `server` (`host:port`): the source
-/// the kernel picks for it (a UDP socket is connected, nothing is sent).
+/// This node's own IPv4 address toward `server` (`host:port`).
 async fn address_toward(server: &str) -> Option<std::net::Ipv4Addr> {
     let target = tokio::net::lookup_host(server)
         .await
         .ok()?
         .find(|a| a.is_ipv4())?;
+    source_toward(target)
+}
+
+/// The source address the kernel picks for `target`: a UDP socket is
+/// connected to it, and nothing is sent.
+pub fn source_toward(target: std::net::SocketAddr) -> Option<std::net::Ipv4Addr> {
     let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
     socket.connect(target).ok()?;
     match socket.local_addr().ok()?.ip() {

@@ -119,7 +119,8 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
 }
 
 /// The server's own node's address toward the others: the advertised one,
-/// else the cluster port's own address when it names one.
+/// else the cluster port's own address when it names one, else (as k3s
+/// picks a node's IP) the address of the default route's link.
 fn node_address(config: &Config) -> Option<String> {
     config.agent.advertise_address.clone().or_else(|| {
         config
@@ -129,6 +130,12 @@ fn node_address(config: &Config) -> Option<String> {
             .ok()
             .map(|a| a.ip())
             .filter(|ip| !ip.is_unspecified())
+            .or_else(|| {
+                // A documentation address (TEST-NET-1): only the route to
+                // it is looked up.
+                let anywhere = std::net::SocketAddr::from(([192, 0, 2, 1], 9));
+                crate::node::source_toward(anywhere).map(std::net::IpAddr::V4)
+            })
             .map(|ip| ip.to_string())
     })
 }

@@ -145,7 +145,11 @@ fn peers_of(table: &Table, subnet: &str) -> Vec<network::Peer> {
                 .address
                 .rsplit_once(':')
                 .map_or(n.record.address.as_str(), |(h, _)| h);
-            let address: std::net::Ipv4Addr = host.parse().ok()?;
+            // No route or FDB entry can point at 0.0.0.0 or loopback.
+            let address: std::net::Ipv4Addr = host
+                .parse()
+                .ok()
+                .filter(|a: &std::net::Ipv4Addr| !a.is_unspecified() && !a.is_loopback())?;
             let subnet = cluster.node_slice(index).ok()?.to_string();
             Some(network::Peer {
                 node: n.id().to_string(),
