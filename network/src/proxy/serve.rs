@@ -54,6 +54,7 @@ fn serve_connection(ingress: &Ingress, stream: tokio::net::TcpStream, addr: Sock
     // The header timeout runs from the moment the connection waits for a
     // request's head, so it also closes idle keep-alive connections.
     let conn = hyper::server::conn::http1::Builder::new()
+        .writev(false)
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
         .serve_connection(TokioIo::new(stream), service)

@@ -152,7 +152,10 @@ impl Upstreams {
             .map_err(|_| UpstreamError::ConnectTimeout(CONNECT_TIMEOUT))?
             .map_err(UpstreamError::Connect)?;
         let _ = stream.set_nodelay(true);
-        let (mut sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
+        let (mut sender, conn) = http1::Builder::new()
+            .writev(false)
+            .handshake(TokioIo::new(stream))
+            .await?;
         tokio::spawn(async move {
             if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!(%addr, error = %e, "ingress: replica connection ended");
