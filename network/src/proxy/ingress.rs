@@ -17,7 +17,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use super::routes::{Route, Routes};
-use super::upstream::Upstreams;
+use super::upstream::{Failed, Upstreams};
 use super::Body;
 
 /// The proxy: a routing table and keep-alive connections to the replicas.
@@ -221,10 +221,9 @@ impl Ingress {
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         parts.uri = Uri::from(path);
-        // A request without a body can be sent again to another replica.
-        let replayable = body_is_empty(&parts);
-        let mut body = Some(body.boxed());
-        let mut parts = Some(parts);
+        // A request that could not reach a replica is given back whole
+        // (it never left), and goes to another one as it is.
+        let mut request = Some(Request::from_parts(parts, body.boxed()));
         let mut tried = Vec::new();
         loop {
             let Some(i) = self.routes.pick(route, &tried) else {
@@ -235,18 +234,11 @@ impl Ingress {
             };
             let backend = &route.backends[i];
             tried.push(backend.addr);
-            let may_retry = replayable && tried.len() < route.backends.len();
-            let head = match (may_retry, parts.take()) {
-                (true, Some(p)) => {
-                    let copy = p.clone();
-                    parts = Some(p);
-                    copy
-                }
-                (_, Some(p)) => p,
-                (_, None) => return json_error(StatusCode::BAD_GATEWAY, "request already sent"),
+            let may_retry = tried.len() < route.backends.len();
+            let Some(upstream) = request.take() else {
+                return json_error(StatusCode::BAD_GATEWAY, "request already sent");
             };
-            let upstream = Request::from_parts(head, body.take().unwrap_or_else(empty));
-            let sent = self.upstreams.send(backend.addr, upstream);
+            let sent = self.upstreams.try_send(backend.addr, upstream);
             let Ok(sent) = tokio::time::timeout(self.response_timeout, sent).await else {
                 // Dropping the exchange closes that connection to the replica.
                 route.traffic.upstream_error();
@@ -279,12 +271,13 @@ impl Ingress {
                     strip_hop_by_hop(&mut rparts.headers);
                     return Response::from_parts(rparts, rbody.boxed());
                 }
-                Err(e) => {
+                Err(Failed { error: e, unsent }) => {
                     route.traffic.upstream_error();
                     if e.is_connect() {
                         tracing::debug!(backend = %backend.id, error = %e, "replica refused; out of rotation");
                         self.routes.eject(backend.addr);
-                        if may_retry {
+                        if let (true, Some(unsent)) = (may_retry, unsent) {
+                            request = Some(unsent);
                             continue;
                         }
                     }
@@ -299,15 +292,6 @@ impl Ingress {
             }
         }
     }
-}
-
-fn body_is_empty(parts: &http::request::Parts) -> bool {
-    let no_length = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .is_none_or(|v| v.trim() == "0");
-    no_length && !parts.headers.contains_key(header::TRANSFER_ENCODING)
 }
 
 pub(crate) fn empty() -> Body {

@@ -310,4 +310,67 @@ mod tests {
         let answer = ask(addr, "a.test").await;
         assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
     }
+
+    #[tokio::test]
+    async fn a_request_a_replica_refused_goes_whole_to_another_body_included() {
+        // A port nothing listens on, and a replica that echoes the body.
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let echo_addr = echo.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (s, _) = echo.accept().await.unwrap();
+                let service = hyper::service::service_fn(
+                    |req: http::Request<hyper::body::Incoming>| async move {
+                        let body = http_body_util::BodyExt::collect(req.into_body())
+                            .await
+                            .unwrap()
+                            .to_bytes();
+                        Ok::<_, Infallible>(http::Response::new(http_body_util::Full::new(body)))
+                    },
+                );
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(s), service),
+                );
+            }
+        });
+        let routes = Arc::new(Routes::default());
+        let backend = |id: &str, addr| Backend {
+            id: id.into(),
+            addr,
+            weight: 1,
+        };
+        routes.replace(HashMap::from([(
+            "post.test".to_string(),
+            vec![
+                backend("post.0.aaaaaa", closed),
+                backend("post.1.bbbbbb", echo_addr),
+            ],
+        )]));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(
+            listener,
+            Ingress::new(routes),
+            std::future::pending(),
+        ));
+        // Enough requests that some pick the closed port first.
+        for n in 0..4 {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let body = format!("order {n}");
+            let req = format!(
+                "POST / HTTP/1.1\r\nHost: post.test\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            s.write_all(req.as_bytes()).await.unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.unwrap();
+            assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+            assert!(out.ends_with(&body), "{out}");
+        }
+    }
 }

@@ -80,6 +80,14 @@ impl Default for Upstreams {
     }
 }
 
+/// A request that got no response: why, and the request itself when it
+/// never left because the replica could not be reached (so it may go to
+/// another one as it is, body included).
+pub struct Failed {
+    pub error: UpstreamError,
+    pub unsent: Option<Request<Body>>,
+}
+
 /// What sending on a connection yields: the response, or the error with
 /// the request given back if it never left.
 type Sent = Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<Body>>>;
@@ -88,11 +96,22 @@ impl Upstreams {
     /// Sends `req` (origin-form URI, with a Host header) to `addr` on an idle
     /// connection, or on a new one. A request that a closing connection
     /// gave back unsent goes out on another.
+    #[cfg(test)]
     pub async fn send(
         &self,
         addr: SocketAddr,
-        mut req: Request<Body>,
+        req: Request<Body>,
     ) -> Result<Response<Incoming>, UpstreamError> {
+        self.try_send(addr, req).await.map_err(|f| f.error)
+    }
+
+    /// Like [`Upstreams::send`], with the request given back when the
+    /// replica could not be reached.
+    pub async fn try_send(
+        &self,
+        addr: SocketAddr,
+        mut req: Request<Body>,
+    ) -> Result<Response<Incoming>, Failed> {
         loop {
             // Two awaits rather than one boxed future: no allocation per request.
             let sent = match self.send_on_idle(addr, req) {
@@ -103,7 +122,12 @@ impl Upstreams {
                 Ok(resp) => return Ok(resp),
                 Err(mut e) => match e.take_message() {
                     Some(unsent) => req = unsent,
-                    None => return Err(e.into_error().into()),
+                    None => {
+                        return Err(Failed {
+                            error: e.into_error().into(),
+                            unsent: None,
+                        })
+                    }
                 },
             }
         }
@@ -146,21 +170,16 @@ impl Upstreams {
         &self,
         addr: SocketAddr,
         req: Request<Body>,
-    ) -> Result<impl Future<Output = Sent> + Send, UpstreamError> {
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
-            .await
-            .map_err(|_| UpstreamError::ConnectTimeout(CONNECT_TIMEOUT))?
-            .map_err(UpstreamError::Connect)?;
-        let _ = stream.set_nodelay(true);
-        let (mut sender, conn) = http1::Builder::new()
-            .writev(false)
-            .handshake(TokioIo::new(stream))
-            .await?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(%addr, error = %e, "ingress: replica connection ended");
+    ) -> Result<impl Future<Output = Sent> + Send, Failed> {
+        let mut sender = match connect(addr).await {
+            Ok(sender) => sender,
+            Err(error) => {
+                return Err(Failed {
+                    error,
+                    unsent: Some(req),
+                })
             }
-        });
+        };
         // A new connection takes its first request before it is polled.
         let sent = sender.try_send_request(req);
         // Pooled up to a bound per replica; past it the connection serves
@@ -185,6 +204,25 @@ impl Upstreams {
             .map(|p| p.conns.get(&addr).map_or(0, Vec::len))
             .unwrap_or(0)
     }
+}
+
+/// A new HTTP/1.1 connection to `addr`, its task spawned.
+async fn connect(addr: SocketAddr) -> Result<SendRequest<Body>, UpstreamError> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| UpstreamError::ConnectTimeout(CONNECT_TIMEOUT))?
+        .map_err(UpstreamError::Connect)?;
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) = http1::Builder::new()
+        .writev(false)
+        .handshake(TokioIo::new(stream))
+        .await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(%addr, error = %e, "ingress: replica connection ended");
+        }
+    });
+    Ok(sender)
 }
 
 #[cfg(test)]
