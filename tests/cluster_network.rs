@@ -371,40 +371,51 @@ fn vxlan_index(c: &LabCluster, i: usize) -> Option<String> {
         .map(str::to_string)
 }
 
+/// Deploys `web` pinned to node `web_on` and `client` pinned to node
+/// `client_on`, and waits until both run there: the client's replica id.
+async fn web_and_client(c: &LabCluster, web_on: usize, client_on: usize) -> String {
+    let image = c.image("web:v1");
+    c.deploy(json!([
+        { "name": "web", "image": image, "replicas": 1, "port": 8080,
+          "placement": { "node": format!("n{web_on}") } },
+        { "name": "client", "image": image, "replicas": 1,
+          "placement": { "node": format!("n{client_on}") } },
+    ]));
+    let only_on =
+        |i: usize| move |s: &[usize]| s.iter().enumerate().all(|(n, k)| *k == usize::from(n == i));
+    c.until_spread("web", "web placed", only_on(web_on)).await;
+    c.until_spread("client", "client placed", only_on(client_on))
+        .await;
+    c.service("client")["instances"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Waits until replica `client` on node `i` gets web's page from `url`.
+async fn until_page(c: &LabCluster, i: usize, client: &str, url: &str, what: &str) {
+    common::eventually(what, Duration::from_secs(30), async || {
+        let page = c.exec(i, client, &["timeout", "3", "wget", "-q", "-O", "-", url]);
+        if page.contains("web v1") {
+            Ok(())
+        } else {
+            Err(page)
+        }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traffic_between_nodes_goes_on_while_their_agents_restart() {
     let Some(env) = common::env() else { return };
     let mut c = LabCluster::start(&env, 3, "").await;
-    let image = c.image("web:v1");
-    c.deploy(json!([
-        { "name": "web", "image": image, "replicas": 1, "port": 8080, "placement": { "node": "n1" } },
-        { "name": "client", "image": image, "replicas": 1, "placement": { "node": "n2" } },
-    ]));
-    c.until_spread("web", "web on n1", |s| s == [0, 1, 0]).await;
-    c.until_spread("client", "client on n2", |s| s == [0, 0, 1])
-        .await;
+    let client = web_and_client(&c, 1, 2).await;
     let web = c.service("web")["instances"][0]["ip"]
         .as_str()
         .unwrap()
         .to_string();
-    let client = c.service("client")["instances"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
     let url = format!("http://{web}:8080/");
-    common::eventually(
-        "the client reaches web",
-        Duration::from_secs(30),
-        async || {
-            let page = c.exec(2, &client, &["timeout", "3", "wget", "-q", "-O", "-", &url]);
-            if page.contains("web v1") {
-                Ok(())
-            } else {
-                Err(page)
-            }
-        },
-    )
-    .await;
+    until_page(&c, 2, &client, &url, "the client reaches web").await;
     let devices = (vxlan_index(&c, 1), vxlan_index(&c, 2));
     assert!(devices.0.is_some() && devices.1.is_some(), "{devices:?}");
 
@@ -450,4 +461,50 @@ async fn traffic_between_nodes_goes_on_while_their_agents_restart() {
     // The overlay device was kept, not made anew.
     assert_eq!((vxlan_index(&c, 1), vxlan_index(&c, 2)), devices);
     eprintln!("across agent restarts: {said}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_changes_address_is_reached_at_the_new_one() {
+    let Some(env) = common::env() else { return };
+    let mut c = LabCluster::start(&env, 3, "").await;
+    let client = web_and_client(&c, 2, 1).await;
+    let n2 = c.node("n2").unwrap()["subnet"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    until_page(&c, 1, &client, "http://web:8080/", "web from n1").await;
+
+    // n2 moves to another address; its agent comes back from there.
+    c.kill_agent(2);
+    let new = c.lab.readdress(2);
+    c.spawn_agent(2, None);
+    common::eventually(
+        "n2 at its new address",
+        Duration::from_secs(60),
+        async || {
+            let n = c.node("n2").unwrap();
+            if n["address"] == new.to_string() && n["state"] == "ready" {
+                Ok(())
+            } else {
+                Err(n.to_string())
+            }
+        },
+    )
+    .await;
+    // The other nodes' FDB entries for n2 follow, and web is reached again.
+    let want = format!("{} dst {new} self permanent", vtep_mac(&n2));
+    common::eventually(
+        "the FDB entries follow",
+        Duration::from_secs(30),
+        async || {
+            let (o0, o1) = (overlay_entries(&c, 0), overlay_entries(&c, 1));
+            if o0.contains(&want) && o1.contains(&want) {
+                Ok(())
+            } else {
+                Err(format!("n0: {o0}\nn1: {o1}"))
+            }
+        },
+    )
+    .await;
+    until_page(&c, 1, &client, "http://web:8080/", "web from n1 again").await;
 }

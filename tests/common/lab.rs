@@ -126,6 +126,29 @@ impl Lab {
 }
 
 impl Lab {
+    /// Moves node `i` to another address of the LAN (`.30 + i`).
+    pub fn readdress(&mut self, i: usize) -> Ipv4Addr {
+        let node = &mut self.nodes[i];
+        let [a, b, c, _] = node.address.octets();
+        let new = Ipv4Addr::new(a, b, c, 30 + i as u8);
+        let (old, netns) = (node.address, node.netns.clone());
+        // The old one first: removing a primary address takes the
+        // secondaries of its subnet with it.
+        for (verb, address) in [("del", old), ("add", new)] {
+            ip(&[
+                "-n",
+                &netns,
+                "addr",
+                verb,
+                &format!("{address}/24"),
+                "dev",
+                "eth0",
+            ]);
+        }
+        node.address = new;
+        new
+    }
+
     /// A registry inside the LAN's namespace at `<subnet>.1:5000`, holding
     /// `images`: (OCI layout dir, `name:tag` under `orca-test/`). Pushed
     /// from inside the namespace too.
