@@ -334,15 +334,7 @@ async fn rolling_update_and_rollback_across_nodes() {
     .await;
     // Both rollouts under continuous load through n0's ingress, which
     // routes to replicas on all three nodes: not one request fails.
-    common::eventually("n0's ingress serves v1", LONG, async || {
-        let seen = Load::start(&c, 0, "roll.test").finish().await;
-        if seen.bodies.contains_key("web v1") && seen.failures.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("{seen:?}"))
-        }
-    })
-    .await;
+    Load::until_served(&c, 0, "roll.test", LONG).await;
     let load = Load::start(&c, 0, "roll.test");
     c.deploy(spec("web:v2"));
     common::eventually("v2 on every node", LONG, async || {

@@ -134,15 +134,7 @@ async fn drain_moves_every_replica_with_the_count_held_then_undrain_and_removal(
     tokio::time::sleep(Duration::from_secs(3)).await;
     // The drain under continuous load through n2's ingress: not one
     // request fails while web's replica leaves n1.
-    common::eventually("n2's ingress serves web", LONG, async || {
-        let seen = Load::start(&c, 2, "drain.test").finish().await;
-        if seen.ok() > 0 && seen.failures.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("{seen:?}"))
-        }
-    })
-    .await;
+    Load::until_served(&c, 2, "drain.test", LONG).await;
     let load = Load::start(&c, 2, "drain.test");
 
     let out = c.orca(&["drain", "n1", "--deadline", "10m"]);

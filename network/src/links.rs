@@ -11,16 +11,20 @@ use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use crate::error::{NetworkError, Result};
 use crate::ipam::Ipv4Net;
 
-/// The index of link `name`, if it exists.
-pub async fn index_of(handle: &Handle, name: &str) -> Result<Option<u32>> {
+/// Link `name`, if it exists.
+pub async fn link(handle: &Handle, name: &str) -> Result<Option<LinkMessage>> {
     let mut links = handle.link().get().match_name(name.to_string()).execute();
     match links.try_next().await {
-        Ok(Some(link)) => Ok(Some(link.header.index)),
-        Ok(None) => Ok(None),
+        Ok(found) => Ok(found),
         // The kernel answers ENODEV for a name that does not exist.
         Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc_enodev() => Ok(None),
         Err(e) => Err(NetworkError::netlink("get link", name, e)),
     }
+}
+
+/// The index of link `name`, if it exists.
+pub async fn index_of(handle: &Handle, name: &str) -> Result<Option<u32>> {
+    Ok(link(handle, name).await?.map(|l| l.header.index))
 }
 
 fn libc_enodev() -> i32 {
@@ -54,16 +58,7 @@ pub async fn ensure_bridge(handle: &Handle, name: &str, subnet: Ipv4Net) -> Resu
             })?
         }
     };
-    if !has_address(handle, index, gateway).await? {
-        handle
-            .address()
-            .add(index, IpAddr::V4(gateway), prefix)
-            .execute()
-            .await
-            .map_err(|e| {
-                NetworkError::netlink("add address", format!("{name} {gateway}/{prefix}"), e)
-            })?;
-    }
+    ensure_address(handle, index, name, gateway, prefix).await?;
     set_up(handle, index, name).await?;
     Ok(index)
 }
@@ -258,16 +253,12 @@ pub async fn configure_inside(
 
 /// The hardware address of link `name`, if it exists.
 pub async fn mac_of(handle: &Handle, name: &str) -> Result<Option<Vec<u8>>> {
-    let mut links = handle.link().get().match_name(name.to_string()).execute();
-    match links.try_next().await {
-        Ok(Some(link)) => Ok(link.attributes.into_iter().find_map(|a| match a {
+    Ok(link(handle, name).await?.and_then(|link| {
+        link.attributes.into_iter().find_map(|a| match a {
             LinkAttribute::Address(mac) => Some(mac),
             _ => None,
-        })),
-        Ok(None) => Ok(None),
-        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc_enodev() => Ok(None),
-        Err(e) => Err(NetworkError::netlink("get link", name, e)),
-    }
+        })
+    }))
 }
 
 /// Sets the hardware address of link `name`.

@@ -19,7 +19,7 @@ use futures::TryStreamExt;
 use rtnetlink::packet_route::link::{InfoData, InfoVxlan, LinkAttribute, LinkInfo, LinkMessage};
 use rtnetlink::packet_route::neighbour::{NeighbourAttribute, NeighbourFlags, NeighbourMessage};
 use rtnetlink::packet_route::AddressFamily;
-use rtnetlink::{Handle, LinkUnspec, LinkVxlan};
+use rtnetlink::{Handle, LinkVxlan};
 use sha2::{Digest, Sha256};
 
 use crate::error::{NetworkError, Result};
@@ -97,17 +97,7 @@ fn same_device(link: &LinkMessage, vtep: &Vtep, mac: [u8; 6]) -> bool {
 /// network address: its index.
 async fn ensure(handle: &Handle, vtep: &Vtep, own: Ipv4Net) -> Result<u32> {
     let mac = vtep_mac(own);
-    let mut links = handle.link().get().match_name(vtep.name.clone()).execute();
-    let existing = match links.try_next().await {
-        Ok(found) => found,
-        Err(rtnetlink::Error::NetlinkError(e))
-            if e.raw_code() == -(nix::errno::Errno::ENODEV as i32) =>
-        {
-            None
-        }
-        Err(e) => return Err(NetworkError::netlink("get link", &vtep.name, e)),
-    };
-    let index = match existing {
+    let index = match links::link(handle, &vtep.name).await? {
         Some(link) if same_device(&link, vtep, mac) => link.header.index,
         existing => {
             if existing.is_some() {
@@ -137,12 +127,7 @@ async fn ensure(handle: &Handle, vtep: &Vtep, own: Ipv4Net) -> Result<u32> {
         }
     };
     links::ensure_address(handle, index, &vtep.name, own.network(), 32).await?;
-    handle
-        .link()
-        .set(LinkUnspec::new_with_index(index).up().build())
-        .execute()
-        .await
-        .map_err(|e| NetworkError::netlink("set up", &vtep.name, e))?;
+    links::set_up(handle, index, &vtep.name).await?;
     Ok(index)
 }
 

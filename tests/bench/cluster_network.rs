@@ -25,14 +25,12 @@ mod common;
 #[allow(clippy::duplicate_mod)]
 mod bench;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
 use bench::{median, wrk_for_in, wrk_paced_in, Wrk};
-use common::cluster::{LabCluster, KAWEB};
+use common::cluster::{load, LabCluster, KAWEB};
 use serde_json::json;
 
 /// Turns of each side (`ROUNDS=N` sets them).
@@ -61,21 +59,6 @@ fn wait(what: &str, mut done: impl FnMut() -> bool) {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// One request to 127.0.0.1:8080 with `host`, from the calling thread's
-/// namespace: the status, if any answer came.
-fn status(host: &str) -> Option<u16> {
-    let mut s = TcpStream::connect("127.0.0.1:8080").ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok();
-    write!(
-        s,
-        "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut head = [0u8; 12];
-    s.read_exact(&mut head).ok()?;
-    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
 }
 
 /// `text` without its terminal colour codes (`ESC [ ... m`).
@@ -222,11 +205,10 @@ async fn main() {
     let probe = |i: usize| {
         let netns = Path::new("/run/netns").join(&c.lab.nodes[i].netns);
         std::thread::spawn(move || {
-            let ns = std::fs::File::open(&netns).unwrap();
-            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            load::enter(&netns);
             let start = Instant::now();
             while start.elapsed() < Duration::from_secs(120) {
-                if status("late.test") == Some(200) {
+                if matches!(load::get("late.test"), Ok((200, _))) {
                     return SystemTime::now();
                 }
             }

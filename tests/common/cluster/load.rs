@@ -34,9 +34,16 @@ pub struct Load {
     thread: Option<JoinHandle<Seen>>,
 }
 
-/// One request to the node's ingress on 127.0.0.1:8080: the status and
-/// the body, or what went wrong.
-fn get(host: &str) -> Result<(u16, String), String> {
+/// Moves the calling thread into the network namespace at `netns`: the
+/// sockets it opens from then on live there.
+pub fn enter(netns: &std::path::Path) {
+    let ns = std::fs::File::open(netns).unwrap();
+    nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+}
+
+/// One request to the ingress on 127.0.0.1:8080 of the calling thread's
+/// namespace: the status and the body, or what went wrong.
+pub fn get(host: &str) -> Result<(u16, String), String> {
     let mut s =
         TcpStream::connect_timeout(&"127.0.0.1:8080".parse().unwrap(), Duration::from_secs(3))
             .map_err(|e| format!("connect: {e}"))?;
@@ -64,14 +71,13 @@ fn get(host: &str) -> Result<(u16, String), String> {
 impl Load {
     /// Starts the load on node `i`'s ingress for `host`.
     pub fn start(c: &LabCluster, i: usize, host: &str) -> Load {
-        let netns = format!("/run/netns/{}", c.lab.nodes[i].netns);
+        let netns = std::path::PathBuf::from(format!("/run/netns/{}", c.lab.nodes[i].netns));
         let stop = Arc::new(AtomicBool::new(false));
         let host = host.to_string();
         let thread = std::thread::spawn({
             let stop = stop.clone();
             move || {
-                let ns = std::fs::File::open(&netns).unwrap();
-                nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+                enter(&netns);
                 let mut seen = Seen::default();
                 while !stop.load(Ordering::Relaxed) {
                     match get(&host) {
@@ -87,6 +93,21 @@ impl Load {
             stop,
             thread: Some(thread),
         }
+    }
+
+    /// Waits until node `i`'s ingress serves `host` with no failure (a
+    /// short load each time).
+    pub async fn until_served(c: &LabCluster, i: usize, host: &str, within: Duration) {
+        let what = format!("n{i}'s ingress serves {host}");
+        super::super::eventually(&what, within, async || {
+            let seen = Load::start(c, i, host).finish().await;
+            if seen.ok() > 0 && seen.failures.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{seen:?}"))
+            }
+        })
+        .await;
     }
 
     /// Goes on a moment longer, then stops: what was seen.

@@ -17,6 +17,7 @@ use super::lab::Lab;
 
 mod containers;
 pub mod load;
+pub mod overlay;
 
 pub const ADMIN: &str = "admin-token-for-the-lab-0001";
 /// The image every lab test runs: a keep-alive HTTP server.
