@@ -185,7 +185,7 @@ pub async fn run_agent(
     .await;
     proxy.stop().await;
     outcome?;
-    eprintln!("orca agent: stopped (containers keep running)");
+    tracing::info!("orca agent stopped (containers keep running)");
     Ok(())
 }
 

@@ -38,7 +38,19 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
             hash: api::auth::token_hash(&t.value),
             project: t.project.clone(),
         })
-        .collect();
+        .collect::<Vec<_>>();
+    let made = {
+        let (tokens, repo, data) = (tokens.clone(), repo.clone(), data.clone());
+        tokio::task::spawn_blocking(move || crate::admin_token::ensure(&tokens, &repo, &data))
+            .await
+            .context("make the admin token")??
+    };
+    if let Some(path) = made {
+        tracing::info!(
+            file = %path.display(),
+            "no admin token was configured or stored: made one, readable by root only in this file (the orca CLI on this host reads it)"
+        );
+    }
     let settings = Settings {
         cluster_name: config.cluster.name.clone(),
         api_address: config.cluster.api_listen.clone(),
@@ -105,8 +117,12 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         ca,
         until_stopped(stopped.clone()),
     ));
-    tracing::info!(%address, %grpc_address, node = %node_id, "orca server ready");
-    eprintln!("orca server: node {node_id}, API on http://{address}, cluster port {grpc_address}");
+    tracing::info!(
+        node = %node_id,
+        api = %format!("http://{address}"),
+        cluster_port = %grpc_address,
+        "orca server ready"
+    );
     api::server::serve(listener, Arc::new(control), until_stopped(stopped)).await?;
     let _ = cluster.await;
     proxy.stop().await;
@@ -114,7 +130,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         let _ = local.imports_stop.send(());
         let _ = local.importer.await;
     }
-    eprintln!("orca server: stopped (containers keep running)");
+    tracing::info!("orca server stopped (containers keep running)");
     Ok(())
 }
 

@@ -28,6 +28,7 @@ orca_env_install() {
   command -v nsenter >/dev/null || need+=(util-linux)
   command -v ip >/dev/null || need+=(iproute2)
   command -v ping >/dev/null || need+=(iputils-ping)
+  command -v systemd-analyze >/dev/null || need+=(systemd)
   if [ ${#need[@]} -gt 0 ] || [ "${ORCA_ENV_FORCE_APT:-}" = 1 ]; then
     orca_env_log "apt-get install ${need[*]}"
     apt-get update -qq

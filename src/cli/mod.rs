@@ -29,7 +29,9 @@ pub struct Cli {
         default_value = "http://127.0.0.1:6880"
     )]
     pub api: String,
-    /// Bearer token for the API.
+    /// Bearer token for the API; without it and ORCA_TOKEN, the admin token
+    /// the server wrote at its first start ($ORCA_DATA_DIR or /var/lib/orca,
+    /// admin.token), if readable.
     #[arg(long, global = true, env = "ORCA_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Output of read commands.
@@ -315,18 +317,68 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// orca's own log on stderr: `ORCA_LOG` filters it (default `info` for
+/// the daemons, `warn` for commands); colour only on a terminal;
+/// `ORCA_LOG_FORMAT=json` gives one JSON object per line.
 fn init_tracing(server: bool) {
+    use std::io::IsTerminal;
     let default = if server { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("ORCA_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match std::env::var("ORCA_LOG_FORMAT").as_deref() {
+        Ok("json") => builder.json().with_ansi(false).try_init(),
+        _ => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+    };
+}
+
+/// The token the CLI sends: `--token`, then `ORCA_TOKEN` (both through
+/// clap), then the first start's admin token file when readable.
+fn token(given: Option<String>) -> (Option<String>, Option<std::path::PathBuf>) {
+    if given.is_some() {
+        return (given, None);
+    }
+    let path = crate::admin_token::cli_path(std::env::var("ORCA_DATA_DIR").ok().as_deref());
+    (crate::admin_token::read(&path), Some(path))
+}
+
+/// A 401 without any token says where one comes from.
+fn explain_unauthorized(e: anyhow::Error, looked_in: Option<&std::path::Path>) -> anyhow::Error {
+    let unauthorized = e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<api::client::ClientError>(),
+            Some(api::client::ClientError::Api { status: 401, .. })
+        )
+    });
+    match looked_in {
+        Some(path) if unauthorized => e.context(format!(
+            "no token: pass --token or set ORCA_TOKEN (on the server's host, as root, the CLI reads {} when it exists)",
+            path.display()
+        )),
+        _ => e,
+    }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let client = api::client::ApiClient::new(&cli.api, cli.token.clone());
+    // The daemons take no API token (an agent's --token is its join token).
+    let daemon = matches!(cli.command, Command::Server { .. } | Command::Agent { .. });
+    let (token, file) = if daemon {
+        (cli.token.clone(), None)
+    } else {
+        token(cli.token.clone())
+    };
+    let looked_in = file.filter(|_| token.is_none());
+    run_with(cli, token)
+        .await
+        .map_err(|e| explain_unauthorized(e, looked_in.as_deref()))
+}
+
+async fn run_with(cli: Cli, token: Option<String>) -> anyhow::Result<()> {
+    let client = api::client::ApiClient::new(&cli.api, token);
     let json = cli.output == Output::Json;
     match cli.command {
         Command::Server { config } => crate::server::run(config.as_deref()).await,

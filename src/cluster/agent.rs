@@ -103,11 +103,7 @@ async fn session(
         Some(Down::Welcome { session }) => session,
         other => anyhow::bail!("unexpected first message from the server: {other:?}"),
     };
-    tracing::info!(server, session, "connected to the server");
-    eprintln!(
-        "orca agent: connected to {server} as node {}",
-        hello.node_id
-    );
+    tracing::info!(server, session, node = %hello.node_id, "connected to the server");
     connected.store(true, Ordering::Relaxed);
     let mut work = Work {
         local: local.clone(),

@@ -196,6 +196,6 @@ pub async fn identity(setup: &AgentSetup) -> anyhow::Result<Identity> {
         .as_deref()
         .context("not joined yet: give --token (from `orca cluster join-token`)")?;
     let id = join(server, token, &setup.node_id, &setup.dir).await?;
-    eprintln!("orca agent: joined as node {}", setup.node_id);
+    tracing::info!(node = %setup.node_id, "orca agent joined the cluster");
     Ok(id)
 }

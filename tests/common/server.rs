@@ -50,11 +50,24 @@ fn hash(s: &str) -> u64 {
     h.finish()
 }
 
+/// The config's tokens: the tests' admin, deployer and viewer.
+fn token_sections() -> String {
+    format!(
+        "[[token]]\nname = \"admin\"\nvalue = \"{ADMIN}\"\nrole = \"admin\"\n\
+         [[token]]\nname = \"ci\"\nvalue = \"{DEPLOYER}\"\nrole = \"deployer\"\n\
+         [[token]]\nname = \"dashboard\"\nvalue = \"{VIEWER}\"\nrole = \"viewer\"\n"
+    )
+}
+
 /// Lines added to a test server's config, by section.
 #[derive(Default, Clone, Copy)]
 pub struct Extra<'a> {
     pub cluster: &'a str,
     pub proxy: &'a str,
+    /// No `[[token]]` in the config (a first start as on a fresh host).
+    pub no_tokens: bool,
+    /// Environment of the server process, besides `ORCA_LOG=info`.
+    pub env: &'a [(&'a str, &'a str)],
 }
 
 pub struct OrcaServer {
@@ -66,6 +79,7 @@ pub struct OrcaServer {
     /// The node's /24.
     pub subnet: String,
     pub socket: PathBuf,
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -79,6 +93,8 @@ impl OrcaServer {
         let Extra {
             cluster: cluster_extra,
             proxy: proxy_extra,
+            no_tokens,
+            env: server_env,
         } = extra;
         let dir = tempfile::tempdir().unwrap();
         let port = super::free_port();
@@ -107,24 +123,17 @@ http_listen = "127.0.0.1:{proxy_port}"
 [node]
 id = "node-1"
 labels = {{ zone = "test" }}
-[[token]]
-name = "admin"
-value = "{ADMIN}"
-role = "admin"
-[[token]]
-name = "ci"
-value = "{DEPLOYER}"
-role = "deployer"
-[[token]]
-name = "dashboard"
-value = "{VIEWER}"
-role = "viewer"
-"#,
+{tokens}"#,
             data = dir.path().join("data").display(),
             socket = env.socket.display(),
             registry = env.registry,
             bridge = bridge_name(&namespace),
             grpc_port = super::free_port(),
+            tokens = if no_tokens {
+                String::new()
+            } else {
+                token_sections()
+            },
         );
         std::fs::write(dir.path().join("cluster.toml"), config).unwrap();
         let mut server = OrcaServer {
@@ -134,6 +143,10 @@ role = "viewer"
             namespace,
             subnet,
             socket: env.socket.clone(),
+            env: server_env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             child: None,
         };
         server.spawn().await;
@@ -152,6 +165,7 @@ role = "viewer"
             .arg("--config")
             .arg(self.dir.path().join("cluster.toml"))
             .env("ORCA_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -224,14 +238,25 @@ role = "viewer"
     /// Runs the `orca` CLI against this server with `token`, off the
     /// runtime's threads: (exit code, stdout, stderr).
     pub async fn cli(&self, token: &str, args: &[&str]) -> (i32, String, String) {
+        self.cli_env(&[("ORCA_TOKEN", token)], args).await
+    }
+
+    /// Runs the `orca` CLI against this server with `env` and no other
+    /// `ORCA_TOKEN` or `ORCA_DATA_DIR`: (exit code, stdout, stderr).
+    pub async fn cli_env(&self, env: &[(&str, &str)], args: &[&str]) -> (i32, String, String) {
         let api = format!("http://{}", self.addr());
-        let token = token.to_string();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         tokio::task::spawn_blocking(move || {
             let out = Command::new(super::orca_bin())
                 .args(&args)
                 .env("ORCA_API", api)
-                .env("ORCA_TOKEN", token)
+                .env_remove("ORCA_TOKEN")
+                .env_remove("ORCA_DATA_DIR")
+                .envs(env)
                 .output()
                 .unwrap();
             (
