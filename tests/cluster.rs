@@ -225,7 +225,7 @@ async fn a_node_never_gets_more_than_it_has() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn logs_and_metrics_cover_every_node() {
+async fn logs_exec_and_metrics_cover_every_node() {
     let Some(env) = common::env() else { return };
     let c = LabCluster::start(&env, 3, "").await;
     c.deploy(json!([{ "name": "logger", "image": c.image(LOGGER), "replicas": 3 }]));
@@ -287,6 +287,32 @@ async fn logs_and_metrics_cover_every_node() {
                 .any(|l| l.starts_with(&format!("[{id}] line "))),
             "no followed line of {id} on {node}:\n{text}"
         );
+    }
+    // Exec: each replica, on whichever node runs it, answers as itself
+    // (hostname `<service>-<slot>`), with its stderr and exit code.
+    for (id, node) in &ids {
+        let out = c.orca(&[
+            "exec",
+            "logger",
+            "--instance",
+            id,
+            "--",
+            "sh",
+            "-c",
+            "hostname; echo on-err >&2; exit 3",
+        ]);
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "{id} on {node}: {stdout}{stderr}"
+        );
+        let slot = id.split('.').nth(1).unwrap();
+        assert_eq!(stdout.trim(), format!("logger-{slot}"), "{id} on {node}");
+        assert!(stderr.contains("on-err"), "{id} on {node}: {stderr}");
     }
     // Metrics: every node, its size and what is reserved there.
     let metrics = String::from_utf8_lossy(&c.orca_metrics()).to_string();

@@ -229,6 +229,80 @@ impl WebhookRequest {
     }
 }
 
+/// `POST /api/v1/services/{name}/exec` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecRequest {
+    /// The program and its arguments (no shell: `["sh", "-c", "..."]` for one).
+    pub command: Vec<String>,
+    /// The replica; default the service's first ready replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// Killed after this many seconds (default 30, at most 3600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
+}
+
+/// Longest exec timeout.
+pub const MAX_EXEC_TIMEOUT_SECS: u64 = 3600;
+/// Exec timeout when none is given.
+pub const DEFAULT_EXEC_TIMEOUT_SECS: u64 = 30;
+
+impl ExecRequest {
+    /// A command to run, within bounds: some program, no NUL byte (the
+    /// runtime cannot pass one), 64 KiB at most in all; a timeout of 1 s
+    /// to an hour; an instance id of letters, digits, '-' and '.'.
+    pub fn check(&self) -> Result<(), crate::ApiError> {
+        let bad = |m: String| Err(crate::ApiError::bad_request(m));
+        if self.command.first().is_none_or(|p| p.is_empty()) {
+            return bad("command must name a program: [\"ls\", \"/\"]".into());
+        }
+        if self.command.iter().any(|a| a.contains('\0')) {
+            return bad("command must not contain a NUL byte".into());
+        }
+        let size: usize = self.command.iter().map(String::len).sum();
+        if size > 64 * 1024 {
+            return bad(format!("command is {size} bytes; at most 65536"));
+        }
+        if let Some(t) = self.timeout_secs {
+            if !(1..=MAX_EXEC_TIMEOUT_SECS).contains(&t) {
+                return bad(format!(
+                    "timeout_secs {t}: must be between 1 and {MAX_EXEC_TIMEOUT_SECS}"
+                ));
+            }
+        }
+        if let Some(i) = &self.instance {
+            let ok = !i.is_empty()
+                && i.len() <= 128
+                && i.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'
+                });
+            if !ok {
+                let shown: String = i.chars().take(80).collect();
+                return bad(format!(
+                    "invalid instance {shown:?}: an instance id from status, like web.0.1a2b3c"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `POST /api/v1/services/{name}/exec` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecResponse {
+    pub instance: String,
+    pub exit_code: u32,
+    pub stdout: String,
+    pub stderr: String,
+    /// Output past 1 MiB per stream was dropped.
+    #[serde(default)]
+    pub truncated: bool,
+    /// Killed at `timeout_secs` (exit code 137).
+    #[serde(default)]
+    pub timed_out: bool,
+}
+
 /// `POST /api/v1/tokens` body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -215,4 +215,20 @@ impl NodeAgent for FakeAgent {
     async fn usage(&self, _id: &str) -> Result<cri::metrics::Usage, AgentError> {
         Ok(cri::metrics::Usage::default())
     }
+
+    async fn exec(
+        &self,
+        id: &str,
+        command: &[String],
+        _timeout: Duration,
+    ) -> Result<cri::ExecOutput, AgentError> {
+        let inner = self.lock();
+        if !inner.instances.contains_key(id) {
+            return Err(AgentError::NotFound(id.to_string()));
+        }
+        Ok(cri::ExecOutput {
+            stdout: command.join(" "),
+            ..Default::default()
+        })
+    }
 }

@@ -492,4 +492,13 @@ impl NodeAgent for LocalAgent {
     async fn usage(&self, id: &str) -> Result<cri::metrics::Usage, AgentError> {
         Ok(self.cri.usage(id).await?)
     }
+
+    async fn exec(
+        &self,
+        id: &str,
+        command: &[String],
+        timeout: Duration,
+    ) -> Result<cri::ExecOutput, AgentError> {
+        Ok(self.cri.exec(id, command, timeout).await?)
+    }
 }

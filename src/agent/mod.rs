@@ -208,6 +208,14 @@ pub trait NodeAgent: Send + Sync + 'static {
     fn logs_follow(&self, id: &str) -> mpsc::Receiver<LogLine>;
     /// Memory and CPU use of a replica.
     async fn usage(&self, id: &str) -> Result<cri::metrics::Usage, AgentError>;
+    /// Runs `command` in a replica and collects its output (see
+    /// [`cri::ExecOutput`]); kills it after `timeout`.
+    async fn exec(
+        &self,
+        id: &str,
+        command: &[String],
+        timeout: Duration,
+    ) -> Result<cri::ExecOutput, AgentError>;
     /// Ends the connection to a remote node (it was removed); nothing for
     /// a node in process.
     fn disconnect(&self) {}

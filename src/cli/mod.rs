@@ -120,6 +120,21 @@ pub enum Command {
     },
     /// A service's versions.
     Versions { name: String },
+    /// Run a command in a replica of a service (its first ready one unless
+    /// --instance names one), on whichever node runs it:
+    /// `orca exec web -- ls /`. Exits with the command's exit code.
+    Exec {
+        name: String,
+        /// The replica, by its id from `orca status --output json`.
+        #[arg(long)]
+        instance: Option<String>,
+        /// Kill the command after this long (default 30s, at most 1h).
+        #[arg(long, value_parser = parse_duration)]
+        timeout: Option<std::time::Duration>,
+        /// The program and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// Run a worker node: its containerd, driven by the server it joins
     /// (it dials the server, so it works from behind NAT). --token is the
     /// join token from `orca cluster join-token`, needed once, to join.
@@ -310,6 +325,7 @@ pub fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if out::is_pipe_closed(&e) => ExitCode::from(out::PIPE_CLOSED_EXIT),
+        Err(e) if out::exit_code(&e).is_some() => ExitCode::from(out::exit_code(&e).unwrap_or(1)),
         Err(e) => {
             out::warn(&format!("orca: {e:#}"));
             ExitCode::FAILURE
@@ -400,6 +416,19 @@ async fn run_with(cli: Cli, token: Option<String>) -> anyhow::Result<()> {
             wait,
         } => commands::rollback(&client, &name, version, wait, json).await,
         Command::Versions { name } => commands::versions(&client, &name, json).await,
+        Command::Exec {
+            name,
+            instance,
+            timeout,
+            command,
+        } => {
+            let request = api::status::ExecRequest {
+                command,
+                instance,
+                timeout_secs: timeout.map(|t| t.as_secs().max(1)),
+            };
+            commands::exec(&client, &name, request, json).await
+        }
         Command::Nodes => cluster::nodes(&client, json).await,
         Command::Agent { join, config } => {
             crate::node::run_agent(config.as_deref(), join, cli.token.clone()).await

@@ -39,6 +39,17 @@ pub fn warn(text: &str) {
     let _ = writeln!(std::io::stderr().lock(), "{text}");
 }
 
+/// The command ran and wants this exit code, having said all it had to
+/// (an exec'd command's own code).
+#[derive(Debug, thiserror::Error)]
+#[error("exit code {0}")]
+pub struct ExitWith(pub u8);
+
+/// The code `e` asks to exit with, if it is [`ExitWith`].
+pub fn exit_code(e: &anyhow::Error) -> Option<u8> {
+    e.downcast_ref::<ExitWith>().map(|c| c.0)
+}
+
 /// True when `e` (or what caused it) is [`PipeClosed`].
 pub fn is_pipe_closed(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.is::<PipeClosed>())

@@ -304,6 +304,16 @@ async fn answer(local: &dyn NodeAgent, served: &Served, call: Call) -> Result<An
             Answer::Done
         }
         Call::Usage { id } => Answer::Usage(local.usage(&id).await.map_err(wire)?),
+        Call::Exec {
+            id,
+            command,
+            timeout_ms,
+        } => Answer::Exec(
+            local
+                .exec(&id, &command, Duration::from_millis(timeout_ms))
+                .await
+                .map_err(wire)?,
+        ),
         Call::LogsFollow { .. } | Call::Check { .. } => {
             return Err(WireError {
                 kind: super::wire::ErrorKind::Other,

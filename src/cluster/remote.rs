@@ -272,6 +272,25 @@ impl NodeAgent for RemoteAgent {
         }
     }
 
+    async fn exec(
+        &self,
+        id: &str,
+        command: &[String],
+        timeout: Duration,
+    ) -> Result<cri::ExecOutput, AgentError> {
+        let call = Call::Exec {
+            id: id.into(),
+            command: command.to_vec(),
+            timeout_ms: timeout.as_millis() as u64,
+        };
+        // The node kills the command at the timeout; the answer then needs
+        // the time to come back.
+        match self.call(call, timeout + QUICK).await? {
+            Answer::Exec(out) => Ok(out),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
     fn disconnect(&self) {
         self.closed();
     }

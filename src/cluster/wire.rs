@@ -117,6 +117,11 @@ pub enum Call {
     Usage {
         id: String,
     },
+    Exec {
+        id: String,
+        command: Vec<String>,
+        timeout_ms: u64,
+    },
     /// Routes to the other nodes' replicas.
     Peers(Vec<network::Peer>),
     /// What the node's DNS server and ingress answer with.
@@ -145,6 +150,7 @@ pub enum Answer {
     Instances(Vec<Instance>),
     Logs(Vec<LogLine>),
     Usage(cri::metrics::Usage),
+    Exec(cri::ExecOutput),
 }
 
 /// A node's failure, typed so that the server can tell "no such replica"

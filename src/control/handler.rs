@@ -17,7 +17,8 @@ impl ControlPlane {
             ApiRequest::Scale { name, .. }
             | ApiRequest::StopService { name }
             | ApiRequest::Promote { name }
-            | ApiRequest::Rollback { name, .. } => self.project_of(name),
+            | ApiRequest::Rollback { name, .. }
+            | ApiRequest::Exec { name, .. } => self.project_of(name),
             ApiRequest::CreateWebhook(w) => self.project_of(&w.service),
             ApiRequest::StopProject { name } => Some(name.clone()),
             _ => None,
@@ -64,6 +65,7 @@ impl Handler for ControlPlane {
             ApiRequest::StopAll => self.stop_all().await,
             ApiRequest::Logs { name, tail, follow } => self.logs(&name, tail, follow).await,
             ApiRequest::Versions { name } => self.versions(&name),
+            ApiRequest::Exec { name, request } => self.exec(&name, request).await,
             ApiRequest::Promote { name } => self.promote(&name).await,
             ApiRequest::Rollback { name, version } => {
                 self.rollback(&name, version, &caller_name).await

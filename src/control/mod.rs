@@ -13,6 +13,7 @@ mod cluster;
 mod decide;
 mod deploy;
 mod events;
+mod exec;
 mod execute;
 mod gather;
 mod handler;

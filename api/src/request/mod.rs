@@ -62,6 +62,10 @@ pub enum ApiRequest {
     Versions {
         name: String,
     },
+    Exec {
+        name: String,
+        request: crate::status::ExecRequest,
+    },
     ClusterInfo,
     Drain {
         node: String,
@@ -135,6 +139,7 @@ impl ApiRequest {
             | StopProject { .. }
             | Promote { .. }
             | Rollback { .. }
+            | Exec { .. }
             | CreateWebhook(_)
             | DeleteWebhook { .. } => Access::Role(Role::Deployer),
             StopAll
@@ -169,6 +174,7 @@ impl ApiRequest {
             Promote { .. } => "promote",
             Rollback { .. } => "rollback",
             Versions { .. } => "versions",
+            Exec { .. } => "exec",
             ClusterInfo => "cluster_info",
             Drain { .. } => "drain",
             Undrain { .. } => "undrain",
@@ -240,7 +246,7 @@ pub fn body_route_access(method: &Method, path: &str) -> Option<Access> {
     let segments: Vec<&str> = path.split('/').skip(1).collect();
     match (method, segments.as_slice()) {
         (&Method::POST, ["api", "v1", "deploy"])
-        | (&Method::POST, ["api", "v1", "services", _, "scale" | "rollback"])
+        | (&Method::POST, ["api", "v1", "services", _, "scale" | "rollback" | "exec"])
         | (&Method::POST, ["api", "v1", "webhooks"]) => Some(Access::Role(Role::Deployer)),
         (&Method::POST, ["api", "v1", "tokens"])
         | (&Method::POST, ["api", "v1", "cluster", "join-tokens"])

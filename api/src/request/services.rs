@@ -1,5 +1,5 @@
 //! `/api/v1/services/{name}[/action]`: stop, scale, logs, promote,
-//! rollback and versions of one service.
+//! rollback, versions and exec of one service.
 
 use http::Method;
 
@@ -56,6 +56,12 @@ pub(super) fn parse(call: &Call<'_, '_>, rest: &[&str]) -> Result<ApiRequest, Ap
                 "versions" => {
                     call.only(Method::GET)?;
                     Ok(ApiRequest::Versions { name })
+                }
+                "exec" => {
+                    call.only(Method::POST)?;
+                    let request: crate::status::ExecRequest = json(&raw.body)?;
+                    request.check()?;
+                    Ok(ApiRequest::Exec { name, request })
                 }
                 _ => Err(call.not_found()),
             }

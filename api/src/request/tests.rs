@@ -242,6 +242,11 @@ fn body_routes_agree_with_the_parser() {
         (Method::POST, "/api/v1/services/web/rollback", ""),
         (
             Method::POST,
+            "/api/v1/services/web/exec",
+            r#"{"command":["ls"]}"#,
+        ),
+        (
+            Method::POST,
             "/api/v1/webhooks",
             r#"{"repo":"o/r","service":"web","secret":"12345678"}"#,
         ),
@@ -272,4 +277,48 @@ fn query_decoding() {
     );
     assert_eq!(query_pairs(Some("x=%zz")), vec![("x".into(), "%zz".into())]);
     assert_eq!(query_pairs(Some("x=%4")), vec![("x".into(), "%4".into())]);
+}
+
+#[test]
+fn exec_takes_a_command_and_bounds() {
+    let ok = p(
+        Method::POST,
+        "/api/v1/services/web/exec",
+        r#"{"command":["ls","/"],"instance":"web.0.1a2b3c","timeout_secs":5}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        ok,
+        ApiRequest::Exec {
+            name: "web".into(),
+            request: crate::status::ExecRequest {
+                command: vec!["ls".into(), "/".into()],
+                instance: Some("web.0.1a2b3c".into()),
+                timeout_secs: Some(5),
+            },
+        }
+    );
+    assert_eq!(ok.access(), Access::Role(Role::Deployer));
+    for bad in [
+        r#"{"command":[]}"#,
+        r#"{"command":[""]}"#,
+        r#"{"command":["a\u0000b"]}"#,
+        r#"{"command":["ls"],"timeout_secs":0}"#,
+        r#"{"command":["ls"],"timeout_secs":3601}"#,
+        r#"{"command":["ls"],"instance":"Web/../x"}"#,
+        r#"{"command":["ls"],"tty":true}"#,
+        r#"{"command":"ls"}"#,
+    ] {
+        let e = p(Method::POST, "/api/v1/services/web/exec", bad).unwrap_err();
+        assert_eq!(e.status, 400, "{bad}: {}", e.message);
+    }
+    let e = p(Method::GET, "/api/v1/services/web/exec", "").unwrap_err();
+    assert_eq!(e.status, 405);
+    let long = format!(r#"{{"command":["{}"]}}"#, "x".repeat(70_000));
+    assert_eq!(
+        p(Method::POST, "/api/v1/services/web/exec", &long)
+            .unwrap_err()
+            .status,
+        400
+    );
 }

@@ -1,9 +1,12 @@
 //! Running a command in a container's namespaces and capturing its output
 //! (non-interactive): the process inherits the container's environment,
 //! user, working directory and capabilities; stdout and stderr come back
-//! through FIFOs this module creates and reads.
+//! through FIFOs this module creates and reads. Output past [`MAX_OUTPUT`]
+//! per stream is read and dropped (the command is not cut off), and the
+//! answer says so; a command the runtime cannot start answers like a shell
+//! would (127 not found, 126 otherwise) with the runtime's message.
 
-use std::io::Read;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -17,15 +20,24 @@ use crate::error::{CriError, Result};
 
 const PROCESS_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
 /// Output kept per stream.
-const MAX_OUTPUT: u64 = 4 * 1024 * 1024;
+pub const MAX_OUTPUT: usize = 1024 * 1024;
+/// Exit code of a command killed at its timeout (128 + SIGKILL).
+pub const KILLED: u32 = 137;
 
 /// What an exec printed and how it ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct ExecOutput {
     pub code: u32,
     pub stdout: String,
     pub stderr: String,
+    /// Some output was past [`MAX_OUTPUT`] and is not here.
+    pub truncated: bool,
+    /// Killed at the timeout (`code` is then [`KILLED`]).
+    pub timed_out: bool,
 }
+
+/// One stream as read: what was kept, and whether more was dropped.
+type Read = (String, bool);
 
 /// Removes the FIFO directory however the exec ends.
 struct FifoDir(PathBuf);
@@ -79,7 +91,10 @@ impl Cri {
             release_reader(&stderr_path);
             let _ = out_reader.await;
             let _ = err_reader.await;
-            return Err(e);
+            return match e {
+                Started::Refused(message) => Ok(not_started(message)),
+                Started::Failed(e) => Err(e),
+            };
         }
 
         let mut tasks = self.tasks();
@@ -87,8 +102,8 @@ impl Cri {
             container_id: id.to_string(),
             exec_id: exec_id.clone(),
         }));
-        let code = match tokio::time::timeout(timeout, wait).await {
-            Ok(Ok(r)) => r.into_inner().exit_status,
+        let (code, timed_out) = match tokio::time::timeout(timeout, wait).await {
+            Ok(Ok(r)) => (r.into_inner().exit_status, false),
             Ok(Err(s)) => return Err(self.unavailable_or("Tasks.Wait", id, s)),
             Err(_) => {
                 let _ = self
@@ -100,20 +115,29 @@ impl Cri {
                         all: false,
                     }))
                     .await;
-                let _ = self.delete_process(id, &exec_id).await;
-                return Err(CriError::Timeout {
-                    what: format!("exec in {id}"),
-                    secs: timeout.as_secs(),
-                });
+                let mut tasks = self.tasks();
+                let waited = tasks.wait(self.req(WaitRequest {
+                    container_id: id.to_string(),
+                    exec_id: exec_id.clone(),
+                }));
+                let _ = tokio::time::timeout(Duration::from_secs(2), waited).await;
+                (KILLED, true)
             }
         };
-        let stdout = out_reader.await.unwrap_or_default();
-        let stderr = err_reader.await.unwrap_or_default();
+        // A child the command left behind may hold the pipes open: what
+        // came by then is the output.
+        let collect = async { (out_reader.await, err_reader.await) };
+        let (stdout, stderr) = match tokio::time::timeout(Duration::from_secs(2), collect).await {
+            Ok((o, e)) => (o.unwrap_or_default(), e.unwrap_or_default()),
+            Err(_) => Default::default(),
+        };
         self.delete_process(id, &exec_id).await?;
         Ok(ExecOutput {
             code,
-            stdout,
-            stderr,
+            truncated: stdout.1 || stderr.1,
+            stdout: stdout.0,
+            stderr: stderr.0,
+            timed_out,
         })
     }
 
@@ -124,10 +148,11 @@ impl Cri {
         process: &serde_json::Value,
         stdout: &Path,
         stderr: &Path,
-    ) -> Result<()> {
+    ) -> std::result::Result<(), Started> {
         let spec = prost_types::Any {
             type_url: PROCESS_TYPE_URL.to_string(),
-            value: serde_json::to_vec(process).map_err(|e| CriError::content("exec process", e))?,
+            value: serde_json::to_vec(process)
+                .map_err(|e| Started::Failed(CriError::content("exec process", e)))?,
         };
         self.tasks()
             .exec(self.req(ExecProcessRequest {
@@ -140,7 +165,7 @@ impl Cri {
                 exec_id: exec_id.to_string(),
             }))
             .await
-            .map_err(|s| self.unavailable_or("Tasks.Exec", id, s))?;
+            .map_err(|s| Started::Failed(self.unavailable_or("Tasks.Exec", id, s)))?;
         if let Err(s) = self
             .tasks()
             .start(self.req(StartRequest {
@@ -150,7 +175,14 @@ impl Cri {
             .await
         {
             let _ = self.delete_process(id, exec_id).await;
-            return Err(self.unavailable_or("Tasks.Start", id, s));
+            // The runtime's refusal (no such binary, not executable) is
+            // the command's outcome; containerd gone is a failure.
+            return Err(match s.code() {
+                tonic::Code::Unknown | tonic::Code::FailedPrecondition => {
+                    Started::Refused(s.message().to_string())
+                }
+                _ => Started::Failed(self.unavailable_or("Tasks.Start", id, s)),
+            });
         }
         Ok(())
     }
@@ -171,16 +203,42 @@ impl Cri {
     }
 }
 
+/// Why an exec did not start.
+enum Started {
+    /// The runtime could not start the command: its message.
+    Refused(String),
+    Failed(CriError),
+}
+
+/// The answer for a command the runtime could not start, as a shell gives it.
+fn not_started(message: String) -> ExecOutput {
+    let missing = ["not found", "no such file"]
+        .iter()
+        .any(|m| message.to_lowercase().contains(m));
+    ExecOutput {
+        code: if missing { 127 } else { 126 },
+        stderr: message,
+        ..Default::default()
+    }
+}
+
 /// Reads a FIFO to its end on a blocking thread (opening blocks until the
-/// shim opens the write side).
-fn spawn_reader(path: PathBuf) -> tokio::task::JoinHandle<String> {
-    tokio::task::spawn_blocking(move || {
-        let mut out = Vec::new();
-        if let Ok(file) = std::fs::File::open(&path) {
-            let _ = file.take(MAX_OUTPUT).read_to_end(&mut out);
-        }
-        String::from_utf8_lossy(&out).into_owned()
+/// shim opens the write side), keeping the first [`MAX_OUTPUT`] bytes.
+fn spawn_reader(path: PathBuf) -> tokio::task::JoinHandle<Read> {
+    tokio::task::spawn_blocking(move || match std::fs::File::open(&path) {
+        Ok(file) => read_capped(file, MAX_OUTPUT),
+        Err(_) => Default::default(),
     })
+}
+
+/// The first `cap` bytes of `from` (lossy UTF-8), and whether there was more;
+/// the rest is read to its end and dropped.
+fn read_capped(from: impl std::io::Read, cap: usize) -> Read {
+    let mut kept = Vec::new();
+    let mut reader = from.take(cap as u64);
+    let _ = reader.read_to_end(&mut kept);
+    let dropped = std::io::copy(&mut reader.into_inner(), &mut std::io::sink()).unwrap_or(0);
+    (String::from_utf8_lossy(&kept).into_owned(), dropped > 0)
 }
 
 /// Unblocks a reader stuck opening a FIFO nobody will write to.
@@ -197,5 +255,25 @@ fn release_reader(path: &Path) {
             return;
         }
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_past_the_cap_is_dropped_and_said() {
+        assert_eq!(read_capped(&b"hello"[..], 5), ("hello".into(), false));
+        assert_eq!(read_capped(&b"hello!"[..], 5), ("hello".into(), true));
+        assert_eq!(read_capped(&b""[..], 5), (String::new(), false));
+    }
+
+    #[test]
+    fn a_command_that_cannot_start_answers_like_a_shell() {
+        let missing = not_started("exec: \"nope\": executable file not found in $PATH".into());
+        assert_eq!(missing.code, 127);
+        assert!(missing.stderr.contains("nope"));
+        assert_eq!(not_started("permission denied".into()).code, 126);
     }
 }

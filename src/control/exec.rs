@@ -1,0 +1,158 @@
+//! `POST /api/v1/services/{name}/exec`: a command in one replica, on
+//! whichever node runs it. Which replica is decided here, from the state
+//! (pure: [`pick`]); the node runs the command and sends its output back.
+
+use std::time::{Duration, Instant};
+
+use api::status::{ExecRequest, ExecResponse, DEFAULT_EXEC_TIMEOUT_SECS};
+use api::{ApiError, ApiResponse};
+
+use super::state::State;
+use super::ControlPlane;
+use crate::agent::{AgentError, ProcessState};
+
+/// The replica of `service` to run in: `wanted` if it is one of its
+/// running replicas, else the first ready one of the current version (by
+/// slot), else the first ready one, else the first running one.
+pub(crate) fn pick(
+    st: &State,
+    service: &str,
+    wanted: Option<&str>,
+    now: Instant,
+) -> Result<String, ApiError> {
+    let record = st
+        .records
+        .get(service)
+        .ok_or_else(|| ApiError::service_not_found(service))?;
+    let mut running: Vec<_> = st
+        .instances
+        .get(service)
+        .into_iter()
+        .flatten()
+        .filter(|i| matches!(i.state, ProcessState::Running) && !st.removing.contains(&i.id))
+        .collect();
+    if let Some(id) = wanted {
+        return running
+            .iter()
+            .find(|i| i.id == id)
+            .map(|i| i.id.clone())
+            .ok_or_else(|| {
+                ApiError::not_found(format!("no running replica {id} of service {service}"))
+            });
+    }
+    let has_check = super::health::readiness(&record.spec).is_some();
+    running.sort_by_key(|i| {
+        (
+            !st.ready(has_check, &i.id, now),
+            i.version != record.version,
+            i.slot,
+            i.id.clone(),
+        )
+    });
+    running
+        .first()
+        .map(|i| i.id.clone())
+        .ok_or_else(|| ApiError::conflict(format!("service {service} has no running replica")))
+}
+
+impl ControlPlane {
+    pub(crate) async fn exec(
+        &self,
+        service: &str,
+        request: ExecRequest,
+    ) -> Result<ApiResponse, ApiError> {
+        let instance = {
+            let st = self.inner().state();
+            pick(&st, service, request.instance.as_deref(), Instant::now())?
+        };
+        let timeout =
+            Duration::from_secs(request.timeout_secs.unwrap_or(DEFAULT_EXEC_TIMEOUT_SECS));
+        let agent = self.inner().agent_of(&instance).map_err(answer_error)?;
+        let out = agent
+            .exec(&instance, &request.command, timeout)
+            .await
+            .map_err(answer_error)?;
+        ApiResponse::ok(&ExecResponse {
+            instance,
+            exit_code: out.code,
+            stdout: out.stdout,
+            stderr: out.stderr,
+            truncated: out.truncated,
+            timed_out: out.timed_out,
+        })
+    }
+}
+
+/// A node's failure as the API says it: gone replica 404, node out of
+/// reach 503, anything else 500 with the node's words.
+fn answer_error(e: AgentError) -> ApiError {
+    match &e {
+        AgentError::NotFound(_) => ApiError::not_found(e.to_string()),
+        AgentError::Runtime(c) if c.is_not_found() => ApiError::not_found(e.to_string()),
+        AgentError::Unreachable { .. } => ApiError::unavailable(e.to_string()),
+        AgentError::Runtime(c) if c.is_unavailable() => ApiError::unavailable(e.to_string()),
+        _ => ApiError::internal(format!("exec failed: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::Instance;
+
+    fn instance(id: &str, version: u64, slot: u32, state: ProcessState) -> Instance {
+        Instance {
+            id: id.into(),
+            node: "n1".into(),
+            service: "web".into(),
+            project: "p".into(),
+            version,
+            slot,
+            pid: Some(1),
+            state,
+            ip: None,
+        }
+    }
+
+    fn state(instances: Vec<Instance>) -> State {
+        let mut st = State::default();
+        let spec: api::spec::ServiceSpec =
+            serde_json::from_value(serde_json::json!({"name": "web", "image": "busybox"})).unwrap();
+        let record = crate::store::ServiceRecord {
+            spec,
+            version: 2,
+            image_digest: None,
+            stopped: false,
+            generation: 1,
+            history: vec![],
+            updated_at: String::new(),
+            reverted: None,
+            canary: None,
+            secrets_fingerprint: None,
+        };
+        st.records.insert("web".into(), record);
+        st.instances.insert("web".into(), instances);
+        st
+    }
+
+    #[test]
+    fn picks_a_ready_replica_of_the_current_version_first() {
+        let now = Instant::now();
+        let st = state(vec![
+            instance("web.1.a", 1, 0, ProcessState::Running),
+            instance("web.2.b", 2, 1, ProcessState::Running),
+            instance("web.0.c", 2, 0, ProcessState::Exited { code: 1 }),
+        ]);
+        assert_eq!(pick(&st, "web", None, now).unwrap(), "web.2.b");
+        assert_eq!(pick(&st, "web", Some("web.1.a"), now).unwrap(), "web.1.a");
+        assert_eq!(
+            pick(&st, "web", Some("web.0.c"), now).unwrap_err().status,
+            404
+        );
+        assert_eq!(pick(&st, "api", None, now).unwrap_err().status, 404);
+        assert_eq!(
+            pick(&state(vec![]), "web", None, now).unwrap_err().status,
+            409
+        );
+    }
+}
