@@ -23,6 +23,7 @@ mod cli;
 mod cluster;
 mod config;
 mod control;
+mod feed;
 mod imports;
 mod metrics;
 mod node;

@@ -109,6 +109,21 @@ async fn a_killed_agent_or_a_cut_link_moves_work_and_the_return_settles_at_the_c
         .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(total(&c, "web"), 3, "{:?}", c.spread("web"));
+
+    // The event stream told of each node's loss and return.
+    use api::events::EventKind::*;
+    let events = c.events();
+    for (kind, node) in [
+        (NodeDisconnected, "n2"),
+        (NodeConnected, "n2"),
+        (NodeDisconnected, "n1"),
+        (NodeConnected, "n1"),
+    ] {
+        assert!(
+            LabCluster::has_node_event(&events, kind, node),
+            "no {kind:?} of {node}: {events:#?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,6 +236,20 @@ async fn drain_moves_every_replica_with_the_count_held_then_undrain_and_removal(
     })
     .await;
     c.kill_agent(2);
+
+    // The event stream told of each step.
+    use api::events::EventKind::*;
+    let events = c.events();
+    for (kind, node) in [
+        (NodeDrained, "n1"),
+        (NodeUndrained, "n1"),
+        (NodeRemoved, "n2"),
+    ] {
+        assert!(
+            LabCluster::has_node_event(&events, kind, node),
+            "no {kind:?} of {node}: {events:#?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -339,8 +339,10 @@ async fn exec_returns_output_and_code() {
             &["/no/such/binary".to_string()],
             Duration::from_secs(10),
         )
-        .await;
-    assert!(missing.is_err(), "{missing:?}");
+        .await
+        .expect("a program that cannot start is an outcome, not a failure");
+    assert_eq!(missing.code, 127, "{missing:?}");
+    assert!(missing.stderr.contains("/no/such/binary"), "{missing:?}");
 
     let hostname = cri
         .exec("box-1", &["hostname".to_string()], Duration::from_secs(10))

@@ -8,6 +8,7 @@
 //! - [`names`]: the one validator for every name.
 //! - [`spec`]: the service spec (deploy payload and service.toml twin).
 //! - [`status`]: status, cluster, versions and token answers.
+//! - [`events`]: the event stream's events, as SSE and back.
 //! - [`auth`]: roles, access rules, constant-time token checks.
 //! - [`request`]: method + path + body into [`ApiRequest`].
 //! - [`error`]: the error type, [`ApiError`].
@@ -19,6 +20,7 @@
 pub mod auth;
 pub mod client;
 pub mod error;
+pub mod events;
 pub mod names;
 pub mod request;
 pub mod server;

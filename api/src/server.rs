@@ -37,6 +37,8 @@ pub enum ApiResponse {
     Metrics(String),
     /// Chunked plain text until the sender goes away (log follow).
     Stream(mpsc::Receiver<Bytes>),
+    /// Server-Sent Events until the sender goes away.
+    Events(mpsc::Receiver<Bytes>),
 }
 
 impl ApiResponse {
@@ -106,17 +108,28 @@ fn into_response(answer: ApiResponse) -> Response<Body> {
         ApiResponse::Json(status, bytes) => full(status, "application/json", bytes),
         ApiResponse::Text(text) => full(200, "text/plain; charset=utf-8", text),
         ApiResponse::Metrics(text) => full(200, "text/plain; version=0.0.4; charset=utf-8", text),
-        ApiResponse::Stream(rx) => {
-            let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
-                .map(|b| Ok::<_, Infallible>(Frame::data(b)));
-            let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+        ApiResponse::Stream(rx) => streamed(rx, "text/plain; charset=utf-8"),
+        ApiResponse::Events(rx) => {
+            let mut r = streamed(rx, "text/event-stream");
             r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                header::HeaderValue::from_static("text/plain; charset=utf-8"),
+                header::CACHE_CONTROL,
+                header::HeaderValue::from_static("no-cache"),
             );
             r
         }
     }
+}
+
+/// A chunked body fed by `rx` until its sender goes away.
+fn streamed(rx: mpsc::Receiver<Bytes>, content_type: &'static str) -> Response<Body> {
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
+        .map(|b| Ok::<_, Infallible>(Frame::data(b)));
+    let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    r
 }
 
 async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {

@@ -4,6 +4,7 @@
 mod cluster;
 mod commands;
 mod deploy;
+mod events;
 mod out;
 mod table;
 mod wait;
@@ -120,6 +121,19 @@ pub enum Command {
     },
     /// A service's versions.
     Versions { name: String },
+    /// Follow what happens: deploys, scaling, rollouts, replicas starting,
+    /// exiting and getting ready, nodes joining, leaving and draining.
+    Events {
+        /// Only this service's events.
+        #[arg(long)]
+        service: Option<String>,
+        /// Only this project's events.
+        #[arg(long)]
+        project: Option<String>,
+        /// Resume after this event id (the last 1,000 events are kept).
+        #[arg(long)]
+        since: Option<u64>,
+    },
     /// Run a command in a replica of a service (its first ready one unless
     /// --instance names one), on whichever node runs it:
     /// `orca exec web -- ls /`. Exits with the command's exit code.
@@ -416,6 +430,18 @@ async fn run_with(cli: Cli, token: Option<String>) -> anyhow::Result<()> {
             wait,
         } => commands::rollback(&client, &name, version, wait, json).await,
         Command::Versions { name } => commands::versions(&client, &name, json).await,
+        Command::Events {
+            service,
+            project,
+            since,
+        } => {
+            let follow = events::Follow {
+                service,
+                project,
+                since,
+            };
+            events::run(&client, follow, json).await
+        }
         Command::Exec {
             name,
             instance,

@@ -368,10 +368,13 @@ impl ControlPlane {
             .put_service(&record)
             .map_err(store_error)?;
         let name = record.spec.name.clone();
-        self.inner()
-            .state_mut()
-            .records
-            .insert(name.clone(), record);
+        let notes = {
+            let mut st = self.inner().state_mut();
+            let notes = crate::feed::record_notes(st.records.get(&name), &record);
+            st.records.insert(name.clone(), record);
+            notes
+        };
+        self.inner().tell(notes);
         wake(self.inner(), &name);
         Ok(())
     }

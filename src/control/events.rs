@@ -11,6 +11,24 @@ use super::worker::{wake, wake_all, watched};
 use super::{Inner, RESYNC};
 use crate::agent::{service_of, AgentEvent, NodeAgent, NodeEvent};
 use crate::nodes::Table;
+use api::events::EventKind;
+
+/// The event of a readiness change.
+pub(super) fn readiness_kind(ready: bool) -> EventKind {
+    if ready {
+        EventKind::ReplicaReady
+    } else {
+        EventKind::ReplicaUnready
+    }
+}
+
+pub(super) fn readiness_message(id: &str, ready: bool) -> String {
+    if ready {
+        format!("{id} is ready")
+    } else {
+        format!("{id} failed its readiness check")
+    }
+}
 
 /// Subscribes to the server's own node's events (its containerd must
 /// answer), starts the watch and the janitor, and returns the services
@@ -61,13 +79,32 @@ fn shape(table: &Table) -> Vec<(String, bool, bool, u64, String, u64)> {
         .collect()
 }
 
+/// The nodes as the feed tells of them.
+fn views(table: &Table) -> Vec<crate::feed::NodeView> {
+    table
+        .nodes
+        .values()
+        .map(|n| crate::feed::NodeView {
+            id: n.id().to_string(),
+            ready: n.ready(),
+            drained: n.record.drained,
+            address: n.record.address.clone(),
+            session: n.session,
+        })
+        .collect()
+}
+
 /// Follows each new connection's events, and wakes every worker when the
 /// shape of the cluster changes.
 async fn watch_nodes(inner: Arc<Inner>, mut following: HashMap<String, u64>) {
     let mut changes = inner.nodes.changes();
     let mut last = shape(&changes.borrow_and_update());
+    let mut seen = views(&changes.borrow());
     while changes.changed().await.is_ok() {
         let table = changes.borrow_and_update().clone();
+        let now_seen = views(&table);
+        inner.tell(crate::feed::node_notes(&seen, &now_seen));
+        seen = now_seen;
         for node in table.nodes.values().filter(|n| !n.local) {
             let Some(agent) = node.ready_agent() else {
                 continue;
@@ -182,6 +219,12 @@ fn handle_event(inner: &Arc<Inner>, event: NodeEvent) {
     match event.event {
         AgentEvent::Started { id, pid } => {
             inner.state_mut().record_start(&id, pid, Instant::now());
+            inner.tell_replica(
+                EventKind::ReplicaStarted,
+                &id,
+                Some(&event.node),
+                format!("{id} started (pid {pid})"),
+            );
         }
         AgentEvent::Exited {
             id,
@@ -201,6 +244,18 @@ fn handle_event(inner: &Arc<Inner>, event: NodeEvent) {
                 inner.metrics.oom_kills.with_label_values(&[&service]).inc();
             }
             tracing::info!(node = %event.node, instance = %id, code, oom_killed, "replica exited");
+            let (kind, message) = if oom_killed {
+                (
+                    EventKind::ReplicaOomKilled,
+                    format!("{id} was killed: out of memory (code {code})"),
+                )
+            } else {
+                (
+                    EventKind::ReplicaExited,
+                    format!("{id} exited with code {code}"),
+                )
+            };
+            inner.tell_replica(kind, &id, Some(&event.node), message);
             super::publish::publish_routes(inner);
             wake(inner, &service);
         }
@@ -214,6 +269,12 @@ fn handle_event(inner: &Arc<Inner>, event: NodeEvent) {
             };
             if changed {
                 tracing::info!(instance = %id, ready, "readiness changed (checked by its node)");
+                inner.tell_replica(
+                    readiness_kind(ready),
+                    &id,
+                    Some(&event.node),
+                    readiness_message(&id, ready),
+                );
                 super::publish::publish_routes(inner);
                 wake(inner, service_of(&id));
             }

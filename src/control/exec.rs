@@ -118,18 +118,7 @@ mod tests {
         let mut st = State::default();
         let spec: api::spec::ServiceSpec =
             serde_json::from_value(serde_json::json!({"name": "web", "image": "busybox"})).unwrap();
-        let record = crate::store::ServiceRecord {
-            spec,
-            version: 2,
-            image_digest: None,
-            stopped: false,
-            generation: 1,
-            history: vec![],
-            updated_at: String::new(),
-            reverted: None,
-            canary: None,
-            secrets_fingerprint: None,
-        };
+        let record = crate::store::ServiceRecord::for_tests(spec, 2);
         st.records.insert("web".into(), record);
         st.instances.insert("web".into(), instances);
         st

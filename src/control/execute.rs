@@ -118,10 +118,18 @@ async fn restart(inner: &Inner, service: &str, id: &str) {
         Ok(pid) => {
             inner.metrics.restarts.with_label_values(&[service]).inc();
             st.record_start(id, pid, Instant::now());
-            if let Some(r) = st.replicas.get_mut(id) {
+            let count = st.replicas.get_mut(id).map_or(0, |r| {
                 r.restarts += 1;
                 r.next_start = None;
-            }
+                r.restarts
+            });
+            drop(st);
+            inner.tell_replica(
+                api::events::EventKind::ReplicaRestarted,
+                id,
+                None,
+                format!("{id} restarted (restart {count}, pid {pid})"),
+            );
         }
         Err(e) => {
             tracing::warn!(instance = %id, error = %e, "restart failed");

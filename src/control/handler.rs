@@ -66,6 +66,7 @@ impl Handler for ControlPlane {
             ApiRequest::Logs { name, tail, follow } => self.logs(&name, tail, follow).await,
             ApiRequest::Versions { name } => self.versions(&name),
             ApiRequest::Exec { name, request } => self.exec(&name, request).await,
+            ApiRequest::Events(query) => self.events(query),
             ApiRequest::Promote { name } => self.promote(&name).await,
             ApiRequest::Rollback { name, version } => {
                 self.rollback(&name, version, &caller_name).await

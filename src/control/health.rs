@@ -219,6 +219,14 @@ async fn run_checker(
             }
             if before != after {
                 tracing::info!(instance = %id, healthy = ?after, "readiness changed");
+                if let Some(ready) = after {
+                    inner.tell_replica(
+                        super::events::readiness_kind(ready),
+                        &id,
+                        None,
+                        super::events::readiness_message(&id, ready),
+                    );
+                }
                 super::publish::publish_routes(&inner);
                 // A rollout may be waiting on this.
                 super::worker::wake(&inner, &service);

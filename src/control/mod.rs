@@ -15,6 +15,7 @@ mod deploy;
 mod events;
 mod exec;
 mod execute;
+mod feed;
 mod gather;
 mod handler;
 pub(crate) mod health;
@@ -137,6 +138,8 @@ pub(crate) struct Inner {
     published: tokio::sync::watch::Sender<publish::View>,
     /// Which view each node was given last (see [`push`]).
     delivered: tokio::sync::watch::Sender<push::Delivered>,
+    /// What happened, for `GET /api/v1/events`.
+    feed: Arc<crate::feed::Feed>,
 }
 
 /// Read access to the [`State`] (no `DerefMut`: changes go through
@@ -202,6 +205,7 @@ impl ControlPlane {
                 dns,
                 published: tokio::sync::watch::channel(publish::View::default()).0,
                 delivered: tokio::sync::watch::channel(push::Delivered::default()).0,
+                feed: Arc::new(crate::feed::Feed::new()),
             }),
         })
     }

@@ -48,6 +48,8 @@ pub struct ServiceRuntime {
     /// (every wanted replica ready, nothing else left): the rollout's
     /// deadline runs from there.
     pub unsettled_since: Option<(u64, Instant)>,
+    /// The rollout as the event feed last told it.
+    pub announced: Option<crate::feed::Announced>,
     /// Set when the last deploy ran the local image because the registry
     /// could not be reached.
     pub pull_note: Option<String>,

@@ -167,6 +167,16 @@ fn track_settling(inner: &Inner, service: &str, now: Instant) -> Option<Instant>
     let record = st.records.get(service)?;
     let replicas = st.rollout_replicas(record, now);
     let settled = super::progress::settled(record, &replicas);
+    let facts = super::progress::Facts {
+        record,
+        replicas: &replicas,
+        problem: None,
+    };
+    let announced = st.services.get(service).and_then(|s| s.announced);
+    let (note, announce) = match super::progress::rollout(&facts) {
+        Some(r) => crate::feed::rollout_note(service, &record.spec.project, announced, &r),
+        None => (None, announced),
+    };
     let version = record.version;
     let current = st.services.get(service).and_then(|s| s.unsettled_since);
     let wanted = match current {
@@ -187,13 +197,12 @@ fn track_settling(inner: &Inner, service: &str, now: Instant) -> Option<Instant>
             .min()
     };
     drop(st);
-    if wanted != current {
-        inner
-            .state_mut()
-            .services
-            .entry(service.to_string())
-            .or_default()
-            .unsettled_since = wanted;
+    if wanted != current || announce != announced {
+        let mut st = inner.state_mut();
+        let runtime = st.services.entry(service.to_string()).or_default();
+        runtime.unsettled_since = wanted;
+        runtime.announced = announce;
     }
+    inner.tell(note);
     settles_at
 }

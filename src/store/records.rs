@@ -74,6 +74,31 @@ impl Canary {
 }
 
 impl ServiceRecord {
+    /// A record of `spec` at `version`, with that version as its only
+    /// history entry (deployed by "ci"), for tests.
+    #[cfg(test)]
+    pub fn for_tests(spec: ServiceSpec, version: u64) -> Self {
+        ServiceRecord {
+            history: vec![VersionRecord {
+                version,
+                spec: spec.clone(),
+                image_digest: None,
+                deployed_at: String::new(),
+                deployed_by: "ci".into(),
+                note: None,
+            }],
+            spec,
+            version,
+            image_digest: None,
+            stopped: false,
+            generation: 1,
+            updated_at: String::new(),
+            reverted: None,
+            canary: None,
+            secrets_fingerprint: None,
+        }
+    }
+
     /// Replicas wanted now.
     pub fn desired_replicas(&self) -> u32 {
         if self.stopped {

@@ -9,6 +9,7 @@
 
 pub mod cluster;
 pub mod counting;
+pub mod events;
 pub mod host;
 pub mod http;
 pub mod lab;

@@ -18,10 +18,12 @@ use crate::status::TokenRequest;
 
 mod cluster;
 mod credentials;
+mod events;
 mod params;
 mod services;
 mod webhooks;
 
+pub use events::EventsQuery;
 pub use params::query_pairs;
 
 /// Largest `tail` accepted.
@@ -62,6 +64,7 @@ pub enum ApiRequest {
     Versions {
         name: String,
     },
+    Events(EventsQuery),
     Exec {
         name: String,
         request: crate::status::ExecRequest,
@@ -130,9 +133,12 @@ impl ApiRequest {
         match self {
             Health | Metrics => Access::Public,
             GitWebhook(_) => Access::Signature,
-            Status { .. } | Logs { .. } | Versions { .. } | ClusterInfo | ListWebhooks => {
-                Access::Role(Role::Viewer)
-            }
+            Status { .. }
+            | Logs { .. }
+            | Versions { .. }
+            | Events(_)
+            | ClusterInfo
+            | ListWebhooks => Access::Role(Role::Viewer),
             Deploy(_)
             | Scale { .. }
             | StopService { .. }
@@ -175,6 +181,7 @@ impl ApiRequest {
             Rollback { .. } => "rollback",
             Versions { .. } => "versions",
             Exec { .. } => "exec",
+            Events(_) => "events",
             ClusterInfo => "cluster_info",
             Drain { .. } => "drain",
             Undrain { .. } => "undrain",
@@ -293,6 +300,7 @@ pub fn parse(raw: RawRequest<'_>) -> Result<ApiRequest, ApiError> {
                 call.only(Method::POST)?;
                 ApiRequest::StopAll
             }
+            ["events"] => events::parse(&call)?,
             ["projects", name] => {
                 call.only(Method::DELETE)?;
                 ApiRequest::StopProject {

@@ -48,7 +48,7 @@ async fn call(cp: &ControlPlane, request: ApiRequest) -> Result<(u16, Value), Ap
     match cp.handle(request, admin()).await? {
         ApiResponse::Json(status, v) => Ok((status, serde_json::from_slice(&v).unwrap())),
         ApiResponse::Text(t) | ApiResponse::Metrics(t) => Ok((200, Value::String(t))),
-        ApiResponse::Stream(_) => Ok((200, Value::Null)),
+        ApiResponse::Stream(_) | ApiResponse::Events(_) => Ok((200, Value::Null)),
     }
 }
 
@@ -141,6 +141,26 @@ async fn deploy_scale_stop() {
     assert_eq!(
         serde_json::to_value(cp.status(None).services[0].status).unwrap(),
         "stopped"
+    );
+
+    // Each acknowledged change is on the event feed, in order.
+    use api::events::EventKind::*;
+    let (kept, _) = cp.inner().feed.subscribe(Some(0));
+    let changes: Vec<_> = kept
+        .iter()
+        .filter(|e| matches!(e.kind, Deployed | Scaled | Stopped | RolloutComplete))
+        .map(|e| (e.kind, e.version))
+        .collect();
+    assert_eq!(
+        changes,
+        vec![
+            // Version 1 never ran long enough to count as ready.
+            (Deployed, Some(1)),
+            (Scaled, Some(1)),
+            (Deployed, Some(2)),
+            (RolloutComplete, Some(2)),
+            (Stopped, Some(2)),
+        ]
     );
 }
 

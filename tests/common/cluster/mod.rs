@@ -319,6 +319,35 @@ impl LabCluster {
             .unwrap()
     }
 
+    /// The events the server keeps (its last 1,000), read with `orca
+    /// events --since 0` inside node 0's namespace (it follows, so it is
+    /// stopped after 3 s).
+    pub fn events(&self) -> Vec<api::events::Event> {
+        let out = self.lab.nodes[0]
+            .nsenter("timeout")
+            .arg("3")
+            .arg(super::orca_bin())
+            .args(["--api", "http://127.0.0.1:6880", "--token", ADMIN])
+            .args(["events", "--since", "0", "--output", "json"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// Whether `events` has one of `kind` about node `node`.
+    pub fn has_node_event(
+        events: &[api::events::Event],
+        kind: api::events::EventKind,
+        node: &str,
+    ) -> bool {
+        events
+            .iter()
+            .any(|e| e.kind == kind && e.node.as_deref() == Some(node) && e.instance.is_none())
+    }
+
     /// `/metrics`, fetched inside node 0's namespace.
     pub fn orca_metrics(&self) -> Vec<u8> {
         let out = self.lab.nodes[0]
