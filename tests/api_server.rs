@@ -330,6 +330,9 @@ async fn memory_hog_shows_oom_killed() {
     let Some(env) = common::env() else { return };
     let server = OrcaServer::start(&env, "oom").await;
     let c = server.admin();
+    let mut events =
+        common::events::EventStream::open(server.port, common::server::VIEWER, "service=hog", None)
+            .await;
     deploy(&c, json!([{ "name": "hog", "image": env.image("hog:latest"), "resources": { "memory": "32Mi" } }])).await;
     let s = common::wait_for(&c, "hog", "an OOM kill", |s| {
         s.instances
@@ -344,6 +347,13 @@ async fn memory_hog_shows_oom_killed() {
         metrics.contains("orca_oom_kills_total{service=\"hog\"}"),
         "{metrics}"
     );
+    // And on the event stream.
+    let (_, oom) = events
+        .until("an OOM kill", Duration::from_secs(30), |e| {
+            e.kind == api::events::EventKind::ReplicaOomKilled
+        })
+        .await;
+    assert_eq!(oom.instance.as_deref(), Some(s.instances[0].id.as_str()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

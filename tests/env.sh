@@ -29,6 +29,8 @@ orca_env_install() {
   command -v ip >/dev/null || need+=(iproute2)
   command -v ping >/dev/null || need+=(iputils-ping)
   command -v systemd-analyze >/dev/null || need+=(systemd)
+  command -v chromium >/dev/null || need+=(chromium)
+  command -v chromedriver >/dev/null || need+=(chromium-driver)
   if [ ${#need[@]} -gt 0 ] || [ "${ORCA_ENV_FORCE_APT:-}" = 1 ]; then
     orca_env_log "apt-get install ${need[*]}"
     apt-get update -qq

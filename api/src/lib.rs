@@ -9,6 +9,7 @@
 //! - [`spec`]: the service spec (deploy payload and service.toml twin).
 //! - [`status`]: status, cluster, versions and token answers.
 //! - [`events`]: the event stream's events, as SSE and back.
+//! - [`page`]: the status page at `/`.
 //! - [`auth`]: roles, access rules, constant-time token checks.
 //! - [`request`]: method + path + body into [`ApiRequest`].
 //! - [`error`]: the error type, [`ApiError`].
@@ -22,6 +23,7 @@ pub mod client;
 pub mod error;
 pub mod events;
 pub mod names;
+pub mod page;
 pub mod request;
 pub mod server;
 pub mod spec;

@@ -39,6 +39,8 @@ pub enum ApiResponse {
     Stream(mpsc::Receiver<Bytes>),
     /// Server-Sent Events until the sender goes away.
     Events(mpsc::Receiver<Bytes>),
+    /// The status page.
+    Page,
 }
 
 impl ApiResponse {
@@ -109,6 +111,23 @@ fn into_response(answer: ApiResponse) -> Response<Body> {
         ApiResponse::Text(text) => full(200, "text/plain; charset=utf-8", text),
         ApiResponse::Metrics(text) => full(200, "text/plain; version=0.0.4; charset=utf-8", text),
         ApiResponse::Stream(rx) => streamed(rx, "text/plain; charset=utf-8"),
+        ApiResponse::Page => {
+            let mut r = full(200, "text/html; charset=utf-8", crate::page::INDEX);
+            let h = r.headers_mut();
+            h.insert(
+                header::CONTENT_SECURITY_POLICY,
+                header::HeaderValue::from_static(crate::page::CSP),
+            );
+            h.insert(
+                header::X_CONTENT_TYPE_OPTIONS,
+                header::HeaderValue::from_static("nosniff"),
+            );
+            h.insert(
+                header::REFERRER_POLICY,
+                header::HeaderValue::from_static("no-referrer"),
+            );
+            r
+        }
         ApiResponse::Events(rx) => {
             let mut r = streamed(rx, "text/event-stream");
             r.headers_mut().insert(

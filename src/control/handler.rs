@@ -53,6 +53,7 @@ impl Handler for ControlPlane {
         let caller_name = caller.as_ref().map(|c| c.name.clone()).unwrap_or_default();
         self.check_scope(caller.as_ref(), &request)?;
         match request {
+            ApiRequest::Page => Ok(ApiResponse::Page),
             ApiRequest::Health => ApiResponse::ok(&self.health()),
             ApiRequest::Metrics => Ok(ApiResponse::Metrics(
                 self.inner().metrics.render(self).await,

@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used)]
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod cluster;
 pub mod counting;
 pub mod events;

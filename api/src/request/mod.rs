@@ -32,6 +32,8 @@ pub const MAX_TAIL: usize = 100_000;
 /// A parsed API call.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ApiRequest {
+    /// The status page.
+    Page,
     Health,
     Metrics,
     Deploy(DeployRequest),
@@ -131,7 +133,7 @@ impl ApiRequest {
     pub fn access(&self) -> Access {
         use ApiRequest::*;
         match self {
-            Health | Metrics => Access::Public,
+            Page | Health | Metrics => Access::Public,
             GitWebhook(_) => Access::Signature,
             Status { .. }
             | Logs { .. }
@@ -168,6 +170,7 @@ impl ApiRequest {
     pub fn route(&self) -> &'static str {
         use ApiRequest::*;
         match self {
+            Page => "page",
             Health => "health",
             Metrics => "metrics",
             Deploy(_) => "deploy",
@@ -273,6 +276,10 @@ pub fn parse(raw: RawRequest<'_>) -> Result<ApiRequest, ApiError> {
     let segments: Vec<&str> = path.split('/').skip(1).collect();
     let call = Call { raw: &raw, path };
     let request = match segments.as_slice() {
+        [""] => {
+            call.only(Method::GET)?;
+            ApiRequest::Page
+        }
         ["metrics"] => {
             call.only(Method::GET)?;
             ApiRequest::Metrics

@@ -164,7 +164,7 @@ fn seed_routes() {
 fn errors() {
     let status = |r: Result<ApiRequest, ApiError>| r.unwrap_err().status;
     assert_eq!(status(p(Method::GET, "/api/v1/nope", "")), 404);
-    assert_eq!(status(p(Method::GET, "/", "")), 404);
+    assert_eq!(status(p(Method::GET, "/index.html", "")), 404);
     assert_eq!(
         status(p(Method::GET, "/api/v1/services/web/explode", "")),
         404
@@ -321,4 +321,47 @@ fn exec_takes_a_command_and_bounds() {
             .status,
         400
     );
+}
+
+#[test]
+fn the_page_and_the_event_stream() {
+    assert_eq!(p(Method::GET, "/", "").unwrap(), ApiRequest::Page);
+    assert_eq!(p(Method::GET, "/", "").unwrap().access(), Access::Public);
+    assert_eq!(p(Method::POST, "/", "").unwrap_err().status, 405);
+    let all = p(Method::GET, "/api/v1/events", "").unwrap();
+    assert_eq!(all, ApiRequest::Events(EventsQuery::default()));
+    assert_eq!(all.access(), Access::Role(Role::Viewer));
+    assert_eq!(
+        p(
+            Method::GET,
+            "/api/v1/events?service=web&project=shop&since=42",
+            ""
+        )
+        .unwrap(),
+        ApiRequest::Events(EventsQuery {
+            service: Some("web".into()),
+            project: Some("shop".into()),
+            since: Some(42),
+        })
+    );
+    let mut headers = HeaderMap::new();
+    headers.insert("last-event-id", "17".parse().unwrap());
+    let resumed = parse(RawRequest {
+        method: &Method::GET,
+        path: "/api/v1/events",
+        query: None,
+        headers: &headers,
+        body: Bytes::new(),
+    })
+    .unwrap();
+    assert_eq!(
+        resumed,
+        ApiRequest::Events(EventsQuery {
+            since: Some(17),
+            ..Default::default()
+        })
+    );
+    for bad in ["/api/v1/events?since=x", "/api/v1/events?service=Bad_Name"] {
+        assert_eq!(p(Method::GET, bad, "").unwrap_err().status, 400, "{bad}");
+    }
 }

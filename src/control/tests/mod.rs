@@ -48,7 +48,9 @@ async fn call(cp: &ControlPlane, request: ApiRequest) -> Result<(u16, Value), Ap
     match cp.handle(request, admin()).await? {
         ApiResponse::Json(status, v) => Ok((status, serde_json::from_slice(&v).unwrap())),
         ApiResponse::Text(t) | ApiResponse::Metrics(t) => Ok((200, Value::String(t))),
-        ApiResponse::Stream(_) | ApiResponse::Events(_) => Ok((200, Value::Null)),
+        ApiResponse::Stream(_) | ApiResponse::Events(_) | ApiResponse::Page => {
+            Ok((200, Value::Null))
+        }
     }
 }
 
