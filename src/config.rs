@@ -111,6 +111,8 @@ impl Default for NetworkSection {
 #[serde(deny_unknown_fields, default)]
 pub struct ProxySection {
     pub http_listen: String,
+    /// HTTPS for services with `tls` (off when unset).
+    pub https_listen: Option<String>,
     /// Ingress worker threads (beyond the contract's keys); one per core
     /// when unset.
     pub workers: Option<usize>,
@@ -125,6 +127,7 @@ impl Default for ProxySection {
     fn default() -> Self {
         Self {
             http_listen: "0.0.0.0:80".into(),
+            https_listen: None,
             workers: None,
             max_connections: 10_000,
             header_timeout_secs: 30,
@@ -153,6 +156,28 @@ impl ProxySection {
     pub fn workers(&self) -> usize {
         self.workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+    }
+
+    /// Binds `http_listen` (and `https_listen`) and starts the ingress on
+    /// `routes`.
+    pub fn start_ingress(
+        &self,
+        routes: std::sync::Arc<network::proxy::Routes>,
+    ) -> anyhow::Result<network::proxy::IngressWorkers> {
+        let http = std::net::TcpListener::bind(&self.http_listen)
+            .with_context(|| format!("listen on {} (proxy.http_listen)", self.http_listen))?;
+        let mut ingress = network::proxy::Ingress::with_limits(routes, self.limits());
+        let https = match &self.https_listen {
+            Some(addr) => {
+                let l = std::net::TcpListener::bind(addr)
+                    .with_context(|| format!("listen on {addr} (proxy.https_listen)"))?;
+                ingress = ingress.with_https(l.local_addr()?.port());
+                Some(l)
+            }
+            None => None,
+        };
+        network::proxy::IngressWorkers::start_with_https(http, https, ingress, self.workers())
+            .context("start the ingress")
     }
 }
 

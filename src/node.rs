@@ -157,14 +157,7 @@ pub async fn run_agent(
         dns: serve_dns(&runtime.network).await?,
         routes: Arc::new(network::proxy::Routes::default()),
     });
-    let listener = std::net::TcpListener::bind(&config.proxy.http_listen)
-        .with_context(|| format!("listen on {} (proxy.http_listen)", config.proxy.http_listen))?;
-    let proxy = network::proxy::IngressWorkers::start(
-        listener,
-        network::proxy::Ingress::with_limits(served.routes.clone(), config.proxy.limits()),
-        config.proxy.workers(),
-    )
-    .context("start the ingress")?;
+    let proxy = config.proxy.start_ingress(served.routes.clone())?;
     let agent: Arc<dyn NodeAgent> = runtime.agent.clone();
     let hello = crate::nodes::Hello {
         node_id,

@@ -86,14 +86,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listen on {}", config.cluster.api_listen))?;
     let address = listener.local_addr()?;
-    let ingress = std::net::TcpListener::bind(&config.proxy.http_listen)
-        .with_context(|| format!("listen on {} (proxy.http_listen)", config.proxy.http_listen))?;
-    let proxy = network::proxy::IngressWorkers::start(
-        ingress,
-        network::proxy::Ingress::with_limits(routes, config.proxy.limits()),
-        config.proxy.workers(),
-    )
-    .context("start the ingress")?;
+    let proxy = config.proxy.start_ingress(routes)?;
     let grpc = tokio::net::TcpListener::bind(&config.cluster.grpc_listen)
         .await
         .with_context(|| {

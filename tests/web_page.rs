@@ -42,7 +42,7 @@ async fn the_status_page_shows_the_cluster_and_follows_it_live() {
     let (status, body) = common::http::get(server.port, "orca", "/").await;
     assert_eq!(status, 200);
     assert!(body.contains("<title>orca</title>"));
-    let head = head_of(server.port, "/").await;
+    let head = common::http::head(server.port, "orca", "/").await;
     assert!(
         head.contains("content-security-policy: default-src 'none'"),
         "{head}"
@@ -127,21 +127,4 @@ async fn the_status_page_shows_the_cluster_and_follows_it_live() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("status-page.png"), shot).unwrap();
     page.close().await;
-}
-
-/// The head of the answer to `GET path`, lowercased.
-async fn head_of(port: u16, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: orca\r\nConnection: close\r\n\r\n");
-    s.write_all(request.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.unwrap();
-    let text = String::from_utf8_lossy(&buf).to_ascii_lowercase();
-    text.split("\r\n\r\n")
-        .next()
-        .unwrap_or_default()
-        .to_string()
 }

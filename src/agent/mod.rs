@@ -225,8 +225,9 @@ pub trait NodeAgent: Send + Sync + 'static {
         &self,
         names: &network::dns::Names,
         routes: &std::collections::HashMap<String, Vec<network::proxy::Backend>>,
+        certs: &std::collections::HashMap<String, network::proxy::TlsPair>,
     ) -> Result<(), AgentError> {
-        let _ = (names, routes);
+        let _ = (names, routes, certs);
         Ok(())
     }
     /// Routes to the other nodes' replicas: exactly `peers`.

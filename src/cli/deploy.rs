@@ -130,6 +130,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn tls_in_service_toml() {
+        let text = r#"
+[[service]]
+name = "shop"
+image = "web:v1"
+domain = "shop.example.com"
+tls = { cert = "/etc/orca/certs/shop.pem", key = "/etc/orca/certs/shop.key" }
+"#;
+        let specs = parse_file(Path::new("/x/services/p/service.toml"), text).unwrap();
+        assert_eq!(
+            specs[0].tls,
+            Some(api::spec::TlsSpec::Files(api::spec::TlsFiles {
+                cert: "/etc/orca/certs/shop.pem".into(),
+                key: "/etc/orca/certs/shop.key".into(),
+            }))
+        );
+        let acme = text.replace(
+            r#"{ cert = "/etc/orca/certs/shop.pem", key = "/etc/orca/certs/shop.key" }"#,
+            r#""acme""#,
+        );
+        let specs = parse_file(Path::new("/x/services/p/service.toml"), &acme).unwrap();
+        assert_eq!(
+            specs[0].tls,
+            Some(api::spec::TlsSpec::Mode(api::spec::TlsMode::Acme))
+        );
+    }
+
+    #[test]
     fn service_toml_twin_of_the_json() {
         let text = r#"
 [[service]]

@@ -294,9 +294,16 @@ async fn answer(local: &dyn NodeAgent, served: &Served, call: Call) -> Result<An
         }
         Call::LogsTail { id, n } => Answer::Logs(local.logs_tail(&id, n).await.map_err(wire)?),
         Call::Serve(tables) => {
-            let super::wire::Tables { names, routes } = *tables;
+            let super::wire::Tables {
+                names,
+                routes,
+                certs,
+            } = *tables;
             served.dns.replace(names);
             served.routes.replace(routes);
+            for (domain, e) in served.routes.certs().replace(&certs) {
+                tracing::warn!(domain, error = %e, "certificate not served");
+            }
             Answer::Done
         }
         Call::Peers(peers) => {

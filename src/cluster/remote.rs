@@ -299,10 +299,12 @@ impl NodeAgent for RemoteAgent {
         &self,
         names: &network::dns::Names,
         routes: &HashMap<String, Vec<network::proxy::Backend>>,
+        certs: &HashMap<String, network::proxy::TlsPair>,
     ) -> Result<(), AgentError> {
         let call = Call::Serve(Box::new(super::wire::Tables {
             names: names.clone(),
             routes: routes.clone(),
+            certs: certs.clone(),
         }));
         self.call(call, QUICK).await.map(|_| ())
     }

@@ -139,6 +139,9 @@ pub enum Call {
 pub struct Tables {
     pub names: network::dns::Names,
     pub routes: std::collections::HashMap<String, Vec<network::proxy::Backend>>,
+    /// The certificates of the TLS domains (chain and key, PEM).
+    #[serde(default)]
+    pub certs: std::collections::HashMap<String, network::proxy::TlsPair>,
 }
 
 /// A node's answer.

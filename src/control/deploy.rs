@@ -375,6 +375,7 @@ impl ControlPlane {
             notes
         };
         self.inner().tell(notes);
+        self.inner().certs_wake.notify_one();
         wake(self.inner(), &name);
         Ok(())
     }

@@ -9,6 +9,7 @@
 //! service's worker acts on the nodes, always from the latest record.
 
 mod access;
+mod certs;
 mod cluster;
 mod decide;
 mod deploy;
@@ -140,6 +141,9 @@ pub(crate) struct Inner {
     delivered: tokio::sync::watch::Sender<push::Delivered>,
     /// What happened, for `GET /api/v1/events`.
     feed: Arc<crate::feed::Feed>,
+    /// The TLS services' certificates (see [`certs`]), and its wake-up.
+    certs: tokio::sync::watch::Sender<certs::Certs>,
+    certs_wake: Arc<Notify>,
 }
 
 /// Read access to the [`State`] (no `DerefMut`: changes go through
@@ -206,6 +210,8 @@ impl ControlPlane {
                 published: tokio::sync::watch::channel(publish::View::default()).0,
                 delivered: tokio::sync::watch::channel(push::Delivered::default()).0,
                 feed: Arc::new(crate::feed::Feed::new()),
+                certs: tokio::sync::watch::channel(certs::Certs::new()).0,
+                certs_wake: Arc::new(Notify::new()),
             }),
         })
     }
@@ -213,6 +219,7 @@ impl ControlPlane {
     /// Subscribes to node events, adopts what runs, and starts a worker for
     /// every known service and every orphan.
     pub async fn start(&self) -> anyhow::Result<()> {
+        tokio::spawn(certs::run(Arc::downgrade(&self.inner)));
         worker::start(self.inner.clone()).await
     }
 

@@ -45,6 +45,8 @@ pub struct Published {
     pub isolation: Isolation,
     pub names: network::dns::Names,
     pub routes: HashMap<String, Vec<network::proxy::Backend>>,
+    /// The certificates of the TLS domains.
+    pub certs: super::certs::Certs,
 }
 
 /// A view with its generation, counted up at each change, so that one
@@ -93,13 +95,18 @@ pub(crate) fn publish_routes(inner: &Arc<Inner>) -> u64 {
     if let Some(dns) = &inner.dns {
         dns.replace(names.clone());
     }
+    let certs = inner.certs.borrow().clone();
     if let Some(table) = &inner.routes {
         table.replace(routes.clone());
+        for (domain, e) in table.certs().replace(&certs) {
+            tracing::warn!(domain, error = %e, "certificate not served");
+        }
     }
     let view = Published {
         isolation,
         names,
         routes,
+        certs,
     };
     let mut generation = 0;
     inner.published.send_if_modified(|current| {

@@ -125,7 +125,7 @@ async fn give(
         .set_isolation(&p.isolation.projects, &p.isolation.internal)
         .await?;
     if !local {
-        agent.serve(&p.names, &p.routes).await?;
+        agent.serve(&p.names, &p.routes, &p.certs).await?;
     }
     Ok(())
 }

@@ -50,6 +50,8 @@ pub struct ServiceRuntime {
     pub unsettled_since: Option<(u64, Instant)>,
     /// The rollout as the event feed last told it.
     pub announced: Option<crate::feed::Announced>,
+    /// Why its certificate cannot be served (see `certs`).
+    pub tls_problem: Option<String>,
     /// Set when the last deploy ran the local image because the registry
     /// could not be reached.
     pub pull_note: Option<String>,

@@ -118,6 +118,12 @@ pub(crate) fn service_status(st: &State, record: &ServiceRecord, now: Instant) -
             None => note,
         });
     }
+    if let Some(problem) = service_rt.and_then(|s| s.tls_problem.as_ref()) {
+        message = Some(match message {
+            Some(m) => format!("{m}; {problem}"),
+            None => problem.clone(),
+        });
+    }
     if let Some(note) = service_rt.and_then(|s| s.pull_note.as_ref()) {
         message = Some(match message {
             Some(m) => format!("{m}; {note}"),

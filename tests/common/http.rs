@@ -51,3 +51,22 @@ pub async fn get(port: u16, host: &str, path: &str) -> (u16, String) {
     let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
     exchange(("127.0.0.1", port), request.as_bytes()).await
 }
+
+/// The head (status line and headers, lowercased) of the answer to
+/// `GET path` with `Host: host` on 127.0.0.1:`port`.
+pub async fn head(port: u16, host: &str, path: &str) -> String {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)).await else {
+        return "no connection".into();
+    };
+    if s.write_all(request.as_bytes()).await.is_err() {
+        return "request not sent".into();
+    }
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+    text.split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}

@@ -38,6 +38,9 @@ pub struct ServiceSpec {
     pub port: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,
+    /// HTTPS for `domain` on the ingress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -238,6 +241,57 @@ pub struct ScaleRequest {
     pub replicas: i64,
 }
 
+/// `tls`: `"acme"`, or `{ cert, key }` files on the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TlsSpec {
+    Mode(TlsMode),
+    Files(TlsFiles),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// A certificate from an ACME authority.
+    Acme,
+}
+
+/// PEM files on the server's host, read again when they change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert: String,
+    /// Its private key.
+    pub key: String,
+}
+
+/// A `tls` that the server can act on.
+fn check_tls(tls: &TlsSpec, domain: Option<&String>) -> Result<(), ApiError> {
+    if domain.is_none() {
+        return Err(ApiError::bad_request("tls needs a domain"));
+    }
+    match tls {
+        TlsSpec::Mode(TlsMode::Acme) => Err(ApiError::bad_request(
+            "tls = \"acme\" is not supported yet: give tls = { cert = \"/path/fullchain.pem\", key = \"/path/privkey.pem\" }",
+        )),
+        TlsSpec::Files(f) => {
+            for (field, path) in [("tls.cert", &f.cert), ("tls.key", &f.key)] {
+                let ok = path.starts_with('/')
+                    && path.len() <= 4096
+                    && !path.contains('\0')
+                    && !path.split('/').any(|c| c == "..");
+                if !ok {
+                    return Err(ApiError::bad_request(format!(
+                        "invalid {field} {path:?}: must be an absolute file path on the server"
+                    )));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
 fn check_env_key(key: &str) -> bool {
     !key.is_empty()
         && key.len() <= 255
@@ -314,6 +368,9 @@ impl ServiceSpec {
             if !is_dns_name(domain) {
                 return Err(ApiError::bad_request(format!("invalid domain {domain:?}")));
             }
+        }
+        if let Some(tls) = &self.tls {
+            check_tls(tls, self.domain.as_ref())?;
         }
         if let Some(h) = &self.health {
             check_path("health", h)?;

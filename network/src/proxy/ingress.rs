@@ -29,7 +29,20 @@ pub struct Ingress {
     limits: Limits,
     /// Client connections open now, across every worker.
     connections: Arc<tokio::sync::Semaphore>,
+    /// The TLS acceptor and port, when the ingress serves HTTPS too.
+    https: Option<(tokio_rustls::TlsAcceptor, u16)>,
 }
+
+/// How a request came in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+/// Paths a certificate authority fetches over plain HTTP to check a domain
+/// (ACME HTTP-01): never redirected.
+const ACME_CHALLENGE: &str = "/.well-known/acme-challenge/";
 
 /// What one ingress (all its workers together) holds at most.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,7 +127,21 @@ impl Ingress {
             response_timeout: RESPONSE_TIMEOUT,
             connections: Arc::new(tokio::sync::Semaphore::new(limits.max_connections)),
             limits,
+            https: None,
         }
+    }
+
+    /// The same proxy, also serving HTTPS on `port` with the certificates
+    /// of its routes; plain HTTP to a domain with a certificate is then
+    /// redirected there.
+    pub fn with_https(mut self, port: u16) -> Self {
+        self.https = Some((super::tls::acceptor(self.routes.clone()), port));
+        self
+    }
+
+    /// The TLS acceptor, when HTTPS is served.
+    pub fn acceptor(&self) -> Option<&tokio_rustls::TlsAcceptor> {
+        self.https.as_ref().map(|(a, _)| a)
     }
 
     /// The same proxy with its own keep-alive pool (for another worker
@@ -142,8 +169,14 @@ impl Ingress {
         self
     }
 
-    /// Serves one request from `client_addr`, and counts the answer.
-    pub async fn handle(&self, req: Request<Incoming>, client_addr: SocketAddr) -> Response<Body> {
+    /// Serves one request from `client_addr` that came in over `scheme`,
+    /// and counts the answer.
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        client_addr: SocketAddr,
+        scheme: Scheme,
+    ) -> Response<Body> {
         let host = req
             .headers()
             .get(HOST)
@@ -163,8 +196,15 @@ impl Ingress {
                 &format!("no service for host {domain:?}"),
             );
         };
+        if let (Scheme::Http, Some((_, port))) = (scheme, &self.https) {
+            if !req.uri().path().starts_with(ACME_CHALLENGE) && self.routes.certs().has(&domain) {
+                let response = redirect(&domain, *port, req.uri());
+                route.traffic.respond(response.status());
+                return response;
+            }
+        }
         let response = self
-            .forward(req, client_addr, &route, &domain, host.clone())
+            .forward(req, client_addr, &route, &domain, host.clone(), scheme)
             .await;
         route.traffic.respond(response.status());
         response
@@ -178,6 +218,7 @@ impl Ingress {
         route: &Route,
         domain: &str,
         host: HeaderValue,
+        scheme: Scheme,
     ) -> Response<Body> {
         if route.backends.is_empty() {
             return json_error(
@@ -207,9 +248,13 @@ impl Ingress {
         if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
             parts.headers.insert("x-forwarded-for", v);
         }
+        let proto = match scheme {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        };
         parts
             .headers
-            .insert("x-forwarded-proto", HeaderValue::from_static("http"));
+            .insert("x-forwarded-proto", HeaderValue::from_static(proto));
         parts.headers.insert("x-forwarded-host", host.clone());
         if !parts.headers.contains_key(HOST) {
             parts.headers.insert(HOST, host);
@@ -292,6 +337,21 @@ impl Ingress {
             }
         }
     }
+}
+
+/// 308 to the same path and query over HTTPS.
+fn redirect(domain: &str, port: u16, uri: &Uri) -> Response<Body> {
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let location = match port {
+        443 => format!("https://{domain}{path}"),
+        port => format!("https://{domain}:{port}{path}"),
+    };
+    let mut r = Response::new(empty());
+    *r.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
 }
 
 pub(crate) fn empty() -> Body {

@@ -5,13 +5,15 @@
 //! at once, before any health check notices. JSON errors: 404 for an
 //! unknown host, 503 when no replica is ready, 502 when none answers, 504
 //! when a replica does not start answering within a minute.
-//! TLS can be added in front of [`Ingress::handle`] later; nothing here
-//! assumes plain HTTP beyond `X-Forwarded-Proto`.
+//! HTTPS terminates in front of [`Ingress::handle`] with the certificate
+//! the client's SNI names; plain HTTP to a domain that has one is
+//! redirected there.
 //!
 //! - [`routes`]: the routing table and weighted round robin.
 //! - [`ingress`]: one proxied request.
 //! - [`upstream`]: a worker's keep-alive connections to the replicas.
 //! - [`serve`]: accept loops and the worker threads they run on.
+//! - [`tls`]: the certificates by domain, and the TLS acceptor.
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
@@ -19,10 +21,12 @@ use http_body_util::combinators::BoxBody;
 pub mod ingress;
 pub mod routes;
 pub mod serve;
+pub mod tls;
 mod upstream;
 
 pub use ingress::Ingress;
 pub use routes::{Backend, Routes};
 pub use serve::{serve, IngressWorkers};
+pub use tls::{CertStore, TlsPair};
 
 type Body = BoxBody<Bytes, hyper::Error>;

@@ -115,6 +115,8 @@ pub struct Routes {
     traffic: RwLock<HashMap<String, Arc<Traffic>>>,
     /// Requests for a host no service claims.
     unrouted: AtomicU64,
+    /// The certificates of the domains served over HTTPS.
+    certs: super::tls::CertStore,
 }
 
 impl Routes {
@@ -150,6 +152,11 @@ impl Routes {
         if let Ok(mut t) = self.table.write() {
             *t = table;
         }
+    }
+
+    /// The certificates of the TLS domains.
+    pub fn certs(&self) -> &super::tls::CertStore {
+        &self.certs
     }
 
     /// The backends of `domain` now.

@@ -1,8 +1,9 @@
 //! Where the ingress runs: worker threads, each with its own single-threaded
 //! runtime and its own keep-alive pool, sharing one routing table. The first
-//! worker accepts and deals connections round robin; a connection then stays
-//! on its worker, so a request goes from the client's socket to the
-//! replica's and back with no hand-off between threads.
+//! worker accepts (HTTP, and HTTPS when it is served) and deals connections
+//! round robin; a connection then stays on its worker, so a request goes
+//! from the client's socket to the replica's and back with no hand-off
+//! between threads. A TLS handshake runs in the connection's own task.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -12,7 +13,10 @@ use std::time::Duration;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::{mpsc, watch};
 
-use super::ingress::Ingress;
+use super::ingress::{Ingress, Scheme};
+
+/// A connection dealt to a worker: the socket, the client, and how it came.
+type Dealt = (std::net::TcpStream, SocketAddr, Scheme);
 
 /// Accepts connections on `listener` until `shutdown` resolves.
 pub async fn serve(
@@ -30,7 +34,7 @@ pub async fn serve(
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     continue;
                 };
-                serve_connection(&ingress, stream, addr);
+                serve_connection(&ingress, stream, addr, Scheme::Http);
             }
             _ = &mut shutdown => break,
         }
@@ -38,18 +42,48 @@ pub async fn serve(
 }
 
 /// Serves HTTP/1.1 (and upgrades) on one accepted connection, in a task of
-/// the current runtime; past the ingress's connection cap, closes it.
-fn serve_connection(ingress: &Ingress, stream: tokio::net::TcpStream, addr: SocketAddr) {
+/// the current runtime, after a TLS handshake for HTTPS; past the ingress's
+/// connection cap, closes it.
+fn serve_connection(
+    ingress: &Ingress,
+    stream: tokio::net::TcpStream,
+    addr: SocketAddr,
+    scheme: Scheme,
+) {
     let Some(permit) = ingress.admit() else {
         tracing::debug!(client = %addr, "ingress: connection cap reached; closed");
         return;
     };
     let _ = stream.set_nodelay(true);
-    let header_timeout = ingress.limits().header_timeout;
     let ingress = ingress.clone();
+    tokio::spawn(async move {
+        match (scheme, ingress.acceptor().cloned()) {
+            (Scheme::Https, Some(acceptor)) => {
+                let timeout = ingress.limits().header_timeout;
+                match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => serve_io(ingress, tls, addr, scheme).await,
+                    Ok(Err(e)) => {
+                        tracing::debug!(client = %addr, error = %e, "TLS handshake failed")
+                    }
+                    Err(_) => tracing::debug!(client = %addr, "TLS handshake timed out"),
+                }
+            }
+            (Scheme::Https, None) => {}
+            (Scheme::Http, _) => serve_io(ingress, stream, addr, scheme).await,
+        }
+        drop(permit);
+    });
+}
+
+/// HTTP/1.1 on `io` until the client goes or idles past the header timeout.
+async fn serve_io<I>(ingress: Ingress, io: I, addr: SocketAddr, scheme: Scheme)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let header_timeout = ingress.limits().header_timeout;
     let service = hyper::service::service_fn(move |req| {
         let ingress = ingress.clone();
-        async move { Ok::<_, Infallible>(ingress.handle(req, addr).await) }
+        async move { Ok::<_, Infallible>(ingress.handle(req, addr, scheme).await) }
     });
     // The header timeout runs from the moment the connection waits for a
     // request's head, so it also closes idle keep-alive connections.
@@ -57,69 +91,79 @@ fn serve_connection(ingress: &Ingress, stream: tokio::net::TcpStream, addr: Sock
         .writev(false)
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
-    tokio::spawn(async move {
-        let _ = conn.await;
-        drop(permit);
-    });
+    let _ = conn.await;
 }
 
-/// Worker 0 accepts and deals connections round robin, itself included;
-/// the others serve what they are dealt. Dealing, rather than every worker
-/// racing on accept, keeps the connections (and so the work) even.
+/// Worker 0 accepts (on the HTTP listener, and the HTTPS one when there
+/// is one) and deals connections round robin, itself included; the others
+/// serve what they are dealt. Dealing, rather than every worker racing on
+/// accept, keeps the connections (and so the work) even.
 async fn work(
     n: usize,
-    listener: Option<std::net::TcpListener>,
-    mut dealt: mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>,
-    peers: Vec<mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr)>>,
+    listeners: Listeners,
+    mut dealt: mpsc::UnboundedReceiver<Dealt>,
+    peers: Vec<mpsc::UnboundedSender<Dealt>>,
     ingress: Ingress,
     mut stopped: watch::Receiver<bool>,
 ) {
     let mut shutdown = std::pin::pin!(async move {
         let _ = stopped.wait_for(|stop| *stop).await;
     });
-    let listener = match listener.map(tokio::net::TcpListener::from_std).transpose() {
-        Ok(l) => l,
-        Err(e) => {
+    let to_tokio =
+        |l: Option<std::net::TcpListener>| l.map(tokio::net::TcpListener::from_std).transpose();
+    let (http, https) = match (to_tokio(listeners.http), to_tokio(listeners.https)) {
+        (Ok(http), Ok(https)) => (http, https),
+        (Err(e), _) | (_, Err(e)) => {
             tracing::error!(error = %e, worker = n, "ingress worker cannot listen");
             return;
         }
     };
     let mut turn = 0usize;
     loop {
-        tokio::select! {
-            accepted = async { listener.as_ref()?.accept().await.ok() }, if listener.is_some() => {
-                let Some((stream, addr)) = accepted else {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                };
-                turn = (turn + 1) % (peers.len() + 1);
-                if turn == 0 {
-                    serve_connection(&ingress, stream, addr);
-                    continue;
-                }
-                // Hand the socket over as a std one: it joins the peer's runtime there.
-                match stream.into_std() {
-                    Ok(std_stream) => {
-                        if let Err(mpsc::error::SendError((s, a))) = peers[turn - 1].send((std_stream, addr)) {
-                            if let Ok(s) = tokio::net::TcpStream::from_std(s) {
-                                serve_connection(&ingress, s, a);
-                            }
-                        }
-                    }
-                    Err(e) => tracing::debug!(error = %e, "ingress: hand-off failed"),
-                }
-            }
-            Some((stream, addr)) = dealt.recv() => {
+        let (accepted, scheme) = tokio::select! {
+            a = async { http.as_ref()?.accept().await.ok() }, if http.is_some() => (a, Scheme::Http),
+            a = async { https.as_ref()?.accept().await.ok() }, if https.is_some() => (a, Scheme::Https),
+            Some((stream, addr, scheme)) = dealt.recv() => {
                 match tokio::net::TcpStream::from_std(stream) {
-                    Ok(s) => serve_connection(&ingress, s, addr),
+                    Ok(s) => serve_connection(&ingress, s, addr, scheme),
                     Err(e) => tracing::debug!(error = %e, "ingress: take-over failed"),
                 }
+                continue;
             }
             _ = &mut shutdown => break,
+        };
+        let Some((stream, addr)) = accepted else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        turn = (turn + 1) % (peers.len() + 1);
+        if turn == 0 {
+            serve_connection(&ingress, stream, addr, scheme);
+            continue;
+        }
+        // Hand the socket over as a std one: it joins the peer's runtime there.
+        match stream.into_std() {
+            Ok(std_stream) => {
+                if let Err(mpsc::error::SendError((s, a, scheme))) =
+                    peers[turn - 1].send((std_stream, addr, scheme))
+                {
+                    if let Ok(s) = tokio::net::TcpStream::from_std(s) {
+                        serve_connection(&ingress, s, a, scheme);
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "ingress: hand-off failed"),
         }
     }
+}
+
+/// What worker 0 accepts on.
+#[derive(Default)]
+struct Listeners {
+    http: Option<std::net::TcpListener>,
+    https: Option<std::net::TcpListener>,
 }
 
 /// The ingress on its own worker threads.
@@ -137,13 +181,30 @@ impl IngressWorkers {
         ingress: Ingress,
         workers: usize,
     ) -> std::io::Result<Self> {
+        Self::start_with_https(listener, None, ingress, workers)
+    }
+
+    /// The same, also serving HTTPS on `https` (the ingress must have been
+    /// made [`Ingress::with_https`]).
+    pub fn start_with_https(
+        listener: std::net::TcpListener,
+        https: Option<std::net::TcpListener>,
+        ingress: Ingress,
+        workers: usize,
+    ) -> std::io::Result<Self> {
         listener.set_nonblocking(true)?;
+        if let Some(l) = &https {
+            l.set_nonblocking(true)?;
+        }
         let local_addr = listener.local_addr()?;
         let (stop, stopped) = watch::channel(false);
         let workers = workers.max(1);
         let (senders, mut receivers): (Vec<_>, Vec<_>) =
             (0..workers).map(|_| mpsc::unbounded_channel()).unzip();
-        let mut listener = Some(listener);
+        let mut first = Some(Listeners {
+            http: Some(listener),
+            https,
+        });
         let mut threads = Vec::new();
         for n in 0..workers {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -153,9 +214,9 @@ impl IngressWorkers {
             let stopped = stopped.clone();
             let dealt = receivers.remove(0);
             let (own, peers) = if n == 0 {
-                (listener.take(), senders[1..].to_vec())
+                (first.take().unwrap_or_default(), senders[1..].to_vec())
             } else {
-                (None, Vec::new())
+                (Listeners::default(), Vec::new())
             };
             let thread = std::thread::Builder::new()
                 .name(format!("orca-ingress-{n}"))

@@ -1,0 +1,203 @@
+//! The certificates of services with `tls = { cert, key }`: one task owns
+//! the table. It reads each service's files on the server when the spec
+//! names them and again when they change on disk (a renewal by certbot and
+//! the like), checks that they parse and that the key fits, and has the
+//! routes published again (to every node's ingress) when the table
+//! changes. A service whose files do not work is served over plain HTTP,
+//! and its status says why.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use api::spec::{TlsFiles, TlsSpec};
+use network::proxy::TlsPair;
+
+use super::Inner;
+
+/// How often the files are looked at for changes.
+const LOOK_EVERY: Duration = Duration::from_secs(10);
+/// Largest certificate or key file read.
+const MAX_FILE: u64 = 1024 * 1024;
+
+/// The served certificates, by domain.
+pub(crate) type Certs = HashMap<String, TlsPair>;
+
+/// A service's TLS files as last read: their modification times, and what
+/// came of them.
+#[derive(Clone)]
+struct Read {
+    stamps: (Option<SystemTime>, Option<SystemTime>),
+    outcome: Result<TlsPair, String>,
+}
+
+/// Reads `files` unless their stamps say nothing changed since `before`.
+fn read(files: &TlsFiles, before: Option<&Read>) -> Read {
+    let stamp = |p: &str| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let stamps = (stamp(&files.cert), stamp(&files.key));
+    if let Some(b) = before.filter(|b| b.stamps == stamps && stamps.0.is_some()) {
+        return b.clone();
+    }
+    let load = |field: &str, p: &str| -> Result<String, String> {
+        let size = std::fs::metadata(p)
+            .map_err(|e| format!("tls.{field} {p}: {e}"))?
+            .len();
+        if size > MAX_FILE {
+            return Err(format!(
+                "tls.{field} {p}: {size} bytes, more than a certificate file holds"
+            ));
+        }
+        std::fs::read_to_string(Path::new(p)).map_err(|e| format!("tls.{field} {p}: {e}"))
+    };
+    let outcome = load("cert", &files.cert).and_then(|cert_pem| {
+        let key_pem = load("key", &files.key)?;
+        let pair = TlsPair { cert_pem, key_pem };
+        network::proxy::tls::certified(&pair)
+            .map(|_| pair)
+            .map_err(|e| format!("tls {}: {e}", files.cert))
+    });
+    Read { stamps, outcome }
+}
+
+/// Keeps the table while the control plane lives: looks at the files
+/// every [`LOOK_EVERY`] and whenever `inner.certs_wake` is notified (a
+/// record saved).
+pub(super) async fn run(inner: std::sync::Weak<Inner>) {
+    let mut known: HashMap<(String, String), Read> = HashMap::new();
+    loop {
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let wanted: Vec<(String, String, TlsFiles)> = {
+            let st = inner.state();
+            st.records
+                .values()
+                .filter(|r| !r.stopped)
+                .filter_map(|r| match (&r.spec.tls, &r.spec.domain) {
+                    (Some(TlsSpec::Files(f)), Some(d)) => {
+                        Some((r.spec.name.clone(), d.to_ascii_lowercase(), f.clone()))
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        let before = std::mem::take(&mut known);
+        let looked = tokio::task::spawn_blocking(move || {
+            let mut now = HashMap::new();
+            let mut out = Vec::new();
+            for (service, domain, files) in wanted {
+                let key = (files.cert.clone(), files.key.clone());
+                let r = read(&files, before.get(&key));
+                out.push((service, domain, r.outcome.clone()));
+                now.insert(key, r);
+            }
+            (now, out)
+        })
+        .await;
+        if let Ok((now, out)) = looked {
+            known = now;
+            apply(&inner, out);
+        }
+        let wake = inner.certs_wake.clone();
+        drop(inner);
+        tokio::select! {
+            _ = tokio::time::sleep(LOOK_EVERY) => {}
+            _ = wake.notified() => {}
+        }
+    }
+}
+
+/// Puts what was read in place: the table (routes published again when it
+/// changed) and each service's problem, if any.
+fn apply(inner: &Arc<Inner>, read: Vec<(String, String, Result<TlsPair, String>)>) {
+    let mut certs = Certs::new();
+    let mut problems: HashMap<String, String> = HashMap::new();
+    for (service, domain, outcome) in read {
+        match outcome {
+            Ok(pair) => {
+                certs.insert(domain, pair);
+            }
+            Err(e) => {
+                problems.insert(service, format!("{e}; serving HTTP only"));
+            }
+        }
+    }
+    let changed = inner.certs.send_if_modified(|current| {
+        let changed = *current != certs;
+        if changed {
+            *current = certs;
+        }
+        changed
+    });
+    let stale = {
+        let st = inner.state();
+        st.services
+            .iter()
+            .any(|(name, s)| s.tls_problem.as_ref() != problems.get(name))
+            || problems.keys().any(|name| {
+                st.services
+                    .get(name)
+                    .is_none_or(|s| s.tls_problem.is_none())
+            })
+    };
+    if stale {
+        let mut st = inner.state_mut();
+        for (name, s) in st.services.iter_mut() {
+            s.tls_problem = problems.remove(name);
+        }
+        for (name, problem) in problems {
+            st.services.entry(name).or_default().tls_problem = Some(problem);
+        }
+    }
+    if changed {
+        super::publish::publish_routes(inner);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_are_read_again_only_when_they_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["a.test".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let (c, k) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        let files = TlsFiles {
+            cert: c.to_str().unwrap().into(),
+            key: k.to_str().unwrap().into(),
+        };
+        let first = read(&files, None);
+        assert!(first.outcome.is_ok());
+        // Same stamps: the earlier outcome stands, even if it was a failure.
+        let failed = Read {
+            stamps: first.stamps,
+            outcome: Err("x".into()),
+        };
+        assert_eq!(read(&files, Some(&failed)).outcome, Err("x".into()));
+        // A bad key file.
+        std::fs::write(&k, "not a key").unwrap();
+        let later = SystemTime::now() + Duration::from_secs(5);
+        std::fs::File::options()
+            .write(true)
+            .open(&k)
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+        let bad = read(&files, Some(&first)).outcome.unwrap_err();
+        assert!(bad.contains("key"), "{bad}");
+        let missing = TlsFiles {
+            cert: "/nonexistent/c.pem".into(),
+            key: files.key.clone(),
+        };
+        let e = read(&missing, None).outcome.unwrap_err();
+        assert!(e.starts_with("tls.cert /nonexistent/c.pem"), "{e}");
+    }
+}
