@@ -1,4 +1,5 @@
-//! Every node's ingress and DNS reach replicas on the other nodes;
+//! Every node's ingress (over HTTPS, with a certificate from files on the
+//! server) and DNS reach replicas on the other nodes;
 //! traffic between nodes goes on while their agents restart; a node that
 //! changes address is reached at the new one.
 
@@ -20,25 +21,35 @@ async fn every_nodes_ingress_and_dns_reach_replicas_on_other_nodes() {
     let Some(env) = common::env() else { return };
     let c = LabCluster::start(&env, 3, "").await;
     let image = c.image("web:v1");
+    // far.test has its own certificate, in files on the server's host.
+    let certs = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["far.test".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let (cert_file, key_file) = (certs.path().join("far.pem"), certs.path().join("far.key"));
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    let tls = json!({ "cert": cert_file.to_str().unwrap(), "key": key_file.to_str().unwrap() });
     c.deploy(json!([
         { "name": "far", "image": image, "replicas": 1, "port": 8080, "domain": "far.test",
-          "readiness": { "path": "/" }, "placement": { "node": "n2" } },
+          "readiness": { "path": "/" }, "placement": { "node": "n2" }, "tls": tls },
         { "name": "client", "image": image, "replicas": 3 },
     ]));
     c.until_spread("far", "far on n2", |s| s == [0, 0, 1]).await;
     // The ingress of every node (each inside its own namespace).
     for i in 0..3 {
-        let what = format!("the ingress of n{i} serves far on n2");
+        let what = format!("the ingress of n{i} serves far on n2 over HTTPS");
         common::eventually(&what, std::time::Duration::from_secs(30), async || {
             let out = c.lab.nodes[i]
                 .nsenter("curl")
+                .args(["-s", "-m", "3", "--cacert"])
+                .arg(&cert_file)
                 .args([
-                    "-s",
-                    "-m",
-                    "3",
-                    "-H",
-                    "Host: far.test",
-                    "http://127.0.0.1:8080/",
+                    "--resolve",
+                    "far.test:8443:127.0.0.1",
+                    "https://far.test:8443/",
                 ])
                 .output()
                 .map_err(|e| e.to_string())?;

@@ -147,7 +147,7 @@ impl LabCluster {
                 "[cluster]\nname = \"lab\"\ndata_dir = \"{data}\"\n{server_part}\
                  [containerd]\nsocket = \"{socket}\"\nnamespace = \"{ns}\"\n\
                  [network]\n{network_extra}\n\
-                 [proxy]\nhttp_listen = \"127.0.0.1:8080\"\n\
+                 [proxy]\nhttp_listen = \"127.0.0.1:8080\"\nhttps_listen = \"127.0.0.1:8443\"\n\
                  [registry]\ninsecure = [\"{registry}\"]\n\
                  [node]\nid = \"{id}\"\n{labels}\n\
                  [[token]]\nname = \"admin\"\nvalue = \"{ADMIN}\"\nrole = \"admin\"\n",
