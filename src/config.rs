@@ -17,10 +17,34 @@ pub struct Config {
     pub proxy: ProxySection,
     pub registry: cri::registry::RegistryConfig,
     pub node: NodeSection,
+    /// Where certificates for `tls = "acme"` come from.
+    pub acme: AcmeSection,
     /// A worker's `orca agent` settings (agent.toml).
     pub agent: AgentSection,
     #[serde(rename = "token")]
     pub tokens: Vec<TokenSection>,
+}
+
+/// `[acme]`: the ACME authority of `tls = "acme"` services.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AcmeSection {
+    /// The directory URL (default Let's Encrypt's).
+    pub directory: String,
+    /// A contact address for the account.
+    pub email: Option<String>,
+    /// PEM roots to trust for the directory's HTTPS (a private authority).
+    pub ca_bundle: Option<std::path::PathBuf>,
+}
+
+impl Default for AcmeSection {
+    fn default() -> Self {
+        Self {
+            directory: "https://acme-v02.api.letsencrypt.org/directory".into(),
+            email: None,
+            ca_bundle: None,
+        }
+    }
 }
 
 /// `[agent]` of a worker's agent.toml.

@@ -13,6 +13,8 @@ use crate::control::{ControlPlane, Settings};
 use crate::metrics::Metrics;
 
 pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
+    // One crypto provider for every TLS client and server in the process.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let config = Config::load(config_path)?;
     let data = &config.cluster.data_dir;
     let repo = crate::node::open_data(&config)?;
@@ -68,6 +70,11 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         subnet: config.network.subnet.clone(),
         node_address: node_address(&config),
         overlay: Some(config.network.backend.describe(config.network.vxlan_port)),
+        acme: Some(crate::control::acme::AcmeSettings {
+            directory: config.acme.directory.clone(),
+            email: config.acme.email.clone(),
+            ca_bundle: config.acme.ca_bundle.clone(),
+        }),
     };
     let routes = Arc::new(network::proxy::Routes::default());
     let control = ControlPlane::new(

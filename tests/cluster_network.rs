@@ -23,14 +23,10 @@ async fn every_nodes_ingress_and_dns_reach_replicas_on_other_nodes() {
     let image = c.image("web:v1");
     // far.test has its own certificate, in files on the server's host.
     let certs = tempfile::tempdir().unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["far.test".to_string()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
+    let (cert, key) = common::tls::self_signed("far.test");
     let (cert_file, key_file) = (certs.path().join("far.pem"), certs.path().join("far.key"));
-    std::fs::write(&cert_file, cert.pem()).unwrap();
-    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    std::fs::write(&cert_file, cert).unwrap();
+    std::fs::write(&key_file, key).unwrap();
     let tls = json!({ "cert": cert_file.to_str().unwrap(), "key": key_file.to_str().unwrap() });
     c.deploy(json!([
         { "name": "far", "image": image, "replicas": 1, "port": 8080, "domain": "far.test",

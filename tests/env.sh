@@ -31,6 +31,7 @@ orca_env_install() {
   command -v systemd-analyze >/dev/null || need+=(systemd)
   command -v chromium >/dev/null || need+=(chromium)
   command -v chromedriver >/dev/null || need+=(chromium-driver)
+  command -v pebble >/dev/null || need+=(pebble)
   if [ ${#need[@]} -gt 0 ] || [ "${ORCA_ENV_FORCE_APT:-}" = 1 ]; then
     orca_env_log "apt-get install ${need[*]}"
     apt-get update -qq

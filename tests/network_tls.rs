@@ -9,64 +9,10 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::server::{Extra, OrcaServer};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// A self-signed certificate for `domain`: (cert PEM, key PEM).
-fn self_signed(domain: &str) -> (String, String) {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec![domain.to_string()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
-    (cert.pem(), key.serialize_pem())
-}
-
-/// GET / of `domain` over TLS on `port`, trusting only `cert_pem`: the
-/// answer, and the certificate the server showed.
-async fn https_get(port: u16, domain: &str, cert_pem: &str) -> Result<(String, Vec<u8>), String> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(cert_pem.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .map_err(|e| e.to_string())?;
-    let name = ServerName::try_from(domain.to_string()).unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .map_err(|e| e.to_string())?;
-    let shown = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
-    let req = format!("GET / HTTP/1.1\r\nHost: {domain}\r\nConnection: close\r\n\r\n");
-    tls.write_all(req.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    let _ = tls.read_to_end(&mut out).await;
-    Ok((String::from_utf8_lossy(&out).into_owned(), shown))
-}
-
-fn der_of(pem: &str) -> Vec<u8> {
-    CertificateDer::pem_slice_iter(pem.as_bytes())
-        .next()
-        .unwrap()
-        .unwrap()
-        .to_vec()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_with_its_own_certificate_is_served_over_https() {
@@ -84,7 +30,7 @@ async fn a_service_with_its_own_certificate_is_served_over_https() {
         files.path().join("fullchain.pem"),
         files.path().join("privkey.pem"),
     );
-    let (cert, key) = self_signed("secure.test");
+    let (cert, key) = common::tls::self_signed("secure.test");
     std::fs::write(&cert_path, &cert).unwrap();
     std::fs::write(&key_path, &key).unwrap();
     let web = env.image("web:v1");
@@ -104,14 +50,14 @@ async fn a_service_with_its_own_certificate_is_served_over_https() {
     let (answer, shown) = common::eventually(
         "HTTPS for secure.test",
         Duration::from_secs(30),
-        async || match https_get(https_port, "secure.test", &cert).await {
+        async || match common::tls::https_get(https_port, "secure.test", &cert).await {
             Ok((a, shown)) if a.starts_with("HTTP/1.1 200") => Ok((a, shown)),
             other => Err(format!("{other:?}")),
         },
     )
     .await;
     assert!(answer.ends_with("web v1\n"), "{answer}");
-    assert_eq!(shown, der_of(&cert));
+    assert_eq!(shown, common::tls::der_of(&cert));
     // Plain HTTP to it: redirected, port and path kept.
     let request = "GET /x?y=1 HTTP/1.1\r\nHost: secure.test\r\nConnection: close\r\n\r\n";
     let (status, _) =
@@ -133,17 +79,23 @@ async fn a_service_with_its_own_certificate_is_served_over_https() {
     })
     .await;
     assert!(s.message.unwrap().contains("serving HTTP only"));
-    assert!(https_get(https_port, "broken.test", &cert).await.is_err());
+    assert!(common::tls::https_get(https_port, "broken.test", &cert)
+        .await
+        .is_err());
 
     // A renewal: new files in place are served without a deploy.
-    let (renewed, renewed_key) = self_signed("secure.test");
+    let (renewed, renewed_key) = common::tls::self_signed("secure.test");
     std::fs::write(&key_path, &renewed_key).unwrap();
     std::fs::write(&cert_path, &renewed).unwrap();
     common::eventually(
         "the renewed certificate",
         Duration::from_secs(30),
-        async || match https_get(https_port, "secure.test", &renewed).await {
-            Ok((a, shown)) if a.starts_with("HTTP/1.1 200") && shown == der_of(&renewed) => Ok(()),
+        async || match common::tls::https_get(https_port, "secure.test", &renewed).await {
+            Ok((a, shown))
+                if a.starts_with("HTTP/1.1 200") && shown == common::tls::der_of(&renewed) =>
+            {
+                Ok(())
+            }
             other => Err(format!("{other:?}")),
         },
     )
@@ -156,8 +108,8 @@ async fn a_service_with_its_own_certificate_is_served_over_https() {
             "tls needs a domain",
         ),
         (
-            json!({ "name": "x", "image": "y", "domain": "x.test", "tls": "acme" }),
-            "not supported yet",
+            json!({ "name": "x", "image": "y", "domain": "x.test", "tls": "letsencrypt" }),
+            "must be \"acme\" or { cert",
         ),
         (
             json!({ "name": "x", "image": "y", "domain": "x.test", "tls": { "cert": "rel.pem", "key": "/k" } }),

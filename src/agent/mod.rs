@@ -221,13 +221,8 @@ pub trait NodeAgent: Send + Sync + 'static {
     fn disconnect(&self) {}
     /// What a remote node's DNS server and ingress answer with (the server
     /// updates its own in place).
-    async fn serve(
-        &self,
-        names: &network::dns::Names,
-        routes: &std::collections::HashMap<String, Vec<network::proxy::Backend>>,
-        certs: &std::collections::HashMap<String, network::proxy::TlsPair>,
-    ) -> Result<(), AgentError> {
-        let _ = (names, routes, certs);
+    async fn serve(&self, tables: &crate::cluster::wire::Tables) -> Result<(), AgentError> {
+        let _ = tables;
         Ok(())
     }
     /// Routes to the other nodes' replicas: exactly `peers`.

@@ -298,9 +298,11 @@ async fn answer(local: &dyn NodeAgent, served: &Served, call: Call) -> Result<An
                 names,
                 routes,
                 certs,
+                challenges,
             } = *tables;
             served.dns.replace(names);
             served.routes.replace(routes);
+            served.routes.replace_challenges(challenges);
             for (domain, e) in served.routes.certs().replace(&certs) {
                 tracing::warn!(domain, error = %e, "certificate not served");
             }

@@ -295,17 +295,8 @@ impl NodeAgent for RemoteAgent {
         self.closed();
     }
 
-    async fn serve(
-        &self,
-        names: &network::dns::Names,
-        routes: &HashMap<String, Vec<network::proxy::Backend>>,
-        certs: &HashMap<String, network::proxy::TlsPair>,
-    ) -> Result<(), AgentError> {
-        let call = Call::Serve(Box::new(super::wire::Tables {
-            names: names.clone(),
-            routes: routes.clone(),
-            certs: certs.clone(),
-        }));
+    async fn serve(&self, tables: &super::wire::Tables) -> Result<(), AgentError> {
+        let call = Call::Serve(Box::new(tables.clone()));
         self.call(call, QUICK).await.map(|_| ())
     }
 

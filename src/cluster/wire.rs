@@ -142,6 +142,9 @@ pub struct Tables {
     /// The certificates of the TLS domains (chain and key, PEM).
     #[serde(default)]
     pub certs: std::collections::HashMap<String, network::proxy::TlsPair>,
+    /// ACME HTTP-01 answers in flight (token to key authorization).
+    #[serde(default)]
+    pub challenges: std::collections::HashMap<String, String>,
 }
 
 /// A node's answer.

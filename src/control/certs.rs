@@ -60,37 +60,69 @@ fn read(files: &TlsFiles, before: Option<&Read>) -> Read {
     Read { stamps, outcome }
 }
 
+/// A running service with `tls`: its name, its domain, and its files
+/// (none: ACME).
+struct Wanted {
+    service: String,
+    domain: String,
+    files: Option<TlsFiles>,
+}
+
+/// What one service's certificate came to.
+type Outcome = (String, String, Result<TlsPair, String>);
+
+fn wanted(inner: &Inner) -> Vec<Wanted> {
+    let st = inner.state();
+    st.records
+        .values()
+        .filter(|r| !r.stopped)
+        .filter_map(|r| {
+            let domain = r.spec.domain.as_ref()?.to_ascii_lowercase();
+            let files = match r.spec.tls.as_ref()? {
+                TlsSpec::Files(f) => Some(f.clone()),
+                TlsSpec::Mode(_) => None,
+            };
+            Some(Wanted {
+                service: r.spec.name.clone(),
+                domain,
+                files,
+            })
+        })
+        .collect()
+}
+
 /// Keeps the table while the control plane lives: looks at the files
 /// every [`LOOK_EVERY`] and whenever `inner.certs_wake` is notified (a
-/// record saved).
+/// record saved, or ACME got a certificate).
 pub(super) async fn run(inner: std::sync::Weak<Inner>) {
     let mut known: HashMap<(String, String), Read> = HashMap::new();
     loop {
         let Some(inner) = inner.upgrade() else {
             return;
         };
-        let wanted: Vec<(String, String, TlsFiles)> = {
-            let st = inner.state();
-            st.records
-                .values()
-                .filter(|r| !r.stopped)
-                .filter_map(|r| match (&r.spec.tls, &r.spec.domain) {
-                    (Some(TlsSpec::Files(f)), Some(d)) => {
-                        Some((r.spec.name.clone(), d.to_ascii_lowercase(), f.clone()))
-                    }
-                    _ => None,
-                })
-                .collect()
-        };
+        let wanted = wanted(&inner);
+        let issued = inner.acme.borrow().clone();
         let before = std::mem::take(&mut known);
         let looked = tokio::task::spawn_blocking(move || {
             let mut now = HashMap::new();
-            let mut out = Vec::new();
-            for (service, domain, files) in wanted {
-                let key = (files.cert.clone(), files.key.clone());
-                let r = read(&files, before.get(&key));
-                out.push((service, domain, r.outcome.clone()));
-                now.insert(key, r);
+            let mut out: Vec<Outcome> = Vec::new();
+            for w in wanted {
+                let outcome = match &w.files {
+                    Some(files) => {
+                        let key = (files.cert.clone(), files.key.clone());
+                        let r = read(files, before.get(&key));
+                        let outcome = r.outcome.clone();
+                        now.insert(key, r);
+                        outcome
+                    }
+                    None => issued.get(&w.domain).cloned().unwrap_or_else(|| {
+                        Err(format!(
+                            "tls acme for {}: waiting for a certificate",
+                            w.domain
+                        ))
+                    }),
+                };
+                out.push((w.service, w.domain, outcome));
             }
             (now, out)
         })
@@ -110,7 +142,7 @@ pub(super) async fn run(inner: std::sync::Weak<Inner>) {
 
 /// Puts what was read in place: the table (routes published again when it
 /// changed) and each service's problem, if any.
-fn apply(inner: &Arc<Inner>, read: Vec<(String, String, Result<TlsPair, String>)>) {
+fn apply(inner: &Arc<Inner>, read: Vec<Outcome>) {
     let mut certs = Certs::new();
     let mut problems: HashMap<String, String> = HashMap::new();
     for (service, domain, outcome) in read {

@@ -9,6 +9,7 @@
 //! service's worker acts on the nodes, always from the latest record.
 
 mod access;
+pub(crate) mod acme;
 mod certs;
 mod cluster;
 mod decide;
@@ -84,6 +85,8 @@ pub struct Settings {
     /// How nodes reach each other's replicas (see [`network::Backend`]):
     /// every node must say the same.
     pub overlay: Option<String>,
+    /// Where `tls = "acme"` certificates come from (none: not issued).
+    pub acme: Option<acme::AcmeSettings>,
 }
 
 impl Default for Settings {
@@ -103,6 +106,7 @@ impl Default for Settings {
             subnet: "10.88.0.0/16".into(),
             node_address: None,
             overlay: None,
+            acme: None,
         }
     }
 }
@@ -144,6 +148,10 @@ pub(crate) struct Inner {
     /// The TLS services' certificates (see [`certs`]), and its wake-up.
     certs: tokio::sync::watch::Sender<certs::Certs>,
     certs_wake: Arc<Notify>,
+    /// ACME: the certificates it holds (or why not), by domain, and the
+    /// HTTP-01 answers in flight (see [`acme`]).
+    acme: tokio::sync::watch::Sender<HashMap<String, Result<network::proxy::TlsPair, String>>>,
+    challenges: tokio::sync::watch::Sender<HashMap<String, String>>,
 }
 
 /// Read access to the [`State`] (no `DerefMut`: changes go through
@@ -212,6 +220,8 @@ impl ControlPlane {
                 feed: Arc::new(crate::feed::Feed::new()),
                 certs: tokio::sync::watch::channel(certs::Certs::new()).0,
                 certs_wake: Arc::new(Notify::new()),
+                acme: tokio::sync::watch::channel(HashMap::new()).0,
+                challenges: tokio::sync::watch::channel(HashMap::new()).0,
             }),
         })
     }
@@ -220,6 +230,7 @@ impl ControlPlane {
     /// every known service and every orphan.
     pub async fn start(&self) -> anyhow::Result<()> {
         tokio::spawn(certs::run(Arc::downgrade(&self.inner)));
+        tokio::spawn(acme::run(Arc::downgrade(&self.inner)));
         worker::start(self.inner.clone()).await
     }
 

@@ -47,6 +47,8 @@ pub struct Published {
     pub routes: HashMap<String, Vec<network::proxy::Backend>>,
     /// The certificates of the TLS domains.
     pub certs: super::certs::Certs,
+    /// ACME HTTP-01 answers in flight.
+    pub challenges: HashMap<String, String>,
 }
 
 /// A view with its generation, counted up at each change, so that one
@@ -96,8 +98,10 @@ pub(crate) fn publish_routes(inner: &Arc<Inner>) -> u64 {
         dns.replace(names.clone());
     }
     let certs = inner.certs.borrow().clone();
+    let challenges = inner.challenges.borrow().clone();
     if let Some(table) = &inner.routes {
         table.replace(routes.clone());
+        table.replace_challenges(challenges.clone());
         for (domain, e) in table.certs().replace(&certs) {
             tracing::warn!(domain, error = %e, "certificate not served");
         }
@@ -107,6 +111,7 @@ pub(crate) fn publish_routes(inner: &Arc<Inner>) -> u64 {
         names,
         routes,
         certs,
+        challenges,
     };
     let mut generation = 0;
     inner.published.send_if_modified(|current| {

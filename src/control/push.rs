@@ -125,7 +125,13 @@ async fn give(
         .set_isolation(&p.isolation.projects, &p.isolation.internal)
         .await?;
     if !local {
-        agent.serve(&p.names, &p.routes, &p.certs).await?;
+        let tables = crate::cluster::wire::Tables {
+            names: p.names.clone(),
+            routes: p.routes.clone(),
+            certs: p.certs.clone(),
+            challenges: p.challenges.clone(),
+        };
+        agent.serve(&tables).await?;
     }
     Ok(())
 }

@@ -13,8 +13,8 @@ use std::sync::Arc;
 #[cfg(test)]
 pub use mem::MemStore;
 pub use records::{
-    spec_changed, Canary, JoinTokenRecord, NodeRecord, Reverted, ServiceRecord, VersionRecord,
-    MAX_HISTORY,
+    spec_changed, AcmeCert, Canary, JoinTokenRecord, NodeRecord, Reverted, ServiceRecord,
+    VersionRecord, MAX_HISTORY,
 };
 pub use sled_store::SledStore;
 
@@ -33,6 +33,8 @@ pub enum Tree {
     Imports,
     /// Join tokens of the cluster (hashes, never the secrets).
     JoinTokens,
+    /// ACME: the account (sealed) and the certificates issued (keys sealed).
+    Acme,
 }
 
 impl Tree {
@@ -46,6 +48,7 @@ impl Tree {
             Tree::Secrets => "secrets",
             Tree::Imports => "imports",
             Tree::JoinTokens => "join_tokens",
+            Tree::Acme => "acme",
         }
     }
 }
@@ -175,6 +178,21 @@ impl Repo {
         let existed = self.store.get(Tree::Tokens, name)?.is_some();
         self.store.delete(Tree::Tokens, name)?;
         Ok(existed)
+    }
+
+    /// The ACME account's credentials, sealed.
+    pub fn acme_account(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        self.store.get(Tree::Acme, "account")
+    }
+    pub fn put_acme_account(&self, sealed: &[u8]) -> Result<(), StoreError> {
+        self.store.put(Tree::Acme, "account", sealed)
+    }
+    /// The certificate ACME issued for `domain`, if any.
+    pub fn acme_cert(&self, domain: &str) -> Result<Option<AcmeCert>, StoreError> {
+        self.get_json(Tree::Acme, &format!("cert:{domain}"))
+    }
+    pub fn put_acme_cert(&self, cert: &AcmeCert) -> Result<(), StoreError> {
+        self.put_json(Tree::Acme, &format!("cert:{}", cert.domain), cert)
     }
 
     /// A secret, sealed.

@@ -150,6 +150,24 @@ pub fn spec_changed(a: &ServiceSpec, b: &ServiceSpec) -> bool {
     &a != b
 }
 
+/// A certificate an ACME authority issued: the chain (PEM), its key
+/// (PEM, sealed like a secret) and its validity (unix seconds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcmeCert {
+    pub domain: String,
+    pub cert_pem: String,
+    pub key_sealed: Vec<u8>,
+    pub not_before: u64,
+    pub not_after: u64,
+}
+
+impl AcmeCert {
+    /// When to get a new one: at two-thirds of its lifetime.
+    pub fn renew_at(&self) -> u64 {
+        self.not_before + self.not_after.saturating_sub(self.not_before) * 2 / 3
+    }
+}
+
 /// A join token: its id, the SHA-256 (hex) of its secret, and when it
 /// expires (unix seconds).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

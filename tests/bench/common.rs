@@ -40,12 +40,39 @@ pub fn wrk(url: &str, header: Option<&str>) -> Wrk {
 /// `wrk -t2 -c32 -d<secs>s --latency` on `url`, with one extra header:
 /// as many requests as the server answers (a closed loop at saturation).
 pub fn wrk_for(url: &str, header: Option<&str>, secs: u32) -> Wrk {
-    wrk_run(url, header, secs, None, None)
+    wrk_run(url, header, secs, None, Via::Here)
+}
+
+/// Where wrk runs.
+#[derive(Clone, Copy)]
+enum Via<'a> {
+    Here,
+    /// Inside a network namespace (a lab's).
+    Netns(&'a std::path::Path),
+    /// With this file as its /etc/hosts (a mount namespace of its own), so
+    /// that a URL can name a test domain (HTTPS sends it as SNI).
+    Hosts(&'a std::path::Path),
+}
+
+/// [`wrk_for`] with `hosts` as wrk's /etc/hosts.
+pub fn wrk_for_resolving(hosts: &std::path::Path, url: &str, secs: u32) -> Wrk {
+    wrk_run(url, None, secs, None, Via::Hosts(hosts))
+}
+
+/// [`wrk_paced`] with `hosts` as wrk's /etc/hosts.
+pub fn wrk_paced_resolving(hosts: &std::path::Path, url: &str, secs: u32, pause_ms: u32) -> Wrk {
+    wrk_run(
+        url,
+        None,
+        secs,
+        Some(&pause_script(pause_ms)),
+        Via::Hosts(hosts),
+    )
 }
 
 /// [`wrk_for`] run inside the network namespace at `netns` (a lab's).
 pub fn wrk_for_in(netns: &std::path::Path, url: &str, header: Option<&str>, secs: u32) -> Wrk {
-    wrk_run(url, header, secs, None, Some(netns))
+    wrk_run(url, header, secs, None, Via::Netns(netns))
 }
 
 /// [`wrk_paced`] run inside the network namespace at `netns`.
@@ -61,7 +88,7 @@ pub fn wrk_paced_in(
         header,
         secs,
         Some(&pause_script(pause_ms)),
-        Some(netns),
+        Via::Netns(netns),
     )
 }
 
@@ -79,7 +106,7 @@ fn pause_script(pause_ms: u32) -> std::path::PathBuf {
 /// between a response and its next request, so the load stays below
 /// saturation and the latency is the server's, not the queue's.
 pub fn wrk_paced(url: &str, header: Option<&str>, secs: u32, pause_ms: u32) -> Wrk {
-    wrk_run(url, header, secs, Some(&pause_script(pause_ms)), None)
+    wrk_run(url, header, secs, Some(&pause_script(pause_ms)), Via::Here)
 }
 
 fn wrk_run(
@@ -87,15 +114,25 @@ fn wrk_run(
     header: Option<&str>,
     secs: u32,
     script: Option<&std::path::Path>,
-    netns: Option<&std::path::Path>,
+    via: Via<'_>,
 ) -> Wrk {
-    let mut cmd = match netns {
-        Some(ns) => {
+    let mut cmd = match via {
+        Via::Netns(ns) => {
             let mut c = Command::new("nsenter");
             c.arg(format!("--net={}", ns.display())).arg("wrk");
             c
         }
-        None => Command::new("wrk"),
+        Via::Hosts(hosts) => {
+            let mut c = Command::new("unshare");
+            c.args(["-m", "sh", "-c"])
+                .arg(format!(
+                    "mount --bind {} /etc/hosts && exec wrk \"$@\"",
+                    hosts.display()
+                ))
+                .arg("wrk");
+            c
+        }
+        Via::Here => Command::new("wrk"),
     };
     let duration = format!("-d{secs}s");
     cmd.args(["-t2", "-c32", &duration, "--latency"]);
@@ -166,6 +203,16 @@ pub struct BenchServer {
 impl BenchServer {
     /// Starts `target/release/orca server` and waits for its health endpoint.
     pub async fn start(name: &str, bridge: &str, subnet: &str) -> BenchServer {
+        Self::start_with_proxy(name, bridge, subnet, "").await
+    }
+
+    /// [`BenchServer::start`] with `proxy_extra` lines in its [proxy].
+    pub async fn start_with_proxy(
+        name: &str,
+        bridge: &str,
+        subnet: &str,
+        proxy_extra: &str,
+    ) -> BenchServer {
         let socket = std::env::var("ORCA_TEST_CONTAINERD")
             .expect("ORCA_TEST_CONTAINERD (start the test environment)");
         let bin = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/orca");
@@ -175,7 +222,8 @@ impl BenchServer {
         // ORCA_BENCH_PROXY_WORKERS sets the ingress's worker threads.
         let workers = std::env::var("ORCA_BENCH_PROXY_WORKERS")
             .map(|n| format!("workers = {n}\n"))
-            .unwrap_or_default();
+            .unwrap_or_default()
+            + proxy_extra;
         std::fs::write(
             dir.path().join("cluster.toml"),
             format!(
@@ -220,4 +268,49 @@ impl BenchServer {
         let _ = self.child.wait();
         host::remove_bridge(&self.bridge);
     }
+}
+
+/// Deploys `body` (one service) and waits until `n` replicas are healthy;
+/// their addresses.
+pub async fn deploy_healthy(client: &ApiClient, body: &Value, n: usize) -> Vec<String> {
+    client
+        .post::<_, Value>("/api/v1/deploy", body)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let s: Value = client.get("/api/v1/status").await.unwrap();
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replicas not healthy: {s}"
+        );
+        let inst = s["services"][0]["instances"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if inst.len() == n && inst.iter().all(|i| i["healthy"] == true) {
+            return inst
+                .iter()
+                .map(|i| i["ip"].as_str().unwrap().to_string())
+                .collect();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Starts nginx (Debian's) in the foreground with `dir/nginx.conf`, which
+/// the caller wrote, and gives it half a second to listen.
+pub async fn start_nginx(dir: &std::path::Path) -> Child {
+    let child = Command::new("nginx")
+        .args([
+            "-c",
+            &dir.join("nginx.conf").display().to_string(),
+            "-p",
+            &dir.display().to_string(),
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nginx (apt-get install nginx-light)");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    child
 }

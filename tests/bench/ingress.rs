@@ -10,7 +10,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -56,30 +56,13 @@ async fn main() {
     let proxy_port = server.proxy_port;
     let nginx_port = free_port();
     let nginx_tmp = tempfile::tempdir().unwrap();
-    client
-        .post::<_, Value>(
-            "/api/v1/deploy",
-            &json!({ "services": [{ "name": "web", "image": image, "replicas": 3, "port": 8080, "domain": "bench.test",
+    let ips = common::deploy_healthy(
+        &client,
+        &json!({ "services": [{ "name": "web", "image": image, "replicas": 3, "port": 8080, "domain": "bench.test",
                 "readiness": { "path": "/healthz", "interval_secs": 1 }, "stop_grace_secs": 1 }] }),
-        )
-        .await
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let ips: Vec<String> = loop {
-        let s: Value = client.get("/api/v1/status").await.unwrap();
-        assert!(Instant::now() < deadline, "replicas not healthy: {s}");
-        let inst = s["services"][0]["instances"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        if inst.len() == 3 && inst.iter().all(|i| i["healthy"] == true) {
-            break inst
-                .iter()
-                .map(|i| i["ip"].as_str().unwrap().to_string())
-                .collect();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+        3,
+    )
+    .await;
 
     let nginx_dir = nginx_tmp.path().join("nginx");
     std::fs::create_dir_all(&nginx_dir).unwrap();
@@ -96,17 +79,7 @@ async fn main() {
         ),
     )
     .unwrap();
-    let mut nginx = Command::new("nginx")
-        .args([
-            "-c",
-            &nginx_dir.join("nginx.conf").display().to_string(),
-            "-p",
-            &nginx_dir.display().to_string(),
-        ])
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nginx (apt-get install nginx-light)");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut nginx = common::start_nginx(&nginx_dir).await;
 
     let direct = wrk(&format!("http://{}:8080/", ips[0]), None);
     let orca_url = format!("http://127.0.0.1:{proxy_port}/");

@@ -15,6 +15,7 @@ pub mod host;
 pub mod http;
 pub mod lab;
 pub mod server;
+pub mod tls;
 pub mod webhook;
 
 #[allow(unused_imports)]

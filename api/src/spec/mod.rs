@@ -242,11 +242,37 @@ pub struct ScaleRequest {
 }
 
 /// `tls`: `"acme"`, or `{ cert, key }` files on the server.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum TlsSpec {
     Mode(TlsMode),
     Files(TlsFiles),
+}
+
+impl<'de> Deserialize<'de> for TlsSpec {
+    /// A string or a table, with an error that says which it may be.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        const EXPECTED: &str =
+            r#""acme" or { cert = "/path/fullchain.pem", key = "/path/privkey.pem" }"#;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = TlsSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(EXPECTED)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<TlsSpec, E> {
+                match v {
+                    "acme" => Ok(TlsSpec::Mode(TlsMode::Acme)),
+                    other => Err(E::custom(format!("tls {other:?}: must be {EXPECTED}"))),
+                }
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<TlsSpec, A::Error> {
+                TlsFiles::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(TlsSpec::Files)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -272,9 +298,7 @@ fn check_tls(tls: &TlsSpec, domain: Option<&String>) -> Result<(), ApiError> {
         return Err(ApiError::bad_request("tls needs a domain"));
     }
     match tls {
-        TlsSpec::Mode(TlsMode::Acme) => Err(ApiError::bad_request(
-            "tls = \"acme\" is not supported yet: give tls = { cert = \"/path/fullchain.pem\", key = \"/path/privkey.pem\" }",
-        )),
+        TlsSpec::Mode(TlsMode::Acme) => Ok(()),
         TlsSpec::Files(f) => {
             for (field, path) in [("tls.cert", &f.cert), ("tls.key", &f.key)] {
                 let ok = path.starts_with('/')

@@ -109,3 +109,29 @@ fn pull_defaults_by_reference() {
     assert_eq!(s.pull_policy(), Never);
     assert!(spec(r#"{"name":"a","image":"x","pull":"sometimes"}"#).is_err());
 }
+
+#[test]
+fn tls_is_acme_or_files_and_says_so_otherwise() {
+    let s = spec(r#"{"name":"a","image":"i","domain":"a.test","tls":"acme"}"#).unwrap();
+    assert_eq!(s.tls, Some(TlsSpec::Mode(TlsMode::Acme)));
+    assert!(s.validate().is_ok());
+    let s = spec(r#"{"name":"a","image":"i","domain":"a.test","tls":{"cert":"/c","key":"/k"}}"#)
+        .unwrap();
+    assert!(matches!(s.tls, Some(TlsSpec::Files(_))));
+    for bad in [
+        r#"{"name":"a","image":"i","tls":"letsencrypt"}"#,
+        r#"{"name":"a","image":"i","tls":{"cert":"/c"}}"#,
+        r#"{"name":"a","image":"i","tls":{"cert":"/c","key":"/k","x":1}}"#,
+        r#"{"name":"a","image":"i","tls":3}"#,
+    ] {
+        assert!(spec(bad).is_err(), "{bad}");
+    }
+    let e = spec(r#"{"name":"a","image":"i","tls":"letsencrypt"}"#).unwrap_err();
+    assert!(e.contains(r#"must be "acme" or"#), "{e}");
+    let no_domain = spec(r#"{"name":"a","image":"i","tls":"acme"}"#).unwrap();
+    assert!(no_domain
+        .validate()
+        .unwrap_err()
+        .message
+        .contains("tls needs a domain"));
+}

@@ -189,6 +189,20 @@ impl Ingress {
         } else {
             Cow::Borrowed(domain)
         };
+        if let Some(token) = req.uri().path().strip_prefix(ACME_CHALLENGE) {
+            if let Some(answer) = self.routes.challenge(token) {
+                let mut r = Response::new(
+                    Full::new(Bytes::from(answer))
+                        .map_err(|never| match never {})
+                        .boxed(),
+                );
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                );
+                return r;
+            }
+        }
         let Some(route) = self.routes.route(&domain) else {
             self.routes.count_unrouted();
             return json_error(

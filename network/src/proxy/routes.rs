@@ -117,6 +117,8 @@ pub struct Routes {
     unrouted: AtomicU64,
     /// The certificates of the domains served over HTTPS.
     certs: super::tls::CertStore,
+    /// ACME HTTP-01 answers in flight: token to key authorization.
+    challenges: RwLock<HashMap<String, String>>,
 }
 
 impl Routes {
@@ -157,6 +159,19 @@ impl Routes {
     /// The certificates of the TLS domains.
     pub fn certs(&self) -> &super::tls::CertStore {
         &self.certs
+    }
+
+    /// Answers exactly these ACME HTTP-01 challenges (token to key
+    /// authorization) from now on.
+    pub fn replace_challenges(&self, challenges: HashMap<String, String>) {
+        if let Ok(mut c) = self.challenges.write() {
+            *c = challenges;
+        }
+    }
+
+    /// The key authorization of challenge `token`, while it is in flight.
+    pub(crate) fn challenge(&self, token: &str) -> Option<String> {
+        self.challenges.read().ok()?.get(token).cloned()
     }
 
     /// The backends of `domain` now.

@@ -250,7 +250,7 @@ mod tests {
         let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let https = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let (http_addr, https_addr) = (http.local_addr().unwrap(), https.local_addr().unwrap());
-        let ingress = crate::proxy::Ingress::new(routes).with_https(https_addr.port());
+        let ingress = crate::proxy::Ingress::new(routes.clone()).with_https(https_addr.port());
         let workers =
             crate::proxy::IngressWorkers::start_with_https(http, Some(https), ingress, 2).unwrap();
 
@@ -302,6 +302,19 @@ mod tests {
             answer.starts_with("HTTP/1.1 200") && answer.ends_with("http"),
             "{answer}"
         );
+        // An ACME answer in flight is the ingress's own, for any host.
+        routes.replace_challenges(HashMap::from([(
+            "tok".to_string(),
+            "tok.thumb".to_string(),
+        )]));
+        for host in ["secure.test", "new.test"] {
+            let tcp = tokio::net::TcpStream::connect(http_addr).await.unwrap();
+            let answer = ask(tcp, host, "/.well-known/acme-challenge/tok").await;
+            assert!(
+                answer.starts_with("HTTP/1.1 200") && answer.ends_with("tok.thumb"),
+                "{answer}"
+            );
+        }
         workers.stop().await;
     }
 
