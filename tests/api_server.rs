@@ -254,11 +254,14 @@ async fn replica_killed_from_outside_is_replaced() {
         .status()
         .unwrap();
     assert!(killed.success());
-    let s = common::wait_for(&c, "web", "running again", |s| {
-        s.running_replicas == 1 && s.instances[0].pid.is_some_and(|p| p != pid)
+    // The new process shows as soon as containerd says it started; the
+    // restart count as soon as orca's restart call returns, a moment later.
+    let s = common::wait_for(&c, "web", "running again, counted", |s| {
+        s.running_replicas == 1
+            && s.instances[0].pid.is_some_and(|p| p != pid)
+            && s.instances[0].restarts == 1
     })
     .await;
-    assert_eq!(s.instances[0].restarts, 1);
     assert_eq!(s.instances[0].last_exit.as_ref().unwrap().code, 137);
 }
 

@@ -235,6 +235,16 @@ async fn drain_moves_every_replica_with_the_count_held_then_undrain_and_removal(
         }
     })
     .await;
+    // Its agent stopped what it ran there: the work runs on the others.
+    until("nothing left on n2", || {
+        let left = c.running_on(2, "web") + c.running_on(2, "api");
+        if left == 0 {
+            Ok(())
+        } else {
+            Err(format!("{left} replicas still on n2"))
+        }
+    })
+    .await;
     c.kill_agent(2);
 
     // The event stream told of each step.

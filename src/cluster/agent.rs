@@ -59,6 +59,11 @@ pub async fn run(
         match ended {
             Ok(()) => failures = 0,
             Err(e) if e.downcast_ref::<Fatal>().is_some() => break Err(e),
+            Err(e) if e.downcast_ref::<Removed>().is_some() => {
+                // Its replicas were placed elsewhere when it was removed.
+                stop_all(local.as_ref()).await;
+                break Err(e);
+            }
             Err(e) => {
                 failures += 1;
                 tracing::warn!(server, error = %format!("{e:#}"), "connection to the server failed");
@@ -189,10 +194,41 @@ impl Work {
     }
 }
 
+/// The server says this node is not in the cluster (it was removed): the
+/// agent stops what it runs and exits.
+#[derive(Debug, thiserror::Error)]
+#[error("the server refused this node: {0}; its replicas were stopped")]
+pub struct Removed(pub String);
+
+/// Stops and removes every replica this node runs (10 s grace each, all at
+/// once).
+async fn stop_all(local: &dyn NodeAgent) {
+    let list = match local.list().await {
+        Ok(list) => list,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list replicas to stop them");
+            return;
+        }
+    };
+    tracing::warn!(
+        replicas = list.len(),
+        "this node was removed from the cluster: stopping its replicas"
+    );
+    let stops = list
+        .iter()
+        .map(|i| local.remove(&i.id, Duration::from_secs(10)));
+    for (i, done) in list.iter().zip(futures::future::join_all(stops).await) {
+        if let Err(e) = done {
+            tracing::warn!(instance = %i.id, error = %e, "could not stop a replica");
+        }
+    }
+}
+
 /// A refusal by the server (removed node, revoked certificate) is fatal;
 /// anything else is retried.
 fn refused(status: tonic::Status) -> anyhow::Error {
     match status.code() {
+        tonic::Code::FailedPrecondition => Removed(status.message().to_string()).into(),
         tonic::Code::PermissionDenied
         | tonic::Code::Unauthenticated
         | tonic::Code::AlreadyExists => Fatal(format!(

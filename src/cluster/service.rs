@@ -35,6 +35,8 @@ fn refusal(e: NodeError) -> Status {
     match e {
         NodeError::Conflict(m) => Status::already_exists(m),
         NodeError::Refused(m) => Status::permission_denied(m),
+        // The agent stops its replicas on this answer (see `agent`).
+        NodeError::NotMember(m) => Status::failed_precondition(m),
         NodeError::NotFound(m) => Status::not_found(m),
         other => Status::unavailable(other.to_string()),
     }

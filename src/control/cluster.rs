@@ -25,7 +25,9 @@ fn rfc3339(unix: u64) -> String {
 fn node_error(e: NodeError) -> ApiError {
     match e {
         NodeError::NotFound(_) => ApiError::not_found(e.to_string()),
-        NodeError::Conflict(_) | NodeError::Refused(_) => ApiError::conflict(e.to_string()),
+        NodeError::Conflict(_) | NodeError::Refused(_) | NodeError::NotMember(_) => {
+            ApiError::conflict(e.to_string())
+        }
         NodeError::Store(_) | NodeError::Stopped => ApiError::internal(e.to_string()),
     }
 }

@@ -154,6 +154,10 @@ pub enum NodeError {
     /// A connection the registry will not take.
     #[error("{0}")]
     Refused(String),
+    /// A connection from a node that is not in the cluster (removed, or
+    /// never joined).
+    #[error("{0}")]
+    NotMember(String),
     #[error("could not save the node: {0}")]
     Store(String),
     #[error("the node registry has stopped")]

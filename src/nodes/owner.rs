@@ -296,7 +296,7 @@ fn connect(
 ) -> Result<u64, NodeError> {
     let id = &hello.node_id;
     let Some(node) = table.nodes.get_mut(id) else {
-        return Err(NodeError::Refused(format!(
+        return Err(NodeError::NotMember(format!(
             "node {id} is not in the cluster (removed, or never joined): join it again with a new token"
         )));
     };

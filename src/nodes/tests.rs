@@ -50,7 +50,7 @@ async fn join_connect_and_refusals() {
         .connect(hello("w1"), agent.clone(), Some("aa".into()))
         .await
         .unwrap_err();
-    assert!(matches!(e, NodeError::Refused(_)), "{e}");
+    assert!(matches!(e, NodeError::NotMember(_)), "{e}");
     assert!(nodes.snapshot().get("w1").is_none());
 
     assert_eq!(
@@ -101,7 +101,7 @@ async fn join_connect_and_refusals() {
         .connect(hello("w1"), agent, Some("aa".into()))
         .await
         .unwrap_err();
-    assert!(matches!(e, NodeError::Refused(_)));
+    assert!(matches!(e, NodeError::NotMember(_)));
     assert!(matches!(
         nodes.remove("server").await,
         Err(NodeError::Conflict(_))

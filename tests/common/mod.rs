@@ -14,6 +14,7 @@ pub mod events;
 pub mod host;
 pub mod http;
 pub mod lab;
+pub mod pebble;
 pub mod server;
 pub mod tls;
 pub mod webhook;
