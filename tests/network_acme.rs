@@ -39,15 +39,16 @@ async fn a_certificate_from_an_acme_server_is_issued_served_and_kept() {
     let mut server = OrcaServer::start_with(&env, "acme", extra).await;
     pebble.start(server.proxy_port, common::free_port());
 
+    // pebble answers before the deploy asks it for anything.
+    let roots = common::eventually("pebble's root", Duration::from_secs(30), async || {
+        pebble.issuing_root().ok_or_else(|| pebble.log())
+    })
+    .await;
     common::deploy_all_ready(
         &server.admin(),
         json!([{ "name": "site", "image": env.image("web:v1"), "port": 8080, "domain": "acme.test",
                  "tls": "acme", "stop_grace_secs": 1 }]),
     )
-    .await;
-    let roots = common::eventually("pebble's root", Duration::from_secs(30), async || {
-        pebble.issuing_root().ok_or_else(|| pebble.log())
-    })
     .await;
     // Trusting only pebble's root: the certificate is pebble's.
     let (answer, leaf) = common::eventually(

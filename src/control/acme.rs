@@ -28,8 +28,9 @@ pub struct AcmeSettings {
     pub ca_bundle: Option<std::path::PathBuf>,
 }
 
-/// How often the task looks for domains that need a certificate.
-const TICK: Duration = Duration::from_secs(2);
+/// How often the task looks for domains that need a certificate, besides
+/// when a record is saved.
+const TICK: Duration = Duration::from_secs(10);
 const RETRY_FIRST: Duration = Duration::from_secs(5);
 const RETRY_MAX: Duration = Duration::from_secs(600);
 
@@ -131,8 +132,17 @@ pub(super) async fn run(inner: Weak<Inner>) {
         if changed {
             inner.certs_wake.notify_one();
         }
+        let wake = inner.acme_wake.clone();
         drop(inner);
-        tokio::time::sleep(TICK).await;
+        // A failure's retry may come due before the next look.
+        let retry = failing.values().map(|f| f.next).min();
+        let wait = retry.map_or(TICK, |t| {
+            t.saturating_duration_since(Instant::now()).min(TICK)
+        });
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = wake.notified() => {}
+        }
     }
 }
 

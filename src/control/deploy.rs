@@ -376,6 +376,7 @@ impl ControlPlane {
         };
         self.inner().tell(notes);
         self.inner().certs_wake.notify_one();
+        self.inner().acme_wake.notify_one();
         wake(self.inner(), &name);
         Ok(())
     }

@@ -151,6 +151,7 @@ pub(crate) struct Inner {
     /// ACME: the certificates it holds (or why not), by domain, and the
     /// HTTP-01 answers in flight (see [`acme`]).
     acme: tokio::sync::watch::Sender<HashMap<String, Result<network::proxy::TlsPair, String>>>,
+    acme_wake: Arc<Notify>,
     challenges: tokio::sync::watch::Sender<HashMap<String, String>>,
 }
 
@@ -221,6 +222,7 @@ impl ControlPlane {
                 certs: tokio::sync::watch::channel(certs::Certs::new()).0,
                 certs_wake: Arc::new(Notify::new()),
                 acme: tokio::sync::watch::channel(HashMap::new()).0,
+                acme_wake: Arc::new(Notify::new()),
                 challenges: tokio::sync::watch::channel(HashMap::new()).0,
             }),
         })
