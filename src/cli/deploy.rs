@@ -130,6 +130,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_readme_example_deploys_as_written() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+        let files = discover(&root).unwrap();
+        assert_eq!(files.len(), 1);
+        let text = std::fs::read_to_string(&files[0]).unwrap();
+        let specs = parse_file(&files[0], &text).unwrap();
+        assert_eq!((specs[0].name.as_str(), specs[0].project.as_str()), ("web", "demo"));
+        specs[0].validate().unwrap();
+    }
+
+    #[test]
     fn tls_in_service_toml() {
         let text = r#"
 [[service]]
