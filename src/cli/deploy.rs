@@ -136,7 +136,10 @@ mod tests {
         assert_eq!(files.len(), 1);
         let text = std::fs::read_to_string(&files[0]).unwrap();
         let specs = parse_file(&files[0], &text).unwrap();
-        assert_eq!((specs[0].name.as_str(), specs[0].project.as_str()), ("web", "demo"));
+        assert_eq!(
+            (specs[0].name.as_str(), specs[0].project.as_str()),
+            ("web", "demo")
+        );
         specs[0].validate().unwrap();
     }
 

@@ -61,11 +61,85 @@ fn wanted(inner: &Inner) -> Vec<String> {
     out
 }
 
+/// What the task holds between looks: the account, the certificates, and
+/// the domains whose last order failed.
+#[derive(Default)]
+struct Held {
+    account: Option<Account>,
+    certs: HashMap<String, (AcmeCert, TlsPair)>,
+    failing: HashMap<String, Failing>,
+}
+
+impl Held {
+    /// Each wanted domain's certificate, or why there is none (pure).
+    fn table(&self, domains: &[String]) -> HashMap<String, Result<TlsPair, String>> {
+        domains
+            .iter()
+            .map(|d| {
+                let got = match (self.certs.get(d), self.failing.get(d)) {
+                    (Some((_, pair)), _) => Ok(pair.clone()),
+                    (None, Some(f)) => Err(format!("tls acme for {d}: {}", f.why)),
+                    (None, None) => Err(format!("tls acme for {d}: waiting for a certificate")),
+                };
+                (d.clone(), got)
+            })
+            .collect()
+    }
+
+    /// A failed order for `domain`: tried again after 5 s, doubling.
+    fn failed(&mut self, domain: &str, why: String) {
+        let count = self.failing.get(domain).map_or(0, |f| f.count) + 1;
+        let wait = RETRY_FIRST
+            .saturating_mul(2u32.saturating_pow(count - 1))
+            .min(RETRY_MAX);
+        let next = Instant::now() + wait;
+        self.failing
+            .insert(domain.to_string(), Failing { count, next, why });
+    }
+
+    /// How long to sleep: until the next look, or a retry coming due.
+    fn wait(&self) -> Duration {
+        let retry = self.failing.values().map(|f| f.next).min();
+        retry.map_or(TICK, |t| {
+            t.saturating_duration_since(Instant::now()).min(TICK)
+        })
+    }
+}
+
+/// Gets `domain` a certificate unless it holds a fresh one: from the store,
+/// else from the authority (not before a failed order's retry is due).
+async fn tend(inner: &Arc<Inner>, settings: &AcmeSettings, held: &mut Held, domain: &str) {
+    let fresh = |c: &AcmeCert| unix_now() < c.renew_at();
+    if held.certs.get(domain).is_some_and(|(c, _)| fresh(c)) {
+        return;
+    }
+    if let Some(got) = stored(inner, domain).await.filter(|(c, _)| fresh(c)) {
+        held.certs.insert(domain.to_string(), got);
+        return;
+    }
+    if held
+        .failing
+        .get(domain)
+        .is_some_and(|f| Instant::now() < f.next)
+    {
+        return;
+    }
+    match issue(inner, settings, &mut held.account, domain).await {
+        Ok(got) => {
+            tracing::info!(domain, "certificate issued by the ACME authority");
+            held.certs.insert(domain.to_string(), got);
+            held.failing.remove(domain);
+        }
+        Err(why) => {
+            tracing::warn!(domain, error = %why, "no certificate from the ACME authority");
+            held.failed(domain, why);
+        }
+    }
+}
+
 /// Runs while the control plane lives (and has ACME settings).
 pub(super) async fn run(inner: Weak<Inner>) {
-    let mut account: Option<Account> = None;
-    let mut held: HashMap<String, (AcmeCert, TlsPair)> = HashMap::new();
-    let mut failing: HashMap<String, Failing> = HashMap::new();
+    let mut held = Held::default();
     loop {
         let Some(inner) = inner.upgrade() else {
             return;
@@ -75,53 +149,11 @@ pub(super) async fn run(inner: Weak<Inner>) {
         };
         let domains = wanted(&inner);
         for domain in &domains {
-            let fresh = |c: &AcmeCert| unix_now() < c.renew_at();
-            if held.get(domain).is_some_and(|(c, _)| fresh(c)) {
-                continue;
-            }
-            if let Some((c, pair)) = stored(&inner, domain).await.filter(|(c, _)| fresh(c)) {
-                held.insert(domain.clone(), (c, pair));
-                continue;
-            }
-            if failing.get(domain).is_some_and(|f| Instant::now() < f.next) {
-                continue;
-            }
-            match issue(&inner, &settings, &mut account, domain).await {
-                Ok(got) => {
-                    tracing::info!(domain, "certificate issued by the ACME authority");
-                    held.insert(domain.clone(), got);
-                    failing.remove(domain);
-                }
-                Err(why) => {
-                    tracing::warn!(domain, error = %why, "no certificate from the ACME authority");
-                    let count = failing.get(domain).map_or(0, |f| f.count) + 1;
-                    let wait = RETRY_FIRST
-                        .saturating_mul(2u32.saturating_pow(count - 1))
-                        .min(RETRY_MAX);
-                    failing.insert(
-                        domain.clone(),
-                        Failing {
-                            count,
-                            next: Instant::now() + wait,
-                            why,
-                        },
-                    );
-                }
-            }
+            tend(&inner, &settings, &mut held, domain).await;
         }
-        held.retain(|d, _| domains.contains(d));
-        failing.retain(|d, _| domains.contains(d));
-        let table: HashMap<String, Result<TlsPair, String>> = domains
-            .iter()
-            .map(|d| {
-                let got = match (held.get(d), failing.get(d)) {
-                    (Some((_, pair)), _) => Ok(pair.clone()),
-                    (None, Some(f)) => Err(format!("tls acme for {d}: {}", f.why)),
-                    (None, None) => Err(format!("tls acme for {d}: waiting for a certificate")),
-                };
-                (d.clone(), got)
-            })
-            .collect();
+        held.certs.retain(|d, _| domains.contains(d));
+        held.failing.retain(|d, _| domains.contains(d));
+        let table = held.table(&domains);
         let changed = inner.acme.send_if_modified(|current| {
             let changed = *current != table;
             if changed {
@@ -134,13 +166,8 @@ pub(super) async fn run(inner: Weak<Inner>) {
         }
         let wake = inner.acme_wake.clone();
         drop(inner);
-        // A failure's retry may come due before the next look.
-        let retry = failing.values().map(|f| f.next).min();
-        let wait = retry.map_or(TICK, |t| {
-            t.saturating_duration_since(Instant::now()).min(TICK)
-        });
         tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
+            _ = tokio::time::sleep(held.wait()) => {}
             _ = wake.notified() => {}
         }
     }
@@ -354,6 +381,31 @@ fn validity(pem: &str) -> Result<(u64, u64), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failures_back_off_and_say_why() {
+        let mut held = Held::default();
+        let domains = vec!["a.test".to_string()];
+        assert_eq!(
+            held.table(&domains)["a.test"],
+            Err("tls acme for a.test: waiting for a certificate".into())
+        );
+        held.failed("a.test", "refused".into());
+        assert_eq!(
+            held.table(&domains)["a.test"],
+            Err("tls acme for a.test: refused".into())
+        );
+        let first = held.failing["a.test"].next;
+        held.failed("a.test", "refused".into());
+        let second = held.failing["a.test"].next;
+        assert!(second > first + Duration::from_secs(4), "no doubling");
+        assert!(held.wait() <= TICK);
+        for _ in 0..20 {
+            held.failed("a.test", "refused".into());
+        }
+        let last = held.failing["a.test"].next;
+        assert!(last <= Instant::now() + RETRY_MAX);
+    }
 
     #[test]
     fn renewal_at_two_thirds_and_validity_read_from_the_certificate() {

@@ -97,33 +97,7 @@ impl Cri {
             };
         }
 
-        let mut tasks = self.tasks();
-        let wait = tasks.wait(self.req(WaitRequest {
-            container_id: id.to_string(),
-            exec_id: exec_id.clone(),
-        }));
-        let (code, timed_out) = match tokio::time::timeout(timeout, wait).await {
-            Ok(Ok(r)) => (r.into_inner().exit_status, false),
-            Ok(Err(s)) => return Err(self.unavailable_or("Tasks.Wait", id, s)),
-            Err(_) => {
-                let _ = self
-                    .tasks()
-                    .kill(self.req(KillRequest {
-                        container_id: id.to_string(),
-                        exec_id: exec_id.clone(),
-                        signal: 9,
-                        all: false,
-                    }))
-                    .await;
-                let mut tasks = self.tasks();
-                let waited = tasks.wait(self.req(WaitRequest {
-                    container_id: id.to_string(),
-                    exec_id: exec_id.clone(),
-                }));
-                let _ = tokio::time::timeout(Duration::from_secs(2), waited).await;
-                (KILLED, true)
-            }
-        };
+        let (code, timed_out) = self.wait_or_kill(id, &exec_id, timeout).await?;
         // A child the command left behind may hold the pipes open: what
         // came by then is the output.
         let collect = async { (out_reader.await, err_reader.await) };
@@ -139,6 +113,42 @@ impl Cri {
             stderr: stderr.0,
             timed_out,
         })
+    }
+
+    /// The exec's exit code, or after `timeout` a SIGKILL and [`KILLED`]
+    /// (then a short wait for it to be gone); and whether it timed out.
+    async fn wait_or_kill(
+        &self,
+        id: &str,
+        exec_id: &str,
+        timeout: Duration,
+    ) -> Result<(u32, bool)> {
+        let wait_request = || {
+            self.req(WaitRequest {
+                container_id: id.to_string(),
+                exec_id: exec_id.to_string(),
+            })
+        };
+        let mut tasks = self.tasks();
+        match tokio::time::timeout(timeout, tasks.wait(wait_request())).await {
+            Ok(Ok(r)) => Ok((r.into_inner().exit_status, false)),
+            Ok(Err(s)) => Err(self.unavailable_or("Tasks.Wait", id, s)),
+            Err(_) => {
+                let _ = self
+                    .tasks()
+                    .kill(self.req(KillRequest {
+                        container_id: id.to_string(),
+                        exec_id: exec_id.to_string(),
+                        signal: 9,
+                        all: false,
+                    }))
+                    .await;
+                let mut tasks = self.tasks();
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(2), tasks.wait(wait_request())).await;
+                Ok((KILLED, true))
+            }
+        }
     }
 
     async fn exec_start(
