@@ -5,6 +5,7 @@
 
 #[cfg(test)]
 pub mod fake;
+pub mod host;
 pub mod local;
 
 use std::time::{Duration, SystemTime};

@@ -7,6 +7,7 @@ mod deploy;
 mod events;
 mod out;
 mod table;
+mod token;
 mod wait;
 
 use std::path::PathBuf;
@@ -366,45 +367,18 @@ fn init_tracing(server: bool) {
     };
 }
 
-/// The token the CLI sends: `--token`, then `ORCA_TOKEN` (both through
-/// clap), then the first start's admin token file when readable.
-fn token(given: Option<String>) -> (Option<String>, Option<std::path::PathBuf>) {
-    if given.is_some() {
-        return (given, None);
-    }
-    let path = crate::admin_token::cli_path(std::env::var("ORCA_DATA_DIR").ok().as_deref());
-    (crate::admin_token::read(&path), Some(path))
-}
-
-/// A 401 without any token says where one comes from.
-fn explain_unauthorized(e: anyhow::Error, looked_in: Option<&std::path::Path>) -> anyhow::Error {
-    let unauthorized = e.chain().any(|c| {
-        matches!(
-            c.downcast_ref::<api::client::ClientError>(),
-            Some(api::client::ClientError::Api { status: 401, .. })
-        )
-    });
-    match looked_in {
-        Some(path) if unauthorized => e.context(format!(
-            "no token: pass --token or set ORCA_TOKEN (on the server's host, as root, the CLI reads {} when it exists)",
-            path.display()
-        )),
-        _ => e,
-    }
-}
-
 async fn run(cli: Cli) -> anyhow::Result<()> {
     // The daemons take no API token (an agent's --token is its join token).
     let daemon = matches!(cli.command, Command::Server { .. } | Command::Agent { .. });
     let (token, file) = if daemon {
         (cli.token.clone(), None)
     } else {
-        token(cli.token.clone())
+        token::resolve(cli.token.clone())
     };
     let looked_in = file.filter(|_| token.is_none());
     run_with(cli, token)
         .await
-        .map_err(|e| explain_unauthorized(e, looked_in.as_deref()))
+        .map_err(|e| token::explain_unauthorized(e, looked_in.as_deref()))
 }
 
 async fn run_with(cli: Cli, token: Option<String>) -> anyhow::Result<()> {

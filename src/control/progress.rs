@@ -162,34 +162,14 @@ pub(crate) fn rollout(facts: &Facts<'_>) -> Option<Rollout> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Canary, Reverted, VersionRecord};
+    use crate::store::{Canary, Reverted};
     use api::spec::ServiceSpec;
 
     fn record(version: u64, replicas: i64) -> ServiceRecord {
         let mut spec: ServiceSpec =
             serde_json::from_str(r#"{"name":"web","image":"web:v1"}"#).unwrap();
         spec.replicas = replicas;
-        ServiceRecord {
-            history: (1..=version)
-                .map(|v| VersionRecord {
-                    version: v,
-                    spec: spec.clone(),
-                    image_digest: None,
-                    deployed_at: String::new(),
-                    deployed_by: String::new(),
-                    note: None,
-                })
-                .collect(),
-            spec,
-            version,
-            image_digest: None,
-            stopped: false,
-            generation: 1,
-            updated_at: String::new(),
-            reverted: None,
-            secrets_fingerprint: None,
-            canary: None,
-        }
+        ServiceRecord::for_tests(spec, version)
     }
 
     fn replica(version: u64, slot: u32, serving: bool, ready: bool) -> Replica {

@@ -250,7 +250,9 @@ mod tests {
         );
 
         let mut rollback = record(3, 2);
-        rollback.history[0].note = Some("rollback to 1".into());
+        if let Some(last) = rollback.history.last_mut() {
+            last.note = Some("rollback to 1".into());
+        }
         assert_eq!(kinds(&record_notes(Some(&v1), &rollback)), vec![RolledBack]);
 
         let mut reverted = v1.clone();

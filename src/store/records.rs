@@ -74,19 +74,21 @@ impl Canary {
 }
 
 impl ServiceRecord {
-    /// A record of `spec` at `version`, with that version as its only
-    /// history entry (deployed by "ci"), for tests.
+    /// A record of `spec` at `version`, with versions 1 to `version` in
+    /// its history (all of `spec`, deployed by "ci"), for tests.
     #[cfg(test)]
     pub fn for_tests(spec: ServiceSpec, version: u64) -> Self {
         ServiceRecord {
-            history: vec![VersionRecord {
-                version,
-                spec: spec.clone(),
-                image_digest: None,
-                deployed_at: String::new(),
-                deployed_by: "ci".into(),
-                note: None,
-            }],
+            history: (1..=version)
+                .map(|v| VersionRecord {
+                    version: v,
+                    spec: spec.clone(),
+                    image_digest: None,
+                    deployed_at: String::new(),
+                    deployed_by: "ci".into(),
+                    note: None,
+                })
+                .collect(),
             spec,
             version,
             image_digest: None,
