@@ -123,8 +123,9 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         cluster_port = %grpc_address,
         "orca server ready"
     );
-    api::server::serve(listener, Arc::new(control), until_stopped(stopped)).await?;
+    api::server::serve(listener, Arc::new(control.clone()), until_stopped(stopped)).await?;
     let _ = cluster.await;
+    control.shutdown().await;
     proxy.stop().await;
     if let Some(local) = local {
         let _ = local.imports_stop.send(());

@@ -129,7 +129,7 @@ pub(super) async fn run(inner: std::sync::Weak<Inner>) {
         .await;
         if let Ok((now, out)) = looked {
             known = now;
-            apply(&inner, out);
+            apply(&inner, out).await;
         }
         let wake = inner.certs_wake.clone();
         drop(inner);
@@ -142,7 +142,7 @@ pub(super) async fn run(inner: std::sync::Weak<Inner>) {
 
 /// Puts what was read in place: the table (routes published again when it
 /// changed) and each service's problem, if any.
-fn apply(inner: &Arc<Inner>, read: Vec<Outcome>) {
+async fn apply(inner: &Arc<Inner>, read: Vec<Outcome>) {
     let mut certs = Certs::new();
     let mut problems: HashMap<String, String> = HashMap::new();
     for (service, domain, outcome) in read {
@@ -162,26 +162,7 @@ fn apply(inner: &Arc<Inner>, read: Vec<Outcome>) {
         }
         changed
     });
-    let stale = {
-        let st = inner.state();
-        st.services
-            .iter()
-            .any(|(name, s)| s.tls_problem.as_ref() != problems.get(name))
-            || problems.keys().any(|name| {
-                st.services
-                    .get(name)
-                    .is_none_or(|s| s.tls_problem.is_none())
-            })
-    };
-    if stale {
-        let mut st = inner.state_mut();
-        for (name, s) in st.services.iter_mut() {
-            s.tls_problem = problems.remove(name);
-        }
-        for (name, problem) in problems {
-            st.services.entry(name).or_default().tls_problem = Some(problem);
-        }
-    }
+    inner.state.tls_problems(problems).await;
     if changed {
         super::publish::publish_routes(inner);
     }

@@ -1,7 +1,8 @@
 //! One worker round's decision: from the gathered replicas, the node table
 //! and the state, the plans (stable and canary) with each new replica
-//! placed by the scheduler and its resources reserved, atomically with
-//! respect to other workers' placements.
+//! placed by the scheduler and its resources reserved. The state's owner
+//! runs it as one change, so two workers never place on the same free
+//! room.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime};
@@ -11,13 +12,13 @@ use super::gather::{draining, lost, reschedule_after};
 use super::plan::{plan, Action, Desired};
 use super::schedule::{demand_of, unplaced_message, Candidate, Scheduler};
 use super::state::State;
-use super::Inner;
 use crate::agent::Instance;
 use crate::nodes::Table;
 use crate::store::ServiceRecord;
 
 /// What to do now.
-pub(super) struct Decided {
+#[derive(Default)]
+pub(crate) struct Decided {
     pub record: Option<ServiceRecord>,
     pub stable: Vec<Placed>,
     /// The canary's own actions, when the service has a canary.
@@ -112,7 +113,7 @@ struct Standing {
 }
 
 fn standing(
-    inner: &Inner,
+    reschedule_after_default: Duration,
     table: &Table,
     st: &State,
     record: Option<&ServiceRecord>,
@@ -120,7 +121,7 @@ fn standing(
     instances: &[Instance],
     now: Instant,
 ) -> Standing {
-    let after = reschedule_after(record, inner.settings.reschedule_after);
+    let after = reschedule_after(record, reschedule_after_default);
     let (lost, lost_at) = lost(table, instances, after, now);
     let (leaving, overdue) = draining(
         table,
@@ -310,28 +311,32 @@ fn reserved(st: &mut State, planned: &Planned) -> Vec<Placed> {
         .map(|action| {
             let mut placed = Placed::from(action.clone());
             if let Action::Start { node, .. } = action {
-                let key = rand::random::<u64>();
-                st.placing.insert(key, (node.clone(), reservation));
-                placed.reservation = Some(key);
+                placed.reservation = Some(st.reserve(node, reservation));
             }
             placed
         })
         .collect()
 }
 
-/// See the module doc.
-pub(super) fn decide(
-    inner: &Inner,
+/// See the module doc. `reschedule_after` is the cluster's default.
+pub(crate) fn decide(
+    st: &mut State,
+    table: &Table,
+    reschedule_after: Duration,
     service: &str,
     instances: &[Instance],
     now: Instant,
 ) -> Decided {
-    let table = inner.nodes.snapshot();
-    // One lock for planning and reserving, so that two workers never
-    // place on the same free room.
-    let mut st = inner.state_unseen_mut();
     let record = st.records.get(service).cloned();
-    let standing = standing(inner, &table, &st, record.as_ref(), service, instances, now);
+    let standing = standing(
+        reschedule_after,
+        table,
+        st,
+        record.as_ref(),
+        service,
+        instances,
+        now,
+    );
     let going: HashSet<String> = standing
         .lost
         .iter()
@@ -339,7 +344,7 @@ pub(super) fn decide(
         .chain(&standing.overdue)
         .cloned()
         .collect();
-    let mut scheduler = Scheduler::new(candidates(&table, &st, service, &going));
+    let mut scheduler = Scheduler::new(candidates(table, st, service, &going));
     let far = now + Duration::from_secs(3600);
     let Plans {
         stable: stable_plan,
@@ -347,7 +352,7 @@ pub(super) fn decide(
         unplaced,
         rolling,
     } = plans(
-        &st,
+        st,
         record.as_ref(),
         service,
         instances,
@@ -363,9 +368,9 @@ pub(super) fn decide(
         .map(|id| Action::Remove { id: id.clone() }.into())
         .collect();
     if let Some(p) = &stable_plan {
-        stable.extend(reserved(&mut st, p));
+        stable.extend(reserved(st, p));
     }
-    let canary = canary_plan.as_ref().map(|p| reserved(&mut st, p));
+    let canary = canary_plan.as_ref().map(|p| reserved(st, p));
     let blocked = instances.iter().any(|i| {
         table.get(&i.node).is_some_and(|n| n.record.drained) && !standing.leaving.contains(&i.id)
     });
@@ -373,23 +378,14 @@ pub(super) fn decide(
         stable_plan.as_ref().and_then(|p| p.plan.wake_at),
         canary_plan.as_ref().and_then(|p| p.plan.wake_at),
         standing.lost_at,
-        next_deadline(&table, instances, now),
+        next_deadline(table, instances, now),
         // Waiting for an earlier service to leave a drained node.
         blocked.then(|| now + Duration::from_secs(1)),
     ]
     .into_iter()
     .flatten()
     .min();
-    let note = st.services.get(service).and_then(|s| s.unplaced.clone());
-    drop(st);
-    if note != unplaced {
-        inner
-            .state_mut()
-            .services
-            .entry(service.to_string())
-            .or_default()
-            .unplaced = unplaced;
-    }
+    st.unplaced(service, unplaced);
     Decided {
         record,
         stable,

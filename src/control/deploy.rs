@@ -196,12 +196,7 @@ impl ControlPlane {
                     if let Some(note) = &p.note {
                         tracing::warn!(service = %spec.name, note, "deploying the local image");
                     }
-                    self.inner()
-                        .state_mut()
-                        .services
-                        .entry(spec.name.clone())
-                        .or_default()
-                        .pull_note = p.note;
+                    self.inner().state.pull_note(&spec.name, p.note).await;
                     p.digest
                 }
                 Err(e) => {
@@ -357,23 +352,18 @@ impl ControlPlane {
             generation: record.generation,
             version: record.canary.as_ref().map_or(record.version, |c| c.version),
         };
-        self.save(record)?;
+        self.save(record).await?;
         Ok(written)
     }
 
     /// Saves a record durably, then updates the cache and wakes its worker.
-    pub(super) fn save(&self, record: ServiceRecord) -> Result<(), ApiError> {
+    pub(super) async fn save(&self, record: ServiceRecord) -> Result<(), ApiError> {
         self.inner()
             .repo
             .put_service(&record)
             .map_err(store_error)?;
         let name = record.spec.name.clone();
-        let notes = {
-            let mut st = self.inner().state_mut();
-            let notes = crate::feed::record_notes(st.records.get(&name), &record);
-            st.records.insert(name.clone(), record);
-            notes
-        };
+        let notes = self.inner().state.put_record(record).await;
         self.inner().tell(notes);
         self.inner().certs_wake.notify_one();
         self.inner().acme_wake.notify_one();
@@ -411,7 +401,7 @@ impl ControlPlane {
         record.updated_at = now_rfc3339();
         let generation = record.generation;
         let version = record.version;
-        self.save(record)?;
+        self.save(record).await?;
         ApiResponse::ok(&serde_json::json!({
             "name": name, "replicas": replicas, "version": version, "generation": generation
         }))
@@ -433,7 +423,7 @@ impl ControlPlane {
                 record.updated_at = now_rfc3339();
             }
             generation = record.generation;
-            self.save(record)?;
+            self.save(record).await?;
             stopped.push(name);
         }
         ApiResponse::ok(&serde_json::json!({ "stopped": stopped, "generation": generation }))

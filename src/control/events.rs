@@ -5,8 +5,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use super::state::Exit;
 use super::worker::{wake, wake_all, watched};
 use super::{Inner, RESYNC};
 use crate::agent::{service_of, AgentEvent, NodeAgent, NodeEvent};
@@ -40,7 +41,7 @@ pub(super) async fn start(inner: Arc<Inner>) -> anyhow::Result<BTreeSet<String>>
         let events = agent.events().await?;
         let node = table.local.clone().unwrap_or_default();
         following.insert(node.clone(), 1);
-        tokio::spawn(follow(
+        inner.spawn(follow(
             inner.clone(),
             node,
             agent.clone(),
@@ -56,8 +57,8 @@ pub(super) async fn start(inner: Arc<Inner>) -> anyhow::Result<BTreeSet<String>>
         };
         known.extend(listed.into_iter().map(|i| i.service));
     }
-    tokio::spawn(watch_nodes(inner.clone(), following));
-    tokio::spawn(janitor(inner));
+    inner.spawn(watch_nodes(inner.clone(), following));
+    inner.clone().spawn(janitor(inner));
     Ok(known)
 }
 
@@ -112,8 +113,8 @@ async fn watch_nodes(inner: Arc<Inner>, mut following: HashMap<String, u64>) {
             if following.get(node.id()) != Some(&node.session) {
                 following.insert(node.id().to_string(), node.session);
                 // A new connection: its node checks nothing yet.
-                forget_checks(&inner, node.id());
-                tokio::spawn(follow(
+                inner.state.forget_checks(node.id()).await;
+                inner.spawn(follow(
                     inner.clone(),
                     node.id().to_string(),
                     agent.clone(),
@@ -128,22 +129,6 @@ async fn watch_nodes(inner: Arc<Inner>, mut following: HashMap<String, u64>) {
             last = now;
             wake_all(&inner);
         }
-    }
-}
-
-/// Forgets which replicas of `node` are being checked, so that they are
-/// asked for again.
-fn forget_checks(inner: &Inner, node: &str) {
-    let mut st = inner.state_mut();
-    let on_node: Vec<String> = st
-        .instances
-        .values()
-        .flatten()
-        .filter(|i| i.node == node)
-        .map(|i| i.id.clone())
-        .collect();
-    for id in on_node {
-        st.checkers.remove(&id);
     }
 }
 
@@ -175,7 +160,8 @@ async fn follow(
                     node: node.clone(),
                     event,
                 },
-            );
+            )
+            .await;
         }
         if !local {
             return;
@@ -211,14 +197,14 @@ fn stray(inner: &Inner, event: &NodeEvent) -> bool {
         .is_some_and(|i| i.node != event.node)
 }
 
-fn handle_event(inner: &Arc<Inner>, event: NodeEvent) {
+async fn handle_event(inner: &Arc<Inner>, event: NodeEvent) {
     if stray(inner, &event) {
         tracing::debug!(node = %event.node, event = ?event.event, "event about a replica of another node; ignored");
         return;
     }
     match event.event {
         AgentEvent::Started { id, pid } => {
-            inner.state_mut().record_start(&id, pid, Instant::now());
+            inner.state.started(&id, pid).await;
             inner.tell_replica(
                 EventKind::ReplicaStarted,
                 &id,
@@ -233,12 +219,14 @@ fn handle_event(inner: &Arc<Inner>, event: NodeEvent) {
             at,
         } => {
             let service = service_of(&id).to_string();
-            {
-                let mut st = inner.state_mut();
-                if st.removing.contains(&id) {
-                    return;
-                }
-                st.record_exit(&id, code, oom_killed, at, Instant::now());
+            let exit = Exit {
+                code,
+                oom_killed,
+                at,
+            };
+            if !inner.state.exited(&id, exit).await {
+                // Removed on purpose: no crash.
+                return;
             }
             if oom_killed {
                 inner.metrics.oom_kills.with_label_values(&[&service]).inc();
@@ -260,13 +248,7 @@ fn handle_event(inner: &Arc<Inner>, event: NodeEvent) {
             wake(inner, &service);
         }
         AgentEvent::Health { id, ready } => {
-            let changed = {
-                let mut st = inner.state_mut();
-                let r = st.replicas.entry(id.clone()).or_default();
-                let changed = r.healthy != Some(ready);
-                r.healthy = Some(ready);
-                changed
-            };
+            let changed = inner.state.readiness(&id, Some(ready), None).await;
             if changed {
                 tracing::info!(instance = %id, ready, "readiness changed (checked by its node)");
                 inner.tell_replica(

@@ -119,8 +119,8 @@ mod tests {
         let spec: api::spec::ServiceSpec =
             serde_json::from_value(serde_json::json!({"name": "web", "image": "busybox"})).unwrap();
         let record = crate::store::ServiceRecord::for_tests(spec, 2);
-        st.records.insert("web".into(), record);
-        st.instances.insert("web".into(), instances);
+        st.put_record(record);
+        st.listed("web", instances, Instant::now());
         st
     }
 

@@ -4,11 +4,11 @@
 //! draining a replica out of rotation never holds up a rollout.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 
-use super::plan::{self, Action};
+use super::plan::Action;
 use super::worker::wake;
 use super::{Inner, DEFAULT_STOP_GRACE};
 use crate::agent::{Instance, InstanceSpec, ProcessState};
@@ -58,7 +58,7 @@ pub(crate) async fn execute(
     futures::stream::iter(actions)
         .for_each_concurrent(PARALLEL, |placed| async move {
             match placed.action {
-                Action::Remove { id } => remove(inner, service, id, grace),
+                Action::Remove { id } => remove(inner, service, id, grace).await,
                 Action::Restart { id } => restart(inner, service, &id).await,
                 Action::Start { slot, node } => {
                     if let Some(record) = record {
@@ -73,13 +73,13 @@ pub(crate) async fn execute(
 /// Removes a replica in the background: draining and the stop grace
 /// period must not hold up the rest of a rollout. Planning skips replicas
 /// being removed; the worker is woken when done.
-fn remove(inner: &Arc<Inner>, service: &str, id: String, grace: Duration) {
-    if !inner.state_mut().removing.insert(id.clone()) {
+async fn remove(inner: &Arc<Inner>, service: &str, id: String, grace: Duration) {
+    if !inner.state.removing(&id).await {
         return;
     }
     let inner = inner.clone();
     let service = service.to_string();
-    tokio::spawn(async move {
+    inner.clone().spawn(async move {
         if inner.routed(&id) {
             // Out of rotation first, on every node; let requests in flight
             // finish.
@@ -98,11 +98,7 @@ fn remove(inner: &Arc<Inner>, service: &str, id: String, grace: Duration) {
             // Not again at once: the next round may retry.
             tokio::time::sleep(REMOVE_RETRY).await;
         }
-        {
-            let mut st = inner.state_mut();
-            st.removing.remove(&id);
-            st.replicas.remove(&id);
-        }
+        inner.state.removed(&id).await;
         wake(&inner, &service);
     });
 }
@@ -113,17 +109,10 @@ async fn restart(inner: &Inner, service: &str, id: &str) {
         Ok(agent) => agent.restart(id).await,
         Err(e) => Err(e),
     };
-    let mut st = inner.state_mut();
     match restarted {
         Ok(pid) => {
             inner.metrics.restarts.with_label_values(&[service]).inc();
-            st.record_start(id, pid, Instant::now());
-            let count = st.replicas.get_mut(id).map_or(0, |r| {
-                r.restarts += 1;
-                r.next_start = None;
-                r.restarts
-            });
-            drop(st);
+            let count = inner.state.restarted(id, pid).await;
             inner.tell_replica(
                 api::events::EventKind::ReplicaRestarted,
                 id,
@@ -133,13 +122,10 @@ async fn restart(inner: &Inner, service: &str, id: &str) {
         }
         Err(e) => {
             tracing::warn!(instance = %id, error = %e, "restart failed");
-            let r = st.replicas.entry(id.to_string()).or_default();
-            r.consecutive += 1;
-            r.next_start = Some(Instant::now() + plan::backoff(r.consecutive));
-            st.services
-                .entry(service.to_string())
-                .or_default()
-                .last_error = Some(format!("restart of {id} failed: {e}"));
+            inner
+                .state
+                .restart_failed(service, id, format!("restart of {id} failed: {e}"))
+                .await;
         }
     }
 }
@@ -163,9 +149,6 @@ async fn start(
         },
         Err(e) => Err(e.clone()),
     };
-    if let Some(key) = reservation {
-        inner.state_unseen_mut().placing.remove(&key);
-    }
     match (started, spec) {
         (Ok(pid), Ok(spec)) => {
             let instance = Instance {
@@ -180,25 +163,14 @@ async fn start(
                 ip: None,
             };
             inner.nodes.started(instance.clone()).await;
-            let mut st = inner.state_mut();
-            // Counted where it runs until the next listing.
-            let list = st.instances.entry(service.to_string()).or_default();
-            if !list.iter().any(|i| i.id == spec.id) {
-                list.push(instance);
-            }
-            st.record_start(&spec.id, pid, Instant::now());
-            let s = st.services.entry(service.to_string()).or_default();
-            s.start_failures = 0;
-            s.next_start = None;
-            s.last_error = None;
+            // Counted where it runs until the next listing; what its start
+            // held is freed at the same time.
+            inner.state.started_new(instance, pid, reservation).await;
         }
         (Err(e), _) | (_, Err(e)) => {
             tracing::warn!(service, slot, node, error = %e, "start failed");
-            let mut st = inner.state_mut();
-            let s = st.services.entry(service.to_string()).or_default();
-            s.start_failures += 1;
-            s.next_start = Some(Instant::now() + plan::backoff(s.start_failures));
-            s.last_error = Some(format!("start failed: {e}"));
+            let error = format!("start failed: {e}");
+            inner.state.start_failed(service, error, reservation).await;
         }
     }
 }

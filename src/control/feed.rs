@@ -76,7 +76,7 @@ impl ControlPlane {
     pub(crate) fn events(&self, query: EventsQuery) -> Result<ApiResponse, ApiError> {
         let (backlog, rx) = self.inner().feed.subscribe(query.since);
         let (tx, out) = mpsc::channel::<Bytes>(64);
-        tokio::spawn(stream(query, backlog, rx, tx));
+        self.inner().spawn(stream(query, backlog, rx, tx));
         Ok(ApiResponse::Events(out))
     }
 }

@@ -97,7 +97,7 @@ pub fn pacing(ready: Option<&Check>, live: Option<&Check>) -> (Duration, Duratio
 }
 
 /// Starts a checker for every running replica that needs one and has none.
-pub(crate) fn ensure_checkers(inner: &Arc<Inner>, service: &str) {
+pub(crate) async fn ensure_checkers(inner: &Arc<Inner>, service: &str) {
     let (spec, ids) = {
         let st = inner.state();
         let Some(record) = st.records.get(service) else {
@@ -119,9 +119,11 @@ pub(crate) fn ensure_checkers(inner: &Arc<Inner>, service: &str) {
     };
     let local = inner.local_node();
     for (id, node, ip) in ids {
-        inner.state_mut().checkers.insert(id.clone());
+        if !inner.state.checker_started(&id).await {
+            continue;
+        }
         if Some(&node) == local.as_ref() {
-            tokio::spawn(run_checker(
+            inner.spawn(run_checker(
                 inner.clone(),
                 service.to_string(),
                 spec.clone(),
@@ -129,7 +131,7 @@ pub(crate) fn ensure_checkers(inner: &Arc<Inner>, service: &str) {
                 ip,
             ));
         } else {
-            tokio::spawn(check_on_node(inner.clone(), spec.clone(), id, node));
+            inner.spawn(check_on_node(inner.clone(), spec.clone(), id, node));
         }
     }
 }
@@ -143,7 +145,7 @@ async fn check_on_node(inner: Arc<Inner>, spec: ServiceSpec, id: String, node: S
     };
     if let Err(e) = asked {
         tracing::debug!(instance = %id, node, error = %e, "cannot have the node check the replica");
-        inner.state_mut().checkers.remove(&id);
+        inner.state.checker_ended(&id, false).await;
     }
 }
 
@@ -212,10 +214,7 @@ async fn run_checker(
             let (after, new_failures) =
                 next_readiness(before, failures, ok, check.failure_threshold);
             if after != before || new_failures != failures {
-                let mut st = inner.state_mut();
-                let r = st.replicas.entry(id.clone()).or_default();
-                r.healthy = after;
-                r.ready_failures = new_failures;
+                inner.state.readiness(&id, after, Some(new_failures)).await;
             }
             if before != after {
                 tracing::info!(instance = %id, healthy = ?after, "readiness changed");
@@ -269,12 +268,7 @@ async fn run_checker(
         })
         .await;
     }
-    let mut st = inner.state_mut();
-    st.checkers.remove(&id);
-    if let Some(r) = st.replicas.get_mut(&id) {
-        r.healthy = None;
-        r.ready_failures = 0;
-    }
+    inner.state.checker_ended(&id, true).await;
 }
 
 /// True if a replica may take traffic: running, and ready when the service

@@ -77,7 +77,7 @@ impl ControlPlane {
                 }
             };
             let tx = tx.clone();
-            tokio::spawn(async move {
+            self.inner().spawn(async move {
                 let prefix = several.then_some(id);
                 loop {
                     // The client may go while the replica is quiet: stop

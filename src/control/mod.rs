@@ -44,6 +44,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::agent::{AgentError, NodeAgent};
 use crate::metrics::Metrics;
@@ -54,6 +56,8 @@ pub use state::State;
 
 /// How often every worker looks again even without events.
 pub const RESYNC: Duration = Duration::from_secs(30);
+/// How long [`ControlPlane::shutdown`] waits for the tasks to end.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 /// Grace period of a stop when the spec sets none.
 pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
 
@@ -122,9 +126,8 @@ pub(crate) struct Inner {
     nodes: Nodes,
     settings: Settings,
     metrics: Metrics,
-    /// Observed and runtime state. One mutex, held only for short,
-    /// non-blocking updates and reads: status reads must stay fast.
-    state: Mutex<State>,
+    /// Observed and runtime state, owned by its own task (see [`state`]).
+    state: state::StateHandle,
     /// Per-service locks for read-modify-write of records.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Per-service worker wake-ups.
@@ -153,17 +156,10 @@ pub(crate) struct Inner {
     acme: tokio::sync::watch::Sender<HashMap<String, Result<network::proxy::TlsPair, String>>>,
     acme_wake: Arc<Notify>,
     challenges: tokio::sync::watch::Sender<HashMap<String, String>>,
-}
-
-/// Read access to the [`State`] (no `DerefMut`: changes go through
-/// [`Inner::state_mut`]).
-pub(crate) struct StateRef<'a>(std::sync::MutexGuard<'a, State>);
-
-impl std::ops::Deref for StateRef<'_> {
-    type Target = State;
-    fn deref(&self) -> &State {
-        &self.0
-    }
+    /// Every task the control plane starts, and what ends them (see
+    /// [`ControlPlane::shutdown`]).
+    tasks: TaskTracker,
+    cancel: CancellationToken,
 }
 
 impl ControlPlane {
@@ -200,7 +196,7 @@ impl ControlPlane {
         let stored_tokens = repo.tokens()?;
         let mut state = State::default();
         for record in repo.services()? {
-            state.records.insert(record.spec.name.clone(), record);
+            state.put_record(record);
         }
         Ok(Self {
             inner: Arc::new(Inner {
@@ -208,7 +204,7 @@ impl ControlPlane {
                 nodes,
                 settings,
                 metrics,
-                state: Mutex::new(state),
+                state: state::StateHandle::start(state),
                 locks: Mutex::new(HashMap::new()),
                 workers: Mutex::new(HashMap::new()),
                 stored_tokens: Mutex::new(stored_tokens),
@@ -224,6 +220,8 @@ impl ControlPlane {
                 acme: tokio::sync::watch::channel(HashMap::new()).0,
                 acme_wake: Arc::new(Notify::new()),
                 challenges: tokio::sync::watch::channel(HashMap::new()).0,
+                tasks: TaskTracker::new(),
+                cancel: CancellationToken::new(),
             }),
         })
     }
@@ -231,9 +229,27 @@ impl ControlPlane {
     /// Subscribes to node events, adopts what runs, and starts a worker for
     /// every known service and every orphan.
     pub async fn start(&self) -> anyhow::Result<()> {
-        tokio::spawn(certs::run(Arc::downgrade(&self.inner)));
-        tokio::spawn(acme::run(Arc::downgrade(&self.inner)));
+        self.inner.spawn(certs::run(Arc::downgrade(&self.inner)));
+        self.inner.spawn(acme::run(Arc::downgrade(&self.inner)));
         worker::start(self.inner.clone()).await
+    }
+
+    /// Ends every task of the control plane (workers, checkers, removals,
+    /// event followers, streams to clients) at its next await, and waits
+    /// for them, up to `SHUTDOWN_WAIT`. What runs on the nodes keeps
+    /// running; the next start picks it up.
+    pub async fn shutdown(&self) {
+        self.inner.cancel.cancel();
+        self.inner.tasks.close();
+        if tokio::time::timeout(SHUTDOWN_WAIT, self.inner.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                left = self.inner.tasks.len(),
+                "control plane tasks still running at shutdown"
+            );
+        }
     }
 
     /// The node registry (the cluster's gRPC service adds nodes to it).
@@ -262,28 +278,28 @@ impl ControlPlane {
 }
 
 impl Inner {
-    /// The state, to read.
-    pub(crate) fn state(&self) -> StateRef<'_> {
-        StateRef(self.state.lock().unwrap_or_else(|p| p.into_inner()))
+    /// Runs `task` until it ends or the control plane shuts down.
+    pub(crate) fn spawn<F>(&self, task: F) -> tokio::task::JoinHandle<()>
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let cancel = self.cancel.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = task => {}
+            }
+        })
     }
 
-    /// The state, to change: bumps its epoch, so cached answers built from
-    /// an older state are not served again.
-    pub(crate) fn state_mut(&self) -> std::sync::MutexGuard<'_, State> {
-        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        guard.epoch += 1;
-        guard
+    /// The state as of the last change answered, to read.
+    pub(crate) fn state(&self) -> Arc<State> {
+        self.state.read()
     }
 
     pub(crate) fn service_lock(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
         locks.entry(name.to_string()).or_default().clone()
-    }
-
-    /// The state for changes that no answer shows (reservations of
-    /// replicas being placed): the epoch stays.
-    pub(crate) fn state_unseen_mut(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The agent of a ready node.

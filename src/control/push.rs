@@ -42,7 +42,7 @@ pub(crate) async fn push_to_nodes(inner: Arc<Inner>) {
             if pushers.contains_key(node.id()) {
                 continue;
             }
-            let task = tokio::spawn(push_node(
+            let task = inner.spawn(push_node(
                 inner.clone(),
                 node.id().to_string(),
                 node.session,

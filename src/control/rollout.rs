@@ -103,12 +103,6 @@ pub(super) async fn revert(inner: &Arc<Inner>, record: &ServiceRecord, reason: &
         tracing::error!(service = %record.spec.name, error = %e, "could not save the revert");
         return;
     }
-    let name = record.spec.name.clone();
-    let notes = {
-        let mut st = inner.state_mut();
-        let notes = crate::feed::record_notes(st.records.get(&name), &current);
-        st.records.insert(name, current);
-        notes
-    };
+    let notes = inner.state.put_record(current).await;
     inner.tell(notes);
 }

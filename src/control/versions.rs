@@ -28,7 +28,7 @@ impl ControlPlane {
         record.updated_at = now_rfc3339();
         let generation = record.generation;
         let version = record.version;
-        self.save(record)?;
+        self.save(record).await?;
         ApiResponse::ok(
             &serde_json::json!({ "name": name, "version": version, "generation": generation }),
         )
@@ -50,7 +50,7 @@ impl ControlPlane {
             record.updated_at = now_rfc3339();
             let generation = record.generation;
             let stable = record.version;
-            self.save(record)?;
+            self.save(record).await?;
             return ApiResponse::ok(
                 &serde_json::json!({ "name": name, "version": stable, "removed_canary": canary, "generation": generation }),
             );
@@ -117,7 +117,7 @@ impl ControlPlane {
             record.history.drain(..excess);
         }
         let generation = record.generation;
-        self.save(record)?;
+        self.save(record).await?;
         ApiResponse::ok(
             &serde_json::json!({ "name": name, "version": new_version, "rolled_back_to": target, "generation": generation }),
         )

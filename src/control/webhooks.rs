@@ -275,7 +275,7 @@ impl ControlPlane {
         let spec = record.spec.clone();
         let by = format!("webhook {}", hook.id);
         let (hook_id, delivery_id) = (hook.id.clone(), delivery.delivery.clone());
-        tokio::spawn(async move {
+        self.inner().spawn(async move {
             let request = api::spec::DeployRequest {
                 services: vec![spec],
             };

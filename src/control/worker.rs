@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use super::decide::{decide, Decided};
+use super::decide::Decided;
 use super::execute::execute;
 use super::gather::{gather, LocalDown};
 use super::{Inner, RESYNC};
@@ -26,7 +26,7 @@ pub(super) async fn start(inner: Arc<Inner>) -> anyhow::Result<()> {
     for name in names {
         wake(&inner, &name);
     }
-    tokio::spawn(super::push::push_to_nodes(inner.clone()));
+    inner.spawn(super::push::push_to_nodes(inner.clone()));
     Ok(())
 }
 
@@ -39,7 +39,7 @@ pub(crate) fn wake(inner: &Arc<Inner>, service: &str) {
     }
     let notify = Arc::new(Notify::new());
     workers.insert(service.to_string(), notify.clone());
-    tokio::spawn(run_worker(inner.clone(), service.to_string(), notify));
+    inner.spawn(run_worker(inner.clone(), service.to_string(), notify));
 }
 
 /// Wakes every worker (after a resync event or a drain).
@@ -107,25 +107,32 @@ async fn converge(inner: &Arc<Inner>, service: &str) -> Converged {
         let now = Instant::now();
         // Only a real change counts as one (status answers are cached by epoch).
         if inner.state().instances.get(service) != Some(&instances) {
-            let mut st = inner.state_mut();
-            st.record_listed_exits(&instances, now);
-            st.instances.insert(service.to_string(), instances.clone());
+            inner.state.listed(service, instances.clone(), now).await;
         }
-        let settles_at = track_settling(inner, service, now);
+        let settles_at = track_settling(inner, service, now).await;
         let Decided {
             record,
             stable,
             canary,
             rolling,
             wake_at,
-        } = decide(inner, service, &instances, now);
+        } = inner
+            .state
+            .decide(
+                inner.nodes.snapshot(),
+                inner.settings.reschedule_after,
+                service,
+                instances.clone(),
+                now,
+            )
+            .await;
         if let Some(r) = &record {
             if let Some(reason) = super::rollout::failure(inner, r, &instances, rolling, now) {
                 super::rollout::revert(inner, r, &reason).await;
                 continue;
             }
         }
-        super::health::ensure_checkers(inner, service);
+        super::health::ensure_checkers(inner, service).await;
         super::publish::publish_routes(inner);
         if let (Some(actions), Some(r)) = (canary, &record) {
             if let Some(c) = r.canary.as_ref().filter(|_| !actions.is_empty()) {
@@ -145,10 +152,8 @@ async fn converge(inner: &Arc<Inner>, service: &str) -> Converged {
                 // Waiting on readiness: look again soon.
                 return Converged::WakeAt(Some(now + Duration::from_millis(250)));
             }
-            if record.is_none() && instances.is_empty() {
-                let mut st = inner.state_mut();
-                st.instances.remove(service);
-                st.services.remove(service);
+            if record.is_none() && instances.is_empty() && inner.state.forget_service(service).await
+            {
                 return Converged::Gone;
             }
             return Converged::WakeAt([wake_at, settles_at].into_iter().flatten().min());
@@ -162,7 +167,7 @@ async fn converge(inner: &Arc<Inner>, service: &str) -> Converged {
 /// rollout deadline, for reverts and status); returns when a replica without a readiness
 /// check will have run long enough to count as ready, since only time
 /// changes that (events, readiness and removals wake the worker).
-fn track_settling(inner: &Inner, service: &str, now: Instant) -> Option<Instant> {
+async fn track_settling(inner: &Inner, service: &str, now: Instant) -> Option<Instant> {
     let st = inner.state();
     let record = st.records.get(service)?;
     let replicas = st.rollout_replicas(record, now);
@@ -198,10 +203,7 @@ fn track_settling(inner: &Inner, service: &str, now: Instant) -> Option<Instant>
     };
     drop(st);
     if wanted != current || announce != announced {
-        let mut st = inner.state_mut();
-        let runtime = st.services.entry(service.to_string()).or_default();
-        runtime.unsettled_since = wanted;
-        runtime.announced = announce;
+        inner.state.settling(service, wanted, announce).await;
     }
     inner.tell(note);
     settles_at

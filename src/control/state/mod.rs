@@ -1,9 +1,21 @@
 //! The control plane's in-memory view: the records (a cache of the store),
 //! the replicas each service has as last seen on the node, and what the
 //! reconciler remembers about crashes and failed starts.
+//!
+//! One task owns it ([`owner`]): everyone else holds a [`StateHandle`],
+//! reads the snapshot it publishes after each batch of changes, and asks
+//! it for changes, which are plain functions over the state ([`change`]).
+//! Each map is shared with the snapshots and copied only when changed
+//! while a snapshot still holds it.
+
+mod change;
+mod owner;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{HashMap, HashSet};
-use std::time::{Instant, SystemTime};
+use std::sync::Arc;
+use std::time::Instant;
 
 use api::status::LastExit;
 
@@ -11,6 +23,9 @@ use super::plan;
 use super::progress::Replica;
 use crate::agent::{Instance, ProcessState};
 use crate::store::ServiceRecord;
+
+pub(crate) use change::Exit;
+pub(crate) use owner::StateHandle;
 
 /// How long a replica without a readiness check must run to count as ready.
 pub const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -59,21 +74,23 @@ pub struct ServiceRuntime {
     pub unplaced: Option<String>,
 }
 
-/// See the module doc.
-#[derive(Debug, Default)]
+/// See the module doc. Read-only outside [`change`]: the maps are shared
+/// (`Arc`), so only the owner's changes can write them.
+#[derive(Debug, Default, Clone)]
 pub struct State {
-    pub records: HashMap<String, ServiceRecord>,
-    pub instances: HashMap<String, Vec<Instance>>,
-    pub replicas: HashMap<String, ReplicaRuntime>,
-    pub services: HashMap<String, ServiceRuntime>,
+    pub records: Arc<HashMap<String, ServiceRecord>>,
+    pub instances: Arc<HashMap<String, Vec<Instance>>>,
+    pub replicas: Arc<HashMap<String, ReplicaRuntime>>,
+    pub services: Arc<HashMap<String, ServiceRuntime>>,
     /// Replicas being removed on purpose: their exits are no crashes.
-    pub removing: HashSet<String>,
+    pub removing: Arc<HashSet<String>>,
     /// Resources held for replicas being started, by a key per start:
     /// node and reservation (see `schedule`).
-    pub placing: HashMap<u64, (String, crate::agent::Capacity)>,
+    pub placing: Arc<HashMap<u64, (String, crate::agent::Capacity)>>,
     /// Replicas that have a health checker running.
-    pub checkers: HashSet<String>,
-    /// Bumped by every change (see `Inner::state_mut`).
+    pub checkers: Arc<HashSet<String>>,
+    /// Bumped by every change that an answer shows, so that answers cached
+    /// from an older state are not served again (see `status`).
     pub epoch: u64,
 }
 
@@ -82,7 +99,7 @@ impl State {
     /// `resources`), by node.
     pub fn allocated(&self) -> HashMap<&str, crate::agent::Capacity> {
         let mut out: HashMap<&str, crate::agent::Capacity> = HashMap::new();
-        for (name, list) in &self.instances {
+        for (name, list) in self.instances.iter() {
             let reservation = self
                 .records
                 .get(name)
@@ -95,72 +112,6 @@ impl State {
             }
         }
         out
-    }
-
-    /// Records a replica's exit: its backoff, last exit and crash count.
-    /// A second report of the same exit (the event after a listing saw it,
-    /// or the other way round) only adds what it knows (an OOM kill).
-    pub fn record_exit(
-        &mut self,
-        id: &str,
-        code: u32,
-        oom_killed: bool,
-        at: SystemTime,
-        now: Instant,
-    ) {
-        let r = self.replicas.entry(id.to_string()).or_default();
-        if r.exited {
-            if let Some(e) = r.last_exit.as_mut() {
-                e.oom_killed |= oom_killed;
-            }
-            return;
-        }
-        r.exited = true;
-        let ran_long = r
-            .started_at
-            .is_some_and(|s| now.duration_since(s) >= plan::HEALTHY_RESET);
-        r.consecutive = if ran_long { 1 } else { r.consecutive + 1 };
-        r.next_start = Some(now + plan::backoff(r.consecutive));
-        r.last_exit = Some(LastExit {
-            code,
-            oom_killed,
-            at: humantime::format_rfc3339_seconds(at).to_string(),
-        });
-        let service = crate::agent::service_of(id);
-        if let Some(list) = self.instances.get_mut(service) {
-            for i in list.iter_mut().filter(|i| i.id == id) {
-                i.state = ProcessState::Exited { code };
-                i.pid = None;
-            }
-        }
-    }
-
-    /// Records that a replica's process started.
-    pub fn record_start(&mut self, id: &str, pid: u32, now: Instant) {
-        let r = self.replicas.entry(id.to_string()).or_default();
-        r.started_at = Some(now);
-        r.exited = false;
-        let service = crate::agent::service_of(id);
-        if let Some(list) = self.instances.get_mut(service) {
-            for i in list.iter_mut().filter(|i| i.id == id) {
-                i.state = ProcessState::Running;
-                i.pid = Some(pid);
-            }
-        }
-    }
-
-    /// Records the exits a listing shows that no event has reported yet,
-    /// so that a replica is never restarted before its backoff is known.
-    pub fn record_listed_exits(&mut self, listed: &[Instance], now: Instant) {
-        for i in listed {
-            let ProcessState::Exited { code } = i.state else {
-                continue;
-            };
-            let known = self.replicas.get(&i.id).is_some_and(|r| r.exited);
-            if !known && !self.removing.contains(&i.id) {
-                self.record_exit(&i.id, code, false, SystemTime::now(), now);
-            }
-        }
     }
 
     /// True if replica `id` takes traffic: its readiness check passed
