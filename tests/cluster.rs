@@ -314,6 +314,45 @@ async fn logs_exec_and_metrics_cover_every_node() {
         assert_eq!(stdout.trim(), format!("logger-{slot}"), "{id} on {node}");
         assert!(stderr.contains("on-err"), "{id} on {node}: {stderr}");
     }
+    // Interactive exec, over the WebSocket and the node's stream: stdin
+    // piped to each replica (`-i`), and a terminal (`-it`, on a terminal
+    // `script` makes) whose size is the local one's.
+    for (id, node) in &ids {
+        let slot = id.split('.').nth(1).unwrap();
+        let line = format!(
+            "echo from-stdin | {} --api http://127.0.0.1:6880 --token {} exec -i logger --instance {id} -- sh -c 'cat; hostname; exit 4'; echo code=$?",
+            common::orca_bin().display(),
+            common::cluster::ADMIN,
+        );
+        let out = c.lab.nodes[0]
+            .nsenter("sh")
+            .args(["-c", &line])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            text,
+            format!("from-stdin\nlogger-{slot}\ncode=4\n"),
+            "{id} on {node}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line = format!(
+            "stty cols 77 rows 22; {} --api http://127.0.0.1:6880 --token {} exec -it logger --instance {id} -- sh -c 'stty size; tty; exit 5'; echo code=$?",
+            common::orca_bin().display(),
+            common::cluster::ADMIN,
+        );
+        let out = c.lab.nodes[0]
+            .nsenter("script")
+            .args(["-qec", &line, "/dev/null"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("22 77") && text.contains("/dev/pts/") && text.contains("code=5"),
+            "{id} on {node}: {text}"
+        );
+    }
     // Metrics: every node, its size and what is reserved there.
     let metrics = String::from_utf8_lossy(&c.orca_metrics()).to_string();
     assert!(metrics.contains("orca_nodes_total 3"), "{metrics}");

@@ -3,7 +3,11 @@
 //! output and exit code come back, a missing program answers 127 with the
 //! runtime's message, a timeout kills it, output past 1 MiB is cut and
 //! said so, and unknown services, instances and other projects' tokens are
-//! refused. Replicas on other nodes: `tests/cluster.rs`.
+//! refused. The same path upgraded to a WebSocket: a shell on a real
+//! terminal (its size, a resize), stdin to its end, stderr apart, a
+//! closed socket killing the command, and `orca exec -it` on a terminal of
+//! its own (`script`), which it leaves as it found it. Replicas on other
+//! nodes: `tests/cluster.rs`.
 
 #![allow(clippy::unwrap_used)]
 
@@ -11,6 +15,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use api::attach::{AttachRequest, ClientSession, Input, Output};
 use api::client::ClientError;
 use api::status::ExecResponse;
 use common::server::{OrcaServer, ADMIN, DEPLOYER, VIEWER};
@@ -175,4 +180,218 @@ async fn exec_runs_in_a_replica_and_answers_its_output_and_exit_code() {
     let (code, _, err) = server.cli(ADMIN, &["exec", "nope", "--", "ls"]).await;
     assert_eq!(code, 1);
     assert!(err.contains("service not found"), "{err}");
+}
+
+fn attach_request(command: &[&str], tty: bool) -> AttachRequest {
+    AttachRequest {
+        command: command.iter().map(|c| c.to_string()).collect(),
+        instance: None,
+        tty,
+        cols: 100,
+        rows: 40,
+    }
+}
+
+/// What came back on (stdout, stderr) until `until` holds of stdout, or
+/// the end (its exit code); fails after 20 s.
+async fn read_until(
+    session: &mut ClientSession,
+    out: &mut String,
+    err: &mut String,
+    until: impl Fn(&str) -> bool,
+) -> Option<u32> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !until(out) {
+        let next = tokio::time::timeout_at(deadline, session.output.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no more output; so far: {out:?} / {err:?}"));
+        match next {
+            Some(Output::Stdout(b)) => out.push_str(&String::from_utf8_lossy(&b)),
+            Some(Output::Stderr(b)) => err.push_str(&String::from_utf8_lossy(&b)),
+            Some(Output::Exit(code)) => return Some(code),
+            Some(Output::Error(e)) => panic!("session broke: {e}; output {out:?}"),
+            None => panic!("session ended without an exit; output {out:?}"),
+        }
+    }
+    None
+}
+
+async fn send(session: &ClientSession, text: &str) {
+    let bytes = bytes::Bytes::copy_from_slice(text.as_bytes());
+    session.input.send(Input::Stdin(bytes)).await.unwrap();
+}
+
+/// The `ps` lines of the first replica that run `what`.
+async fn running(server: &OrcaServer, id: &str, what: &str) -> Vec<String> {
+    let out = exec(
+        server,
+        json!({ "command": ["ps", "-o", "pid,args"], "instance": id }),
+    )
+    .await
+    .unwrap();
+    out.stdout
+        .lines()
+        .filter(|l| l.contains(what) && !l.contains("ps -o"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interactive_exec_gives_a_terminal_stdin_and_resize_and_dies_with_its_socket() {
+    let Some(env) = common::env() else { return };
+    let server = OrcaServer::start(&env, "exec-it").await;
+    let status = common::deploy_all_ready(
+        &server.admin(),
+        json!([{ "name": "web", "project": "shop", "image": env.image("web:v1"), "replicas": 1, "port": 8080, "stop_grace_secs": 1 }]),
+    )
+    .await;
+    let id = status.services[0].instances[0].id.clone();
+    let c = server.client(Some(DEPLOYER));
+
+    // A shell on a terminal of 100x40: its size, a resize, and its exit code.
+    let mut s = c
+        .attach("web", &attach_request(&["sh"], true))
+        .await
+        .unwrap();
+    let (mut out, mut err) = (String::new(), String::new());
+    send(&s, "stty size; tty; echo term=$TERM\n").await;
+    read_until(&mut s, &mut out, &mut err, |o| o.contains("term=xterm")).await;
+    assert!(out.contains("40 100"), "{out:?}");
+    assert!(out.contains("/dev/pts/"), "not a terminal: {out:?}");
+    s.input
+        .send(Input::Resize {
+            cols: 132,
+            rows: 50,
+        })
+        .await
+        .unwrap();
+    out.clear();
+    // The resize reaches containerd apart from stdin: ask until it shows.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !out.contains("50 132") {
+        assert!(Instant::now() < deadline, "resize never seen: {out:?}");
+        send(&s, "stty size\n").await;
+        while let Ok(next) = tokio::time::timeout(Duration::from_millis(500), s.output.recv()).await
+        {
+            match next {
+                Some(Output::Stdout(b)) => out.push_str(&String::from_utf8_lossy(&b)),
+                other => panic!("unexpected {other:?}; output {out:?}"),
+            }
+        }
+    }
+    send(&s, "exit 5\n").await;
+    let code = read_until(&mut s, &mut out, &mut err, |_| false).await;
+    assert_eq!(code, Some(5), "{out:?}");
+
+    // No terminal: stdin to its end, stdout and stderr apart.
+    let mut s = c
+        .attach(
+            "web",
+            &attach_request(&["sh", "-c", "cat; echo done >&2; exit 2"], false),
+        )
+        .await
+        .unwrap();
+    send(&s, "hello\n").await;
+    send(&s, "world").await;
+    s.input.send(Input::CloseStdin).await.unwrap();
+    let (mut out, mut err) = (String::new(), String::new());
+    let code = read_until(&mut s, &mut out, &mut err, |_| false).await;
+    assert_eq!(
+        (code, out.as_str(), err.as_str()),
+        (Some(2), "hello\nworld", "done\n")
+    );
+
+    // A program that does not exist: 127 and the runtime's words.
+    let mut s = c
+        .attach("web", &attach_request(&["no-such-program"], true))
+        .await
+        .unwrap();
+    let (mut out, mut err) = (String::new(), String::new());
+    let code = read_until(&mut s, &mut out, &mut err, |_| false).await;
+    assert_eq!(code, Some(127));
+    assert!(err.contains("no-such-program"), "{err:?}");
+
+    // The socket closed: the command is killed. While it is open, `ps`
+    // shows it (the same probe's positive control).
+    let s = c
+        .attach("web", &attach_request(&["sleep", "301"], false))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while running(&server, &id, "sleep 301").await.is_empty() {
+        assert!(Instant::now() < deadline, "the command never ran");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(s);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = running(&server, &id, "sleep 301").await;
+        if left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still running: {left:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Refused before any upgrade, as a plain exec is.
+    let refused = |r: Result<ClientSession, ClientError>| match r {
+        Err(ClientError::Api { status, .. }) => status,
+        Err(e) => panic!("expected an API error, got {e}"),
+        Ok(_) => panic!("expected an API error, got a session"),
+    };
+    assert_eq!(
+        refused(c.attach("nope", &attach_request(&["sh"], true)).await),
+        404
+    );
+    let mut bad = attach_request(&["sh"], true);
+    bad.instance = Some("web.9.abcdef".into());
+    assert_eq!(refused(c.attach("web", &bad).await), 404);
+    assert_eq!(
+        refused(c.attach("web", &attach_request(&[], true)).await),
+        400
+    );
+    let viewer = server.client(Some(VIEWER));
+    assert_eq!(
+        refused(viewer.attach("web", &attach_request(&["sh"], true)).await),
+        403
+    );
+    assert_eq!(
+        refused(
+            server
+                .client(None)
+                .attach("web", &attach_request(&["sh"], true))
+                .await
+        ),
+        401
+    );
+
+    // `orca exec -it` on a terminal of its own: the command's terminal has
+    // the local one's size, its exit code is the CLI's, and the local
+    // terminal is back in its own mode afterwards (`icanon`, which raw
+    // mode turns off).
+    let orca = common::orca_bin();
+    let inner = format!(
+        "stty cols 90 rows 30; {} exec -it web -- sh -c 'stty size; exit 6'; echo code=$?; stty -a",
+        orca.display()
+    );
+    let api = format!("http://{}", server.addr());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("script")
+            .args(["-qec", &inner, "/dev/null"])
+            .env("ORCA_API", api)
+            .env("ORCA_TOKEN", ADMIN)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("30 90"), "{text}");
+    assert!(text.contains("code=6"), "{text}");
+    let modes = text.split("code=6").nth(1).unwrap_or_default();
+    assert!(
+        modes.contains(" icanon") && !modes.contains("-icanon"),
+        "terminal left in raw mode: {modes}"
+    );
 }

@@ -80,24 +80,68 @@ impl ApiClient {
                 base: self.base.clone(),
                 reason: chain(&e),
             })?;
-        let status = response.status();
-        if status.is_success() {
+        if response.status().is_success() {
             return Ok(response);
         }
-        let bytes = response
-            .into_body()
-            .collect()
+        Err(error_of(response).await)
+    }
+
+    /// An interactive exec of service `name` (see [`crate::attach`]).
+    pub async fn attach(
+        &self,
+        name: &str,
+        request: &crate::attach::AttachRequest,
+    ) -> Result<crate::attach::ClientSession, ClientError> {
+        use tokio_tungstenite::tungstenite::handshake;
+        let path = format!("/api/v1/services/{name}/exec?{}", request.to_query());
+        let key = handshake::client::generate_key();
+        let mut builder = Request::builder()
+            .method(Method::GET)
+            .uri(format!("{}{}", self.base, path))
+            .header(header::CONNECTION, "Upgrade")
+            .header(header::UPGRADE, "websocket")
+            .header(header::SEC_WEBSOCKET_VERSION, "13")
+            .header(header::SEC_WEBSOCKET_KEY, &key);
+        if let Some(t) = &self.token {
+            builder = builder.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let unreachable = |reason: String| ClientError::Unreachable {
+            base: self.base.clone(),
+            reason,
+        };
+        let request = builder
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| unreachable(e.to_string()))?;
+        let response = self
+            .http
+            .request(request)
             .await
-            .map(|c| c.to_bytes())
-            .unwrap_or_default();
-        let message = serde_json::from_slice::<serde_json::Value>(&bytes)
-            .ok()
-            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
-            .unwrap_or_else(|| format!("{status}: {}", String::from_utf8_lossy(&bytes).trim()));
-        Err(ClientError::Api {
-            status: status.as_u16(),
-            message,
-        })
+            .map_err(|e| unreachable(chain(&e)))?;
+        let status = response.status();
+        if status != http::StatusCode::SWITCHING_PROTOCOLS {
+            return Err(error_of(response).await);
+        }
+        let accept = handshake::derive_accept_key(key.as_bytes());
+        let accepted = response
+            .headers()
+            .get(header::SEC_WEBSOCKET_ACCEPT)
+            .is_some_and(|v| v.as_bytes() == accept.as_bytes());
+        if !accepted {
+            return Err(ClientError::Decode {
+                path,
+                reason: "the server did not accept the WebSocket key".into(),
+            });
+        }
+        let io = hyper::upgrade::on(response)
+            .await
+            .map_err(|e| unreachable(chain(&e)))?;
+        let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            hyper_util::rt::TokioIo::new(io),
+            tokio_tungstenite::tungstenite::protocol::Role::Client,
+            None,
+        )
+        .await;
+        Ok(crate::attach::client(ws))
     }
 
     async fn json_of<T: DeserializeOwned>(
@@ -201,6 +245,26 @@ impl ApiClient {
             }
         }
         Ok(())
+    }
+}
+
+/// The server's error answer: its `{"error": ...}` message, or the status
+/// and body.
+async fn error_of(response: hyper::Response<Incoming>) -> ClientError {
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+        .unwrap_or_else(|| format!("{status}: {}", String::from_utf8_lossy(&bytes).trim()));
+    ClientError::Api {
+        status: status.as_u16(),
+        message,
     }
 }
 

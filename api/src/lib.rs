@@ -18,6 +18,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod attach;
 pub mod auth;
 pub mod client;
 pub mod error;

@@ -41,6 +41,9 @@ pub enum ApiResponse {
     Events(mpsc::Receiver<Bytes>),
     /// The status page.
     Page,
+    /// An interactive exec: the request is upgraded to a WebSocket that
+    /// carries this session (see [`crate::attach`]).
+    Attach(crate::attach::ServerSession),
 }
 
 impl ApiResponse {
@@ -128,6 +131,9 @@ fn into_response(answer: ApiResponse) -> Response<Body> {
             );
             r
         }
+        ApiResponse::Attach(_) => {
+            ApiError::bad_request("exec with a WebSocket needs an upgrade").into()
+        }
         ApiResponse::Events(rx) => {
             let mut r = streamed(rx, "text/event-stream");
             r.headers_mut().insert(
@@ -137,6 +143,49 @@ fn into_response(answer: ApiResponse) -> Response<Body> {
             r
         }
     }
+}
+
+/// Switches the connection to a WebSocket that carries `session`: 101
+/// now, the session once hyper hands the connection over.
+fn upgraded(
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
+    key: Option<&header::HeaderValue>,
+    session: crate::attach::ServerSession,
+) -> Response<Body> {
+    let (Some(upgrade), Some(key)) = (upgrade, key) else {
+        return ApiError::bad_request("exec with a WebSocket needs an upgrade").into();
+    };
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let mut r = Response::new(Full::new(Bytes::new()).boxed());
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(
+        header::UPGRADE,
+        header::HeaderValue::from_static("websocket"),
+    );
+    h.insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("Upgrade"),
+    );
+    if let Ok(v) = header::HeaderValue::from_str(&accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    tokio::spawn(async move {
+        match upgrade.await {
+            Ok(io) => {
+                let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                    TokioIo::new(io),
+                    tokio_tungstenite::tungstenite::protocol::Role::Server,
+                    None,
+                )
+                .await;
+                crate::attach::serve(ws, session).await;
+            }
+            // The session is dropped with it: the command is killed.
+            Err(e) => tracing::debug!(error = %e, "the upgrade did not happen"),
+        }
+    });
+    r
 }
 
 /// A chunked body fed by `rx` until its sender goes away.
@@ -211,6 +260,9 @@ pub async fn serve_request(
 ) -> Response<Body> {
     let started = Instant::now();
     let method = request.method().clone();
+    let mut request = request;
+    let upgrade =
+        crate::request::websocket(request.headers()).then(|| hyper::upgrade::on(&mut request));
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_string();
     let auth_header = parts
@@ -250,6 +302,11 @@ pub async fn serve_request(
     }
     .await;
     let response = match result {
+        Ok(ApiResponse::Attach(session)) => upgraded(
+            upgrade,
+            parts.headers.get(header::SEC_WEBSOCKET_KEY),
+            session,
+        ),
         Ok(answer) => into_response(answer),
         Err(e) => {
             if e.status >= 500 {
@@ -274,7 +331,10 @@ pub async fn serve(
     handler: Arc<dyn Handler>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Connections can be upgraded (interactive exec), which hyper-util's
+    // graceful shutdown does not take: each connection watches `stop`.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let connections = tokio_util::task::TaskTracker::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         tokio::select! {
@@ -296,9 +356,15 @@ pub async fn serve(
                 let conn = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
                     .header_read_timeout(HEADER_TIMEOUT)
-                    .serve_connection(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades();
+                let stop = stop.clone();
+                connections.spawn(async move {
+                    let mut conn = std::pin::pin!(conn);
+                    tokio::select! {
+                        _ = conn.as_mut() => return,
+                        _ = stop.cancelled() => conn.as_mut().graceful_shutdown(),
+                    }
                     let _ = conn.await;
                 });
             }
@@ -306,6 +372,8 @@ pub async fn serve(
         }
     }
     drop(listener);
-    let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+    stop.cancel();
+    connections.close();
+    let _ = tokio::time::timeout(Duration::from_secs(5), connections.wait()).await;
     Ok(())
 }

@@ -38,7 +38,7 @@ pub mod spec;
 pub mod user;
 
 pub use client::{ConnectOptions, Cri, Version};
-pub use container::ExecOutput;
+pub use container::{AttachInput, AttachOptions, AttachOutput, Attached, ExecOutput};
 pub use error::{CriError, Result};
 pub use image::{Image, ImageConfig};
 pub use reference::ImageRef;

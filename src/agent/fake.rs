@@ -231,4 +231,27 @@ impl NodeAgent for FakeAgent {
             ..Default::default()
         })
     }
+
+    /// Echoes the command, then what comes on stdin until it closes.
+    async fn attach(
+        &self,
+        id: &str,
+        command: &[String],
+        _opts: cri::AttachOptions,
+    ) -> Result<cri::Attached, AgentError> {
+        if !self.lock().instances.contains_key(id) {
+            return Err(AgentError::NotFound(id.to_string()));
+        }
+        let (input, mut rx) = tokio::sync::mpsc::channel(16);
+        let (tx, output) = tokio::sync::mpsc::channel(16);
+        let first = command.join(" ").into_bytes();
+        tokio::spawn(async move {
+            let _ = tx.send(cri::AttachOutput::Stdout(first)).await;
+            while let Some(cri::AttachInput::Stdin(bytes)) = rx.recv().await {
+                let _ = tx.send(cri::AttachOutput::Stdout(bytes)).await;
+            }
+            let _ = tx.send(cri::AttachOutput::Exit(0)).await;
+        });
+        Ok(cri::Attached { input, output })
+    }
 }

@@ -462,4 +462,13 @@ impl NodeAgent for LocalAgent {
     ) -> Result<cri::ExecOutput, AgentError> {
         Ok(self.cri.exec(id, command, timeout).await?)
     }
+
+    async fn attach(
+        &self,
+        id: &str,
+        command: &[String],
+        opts: cri::AttachOptions,
+    ) -> Result<cri::Attached, AgentError> {
+        Ok(self.cri.attach(id, command, opts).await?)
+    }
 }

@@ -217,6 +217,14 @@ pub trait NodeAgent: Send + Sync + 'static {
         command: &[String],
         timeout: Duration,
     ) -> Result<cri::ExecOutput, AgentError>;
+    /// Runs `command` in a replica interactively: input and output as they
+    /// come (see [`cri::Attached`]); dropping the input kills it.
+    async fn attach(
+        &self,
+        id: &str,
+        command: &[String],
+        opts: cri::AttachOptions,
+    ) -> Result<cri::Attached, AgentError>;
     /// Ends the connection to a remote node (it was removed); nothing for
     /// a node in process.
     fn disconnect(&self) {}

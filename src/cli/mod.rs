@@ -1,6 +1,7 @@
 //! Command-line parsing and dispatch. Commands that talk to a server go
 //! through the API client; `image` talks to containerd directly.
 
+mod attach;
 mod cluster;
 mod commands;
 mod deploy;
@@ -137,8 +138,15 @@ pub enum Command {
     },
     /// Run a command in a replica of a service (its first ready one unless
     /// --instance names one), on whichever node runs it:
-    /// `orca exec web -- ls /`. Exits with the command's exit code.
+    /// `orca exec web -- ls /`, or `orca exec -it web -- sh` for a shell.
+    /// Exits with the command's exit code.
     Exec {
+        /// Keep stdin open and send it to the command.
+        #[arg(short, long)]
+        interactive: bool,
+        /// Give the command a terminal (the local one in raw mode).
+        #[arg(short, long)]
+        tty: bool,
         name: String,
         /// The replica, by its id from `orca status --output json`.
         #[arg(long)]
@@ -417,10 +425,21 @@ async fn run_with(cli: Cli, token: Option<String>) -> anyhow::Result<()> {
             events::run(&client, follow, json).await
         }
         Command::Exec {
+            interactive,
+            tty,
+            name,
+            instance,
+            command,
+            ..
+        } if interactive || tty => {
+            attach::run(&client, &name, instance, command, interactive, tty).await
+        }
+        Command::Exec {
             name,
             instance,
             timeout,
             command,
+            ..
         } => {
             let request = api::status::ExecRequest {
                 command,

@@ -116,6 +116,7 @@ async fn session(
         up: up.clone(),
         tasks: tokio::task::JoinSet::new(),
         follows: std::collections::HashMap::new(),
+        attached: std::collections::HashMap::new(),
     };
     work.tasks.spawn(heartbeats(local.clone(), up.clone()));
     work.tasks.spawn(forward_events(local.clone(), up));
@@ -142,8 +143,10 @@ struct Work {
     served: Arc<Served>,
     up: mpsc::Sender<Up>,
     tasks: tokio::task::JoinSet<()>,
-    /// Log follows by call id, for their cancel.
+    /// Log follows and interactive execs by call id, for their cancel.
     follows: std::collections::HashMap<u64, tokio::task::AbortHandle>,
+    /// The input of each interactive exec, by call id.
+    attached: std::collections::HashMap<u64, mpsc::Sender<cri::AttachInput>>,
 }
 
 impl Work {
@@ -178,6 +181,27 @@ impl Work {
                 let handle = self.tasks.spawn(follow_log(local, up, id, instance));
                 self.follows.insert(id, handle);
             }
+            Down::Call {
+                id,
+                call:
+                    Call::Attach {
+                        id: instance,
+                        command,
+                        opts,
+                    },
+            } => {
+                let (input, rx) = mpsc::channel(256);
+                let task = attach(local, up, id, instance, command, opts, rx);
+                self.follows.insert(id, self.tasks.spawn(task));
+                self.attached.insert(id, input);
+            }
+            Down::Attach { id, input } => {
+                if let Some(tx) = self.attached.get(&id) {
+                    if tx.send(input).await.is_err() {
+                        self.attached.remove(&id);
+                    }
+                }
+            }
             Down::Call { id, call } => {
                 let served = self.served.clone();
                 self.tasks.spawn(async move {
@@ -186,6 +210,7 @@ impl Work {
                 });
             }
             Down::Cancel { id } => {
+                self.attached.remove(&id);
                 if let Some(h) = self.follows.remove(&id) {
                     h.abort();
                 }
@@ -292,6 +317,50 @@ async fn follow_log(local: Arc<dyn NodeAgent>, up: mpsc::Sender<Up>, id: u64, in
     let _ = up.send(Up::LogEnd { id }).await;
 }
 
+/// Runs an interactive exec (call `id`): answers once it runs, then
+/// relays its input down and its output up until it exits. Aborting the
+/// task drops the session's input, which kills the command.
+async fn attach(
+    local: Arc<dyn NodeAgent>,
+    up: mpsc::Sender<Up>,
+    id: u64,
+    instance: String,
+    command: Vec<String>,
+    opts: cri::AttachOptions,
+    mut input: mpsc::Receiver<cri::AttachInput>,
+) {
+    let session = local.attach(&instance, &command, opts).await;
+    let mut session = match session {
+        Ok(s) => s,
+        Err(e) => {
+            let result = Err(WireError::from(&e));
+            let _ = up.send(Up::Reply { id, result }).await;
+            return;
+        }
+    };
+    let result = Ok(Answer::Done);
+    if up.send(Up::Reply { id, result }).await.is_err() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            output = session.output.recv() => {
+                let Some(output) = output else { return };
+                if up.send(Up::Attached { id, output }).await.is_err() {
+                    return;
+                }
+            }
+            msg = input.recv() => match msg {
+                Some(msg) => {
+                    let _ = session.input.send(msg).await;
+                }
+                // The server forgot the session: the command goes with it.
+                None => return,
+            },
+        }
+    }
+}
+
 /// Runs one call on the local node.
 async fn answer(local: &dyn NodeAgent, served: &Served, call: Call) -> Result<Answer, WireError> {
     let wire = |e: crate::agent::AgentError| WireError::from(&e);
@@ -359,10 +428,11 @@ async fn answer(local: &dyn NodeAgent, served: &Served, call: Call) -> Result<An
                 .await
                 .map_err(wire)?,
         ),
-        Call::LogsFollow { .. } | Call::Check { .. } => {
+        Call::LogsFollow { .. } | Call::Check { .. } | Call::Attach { .. } => {
             return Err(WireError {
                 kind: super::wire::ErrorKind::Other,
-                message: "log follows and checks run on, they are not answered".into(),
+                message: "log follows, checks and interactive execs run on, they are not answered"
+                    .into(),
             })
         }
     })

@@ -33,6 +33,8 @@ pub struct RemoteAgent {
     pending: Mutex<HashMap<u64, Pending>>,
     events: Mutex<Vec<mpsc::Sender<AgentEvent>>>,
     follows: Mutex<HashMap<u64, mpsc::Sender<LogLine>>>,
+    /// Where each interactive exec's output goes, by call id.
+    attached: Mutex<HashMap<u64, mpsc::Sender<cri::AttachOutput>>>,
     /// Dropped to end the stream to the node (it was removed).
     kill: Mutex<Option<oneshot::Sender<()>>>,
 }
@@ -57,6 +59,7 @@ impl RemoteAgent {
             pending: Mutex::new(HashMap::new()),
             events: Mutex::new(Vec::new()),
             follows: Mutex::new(HashMap::new()),
+            attached: Mutex::new(HashMap::new()),
         }
     }
 
@@ -75,6 +78,11 @@ impl RemoteAgent {
 
     async fn call(&self, call: Call, limit: Duration) -> Result<Answer, AgentError> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.call_as(id, call, limit).await
+    }
+
+    /// [`Self::call`] under a given call id.
+    async fn call_as(&self, id: u64, call: Call, limit: Duration) -> Result<Answer, AgentError> {
         let (tx, rx) = oneshot::channel();
         lock(&self.pending).insert(id, tx);
         let sent = self.sender()?.send(Ok(Down::Call { id, call })).await;
@@ -126,6 +134,20 @@ impl RemoteAgent {
         lock(&self.follows).remove(&id);
     }
 
+    /// Output of an interactive exec came up. It never waits: a reader so
+    /// far behind that its buffer is full loses the session, rather than
+    /// holding up the node's stream (and its heartbeats).
+    pub fn attached_output(&self, id: u64, output: cri::AttachOutput) {
+        let mut attached = lock(&self.attached);
+        let Some(tx) = attached.get(&id) else {
+            return;
+        };
+        let last = matches!(output, cri::AttachOutput::Exit(_));
+        if tx.try_send(output).is_err() || last {
+            attached.remove(&id);
+        }
+    }
+
     /// The stream ended: every waiting call fails as unreachable, and
     /// event followers see their stream end.
     pub fn closed(&self) {
@@ -134,6 +156,7 @@ impl RemoteAgent {
         lock(&self.pending).clear();
         lock(&self.events).clear();
         lock(&self.follows).clear();
+        lock(&self.attached).clear();
     }
 
     fn unexpected(&self, answer: Answer) -> AgentError {
@@ -289,6 +312,46 @@ impl NodeAgent for RemoteAgent {
             Answer::Exec(out) => Ok(out),
             other => Err(self.unexpected(other)),
         }
+    }
+
+    async fn attach(
+        &self,
+        id: &str,
+        command: &[String],
+        opts: cri::AttachOptions,
+    ) -> Result<cri::Attached, AgentError> {
+        let call_id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (out, output) = mpsc::channel(1024);
+        lock(&self.attached).insert(call_id, out);
+        let call = Call::Attach {
+            id: id.into(),
+            command: command.to_vec(),
+            opts,
+        };
+        let started = match self.call_as(call_id, call, QUICK).await {
+            Ok(Answer::Done) => self.sender(),
+            Ok(other) => Err(self.unexpected(other)),
+            Err(e) => Err(e),
+        };
+        let down = match started {
+            Ok(down) => down,
+            Err(e) => {
+                lock(&self.attached).remove(&call_id);
+                return Err(e);
+            }
+        };
+        let (input, mut rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            while let Some(input) = rx.recv().await {
+                let sent = down.send(Ok(Down::Attach { id: call_id, input })).await;
+                if sent.is_err() {
+                    return;
+                }
+            }
+            // The caller is gone: the node kills the command.
+            let _ = down.send(Ok(Down::Cancel { id: call_id })).await;
+        });
+        Ok(cri::Attached { input, output })
     }
 
     fn disconnect(&self) {

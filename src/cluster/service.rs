@@ -185,6 +185,7 @@ async fn read_up(
                 agent.log_line(id, line).await;
             }
             Up::LogEnd { id } => agent.log_end(id),
+            Up::Attached { id, output } => agent.attached_output(id, output),
         }
     }
     agent.closed();

@@ -1,8 +1,8 @@
 //! What crosses the wire between an agent and the server. A join is one
 //! call; after it, one long-lived stream per agent carries calls down
-//! (pull, start, restart, kill, remove, list, isolation, logs, usage) and
-//! answers, events, log lines and heartbeats with the node's full
-//! inventory up.
+//! (pull, start, restart, kill, remove, list, isolation, logs, usage,
+//! exec, and an interactive exec's input) and answers, events, log lines,
+//! exec output and heartbeats with the node's full inventory up.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -62,6 +62,11 @@ pub enum Up {
     LogEnd {
         id: u64,
     },
+    /// Output of the interactive exec of call `id`; `Exit` is its last.
+    Attached {
+        id: u64,
+        output: cri::AttachOutput,
+    },
 }
 
 /// Server to agent.
@@ -75,9 +80,14 @@ pub enum Down {
         id: u64,
         call: Call,
     },
-    /// Stop following the log of call `id`.
+    /// Stop following the log of call `id`, or kill its interactive exec.
     Cancel {
         id: u64,
+    },
+    /// Input for the interactive exec of call `id`.
+    Attach {
+        id: u64,
+        input: cri::AttachInput,
     },
 }
 
@@ -121,6 +131,13 @@ pub enum Call {
         id: String,
         command: Vec<String>,
         timeout_ms: u64,
+    },
+    /// An interactive exec: answered `Done` once it runs; its output then
+    /// comes up as [`Up::Attached`] under the call's id.
+    Attach {
+        id: String,
+        command: Vec<String>,
+        opts: cri::AttachOptions,
     },
     /// Routes to the other nodes' replicas.
     Peers(Vec<network::Peer>),

@@ -1,6 +1,9 @@
 //! `POST /api/v1/services/{name}/exec`: a command in one replica, on
 //! whichever node runs it. Which replica is decided here, from the state
 //! (pure: [`pick`]); the node runs the command and sends its output back.
+//! The same path upgraded to a WebSocket runs it interactively: the
+//! session's input and output are relayed between the socket (see
+//! [`api::attach`]) and the node.
 
 use std::time::{Duration, Instant};
 
@@ -80,6 +83,73 @@ impl ControlPlane {
             truncated: out.truncated,
             timed_out: out.timed_out,
         })
+    }
+}
+
+impl ControlPlane {
+    pub(crate) async fn attach(
+        &self,
+        service: &str,
+        request: api::attach::AttachRequest,
+    ) -> Result<ApiResponse, ApiError> {
+        let instance = {
+            let st = self.inner().state();
+            pick(&st, service, request.instance.as_deref(), Instant::now())?
+        };
+        let agent = self.inner().agent_of(&instance).map_err(answer_error)?;
+        let opts = cri::AttachOptions {
+            tty: request.tty,
+            cols: request.cols,
+            rows: request.rows,
+        };
+        let session = agent
+            .attach(&instance, &request.command, opts)
+            .await
+            .map_err(answer_error)?;
+        tracing::info!(instance, tty = request.tty, "interactive exec");
+        let (input, from_client) = tokio::sync::mpsc::channel(64);
+        let (to_client, output) = tokio::sync::mpsc::channel(64);
+        self.inner().spawn(relay(session, from_client, to_client));
+        Ok(ApiResponse::Attach(api::attach::Session { input, output }))
+    }
+}
+
+/// Relays a session between the client's socket and the node until the
+/// command exits. The client gone (or the control plane stopping) drops
+/// the node's input, which kills the command.
+async fn relay(
+    mut node: cri::Attached,
+    mut from_client: tokio::sync::mpsc::Receiver<api::attach::Input>,
+    to_client: tokio::sync::mpsc::Sender<api::attach::Output>,
+) {
+    use api::attach::{Input, Output};
+    loop {
+        tokio::select! {
+            out = node.output.recv() => {
+                let out = match out {
+                    Some(cri::AttachOutput::Stdout(b)) => Output::Stdout(b.into()),
+                    Some(cri::AttachOutput::Stderr(b)) => Output::Stderr(b.into()),
+                    Some(cri::AttachOutput::Exit(code)) => Output::Exit(code),
+                    None => Output::Error("the node lost the session".into()),
+                };
+                let last = matches!(out, Output::Exit(_) | Output::Error(_));
+                if to_client.send(out).await.is_err() || last {
+                    return;
+                }
+            }
+            input = from_client.recv() => {
+                let input = match input {
+                    Some(Input::Stdin(b)) => cri::AttachInput::Stdin(b.to_vec()),
+                    Some(Input::CloseStdin) => cri::AttachInput::CloseStdin,
+                    Some(Input::Resize { cols, rows }) => cri::AttachInput::Resize { cols, rows },
+                    None => return,
+                };
+                if node.input.send(input).await.is_err() {
+                    // The command is over; its exit is on the way.
+                    continue;
+                }
+            }
+        }
     }
 }
 

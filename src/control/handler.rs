@@ -18,7 +18,8 @@ impl ControlPlane {
             | ApiRequest::StopService { name }
             | ApiRequest::Promote { name }
             | ApiRequest::Rollback { name, .. }
-            | ApiRequest::Exec { name, .. } => self.project_of(name),
+            | ApiRequest::Exec { name, .. }
+            | ApiRequest::Attach { name, .. } => self.project_of(name),
             ApiRequest::CreateWebhook(w) => self.project_of(&w.service),
             ApiRequest::StopProject { name } => Some(name.clone()),
             _ => None,
@@ -67,6 +68,7 @@ impl Handler for ControlPlane {
             ApiRequest::Logs { name, tail, follow } => self.logs(&name, tail, follow).await,
             ApiRequest::Versions { name } => self.versions(&name),
             ApiRequest::Exec { name, request } => self.exec(&name, request).await,
+            ApiRequest::Attach { name, request } => self.attach(&name, request).await,
             ApiRequest::Events(query) => self.events(query),
             ApiRequest::Promote { name } => self.promote(&name).await,
             ApiRequest::Rollback { name, version } => {

@@ -25,6 +25,7 @@ mod webhooks;
 
 pub use events::EventsQuery;
 pub use params::query_pairs;
+pub use services::websocket;
 
 /// Largest `tail` accepted.
 pub const MAX_TAIL: usize = 100_000;
@@ -70,6 +71,11 @@ pub enum ApiRequest {
     Exec {
         name: String,
         request: crate::status::ExecRequest,
+    },
+    /// An interactive exec (a WebSocket upgrade of the exec path).
+    Attach {
+        name: String,
+        request: crate::attach::AttachRequest,
     },
     ClusterInfo,
     Drain {
@@ -148,6 +154,7 @@ impl ApiRequest {
             | Promote { .. }
             | Rollback { .. }
             | Exec { .. }
+            | Attach { .. }
             | CreateWebhook(_)
             | DeleteWebhook { .. } => Access::Role(Role::Deployer),
             StopAll
@@ -184,6 +191,7 @@ impl ApiRequest {
             Rollback { .. } => "rollback",
             Versions { .. } => "versions",
             Exec { .. } => "exec",
+            Attach { .. } => "exec_attach",
             Events(_) => "events",
             ClusterInfo => "cluster_info",
             Drain { .. } => "drain",

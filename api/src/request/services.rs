@@ -57,6 +57,10 @@ pub(super) fn parse(call: &Call<'_, '_>, rest: &[&str]) -> Result<ApiRequest, Ap
                     call.only(Method::GET)?;
                     Ok(ApiRequest::Versions { name })
                 }
+                "exec" if *call.method() == Method::GET && websocket(raw.headers) => {
+                    let request = crate::attach::AttachRequest::from_query(raw.query)?;
+                    Ok(ApiRequest::Attach { name, request })
+                }
                 "exec" => {
                     call.only(Method::POST)?;
                     let request: crate::status::ExecRequest = json(&raw.body)?;
@@ -68,6 +72,20 @@ pub(super) fn parse(call: &Call<'_, '_>, rest: &[&str]) -> Result<ApiRequest, Ap
         }
         _ => Err(call.not_found()),
     }
+}
+
+/// True if the request asks to become a WebSocket (RFC 6455, version 13).
+pub fn websocket(headers: &http::HeaderMap) -> bool {
+    let has = |name: http::header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    has(http::header::UPGRADE, "websocket")
+        && has(http::header::CONNECTION, "upgrade")
+        && headers.contains_key(http::header::SEC_WEBSOCKET_KEY)
+        && has(http::header::SEC_WEBSOCKET_VERSION, "13")
 }
 
 /// `tail` and `follow` of a logs call.

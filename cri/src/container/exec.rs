@@ -40,7 +40,7 @@ pub struct ExecOutput {
 type Read = (String, bool);
 
 /// Removes the FIFO directory however the exec ends.
-struct FifoDir(PathBuf);
+pub(super) struct FifoDir(pub PathBuf);
 impl Drop for FifoDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
@@ -50,42 +50,21 @@ impl Drop for FifoDir {
 impl Cri {
     /// Runs `args` in container `id` and returns its output; kills it after `timeout`.
     pub async fn exec(&self, id: &str, args: &[String], timeout: Duration) -> Result<ExecOutput> {
-        if args.is_empty() {
-            return Err(CriError::InvalidConfig {
-                field: "exec",
-                reason: "empty command".into(),
-            });
-        }
-        let container = self.container_record(id).await?;
-        let spec: serde_json::Value = container
-            .spec
-            .as_ref()
-            .and_then(|a| serde_json::from_slice(&a.value).ok())
-            .ok_or_else(|| CriError::content(id, "container has no readable spec"))?;
-        let mut process = spec.get("process").cloned().unwrap_or_default();
-        process["args"] = serde_json::json!(args);
-        process["terminal"] = serde_json::json!(false);
+        let process = self.exec_process(id, args).await?;
 
-        let exec_id = format!("exec-{:08x}", rand::random::<u32>());
-        let dir = std::env::temp_dir().join(format!("orca-{}-{}", id, exec_id));
-        std::fs::create_dir_all(&dir).map_err(|e| CriError::io("create", &dir, e))?;
-        let _cleanup = FifoDir(dir.clone());
-        let stdout_path = dir.join("stdout");
-        let stderr_path = dir.join("stderr");
-        for p in [&stdout_path, &stderr_path] {
-            nix::unistd::mkfifo(p.as_path(), Mode::S_IRUSR | Mode::S_IWUSR).map_err(|source| {
-                CriError::Sys {
-                    op: "mkfifo",
-                    source,
-                }
-            })?;
-        }
+        let exec_id = new_exec_id();
+        let (dir, [stdout_path, stderr_path]) = fifos(id, &exec_id, ["stdout", "stderr"])?;
+        let _cleanup = FifoDir(dir);
         let out_reader = spawn_reader(stdout_path.clone());
         let err_reader = spawn_reader(stderr_path.clone());
 
-        let started = self
-            .exec_start(id, &exec_id, &process, &stdout_path, &stderr_path)
-            .await;
+        let io = ExecIo {
+            stdin: None,
+            stdout: &stdout_path,
+            stderr: Some(&stderr_path),
+            terminal: false,
+        };
+        let started = self.exec_start(id, &exec_id, &process, io).await;
         if let Err(e) = started {
             release_reader(&stdout_path);
             release_reader(&stderr_path);
@@ -151,13 +130,36 @@ impl Cri {
         }
     }
 
-    async fn exec_start(
+    /// The process spec of container `id` with `args` as its command.
+    pub(super) async fn exec_process(
+        &self,
+        id: &str,
+        args: &[String],
+    ) -> Result<serde_json::Value> {
+        if args.is_empty() {
+            return Err(CriError::InvalidConfig {
+                field: "exec",
+                reason: "empty command".into(),
+            });
+        }
+        let container = self.container_record(id).await?;
+        let spec: serde_json::Value = container
+            .spec
+            .as_ref()
+            .and_then(|a| serde_json::from_slice(&a.value).ok())
+            .ok_or_else(|| CriError::content(id, "container has no readable spec"))?;
+        let mut process = spec.get("process").cloned().unwrap_or_default();
+        process["args"] = serde_json::json!(args);
+        process["terminal"] = serde_json::json!(false);
+        Ok(process)
+    }
+
+    pub(super) async fn exec_start(
         &self,
         id: &str,
         exec_id: &str,
         process: &serde_json::Value,
-        stdout: &Path,
-        stderr: &Path,
+        io: ExecIo<'_>,
     ) -> std::result::Result<(), Started> {
         let spec = prost_types::Any {
             type_url: PROCESS_TYPE_URL.to_string(),
@@ -165,15 +167,23 @@ impl Cri {
                 .map_err(|e| Started::Failed(CriError::content("exec process", e)))?,
         };
         self.tasks()
-            .exec(self.req(ExecProcessRequest {
-                container_id: id.to_string(),
-                stdin: String::new(),
-                stdout: stdout.display().to_string(),
-                stderr: stderr.display().to_string(),
-                terminal: false,
-                spec: Some(spec),
-                exec_id: exec_id.to_string(),
-            }))
+            .exec(
+                self.req(ExecProcessRequest {
+                    container_id: id.to_string(),
+                    stdin: io
+                        .stdin
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
+                    stdout: io.stdout.display().to_string(),
+                    stderr: io
+                        .stderr
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
+                    terminal: io.terminal,
+                    spec: Some(spec),
+                    exec_id: exec_id.to_string(),
+                }),
+            )
             .await
             .map_err(|s| Started::Failed(self.unavailable_or("Tasks.Exec", id, s)))?;
         if let Err(s) = self
@@ -197,7 +207,7 @@ impl Cri {
         Ok(())
     }
 
-    async fn delete_process(&self, id: &str, exec_id: &str) -> Result<()> {
+    pub(super) async fn delete_process(&self, id: &str, exec_id: &str) -> Result<()> {
         match self
             .tasks()
             .delete_process(self.req(DeleteProcessRequest {
@@ -213,15 +223,50 @@ impl Cri {
     }
 }
 
+/// A new exec id, unique within its container.
+pub(super) fn new_exec_id() -> String {
+    format!("exec-{:08x}", rand::random::<u32>())
+}
+
+/// A fresh directory for exec `exec_id` of `id` with one FIFO per name.
+pub(super) fn fifos<const N: usize>(
+    id: &str,
+    exec_id: &str,
+    names: [&str; N],
+) -> Result<(PathBuf, [PathBuf; N])> {
+    let dir = std::env::temp_dir().join(format!("orca-{}-{}", id, exec_id));
+    std::fs::create_dir_all(&dir).map_err(|e| CriError::io("create", &dir, e))?;
+    let paths = names.map(|n| dir.join(n));
+    for p in &paths {
+        if let Err(source) = nix::unistd::mkfifo(p.as_path(), Mode::S_IRUSR | Mode::S_IWUSR) {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(CriError::Sys {
+                op: "mkfifo",
+                source,
+            });
+        }
+    }
+    Ok((dir, paths))
+}
+
+/// Where an exec's streams go (FIFO paths), and whether it has a TTY.
+pub(super) struct ExecIo<'a> {
+    pub stdin: Option<&'a Path>,
+    pub stdout: &'a Path,
+    /// None with a TTY: the terminal carries both streams.
+    pub stderr: Option<&'a Path>,
+    pub terminal: bool,
+}
+
 /// Why an exec did not start.
-enum Started {
+pub(super) enum Started {
     /// The runtime could not start the command: its message.
     Refused(String),
     Failed(CriError),
 }
 
 /// The answer for a command the runtime could not start, as a shell gives it.
-fn not_started(message: String) -> ExecOutput {
+pub(super) fn not_started(message: String) -> ExecOutput {
     let missing = ["not found", "no such file"]
         .iter()
         .any(|m| message.to_lowercase().contains(m));
@@ -252,7 +297,7 @@ fn read_capped(from: impl std::io::Read, cap: usize) -> Read {
 }
 
 /// Unblocks a reader stuck opening a FIFO nobody will write to.
-fn release_reader(path: &Path) {
+pub(super) fn release_reader(path: &Path) {
     use std::os::unix::fs::OpenOptionsExt;
     for _ in 0..50 {
         // Non-blocking open for writing succeeds only once a reader waits.

@@ -6,6 +6,7 @@
 //!
 //! The verbs live in one file each.
 
+mod attach;
 mod create;
 mod exec;
 mod list;
@@ -16,6 +17,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
+pub use attach::{AttachInput, AttachOptions, AttachOutput, Attached};
 pub use exec::ExecOutput;
 
 /// A task's state as containerd reports it.

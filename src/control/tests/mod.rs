@@ -48,9 +48,10 @@ async fn call(cp: &ControlPlane, request: ApiRequest) -> Result<(u16, Value), Ap
     match cp.handle(request, admin()).await? {
         ApiResponse::Json(status, v) => Ok((status, serde_json::from_slice(&v).unwrap())),
         ApiResponse::Text(t) | ApiResponse::Metrics(t) => Ok((200, Value::String(t))),
-        ApiResponse::Stream(_) | ApiResponse::Events(_) | ApiResponse::Page => {
-            Ok((200, Value::Null))
-        }
+        ApiResponse::Stream(_)
+        | ApiResponse::Events(_)
+        | ApiResponse::Page
+        | ApiResponse::Attach(_) => Ok((200, Value::Null)),
     }
 }
 
@@ -79,6 +80,59 @@ fn running(agent: &FakeAgent, service: &str) -> usize {
         .iter()
         .filter(|i| i.service == service && i.state == ProcessState::Running)
         .count()
+}
+
+/// An interactive exec is relayed both ways between the client's session
+/// and the node's (the fake node echoes stdin), and ends with the exit.
+#[tokio::test]
+async fn interactive_exec_relays_both_ways_until_the_exit() {
+    use api::attach::{AttachRequest, Input, Output};
+    let (cp, agent) = plane().await;
+    call(
+        &cp,
+        deploy_req(json!([{ "name": "web", "image": "app:v1", "replicas": 1 }])),
+    )
+    .await
+    .unwrap();
+    eventually("1 replica", || running(&agent, "web") == 1).await;
+    eventually("listed", || {
+        cp.status(None).services[0].running_replicas == 1
+    })
+    .await;
+    let request = ApiRequest::Attach {
+        name: "web".into(),
+        request: AttachRequest {
+            command: vec!["sh".into()],
+            instance: None,
+            tty: true,
+            cols: 80,
+            rows: 24,
+        },
+    };
+    let ApiResponse::Attach(mut s) = cp.handle(request, admin()).await.unwrap() else {
+        panic!("not a session");
+    };
+    assert_eq!(s.output.recv().await, Some(Output::Stdout("sh".into())));
+    s.input.send(Input::Stdin("ls\n".into())).await.unwrap();
+    assert_eq!(s.output.recv().await, Some(Output::Stdout("ls\n".into())));
+    s.input.send(Input::CloseStdin).await.unwrap();
+    assert_eq!(s.output.recv().await, Some(Output::Exit(0)));
+    assert_eq!(s.output.recv().await, None);
+
+    let request = ApiRequest::Attach {
+        name: "nope".into(),
+        request: AttachRequest {
+            command: vec!["sh".into()],
+            instance: None,
+            tty: false,
+            cols: 80,
+            rows: 24,
+        },
+    };
+    assert_eq!(
+        cp.handle(request, admin()).await.err().map(|e| e.status),
+        Some(404)
+    );
 }
 
 #[tokio::test]
