@@ -169,6 +169,7 @@ impl Cri {
             id: id.to_string(),
             exec_id,
             stdin: Some(stdin_tx),
+            writer: Some(writer),
             readers,
             out: out_tx,
             _cleanup: cleanup,
@@ -188,6 +189,7 @@ struct Session {
     exec_id: String,
     /// To the stdin writer; dropped at end of input.
     stdin: Option<mpsc::Sender<Vec<u8>>>,
+    writer: Option<tokio::task::JoinHandle<()>>,
     readers: Vec<tokio::task::JoinHandle<()>>,
     out: mpsc::Sender<AttachOutput>,
     _cleanup: FifoDir,
@@ -244,8 +246,19 @@ impl Session {
                 }
             }
             AttachInput::CloseStdin => {
-                // The writer closes its end once what was sent is written.
+                // The writer closes its end once what was sent is written;
+                // the shim holds the FIFO open until told stdin is over.
+                // Apart from the session's loop: a command that does not
+                // read must not hold up its own exit or a kill.
                 self.stdin = None;
+                let writer = self.writer.take();
+                let (cri, id, exec_id) = (self.cri.clone(), self.id.clone(), self.exec_id.clone());
+                tokio::spawn(async move {
+                    if let Some(writer) = writer {
+                        let _ = writer.await;
+                    }
+                    close_stdin(&cri, &id, &exec_id).await;
+                });
             }
             AttachInput::Resize { cols, rows } => {
                 let resized = self
@@ -276,15 +289,23 @@ impl Session {
                 all: false,
             }))
             .await;
-        let _ = self
-            .cri
-            .tasks()
-            .close_io(self.cri.req(CloseIoRequest {
-                container_id: self.id.clone(),
-                exec_id: self.exec_id.clone(),
-                stdin: true,
-            }))
-            .await;
+        close_stdin(&self.cri, &self.id, &self.exec_id).await;
+    }
+}
+
+/// Tells the shim that the exec's stdin is over (it holds the FIFO open
+/// until then), so the command reads EOF.
+async fn close_stdin(cri: &Cri, id: &str, exec_id: &str) {
+    let closed = cri
+        .tasks()
+        .close_io(cri.req(CloseIoRequest {
+            container_id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            stdin: true,
+        }))
+        .await;
+    if let Err(s) = closed {
+        tracing::debug!(id, error = %s.message(), "stdin not closed");
     }
 }
 
