@@ -166,6 +166,7 @@ pub async fn run_agent(
         capacity: agent.capacity(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         overlay: Some(config.network.backend.describe(config.network.vxlan_port)),
+        https: config.proxy.https_listen.is_some(),
     };
     let outcome = crate::cluster::agent::run(
         identity,

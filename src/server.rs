@@ -75,6 +75,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
             email: config.acme.email.clone(),
             ca_bundle: config.acme.ca_bundle.clone(),
         }),
+        https: config.proxy.https_listen.is_some(),
     };
     let routes = Arc::new(network::proxy::Routes::default());
     let control = ControlPlane::new(

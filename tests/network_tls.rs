@@ -58,6 +58,8 @@ async fn a_service_with_its_own_certificate_is_served_over_https() {
     .await;
     assert!(answer.ends_with("web v1\n"), "{answer}");
     assert_eq!(shown, common::tls::der_of(&cert));
+    let secure = common::wait_for(&c, "secure", "no TLS message", |s| s.message.is_none()).await;
+    assert_eq!(secure.message, None);
     // Plain HTTP to it: redirected, port and path kept.
     let request = "GET /x?y=1 HTTP/1.1\r\nHost: secure.test\r\nConnection: close\r\n\r\n";
     let (status, _) =
@@ -129,4 +131,40 @@ async fn a_service_with_its_own_certificate_is_served_over_https() {
             other => panic!("{other:?}"),
         }
     }
+}
+
+/// A node whose ingress has no HTTPS serves a TLS service over HTTP (no
+/// redirect to a port nobody listens on), and the status names the node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_https_is_named_in_the_status() {
+    let Some(env) = common::env() else { return };
+    let server = OrcaServer::start(&env, "tls-none").await;
+    let c = server.admin();
+    let files = tempfile::tempdir().unwrap();
+    let (cert, key) = common::tls::self_signed("plain.test");
+    let (cert_path, key_path) = (files.path().join("c.pem"), files.path().join("k.pem"));
+    std::fs::write(&cert_path, &cert).unwrap();
+    std::fs::write(&key_path, &key).unwrap();
+    let tls = json!({ "cert": cert_path.to_str().unwrap(), "key": key_path.to_str().unwrap() });
+    common::deploy_all_ready(
+        &c,
+        json!([{ "name": "plain", "image": env.image("web:v1"), "port": 8080, "domain": "plain.test", "tls": tls, "stop_grace_secs": 1 }]),
+    )
+    .await;
+    let s = common::wait_for(&c, "plain", "the HTTP-only note", |s| {
+        s.message
+            .as_deref()
+            .is_some_and(|m| m.contains("served over HTTP only on"))
+    })
+    .await;
+    assert!(
+        s.message
+            .as_deref()
+            .unwrap()
+            .contains("no [proxy] https_listen there"),
+        "{:?}",
+        s.message
+    );
+    let (status, body) = common::http::get(server.proxy_port, "plain.test", "/").await;
+    assert_eq!((status, body.as_str()), (200, "web v1"));
 }

@@ -140,15 +140,36 @@ pub(super) async fn run(inner: std::sync::Weak<Inner>) {
     }
 }
 
+/// Which ready nodes' ingress has no HTTPS (they serve TLS services over
+/// HTTP only), as a status note; None when every one has it.
+fn http_only(table: &crate::nodes::Table) -> Option<String> {
+    let plain: Vec<&str> = table
+        .nodes
+        .values()
+        .filter(|n| n.ready() && !n.record.https)
+        .map(|n| n.id())
+        .collect();
+    (!plain.is_empty()).then(|| {
+        format!(
+            "served over HTTP only on {}: no [proxy] https_listen there",
+            plain.join(", ")
+        )
+    })
+}
+
 /// Puts what was read in place: the table (routes published again when it
 /// changed) and each service's problem, if any.
 async fn apply(inner: &Arc<Inner>, read: Vec<Outcome>) {
     let mut certs = Certs::new();
     let mut problems: HashMap<String, String> = HashMap::new();
+    let plain = http_only(&inner.nodes.snapshot());
     for (service, domain, outcome) in read {
         match outcome {
             Ok(pair) => {
                 certs.insert(domain, pair);
+                if let Some(note) = &plain {
+                    problems.insert(service, note.clone());
+                }
             }
             Err(e) => {
                 problems.insert(service, format!("{e}; serving HTTP only"));
@@ -212,5 +233,46 @@ mod tests {
         };
         let e = read(&missing, None).outcome.unwrap_err();
         assert!(e.starts_with("tls.cert /nonexistent/c.pem"), "{e}");
+    }
+
+    #[test]
+    fn nodes_without_https_are_named_in_the_status() {
+        use crate::nodes::{Node, NodeState, Table};
+        use crate::store::NodeRecord;
+        let node = |id: &str, https: bool, ready: bool| {
+            let record = NodeRecord {
+                id: id.into(),
+                https,
+                ..NodeRecord::default()
+            };
+            let mut n = Node::disconnected(record, std::time::Instant::now());
+            if ready {
+                n.state = NodeState::Ready;
+                n.agent = Some(Arc::new(crate::agent::fake::FakeAgent::named(id)));
+            }
+            (id.to_string(), n)
+        };
+        let table = |nodes: Vec<(String, Node)>| Table {
+            nodes: nodes.into_iter().collect(),
+            local: None,
+        };
+        assert_eq!(http_only(&table(vec![node("n1", true, true)])), None);
+        // A disconnected node serves nothing at all: not named.
+        assert_eq!(
+            http_only(&table(vec![
+                node("n1", true, true),
+                node("n3", false, false)
+            ])),
+            None
+        );
+        assert_eq!(
+            http_only(&table(vec![
+                node("n1", true, true),
+                node("n2", false, true),
+                node("n4", false, true)
+            ]))
+            .as_deref(),
+            Some("served over HTTP only on n2, n4: no [proxy] https_listen there")
+        );
     }
 }

@@ -91,6 +91,8 @@ pub struct Settings {
     pub overlay: Option<String>,
     /// Where `tls = "acme"` certificates come from (none: not issued).
     pub acme: Option<acme::AcmeSettings>,
+    /// The server's own ingress serves HTTPS.
+    pub https: bool,
 }
 
 impl Default for Settings {
@@ -111,6 +113,7 @@ impl Default for Settings {
             node_address: None,
             overlay: None,
             acme: None,
+            https: false,
         }
     }
 }
@@ -185,6 +188,7 @@ impl ControlPlane {
                 capacity: agent.capacity(),
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 overlay: settings.overlay.clone(),
+                https: settings.https,
             };
             (agent, hello)
         });

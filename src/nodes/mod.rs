@@ -141,6 +141,9 @@ pub struct Hello {
     /// How it reaches other nodes' replicas, like "vxlan on UDP 8472".
     #[serde(default)]
     pub overlay: Option<String>,
+    /// Its ingress serves HTTPS (`[proxy] https_listen` is set).
+    #[serde(default)]
+    pub https: bool,
 }
 
 /// Registry failures, worded for the operator.

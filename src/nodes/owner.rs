@@ -68,6 +68,7 @@ fn refresh(record: &mut NodeRecord, hello: &Hello) {
     record.cpu = hello.capacity.cpu;
     record.memory_bytes = hello.capacity.memory_bytes;
     record.version = hello.version.clone();
+    record.https = hello.https;
 }
 
 /// The parts of an inventory worth saving: which replicas, not their PIDs.

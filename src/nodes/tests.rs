@@ -19,6 +19,7 @@ fn hello(id: &str) -> Hello {
         },
         version: "test".into(),
         overlay: None,
+        https: false,
     }
 }
 

@@ -143,6 +143,9 @@ pub struct NodeRecord {
     /// node has 0); given at the join, kept for good.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subnet_index: Option<u32>,
+    /// Its ingress serves HTTPS (as it said when it last connected).
+    #[serde(default)]
+    pub https: bool,
 }
 
 /// True when two specs differ in more than the replica count.

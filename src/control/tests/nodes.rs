@@ -35,6 +35,7 @@ fn hello(agent: &FakeAgent, labels: &[(&str, &str)]) -> Hello {
         capacity: agent.capacity(),
         version: "test".into(),
         overlay: None,
+        https: false,
     }
 }
 
