@@ -1,42 +1,29 @@
 //! The control plane: desired state in the store, the nodes (a registry
-//! with its own owner task, see [`crate::nodes`]), and a worker per service
-//! that converges what runs onto what is wanted: gather what every node
-//! runs, plan (pure), schedule new replicas onto nodes (pure), execute.
-//! Then the API handlers.
+//! with its own owner task, see [`crate::nodes`]), the state (one owner
+//! task, see [`state`]), and a worker per service that converges what runs
+//! onto what is wanted ([`reconcile`]): gather what every node runs, plan
+//! (pure), schedule new replicas onto nodes (pure), execute. What the
+//! nodes serve (DNS, routes, certificates) is built and pushed by
+//! [`serve`]; the API's handlers are in [`endpoints`].
 //!
 //! Changes to one service are serialised twice over: API writes take the
 //! service's lock around read-modify-write of its record, and only that
 //! service's worker acts on the nodes, always from the latest record.
 
-mod access;
-pub(crate) mod acme;
-mod certs;
-mod cluster;
-mod decide;
-mod deploy;
-mod events;
-mod exec;
-mod execute;
+mod endpoints;
 mod feed;
-mod gather;
-mod handler;
-pub(crate) mod health;
-mod join;
-mod logs;
-pub mod plan;
-mod progress;
-mod publish;
-mod pull;
-mod push;
-mod rollout;
-pub mod schedule;
+mod reconcile;
+mod serve;
 mod state;
-mod status;
 #[cfg(test)]
 mod tests;
-mod versions;
-mod webhooks;
-mod worker;
+
+use endpoints::{access, cluster, deploy, pull};
+pub(crate) use reconcile::health;
+pub use reconcile::{plan, schedule};
+use reconcile::{decide, events, execute, gather, progress, rollout, worker};
+pub(crate) use serve::acme;
+use serve::{certs, publish, push};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

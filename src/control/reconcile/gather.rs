@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::Inner;
+use crate::control::Inner;
 use crate::agent::{AgentError, Instance};
 use crate::nodes::Table;
 use crate::store::ServiceRecord;

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use api::status::{ExecRequest, ExecResponse, DEFAULT_EXEC_TIMEOUT_SECS};
 use api::{ApiError, ApiResponse};
 
-use super::state::State;
-use super::ControlPlane;
+use crate::control::state::State;
+use crate::control::ControlPlane;
 use crate::agent::{AgentError, ProcessState};
 
 /// The replica of `service` to run in: `wanted` if it is one of its
@@ -43,7 +43,7 @@ pub(crate) fn pick(
                 ApiError::not_found(format!("no running replica {id} of service {service}"))
             });
     }
-    let has_check = super::health::readiness(&record.spec).is_some();
+    let has_check = crate::control::health::readiness(&record.spec).is_some();
     running.sort_by_key(|i| {
         (
             !st.ready(has_check, &i.id, now),

@@ -3,7 +3,7 @@
 //! like a secret) until two-thirds of its lifetime, else orders one from
 //! the `[acme] directory` with an HTTP-01 challenge: the answer goes to
 //! every node's ingress before the authority is told to look. What it
-//! holds, or why it holds nothing, goes to [`super::certs`], which serves
+//! holds, or why it holds nothing, goes to [`crate::control::certs`], which serves
 //! it; a failure is tried again after 5 s, doubling up to 10 minutes.
 
 use std::collections::HashMap;
@@ -17,7 +17,7 @@ use instant_acme::{
 };
 use network::proxy::TlsPair;
 
-use super::Inner;
+use crate::control::Inner;
 use crate::store::AcmeCert;
 
 /// Where certificates come from (`[acme]`).
@@ -138,7 +138,7 @@ async fn tend(inner: &Arc<Inner>, settings: &AcmeSettings, held: &mut Held, doma
 }
 
 /// Runs while the control plane lives (and has ACME settings).
-pub(super) async fn run(inner: Weak<Inner>) {
+pub(crate) async fn run(inner: Weak<Inner>) {
     let mut held = Held::default();
     loop {
         let Some(inner) = inner.upgrade() else {
@@ -262,8 +262,8 @@ async fn serve_answers(inner: &Arc<Inner>, answers: &HashMap<String, String>, se
             }
         }
     });
-    let generation = super::publish::publish_routes(inner);
-    super::push::delivered(inner, generation, Duration::from_secs(5)).await;
+    let generation = crate::control::publish::publish_routes(inner);
+    crate::control::push::delivered(inner, generation, Duration::from_secs(5)).await;
 }
 
 /// Orders a certificate for `domain`, answers its HTTP-01 challenge on

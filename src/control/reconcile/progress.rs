@@ -5,7 +5,7 @@
 
 use api::status::{Rollout, RolloutPhase};
 
-use super::rollout::DEFAULT_DEADLINE;
+use crate::control::rollout::DEFAULT_DEADLINE;
 use crate::store::ServiceRecord;
 
 /// One replica as the rollout sees it.

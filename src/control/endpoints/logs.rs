@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 use api::{ApiError, ApiResponse};
 
-use super::ControlPlane;
+use crate::control::ControlPlane;
 use crate::agent::LogLine;
 
 /// Lines shown when `tail` is not given.

@@ -1,4 +1,4 @@
-//! Giving every connected node what it serves (see [`super::publish`]) and
+//! Giving every connected node what it serves (see [`crate::control::publish`]) and
 //! its peers: one pusher task per node connection, each giving its node
 //! the latest of both in order, so that a slow or silent node holds up no
 //! other and an older list never lands after a newer one. What
@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::publish::View;
-use super::Inner;
+use crate::control::publish::View;
+use crate::control::Inner;
 use crate::agent::NodeAgent;
 use crate::nodes::Table;
 

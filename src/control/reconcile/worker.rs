@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use super::decide::Decided;
-use super::execute::execute;
-use super::gather::{gather, LocalDown};
-use super::{Inner, RESYNC};
+use crate::control::decide::Decided;
+use crate::control::execute::execute;
+use crate::control::gather::{gather, LocalDown};
+use crate::control::{Inner, RESYNC};
 use crate::store::ServiceRecord;
 
 /// Rounds of one convergence before waiting for the next wake-up.
@@ -18,15 +18,15 @@ const MAX_ROUNDS: usize = 5;
 
 /// Starts following the nodes' events, then a worker for every service
 /// and orphan.
-pub(super) async fn start(inner: Arc<Inner>) -> anyhow::Result<()> {
-    let known = super::events::start(inner.clone()).await?;
+pub(crate) async fn start(inner: Arc<Inner>) -> anyhow::Result<()> {
+    let known = crate::control::events::start(inner.clone()).await?;
     let mut names: std::collections::BTreeSet<String> =
         inner.state().records.keys().cloned().collect();
     names.extend(known);
     for name in names {
         wake(&inner, &name);
     }
-    inner.spawn(super::push::push_to_nodes(inner.clone()));
+    inner.spawn(crate::control::push::push_to_nodes(inner.clone()));
     Ok(())
 }
 
@@ -50,7 +50,7 @@ pub(crate) fn wake_all(inner: &Arc<Inner>) {
 }
 
 /// The services that have a worker.
-pub(super) fn watched(inner: &Inner) -> Vec<String> {
+pub(crate) fn watched(inner: &Inner) -> Vec<String> {
     inner
         .workers
         .lock()
@@ -127,13 +127,13 @@ async fn converge(inner: &Arc<Inner>, service: &str) -> Converged {
             )
             .await;
         if let Some(r) = &record {
-            if let Some(reason) = super::rollout::failure(inner, r, &instances, rolling, now) {
-                super::rollout::revert(inner, r, &reason).await;
+            if let Some(reason) = crate::control::rollout::failure(inner, r, &instances, rolling, now) {
+                crate::control::rollout::revert(inner, r, &reason).await;
                 continue;
             }
         }
-        super::health::ensure_checkers(inner, service).await;
-        super::publish::publish_routes(inner);
+        crate::control::health::ensure_checkers(inner, service).await;
+        crate::control::publish::publish_routes(inner);
         if let (Some(actions), Some(r)) = (canary, &record) {
             if let Some(c) = r.canary.as_ref().filter(|_| !actions.is_empty()) {
                 let canary_record = ServiceRecord {
@@ -171,14 +171,14 @@ async fn track_settling(inner: &Inner, service: &str, now: Instant) -> Option<In
     let st = inner.state();
     let record = st.records.get(service)?;
     let replicas = st.rollout_replicas(record, now);
-    let settled = super::progress::settled(record, &replicas);
-    let facts = super::progress::Facts {
+    let settled = crate::control::progress::settled(record, &replicas);
+    let facts = crate::control::progress::Facts {
         record,
         replicas: &replicas,
         problem: None,
     };
     let announced = st.services.get(service).and_then(|s| s.announced);
-    let (note, announce) = match super::progress::rollout(&facts) {
+    let (note, announce) = match crate::control::progress::rollout(&facts) {
         Some(r) => crate::feed::rollout_note(service, &record.spec.project, announced, &r),
         None => (None, announced),
     };
@@ -189,7 +189,7 @@ async fn track_settling(inner: &Inner, service: &str, now: Instant) -> Option<In
         Some((v, since)) if v == version => Some((v, since)),
         _ => Some((version, now)),
     };
-    let settles_at = if settled || super::health::readiness(&record.spec).is_some() {
+    let settles_at = if settled || crate::control::health::readiness(&record.spec).is_some() {
         None
     } else {
         st.instances
@@ -197,7 +197,7 @@ async fn track_settling(inner: &Inner, service: &str, now: Instant) -> Option<In
             .into_iter()
             .flatten()
             .filter_map(|i| st.replicas.get(&i.id).and_then(|r| r.started_at))
-            .map(|t| t + super::state::SETTLE)
+            .map(|t| t + crate::control::state::SETTLE)
             .filter(|t| *t > now)
             .min()
     };

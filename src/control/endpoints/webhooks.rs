@@ -14,7 +14,7 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use super::ControlPlane;
+use crate::control::ControlPlane;
 use crate::store::Tree;
 
 /// Invocations kept per webhook.

@@ -8,7 +8,7 @@ use api::status::{JoinTokenCreated, JoinTokenInfo, JoinTokenRequest};
 use api::{ApiError, ApiResponse};
 use subtle::ConstantTimeEq;
 
-use super::ControlPlane;
+use crate::control::ControlPlane;
 use crate::cluster::token::JoinToken;
 use crate::store::JoinTokenRecord;
 

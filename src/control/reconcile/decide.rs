@@ -7,11 +7,11 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::execute::Placed;
-use super::gather::{draining, lost, reschedule_after};
-use super::plan::{plan, Action, Desired};
-use super::schedule::{demand_of, unplaced_message, Candidate, Scheduler};
-use super::state::State;
+use crate::control::execute::Placed;
+use crate::control::gather::{draining, lost, reschedule_after};
+use crate::control::plan::{plan, Action, Desired};
+use crate::control::schedule::{demand_of, unplaced_message, Candidate, Scheduler};
+use crate::control::state::State;
 use crate::agent::Instance;
 use crate::nodes::Table;
 use crate::store::ServiceRecord;
@@ -147,7 +147,7 @@ fn standing(
 /// A plan with the spec whose demand its starts reserve (none for a
 /// deleted service, which starts nothing).
 struct Planned<'a> {
-    plan: super::plan::Plan,
+    plan: crate::control::plan::Plan,
     spec: Option<&'a api::spec::ServiceSpec>,
 }
 
@@ -166,7 +166,7 @@ impl Rules<'_> {
         desired: Option<Desired>,
         list: &[Instance],
         place: &mut dyn FnMut() -> Option<String>,
-    ) -> super::plan::Plan {
+    ) -> crate::control::plan::Plan {
         plan(
             desired,
             list,
@@ -211,7 +211,7 @@ fn plans<'a>(
             st.replicas.get(id).and_then(|r| r.next_start)
         }
     };
-    let has_check = record.is_some_and(|r| super::health::readiness(&r.spec).is_some());
+    let has_check = record.is_some_and(|r| crate::control::health::readiness(&r.spec).is_some());
     let ready = |i: &Instance| st.ready(has_check, &i.id, now);
     let is_leaving = |i: &Instance| standing.leaving.contains(&i.id);
     let rules = Rules {

@@ -4,8 +4,8 @@
 
 use api::{ApiError, ApiResponse};
 
-use super::deploy::now_rfc3339;
-use super::ControlPlane;
+use crate::control::deploy::now_rfc3339;
+use crate::control::ControlPlane;
 use crate::store::{VersionRecord, MAX_HISTORY};
 
 impl ControlPlane {

@@ -2,14 +2,14 @@
 //! isolation groups of every project, the DNS names and the ingress routes,
 //! rebuilt from the state whenever readiness or placement can have changed,
 //! applied in place on the server's own node and pushed to every other
-//! (see [`super::push`]).
+//! (see [`crate::control::push`]).
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use super::health::routable;
-use super::Inner;
+use crate::control::health::routable;
+use crate::control::Inner;
 use crate::agent::ProcessState;
 
 impl Inner {
@@ -46,13 +46,13 @@ pub struct Published {
     pub names: network::dns::Names,
     pub routes: HashMap<String, Vec<network::proxy::Backend>>,
     /// The certificates of the TLS domains.
-    pub certs: super::certs::Certs,
+    pub certs: crate::control::certs::Certs,
     /// ACME HTTP-01 answers in flight.
     pub challenges: HashMap<String, String>,
 }
 
 /// A view with its generation, counted up at each change, so that one
-/// can wait until every node has been given a view (see [`super::push`]).
+/// can wait until every node has been given a view (see [`crate::control::push`]).
 #[derive(Debug, Clone, Default)]
 pub struct View {
     pub generation: u64,
@@ -128,7 +128,7 @@ pub(crate) fn publish_routes(inner: &Arc<Inner>) -> u64 {
 
 /// The ingress table: each domain's ready replicas, weighted for a canary.
 fn ingress_routes(
-    st: &super::State,
+    st: &crate::control::State,
     reachable: &dyn Fn(&&crate::agent::Instance) -> bool,
 ) -> HashMap<String, Vec<network::proxy::Backend>> {
     let mut table: HashMap<String, Vec<network::proxy::Backend>> = HashMap::new();
@@ -194,7 +194,7 @@ fn ingress_routes(
 /// The names the DNS server answers: ready replicas by service and alias
 /// in each project, internal services cluster-wide.
 fn dns_names(
-    st: &super::State,
+    st: &crate::control::State,
     reachable: &dyn Fn(&&crate::agent::Instance) -> bool,
 ) -> network::dns::Names {
     let mut names = network::dns::Names::default();

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use api::spec::{TlsFiles, TlsSpec};
 use network::proxy::TlsPair;
 
-use super::Inner;
+use crate::control::Inner;
 
 /// How often the files are looked at for changes.
 const LOOK_EVERY: Duration = Duration::from_secs(10);
@@ -94,7 +94,7 @@ fn wanted(inner: &Inner) -> Vec<Wanted> {
 /// Keeps the table while the control plane lives: looks at the files
 /// every [`LOOK_EVERY`] and whenever `inner.certs_wake` is notified (a
 /// record saved, or ACME got a certificate).
-pub(super) async fn run(inner: std::sync::Weak<Inner>) {
+pub(crate) async fn run(inner: std::sync::Weak<Inner>) {
     let mut known: HashMap<(String, String), Read> = HashMap::new();
     loop {
         let Some(inner) = inner.upgrade() else {
@@ -185,7 +185,7 @@ async fn apply(inner: &Arc<Inner>, read: Vec<Outcome>) {
     });
     inner.state.tls_problems(problems).await;
     if changed {
-        super::publish::publish_routes(inner);
+        crate::control::publish::publish_routes(inner);
     }
 }
 

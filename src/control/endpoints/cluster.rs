@@ -9,8 +9,8 @@ use api::status::{
 };
 use api::{ApiError, ApiResponse};
 
-use super::worker::wake_all;
-use super::ControlPlane;
+use crate::control::worker::wake_all;
+use crate::control::ControlPlane;
 use crate::agent::ProcessState;
 use crate::nodes::NodeError;
 
@@ -262,7 +262,7 @@ impl ControlPlane {
 
 impl ControlPlane {
     /// The server's secret box; 503 when it keeps no secrets.
-    pub(super) fn secret_box(&self) -> Result<&crate::secrets::SecretBox, ApiError> {
+    pub(crate) fn secret_box(&self) -> Result<&crate::secrets::SecretBox, ApiError> {
         self.inner()
             .settings
             .secrets
@@ -329,7 +329,7 @@ impl ControlPlane {
         &self,
         spec: &api::spec::ServiceSpec,
     ) -> Result<Vec<(String, Vec<u8>)>, ApiError> {
-        let mut refs = super::access::secret_refs(spec);
+        let mut refs = crate::control::access::secret_refs(spec);
         refs.sort();
         refs.dedup();
         let mut out = Vec::new();

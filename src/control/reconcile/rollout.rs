@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::Inner;
+use crate::control::Inner;
 use crate::store::{Reverted, ServiceRecord};
 
 /// How long a rollout may take before it is reverted, by default.
@@ -13,7 +13,7 @@ pub(crate) const DEFAULT_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Why the rollout to `record`'s version must stop, if it must: a replica
 /// of the new version crashed, or the deadline passed.
-pub(super) fn failure(
+pub(crate) fn failure(
     inner: &Arc<Inner>,
     record: &ServiceRecord,
     instances: &[crate::agent::Instance],
@@ -33,7 +33,7 @@ pub(super) fn failure(
         .and_then(|s| s.unsettled_since)
         .filter(|(v, _)| *v == record.version)
         .map_or(now, |(_, t)| t);
-    let deadline = Duration::from_secs(super::progress::deadline_secs(record));
+    let deadline = Duration::from_secs(crate::control::progress::deadline_secs(record));
     let crashed = instances
         .iter()
         .filter(|i| i.version == record.version)
@@ -60,7 +60,7 @@ pub(super) fn failure(
 }
 
 /// Goes back to the version before `record`'s, marking the deploy failed.
-pub(super) async fn revert(inner: &Arc<Inner>, record: &ServiceRecord, reason: &str) {
+pub(crate) async fn revert(inner: &Arc<Inner>, record: &ServiceRecord, reason: &str) {
     let lock = inner.service_lock(&record.spec.name);
     let _held = lock.lock().await;
     let Ok(Some(mut current)) = inner.repo.service(&record.spec.name) else {

@@ -7,15 +7,15 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::state::Exit;
-use super::worker::{wake, wake_all, watched};
-use super::{Inner, RESYNC};
+use crate::control::state::Exit;
+use crate::control::worker::{wake, wake_all, watched};
+use crate::control::{Inner, RESYNC};
 use crate::agent::{service_of, AgentEvent, NodeAgent, NodeEvent};
 use crate::nodes::Table;
 use api::events::EventKind;
 
 /// The event of a readiness change.
-pub(super) fn readiness_kind(ready: bool) -> EventKind {
+pub(crate) fn readiness_kind(ready: bool) -> EventKind {
     if ready {
         EventKind::ReplicaReady
     } else {
@@ -23,7 +23,7 @@ pub(super) fn readiness_kind(ready: bool) -> EventKind {
     }
 }
 
-pub(super) fn readiness_message(id: &str, ready: bool) -> String {
+pub(crate) fn readiness_message(id: &str, ready: bool) -> String {
     if ready {
         format!("{id} is ready")
     } else {
@@ -34,7 +34,7 @@ pub(super) fn readiness_message(id: &str, ready: bool) -> String {
 /// Subscribes to the server's own node's events (its containerd must
 /// answer), starts the watch and the janitor, and returns the services
 /// that the nodes run now.
-pub(super) async fn start(inner: Arc<Inner>) -> anyhow::Result<BTreeSet<String>> {
+pub(crate) async fn start(inner: Arc<Inner>) -> anyhow::Result<BTreeSet<String>> {
     let table = inner.nodes.snapshot();
     let mut following = HashMap::new();
     if let Some(agent) = table.local_agent() {
@@ -244,7 +244,7 @@ async fn handle_event(inner: &Arc<Inner>, event: NodeEvent) {
                 )
             };
             inner.tell_replica(kind, &id, Some(&event.node), message);
-            super::publish::publish_routes(inner);
+            crate::control::publish::publish_routes(inner);
             wake(inner, &service);
         }
         AgentEvent::Health { id, ready } => {
@@ -257,7 +257,7 @@ async fn handle_event(inner: &Arc<Inner>, event: NodeEvent) {
                     Some(&event.node),
                     readiness_message(&id, ready),
                 );
-                super::publish::publish_routes(inner);
+                crate::control::publish::publish_routes(inner);
                 wake(inner, service_of(&id));
             }
         }

@@ -10,14 +10,14 @@ use api::spec::{
 };
 use api::{ApiError, ApiResponse, Caller};
 
-use super::access::authorize;
+use crate::control::access::authorize;
 
-use super::worker::wake;
-use super::ControlPlane;
+use crate::control::worker::wake;
+use crate::control::ControlPlane;
 use crate::agent::PullMode;
 use crate::store::{spec_changed, Canary, ServiceRecord, VersionRecord, MAX_HISTORY};
 
-pub(super) fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
 
@@ -33,7 +33,7 @@ fn next_version(record: &ServiceRecord) -> u64 {
         + 1
 }
 
-pub(super) fn store_error(e: crate::store::StoreError) -> ApiError {
+pub(crate) fn store_error(e: crate::store::StoreError) -> ApiError {
     ApiError::internal(format!("could not save: {e}"))
 }
 
@@ -183,7 +183,7 @@ impl ControlPlane {
             async move {
                 let t = Instant::now();
                 let mode = pull.unwrap_or_else(|| spec.pull_policy().into());
-                let result = super::pull::on_nodes(&table, &spec.image, mode).await;
+                let result = crate::control::pull::on_nodes(&table, &spec.image, mode).await;
                 metrics.pull_seconds.observe(t.elapsed().as_secs_f64());
                 (spec, result)
             }
@@ -357,7 +357,7 @@ impl ControlPlane {
     }
 
     /// Saves a record durably, then updates the cache and wakes its worker.
-    pub(super) async fn save(&self, record: ServiceRecord) -> Result<(), ApiError> {
+    pub(crate) async fn save(&self, record: ServiceRecord) -> Result<(), ApiError> {
         self.inner()
             .repo
             .put_service(&record)

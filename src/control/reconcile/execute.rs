@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
-use super::plan::Action;
-use super::worker::wake;
-use super::{Inner, DEFAULT_STOP_GRACE};
+use crate::control::plan::Action;
+use crate::control::worker::wake;
+use crate::control::{Inner, DEFAULT_STOP_GRACE};
 use crate::agent::{Instance, InstanceSpec, ProcessState};
 use crate::store::ServiceRecord;
 
@@ -83,8 +83,8 @@ async fn remove(inner: &Arc<Inner>, service: &str, id: String, grace: Duration) 
         if inner.routed(&id) {
             // Out of rotation first, on every node; let requests in flight
             // finish.
-            let generation = super::publish::publish_routes(&inner);
-            if !super::push::delivered(&inner, generation, PUSH_WAIT).await {
+            let generation = crate::control::publish::publish_routes(&inner);
+            if !crate::control::push::delivered(&inner, generation, PUSH_WAIT).await {
                 tracing::warn!(instance = %id, "not every node took the replica out of its routes in time");
             }
             tokio::time::sleep(DRAIN).await;
@@ -190,7 +190,7 @@ pub(crate) fn instance_spec(
     for (k, v) in &spec.env {
         let resolved = crate::secrets::substitute(v, &mut |name| {
             let (key, sealed) =
-                super::cluster::sealed_secret(&inner.repo, &spec.project, name).ok()??;
+                crate::control::cluster::sealed_secret(&inner.repo, &spec.project, name).ok()??;
             inner
                 .settings
                 .secrets

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use api::spec::{Probe, ServiceSpec};
 
-use super::Inner;
+use crate::control::Inner;
 use crate::agent::ProcessState;
 
 /// A probe with its defaults filled in.
@@ -220,15 +220,15 @@ async fn run_checker(
                 tracing::info!(instance = %id, healthy = ?after, "readiness changed");
                 if let Some(ready) = after {
                     inner.tell_replica(
-                        super::events::readiness_kind(ready),
+                        crate::control::events::readiness_kind(ready),
                         &id,
                         None,
-                        super::events::readiness_message(&id, ready),
+                        crate::control::events::readiness_message(&id, ready),
                     );
                 }
-                super::publish::publish_routes(&inner);
+                crate::control::publish::publish_routes(&inner);
                 // A rollout may be waiting on this.
-                super::worker::wake(&inner, &service);
+                crate::control::worker::wake(&inner, &service);
             }
         }
         // Liveness keeps its own pace, also while readiness probes eagerly.
@@ -273,7 +273,7 @@ async fn run_checker(
 
 /// True if a replica may take traffic: running, and ready when the service
 /// has a readiness check.
-pub(crate) fn routable(st: &super::State, spec: &ServiceSpec, id: &str) -> bool {
+pub(crate) fn routable(st: &crate::control::State, spec: &ServiceSpec, id: &str) -> bool {
     readiness(spec).is_none() || st.replicas.get(id).and_then(|r| r.healthy) == Some(true)
 }
 

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use api::{ApiError, ApiRequest, ApiResponse, Caller, Handler};
 
-use super::ControlPlane;
+use crate::control::ControlPlane;
 
 impl ControlPlane {
     /// A token scoped to one project changes only that project's services

@@ -7,9 +7,9 @@ use std::time::Instant;
 use api::status::{InstanceStatus, ServiceState, ServiceStatus, StatusResponse, VersionInfo};
 use api::{ApiError, ApiResponse};
 
-use super::progress;
-use super::state::State;
-use super::ControlPlane;
+use crate::control::progress;
+use crate::control::state::State;
+use crate::control::ControlPlane;
 use crate::agent::ProcessState;
 use crate::store::ServiceRecord;
 

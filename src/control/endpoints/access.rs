@@ -29,7 +29,7 @@ pub(crate) fn secret_refs(spec: &ServiceSpec) -> Vec<String> {
 
 /// Whether `caller` may deploy `spec`; `None` is orca itself (a
 /// webhook's redeploy of a stored spec).
-pub(super) fn authorize(caller: Option<&Caller>, spec: &ServiceSpec) -> Result<(), ApiError> {
+pub(crate) fn authorize(caller: Option<&Caller>, spec: &ServiceSpec) -> Result<(), ApiError> {
     let Some(caller) = caller else {
         return Ok(());
     };
