@@ -20,8 +20,8 @@ mod tests;
 
 use endpoints::{access, cluster, deploy, pull};
 pub(crate) use reconcile::health;
-pub use reconcile::{plan, schedule};
 use reconcile::{decide, events, execute, gather, progress, rollout, worker};
+pub use reconcile::{plan, schedule};
 pub(crate) use serve::acme;
 use serve::{certs, publish, push};
 

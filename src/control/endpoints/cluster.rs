@@ -9,9 +9,9 @@ use api::status::{
 };
 use api::{ApiError, ApiResponse};
 
+use crate::agent::ProcessState;
 use crate::control::worker::wake_all;
 use crate::control::ControlPlane;
-use crate::agent::ProcessState;
 use crate::nodes::NodeError;
 
 /// A drain stops what has not moved after this long, unless told otherwise.

@@ -12,9 +12,9 @@ use api::{ApiError, ApiResponse, Caller};
 
 use crate::control::access::authorize;
 
+use crate::agent::PullMode;
 use crate::control::worker::wake;
 use crate::control::ControlPlane;
-use crate::agent::PullMode;
 use crate::store::{spec_changed, Canary, ServiceRecord, VersionRecord, MAX_HISTORY};
 
 pub(crate) fn now_rfc3339() -> String {

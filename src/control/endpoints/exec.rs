@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use api::status::{ExecRequest, ExecResponse, DEFAULT_EXEC_TIMEOUT_SECS};
 use api::{ApiError, ApiResponse};
 
+use crate::agent::{AgentError, ProcessState};
 use crate::control::state::State;
 use crate::control::ControlPlane;
-use crate::agent::{AgentError, ProcessState};
 
 /// The replica of `service` to run in: `wanted` if it is one of its
 /// running replicas, else the first ready one of the current version (by

@@ -8,8 +8,8 @@ use api::status::{JoinTokenCreated, JoinTokenInfo, JoinTokenRequest};
 use api::{ApiError, ApiResponse};
 use subtle::ConstantTimeEq;
 
-use crate::control::ControlPlane;
 use crate::cluster::token::JoinToken;
+use crate::control::ControlPlane;
 use crate::store::JoinTokenRecord;
 
 /// A token lives an hour unless asked otherwise, and at most 30 days.

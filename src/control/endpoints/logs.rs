@@ -6,8 +6,8 @@ use bytes::Bytes;
 
 use api::{ApiError, ApiResponse};
 
-use crate::control::ControlPlane;
 use crate::agent::LogLine;
+use crate::control::ControlPlane;
 
 /// Lines shown when `tail` is not given.
 pub const DEFAULT_TAIL: usize = 200;

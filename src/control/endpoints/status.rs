@@ -7,10 +7,10 @@ use std::time::Instant;
 use api::status::{InstanceStatus, ServiceState, ServiceStatus, StatusResponse, VersionInfo};
 use api::{ApiError, ApiResponse};
 
+use crate::agent::ProcessState;
 use crate::control::progress;
 use crate::control::state::State;
 use crate::control::ControlPlane;
-use crate::agent::ProcessState;
 use crate::store::ServiceRecord;
 
 /// The status of one service as `state` knows it.

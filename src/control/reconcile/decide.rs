@@ -7,12 +7,12 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::agent::Instance;
 use crate::control::execute::Placed;
 use crate::control::gather::{draining, lost, reschedule_after};
 use crate::control::plan::{plan, Action, Desired};
 use crate::control::schedule::{demand_of, unplaced_message, Candidate, Scheduler};
 use crate::control::state::State;
-use crate::agent::Instance;
 use crate::nodes::Table;
 use crate::store::ServiceRecord;
 

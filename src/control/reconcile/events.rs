@@ -7,10 +7,10 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::agent::{service_of, AgentEvent, NodeAgent, NodeEvent};
 use crate::control::state::Exit;
 use crate::control::worker::{wake, wake_all, watched};
 use crate::control::{Inner, RESYNC};
-use crate::agent::{service_of, AgentEvent, NodeAgent, NodeEvent};
 use crate::nodes::Table;
 use api::events::EventKind;
 

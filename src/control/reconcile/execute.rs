@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
+use crate::agent::{Instance, InstanceSpec, ProcessState};
 use crate::control::plan::Action;
 use crate::control::worker::wake;
 use crate::control::{Inner, DEFAULT_STOP_GRACE};
-use crate::agent::{Instance, InstanceSpec, ProcessState};
 use crate::store::ServiceRecord;
 
 /// Replicas started or removed at once.

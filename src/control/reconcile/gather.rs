@@ -6,8 +6,8 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::control::Inner;
 use crate::agent::{AgentError, Instance};
+use crate::control::Inner;
 use crate::nodes::Table;
 use crate::store::ServiceRecord;
 

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use api::spec::{Probe, ServiceSpec};
 
-use crate::control::Inner;
 use crate::agent::ProcessState;
+use crate::control::Inner;
 
 /// A probe with its defaults filled in.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -127,7 +127,9 @@ async fn converge(inner: &Arc<Inner>, service: &str) -> Converged {
             )
             .await;
         if let Some(r) = &record {
-            if let Some(reason) = crate::control::rollout::failure(inner, r, &instances, rolling, now) {
+            if let Some(reason) =
+                crate::control::rollout::failure(inner, r, &instances, rolling, now)
+            {
                 crate::control::rollout::revert(inner, r, &reason).await;
                 continue;
             }

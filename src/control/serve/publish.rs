@@ -8,9 +8,9 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
+use crate::agent::ProcessState;
 use crate::control::health::routable;
 use crate::control::Inner;
-use crate::agent::ProcessState;
 
 impl Inner {
     /// True if the ingress routes to replica `id` now.

@@ -9,9 +9,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::agent::NodeAgent;
 use crate::control::publish::View;
 use crate::control::Inner;
-use crate::agent::NodeAgent;
 use crate::nodes::Table;
 
 /// How long a pusher waits before trying a node again after a failure.
