@@ -303,6 +303,9 @@ impl NodeAgent for LocalAgent {
                 labels,
                 cap_add: spec.cap_add.clone(),
                 cap_drop: spec.cap_drop.clone(),
+                seccomp_unconfined: spec.seccomp_unconfined,
+                read_only_rootfs: spec.read_only_rootfs,
+                user: spec.user.clone(),
                 ..Default::default()
             };
             self.cri.create_container(&image, &config).await?;

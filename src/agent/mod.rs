@@ -31,6 +31,14 @@ pub struct InstanceSpec {
     pub pids: i64,
     pub cap_add: Vec<String>,
     pub cap_drop: Vec<String>,
+    /// No seccomp filter (the default profile otherwise).
+    #[serde(default)]
+    pub seccomp_unconfined: bool,
+    #[serde(default)]
+    pub read_only_rootfs: bool,
+    /// `uid[:gid]` or names from the image; None: the image's USER.
+    #[serde(default)]
+    pub user: Option<String>,
 }
 
 impl InstanceSpec {

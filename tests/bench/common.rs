@@ -270,6 +270,25 @@ impl BenchServer {
     }
 }
 
+/// Waits until `n` replicas of the first service run; their ids and PIDs.
+pub async fn wait_running(client: &ApiClient, n: usize) -> Vec<(String, u32)> {
+    for _ in 0..600 {
+        let s: Value = client.get("/api/v1/status").await.unwrap();
+        let running: Vec<(String, u32)> = s["services"][0]["instances"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|i| i["state"] == "running")
+            .filter_map(|i| Some((i["id"].as_str()?.to_string(), i["pid"].as_u64()? as u32)))
+            .collect();
+        if running.len() == n {
+            return running;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("replicas did not start");
+}
+
 /// Deploys `body` (one service) and waits until `n` replicas are healthy;
 /// their addresses.
 pub async fn deploy_healthy(client: &ApiClient, body: &Value, n: usize) -> Vec<String> {

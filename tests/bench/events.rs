@@ -35,7 +35,7 @@ async fn main() {
         )
         .await
         .unwrap();
-    let status = wait_running(&server).await;
+    let status = common::wait_running(&server.client, REPLICAS).await;
 
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, Event)>();
     let client = server.client.clone();
@@ -82,23 +82,4 @@ async fn main() {
         delays[delays.len() - 1]
     );
     server.stop().await;
-}
-
-/// Waits until every replica runs; their ids and PIDs.
-async fn wait_running(server: &BenchServer) -> Vec<(String, u32)> {
-    for _ in 0..600 {
-        let s: Value = server.client.get("/api/v1/status").await.unwrap();
-        let running: Vec<(String, u32)> = s["services"][0]["instances"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|i| i["state"] == "running")
-            .filter_map(|i| Some((i["id"].as_str()?.to_string(), i["pid"].as_u64()? as u32)))
-            .collect();
-        if running.len() == REPLICAS {
-            return running;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("replicas did not start");
 }

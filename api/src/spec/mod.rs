@@ -68,6 +68,11 @@ pub struct ServiceSpec {
     pub stop_grace_secs: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security: Option<SecuritySpec>,
+    /// Who the replica's process runs as: `uid`, `uid:gid`, or a user (and
+    /// group) name from the image's own account files. Default: the
+    /// image's USER.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     /// When to ask the registry; see [`ServiceSpec::pull_policy`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull: Option<PullPolicy>,
@@ -119,6 +124,22 @@ pub struct SecuritySpec {
     /// Capabilities removed from it (`ALL` for every one).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cap_drop: Vec<String>,
+    /// The seccomp filter: `default` (Docker's default profile, when
+    /// unset) or `unconfined`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seccomp: Option<SeccompMode>,
+    /// The root filesystem read-only: writes go to volumes and `/tmp`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only_rootfs: bool,
+}
+
+/// `security.seccomp`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SeccompMode {
+    #[default]
+    Default,
+    Unconfined,
 }
 
 /// `resources`: memory as a quantity ("512Mi"), cpu in cores, and the
@@ -316,6 +337,32 @@ fn check_tls(tls: &TlsSpec, domain: Option<&String>) -> Result<(), ApiError> {
     }
 }
 
+/// `user`: `uid`, `uid:gid`, `name` or `name:group`, each part a number
+/// or a POSIX-style account name (letters, digits, `_`, `-`, `.`; not
+/// starting with `-`), at most 32 characters.
+fn check_user(user: &str) -> Result<(), ApiError> {
+    let part = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 32
+            && !p.starts_with('-')
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            && (p.chars().all(|c| c.is_ascii_digit()) && p.parse::<u32>().is_ok()
+                || !p.chars().all(|c| c.is_ascii_digit()))
+    };
+    let ok = match user.split_once(':') {
+        Some((u, g)) => part(u) && part(g),
+        None => part(user),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "invalid user {user:?}: uid[:gid] (\"1000\", \"1000:1000\") or a name from the image (\"nginx\")"
+        )))
+    }
+}
+
 fn check_env_key(key: &str) -> bool {
     !key.is_empty()
         && key.len() <= 255
@@ -438,6 +485,9 @@ impl ServiceSpec {
                     )));
                 }
             }
+        }
+        if let Some(user) = &self.user {
+            check_user(user)?;
         }
         if let Some(p) = &self.placement {
             if let Some(node) = &p.node {

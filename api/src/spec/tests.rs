@@ -135,3 +135,41 @@ fn tls_is_acme_or_files_and_says_so_otherwise() {
         .message
         .contains("tls needs a domain"));
 }
+
+#[test]
+fn users_and_confinement_are_checked() {
+    for ok in ["1000", "1000:1000", "nginx", "www-data:www-data", "0"] {
+        let s = spec(&format!(
+            r#"{{"name":"web","image":"nginx","user":"{ok}"}}"#
+        ))
+        .unwrap();
+        s.validate()
+            .unwrap_or_else(|e| panic!("{ok}: {}", e.message));
+    }
+    for bad in [
+        "",
+        "1000:",
+        ":1000",
+        "-x",
+        "a b",
+        "root;rm",
+        "99999999999",
+        "a:b:c",
+        &"u".repeat(33),
+    ] {
+        let s = spec(&format!(
+            r#"{{"name":"web","image":"nginx","user":"{bad}"}}"#
+        ))
+        .unwrap();
+        assert_eq!(s.validate().unwrap_err().status, 400, "{bad:?}");
+    }
+    let s = spec(
+        r#"{"name":"web","image":"nginx","security":{"seccomp":"unconfined","read_only_rootfs":true}}"#,
+    )
+    .unwrap();
+    let sec = s.security.as_ref().unwrap();
+    assert_eq!(sec.seccomp, Some(SeccompMode::Unconfined));
+    assert!(sec.read_only_rootfs);
+    let e = spec(r#"{"name":"web","image":"nginx","security":{"seccomp":"off"}}"#).unwrap_err();
+    assert!(e.contains("unknown variant"), "{e}");
+}

@@ -2,7 +2,8 @@
 //! process from the image config with overrides, the standard mounts,
 //! namespaces (network joined by path), cgroup limits and hardening like
 //! Docker's defaults (its capability set, no_new_privileges, masked and
-//! read-only paths, a deny-all device list with the standard devices).
+//! read-only paths, a deny-all device list with the standard devices, and
+//! its default seccomp filter).
 //!
 //! Pure: no containerd here, so every rule is unit-tested.
 
@@ -71,6 +72,10 @@ pub struct ContainerConfig {
     pub cap_add: Vec<String>,
     /// Capabilities taken away, likewise; applied before `cap_add`.
     pub cap_drop: Vec<String>,
+    /// No seccomp filter (the default profile otherwise, see [`seccomp`]).
+    pub seccomp_unconfined: bool,
+    /// The root filesystem is read-only; `/tmp` is a fresh tmpfs.
+    pub read_only_rootfs: bool,
 }
 
 /// Paths hidden from the container, as Docker does.
@@ -289,6 +294,11 @@ pub fn build_spec(
     let ids = crate::user::resolve(user_of(image, config), users)?;
 
     let caps = capabilities(&config.cap_add, &config.cap_drop)?;
+    let seccomp = if config.seccomp_unconfined {
+        None
+    } else {
+        Some(seccomp::default_profile(&caps)?)
+    };
     let capabilities = LinuxCapabilitiesBuilder::default()
         .bounding(caps.clone())
         .effective(caps.clone())
@@ -316,6 +326,15 @@ pub fn build_spec(
         .map_err(spec_err)?;
 
     let mut mounts = standard_mounts()?;
+    if config.read_only_rootfs && !config.mounts.iter().any(|b| b.destination == "/tmp") {
+        // Somewhere to write that is not a volume, as programs expect.
+        mounts.push(mount(
+            "/tmp",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "nodev", "mode=1777"],
+        )?);
+    }
     for bind in &config.mounts {
         if !bind.destination.starts_with('/') {
             return Err(CriError::InvalidConfig {
@@ -421,7 +440,11 @@ pub fn build_spec(
         );
     }
 
-    let linux = LinuxBuilder::default()
+    let mut linux = LinuxBuilder::default();
+    if let Some(seccomp) = seccomp {
+        linux = linux.seccomp(seccomp);
+    }
+    let linux = linux
         .namespaces(namespaces)
         .resources(resources.build().map_err(spec_err)?)
         .cgroups_path(cgroup_path(namespace, &config.id))
@@ -446,7 +469,7 @@ pub fn build_spec(
         .root(
             RootBuilder::default()
                 .path("rootfs")
-                .readonly(false)
+                .readonly(config.read_only_rootfs)
                 .build()
                 .map_err(spec_err)?,
         )
@@ -458,5 +481,6 @@ pub fn build_spec(
 }
 
 mod caps;
+pub mod seccomp;
 #[cfg(test)]
 mod tests;

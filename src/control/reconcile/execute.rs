@@ -220,5 +220,8 @@ pub(crate) fn instance_spec(
         pids: resources.pids.unwrap_or(api::spec::DEFAULT_PIDS),
         cap_add: security.cap_add,
         cap_drop: security.cap_drop,
+        seccomp_unconfined: security.seccomp == Some(api::spec::SeccompMode::Unconfined),
+        read_only_rootfs: security.read_only_rootfs,
+        user: spec.user.clone(),
     })
 }

@@ -21,6 +21,16 @@ pub fn backoff(consecutive: u32) -> Duration {
     (BACKOFF_START * 2u32.pow(exp)).min(BACKOFF_MAX)
 }
 
+/// The delay before restarting a replica after `consecutive` crashes in
+/// a row: none after the first (as Kubernetes restarts at once), then
+/// [`backoff`] from the second (1, 2, 4 ... 300 s).
+pub fn crash_backoff(consecutive: u32) -> Duration {
+    match consecutive {
+        0 | 1 => Duration::ZERO,
+        n => backoff(n - 1),
+    }
+}
+
 /// What the service should be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Desired {
@@ -210,6 +220,14 @@ mod tests {
             replicas,
             max_unavailable: 0,
         })
+    }
+
+    #[test]
+    fn a_first_crash_restarts_at_once_then_backs_off() {
+        assert_eq!(crash_backoff(1), Duration::ZERO);
+        assert_eq!(crash_backoff(2), Duration::from_secs(1));
+        assert_eq!(crash_backoff(3), Duration::from_secs(2));
+        assert_eq!(crash_backoff(1000), Duration::from_secs(300));
     }
 
     #[test]

@@ -144,7 +144,7 @@ impl State {
             .started_at
             .is_some_and(|s| now.duration_since(s) >= plan::HEALTHY_RESET);
         r.consecutive = if ran_long { 1 } else { r.consecutive + 1 };
-        r.next_start = Some(now + plan::backoff(r.consecutive));
+        r.next_start = Some(now + plan::crash_backoff(r.consecutive));
         r.last_exit = Some(LastExit {
             code: exit.code,
             oom_killed: exit.oom_killed,

@@ -42,7 +42,12 @@ fn an_exit_counts_once_and_a_removal_is_no_crash() {
     let r = &st.replicas["web.0.a"];
     assert_eq!(r.consecutive, 1);
     assert!(r.last_exit.as_ref().is_some_and(|e| e.oom_killed));
-    assert_eq!(r.next_start, Some(now + plan::backoff(1)));
+    assert_eq!(r.next_start, Some(now + plan::crash_backoff(1)));
+    assert_eq!(
+        plan::crash_backoff(1),
+        Duration::ZERO,
+        "the first crash restarts at once"
+    );
     assert_eq!(
         st.instances["web"][0].state,
         ProcessState::Exited { code: 1 }

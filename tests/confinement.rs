@@ -1,0 +1,115 @@
+//! How replicas are confined, on real replicas: the default seccomp
+//! filter is on (`Seccomp: 2`) and refuses what reaches past the container
+//! (a user namespace) with EPERM, while the same probe in a replica that
+//! opted out (`security.seccomp = "unconfined"`) succeeds; a read-only
+//! root refuses writes but to `/tmp`, and `user` sets who runs.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::server::OrcaServer;
+use serde_json::json;
+
+/// Runs `script` with `sh -c` inside replica `id`: (exit code, stdout and
+/// stderr together).
+async fn sh(cri: &cri::Cri, id: &str, script: &str) -> (u32, String) {
+    let args = vec!["sh".to_string(), "-c".to_string(), script.to_string()];
+    let out = cri.exec(id, &args, Duration::from_secs(20)).await.unwrap();
+    (out.code, format!("{}{}", out.stdout, out.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seccomp_read_only_roots_and_users_confine_replicas() {
+    let Some(env) = common::env() else { return };
+    let server = OrcaServer::start(&env, "confine").await;
+    let web = env.image("web:v1");
+    let status = common::deploy_all_ready(
+        &server.admin(),
+        json!([
+            { "name": "plain", "image": web, "port": 8080, "stop_grace_secs": 1 },
+            { "name": "open", "image": web, "port": 8080, "stop_grace_secs": 1,
+              "security": { "seccomp": "unconfined" } },
+            { "name": "frozen", "image": web, "port": 8080, "stop_grace_secs": 1,
+              "user": "1000:1000", "security": { "read_only_rootfs": true } },
+        ]),
+    )
+    .await;
+    let id = |name: &str| {
+        status
+            .services
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap()
+            .instances[0]
+            .id
+            .clone()
+    };
+    let (plain, open, frozen) = (id("plain"), id("open"), id("frozen"));
+    let cri = server.cri().await;
+
+    // The filter is on by default (mode 2: a filter), off when opted out.
+    let mode = "grep '^Seccomp:' /proc/1/status";
+    let (_, out) = sh(&cri, &plain, mode).await;
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["Seccomp:", "2"]
+    );
+    let (_, out) = sh(&cri, &open, mode).await;
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["Seccomp:", "0"]
+    );
+
+    // A new user namespace: refused with EPERM by the filter; the same
+    // probe, from the same image, works where the filter is off.
+    let userns = "unshare -U true";
+    let (code, out) = sh(&cri, &plain, userns).await;
+    assert_ne!(code, 0, "unshare passed the filter: {out}");
+    assert!(out.contains("Operation not permitted"), "{out}");
+    let (code, out) = sh(&cri, &open, userns).await;
+    assert_eq!(code, 0, "the control failed: {out}");
+    // Ordinary work is untouched by the filter.
+    let (code, out) = sh(
+        &cri,
+        &plain,
+        "wget -q -O - http://127.0.0.1:8080/ && ps >/dev/null",
+    )
+    .await;
+    assert_eq!((code, out.as_str()), (0, "web v1"));
+
+    // A read-only root: writes refused, but to /tmp; and the user set.
+    let (code, out) = sh(&cri, &frozen, "touch /x").await;
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("Read-only file system"), "{out}");
+    let (code, out) = sh(&cri, &frozen, "touch /tmp/x && ls /tmp").await;
+    assert_eq!((code, out.trim()), (0, "x"));
+    let (code, out) = sh(&cri, &frozen, "id -u; id -g").await;
+    assert_eq!((code, out.as_str()), (0, "1000\n1000\n"));
+    // The control: the same write works on a writable root.
+    let (code, out) = sh(&cri, &plain, "touch /x && echo wrote").await;
+    assert_eq!((code, out.trim()), (0, "wrote"));
+
+    // Bad values are refused before anything runs.
+    for bad in [
+        json!({ "security": { "seccomp": "off" } }),
+        json!({ "user": "root;rm" }),
+        json!({ "user": "1000:" }),
+        json!({ "user": "99999999999" }),
+    ] {
+        let mut svc = json!({ "name": "bad", "image": web, "port": 8080 });
+        for (k, v) in bad.as_object().unwrap() {
+            svc[k] = v.clone();
+        }
+        let r: Result<serde_json::Value, _> = server
+            .admin()
+            .post("/api/v1/deploy", &json!({ "services": [svc] }))
+            .await;
+        match r {
+            Err(api::client::ClientError::Api { status, .. }) => assert_eq!(status, 400, "{bad}"),
+            other => panic!("{bad}: {other:?}"),
+        }
+    }
+}
