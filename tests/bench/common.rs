@@ -270,6 +270,58 @@ impl BenchServer {
     }
 }
 
+/// Deploys `n` replicas of the test web image as service `web` and waits
+/// until they run; their ids and PIDs.
+pub async fn deploy_web(client: &ApiClient, n: usize) -> Vec<(String, u32)> {
+    let image = format!(
+        "{}/orca-test/web:v1",
+        std::env::var("ORCA_TEST_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".into())
+    );
+    let _: Value = client
+        .post(
+            "/api/v1/deploy",
+            &serde_json::json!({ "services": [{ "name": "web", "image": image, "replicas": n, "port": 8080, "stop_grace_secs": 1 }] }),
+        )
+        .await
+        .unwrap();
+    wait_running(client, n).await
+}
+
+/// Follows the events of `service`, each with the moment it arrived; the
+/// follower ends when the task is aborted. Returns once it is listening.
+pub async fn follow_events(
+    client: ApiClient,
+    service: &str,
+) -> (
+    tokio::task::JoinHandle<()>,
+    tokio::sync::mpsc::UnboundedReceiver<(std::time::Instant, api::events::Event)>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let path = format!("/api/v1/events?service={service}");
+    let follower = tokio::spawn(async move {
+        let mut reader = api::events::SseReader::default();
+        let _ = client
+            .stream(&path, |chunk| {
+                for e in reader.push(chunk).unwrap() {
+                    let _ = tx.send((std::time::Instant::now(), e));
+                }
+                std::ops::ControlFlow::Continue(())
+            })
+            .await;
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    (follower, rx)
+}
+
+/// SIGKILL to `pid` (a replica's process, which the bench had orca start).
+pub fn sigkill(pid: u32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+}
+
 /// Waits until `n` replicas of the first service run; their ids and PIDs.
 pub async fn wait_running(client: &ApiClient, n: usize) -> Vec<(String, u32)> {
     for _ in 0..600 {

@@ -11,8 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use api::events::{Event, EventKind, SseReader};
-use serde_json::{json, Value};
+use api::events::EventKind;
 
 #[path = "common.rs"]
 mod common;
@@ -24,44 +23,13 @@ const REPLICAS: usize = 20;
 #[tokio::main]
 async fn main() {
     let server = BenchServer::start("rs", "obenchr0", "10.129.0.0/24").await;
-    let image = format!(
-        "{}/orca-test/web:v1",
-        std::env::var("ORCA_TEST_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".into())
-    );
-    let _: Value = server
-        .client
-        .post(
-            "/api/v1/deploy",
-            &json!({ "services": [{ "name": "web", "image": image, "replicas": REPLICAS, "port": 8080, "stop_grace_secs": 1 }] }),
-        )
-        .await
-        .unwrap();
-    let status = common::wait_running(&server.client, REPLICAS).await;
-
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, Event)>();
-    let client = server.client.clone();
-    let follower = tokio::spawn(async move {
-        let mut reader = SseReader::default();
-        let _ = client
-            .stream("/api/v1/events?service=web", |chunk| {
-                for e in reader.push(chunk).unwrap() {
-                    let _ = tx.send((Instant::now(), e));
-                }
-                std::ops::ControlFlow::Continue(())
-            })
-            .await;
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let status = common::deploy_web(&server.client, REPLICAS).await;
+    let (follower, mut rx) = common::follow_events(server.client.clone(), "web").await;
 
     let (mut running, mut restarted) = (Vec::new(), Vec::new());
     for (id, pid) in status {
         let killed = Instant::now();
-        // A replica's PID, which this bench had orca start.
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .unwrap();
+        common::sigkill(pid);
         let (mut started_at, mut restarted_at) = (None, None);
         while started_at.is_none() || restarted_at.is_none() {
             let (at, e) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
