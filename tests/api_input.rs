@@ -394,3 +394,50 @@ async fn acknowledged_deploys_survive_kill_9() {
         .unwrap();
     assert_eq!(v["versions"][0]["deployed_by"], "admin");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_authentication_is_limited_per_address() {
+    let Some(env) = common::env() else { return };
+    let server = OrcaServer::start(&env, "limit").await;
+    let wrong = server.client(Some("wrong-token"));
+    let admin = server.admin();
+
+    // Past 20 failures in a second: 429 JSON, with Retry-After.
+    let started = Instant::now();
+    let mut statuses = Vec::new();
+    for _ in 0..30 {
+        let (status, _) = err_of(wrong.get::<Value>("/api/v1/status").await.unwrap_err());
+        statuses.push(status);
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "too slow to test within a second: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(statuses[..20], [401; 20], "{statuses:?}");
+    assert!(statuses[20..].iter().all(|s| *s == 429), "{statuses:?}");
+    let (status, msg) = err_of(wrong.get::<Value>("/api/v1/status").await.unwrap_err());
+    assert_eq!(status, 429);
+    assert!(msg.contains("too many failed authentications"), "{msg}");
+    let raw = "GET /api/v1/status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer nope\r\nConnection: close\r\n\r\n";
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .unwrap();
+    conn.write_all(raw.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    conn.read_to_end(&mut answer).await.unwrap();
+    let text = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 429"), "{text}");
+    assert!(text.contains("retry-after: 1"), "{text}");
+    assert!(text.contains("content-type: application/json"), "{text}");
+    assert!(text.contains("{\"error\":"), "{text}");
+
+    // A valid token meanwhile: never limited.
+    for _ in 0..5 {
+        let _: Value = admin.get("/api/v1/status").await.unwrap();
+    }
+    // The next second starts afresh.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, _) = err_of(wrong.get::<Value>("/api/v1/status").await.unwrap_err());
+    assert_eq!(status, 401);
+}

@@ -191,7 +191,12 @@ async fn kill_9_and_restart_adopts_the_same_tasks() {
     let mut server = OrcaServer::start(&env, "adopt").await;
     let c = server.admin();
     deploy(&c, json!([{ "name": "web", "image": env.image("web:v1"), "replicas": 2, "stop_grace_secs": 1 }])).await;
-    let before = common::wait_for(&c, "web", "2 running", |s| s.running_replicas == 2).await;
+    // A replica just started counts where it runs at once; its address
+    // shows from the next listing, a moment later.
+    let before = common::wait_for(&c, "web", "2 running with addresses", |s| {
+        s.running_replicas == 2 && s.instances.iter().all(|i| i.ip.is_some())
+    })
+    .await;
     let pids: Vec<_> = before
         .instances
         .iter()

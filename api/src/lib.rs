@@ -23,6 +23,7 @@ pub mod auth;
 pub mod client;
 pub mod error;
 pub mod events;
+pub mod limit;
 pub mod names;
 pub mod page;
 pub mod request;

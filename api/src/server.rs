@@ -104,6 +104,10 @@ impl From<ApiError> for Response<Body> {
                 header::HeaderValue::from_static("Bearer"),
             );
         }
+        if e.status == 429 {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
         r
     }
 }
@@ -227,19 +231,42 @@ fn too_large() -> ApiError {
     ApiError::new(413, format!("request body larger than {} bytes", MAX_BODY))
 }
 
+/// Who asks, as far as limits go.
+#[derive(Clone, Copy)]
+pub struct Peer<'a> {
+    pub addr: Option<std::net::IpAddr>,
+    pub limit: &'a crate::limit::FailureLimit,
+}
+
 fn authorize(
     handler: &dyn Handler,
     access: Access,
     auth_header: Option<&str>,
+    peer: Peer<'_>,
 ) -> Result<Option<Caller>, ApiError> {
     match access {
         Access::Public | Access::Signature => Ok(None),
         Access::Role(needed) => {
-            let token = bearer(auth_header)
-                .ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
-            let caller = handler
-                .authenticate(token)
-                .ok_or_else(|| ApiError::unauthorized("invalid token"))?;
+            let caller = bearer(auth_header)
+                .ok_or_else(|| ApiError::unauthorized("missing bearer token"))
+                .and_then(|token| {
+                    handler
+                        .authenticate(token)
+                        .ok_or_else(|| ApiError::unauthorized("invalid token"))
+                });
+            let caller = match (caller, peer.addr) {
+                (Ok(c), _) => c,
+                (Err(_), Some(addr)) if peer.limit.failed(addr, Instant::now()) => {
+                    return Err(ApiError::new(
+                        429,
+                        format!(
+                            "too many failed authentications from {addr} (more than {} a second); try again in a second",
+                            crate::limit::MAX_FAILURES_PER_SEC
+                        ),
+                    ));
+                }
+                (Err(e), _) => return Err(e),
+            };
             if caller.role < needed {
                 return Err(ApiError::forbidden(format!(
                     "token {:?} has role {}, this needs {}",
@@ -257,6 +284,7 @@ fn authorize(
 pub async fn serve_request(
     handler: Arc<dyn Handler>,
     request: Request<Incoming>,
+    peer: Peer<'_>,
 ) -> Response<Body> {
     let started = Instant::now();
     let method = request.method().clone();
@@ -283,7 +311,7 @@ pub async fn serve_request(
         let mut caller = None;
         let early = body_route_access(&method, &path);
         if let Some(access) = early {
-            caller = authorize(handler.as_ref(), access, auth_header.as_deref())?;
+            caller = authorize(handler.as_ref(), access, auth_header.as_deref(), peer)?;
         }
         let bytes = read_body(body).await?;
         let parsed = parse(RawRequest {
@@ -296,7 +324,7 @@ pub async fn serve_request(
         route = parsed.route();
         if early.is_none() {
             let access = handler.access_of(&parsed);
-            caller = authorize(handler.as_ref(), access, auth_header.as_deref())?;
+            caller = authorize(handler.as_ref(), access, auth_header.as_deref(), peer)?;
         }
         handler.handle(parsed, caller).await
     }
@@ -335,11 +363,12 @@ pub async fn serve(
     // graceful shutdown does not take: each connection watches `stop`.
     let stop = tokio_util::sync::CancellationToken::new();
     let connections = tokio_util::task::TaskTracker::new();
+    let limit = Arc::new(crate::limit::FailureLimit::default());
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, _) = match accepted {
+                let (stream, from) = match accepted {
                     Ok(a) => a,
                     Err(e) => {
                         tracing::warn!(error = %e, "accept failed");
@@ -349,9 +378,17 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let handler = handler.clone();
+                let limit = limit.clone();
                 let service = hyper::service::service_fn(move |req| {
                     let handler = handler.clone();
-                    async move { Ok::<_, Infallible>(serve_request(handler, req).await) }
+                    let limit = limit.clone();
+                    async move {
+                        let peer = Peer {
+                            addr: Some(from.ip()),
+                            limit: &limit,
+                        };
+                        Ok::<_, Infallible>(serve_request(handler, req, peer).await)
+                    }
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())

@@ -206,7 +206,8 @@ impl NodeNetwork {
         };
         network.adopt_links().await;
         network.apply_bindings().await?;
-        tracing::info!(bridge = %network.settings.bridge, subnet = %subnet, mtu, backend = network.settings.backend.as_str(), "node network ready");
+        let leases = network.ipam().all().count();
+        tracing::info!(bridge = %network.settings.bridge, subnet = %subnet, mtu, leases, backend = network.settings.backend.as_str(), "node network ready");
         Ok(network)
     }
 
