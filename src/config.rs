@@ -405,4 +405,46 @@ role = "admin"
             3
         );
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 1000, ..Default::default() })]
+
+        /// Any text is read or refused with a message; nothing panics.
+        #[test]
+        fn any_cluster_toml_is_read_or_refused(
+            text in proptest::prelude::prop_oneof![
+                ".{0,200}",
+                "(\\[[a-z]{1,10}\\]\n)?([a-z_]{1,12} = (\"[ -~]{0,12}\"|[0-9]{1,6}|true|false)\n){0,6}",
+            ]
+        ) {
+            if let Err(e) = Config::parse(&text) {
+                proptest::prop_assert!(!e.to_string().is_empty());
+            }
+        }
+
+        /// A config as an operator writes one: taken, with what it says,
+        /// exactly when its values are in bounds.
+        #[test]
+        fn written_configs_are_read_as_written(
+            name in "[a-z][a-z0-9-]{0,20}[a-z0-9]",
+            workers in 0u32..300,
+            grace in 1u64..100_000,
+        ) {
+            let text = format!(
+                "[cluster]\nname = \"{name}\"\nheartbeat_grace_secs = {grace}\n[proxy]\nworkers = {workers}\n"
+            );
+            match Config::parse(&text) {
+                Ok(c) => {
+                    proptest::prop_assert_eq!(&c.cluster.name, &name);
+                    proptest::prop_assert_eq!(c.cluster.heartbeat_grace_secs, grace);
+                    proptest::prop_assert_eq!(c.proxy.workers, Some(workers as usize));
+                    proptest::prop_assert!((1..=256).contains(&workers));
+                }
+                Err(e) => proptest::prop_assert!(
+                    !(1..=256).contains(&workers) || name.len() > 63,
+                    "{e:#}"
+                ),
+            }
+        }
+    }
 }

@@ -354,4 +354,35 @@ mod tests {
         assert!(!signature_ok(b"key", body, "sha256=zz"));
         assert!(!signature_ok(b"key", body, ""));
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 500, ..Default::default() })]
+
+        /// A body's own signature is accepted in both spellings; a changed
+        /// body, another secret, or any other text is not.
+        #[test]
+        fn signatures_hold_for_any_body_and_secret(
+            secret in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 1..512),
+            flip in proptest::prelude::any::<proptest::sample::Index>(),
+            noise in "[ -~]{0,80}",
+        ) {
+            let mut mac = Hmac::<Sha256>::new_from_slice(&secret).unwrap();
+            mac.update(&body);
+            let good = hex::encode(mac.finalize().into_bytes());
+            proptest::prop_assert!(signature_ok(&secret, &body, &good));
+            let prefixed = format!("sha256={}", good);
+            proptest::prop_assert!(signature_ok(&secret, &body, &prefixed));
+            let mut changed = body.clone();
+            let at = flip.index(changed.len());
+            changed[at] ^= 1;
+            proptest::prop_assert!(!signature_ok(&secret, &changed, &good));
+            let mut other = secret.clone();
+            other.push(1);
+            proptest::prop_assert!(!signature_ok(&other, &body, &good));
+            if noise.trim() != good && noise.trim().strip_prefix("sha256=") != Some(good.as_str()) {
+                proptest::prop_assert!(!signature_ok(&secret, &body, &noise));
+            }
+        }
+    }
 }
