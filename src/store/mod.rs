@@ -58,6 +58,9 @@ impl Tree {
 pub enum StoreError {
     #[error("store {op} failed: {reason}")]
     Backend { op: &'static str, reason: String },
+    /// The data directory's filesystem is full; nothing was changed.
+    #[error("store {op} failed: the data directory is full ({reason})")]
+    Full { op: &'static str, reason: String },
     #[error("stored {what} does not decode: {reason}")]
     Corrupt { what: String, reason: String },
     #[error(

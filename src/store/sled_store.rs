@@ -12,9 +12,15 @@ pub struct SledStore {
 }
 
 fn backend(op: &'static str) -> impl Fn(sled::Error) -> StoreError {
-    move |e| StoreError::Backend {
-        op,
-        reason: e.to_string(),
+    move |e| {
+        let full = matches!(&e, sled::Error::Io(io)
+            if io.raw_os_error() == Some(libc::ENOSPC) || io.kind() == std::io::ErrorKind::StorageFull);
+        let reason = e.to_string();
+        if full {
+            StoreError::Full { op, reason }
+        } else {
+            StoreError::Backend { op, reason }
+        }
     }
 }
 
@@ -66,6 +72,23 @@ impl SledStore {
     }
 }
 
+/// Flushes a change to `key` (it held `before`); when that fails, the
+/// change is undone in memory too, so a write answered with an error is
+/// never applied later (the undo reaches the disk with the next flush).
+fn flushed(t: &sled::Tree, key: &str, before: Option<sled::IVec>) -> Result<(), StoreError> {
+    let Err(e) = t.flush() else {
+        return Ok(());
+    };
+    let undone = match before {
+        Some(v) => t.insert(key.as_bytes(), v).map(|_| ()),
+        None => t.remove(key.as_bytes()).map(|_| ()),
+    };
+    if let Err(u) = undone {
+        tracing::error!(key, error = %u, "could not undo a change that was not saved");
+    }
+    Err(backend("flush")(e))
+}
+
 impl Store for SledStore {
     fn get(&self, tree: Tree, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
@@ -77,16 +100,14 @@ impl Store for SledStore {
 
     fn put(&self, tree: Tree, key: &str, value: &[u8]) -> Result<(), StoreError> {
         let t = self.tree(tree)?;
-        t.insert(key.as_bytes(), value).map_err(backend("put"))?;
-        t.flush().map_err(backend("flush"))?;
-        Ok(())
+        let before = t.insert(key.as_bytes(), value).map_err(backend("put"))?;
+        flushed(&t, key, before)
     }
 
     fn delete(&self, tree: Tree, key: &str) -> Result<(), StoreError> {
         let t = self.tree(tree)?;
-        t.remove(key.as_bytes()).map_err(backend("delete"))?;
-        t.flush().map_err(backend("flush"))?;
-        Ok(())
+        let before = t.remove(key.as_bytes()).map_err(backend("delete"))?;
+        flushed(&t, key, before)
     }
 
     fn list(&self, tree: Tree) -> Result<Vec<(String, Vec<u8>)>, StoreError> {

@@ -68,6 +68,8 @@ pub struct Extra<'a> {
     pub no_tokens: bool,
     /// Environment of the server process, besides `ORCA_LOG=info`.
     pub env: &'a [(&'a str, &'a str)],
+    /// `data_dir` on a tmpfs of this size (`"32m"`), unmounted at the end.
+    pub data_tmpfs: Option<&'a str>,
 }
 
 pub struct OrcaServer {
@@ -95,8 +97,19 @@ impl OrcaServer {
             proxy: proxy_extra,
             no_tokens,
             env: server_env,
+            data_tmpfs,
         } = extra;
         let dir = tempfile::tempdir().unwrap();
+        if let Some(size) = data_tmpfs {
+            let data = dir.path().join("data");
+            std::fs::create_dir_all(&data).unwrap();
+            let mounted = Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(&data)
+                .status()
+                .unwrap();
+            assert!(mounted.success(), "mount a tmpfs on {}", data.display());
+        }
         let port = super::free_port();
         let proxy_port = super::free_port();
         let namespace = super::namespace(name);
@@ -280,6 +293,13 @@ labels = {{ zone = "test" }}
 impl Drop for OrcaServer {
     fn drop(&mut self) {
         self.kill9();
+        // A tmpfs data_dir (see `Extra::data_tmpfs`); nothing when none.
+        let data = self.dir.path().join("data");
+        if std::fs::read_to_string("/proc/self/mounts")
+            .is_ok_and(|m| m.contains(&format!(" {} tmpfs ", data.display())))
+        {
+            let _ = Command::new("umount").arg("-l").arg(&data).status();
+        }
         // Remove what the server left in containerd, without an async runtime.
         let socket = self.socket.clone();
         let ns = self.namespace.clone();

@@ -205,7 +205,7 @@ impl ControlPlane {
         self.inner()
             .repo
             .put_token(&entry)
-            .map_err(|e| ApiError::internal(format!("could not save: {e}")))?;
+            .map_err(super::store_error)?;
         stored.push(entry);
         ApiResponse::json(
             201,
@@ -251,7 +251,7 @@ impl ControlPlane {
             .inner()
             .repo
             .delete_token(name)
-            .map_err(|e| ApiError::internal(format!("could not save: {e}")))?;
+            .map_err(super::store_error)?;
         if !existed {
             return Err(ApiError::not_found(format!("token not found: {name}")));
         }
@@ -281,7 +281,7 @@ impl ControlPlane {
         self.inner()
             .repo
             .put_secret(&key, &sealed)
-            .map_err(|e| ApiError::internal(format!("could not save: {e}")))?;
+            .map_err(super::store_error)?;
         // Running replicas keep the value they started with; a redeploy picks the new one.
         ApiResponse::ok(&serde_json::json!({ "project": project, "name": name, "stored": true }))
     }

@@ -33,9 +33,7 @@ fn next_version(record: &ServiceRecord) -> u64 {
         + 1
 }
 
-pub(crate) fn store_error(e: crate::store::StoreError) -> ApiError {
-    ApiError::internal(format!("could not save: {e}"))
-}
+pub(crate) use super::store_error;
 
 /// What storing one deployed service did.
 struct Written {

@@ -27,9 +27,7 @@ fn rfc3339(unix: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(unix)).to_string()
 }
 
-fn store_error(e: crate::store::StoreError) -> ApiError {
-    ApiError::internal(format!("could not save: {e}"))
-}
+use super::store_error;
 
 impl ControlPlane {
     pub(crate) async fn create_join_token(

@@ -12,3 +12,15 @@ pub(crate) mod pull;
 pub(crate) mod status;
 pub(crate) mod versions;
 pub(crate) mod webhooks;
+
+/// A store failure as the API says it: a full data directory is 507 (the
+/// change was not made; reads still work), anything else 500.
+pub(crate) fn store_error(e: crate::store::StoreError) -> api::ApiError {
+    match e {
+        crate::store::StoreError::Full { .. } => api::ApiError::new(
+            507,
+            format!("could not save, nothing was changed: {e}; free some space and try again"),
+        ),
+        e => api::ApiError::internal(format!("could not save: {e}")),
+    }
+}

@@ -104,7 +104,7 @@ impl ControlPlane {
         self.inner()
             .repo
             .put_typed(Tree::Webhooks, &hook.id, hook)
-            .map_err(|e| ApiError::internal(format!("could not save: {e}")))
+            .map_err(super::store_error)
     }
 
     pub(crate) fn list_webhooks(&self) -> Result<ApiResponse, ApiError> {
