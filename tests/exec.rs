@@ -110,7 +110,13 @@ async fn exec_runs_in_a_replica_and_answers_its_output_and_exit_code() {
     )
     .await
     .unwrap();
-    assert!(out.truncated, "not marked cut");
+    assert!(
+        out.truncated,
+        "not marked cut: {} bytes, code {}, stderr {:?}",
+        out.stdout.len(),
+        out.exit_code,
+        out.stderr
+    );
     assert_eq!(out.stdout.len(), 1024 * 1024);
     assert_eq!((out.exit_code, out.stderr.as_str()), (0, "done\n"));
 

@@ -119,7 +119,7 @@ impl NodeAgent for FakeAgent {
         })
     }
 
-    async fn start(&self, spec: &InstanceSpec) -> Result<u32, AgentError> {
+    async fn start(&self, spec: &InstanceSpec) -> Result<super::Started, AgentError> {
         let mut inner = self.lock();
         inner.calls.push(format!("start {}", spec.id));
         if spec.image.starts_with("broken") {
@@ -144,7 +144,7 @@ impl NodeAgent for FakeAgent {
                 ip: None,
             },
         );
-        Ok(pid)
+        Ok(super::Started { pid, ip: None })
     }
 
     async fn restart(&self, id: &str) -> Result<u32, AgentError> {

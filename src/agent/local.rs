@@ -255,7 +255,7 @@ impl NodeAgent for LocalAgent {
         }
     }
 
-    async fn start(&self, spec: &InstanceSpec) -> Result<u32, AgentError> {
+    async fn start(&self, spec: &InstanceSpec) -> Result<super::Started, AgentError> {
         let image = match self.cri.image(&spec.image).await {
             Ok(i) => i,
             Err(e) if e.is_not_found() => self.cri.pull(&spec.image).await?,
@@ -316,7 +316,10 @@ impl NodeAgent for LocalAgent {
         }
         .await;
         match result {
-            Ok(pid) => Ok(pid),
+            Ok(pid) => Ok(super::Started {
+                pid,
+                ip: attachment.as_ref().map(|a| a.ip),
+            }),
             Err(e) => {
                 if let Err(cleanup) = self.cri.remove_container(&spec.id).await {
                     tracing::warn!(instance = %spec.id, error = %cleanup, "cleanup after a failed start");

@@ -12,6 +12,14 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
 
+/// A replica just started: its process, and its address on the node
+/// network (when it has one), so that it is known before the next listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Started {
+    pub pid: u32,
+    pub ip: Option<std::net::Ipv4Addr>,
+}
+
 /// What to run for one replica.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct InstanceSpec {
@@ -190,7 +198,7 @@ pub trait NodeAgent: Send + Sync + 'static {
     /// the local image stood in for an unreachable registry.
     async fn pull(&self, image: &str, mode: PullMode) -> Result<Pulled, AgentError>;
     /// Creates and starts a replica; returns its PID. Leaves nothing behind on failure.
-    async fn start(&self, spec: &InstanceSpec) -> Result<u32, AgentError>;
+    async fn start(&self, spec: &InstanceSpec) -> Result<Started, AgentError>;
     /// Starts an exited replica again in place (same id, same log).
     async fn restart(&self, id: &str) -> Result<u32, AgentError>;
     /// Who may talk to whom on the node network: the addresses of each

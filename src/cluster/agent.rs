@@ -372,7 +372,7 @@ async fn answer(local: &dyn NodeAgent, served: &Served, call: Call) -> Result<An
                 .pull(&spec.image, PullMode::Missing)
                 .await
                 .map_err(wire)?;
-            Answer::Pid(local.start(&spec).await.map_err(wire)?)
+            Answer::Started(local.start(&spec).await.map_err(wire)?)
         }
         Call::Restart { id } => Answer::Pid(local.restart(&id).await.map_err(wire)?),
         Call::Kill { id } => {

@@ -188,12 +188,12 @@ impl NodeAgent for RemoteAgent {
         }
     }
 
-    async fn start(&self, spec: &InstanceSpec) -> Result<u32, AgentError> {
+    async fn start(&self, spec: &InstanceSpec) -> Result<crate::agent::Started, AgentError> {
         match self
             .call(Call::Start(Box::new(spec.clone())), START)
             .await?
         {
-            Answer::Pid(pid) => Ok(pid),
+            Answer::Started(started) => Ok(started),
             other => Err(self.unexpected(other)),
         }
     }

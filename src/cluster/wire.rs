@@ -169,6 +169,7 @@ pub struct Tables {
 pub enum Answer {
     Pulled(Pulled),
     Pid(u32),
+    Started(crate::agent::Started),
     Done,
     Instances(Vec<Instance>),
     Logs(Vec<LogLine>),

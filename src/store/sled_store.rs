@@ -9,6 +9,24 @@ use super::{Store, StoreError, Tree};
 /// sled, one tree per [`Tree`].
 pub struct SledStore {
     db: sled::Db,
+    dir: std::path::PathBuf,
+}
+
+/// Free space a write leaves untouched: sled cannot be let near a full
+/// disk (after a failed write its writers wait for good), so a write that
+/// would leave less than this is refused before sled sees it.
+pub const RESERVE: u64 = 8 * 1024 * 1024;
+
+/// Bytes free for an unprivileged writer on the filesystem of `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    let st = rustix::fs::statvfs(dir).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// Whether a write of `len` bytes fits with [`RESERVE`] to spare (a
+/// change is logged, and may be copied once when sled compacts).
+fn fits(free: u64, len: usize) -> bool {
+    free >= RESERVE.saturating_add(2 * len as u64)
 }
 
 fn backend(op: &'static str) -> impl Fn(sled::Error) -> StoreError {
@@ -52,7 +70,12 @@ impl SledStore {
         let started = Instant::now();
         loop {
             match config.open() {
-                Ok(db) => return Ok(Self { db }),
+                Ok(db) => {
+                    return Ok(Self {
+                        db,
+                        dir: dir.to_path_buf(),
+                    })
+                }
                 Err(e) if is_lock_held(&e) => {
                     if started.elapsed() >= wait {
                         return Err(StoreError::Locked {
@@ -64,6 +87,21 @@ impl SledStore {
                 }
                 Err(e) => return Err(backend("open")(e)),
             }
+        }
+    }
+
+    /// Refuses a write of `len` bytes that would leave less than
+    /// [`RESERVE`] free (see there).
+    fn room_for(&self, op: &'static str, len: usize) -> Result<(), StoreError> {
+        match free_bytes(&self.dir) {
+            Some(free) if !fits(free, len) => Err(StoreError::Full {
+                op,
+                reason: format!(
+                    "{free} bytes free, less than the {} MiB kept in reserve",
+                    RESERVE >> 20
+                ),
+            }),
+            _ => Ok(()),
         }
     }
 
@@ -99,12 +137,14 @@ impl Store for SledStore {
     }
 
     fn put(&self, tree: Tree, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.room_for("put", key.len() + value.len())?;
         let t = self.tree(tree)?;
         let before = t.insert(key.as_bytes(), value).map_err(backend("put"))?;
         flushed(&t, key, before)
     }
 
     fn delete(&self, tree: Tree, key: &str) -> Result<(), StoreError> {
+        self.room_for("delete", key.len())?;
         let t = self.tree(tree)?;
         let before = t.remove(key.as_bytes()).map_err(backend("delete"))?;
         flushed(&t, key, before)
@@ -124,6 +164,14 @@ impl Store for SledStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_write_must_leave_the_reserve_free() {
+        assert!(fits(RESERVE + 2_000, 1_000));
+        assert!(!fits(RESERVE + 1_999, 1_000));
+        assert!(!fits(0, 0));
+        assert!(free_bytes(Path::new("/")).is_some());
+    }
 
     #[test]
     fn a_store_another_handle_holds_is_a_locked_error() {

@@ -52,7 +52,7 @@ pub const ALLOWED: &[&str] = &[
     "epoll_wait", "epoll_wait_old", "eventfd", "eventfd2", "fanotify_mark", "inotify_add_watch",
     "inotify_init", "inotify_init1", "inotify_rm_watch", "io_cancel", "io_destroy", "io_getevents",
     "io_pgetevents", "io_pgetevents_time64", "io_setup", "io_submit", "ioctl", "_newselect",
-    "pause", "poll", "ppoll", "ppoll_time64", "pselect6", "pselect6_time64", "select", "signalfd",
+    "pause", "pipe", "pipe2", "poll", "ppoll", "ppoll_time64", "pselect6", "pselect6_time64", "select", "signalfd",
     "signalfd4", "timerfd_create", "timerfd_gettime", "timerfd_gettime64", "timerfd_settime",
     "timerfd_settime64",
     // Memory.

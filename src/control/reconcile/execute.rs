@@ -150,7 +150,8 @@ async fn start(
         Err(e) => Err(e.clone()),
     };
     match (started, spec) {
-        (Ok(pid), Ok(spec)) => {
+        (Ok(started), Ok(spec)) => {
+            let pid = started.pid;
             let instance = Instance {
                 id: spec.id.clone(),
                 node: node.to_string(),
@@ -160,7 +161,7 @@ async fn start(
                 slot,
                 pid: Some(pid),
                 state: ProcessState::Running,
-                ip: None,
+                ip: started.ip,
             };
             inner.nodes.started(instance.clone()).await;
             // Counted where it runs until the next listing; what its start
