@@ -319,38 +319,16 @@ async fn logs_exec_and_metrics_cover_every_node() {
     // `script` makes) whose size is the local one's.
     for (id, node) in &ids {
         let slot = id.split('.').nth(1).unwrap();
-        let line = format!(
-            "echo from-stdin | {} --api http://127.0.0.1:6880 --token {} exec -i logger --instance {id} -- sh -c 'cat; hostname; exit 4'; echo code=$?",
-            common::orca_bin().display(),
-            common::cluster::ADMIN,
-        );
-        let out = c.lab.nodes[0]
-            .nsenter("sh")
-            .args(["-c", &line])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
+        let (out, err) = c.exec_piped("logger", id, "from-stdin", "cat; hostname; exit 4");
         assert_eq!(
-            text,
+            out,
             format!("from-stdin\nlogger-{slot}\ncode=4\n"),
-            "{id} on {node}: {}",
-            String::from_utf8_lossy(&out.stderr)
+            "{id} on {node}: {err}"
         );
-        let line = format!(
-            "stty cols 77 rows 22; {} --api http://127.0.0.1:6880 --token {} exec -it logger --instance {id} -- sh -c 'stty size; tty; exit 5'; echo code=$?",
-            common::orca_bin().display(),
-            common::cluster::ADMIN,
-        );
-        let out = c.lab.nodes[0]
-            .nsenter("script")
-            .args(["-qec", &line, "/dev/null"])
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
+        let shown = c.exec_on_terminal(77, 22, "logger", id, "stty size; tty; exit 5");
         assert!(
-            text.contains("22 77") && text.contains("/dev/pts/") && text.contains("code=5"),
-            "{id} on {node}: {text}"
+            shown.contains("22 77") && shown.contains("/dev/pts/") && shown.contains("code=5"),
+            "{id} on {node}: {shown}"
         );
     }
     // Metrics: every node, its size and what is reserved there.

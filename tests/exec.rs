@@ -15,7 +15,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use api::attach::{AttachRequest, ClientSession, Input, Output};
+use api::attach::{AttachRequest, Input, Output, Session};
 use api::client::ClientError;
 use api::status::ExecResponse;
 use common::server::{OrcaServer, ADMIN, DEPLOYER, VIEWER};
@@ -201,7 +201,7 @@ fn attach_request(command: &[&str], tty: bool) -> AttachRequest {
 /// What came back on (stdout, stderr) until `until` holds of stdout, or
 /// the end (its exit code); fails after 20 s.
 async fn read_until(
-    session: &mut ClientSession,
+    session: &mut Session,
     out: &mut String,
     err: &mut String,
     until: impl Fn(&str) -> bool,
@@ -222,7 +222,7 @@ async fn read_until(
     None
 }
 
-async fn send(session: &ClientSession, text: &str) {
+async fn send(session: &Session, text: &str) {
     let bytes = bytes::Bytes::copy_from_slice(text.as_bytes());
     session.input.send(Input::Stdin(bytes)).await.unwrap();
 }
@@ -340,7 +340,7 @@ async fn interactive_exec_gives_a_terminal_stdin_and_resize_and_dies_with_its_so
     }
 
     // Refused before any upgrade, as a plain exec is.
-    let refused = |r: Result<ClientSession, ClientError>| match r {
+    let refused = |r: Result<Session, ClientError>| match r {
         Err(ClientError::Api { status, .. }) => status,
         Err(e) => panic!("expected an API error, got {e}"),
         Ok(_) => panic!("expected an API error, got a session"),

@@ -229,22 +229,19 @@ impl Output {
     }
 }
 
-/// One side's view of a session: what it sends and what it gets.
-pub struct Session<Send, Recv> {
-    pub input: mpsc::Sender<Send>,
-    pub output: mpsc::Receiver<Recv>,
+/// A running session as either end holds it: the command's input goes
+/// in, its output comes out (on the server, from the node; on the client,
+/// from the socket).
+pub struct Session {
+    pub input: mpsc::Sender<Input>,
+    pub output: mpsc::Receiver<Output>,
 }
-
-/// The server's side: input from the client goes to `input`.
-pub type ServerSession = Session<Input, Output>;
-/// The client's side.
-pub type ClientSession = Session<Input, Output>;
 
 /// Relays between a socket and a running session until it ends: the
 /// client's messages go to `session.input`, the session's output to the
 /// client. A socket that closes drops `session.input` (the command is
 /// killed); a session that ends closes the socket.
-pub async fn serve<S>(ws: WebSocketStream<S>, session: ServerSession)
+pub async fn serve<S>(ws: WebSocketStream<S>, session: Session)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -298,7 +295,7 @@ where
 }
 
 /// The client's side of a socket: send input, receive output, as channels.
-pub fn client<S>(ws: WebSocketStream<S>) -> ClientSession
+pub fn client<S>(ws: WebSocketStream<S>) -> Session
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {

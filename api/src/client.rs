@@ -91,7 +91,7 @@ impl ApiClient {
         &self,
         name: &str,
         request: &crate::attach::AttachRequest,
-    ) -> Result<crate::attach::ClientSession, ClientError> {
+    ) -> Result<crate::attach::Session, ClientError> {
         use tokio_tungstenite::tungstenite::handshake;
         let path = format!("/api/v1/services/{name}/exec?{}", request.to_query());
         let key = handshake::client::generate_key();

@@ -43,7 +43,7 @@ pub enum ApiResponse {
     Page,
     /// An interactive exec: the request is upgraded to a WebSocket that
     /// carries this session (see [`crate::attach`]).
-    Attach(crate::attach::ServerSession),
+    Attach(crate::attach::Session),
 }
 
 impl ApiResponse {
@@ -154,7 +154,7 @@ fn into_response(answer: ApiResponse) -> Response<Body> {
 fn upgraded(
     upgrade: Option<hyper::upgrade::OnUpgrade>,
     key: Option<&header::HeaderValue>,
-    session: crate::attach::ServerSession,
+    session: crate::attach::Session,
 ) -> Response<Body> {
     let (Some(upgrade), Some(key)) = (upgrade, key) else {
         return ApiError::bad_request("exec with a WebSocket needs an upgrade").into();
@@ -231,10 +231,11 @@ fn too_large() -> ApiError {
     ApiError::new(413, format!("request body larger than {} bytes", MAX_BODY))
 }
 
-/// Who asks, as far as limits go.
+/// Who asks, as far as limits go: the client's address, and the failed
+/// authentications counted per address.
 #[derive(Clone, Copy)]
 pub struct Peer<'a> {
-    pub addr: Option<std::net::IpAddr>,
+    pub addr: std::net::IpAddr,
     pub limit: &'a crate::limit::FailureLimit,
 }
 
@@ -254,18 +255,19 @@ fn authorize(
                         .authenticate(token)
                         .ok_or_else(|| ApiError::unauthorized("invalid token"))
                 });
-            let caller = match (caller, peer.addr) {
-                (Ok(c), _) => c,
-                (Err(_), Some(addr)) if peer.limit.failed(addr, Instant::now()) => {
+            let caller = match caller {
+                Ok(c) => c,
+                Err(_) if peer.limit.failed(peer.addr, Instant::now()) => {
                     return Err(ApiError::new(
                         429,
                         format!(
-                            "too many failed authentications from {addr} (more than {} a second); try again in a second",
+                            "too many failed authentications from {} (more than {} a second); try again in a second",
+                            peer.addr,
                             crate::limit::MAX_FAILURES_PER_SEC
                         ),
                     ));
                 }
-                (Err(e), _) => return Err(e),
+                Err(e) => return Err(e),
             };
             if caller.role < needed {
                 return Err(ApiError::forbidden(format!(
@@ -384,7 +386,7 @@ pub async fn serve(
                     let limit = limit.clone();
                     async move {
                         let peer = Peer {
-                            addr: Some(from.ip()),
+                            addr: from.ip(),
                             limit: &limit,
                         };
                         Ok::<_, Infallible>(serve_request(handler, req, peer).await)

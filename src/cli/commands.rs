@@ -433,37 +433,6 @@ pub async fn secrets(
 
 /// `orca exec`: the command's output on stdout and stderr, and its exit
 /// code as ours (JSON: the whole answer, and the same exit code).
-pub async fn exec(
-    client: &ApiClient,
-    name: &str,
-    request: api::status::ExecRequest,
-    json: bool,
-) -> anyhow::Result<()> {
-    let path = format!("/api/v1/services/{name}/exec");
-    let answer: api::status::ExecResponse = client.post(&path, &request).await?;
-    if json {
-        outln!("{}", serde_json::to_string_pretty(&answer)?)?;
-    } else {
-        out::write(&answer.stdout)?;
-        if !answer.stderr.is_empty() {
-            out::warn(answer.stderr.trim_end_matches('\n'));
-        }
-        if answer.truncated {
-            out::warn("orca: output past 1 MiB per stream was cut");
-        }
-        if answer.timed_out {
-            out::warn(&format!(
-                "orca: {} was killed at the timeout",
-                answer.instance
-            ));
-        }
-    }
-    match answer.exit_code {
-        0 => Ok(()),
-        code => Err(out::ExitWith(u8::try_from(code).unwrap_or(255)).into()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #[test]

@@ -1,11 +1,11 @@
 //! Command-line parsing and dispatch. Commands that talk to a server go
 //! through the API client; `image` talks to containerd directly.
 
-mod attach;
 mod cluster;
 mod commands;
 mod deploy;
 mod events;
+mod exec;
 mod out;
 mod table;
 mod token;
@@ -140,24 +140,7 @@ pub enum Command {
     /// --instance names one), on whichever node runs it:
     /// `orca exec web -- ls /`, or `orca exec -it web -- sh` for a shell.
     /// Exits with the command's exit code.
-    Exec {
-        /// Keep stdin open and send it to the command.
-        #[arg(short, long)]
-        interactive: bool,
-        /// Give the command a terminal (the local one in raw mode).
-        #[arg(short, long)]
-        tty: bool,
-        name: String,
-        /// The replica, by its id from `orca status --output json`.
-        #[arg(long)]
-        instance: Option<String>,
-        /// Kill the command after this long (default 30s, at most 1h).
-        #[arg(long, value_parser = parse_duration)]
-        timeout: Option<std::time::Duration>,
-        /// The program and its arguments, after `--`.
-        #[arg(last = true, required = true)]
-        command: Vec<String>,
-    },
+    Exec(exec::ExecArgs),
     /// Run a worker node: its containerd, driven by the server it joins
     /// (it dials the server, so it works from behind NAT). --token is the
     /// join token from `orca cluster join-token`, needed once, to join.
@@ -325,7 +308,7 @@ pub enum NodeCommand {
     Rm { id: String },
 }
 
-fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{text:?}: {e} (like 30s, 10m or 1h)"))
 }
 
@@ -424,30 +407,7 @@ async fn run_with(cli: Cli, token: Option<String>) -> anyhow::Result<()> {
             };
             events::run(&client, follow, json).await
         }
-        Command::Exec {
-            interactive,
-            tty,
-            name,
-            instance,
-            command,
-            ..
-        } if interactive || tty => {
-            attach::run(&client, &name, instance, command, interactive, tty).await
-        }
-        Command::Exec {
-            name,
-            instance,
-            timeout,
-            command,
-            ..
-        } => {
-            let request = api::status::ExecRequest {
-                command,
-                instance,
-                timeout_secs: timeout.map(|t| t.as_secs().max(1)),
-            };
-            commands::exec(&client, &name, request, json).await
-        }
+        Command::Exec(args) => exec::run(&client, args, json).await,
         Command::Nodes => cluster::nodes(&client, json).await,
         Command::Agent { join, config } => {
             crate::node::run_agent(config.as_deref(), join, cli.token.clone()).await
@@ -499,36 +459,4 @@ async fn image(
 }
 
 #[cfg(test)]
-mod tests {
-    proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig { cases: 1000, ..Default::default() })]
-
-        /// Any duration text is read or refused with an example; a printed
-        /// duration reads back as itself.
-        #[test]
-        fn durations_read_back_as_printed(
-            text in "[ -~]{0,20}",
-            secs in 0u64..10_000_000,
-            millis in 0u32..1000,
-        ) {
-            if let Err(e) = super::parse_duration(&text) {
-                proptest::prop_assert!(e.contains("like 30s"));
-            }
-            let d = std::time::Duration::new(secs, millis * 1_000_000);
-            let printed = humantime::format_duration(d).to_string();
-            proptest::prop_assert_eq!(super::parse_duration(&printed), Ok(d));
-        }
-
-        /// Any memory quantity is read or refused; one printed in bytes,
-        /// or in Mi, reads back as its size.
-        #[test]
-        fn sizes_read_back_as_printed(text in "[ -~]{0,16}", bytes in 0u64..(1 << 50), mi in 0u64..(1 << 30)) {
-            let _ = cri::MemoryLimit::parse(&text);
-            proptest::prop_assert_eq!(cri::MemoryLimit::parse(&bytes.to_string()).map(|m| m.bytes()).ok(), Some(bytes));
-            proptest::prop_assert_eq!(
-                cri::MemoryLimit::parse(&format!("{mi}Mi")).map(|m| m.bytes()).ok(),
-                Some(mi << 20)
-            );
-        }
-    }
-}
+mod tests;

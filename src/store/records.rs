@@ -74,6 +74,13 @@ impl Canary {
 }
 
 impl ServiceRecord {
+    /// Marks a change to the record made at `at` (RFC 3339): a new
+    /// generation, which `orca deploy` and friends wait for.
+    pub fn changed_at(&mut self, at: String) {
+        self.generation += 1;
+        self.updated_at = at;
+    }
+
     /// A record of `spec` at `version`, with versions 1 to `version` in
     /// its history (all of `spec`, deployed by "ci"), for tests.
     #[cfg(test)]

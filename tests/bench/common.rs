@@ -371,6 +371,34 @@ pub async fn deploy_healthy(client: &ApiClient, body: &Value, n: usize) -> Vec<S
 
 /// Starts nginx (Debian's) in the foreground with `dir/nginx.conf`, which
 /// the caller wrote, and gives it half a second to listen.
+/// nginx in `dir` proxying to `ips` (port 8080) with keep-alive, as the
+/// ingress does: `server` opens its server block (`listen ...;` and any
+/// TLS lines), `headers` adds proxy headers to its location.
+pub async fn nginx_proxy(
+    dir: &std::path::Path,
+    ips: &[String],
+    server: &str,
+    headers: &str,
+) -> Child {
+    std::fs::create_dir_all(dir).unwrap();
+    let upstreams: String = ips.iter().map(|ip| format!("server {ip}:8080;")).collect();
+    std::fs::write(
+        dir.join("nginx.conf"),
+        format!(
+            "daemon off; worker_processes 2; pid {d}/nginx.pid; error_log {d}/error.log;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{ access_log off; upstream web {{ {upstreams} keepalive 64; }}\n\
+             server {{ {server}\n\
+             location / {{ proxy_pass http://web; proxy_http_version 1.1;\n\
+             proxy_set_header Connection \"\"; proxy_set_header Host $host; proxy_set_header X-Forwarded-For $remote_addr;\n\
+             {headers} }} }} }}\n",
+            d = dir.display(),
+        ),
+    )
+    .unwrap();
+    start_nginx(dir).await
+}
+
 pub async fn start_nginx(dir: &std::path::Path) -> Child {
     let child = Command::new("nginx")
         .args([

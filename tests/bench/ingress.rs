@@ -65,21 +65,8 @@ async fn main() {
     .await;
 
     let nginx_dir = nginx_tmp.path().join("nginx");
-    std::fs::create_dir_all(&nginx_dir).unwrap();
-    let upstreams: String = ips.iter().map(|ip| format!("server {ip}:8080;")).collect();
-    std::fs::write(
-        nginx_dir.join("nginx.conf"),
-        format!(
-            "daemon off; worker_processes 2; pid {d}/nginx.pid; error_log {d}/error.log;\n\
-             events {{ worker_connections 1024; }}\n\
-             http {{ access_log off; upstream web {{ {upstreams} keepalive 64; }}\n\
-             server {{ listen 127.0.0.1:{nginx_port}; location / {{ proxy_pass http://web; proxy_http_version 1.1;\n\
-             proxy_set_header Connection \"\"; proxy_set_header Host $host; proxy_set_header X-Forwarded-For $remote_addr; }} }} }}\n",
-            d = nginx_dir.display()
-        ),
-    )
-    .unwrap();
-    let mut nginx = common::start_nginx(&nginx_dir).await;
+    let listen = format!("listen 127.0.0.1:{nginx_port};");
+    let mut nginx = common::nginx_proxy(&nginx_dir, &ips, &listen, "").await;
 
     let direct = wrk(&format!("http://{}:8080/", ips[0]), None);
     let orca_url = format!("http://127.0.0.1:{proxy_port}/");

@@ -60,26 +60,14 @@ async fn main() {
 
     let nginx_port = free_port();
     let nginx_dir = dir.path().join("nginx");
-    std::fs::create_dir_all(&nginx_dir).unwrap();
-    let upstreams: String = ips.iter().map(|ip| format!("server {ip}:8080;")).collect();
-    std::fs::write(
-        nginx_dir.join("nginx.conf"),
-        format!(
-            "daemon off; worker_processes 2; pid {d}/nginx.pid; error_log {d}/error.log;\n\
-             events {{ worker_connections 1024; }}\n\
-             http {{ access_log off; upstream web {{ {upstreams} keepalive 64; }}\n\
-             server {{ listen 127.0.0.1:{nginx_port} ssl; server_name bench.test;\n\
-             ssl_certificate {cert}; ssl_certificate_key {key}; ssl_protocols TLSv1.2 TLSv1.3;\n\
-             location / {{ proxy_pass http://web; proxy_http_version 1.1;\n\
-             proxy_set_header Connection \"\"; proxy_set_header Host $host; proxy_set_header X-Forwarded-For $remote_addr;\n\
-             proxy_set_header X-Forwarded-Proto https; }} }} }}\n",
-            d = nginx_dir.display(),
-            cert = cert_file.display(),
-            key = key_file.display(),
-        ),
-    )
-    .unwrap();
-    let mut nginx = common::start_nginx(&nginx_dir).await;
+    let tls_server = format!(
+        "listen 127.0.0.1:{nginx_port} ssl; server_name bench.test;\n\
+         ssl_certificate {}; ssl_certificate_key {}; ssl_protocols TLSv1.2 TLSv1.3;",
+        cert_file.display(),
+        key_file.display()
+    );
+    let headers = "proxy_set_header X-Forwarded-Proto https;";
+    let mut nginx = common::nginx_proxy(&nginx_dir, &ips, &tls_server, headers).await;
 
     let orca_url = format!("https://bench.test:{https_port}/");
     let nginx_url = format!("https://bench.test:{nginx_port}/");

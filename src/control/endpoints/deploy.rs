@@ -271,8 +271,7 @@ impl ControlPlane {
                 r.spec.replicas = spec.replicas;
                 r.stopped = false;
                 r.reverted = None;
-                r.generation += 1;
-                r.updated_at = now;
+                r.changed_at(now);
                 r
             }
             Some(mut r)
@@ -309,8 +308,7 @@ impl ControlPlane {
                     weight,
                 });
                 r.reverted = None;
-                r.generation += 1;
-                r.updated_at = now;
+                r.changed_at(now);
                 r
             }
             current => {
@@ -395,8 +393,7 @@ impl ControlPlane {
         record.spec.replicas = replicas;
         record.stopped = false;
         record.reverted = None;
-        record.generation += 1;
-        record.updated_at = now_rfc3339();
+        record.changed_at(now_rfc3339());
         let generation = record.generation;
         let version = record.version;
         self.save(record).await?;
@@ -417,8 +414,7 @@ impl ControlPlane {
             };
             if !record.stopped {
                 record.stopped = true;
-                record.generation += 1;
-                record.updated_at = now_rfc3339();
+                record.changed_at(now_rfc3339());
             }
             generation = record.generation;
             self.save(record).await?;

@@ -24,8 +24,7 @@ impl ControlPlane {
         record.version = canary.version;
         record.image_digest = canary.image_digest;
         record.reverted = None;
-        record.generation += 1;
-        record.updated_at = now_rfc3339();
+        record.changed_at(now_rfc3339());
         let generation = record.generation;
         let version = record.version;
         self.save(record).await?;
@@ -46,8 +45,7 @@ impl ControlPlane {
         if version.is_none() && record.canary.is_some() {
             // During a canary, rolling back means dropping the canary.
             let canary = record.canary.take().map(|c| c.version).unwrap_or_default();
-            record.generation += 1;
-            record.updated_at = now_rfc3339();
+            record.changed_at(now_rfc3339());
             let generation = record.generation;
             let stable = record.version;
             self.save(record).await?;
@@ -102,8 +100,7 @@ impl ControlPlane {
         record.stopped = false;
         record.reverted = None;
         record.canary = None;
-        record.generation += 1;
-        record.updated_at = now.clone();
+        record.changed_at(now.clone());
         record.history.push(VersionRecord {
             version: new_version,
             spec: record.spec.clone(),

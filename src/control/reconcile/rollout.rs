@@ -96,9 +96,7 @@ pub(crate) async fn revert(inner: &Arc<Inner>, record: &ServiceRecord, reason: &
         version: record.version,
         message,
     });
-    current.generation += 1;
-    current.updated_at =
-        humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    current.changed_at(crate::control::deploy::now_rfc3339());
     if let Err(e) = inner.repo.put_service(&current) {
         tracing::error!(service = %record.spec.name, error = %e, "could not save the revert");
         return;

@@ -82,59 +82,6 @@ fn running(agent: &FakeAgent, service: &str) -> usize {
         .count()
 }
 
-/// An interactive exec is relayed both ways between the client's session
-/// and the node's (the fake node echoes stdin), and ends with the exit.
-#[tokio::test]
-async fn interactive_exec_relays_both_ways_until_the_exit() {
-    use api::attach::{AttachRequest, Input, Output};
-    let (cp, agent) = plane().await;
-    call(
-        &cp,
-        deploy_req(json!([{ "name": "web", "image": "app:v1", "replicas": 1 }])),
-    )
-    .await
-    .unwrap();
-    eventually("1 replica", || running(&agent, "web") == 1).await;
-    eventually("listed", || {
-        cp.status(None).services[0].running_replicas == 1
-    })
-    .await;
-    let request = ApiRequest::Attach {
-        name: "web".into(),
-        request: AttachRequest {
-            command: vec!["sh".into()],
-            instance: None,
-            tty: true,
-            cols: 80,
-            rows: 24,
-        },
-    };
-    let ApiResponse::Attach(mut s) = cp.handle(request, admin()).await.unwrap() else {
-        panic!("not a session");
-    };
-    assert_eq!(s.output.recv().await, Some(Output::Stdout("sh".into())));
-    s.input.send(Input::Stdin("ls\n".into())).await.unwrap();
-    assert_eq!(s.output.recv().await, Some(Output::Stdout("ls\n".into())));
-    s.input.send(Input::CloseStdin).await.unwrap();
-    assert_eq!(s.output.recv().await, Some(Output::Exit(0)));
-    assert_eq!(s.output.recv().await, None);
-
-    let request = ApiRequest::Attach {
-        name: "nope".into(),
-        request: AttachRequest {
-            command: vec!["sh".into()],
-            instance: None,
-            tty: false,
-            cols: 80,
-            rows: 24,
-        },
-    };
-    assert_eq!(
-        cp.handle(request, admin()).await.err().map(|e| e.status),
-        Some(404)
-    );
-}
-
 #[tokio::test]
 async fn deploy_scale_stop() {
     let (cp, agent) = plane().await;
@@ -218,50 +165,6 @@ async fn deploy_scale_stop() {
             (Stopped, Some(2)),
         ]
     );
-}
-
-#[tokio::test]
-async fn crashes_restart_with_backoff_and_show_in_status() {
-    let (cp, agent) = plane().await;
-    call(
-        &cp,
-        deploy_req(json!([{ "name": "api", "image": "app:v1" }])),
-    )
-    .await
-    .unwrap();
-    eventually("a replica", || running(&agent, "api") == 1).await;
-    let id = agent.instances()[0].id.clone();
-
-    agent.crash(&id, 137, true).await;
-    // The first crash: restarted at once, in place.
-    eventually("first restart", || {
-        cp.status(None).services[0].instances[0].restarts == 1
-    })
-    .await;
-    assert_eq!(running(&agent, "api"), 1);
-    assert_eq!(agent.instances()[0].id, id, "restarted in place");
-    let s = &cp.status(None).services[0];
-    assert_eq!(s.instances[0].last_exit.as_ref().unwrap().code, 137);
-    assert!(s.instances[0].last_exit.as_ref().unwrap().oom_killed);
-
-    // A second crash: backoff from here (1 s), and crash-looping, so not
-    // `running` even while it runs.
-    agent.crash(&id, 3, false).await;
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(running(&agent, "api"), 0, "restarted before its backoff");
-    let s = &cp.status(None).services[0];
-    assert_eq!(s.instances[0].state, "backoff");
-    assert_eq!(serde_json::to_value(s.status).unwrap(), "failed");
-    eventually("second restart", || running(&agent, "api") == 1).await;
-    let s = &cp.status(None).services[0];
-    assert_eq!(serde_json::to_value(s.status).unwrap(), "degraded");
-    assert_eq!(s.instances[0].restarts, 2);
-    let restarts = agent
-        .calls()
-        .iter()
-        .filter(|c| c.starts_with("restart"))
-        .count();
-    assert_eq!(restarts, 2);
 }
 
 #[tokio::test]
@@ -551,5 +454,7 @@ async fn concurrent_writes_end_in_the_last_acknowledged_state() {
     assert_eq!(cp.inner().state().records["web"], record);
 }
 
+mod exec;
 mod nodes;
+mod restarts;
 mod rollout;

@@ -16,6 +16,7 @@ use serde_json::Value;
 use super::lab::Lab;
 
 mod containers;
+mod exec;
 pub mod load;
 pub mod overlay;
 

@@ -1,4 +1,5 @@
-//! `orca exec -it`: an interactive exec over the API's WebSocket. With
+//! `orca exec`: a command in a replica, its output collected by the
+//! server; or with `-i`/`-t`, interactive over the API's WebSocket. With
 //! `-t` the local terminal is put in raw mode (restored on every way out,
 //! a panic included) and its size follows the window; with `-i` stdin is
 //! sent until it ends.
@@ -9,7 +10,50 @@ use api::attach::{AttachRequest, Input, Output, DEFAULT_COLS, DEFAULT_ROWS};
 use api::client::ApiClient;
 use rustix::termios::{self, OptionalActions, Termios};
 
-use super::out;
+use super::out::{self, outln};
+
+/// `orca exec [-i] [-t] NAME [--instance ID] [--timeout 30s] -- CMD...`
+#[derive(clap::Args, Debug)]
+pub struct ExecArgs {
+    /// Keep stdin open and send it to the command.
+    #[arg(short, long)]
+    interactive: bool,
+    /// Give the command a terminal (the local one in raw mode).
+    #[arg(short, long)]
+    tty: bool,
+    name: String,
+    /// The replica, by its id from `orca status --output json`.
+    #[arg(long)]
+    instance: Option<String>,
+    /// Kill the command after this long (default 30s, at most 1h; not
+    /// with -i or -t).
+    #[arg(long, value_parser = super::parse_duration)]
+    timeout: Option<std::time::Duration>,
+    /// The program and its arguments, after `--`.
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
+/// Runs `args`; exits with the command's exit code.
+pub async fn run(client: &ApiClient, args: ExecArgs, json: bool) -> anyhow::Result<()> {
+    if args.interactive || args.tty {
+        return attach(
+            client,
+            &args.name,
+            args.instance,
+            args.command,
+            args.interactive,
+            args.tty,
+        )
+        .await;
+    }
+    let request = api::status::ExecRequest {
+        command: args.command,
+        instance: args.instance,
+        timeout_secs: args.timeout.map(|t| t.as_secs().max(1)),
+    };
+    collected(client, &args.name, request, json).await
+}
 
 /// The local terminal in raw mode until dropped.
 struct RawMode(Termios);
@@ -41,7 +85,7 @@ fn size() -> (u16, u16) {
 
 /// Runs `command` in a replica of `name`, interactively; exits with its
 /// exit code.
-pub async fn run(
+async fn attach(
     client: &ApiClient,
     name: &str,
     instance: Option<String>,
@@ -119,4 +163,36 @@ fn forward_stdin(input: tokio::sync::mpsc::Sender<Input>) {
         }
         let _ = input.blocking_send(Input::CloseStdin);
     });
+}
+
+/// Runs a command, its output collected by the server.
+async fn collected(
+    client: &ApiClient,
+    name: &str,
+    request: api::status::ExecRequest,
+    json: bool,
+) -> anyhow::Result<()> {
+    let path = format!("/api/v1/services/{name}/exec");
+    let answer: api::status::ExecResponse = client.post(&path, &request).await?;
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&answer)?)?;
+    } else {
+        out::write(&answer.stdout)?;
+        if !answer.stderr.is_empty() {
+            out::warn(answer.stderr.trim_end_matches('\n'));
+        }
+        if answer.truncated {
+            out::warn("orca: output past 1 MiB per stream was cut");
+        }
+        if answer.timed_out {
+            out::warn(&format!(
+                "orca: {} was killed at the timeout",
+                answer.instance
+            ));
+        }
+    }
+    match answer.exit_code {
+        0 => Ok(()),
+        code => Err(out::ExitWith(u8::try_from(code).unwrap_or(255)).into()),
+    }
 }

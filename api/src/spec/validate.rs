@@ -1,0 +1,237 @@
+//! The checks every field of a [`ServiceSpec`] passes before anything is
+//! created: names, numbers in bounds, paths, probes, TLS and users.
+
+use super::*;
+use crate::error::ApiError;
+use crate::names::{checked_name, is_dns_label, is_dns_name};
+
+/// A `tls` that the server can act on.
+fn check_tls(tls: &TlsSpec, domain: Option<&String>) -> Result<(), ApiError> {
+    if domain.is_none() {
+        return Err(ApiError::bad_request("tls needs a domain"));
+    }
+    match tls {
+        TlsSpec::Mode(TlsMode::Acme) => Ok(()),
+        TlsSpec::Files(f) => {
+            for (field, path) in [("tls.cert", &f.cert), ("tls.key", &f.key)] {
+                let ok = path.starts_with('/')
+                    && path.len() <= 4096
+                    && !path.contains('\0')
+                    && !path.split('/').any(|c| c == "..");
+                if !ok {
+                    return Err(ApiError::bad_request(format!(
+                        "invalid {field} {path:?}: must be an absolute file path on the server"
+                    )));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `user`: `uid`, `uid:gid`, `name` or `name:group`, each part a number
+/// or a POSIX-style account name (letters, digits, `_`, `-`, `.`; not
+/// starting with `-`), at most 32 characters.
+fn check_user(user: &str) -> Result<(), ApiError> {
+    let part = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 32
+            && !p.starts_with('-')
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            && (p.chars().all(|c| c.is_ascii_digit()) && p.parse::<u32>().is_ok()
+                || !p.chars().all(|c| c.is_ascii_digit()))
+    };
+    let ok = match user.split_once(':') {
+        Some((u, g)) => part(u) && part(g),
+        None => part(user),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "invalid user {user:?}: uid[:gid] (\"1000\", \"1000:1000\") or a name from the image (\"nginx\")"
+        )))
+    }
+}
+
+fn check_env_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 255
+        && !key.as_bytes()[0].is_ascii_digit()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
+}
+
+fn check_path(field: &str, path: &str) -> Result<(), ApiError> {
+    if path.starts_with('/') && path.len() <= 1024 && path.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "invalid {field} {path:?}: must be an absolute URL path"
+        )))
+    }
+}
+
+fn check_probe(field: &str, probe: &Probe) -> Result<(), ApiError> {
+    if let Some(p) = &probe.path {
+        check_path(&format!("{field}.path"), p)?;
+    }
+    for (name, v) in [
+        ("interval_secs", probe.interval_secs),
+        ("timeout_secs", probe.timeout_secs),
+    ] {
+        if let Some(v) = v {
+            if v == 0 || v > 3600 {
+                return Err(ApiError::bad_request(format!(
+                    "invalid {field}.{name} {v}: must be 1 to 3600"
+                )));
+            }
+        }
+    }
+    if let Some(t) = probe.failure_threshold {
+        if t == 0 || t > 100 {
+            return Err(ApiError::bad_request(format!(
+                "invalid {field}.failure_threshold {t}: must be 1 to 100"
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl ServiceSpec {
+    /// Checks every field that needs no outside knowledge. The error names
+    /// the service (when its name is valid) and the field.
+    pub fn validate(&self) -> Result<(), ApiError> {
+        checked_name("service name", &self.name)?;
+        let ctx = |e: ApiError| ApiError::new(e.status, format!("{}: {}", self.name, e.message));
+        self.validate_fields().map_err(ctx)
+    }
+
+    fn validate_fields(&self) -> Result<(), ApiError> {
+        checked_name("project", &self.project)?;
+        if self.image.trim().is_empty() {
+            return Err(ApiError::bad_request("missing image"));
+        }
+        if !(0..=MAX_REPLICAS).contains(&self.replicas) {
+            return Err(ApiError::bad_request(format!(
+                "invalid replicas {}: must be 0 to {MAX_REPLICAS}",
+                self.replicas
+            )));
+        }
+        if let Some(port) = self.port {
+            if port == 0 || port > 65535 {
+                return Err(ApiError::bad_request(format!(
+                    "invalid port {port}: must be 1 to 65535"
+                )));
+            }
+        }
+        if let Some(domain) = &self.domain {
+            if !is_dns_name(domain) {
+                return Err(ApiError::bad_request(format!("invalid domain {domain:?}")));
+            }
+        }
+        if let Some(tls) = &self.tls {
+            check_tls(tls, self.domain.as_ref())?;
+        }
+        if let Some(h) = &self.health {
+            check_path("health", h)?;
+        }
+        for (k, v) in &self.env {
+            if !check_env_key(k) {
+                return Err(ApiError::bad_request(format!("invalid env name {k:?}")));
+            }
+            if v.contains('\0') {
+                return Err(ApiError::bad_request(format!(
+                    "invalid env value for {k}: contains NUL"
+                )));
+            }
+        }
+        if let Some(r) = &self.resources {
+            if let Some(cpu) = r.cpu {
+                if !cpu.is_finite() || cpu <= 0.0 {
+                    return Err(ApiError::bad_request(format!(
+                        "invalid resources.cpu {cpu}: must be a positive number of cores"
+                    )));
+                }
+            }
+            if let Some(pids) = r.pids {
+                if !(8..=MAX_PIDS).contains(&pids) {
+                    return Err(ApiError::bad_request(format!(
+                        "invalid resources.pids {pids}: must be 8 to {MAX_PIDS}"
+                    )));
+                }
+            }
+        }
+        if let Some(sec) = &self.security {
+            for (field, names) in [("cap_add", &sec.cap_add), ("cap_drop", &sec.cap_drop)] {
+                let bad = names.iter().find(|n| {
+                    n.is_empty()
+                        || n.len() > 32
+                        || !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                });
+                if let Some(bad) = bad {
+                    return Err(ApiError::bad_request(format!(
+                        "invalid security.{field} entry {bad:?}: a capability name like NET_RAW"
+                    )));
+                }
+            }
+        }
+        if let Some(user) = &self.user {
+            check_user(user)?;
+        }
+        if let Some(p) = &self.placement {
+            if let Some(node) = &p.node {
+                checked_name("placement.node", node)?;
+            }
+        }
+        for alias in &self.aliases {
+            if !is_dns_label(alias) {
+                return Err(ApiError::bad_request(format!(
+                    "invalid alias {alias:?}: must be a DNS label"
+                )));
+            }
+        }
+        if let Some(c) = &self.command {
+            if c.is_empty() || c[0].is_empty() || c.iter().any(|a| a.contains('\0')) {
+                return Err(ApiError::bad_request(
+                    "invalid command: must be a non-empty list of arguments",
+                ));
+            }
+        }
+        if let Some(d) = &self.deploy {
+            if let Some(m) = d.max_unavailable {
+                if !(0..=MAX_REPLICAS).contains(&m) {
+                    return Err(ApiError::bad_request(format!(
+                        "invalid deploy.max_unavailable {m}"
+                    )));
+                }
+            }
+            if let Some(w) = d.canary_weight {
+                if !(0..=100).contains(&w) {
+                    return Err(ApiError::bad_request(format!(
+                        "invalid deploy.canary_weight {w}: must be 0 to 100"
+                    )));
+                }
+            }
+        }
+        if let Some(g) = self.stop_grace_secs {
+            if g > 3600 {
+                return Err(ApiError::bad_request(format!(
+                    "invalid stop_grace_secs {g}: at most 3600"
+                )));
+            }
+        }
+        if !self.volumes.is_empty() {
+            return Err(ApiError::bad_request("volumes are not supported yet"));
+        }
+        if let Some(p) = &self.liveness {
+            check_probe("liveness", p)?;
+        }
+        if let Some(p) = &self.readiness {
+            check_probe("readiness", p)?;
+        }
+        Ok(())
+    }
+}
