@@ -81,8 +81,30 @@ pub fn isolation_table(bridge: &str) -> String {
 /// host's own ports closed to replicas, except DNS on the bridge address,
 /// TCP `open_ports` (the ingress) and ping. Replies to what the host opened
 /// (health checks, the ingress's upstream connections) pass by conntrack.
-pub fn host_script(bridge: &str, subnet: Ipv4Net, cluster: Ipv4Net, open_ports: &[u16]) -> String {
+/// With the VXLAN overlay on UDP `overlay_port`, its outer packets skip
+/// conntrack: the node tracks the replicas' connections inside them, and a
+/// second lookup per packet at each end would buy nothing.
+pub fn host_script(
+    bridge: &str,
+    subnet: Ipv4Net,
+    cluster: Ipv4Net,
+    open_ports: &[u16],
+    overlay_port: Option<u16>,
+) -> String {
     let t = table_name(bridge);
+    let untracked = match overlay_port {
+        None => String::new(),
+        Some(port) => format!(
+            "\tchain overlay_in {{\n\
+             \t\ttype filter hook prerouting priority raw; policy accept;\n\
+             \t\tudp dport {port} notrack\n\
+             \t}}\n\
+             \tchain overlay_out {{\n\
+             \t\ttype filter hook output priority raw; policy accept;\n\
+             \t\tudp dport {port} notrack\n\
+             \t}}\n"
+        ),
+    };
     let open = if open_ports.is_empty() {
         String::new()
     } else {
@@ -112,6 +134,7 @@ pub fn host_script(bridge: &str, subnet: Ipv4Net, cluster: Ipv4Net, open_ports: 
          \t\ticmp type echo-request accept\n\
          \t\tdrop\n\
          \t}}\n\
+         {untracked}\
          }}\n"
     )
 }
@@ -347,8 +370,21 @@ mod tests {
             Ipv4Net::parse("10.88.0.0/24").unwrap(),
             Ipv4Net::parse("10.88.0.0/16").unwrap(),
             &[80, 443],
+            None,
         );
         assert!(s.starts_with("table ip orca_orca0 {}\ndelete table ip orca_orca0\n"));
+        assert!(!s.contains("notrack"), "{s}");
+        // The overlay's outer packets skip conntrack, both ways.
+        let vx = host_script(
+            "orca0",
+            Ipv4Net::parse("10.88.0.0/24").unwrap(),
+            Ipv4Net::parse("10.88.0.0/16").unwrap(),
+            &[80],
+            Some(8472),
+        );
+        assert!(vx.contains("hook prerouting priority raw"), "{vx}");
+        assert!(vx.contains("hook output priority raw"), "{vx}");
+        assert_eq!(vx.matches("udp dport 8472 notrack").count(), 2, "{vx}");
         // Replicas of other nodes see this node's replicas' own addresses.
         assert!(s.contains("ip saddr 10.88.0.0/24 ip daddr != 10.88.0.0/16 masquerade"));
         assert!(s.contains("udp dport 53 accept"));

@@ -157,6 +157,7 @@ impl NodeNetwork {
             subnet,
             Ipv4Net::parse(&settings.subnet)?,
             &settings.open_ports,
+            vtep.as_ref().map(|v| v.port),
         ))
         .await?;
         // Isolation as a restarted orca left it, until the control plane

@@ -86,6 +86,19 @@ impl Lab {
         ip(&["netns", "add", &lan]);
         ip(&["-n", &lan, "link", "add", "lan0", "type", "bridge"]);
         ip(&["-n", &lan, "link", "set", "lan0", "up"]);
+        // A LAN is a switch: its frames meet no host's netfilter (orca
+        // loads br_netfilter, which is on for every bridge by default).
+        ip(&[
+            "netns",
+            "exec",
+            &lan,
+            "sysctl",
+            "-q",
+            "-w",
+            "net.bridge.bridge-nf-call-iptables=0",
+            "net.bridge.bridge-nf-call-ip6tables=0",
+            "net.bridge.bridge-nf-call-arptables=0",
+        ]);
         for i in 0..n {
             let netns = format!("onode{i}-{tag}");
             let address = Ipv4Addr::new(172, 31, third as u8, 10 + i as u8);
