@@ -5,6 +5,7 @@
 #   ORCA_TEST_CONTAINERD  containerd socket the tests use
 #   ORCA_TEST_REGISTRY    host:port of the plain-HTTP registry on loopback
 #   ORCA_TEST_IMAGES      directory of the test images' OCI layouts and archives
+#   ORCA_TEST_SCHEMATHESIS  the schemathesis program (in a virtualenv)
 #
 # `orca_env_stop` stops what this script started (only those PIDs).
 
@@ -37,8 +38,23 @@ orca_env_install() {
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
       containerd runc busybox-static docker-registry skopeo protobuf-compiler curl file prometheus \
-      nftables util-linux iproute2 iputils-ping >/dev/null
+      nftables util-linux iproute2 iputils-ping "${need[@]}" >/dev/null
   fi
+  orca_env_install_schemathesis
+}
+
+# schemathesis (from PyPI, pinned) in a virtualenv of its own, kept between
+# runs: the OpenAPI fuzz test runs it against a live server.
+ORCA_SCHEMATHESIS_VERSION=4.32.5
+orca_env_install_schemathesis() {
+  local venv=${XDG_CACHE_HOME:-$HOME/.cache}/orca-test/schemathesis-$ORCA_SCHEMATHESIS_VERSION
+  if [ ! -x "$venv/bin/schemathesis" ]; then
+    orca_env_log "pip install schemathesis==$ORCA_SCHEMATHESIS_VERSION"
+    rm -rf "$venv"
+    python3 -m venv "$venv" &&
+      "$venv/bin/pip" install -q "schemathesis==$ORCA_SCHEMATHESIS_VERSION" || return 1
+  fi
+  export ORCA_TEST_SCHEMATHESIS=$venv/bin/schemathesis
 }
 
 orca_env_containerd_answers() {

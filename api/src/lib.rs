@@ -10,6 +10,7 @@
 //! - [`status`]: status, cluster, versions and token answers.
 //! - [`events`]: the event stream's events, as SSE and back.
 //! - [`page`]: the status page at `/`.
+//! - [`openapi`]: the OpenAPI document, from the route table.
 //! - [`auth`]: roles, access rules, constant-time token checks.
 //! - [`request`]: method + path + body into [`ApiRequest`].
 //! - [`error`]: the error type, [`ApiError`].
@@ -25,6 +26,7 @@ pub mod error;
 pub mod events;
 pub mod limit;
 pub mod names;
+pub mod openapi;
 pub mod page;
 pub mod request;
 pub mod server;

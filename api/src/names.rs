@@ -7,6 +7,9 @@ use crate::error::ApiError;
 /// Longest DNS label.
 pub const MAX_NAME: usize = 63;
 
+/// [`is_dns_label`] as a regular expression (for the OpenAPI document).
+pub const LABEL_PATTERN: &str = "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$";
+
 /// True for a DNS label: `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63 chars.
 pub fn is_dns_label(name: &str) -> bool {
     let b = name.as_bytes();

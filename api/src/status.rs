@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// A service's overall state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ServiceState {
     /// Wanted, not running yet (pulling, starting, or nowhere to run).
@@ -22,7 +22,7 @@ pub enum ServiceState {
 }
 
 /// How an instance last ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LastExit {
     pub code: u32,
     pub oom_killed: bool,
@@ -31,7 +31,7 @@ pub struct LastExit {
 }
 
 /// One replica.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct InstanceStatus {
     pub id: String,
     pub node: String,
@@ -47,7 +47,7 @@ pub struct InstanceStatus {
 }
 
 /// One service in `GET /api/v1/status`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ServiceStatus {
     pub name: String,
     pub project: String,
@@ -68,7 +68,7 @@ pub struct ServiceStatus {
 }
 
 /// Where a rollout stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RolloutPhase {
     /// Replicas of the version are coming up, or old ones are leaving.
@@ -84,7 +84,7 @@ pub enum RolloutPhase {
 }
 
 /// A service's rollout in `GET /api/v1/status`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Rollout {
     /// The version being (or last) rolled out.
     pub version: u64,
@@ -107,20 +107,20 @@ pub struct Rollout {
 }
 
 /// `GET /api/v1/status`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 pub struct StatusResponse {
     pub services: Vec<ServiceStatus>,
 }
 
 /// Capacity or allocation of a node.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 pub struct NodeResources {
     pub cpu: f64,
     pub memory_bytes: u64,
 }
 
 /// One node in `GET /api/v1/cluster/info`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NodeStatus {
     pub id: String,
     pub address: String,
@@ -152,7 +152,7 @@ pub struct NodeStatus {
 }
 
 /// A drain in progress.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DrainProgress {
     /// RFC 3339: what has not moved by then is stopped.
     pub deadline: Option<String>,
@@ -161,7 +161,7 @@ pub struct DrainProgress {
 }
 
 /// `GET /api/v1/cluster/info`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ClusterInfo {
     pub cluster: String,
     pub version: String,
@@ -169,7 +169,7 @@ pub struct ClusterInfo {
 }
 
 /// A version of a service (`GET /api/v1/services/{name}/versions`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct VersionInfo {
     pub version: u64,
     pub image: String,
@@ -182,15 +182,19 @@ pub struct VersionInfo {
 }
 
 /// `POST /api/v1/webhooks` body.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookRequest {
     /// `owner/name` as the git host names it.
+    #[schemars(pattern(r"^[A-Za-z0-9._-]+/[A-Za-z0-9._/-]+$"), length(max = 200))]
     pub repo: String,
+    #[schemars(pattern(crate::names::LABEL_PATTERN))]
     pub service: String,
     #[serde(default = "default_branch")]
+    #[schemars(pattern(r"^\S+$"), length(min = 1, max = 200))]
     pub branch: String,
     /// The shared secret the git host signs deliveries with.
+    #[schemars(length(min = 8))]
     pub secret: String,
 }
 
@@ -230,16 +234,18 @@ impl WebhookRequest {
 }
 
 /// `POST /api/v1/services/{name}/exec` body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExecRequest {
     /// The program and its arguments (no shell: `["sh", "-c", "..."]` for one).
+    #[schemars(length(min = 1))]
     pub command: Vec<String>,
     /// The replica; default the service's first ready replica.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<String>,
     /// Killed after this many seconds (default 30, at most 3600).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = MAX_EXEC_TIMEOUT_SECS))]
     pub timeout_secs: Option<u64>,
 }
 
@@ -289,7 +295,7 @@ impl ExecRequest {
 }
 
 /// `POST /api/v1/services/{name}/exec` answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ExecResponse {
     pub instance: String,
     pub exit_code: u32,
@@ -304,18 +310,20 @@ pub struct ExecResponse {
 }
 
 /// `POST /api/v1/tokens` body.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
+    #[schemars(pattern(crate::names::LABEL_PATTERN))]
     pub name: String,
     pub role: crate::auth::Role,
     /// Scope the token to one project.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(crate::names::LABEL_PATTERN))]
     pub project: Option<String>,
 }
 
 /// `POST /api/v1/tokens` answer: the only time the value is shown.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TokenCreated {
     pub name: String,
     pub role: crate::auth::Role,
@@ -325,16 +333,17 @@ pub struct TokenCreated {
 }
 
 /// `POST /api/v1/cluster/join-tokens`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JoinTokenRequest {
     /// Seconds the token may be used for (default one hour, at most 30 days).
     #[serde(default)]
+    #[schemars(range(min = 1, max = 2_592_000))]
     pub ttl_secs: Option<u64>,
 }
 
 /// A join token as created (the secret is shown this once).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct JoinTokenCreated {
     pub id: String,
     pub token: String,
@@ -343,7 +352,7 @@ pub struct JoinTokenCreated {
 }
 
 /// A join token as listed (never the secret).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct JoinTokenInfo {
     pub id: String,
     pub expires_at: String,

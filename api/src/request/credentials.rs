@@ -56,6 +56,10 @@ pub(super) fn secrets(call: &Call<'_, '_>, rest: &[&str]) -> Result<ApiRequest, 
             })
         }
         [name] => {
+            // The method first (405), then the name (400).
+            if ![Method::PUT, Method::DELETE].contains(call.method()) {
+                return Err(call.wrong_method("PUT, DELETE"));
+            }
             let name = checked_secret_name(name)?.to_string();
             match *call.method() {
                 Method::PUT => {

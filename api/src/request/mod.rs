@@ -37,6 +37,8 @@ pub enum ApiRequest {
     Page,
     Health,
     Metrics,
+    /// The OpenAPI document.
+    OpenApi,
     Deploy(DeployRequest),
     Status {
         project: Option<String>,
@@ -139,7 +141,7 @@ impl ApiRequest {
     pub fn access(&self) -> Access {
         use ApiRequest::*;
         match self {
-            Page | Health | Metrics => Access::Public,
+            Page | Health | Metrics | OpenApi => Access::Public,
             GitWebhook(_) => Access::Signature,
             Status { .. }
             | Logs { .. }
@@ -180,6 +182,7 @@ impl ApiRequest {
             Page => "page",
             Health => "health",
             Metrics => "metrics",
+            OpenApi => "openapi",
             Deploy(_) => "deploy",
             Status { .. } => "status",
             Scale { .. } => "scale",
@@ -296,6 +299,10 @@ pub fn parse(raw: RawRequest<'_>) -> Result<ApiRequest, ApiError> {
             ["health"] => {
                 call.only(Method::GET)?;
                 ApiRequest::Health
+            }
+            ["openapi.json"] => {
+                call.only(Method::GET)?;
+                ApiRequest::OpenApi
             }
             ["deploy"] => {
                 call.only(Method::POST)?;

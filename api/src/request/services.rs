@@ -20,10 +20,12 @@ pub(super) fn parse(call: &Call<'_, '_>, rest: &[&str]) -> Result<ApiRequest, Ap
             })
         }
         [name, action] => {
-            let name = checked_name("service name", name)?.to_string();
+            // The path's shape and the method first (404, 405), then the name.
+            let name = || checked_name("service name", name).map(str::to_string);
             match *action {
                 "scale" => {
                     call.only(Method::POST)?;
+                    let name = name()?;
                     let body: ScaleRequest = json(&raw.body)?;
                     Ok(ApiRequest::Scale {
                         name,
@@ -32,15 +34,17 @@ pub(super) fn parse(call: &Call<'_, '_>, rest: &[&str]) -> Result<ApiRequest, Ap
                 }
                 "logs" => {
                     call.only(Method::GET)?;
+                    let name = name()?;
                     let (tail, follow) = logs_query(raw.query)?;
                     Ok(ApiRequest::Logs { name, tail, follow })
                 }
                 "promote" => {
                     call.only(Method::POST)?;
-                    Ok(ApiRequest::Promote { name })
+                    Ok(ApiRequest::Promote { name: name()? })
                 }
                 "rollback" => {
                     call.only(Method::POST)?;
+                    let name = name()?;
                     let version = if raw.body.iter().all(|b| b.is_ascii_whitespace()) {
                         None
                     } else {
@@ -55,14 +59,21 @@ pub(super) fn parse(call: &Call<'_, '_>, rest: &[&str]) -> Result<ApiRequest, Ap
                 }
                 "versions" => {
                     call.only(Method::GET)?;
-                    Ok(ApiRequest::Versions { name })
+                    Ok(ApiRequest::Versions { name: name()? })
                 }
-                "exec" if *call.method() == Method::GET && websocket(raw.headers) => {
+                "exec" if *call.method() == Method::GET => {
+                    if !websocket(raw.headers) {
+                        return Err(ApiError::bad_request(
+                            "GET on exec is the interactive WebSocket: send Upgrade: websocket (POST runs a command and collects its output)",
+                        ));
+                    }
+                    let name = name()?;
                     let request = crate::attach::AttachRequest::from_query(raw.query)?;
                     Ok(ApiRequest::Attach { name, request })
                 }
                 "exec" => {
                     call.only(Method::POST)?;
+                    let name = name()?;
                     let request: crate::status::ExecRequest = json(&raw.body)?;
                     request.check()?;
                     Ok(ApiRequest::Exec { name, request })

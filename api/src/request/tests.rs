@@ -312,7 +312,11 @@ fn exec_takes_a_command_and_bounds() {
         let e = p(Method::POST, "/api/v1/services/web/exec", bad).unwrap_err();
         assert_eq!(e.status, 400, "{bad}: {}", e.message);
     }
+    // GET is the WebSocket: without an upgrade, a 400 that says so.
     let e = p(Method::GET, "/api/v1/services/web/exec", "").unwrap_err();
+    assert_eq!(e.status, 400);
+    assert!(e.message.contains("Upgrade: websocket"), "{}", e.message);
+    let e = p(Method::PUT, "/api/v1/services/web/exec", "").unwrap_err();
     assert_eq!(e.status, 405);
     let long = format!(r#"{{"command":["{}"]}}"#, "x".repeat(70_000));
     assert_eq!(

@@ -22,17 +22,21 @@ fn default_replicas() -> i64 {
 }
 
 /// One service as the user describes it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceSpec {
+    #[schemars(pattern(crate::names::LABEL_PATTERN))]
     pub name: String,
     #[serde(default = "default_project")]
+    #[schemars(pattern(crate::names::LABEL_PATTERN))]
     pub project: String,
     #[serde(default)]
     pub image: String,
     #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0, max = MAX_REPLICAS))]
     pub replicas: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
     pub port: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,
@@ -77,7 +81,7 @@ pub struct ServiceSpec {
 }
 
 /// `pull`: when a deploy asks the registry for the image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PullPolicy {
     /// Every deploy resolves the reference at the registry (and uses the
@@ -113,7 +117,7 @@ impl ServiceSpec {
 }
 
 /// `security`: how a replica is confined beyond the defaults.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SecuritySpec {
     /// Capabilities added to the default set, by Linux name (`NET_RAW`).
@@ -132,7 +136,9 @@ pub struct SecuritySpec {
 }
 
 /// `security.seccomp`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum SeccompMode {
     #[default]
@@ -142,7 +148,7 @@ pub enum SeccompMode {
 
 /// `resources`: memory as a quantity ("512Mi"), cpu in cores, and the
 /// most processes a replica may run at once.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResourcesSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -161,7 +167,7 @@ pub const DEFAULT_PIDS: i64 = 1024;
 pub const MAX_PIDS: i64 = 4_194_304;
 
 /// `placement`: a node by id, or nodes by labels.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Placement {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -178,7 +184,9 @@ pub struct Placement {
 }
 
 /// `placement.strategy`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum PlacementStrategy {
     /// Replicas of a service on as many nodes as possible.
@@ -189,7 +197,9 @@ pub enum PlacementStrategy {
 }
 
 /// Rollout strategy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Strategy {
     #[default]
@@ -198,7 +208,7 @@ pub enum Strategy {
 }
 
 /// `deploy`: how new versions go out.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeploySettings {
     #[serde(default)]
@@ -213,7 +223,7 @@ pub struct DeploySettings {
 }
 
 /// An HTTP health probe.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Probe {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -229,14 +239,14 @@ pub struct Probe {
 }
 
 /// `POST /api/v1/deploy` body.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeployRequest {
     pub services: Vec<ServiceSpec>,
 }
 
 /// `POST /api/v1/deploy` answer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 pub struct DeployResponse {
     pub deployed: Vec<String>,
     pub errors: Vec<String>,
@@ -254,14 +264,15 @@ pub struct DeployResponse {
 }
 
 /// `POST /api/v1/services/{name}/scale` body.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScaleRequest {
+    #[schemars(range(min = 0, max = MAX_REPLICAS))]
     pub replicas: i64,
 }
 
 /// `tls`: `"acme"`, or `{ cert, key }` files on the server.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum TlsSpec {
     Mode(TlsMode),
@@ -294,7 +305,7 @@ impl<'de> Deserialize<'de> for TlsSpec {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TlsMode {
     /// A certificate from an ACME authority.
@@ -302,7 +313,7 @@ pub enum TlsMode {
 }
 
 /// PEM files on the server's host, read again when they change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TlsFiles {
     /// The certificate chain, leaf first.

@@ -56,6 +56,7 @@ impl Handler for ControlPlane {
         match request {
             ApiRequest::Page => Ok(ApiResponse::Page),
             ApiRequest::Health => ApiResponse::ok(&self.health()),
+            ApiRequest::OpenApi => Ok(ApiResponse::Json(200, api::openapi::document_bytes())),
             ApiRequest::Metrics => Ok(ApiResponse::Metrics(
                 self.inner().metrics.render(self).await,
             )),
