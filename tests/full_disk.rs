@@ -29,7 +29,11 @@ fn free(dir: &std::path::Path) -> u64 {
 /// Fills the filesystem of `dir` with one file until `leave` bytes are
 /// free (or less); returns its path.
 fn fill(dir: &std::path::Path, leave: u64) -> std::path::PathBuf {
-    let path = dir.join("fill");
+    fill_as(dir, "fill", leave)
+}
+
+fn fill_as(dir: &std::path::Path, name: &str, leave: u64) -> std::path::PathBuf {
+    let path = dir.join(name);
     let mut f = std::fs::File::create(&path).unwrap();
     let block = vec![0u8; 64 * 1024];
     while free(dir) > leave && f.write_all(&block).is_ok() {}
@@ -89,6 +93,17 @@ async fn a_full_data_dir_refuses_writes_with_507_and_loses_nothing() {
         .await,
     );
     assert_eq!(status, 507, "a second try, still full");
+    // The node registry's writes too, however small: with less than the
+    // reserve left, a drain is refused, and not applied.
+    let more = fill_as(&data, "fill-more", 4 << 20);
+    let (status, message) = status_of(
+        c.post::<_, Value>("/api/v1/cluster/nodes/node-1/drain", &json!({}))
+            .await,
+    );
+    assert_eq!(status, 507, "{message}");
+    let info: Value = c.get("/api/v1/cluster/info").await.unwrap();
+    assert_eq!(info["nodes"][0]["drained"], false, "{info}");
+    std::fs::remove_file(&more).unwrap();
 
     // Reads keep working, and show only what was acknowledged.
     let s: api::status::StatusResponse = c.get("/api/v1/status").await.unwrap();

@@ -163,6 +163,9 @@ pub enum NodeError {
     NotMember(String),
     #[error("could not save the node: {0}")]
     Store(String),
+    /// The data directory is full; nothing was changed.
+    #[error("could not save the node: {0}")]
+    Full(String),
     #[error("the node registry has stopped")]
     Stopped,
 }

@@ -391,7 +391,10 @@ async fn persist(repo: &Repo, save: Save) -> Result<(), NodeError> {
     })
     .await
     .map_err(|e| NodeError::Store(e.to_string()))?
-    .map_err(|e| NodeError::Store(e.to_string()))
+    .map_err(|e| match e {
+        crate::store::StoreError::Full { .. } => NodeError::Full(e.to_string()),
+        e => NodeError::Store(e.to_string()),
+    })
 }
 
 fn answer(reply: Reply, saved: Result<(), NodeError>) {

@@ -28,6 +28,10 @@ fn node_error(e: NodeError) -> ApiError {
         NodeError::Conflict(_) | NodeError::Refused(_) | NodeError::NotMember(_) => {
             ApiError::conflict(e.to_string())
         }
+        NodeError::Full(_) => ApiError::new(
+            507,
+            format!("{e}; nothing was changed: free some space and try again"),
+        ),
         NodeError::Store(_) | NodeError::Stopped => ApiError::internal(e.to_string()),
     }
 }
