@@ -91,7 +91,10 @@ pub async fn start(
         agent = agent.with_dns();
     }
     let agent = Arc::new(agent);
-    agent.sweep().await.context("clean up network leftovers")?;
+    agent
+        .sweep()
+        .await
+        .context("clean up leftovers of removed replicas")?;
     Ok(NodeRuntime {
         cri,
         network,

@@ -13,6 +13,7 @@ pub mod counting;
 pub mod events;
 pub mod host;
 pub mod http;
+pub mod inventory;
 pub mod lab;
 pub mod pebble;
 pub mod server;

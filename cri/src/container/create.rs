@@ -53,7 +53,9 @@ impl Cri {
                     snapshotter: SNAPSHOTTER.to_string(),
                     key: id.clone(),
                     parent: image.chain_id.clone(),
-                    labels: HashMap::new(),
+                    // What tells a replica's snapshot whose container was
+                    // never made (see `remove_orphan_snapshots`).
+                    labels: HashMap::from([(crate::labels::INSTANCE.to_string(), id.clone())]),
                 },
                 lease,
             ))

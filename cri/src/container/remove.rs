@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use containerd_client::services::v1::snapshots::ListSnapshotsRequest;
 use containerd_client::services::v1::DeleteContainerRequest;
 
 use crate::cgroup::Cgroups;
@@ -33,5 +34,41 @@ impl Cri {
         self.remove_snapshot(id).await;
         Cgroups::default().remove(&cgroup_path(self.namespace(), id));
         Ok(())
+    }
+
+    /// Removes the replicas' snapshots that no container `keep`s: a crash
+    /// between preparing a replica's snapshot and creating its container
+    /// leaves one, held by a lease for minutes. Only for when nothing is
+    /// being created (a node's start). The keys removed.
+    pub async fn remove_orphan_snapshots(
+        &self,
+        keep: &dyn Fn(&str) -> bool,
+    ) -> Result<Vec<String>> {
+        let mut stream = self
+            .snapshots()
+            .list(self.req(ListSnapshotsRequest {
+                snapshotter: crate::client::SNAPSHOTTER.to_string(),
+                filters: vec![crate::labels::has(crate::labels::INSTANCE)],
+            }))
+            .await
+            .map_err(|s| self.unavailable_or("Snapshots.List", "", s))?
+            .into_inner();
+        let mut orphans = Vec::new();
+        while let Some(page) = stream
+            .message()
+            .await
+            .map_err(|s| self.unavailable_or("Snapshots.List", "", s))?
+        {
+            orphans.extend(
+                page.info
+                    .into_iter()
+                    .map(|i| i.name)
+                    .filter(|key| !keep(key)),
+            );
+        }
+        for key in &orphans {
+            self.remove_snapshot(key).await;
+        }
+        Ok(orphans)
     }
 }

@@ -20,11 +20,11 @@ pub(crate) fn failure(
     rolling: bool,
     now: Instant,
 ) -> Option<String> {
-    // Only a rollout that has something to go back to is rolled back.
-    if !rolling {
+    // Only a rollout of the newest version that has something to go back
+    // to is rolled back (a version reverted to is not reverted again).
+    if !rolling || previous(record).is_none() {
         return None;
     }
-    record.history.iter().rev().nth(1)?;
     let st = inner.state();
     // Since when this version has not settled (kept by the worker).
     let started = st
@@ -40,6 +40,7 @@ pub(crate) fn failure(
         .find_map(|i| {
             st.replicas
                 .get(&i.id)
+                .filter(|r| r.exit_witnessed)
                 .and_then(|r| r.last_exit.as_ref())
                 .map(|e| (i.id.clone(), e.code))
         });
@@ -59,6 +60,16 @@ pub(crate) fn failure(
     None
 }
 
+/// The version a failed rollout of `record`'s version goes back to: the
+/// one before it, when it is the newest.
+fn previous(record: &ServiceRecord) -> Option<&crate::store::VersionRecord> {
+    let mut newest_first = record.history.iter().rev();
+    if newest_first.next()?.version != record.version {
+        return None;
+    }
+    newest_first.next()
+}
+
 /// Goes back to the version before `record`'s, marking the deploy failed.
 pub(crate) async fn revert(inner: &Arc<Inner>, record: &ServiceRecord, reason: &str) {
     let lock = inner.service_lock(&record.spec.name);
@@ -69,7 +80,7 @@ pub(crate) async fn revert(inner: &Arc<Inner>, record: &ServiceRecord, reason: &
     if current.version != record.version {
         return;
     }
-    let Some(previous) = current.history.iter().rev().nth(1).cloned() else {
+    let Some(previous) = previous(&current).cloned() else {
         return;
     };
     tracing::warn!(service = %record.spec.name, failed = record.version, back_to = previous.version, reason, "rollout failed; reverting");
@@ -103,4 +114,24 @@ pub(crate) async fn revert(inner: &Arc<Inner>, record: &ServiceRecord, reason: &
     }
     let notes = inner.state.put_record(current).await;
     inner.tell(notes);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_newest_version_goes_back_to_the_one_before() {
+        let spec: api::spec::ServiceSpec =
+            serde_json::from_value(serde_json::json!({"name": "web", "image": "busybox"})).unwrap();
+        let mut record = ServiceRecord::for_tests(spec, 3);
+        assert_eq!(previous(&record).map(|v| v.version), Some(2));
+        // Reverted to 2: 3 is still the newest, and 2 is not reverted again.
+        record.version = 2;
+        assert!(previous(&record).is_none());
+        // A first version has nothing to go back to.
+        record.history.truncate(1);
+        record.version = 1;
+        assert!(previous(&record).is_none());
+    }
 }

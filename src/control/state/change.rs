@@ -130,6 +130,13 @@ impl State {
             return false;
         }
         self.touch();
+        // Seen running (listed so, or its start recorded), so its exit was
+        // witnessed: not found over on a (re)start, nor a task that never
+        // started, killed when it was cleared away.
+        let was_running = self.instances.get(service_of(id)).is_some_and(|seen| {
+            seen.iter()
+                .any(|s| s.id == id && s.state == ProcessState::Running)
+        });
         let r = Arc::make_mut(&mut self.replicas)
             .entry(id.to_string())
             .or_default();
@@ -140,6 +147,7 @@ impl State {
             return true;
         }
         r.exited = true;
+        r.exit_witnessed = was_running || r.started_at.is_some();
         let ran_long = r
             .started_at
             .is_some_and(|s| now.duration_since(s) >= plan::HEALTHY_RESET);

@@ -49,6 +49,11 @@ pub struct ReplicaRuntime {
     /// Its exit since it last started is recorded (by the event or by a
     /// listing that saw it first): one exit counts once.
     pub exited: bool,
+    /// Its last exit was seen happen to a replica seen running: not found
+    /// already over on a (re)start (maybe this server's own removal before
+    /// a crash), nor a task that never started, killed as it was cleared
+    /// away. Only a witnessed exit fails a rollout.
+    pub exit_witnessed: bool,
 }
 
 /// What the reconciler remembers about a service.

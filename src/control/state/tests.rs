@@ -75,6 +75,25 @@ fn a_listing_records_unreported_exits_and_only_a_real_change_moves_the_epoch() {
     st.listed("web", listed, now);
     assert_eq!(st.epoch, epoch);
     assert_eq!(st.replicas["web.0.a"].consecutive, 1, "counted once");
+    // Found over on a (re)start: maybe this server's own removal before
+    // a crash, so no evidence against its version.
+    assert!(!st.replicas["web.0.a"].exit_witnessed);
+    // Seen running, then seen exited: a crash it witnessed.
+    st.listed("web", vec![instance("web.0.b", ProcessState::Running)], now);
+    st.listed(
+        "web",
+        vec![instance("web.0.b", ProcessState::Exited { code: 3 })],
+        now,
+    );
+    assert!(st.replicas["web.0.b"].exit_witnessed);
+    // An exit event of a replica whose start was seen is witnessed; of a
+    // task that never started (cleared away after a crash), it is not.
+    st.record_start("web.0.c", 9, now);
+    assert!(st.record_exit("web.0.c", &exit(1, false), now));
+    assert!(st.replicas["web.0.c"].exit_witnessed);
+    st.listed("web", vec![instance("web.0.d", ProcessState::Created)], now);
+    assert!(st.record_exit("web.0.d", &exit(137, false), now));
+    assert!(!st.replicas["web.0.d"].exit_witnessed);
 }
 
 #[test]
