@@ -23,6 +23,9 @@ pub struct Inventory {
     pub veths: usize,
     /// Port bindings in the bridge's nftables set `bound`.
     pub bound: usize,
+    /// Addresses in the isolation table's sets (each replica is in its
+    /// project's).
+    pub isolated: usize,
     pub cgroups: usize,
     pub log_files: usize,
 }
@@ -37,6 +40,7 @@ impl Inventory {
             netns: n,
             veths: n,
             bound: n,
+            isolated: n,
             cgroups: n,
             log_files: n,
         }
@@ -68,10 +72,12 @@ fn entries(dir: &Path, dirs_only: bool) -> usize {
         .unwrap_or(0)
 }
 
-/// Elements of nftables set `set` in `table` (bridge family).
-fn set_elements(table: &str, set: &str) -> usize {
+/// Elements of the nftables sets `nft -j list args...` shows.
+fn set_elements(args: &[&str]) -> usize {
     let out = Command::new("nft")
-        .args(["-j", "list", "set", "bridge", table, set])
+        .arg("-j")
+        .arg("list")
+        .args(args)
         .output()
         .expect("run nft");
     if !out.status.success() {
@@ -122,7 +128,8 @@ pub fn of(server: &OrcaServer) -> Inventory {
             .count(),
         netns: entries(&netns_dir(ns), false),
         veths: lines(Command::new("ip").args(["-o", "link", "show", "master", &bridge])).len(),
-        bound: set_elements(&network::nft::table_name(&bridge), "bound"),
+        bound: set_elements(&["set", "bridge", &network::nft::table_name(&bridge), "bound"]),
+        isolated: set_elements(&["table", "ip", &network::nft::isolation_table(&bridge)]),
         cgroups: cgroups(ns),
         log_files: entries(&server.dir.path().join("data/logs"), false),
     }
