@@ -349,17 +349,7 @@ async fn logs_exec_and_metrics_cover_every_node() {
 async fn rolling_update_and_rollback_across_nodes() {
     let Some(env) = common::env() else { return };
     let c = LabCluster::start(&env, 3, "").await;
-    let versions = |c: &LabCluster| -> Vec<u64> {
-        let mut v: Vec<u64> = c.service("web")["instances"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|i| i["state"] == "running")
-            .map(|i| i["version"].as_u64().unwrap())
-            .collect();
-        v.sort();
-        v
-    };
+    let versions = |c: &LabCluster| common::cluster::running_versions(&c.service("web"));
     let spec = |image: &str| {
         json!([{ "name": "web", "image": c.image(image), "replicas": 6,
         "port": 8080, "domain": "roll.test", "stop_grace_secs": 1,
@@ -391,16 +381,7 @@ async fn rolling_update_and_rollback_across_nodes() {
     })
     .await;
     let seen = load.finish().await;
-    assert!(
-        seen.failures.is_empty(),
-        "failed requests during the rollout: {:?} ({} ok)",
-        seen.failures,
-        seen.ok()
-    );
-    assert!(
-        seen.bodies.contains_key("web v1") && seen.bodies.contains_key("web v2"),
-        "{seen:?}"
-    );
+    seen.assert_no_failure_and_both_versions("the rollout");
     eprintln!("rolling update across 3 nodes under load: {seen:?}");
     let load = Load::start(&c, 0, "roll.test");
     let out = c.orca(&["rollback", "web"]);

@@ -348,11 +348,18 @@ impl NodeAgent for LocalAgent {
                 ip: attachment.as_ref().map(|a| a.ip),
             }),
             Err(e) => {
-                if let Err(cleanup) = self.cri.remove_container(&spec.id).await {
-                    tracing::warn!(instance = %spec.id, error = %cleanup, "cleanup after a failed start");
+                match self.cri.remove_container(&spec.id).await {
+                    Ok(()) => {
+                        cri::logs::remove_logs(&self.log_file(&spec.id));
+                        self.release_network(&spec.id).await;
+                    }
+                    // The container may still be there (containerd went
+                    // away): it keeps its network and log until it is
+                    // restarted or removed, as any replica found listed.
+                    Err(cleanup) => {
+                        tracing::warn!(instance = %spec.id, error = %cleanup, "cleanup after a failed start");
+                    }
                 }
-                cri::logs::remove_logs(&self.log_file(&spec.id));
-                self.release_network(&spec.id).await;
                 Err(e)
             }
         }

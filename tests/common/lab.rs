@@ -276,7 +276,11 @@ fn start_containerd(netns: &str, dir: &Path) -> (Child, PathBuf) {
         ),
     )
     .unwrap();
-    let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("containerd.log"))
+        .unwrap();
     // nsenter execs containerd: the PID is containerd's own. Only the
     // network namespace changes (`ip netns exec` would also remount /sys,
     // which hides the cgroup mount runc needs).
@@ -289,6 +293,27 @@ fn start_containerd(netns: &str, dir: &Path) -> (Child, PathBuf) {
         .spawn()
         .expect("containerd (apt-get install containerd)");
     (child, socket)
+}
+
+impl Lab {
+    /// SIGKILL to node `i`'s containerd (its shims, and so the replicas,
+    /// live on), reaped.
+    pub fn kill_containerd(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].containerd.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts node `i`'s containerd again on the same root and state, and
+    /// waits until it answers.
+    pub async fn start_containerd_again(&mut self, i: usize) {
+        assert!(self.nodes[i].containerd.is_none(), "n{i}'s containerd runs");
+        let dir = self._dir.path().join(format!("node{i}"));
+        let (child, socket) = start_containerd(&self.nodes[i].netns, &dir);
+        self.nodes[i].containerd = Some(child);
+        wait_answering(&socket).await;
+    }
 }
 
 /// Waits (up to 20 s) until containerd answers at `socket`.

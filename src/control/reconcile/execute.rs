@@ -104,7 +104,7 @@ async fn remove(inner: &Arc<Inner>, service: &str, id: String, grace: Duration) 
 }
 
 /// Starts an exited replica again in place, on its node.
-async fn restart(inner: &Inner, service: &str, id: &str) {
+async fn restart(inner: &Arc<Inner>, service: &str, id: &str) {
     let restarted = match inner.agent_of(id) {
         Ok(agent) => agent.restart(id).await,
         Err(e) => Err(e),
@@ -122,11 +122,31 @@ async fn restart(inner: &Inner, service: &str, id: &str) {
         }
         Err(e) => {
             tracing::warn!(instance = %id, error = %e, "restart failed");
-            inner
+            let failed = inner
                 .state
                 .restart_failed(service, id, format!("restart of {id} failed: {e}"))
                 .await;
+            // A replica the runtime refuses to start again (its parts half
+            // gone after a crash) is replaced by a new one in its slot.
+            if failed >= REPLACE_AFTER_FAILED_RESTARTS && !unreachable(&e) {
+                tracing::warn!(instance = %id, failed, "replacing a replica that does not restart");
+                remove(inner, service, id.to_string(), Duration::ZERO).await;
+            }
         }
+    }
+}
+
+/// Failed restarts in a row after which a replica is replaced.
+const REPLACE_AFTER_FAILED_RESTARTS: u32 = 2;
+
+/// True when the node or its runtime could not be reached: a restart is
+/// retried then, never replaced (a new replica would fail the same way).
+fn unreachable(e: &crate::agent::AgentError) -> bool {
+    match e {
+        crate::agent::AgentError::Unreachable { .. } => true,
+        crate::agent::AgentError::Runtime(c) => c.is_unavailable(),
+        crate::agent::AgentError::Remote(m) => m.contains("containerd unavailable"),
+        _ => false,
     }
 }
 

@@ -191,17 +191,22 @@ impl State {
             .or_default();
         r.restarts += 1;
         r.next_start = None;
+        r.failed_restarts = 0;
         r.restarts
     }
 
-    /// Records a restart that failed: backoff, and why, for status.
-    pub fn restart_failed(&mut self, service: &str, id: &str, error: String, now: Instant) {
+    /// Records a restart that failed: backoff, and why, for status. How
+    /// many restarts of it failed in a row.
+    pub fn restart_failed(&mut self, service: &str, id: &str, error: String, now: Instant) -> u32 {
         let r = Arc::make_mut(&mut self.replicas)
             .entry(id.to_string())
             .or_default();
         r.consecutive += 1;
+        r.failed_restarts += 1;
         r.next_start = Some(now + plan::backoff(r.consecutive));
+        let failed = r.failed_restarts;
         self.service_mut(service).last_error = Some(error);
+        failed
     }
 
     /// Records a new replica running on its node, counted there until the

@@ -54,6 +54,8 @@ pub struct ReplicaRuntime {
     /// a crash), nor a task that never started, killed as it was cleared
     /// away. Only a witnessed exit fails a rollout.
     pub exit_witnessed: bool,
+    /// Restarts that failed in a row.
+    pub failed_restarts: u32,
 }
 
 /// What the reconciler remembers about a service.

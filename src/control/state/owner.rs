@@ -36,7 +36,7 @@ enum Msg {
     Exited(String, Exit, oneshot::Sender<bool>),
     Started(String, u32, oneshot::Sender<()>),
     Restarted(String, u32, oneshot::Sender<u32>),
-    RestartFailed(String, String, String, oneshot::Sender<()>),
+    RestartFailed(String, String, String, oneshot::Sender<u32>),
     StartedNew(Instance, u32, Option<u64>, oneshot::Sender<()>),
     StartFailed(String, String, Option<u64>, oneshot::Sender<()>),
     Removing(String, oneshot::Sender<bool>),
@@ -102,8 +102,7 @@ fn apply(st: &mut State, msg: Msg) -> Answer {
         }
         Msg::Restarted(id, pid, r) => answer(r, st.restarted(&id, pid, now)),
         Msg::RestartFailed(service, id, error, r) => {
-            st.restart_failed(&service, &id, error, now);
-            answer(r, ())
+            answer(r, st.restart_failed(&service, &id, error, now))
         }
         Msg::StartedNew(instance, pid, key, r) => {
             if let Some(key) = key {
@@ -255,7 +254,8 @@ impl StateHandle {
         self.ask(|r| Msg::Restarted(id.to_string(), pid, r)).await
     }
 
-    pub async fn restart_failed(&self, service: &str, id: &str, error: String) {
+    /// How many restarts of `id` failed in a row, this one included.
+    pub async fn restart_failed(&self, service: &str, id: &str, error: String) -> u32 {
         self.ask(|r| Msg::RestartFailed(service.to_string(), id.to_string(), error, r))
             .await
     }

@@ -97,6 +97,17 @@ fn a_listing_records_unreported_exits_and_only_a_real_change_moves_the_epoch() {
 }
 
 #[test]
+fn failed_restarts_are_counted_until_one_works() {
+    let now = Instant::now();
+    let mut st = State::default();
+    assert_eq!(st.restart_failed("web", "web.0.a", "no".into(), now), 1);
+    assert_eq!(st.restart_failed("web", "web.0.a", "no".into(), now), 2);
+    st.restarted("web.0.a", 7, now);
+    assert_eq!(st.replicas["web.0.a"].failed_restarts, 0);
+    assert_eq!(st.restart_failed("web", "web.0.a", "no".into(), now), 1);
+}
+
+#[test]
 fn readiness_says_when_it_changed() {
     let mut st = State::default();
     assert!(

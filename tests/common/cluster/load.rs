@@ -26,6 +26,21 @@ impl Seen {
     pub fn ok(&self) -> usize {
         self.bodies.values().sum()
     }
+
+    /// Asserts that no request failed during `what`, and that both
+    /// versions of the test page answered.
+    pub fn assert_no_failure_and_both_versions(&self, what: &str) {
+        assert!(
+            self.failures.is_empty(),
+            "failed requests during {what}: {:?} ({} ok)",
+            self.failures,
+            self.ok()
+        );
+        assert!(
+            self.bodies.contains_key("web v1") && self.bodies.contains_key("web v2"),
+            "{self:?}"
+        );
+    }
 }
 
 /// See the module doc.
