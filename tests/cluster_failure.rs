@@ -270,11 +270,13 @@ async fn the_server_killed_mid_drain_converges_after_its_restart() {
     c.until_spread("web", "2/2/2", |s| s == [2, 2, 2]).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(c.orca(&["drain", "n2"]).status.success());
-    // The first replacement is up: the drain is under way.
+    // The first replacement is up: the drain is under way. The kill comes
+    // at a random moment of it.
     c.until_spread("web", "the drain started", |s| {
         s.iter().sum::<usize>() > 6 || s[2] < 2
     })
     .await;
+    tokio::time::sleep(Duration::from_millis(u64::from(common::rand_u32() % 1500))).await;
     c.kill_server();
     c.restart_server().await;
     // The agents come back by themselves; the drain goes on and ends.
@@ -289,4 +291,23 @@ async fn the_server_killed_mid_drain_converges_after_its_restart() {
     assert_eq!((s[2], s.iter().sum::<usize>()), (0, 6), "{s:?}");
     let status = c.service("web");
     assert_eq!(status["running_replicas"], 6, "{status}");
+    // No duplicate and nothing orphaned: each node holds one container,
+    // task, network namespace and veth per replica status places there,
+    // and the addresses are all different.
+    let instances = status["instances"].as_array().unwrap();
+    let ips: std::collections::BTreeSet<&str> =
+        instances.iter().filter_map(|i| i["ip"].as_str()).collect();
+    assert_eq!(ips.len(), 6, "{status}");
+    for (i, node) in ["n0", "n1", "n2"].iter().enumerate() {
+        let here = instances.iter().filter(|x| x["node"] == *node).count();
+        until(&format!("{node} holds {here} of everything"), || {
+            let held = c.holdings(i);
+            if held == (here, here, here, here) {
+                Ok(())
+            } else {
+                Err(format!("{held:?}"))
+            }
+        })
+        .await;
+    }
 }

@@ -84,6 +84,34 @@ impl LabCluster {
         )
     }
 
+    /// What node `i` holds for replicas: (containers, tasks, network
+    /// namespaces, veths on its bridge), each counted on its own.
+    pub fn holdings(&self, i: usize) -> (usize, usize, usize, usize) {
+        let node = &self.lab.nodes[i];
+        let ctr = |what: &str| {
+            super::super::run(
+                Command::new("ctr")
+                    .arg("--address")
+                    .arg(&node.socket)
+                    .args(["-n", &self.namespaces[i], what, "ls", "-q"]),
+            )
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .count()
+        };
+        let netns_dir = self.replica_netns(i, "x");
+        let netns = std::fs::read_dir(netns_dir.parent().unwrap())
+            .map(|d| d.count())
+            .unwrap_or(0);
+        let veths = super::super::run(
+            node.nsenter("ip")
+                .args(["-o", "link", "show", "master", "orca0"]),
+        )
+        .lines()
+        .count();
+        (ctr("containers"), ctr("tasks"), netns, veths)
+    }
+
     /// Node `i`'s containerd namespace.
     pub fn containerd_namespace(&self, i: usize) -> String {
         self.namespaces[i].clone()
