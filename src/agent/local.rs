@@ -25,14 +25,14 @@ pub const NODE_LABEL: &str = "orca.node";
 
 /// A node agent over a local containerd.
 pub struct LocalAgent {
-    cri: Cri,
+    pub(super) cri: Cri,
     node_id: String,
-    log_dir: PathBuf,
+    pub(super) log_dir: PathBuf,
     /// Per-replica resolv.conf and hosts files.
-    net_dir: PathBuf,
+    pub(super) net_dir: PathBuf,
     shim: PathBuf,
     capacity: Capacity,
-    network: Option<Arc<NodeNetwork>>,
+    pub(super) network: Option<Arc<NodeNetwork>>,
     /// True when the node serves DNS on the bridge address.
     dns: bool,
 }
@@ -65,56 +65,6 @@ impl LocalAgent {
     pub fn with_dns(mut self) -> Self {
         self.dns = true;
         self
-    }
-
-    /// Removes what replicas that no longer exist left behind: a crash
-    /// between creating a replica's parts and removing them leaves its
-    /// snapshot, network namespace, veth, address or log file. Run at the
-    /// node's start, before anything is created.
-    pub async fn sweep(&self) -> Result<(), AgentError> {
-        let live: std::collections::HashSet<String> = self
-            .cri
-            .list_containers(&[cri::labels::has(cri::labels::SERVICE)])
-            .await?
-            .into_iter()
-            .map(|c| c.id)
-            .collect();
-        let snapshots = self
-            .cri
-            .remove_orphan_snapshots(&|key| live.contains(key))
-            .await?;
-        let logs = self.sweep_logs(&live);
-        let mut network = Vec::new();
-        if let Some(net) = &self.network {
-            network = net.sweep(&|owner| live.contains(owner)).await;
-            for owner in &network {
-                let _ = std::fs::remove_dir_all(self.net_dir.join(owner));
-            }
-        }
-        if !(snapshots.is_empty() && logs == 0 && network.is_empty()) {
-            tracing::info!(
-                snapshots = snapshots.len(),
-                logs,
-                network = network.len(),
-                "removed leftovers of replicas that no longer exist"
-            );
-        }
-        Ok(())
-    }
-
-    /// Removes the log files of replicas not in `live`; how many.
-    fn sweep_logs(&self, live: &std::collections::HashSet<String>) -> usize {
-        let Ok(dir) = std::fs::read_dir(&self.log_dir) else {
-            return 0;
-        };
-        dir.flatten()
-            .filter(|e| {
-                let name = e.file_name().to_string_lossy().to_string();
-                name.split_once(".log")
-                    .is_some_and(|(id, _)| !live.contains(id))
-            })
-            .filter(|e| std::fs::remove_file(e.path()).is_ok())
-            .count()
     }
 
     /// resolv.conf and hosts for a replica, as bind mounts.

@@ -1,12 +1,15 @@
 //! The node boundary: what the control plane asks of a node, as the
 //! [`NodeAgent`] trait. The local agent runs in-process over containerd
 //! ([`local::LocalAgent`]); a remote agent over gRPC will implement the same
-//! trait for multi-node clusters, and tests use a fake.
+//! trait for multi-node clusters, and tests use a fake. At a node's start
+//! the local agent removes what replicas that no longer exist left behind
+//! (`sweep`).
 
 #[cfg(test)]
 pub mod fake;
 pub mod host;
 pub mod local;
+mod sweep;
 
 use std::time::{Duration, SystemTime};
 

@@ -1,6 +1,6 @@
 //! The OpenAPI 3.1 document of the API, served at
 //! `GET /api/v1/openapi.json`: built once from the route table
-//! ([`routes::ROUTES`]) and the component schemas ([`schemas`]).
+//! ([`table::ROUTES`]) and the component schemas ([`schemas`]).
 
 use std::sync::OnceLock;
 
@@ -11,8 +11,10 @@ use crate::auth::Access;
 
 pub mod routes;
 mod schemas;
+pub mod table;
 
-use routes::{Kind, Reply, Route, ROUTES};
+use routes::{Kind, Reply, Route};
+use table::ROUTES;
 
 /// A DNS label: service, project, node, token and webhook names and ids.
 const LABEL: &str = crate::names::LABEL_PATTERN;

@@ -8,7 +8,8 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method};
 use serde_json::Value;
 
-use super::routes::{Route, ROUTES};
+use super::routes::Route;
+use super::table::ROUTES;
 use super::*;
 use crate::request::{parse, RawRequest};
 

@@ -194,3 +194,17 @@ impl Drop for LabCluster {
         }
     }
 }
+
+/// The versions of a service's running replicas (from its status JSON),
+/// sorted.
+pub fn running_versions(service: &serde_json::Value) -> Vec<u64> {
+    let mut v: Vec<u64> = service["instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|i| i["state"] == "running")
+        .filter_map(|i| i["version"].as_u64())
+        .collect();
+    v.sort();
+    v
+}

@@ -16,6 +16,8 @@ use serde_json::Value;
 use super::lab::Lab;
 
 mod containers;
+#[allow(unused_imports)]
+pub use containers::running_versions;
 mod exec;
 pub mod load;
 pub mod overlay;
@@ -493,18 +495,4 @@ impl LabCluster {
             .cloned()
             .unwrap_or(Value::Null)
     }
-}
-
-/// The versions of a service's running replicas (from its status JSON),
-/// sorted.
-pub fn running_versions(service: &Value) -> Vec<u64> {
-    let mut v: Vec<u64> = service["instances"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|i| i["state"] == "running")
-        .filter_map(|i| i["version"].as_u64())
-        .collect();
-    v.sort();
-    v
 }
