@@ -82,6 +82,7 @@ async fn the_api_keeps_to_its_openapi_document_under_fuzzing() {
 
     let url = format!("http://127.0.0.1:{}", server.port);
     let report = server.dir.path().join("schemathesis");
+    let workdir = server.dir.path().to_path_buf();
     let run = tokio::task::spawn_blocking(move || {
         Command::new(&program)
             .args(["run", &format!("{url}/api/v1/openapi.json")])
@@ -104,6 +105,8 @@ async fn the_api_keeps_to_its_openapi_document_under_fuzzing() {
             .args(["--report", "junit", "--report-dir"])
             .arg(&report)
             .env("NO_COLOR", "1")
+            // Its cache goes to the server's temp dir, not the repository.
+            .current_dir(&workdir)
             .output()
             .unwrap()
     });

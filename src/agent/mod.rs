@@ -183,8 +183,23 @@ pub enum AgentError {
     /// A runtime failure reported by a remote node, as it worded it.
     #[error("{0}")]
     Remote(String),
+    /// A remote node's containerd could not be reached, as it said.
+    #[error("{0}")]
+    RemoteUnavailable(String),
     #[error("{0}")]
     Other(String),
+}
+
+impl AgentError {
+    /// True when the node or its containerd could not be reached: worth a
+    /// retry later, never a replacement (a new replica would fail alike).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            AgentError::Unreachable { .. } | AgentError::RemoteUnavailable(_) => true,
+            AgentError::Runtime(c) => c.is_unavailable(),
+            _ => false,
+        }
+    }
 }
 
 /// A line of an instance's log.

@@ -188,7 +188,11 @@ pub struct WireError {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub enum ErrorKind {
     NotFound,
+    /// The node's containerd could not be reached.
+    Unavailable,
     Runtime,
+    /// Also any kind a newer node sends that this one does not know.
+    #[serde(other)]
     Other,
 }
 
@@ -198,6 +202,8 @@ impl From<&crate::agent::AgentError> for WireError {
         let kind = match e {
             AgentError::NotFound(_) => ErrorKind::NotFound,
             AgentError::Runtime(c) if c.is_not_found() => ErrorKind::NotFound,
+            AgentError::Runtime(c) if c.is_unavailable() => ErrorKind::Unavailable,
+            AgentError::RemoteUnavailable(_) => ErrorKind::Unavailable,
             AgentError::Runtime(_) | AgentError::Remote(_) => ErrorKind::Runtime,
             AgentError::Unreachable { .. } | AgentError::Other(_) => ErrorKind::Other,
         };
@@ -214,8 +220,34 @@ impl WireError {
         use crate::agent::AgentError;
         match self.kind {
             ErrorKind::NotFound => AgentError::NotFound(self.message),
+            ErrorKind::Unavailable => AgentError::RemoteUnavailable(self.message),
             ErrorKind::Runtime => AgentError::Remote(self.message),
             ErrorKind::Other => AgentError::Other(self.message),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::AgentError;
+
+    #[test]
+    fn an_unavailable_containerd_stays_so_across_the_wire() {
+        let local = AgentError::Runtime(cri::CriError::Unavailable {
+            socket: "/run/containerd/containerd.sock".into(),
+            reason: "connection refused".into(),
+        });
+        assert!(local.is_unavailable());
+        let wire: WireError = (&local).into();
+        assert_eq!(wire.kind, ErrorKind::Unavailable);
+        let remote = wire.into_agent_error();
+        assert!(remote.is_unavailable(), "{remote:?}");
+        // Another runtime failure is not.
+        let other = WireError::from(&AgentError::Remote("runc failed".into())).into_agent_error();
+        assert!(!other.is_unavailable());
+        // A kind this node does not know reads as Other.
+        let unknown: ErrorKind = serde_json::from_str("\"Throttled\"").unwrap();
+        assert_eq!(unknown, ErrorKind::Other);
     }
 }

@@ -159,8 +159,7 @@ fn answer_error(e: AgentError) -> ApiError {
     match &e {
         AgentError::NotFound(_) => ApiError::not_found(e.to_string()),
         AgentError::Runtime(c) if c.is_not_found() => ApiError::not_found(e.to_string()),
-        AgentError::Unreachable { .. } => ApiError::unavailable(e.to_string()),
-        AgentError::Runtime(c) if c.is_unavailable() => ApiError::unavailable(e.to_string()),
+        _ if e.is_unavailable() => ApiError::unavailable(e.to_string()),
         _ => ApiError::internal(format!("exec failed: {e}")),
     }
 }

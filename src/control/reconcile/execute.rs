@@ -128,7 +128,7 @@ async fn restart(inner: &Arc<Inner>, service: &str, id: &str) {
                 .await;
             // A replica the runtime refuses to start again (its parts half
             // gone after a crash) is replaced by a new one in its slot.
-            if failed >= REPLACE_AFTER_FAILED_RESTARTS && !unreachable(&e) {
+            if failed >= REPLACE_AFTER_FAILED_RESTARTS && !e.is_unavailable() {
                 tracing::warn!(instance = %id, failed, "replacing a replica that does not restart");
                 remove(inner, service, id.to_string(), Duration::ZERO).await;
             }
@@ -138,17 +138,6 @@ async fn restart(inner: &Arc<Inner>, service: &str, id: &str) {
 
 /// Failed restarts in a row after which a replica is replaced.
 const REPLACE_AFTER_FAILED_RESTARTS: u32 = 2;
-
-/// True when the node or its runtime could not be reached: a restart is
-/// retried then, never replaced (a new replica would fail the same way).
-fn unreachable(e: &crate::agent::AgentError) -> bool {
-    match e {
-        crate::agent::AgentError::Unreachable { .. } => true,
-        crate::agent::AgentError::Runtime(c) => c.is_unavailable(),
-        crate::agent::AgentError::Remote(m) => m.contains("containerd unavailable"),
-        _ => false,
-    }
-}
 
 /// Starts a new replica for `slot` on `node`, then frees the resources
 /// held for it (it counts where it runs from now on).
