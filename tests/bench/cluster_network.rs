@@ -13,6 +13,11 @@
 //! Needs the test environment, wrk and nginx (`apt-get install wrk
 //! nginx-light`): `cargo bench --bench cluster_network`
 //! (`BACKEND=host-gw` for plain routes; `ROUNDS=N` turns, default 5).
+//!
+//! `FLOOR=1` adds a reference at the end: the replica-to-replica turns
+//! again with every node's nftables rules flushed and the bridges'
+//! netfilter calls off, so that what is left is the kernel's own path
+//! (routing, the overlay, the lab's links) and none of orca's filtering.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -226,11 +231,36 @@ async fn main() {
     let ready = ready_at(&c.log(2), &late).expect("n2 logged the replica ready");
     let ms = |t: SystemTime| t.duration_since(ready).unwrap_or_default().as_secs_f64() * 1000.0;
 
+    // The reference without any filtering, last: it leaves the lab open.
+    let floor = std::env::var("FLOOR").is_ok_and(|f| f == "1").then(|| {
+        for node in &c.lab.nodes {
+            let script = "nft flush ruleset && sysctl -qw net.bridge.bridge-nf-call-iptables=0";
+            let ok = Command::new("ip")
+                .args(["netns", "exec", &node.netns, "sh", "-c", script])
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "flushing {}'s rules", node.netns);
+        }
+        let (mut across, mut same) = (Vec::new(), Vec::new());
+        for _ in 0..rounds() {
+            across.push(wrk_for_in(&client_ns, &far_url, None, SECS));
+            same.push(wrk_for_in(&client_ns, &near_url, None, SECS));
+        }
+        (across, same)
+    });
+
     println!("cluster network (3 lab nodes, {backend}, one run):");
     report(
         "replica to replica, across nodes / on one node",
         &[("saturated (wrk -t2 -c32)", &across, &same)],
     );
+    if let Some((across, same)) = &floor {
+        report(
+            "replica to replica, no netfilter on any node (reference)",
+            &[("saturated (wrk -t2 -c32)", across, same)],
+        );
+    }
     report(
         "ingress of node A to B and C, orca / nginx",
         &[
