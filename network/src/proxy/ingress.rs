@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{self, HeaderName, HeaderValue, HOST};
-use http::uri::PathAndQuery;
+use http::header::{self, HeaderValue, HOST};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
+use super::headers;
 use super::routes::{Route, Routes};
 use super::upstream::{Failed, Upstreams};
 use super::Body;
@@ -79,37 +79,6 @@ fn json_error(status: StatusCode, message: &str) -> Response<Body> {
         HeaderValue::from_static("application/json"),
     );
     r
-}
-
-/// Headers that belong to one hop and are never forwarded.
-static HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
-
-fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
-    // Headers the Connection header names are hop-by-hop too.
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|s| HeaderName::from_bytes(s.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
-        }
-    }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
 }
 
 impl Ingress {
@@ -242,44 +211,8 @@ impl Ingress {
         }
         let upgrade = req.headers().get(header::UPGRADE).cloned();
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
-
         let (mut parts, body) = req.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        if let Some(u) = &upgrade {
-            parts
-                .headers
-                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            parts.headers.insert(header::UPGRADE, u.clone());
-        }
-        let forwarded_for = match parts
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(prev) => format!("{prev}, {}", client_addr.ip()),
-            None => client_addr.ip().to_string(),
-        };
-        if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
-            parts.headers.insert("x-forwarded-for", v);
-        }
-        let proto = match scheme {
-            Scheme::Http => "http",
-            Scheme::Https => "https",
-        };
-        parts
-            .headers
-            .insert("x-forwarded-proto", HeaderValue::from_static(proto));
-        parts.headers.insert("x-forwarded-host", host.clone());
-        if !parts.headers.contains_key(HOST) {
-            parts.headers.insert(HOST, host);
-        }
-        // Replicas get origin-form: the path and query alone.
-        let path = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        parts.uri = Uri::from(path);
+        headers::to_replica(&mut parts, client_addr.ip(), scheme, host, upgrade.as_ref());
         // A request that could not reach a replica is given back whole
         // (it never left), and goes to another one as it is.
         let mut request = Some(Request::from_parts(parts, body.boxed()));
@@ -311,23 +244,12 @@ impl Ingress {
                 );
             };
             match sent {
-                Ok(mut resp) => {
-                    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-                        if let Some(client_side) = client_upgrade {
-                            let server_side = hyper::upgrade::on(&mut resp);
-                            tokio::spawn(async move {
-                                if let (Ok(c), Ok(s)) = (client_side.await, server_side.await) {
-                                    let mut c = TokioIo::new(c);
-                                    let mut s = TokioIo::new(s);
-                                    let _ = tokio::io::copy_bidirectional(&mut c, &mut s).await;
-                                }
-                            });
-                        }
-                        let (parts, _) = resp.into_parts();
-                        return Response::from_parts(parts, empty());
-                    }
+                Ok(resp) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                    return splice(resp, client_upgrade);
+                }
+                Ok(resp) => {
                     let (mut rparts, rbody) = resp.into_parts();
-                    strip_hop_by_hop(&mut rparts.headers);
+                    headers::to_client(&mut rparts);
                     return Response::from_parts(rparts, rbody.boxed());
                 }
                 Err(Failed { error: e, unsent }) => {
@@ -353,6 +275,27 @@ impl Ingress {
     }
 }
 
+/// Answers a replica's 101 to the client, and once both sides have
+/// switched, copies bytes both ways until either closes. A client that did
+/// not ask for the upgrade gets the 101 and nothing more.
+fn splice(
+    mut resp: Response<Incoming>,
+    client_side: Option<hyper::upgrade::OnUpgrade>,
+) -> Response<Body> {
+    if let Some(client_side) = client_side {
+        let server_side = hyper::upgrade::on(&mut resp);
+        tokio::spawn(async move {
+            if let (Ok(c), Ok(s)) = (client_side.await, server_side.await) {
+                let mut c = TokioIo::new(c);
+                let mut s = TokioIo::new(s);
+                let _ = tokio::io::copy_bidirectional(&mut c, &mut s).await;
+            }
+        });
+    }
+    let (parts, _) = resp.into_parts();
+    Response::from_parts(parts, empty())
+}
+
 /// 308 to the same path and query over HTTPS.
 fn redirect(domain: &str, port: u16, uri: &Uri) -> Response<Body> {
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
@@ -372,24 +315,4 @@ pub(crate) fn empty() -> Body {
     Full::new(Bytes::new())
         .map_err(|never| match never {})
         .boxed()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hop_by_hop_headers_go() {
-        let mut h = http::HeaderMap::new();
-        h.insert(
-            "connection",
-            HeaderValue::from_static("keep-alive, x-secret"),
-        );
-        h.insert("x-secret", HeaderValue::from_static("1"));
-        h.insert("keep-alive", HeaderValue::from_static("5"));
-        h.insert("x-kept", HeaderValue::from_static("1"));
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 1);
-        assert!(h.contains_key("x-kept"));
-    }
 }

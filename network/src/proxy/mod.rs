@@ -11,6 +11,7 @@
 //!
 //! - [`routes`]: the routing table and weighted round robin.
 //! - [`ingress`]: one proxied request.
+//! - [`headers`]: what a request and a response head lose and gain on the way.
 //! - [`upstream`]: a worker's keep-alive connections to the replicas.
 //! - [`serve`]: accept loops and the worker threads they run on.
 //! - [`tls`]: the certificates by domain, and the TLS acceptor.
@@ -18,6 +19,7 @@
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 
+mod headers;
 pub mod ingress;
 pub mod routes;
 pub mod serve;
