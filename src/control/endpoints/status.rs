@@ -13,129 +13,58 @@ use crate::control::state::State;
 use crate::control::ControlPlane;
 use crate::store::ServiceRecord;
 
+/// What a replica is doing, as status shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shown {
+    Running,
+    Starting,
+    /// Running, but on its way out (removed, or of no wanted version).
+    Stopping,
+    /// Exited, and waiting out its restart delay.
+    Backoff,
+    Exited,
+}
+
+impl Shown {
+    fn as_str(self) -> &'static str {
+        match self {
+            Shown::Running => "running",
+            Shown::Starting => "starting",
+            Shown::Stopping => "stopping",
+            Shown::Backoff => "backoff",
+            Shown::Exited => "exited",
+        }
+    }
+}
+
+/// What a service's replicas add up to.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Replicas of the current version, in a wanted slot, serving.
+    running: u32,
+    /// Replicas of an older version still serving (mid-rollout).
+    old_serving: u32,
+    /// Canary replicas running.
+    canary_running: usize,
+    /// A replica of the current version is crash-looping.
+    looping: bool,
+}
+
 /// The status of one service as `state` knows it.
 pub(crate) fn service_status(st: &State, record: &ServiceRecord, now: Instant) -> ServiceStatus {
     let name = &record.spec.name;
     let desired = record.desired_replicas();
-    let empty = Vec::new();
-    let instances = st.instances.get(name).unwrap_or(&empty);
-    let mut running = 0;
-    let mut old_serving = 0;
-    let mut looping = false;
-    let mut out = Vec::new();
-    for i in instances {
-        let rt = st.replicas.get(&i.id);
-        let is_current = i.version == record.version && i.slot < desired;
-        let is_canary = record
-            .canary
-            .as_ref()
-            .is_some_and(|c| c.version == i.version);
-        // An older version's replica serves until a rollout retires it.
-        let is_old = i.version != record.version && !record.stopped && !is_canary;
-        let crash_looping = st.crash_looping(&i.id, now);
-        let state = match i.state {
-            ProcessState::Running
-                if st.removing.contains(&i.id) || !(is_current || is_old || is_canary) =>
-            {
-                "stopping"
-            }
-            ProcessState::Running => "running",
-            ProcessState::Created => "starting",
-            ProcessState::Exited { .. }
-                if rt.and_then(|r| r.next_start).is_some_and(|t| t > now) =>
-            {
-                "backoff"
-            }
-            ProcessState::Exited { .. } => "exited",
-        };
-        let serving = matches!(i.state, ProcessState::Running) && !st.removing.contains(&i.id);
-        if is_old && serving {
-            old_serving += 1;
-        }
-        if is_current && serving {
-            running += 1;
-        }
-        if is_current && crash_looping {
-            looping = true;
-        }
-        out.push(InstanceStatus {
-            id: i.id.clone(),
-            node: i.node.clone(),
-            ip: i.ip.map(|ip| ip.to_string()),
-            state: state.to_string(),
-            healthy: rt.and_then(|r| r.healthy),
-            restarts: rt.map(|r| r.restarts).unwrap_or(0),
-            last_exit: rt.and_then(|r| r.last_exit.clone()),
-            canary: is_canary,
-            version: i.version,
-            pid: i.pid,
-        });
-    }
-    out.sort_by(|a, b| a.id.cmp(&b.id));
+    let (instances, tally) = instances(st, record, now);
     let service_rt = st.services.get(name);
     let start_failing = service_rt.is_some_and(|s| s.start_failures >= 2);
-    let status = if record.stopped {
-        ServiceState::Stopped
-    } else if desired == 0 || (running >= desired && !looping) {
-        ServiceState::Running
-    } else if old_serving > 0 && running + old_serving >= desired && !looping {
-        // Mid-rollout: full capacity, some of it still the old version.
-        ServiceState::Running
-    } else if running == 0 && (looping || start_failing) {
-        ServiceState::Failed
-    } else if running == 0 {
-        ServiceState::Pending
-    } else {
-        ServiceState::Degraded
+    let status = overall(record, desired, &tally, start_failing);
+    let notes = Notes {
+        last_error: service_rt.and_then(|s| s.last_error.as_deref()),
+        unplaced: service_rt.and_then(|s| s.unplaced.as_deref()),
+        tls_problem: service_rt.and_then(|s| s.tls_problem.as_deref()),
+        pull_note: service_rt.and_then(|s| s.pull_note.as_deref()),
     };
-    let mut message = service_rt.and_then(|s| s.last_error.clone());
-    if let Some(unplaced) = service_rt.and_then(|s| s.unplaced.as_ref()) {
-        message = Some(match message {
-            Some(m) => format!("{unplaced}; {m}"),
-            None => unplaced.clone(),
-        });
-    }
-    if status == ServiceState::Running {
-        message = None;
-    }
-    if old_serving > 0 {
-        message = Some(format!(
-            "rolling out version {}: {running} of {desired} new replicas running, {old_serving} old still serving",
-            record.version
-        ));
-    }
-    if let Some(c) = &record.canary {
-        let serving = out
-            .iter()
-            .filter(|i| i.canary && i.state == "running")
-            .count();
-        let note = format!(
-            "canary version {} at {}%: {serving} replica(s) running",
-            c.version, c.weight
-        );
-        message = Some(match message {
-            Some(m) => format!("{m}; {note}"),
-            None => note,
-        });
-    }
-    if let Some(problem) = service_rt.and_then(|s| s.tls_problem.as_ref()) {
-        message = Some(match message {
-            Some(m) => format!("{m}; {problem}"),
-            None => problem.clone(),
-        });
-    }
-    if let Some(note) = service_rt.and_then(|s| s.pull_note.as_ref()) {
-        message = Some(match message {
-            Some(m) => format!("{m}; {note}"),
-            None => note.clone(),
-        });
-    }
-    if let Some(reverted) = &record.reverted {
-        message = Some(match message {
-            Some(m) => format!("{}; {m}", reverted.message),
-            None => reverted.message.clone(),
-        });
-    }
+    let message = message(record, status, desired, &tally, &notes);
     let replicas = st.rollout_replicas(record, now);
     let rollout = progress::rollout(&progress::Facts {
         record,
@@ -147,14 +76,137 @@ pub(crate) fn service_status(st: &State, record: &ServiceRecord, now: Instant) -
         project: record.spec.project.clone(),
         status,
         replicas: desired,
-        running_replicas: running,
+        running_replicas: tally.running,
         image: record.spec.image.clone(),
         domain: record.spec.domain.clone(),
         version: record.version,
         message,
-        instances: out,
+        instances,
         rollout,
     }
+}
+
+/// Each replica of the service as status shows it, sorted by id, and what
+/// they add up to.
+fn instances(st: &State, record: &ServiceRecord, now: Instant) -> (Vec<InstanceStatus>, Tally) {
+    let desired = record.desired_replicas();
+    let mut tally = Tally::default();
+    let mut out = Vec::new();
+    for i in st.instances.get(&record.spec.name).into_iter().flatten() {
+        let rt = st.replicas.get(&i.id);
+        let is_current = i.version == record.version && i.slot < desired;
+        let is_canary = record
+            .canary
+            .as_ref()
+            .is_some_and(|c| c.version == i.version);
+        // An older version's replica serves until a rollout retires it.
+        let is_old = i.version != record.version && !record.stopped && !is_canary;
+        let removing = st.removing.contains(&i.id);
+        let shown = match i.state {
+            ProcessState::Running if removing || !(is_current || is_old || is_canary) => {
+                Shown::Stopping
+            }
+            ProcessState::Running => Shown::Running,
+            ProcessState::Created => Shown::Starting,
+            ProcessState::Exited { .. }
+                if rt.and_then(|r| r.next_start).is_some_and(|t| t > now) =>
+            {
+                Shown::Backoff
+            }
+            ProcessState::Exited { .. } => Shown::Exited,
+        };
+        let serving = matches!(i.state, ProcessState::Running) && !removing;
+        tally.old_serving += u32::from(is_old && serving);
+        tally.running += u32::from(is_current && serving);
+        tally.canary_running += usize::from(is_canary && shown == Shown::Running);
+        tally.looping |= is_current && st.crash_looping(&i.id, now);
+        out.push(InstanceStatus {
+            id: i.id.clone(),
+            node: i.node.clone(),
+            ip: i.ip.map(|ip| ip.to_string()),
+            state: shown.as_str().to_string(),
+            healthy: rt.and_then(|r| r.healthy),
+            restarts: rt.map(|r| r.restarts).unwrap_or(0),
+            last_exit: rt.and_then(|r| r.last_exit.clone()),
+            canary: is_canary,
+            version: i.version,
+            pid: i.pid,
+        });
+    }
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    (out, tally)
+}
+
+/// The service's state from its replicas: running at full capacity (also
+/// mid-rollout, with old replicas making up the count), failed when none
+/// runs and they crash or fail to start, pending when none runs yet,
+/// degraded otherwise.
+fn overall(
+    record: &ServiceRecord,
+    desired: u32,
+    tally: &Tally,
+    start_failing: bool,
+) -> ServiceState {
+    let Tally {
+        running,
+        old_serving,
+        looping,
+        ..
+    } = *tally;
+    if record.stopped {
+        ServiceState::Stopped
+    } else if desired == 0 || (running + old_serving >= desired && !looping) {
+        // Mid-rollout, old replicas still serving make up the count.
+        ServiceState::Running
+    } else if running == 0 && (looping || start_failing) {
+        ServiceState::Failed
+    } else if running == 0 {
+        ServiceState::Pending
+    } else {
+        ServiceState::Degraded
+    }
+}
+
+/// What the node and the reconciler last said about a service.
+struct Notes<'a> {
+    last_error: Option<&'a str>,
+    unplaced: Option<&'a str>,
+    tls_problem: Option<&'a str>,
+    pull_note: Option<&'a str>,
+}
+
+/// The status message: why a service is not running (where it could not be
+/// placed, the last error), or the rollout's progress, then the canary,
+/// TLS and pull notes, with a revert's message first.
+fn message(
+    record: &ServiceRecord,
+    status: ServiceState,
+    desired: u32,
+    tally: &Tally,
+    notes: &Notes<'_>,
+) -> Option<String> {
+    let mut parts: Vec<String> = Vec::new();
+    if let Some(reverted) = &record.reverted {
+        parts.push(reverted.message.clone());
+    }
+    if tally.old_serving > 0 {
+        parts.push(format!(
+            "rolling out version {}: {} of {desired} new replicas running, {} old still serving",
+            record.version, tally.running, tally.old_serving
+        ));
+    } else if status != ServiceState::Running {
+        parts.extend(notes.unplaced.map(str::to_string));
+        parts.extend(notes.last_error.map(str::to_string));
+    }
+    if let Some(c) = &record.canary {
+        parts.push(format!(
+            "canary version {} at {}%: {} replica(s) running",
+            c.version, c.weight, tally.canary_running
+        ));
+    }
+    parts.extend(notes.tls_problem.map(str::to_string));
+    parts.extend(notes.pull_note.map(str::to_string));
+    (!parts.is_empty()).then(|| parts.join("; "))
 }
 
 /// Why the replicas of the version being rolled out do not come up, if
@@ -270,5 +322,116 @@ impl ControlPlane {
         ApiResponse::ok(
             &serde_json::json!({ "name": name, "current": record.version, "versions": versions }),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Canary, Reverted};
+    use api::spec::ServiceSpec;
+
+    fn record(replicas: i64) -> ServiceRecord {
+        let mut spec: ServiceSpec =
+            serde_json::from_str(r#"{"name":"web","image":"web:v2"}"#).unwrap();
+        spec.replicas = replicas;
+        ServiceRecord::for_tests(spec, 2)
+    }
+
+    fn tally(running: u32, old_serving: u32, looping: bool) -> Tally {
+        Tally {
+            running,
+            old_serving,
+            canary_running: 0,
+            looping,
+        }
+    }
+
+    const NO_NOTES: Notes<'static> = Notes {
+        last_error: None,
+        unplaced: None,
+        tls_problem: None,
+        pull_note: None,
+    };
+
+    #[test]
+    fn the_state_follows_the_replicas_that_serve() {
+        let r = record(3);
+        let state = |t: Tally, failing| overall(&r, 3, &t, failing);
+        assert_eq!(state(tally(3, 0, false), false), ServiceState::Running);
+        // Mid-rollout, the old version makes up the count.
+        assert_eq!(state(tally(1, 2, false), false), ServiceState::Running);
+        assert_eq!(state(tally(1, 1, false), false), ServiceState::Degraded);
+        assert_eq!(state(tally(3, 0, true), false), ServiceState::Degraded);
+        assert_eq!(state(tally(0, 0, false), false), ServiceState::Pending);
+        assert_eq!(state(tally(0, 0, true), false), ServiceState::Failed);
+        assert_eq!(state(tally(0, 0, false), true), ServiceState::Failed);
+        let mut stopped = record(3);
+        stopped.stopped = true;
+        assert_eq!(
+            overall(&stopped, 0, &tally(0, 0, false), false),
+            ServiceState::Stopped
+        );
+        assert_eq!(
+            overall(&record(0), 0, &tally(0, 0, false), false),
+            ServiceState::Running
+        );
+    }
+
+    #[test]
+    fn the_message_says_why_and_what_goes_on() {
+        let r = record(2);
+        let notes = Notes {
+            last_error: Some("pull failed"),
+            unplaced: Some("1 replica unplaced: no node fits"),
+            ..NO_NOTES
+        };
+        // Not running: where it could not go, then the last error.
+        assert_eq!(
+            message(&r, ServiceState::Degraded, 2, &tally(1, 0, false), &notes).as_deref(),
+            Some("1 replica unplaced: no node fits; pull failed")
+        );
+        // Running: an old error is no news.
+        assert_eq!(
+            message(&r, ServiceState::Running, 2, &tally(2, 0, false), &notes),
+            None
+        );
+        // A rollout's progress says more than its errors.
+        assert_eq!(
+            message(&r, ServiceState::Running, 2, &tally(1, 1, false), &notes).as_deref(),
+            Some("rolling out version 2: 1 of 2 new replicas running, 1 old still serving")
+        );
+    }
+
+    #[test]
+    fn a_revert_comes_first_and_the_notes_last() {
+        let mut r = record(2);
+        r.reverted = Some(Reverted {
+            version: 3,
+            message: "deploy of version 3 failed; reverted to version 2".into(),
+        });
+        r.canary = Some(Canary {
+            version: 4,
+            spec: r.spec.clone(),
+            image_digest: None,
+            weight: 10,
+        });
+        let t = Tally {
+            canary_running: 1,
+            ..tally(2, 0, false)
+        };
+        let notes = Notes {
+            tls_problem: Some("served over HTTP only on n2"),
+            pull_note: Some("image from the node's store"),
+            ..NO_NOTES
+        };
+        assert_eq!(
+            message(&r, ServiceState::Running, 2, &t, &notes).as_deref(),
+            Some(
+                "deploy of version 3 failed; reverted to version 2; \
+                 canary version 4 at 10%: 1 replica(s) running; \
+                 served over HTTP only on n2; image from the node's store"
+            )
+        );
     }
 }
