@@ -5,6 +5,7 @@
 //! - [`netns`]: named network namespaces without `ip netns`.
 //! - [`links`]: bridge, veth, addresses and routes over rtnetlink.
 //! - [`nft`]: nftables rules through one typed call to `nft`.
+//! - [`settings`]: how a node's network is set up, checked, and its MTU.
 //! - [`node`]: all of it together for replicas: attach, detach, sweep.
 //! - [`proxy`]: the ingress proxy, by Host header to ready replicas.
 //! - [`dns`]: service DNS on the bridge address.
@@ -21,9 +22,11 @@ pub mod nft;
 pub mod node;
 pub mod peers;
 pub mod proxy;
+pub mod settings;
 pub mod vxlan;
 
 pub use error::NetworkError;
 pub use ipam::{IpamStore, Ipv4Net};
-pub use node::{Attachment, NetworkSettings, NodeNetwork};
+pub use node::{Attachment, NodeNetwork};
 pub use peers::{Backend, Peer};
+pub use settings::NetworkSettings;

@@ -12,30 +12,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{NetworkError, Result};
 use crate::ipam::{Ipam, IpamStore, Ipv4Net};
-use crate::{links, netns, nft};
-
-/// How the node's network is set up.
-#[derive(Debug, Clone)]
-pub struct NetworkSettings {
-    /// Bridge name (at most 15 characters).
-    pub bridge: String,
-    /// The cluster's subnet, like `10.88.0.0/16`.
-    pub subnet: String,
-    /// Which /24 of it this node takes.
-    pub node_index: u32,
-    /// Where replica namespaces are mounted.
-    pub netns_dir: PathBuf,
-    /// TCP ports of the host that replicas may reach on the bridge address
-    /// besides DNS (the ingress); every other host port is closed to them.
-    pub open_ports: Vec<u16>,
-    /// How replicas reach those of other nodes.
-    pub backend: crate::Backend,
-    /// UDP port of the VXLAN overlay.
-    pub vxlan_port: u16,
-    /// The node's address toward the other nodes, if known: the overlay's
-    /// local end, and the link whose MTU the replicas' follows.
-    pub underlay: Option<Ipv4Addr>,
-}
+use crate::{links, netns, nft, NetworkSettings};
 
 /// A replica's place on the network.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,47 +83,13 @@ impl NodeNetwork {
 
     /// Brings up the bridge, forwarding and NAT; loads the address book.
     pub async fn setup(settings: NetworkSettings, store: Arc<dyn IpamStore>) -> Result<Self> {
-        if settings.bridge.is_empty()
-            || settings.bridge.len() > 15
-            || !settings
-                .bridge
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err(NetworkError::InvalidConfig {
-                field: "network.bridge",
-                reason: format!(
-                    "{:?} is not an interface name (at most 15 letters, digits, '-', '_')",
-                    settings.bridge
-                ),
-            });
-        }
-        let subnet = Ipv4Net::parse(&settings.subnet)?.node_slice(settings.node_index)?;
+        let (cluster, subnet) = settings.validate()?;
         let (connection, handle, _) =
             rtnetlink::new_connection().map_err(|e| NetworkError::netlink("socket", "host", e))?;
         tokio::spawn(connection);
-        if settings.backend == crate::Backend::Vxlan && settings.vxlan_port == 0 {
-            return Err(NetworkError::InvalidConfig {
-                field: "network.vxlan_port",
-                reason: "0 is not a UDP port".into(),
-            });
-        }
         let bridge_index = links::ensure_bridge(&handle, &settings.bridge, subnet).await?;
         let underlay = links::underlay(&handle, settings.underlay).await?;
-        let (mtu, vtep) = match settings.backend {
-            crate::Backend::HostGw => (underlay.mtu, None),
-            crate::Backend::Vxlan => {
-                let mtu = underlay.mtu.saturating_sub(crate::vxlan::OVERHEAD).max(576);
-                let vtep = crate::vxlan::Vtep {
-                    name: crate::vxlan::device_name(&settings.bridge),
-                    port: settings.vxlan_port,
-                    local: underlay.address,
-                    dev: underlay.index,
-                    mtu,
-                };
-                (mtu, Some(vtep))
-            }
-        };
+        let (mtu, vtep) = settings.overlay(&underlay);
         links::set_mtu(&handle, &settings.bridge, mtu).await?;
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(|e| {
             NetworkError::io("enable forwarding", "/proc/sys/net/ipv4/ip_forward", e)
@@ -155,7 +98,7 @@ impl NodeNetwork {
         nft::apply(&nft::host_script(
             &settings.bridge,
             subnet,
-            Ipv4Net::parse(&settings.subnet)?,
+            cluster,
             &settings.open_ports,
             vtep.as_ref().map(|v| v.port),
         ))
@@ -168,7 +111,7 @@ impl NodeNetwork {
             nft::apply(&nft::isolation_script(
                 &settings.bridge,
                 subnet,
-                Ipv4Net::parse(&settings.subnet)?,
+                cluster,
                 &empty,
                 &[],
             ))
