@@ -1,6 +1,7 @@
 //! Prometheus metrics: counters and histograms updated as things happen,
 //! gauges filled from the control plane's state at each scrape.
 
+use api::status::InstanceState;
 use std::time::Duration;
 
 use prometheus::{
@@ -72,7 +73,9 @@ fn contract_totals(status: &api::status::StatusResponse, nodes: usize) -> String
         std::collections::BTreeMap::new();
     for s in &status.services {
         for i in &s.instances {
-            *counts.entry((&s.name, &s.project, &i.state)).or_default() += 1;
+            *counts
+                .entry((&s.name, &s.project, i.state.as_str()))
+                .or_default() += 1;
         }
     }
     // Names are DNS labels and states fixed words: nothing to escape.
@@ -259,7 +262,7 @@ impl Metrics {
             .flat_map(|s| {
                 s.instances
                     .iter()
-                    .filter(|i| i.state == "running")
+                    .filter(|i| i.state == InstanceState::Running)
                     .map(|i| (s.name.clone(), i.id.clone()))
             })
             .collect();
@@ -302,7 +305,7 @@ impl Metrics {
         for s in &status.services {
             for i in &s.instances {
                 self.instances_total
-                    .with_label_values(&[&s.name, &s.project, &i.state])
+                    .with_label_values(&[&s.name, &s.project, i.state.as_str()])
                     .inc();
             }
         }

@@ -185,7 +185,7 @@ async fn a_registry_outage_stops_nothing_the_node_has() {
     common::wait_for(&c, "app", "restarted", |s| {
         s.instances
             .iter()
-            .any(|i| i.restarts == 1 && i.state == "running")
+            .any(|i| i.restarts == 1 && i.state == api::status::InstanceState::Running)
     })
     .await;
     // A rollback to version 1.

@@ -290,7 +290,7 @@ async fn crash_loop_backs_off_and_degrades() {
         let status: api::status::StatusResponse = c.get("/api/v1/status").await.unwrap();
         let s = status.services.into_iter().next().unwrap();
         if let Some(i) = s.instances.first() {
-            if started.is_none() && i.state == "running" {
+            if started.is_none() && i.state == api::status::InstanceState::Running {
                 started = Some(Instant::now());
             }
             if started.is_some() && i.restarts as usize > restarts.len() {

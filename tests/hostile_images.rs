@@ -45,7 +45,12 @@ async fn hostile_account_files_fail_clearly_and_the_control_runs() {
                 .is_some_and(|r| r.message.contains(reason))
         })
         .await;
-        assert!(s.instances.iter().all(|i| i.state != "running"), "{s:#?}");
+        assert!(
+            s.instances
+                .iter()
+                .all(|i| i.state != api::status::InstanceState::Running),
+            "{s:#?}"
+        );
     }
     // The control: a plain file, the user it names, uid 1000.
     let s = common::wait_for(&c, "h-ok", "running", |s| {

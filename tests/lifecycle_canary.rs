@@ -52,7 +52,11 @@ async fn settle(
     let ready = |svc: &api::status::ServiceStatus, want_canary: bool| {
         svc.instances
             .iter()
-            .filter(|i| i.canary == want_canary && i.healthy == Some(true) && i.state == "running")
+            .filter(|i| {
+                i.canary == want_canary
+                    && i.healthy == Some(true)
+                    && i.state == api::status::InstanceState::Running
+            })
             .count()
     };
     let svc = common::wait_for(

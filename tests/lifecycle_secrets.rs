@@ -40,7 +40,7 @@ async fn running_pid(c: &api::client::ApiClient, version: u64) -> u32 {
     let s = common::wait_for(c, "app", &format!("v{version} running"), |s| {
         s.version == version
             && s.instances.len() == 1
-            && s.instances[0].state == "running"
+            && s.instances[0].state == api::status::InstanceState::Running
             && s.instances[0].version == version
     })
     .await;

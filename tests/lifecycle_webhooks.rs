@@ -111,7 +111,7 @@ async fn push_webhooks_verify_then_redeploy() {
         s.version == 2
             && s.instances.len() == 1
             && s.instances[0].version == 2
-            && s.instances[0].state == "running"
+            && s.instances[0].state == api::status::InstanceState::Running
     })
     .await;
     let cri = server.cri().await;

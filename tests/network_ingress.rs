@@ -151,7 +151,7 @@ async fn failing_liveness_restarts_the_replica() {
     )
     .await
     .unwrap();
-    let running = |i: &&api::status::InstanceStatus| i.state == "running";
+    let running = |i: &&api::status::InstanceStatus| i.state == api::status::InstanceState::Running;
     let s = common::wait_for(&c, "web", "a running replica", |s| {
         s.instances.iter().any(|i| running(&i))
     })

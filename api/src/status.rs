@@ -21,6 +21,32 @@ pub enum ServiceState {
     Stopped,
 }
 
+/// What a replica is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum InstanceState {
+    Running,
+    Starting,
+    /// Running, but on its way out (removed, or of no wanted version).
+    Stopping,
+    /// Exited, and waiting out its restart delay.
+    Backoff,
+    Exited,
+}
+
+impl InstanceState {
+    /// As it is written in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceState::Running => "running",
+            InstanceState::Starting => "starting",
+            InstanceState::Stopping => "stopping",
+            InstanceState::Backoff => "backoff",
+            InstanceState::Exited => "exited",
+        }
+    }
+}
+
 /// How an instance last ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LastExit {
@@ -36,8 +62,7 @@ pub struct InstanceStatus {
     pub id: String,
     pub node: String,
     pub ip: Option<String>,
-    /// `running`, `starting`, `exited`, `backoff`, `stopping`.
-    pub state: String,
+    pub state: InstanceState,
     pub healthy: Option<bool>,
     pub restarts: u32,
     pub last_exit: Option<LastExit>,

@@ -4,7 +4,9 @@
 
 use std::time::Instant;
 
-use api::status::{InstanceStatus, ServiceState, ServiceStatus, StatusResponse, VersionInfo};
+use api::status::{
+    InstanceState, InstanceStatus, ServiceState, ServiceStatus, StatusResponse, VersionInfo,
+};
 use api::{ApiError, ApiResponse};
 
 use crate::agent::ProcessState;
@@ -12,30 +14,6 @@ use crate::control::progress;
 use crate::control::state::State;
 use crate::control::ControlPlane;
 use crate::store::ServiceRecord;
-
-/// What a replica is doing, as status shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Shown {
-    Running,
-    Starting,
-    /// Running, but on its way out (removed, or of no wanted version).
-    Stopping,
-    /// Exited, and waiting out its restart delay.
-    Backoff,
-    Exited,
-}
-
-impl Shown {
-    fn as_str(self) -> &'static str {
-        match self {
-            Shown::Running => "running",
-            Shown::Starting => "starting",
-            Shown::Stopping => "stopping",
-            Shown::Backoff => "backoff",
-            Shown::Exited => "exited",
-        }
-    }
-}
 
 /// What a service's replicas add up to.
 #[derive(Debug, Default)]
@@ -104,27 +82,27 @@ fn instances(st: &State, record: &ServiceRecord, now: Instant) -> (Vec<InstanceS
         let removing = st.removing.contains(&i.id);
         let shown = match i.state {
             ProcessState::Running if removing || !(is_current || is_old || is_canary) => {
-                Shown::Stopping
+                InstanceState::Stopping
             }
-            ProcessState::Running => Shown::Running,
-            ProcessState::Created => Shown::Starting,
+            ProcessState::Running => InstanceState::Running,
+            ProcessState::Created => InstanceState::Starting,
             ProcessState::Exited { .. }
                 if rt.and_then(|r| r.next_start).is_some_and(|t| t > now) =>
             {
-                Shown::Backoff
+                InstanceState::Backoff
             }
-            ProcessState::Exited { .. } => Shown::Exited,
+            ProcessState::Exited { .. } => InstanceState::Exited,
         };
         let serving = matches!(i.state, ProcessState::Running) && !removing;
         tally.old_serving += u32::from(is_old && serving);
         tally.running += u32::from(is_current && serving);
-        tally.canary_running += usize::from(is_canary && shown == Shown::Running);
+        tally.canary_running += usize::from(is_canary && shown == InstanceState::Running);
         tally.looping |= is_current && st.crash_looping(&i.id, now);
         out.push(InstanceStatus {
             id: i.id.clone(),
             node: i.node.clone(),
             ip: i.ip.map(|ip| ip.to_string()),
-            state: shown.as_str().to_string(),
+            state: shown,
             healthy: rt.and_then(|r| r.healthy),
             restarts: rt.map(|r| r.restarts).unwrap_or(0),
             last_exit: rt.and_then(|r| r.last_exit.clone()),

@@ -37,7 +37,7 @@ async fn crashes_restart_with_backoff_and_show_in_status() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(running(&agent, "api"), 0, "restarted before its backoff");
     let s = &cp.status(None).services[0];
-    assert_eq!(s.instances[0].state, "backoff");
+    assert_eq!(s.instances[0].state, api::status::InstanceState::Backoff);
     assert_eq!(serde_json::to_value(s.status).unwrap(), "failed");
     eventually("second restart", || running(&agent, "api") == 1).await;
     let s = &cp.status(None).services[0];
