@@ -145,6 +145,9 @@ pub struct ProxySection {
     /// Seconds a client has for a request's head; idle keep-alive
     /// connections close after as long.
     pub header_timeout_secs: u64,
+    /// Where services' `tls.cert` and `tls.key` files must be (regular
+    /// files under it); nothing else is read.
+    pub cert_dir: std::path::PathBuf,
 }
 
 impl Default for ProxySection {
@@ -155,6 +158,7 @@ impl Default for ProxySection {
             workers: None,
             max_connections: 10_000,
             header_timeout_secs: 30,
+            cert_dir: "/etc/orca/certs".into(),
         }
     }
 }

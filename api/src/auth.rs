@@ -58,22 +58,29 @@ pub enum Access {
 pub struct Caller {
     pub name: String,
     pub role: Role,
-    /// A token scoped to one project changes only that project's services,
-    /// and a deployer's may reference that project's secrets.
+    /// A token scoped to one project sees and changes only that project's
+    /// services, whatever its role, and a deployer's may reference that
+    /// project's secrets.
     pub project: Option<String>,
 }
 
 impl Caller {
-    /// Whether the caller may change services of `project`.
-    pub fn may_change(&self, project: &str) -> bool {
-        self.role == Role::Admin || self.project.as_deref().is_none_or(|p| p == project)
+    /// Whether the caller may see and change services of `project`: an
+    /// unscoped token reaches every project, a scoped one only its own.
+    pub fn may_reach(&self, project: &str) -> bool {
+        self.project.as_deref().is_none_or(|p| p == project)
     }
 
     /// Whether a spec of `project` the caller deploys may reference
-    /// secrets: admins, and deployers scoped to that project.
+    /// secrets: admins that reach the project, and deployers scoped to it.
     pub fn may_use_secrets_of(&self, project: &str) -> bool {
-        self.role == Role::Admin
+        (self.role == Role::Admin && self.may_reach(project))
             || (self.role == Role::Deployer && self.project.as_deref() == Some(project))
+    }
+
+    /// Whether the caller may deploy privileged spec fields.
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
     }
 }
 
@@ -161,14 +168,21 @@ mod tests {
             })
         );
         let ci = find_token(&entries, "abc").unwrap();
-        assert!(ci.may_change("shop") && !ci.may_change("bank"));
+        assert!(ci.may_reach("shop") && !ci.may_reach("bank"));
         assert!(ci.may_use_secrets_of("shop") && !ci.may_use_secrets_of("bank"));
         let unscoped = Caller {
             name: "any".into(),
             role: Role::Deployer,
             project: None,
         };
-        assert!(unscoped.may_change("bank") && !unscoped.may_use_secrets_of("bank"));
+        assert!(unscoped.may_reach("bank") && !unscoped.may_use_secrets_of("bank"));
+        let scoped_admin = Caller {
+            name: "shop-admin".into(),
+            role: Role::Admin,
+            project: Some("shop".into()),
+        };
+        assert!(scoped_admin.may_reach("shop") && !scoped_admin.may_reach("bank"));
+        assert!(!scoped_admin.may_use_secrets_of("bank"));
         assert_eq!(find_token(&entries, "abd"), None);
         assert_eq!(find_token(&entries, ""), None);
         assert_eq!(bearer(Some("Bearer abc")), Some("abc"));

@@ -233,11 +233,13 @@ impl NodeAgent for LocalAgent {
     }
 
     async fn start(&self, spec: &InstanceSpec) -> Result<super::Started, AgentError> {
-        let image = match self.cri.image(&spec.image).await {
-            Ok(i) => i,
-            Err(e) if e.is_not_found() => self.cri.pull(&spec.image).await?,
-            Err(e) => return Err(e.into()),
-        };
+        let image = super::image::pinned_image(
+            &self.cri,
+            &spec.image,
+            spec.image_digest.as_deref(),
+            spec.pull_never,
+        )
+        .await?;
         let log = self.log_target(&spec.id);
         let mut labels = HashMap::from([
             (cri::labels::SERVICE.to_string(), spec.service.clone()),

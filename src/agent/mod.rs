@@ -8,6 +8,7 @@
 #[cfg(test)]
 pub mod fake;
 pub mod host;
+mod image;
 pub mod local;
 mod sweep;
 
@@ -34,6 +35,13 @@ pub struct InstanceSpec {
     pub slot: u32,
     /// Image reference, already pulled by the deploy.
     pub image: String,
+    /// The digest the version was deployed with: what every replica of it
+    /// runs, pulled by digest where the node lacks it.
+    #[serde(default)]
+    pub image_digest: Option<String>,
+    /// `pull = "never"`: a node that lacks the digest refuses to start it.
+    #[serde(default)]
+    pub pull_never: bool,
     pub command: Option<Vec<String>>,
     pub env: Vec<(String, String)>,
     pub memory_bytes: Option<u64>,

@@ -80,6 +80,8 @@ pub struct Settings {
     pub acme: Option<acme::AcmeSettings>,
     /// The server's own ingress serves HTTPS.
     pub https: bool,
+    /// `[proxy] cert_dir`: the only place `tls.cert` and `tls.key` are read from.
+    pub cert_dir: std::path::PathBuf,
 }
 
 impl Default for Settings {
@@ -93,6 +95,7 @@ impl Default for Settings {
             secrets: None,
             metrics_token: false,
             reserved_names: Vec::new(),
+            cert_dir: serve::cert_file::DEFAULT_CERT_DIR.into(),
             heartbeat_grace: Duration::from_secs(10),
             reschedule_after: Duration::from_secs(30),
             ca_sha256: None,
@@ -220,6 +223,12 @@ impl ControlPlane {
     /// Subscribes to node events, adopts what runs, and starts a worker for
     /// every known service and every orphan.
     pub async fn start(&self) -> anyhow::Result<()> {
+        if let Some(secrets) = &self.inner.settings.secrets {
+            let moved = endpoints::cluster::migrate_legacy_secrets(&self.inner.repo, secrets)?;
+            if moved > 0 {
+                tracing::info!(moved, "secrets without a project moved to project default");
+            }
+        }
         self.inner.spawn(certs::run(Arc::downgrade(&self.inner)));
         self.inner.spawn(acme::run(Arc::downgrade(&self.inner)));
         worker::start(self.inner.clone()).await

@@ -322,7 +322,10 @@ pub struct TlsFiles {
     pub key: String,
 }
 
+mod privilege;
 mod validate;
+
+pub use privilege::{is_secret_name, secret_refs_in, BASELINE_CAPABILITIES};
 
 #[cfg(test)]
 mod tests;

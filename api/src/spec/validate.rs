@@ -148,6 +148,7 @@ impl ServiceSpec {
                 )));
             }
         }
+        super::privilege::check_secret_refs(self)?;
         if let Some(r) = &self.resources {
             if let Some(cpu) = r.cpu {
                 if !cpu.is_finite() || cpu <= 0.0 {

@@ -1,39 +1,18 @@
-//! Who may deploy what: a scoped token deploys only into its project, and
-//! a spec that names secrets (`${secrets.KEY}`) needs an admin or a
-//! deployer scoped to the spec's project.
+//! Who may deploy what: a scoped token deploys only into its project, a
+//! spec that names secrets (`${secrets.KEY}`) needs an admin or a deployer
+//! scoped to the spec's project, and privileged fields need an admin.
 
 use api::spec::ServiceSpec;
 use api::{ApiError, Caller};
 
-/// The secret names a spec's env refers to (`${secrets.KEY}`).
-pub(crate) fn secret_refs(spec: &ServiceSpec) -> Vec<String> {
-    let mut out = Vec::new();
-    for value in spec.env.values() {
-        let mut rest = value.as_str();
-        while let Some(start) = rest.find("${secrets.") {
-            let after = &rest[start + "${secrets.".len()..];
-            match after.find('}') {
-                Some(end) => {
-                    out.push(after[..end].to_string());
-                    rest = &after[end + 1..];
-                }
-                None => {
-                    out.push(after.to_string());
-                    break;
-                }
-            }
-        }
-    }
-    out
-}
-
 /// Whether `caller` may deploy `spec`; `None` is orca itself (a
-/// webhook's redeploy of a stored spec).
+/// webhook's redeploy of a stored spec, which keeps the privilege of the
+/// spec it redeploys and gains none).
 pub(crate) fn authorize(caller: Option<&Caller>, spec: &ServiceSpec) -> Result<(), ApiError> {
     let Some(caller) = caller else {
         return Ok(());
     };
-    if !caller.may_change(&spec.project) {
+    if !caller.may_reach(&spec.project) {
         return Err(ApiError::forbidden(format!(
             "{}: token {:?} is scoped to project {}",
             spec.name,
@@ -41,10 +20,20 @@ pub(crate) fn authorize(caller: Option<&Caller>, spec: &ServiceSpec) -> Result<(
             caller.project.as_deref().unwrap_or_default()
         )));
     }
-    if !secret_refs(spec).is_empty() && !caller.may_use_secrets_of(&spec.project) {
+    if !spec.secret_refs().is_empty() && !caller.may_use_secrets_of(&spec.project) {
         return Err(ApiError::forbidden(format!(
             "{}: referencing secrets needs the admin role or a deployer token scoped to project {}",
             spec.name, spec.project
+        )));
+    }
+    let privileged = spec.privileged_fields();
+    if !privileged.is_empty() && !caller.is_admin() {
+        return Err(ApiError::forbidden(format!(
+            "{}: {} needs an admin token (token {:?} is a {})",
+            spec.name,
+            privileged.join(", "),
+            caller.name,
+            caller.role.as_str()
         )));
     }
     Ok(())
@@ -53,16 +42,60 @@ pub(crate) fn authorize(caller: Option<&Caller>, spec: &ServiceSpec) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use api::Role;
+
+    fn caller(role: Role, project: Option<&str>) -> Caller {
+        Caller {
+            name: "t".into(),
+            role,
+            project: project.map(str::to_string),
+        }
+    }
 
     #[test]
-    fn finds_secret_references() {
-        let mut spec: ServiceSpec = serde_json::from_str(r#"{"name":"a","image":"x"}"#).unwrap();
-        spec.env.insert("A".into(), "${secrets.DB_PASS}".into());
-        spec.env
-            .insert("B".into(), "x${secrets.ONE}y${secrets.TWO}".into());
-        spec.env.insert("C".into(), "plain".into());
-        let mut refs = secret_refs(&spec);
-        refs.sort();
-        assert_eq!(refs, ["DB_PASS", "ONE", "TWO"]);
+    fn privilege_is_the_admins() {
+        let spec: ServiceSpec = serde_json::from_str(
+            r#"{"name":"a","image":"x","security":{"cap_add":["SYS_ADMIN"]}}"#,
+        )
+        .unwrap();
+        for role in [Role::Deployer, Role::Viewer] {
+            let e = authorize(Some(&caller(role, None)), &spec).unwrap_err();
+            assert_eq!(e.status, 403);
+            assert!(
+                e.message.contains("security.cap_add SYS_ADMIN"),
+                "{}",
+                e.message
+            );
+        }
+        // Positive controls: the admin deploys it, and orca's own redeploy
+        // of a stored spec passes.
+        authorize(Some(&caller(Role::Admin, None)), &spec).unwrap();
+        authorize(None, &spec).unwrap();
+        let baseline: ServiceSpec =
+            serde_json::from_str(r#"{"name":"a","image":"x","security":{"cap_add":["NET_RAW"]}}"#)
+                .unwrap();
+        authorize(Some(&caller(Role::Deployer, None)), &baseline).unwrap();
+    }
+
+    #[test]
+    fn secrets_need_the_project() {
+        let spec: ServiceSpec = serde_json::from_str(
+            r#"{"name":"a","project":"shop","image":"x","env":{"P":"${secrets.K}"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            authorize(Some(&caller(Role::Deployer, None)), &spec)
+                .unwrap_err()
+                .status,
+            403
+        );
+        assert_eq!(
+            authorize(Some(&caller(Role::Deployer, Some("bank"))), &spec)
+                .unwrap_err()
+                .status,
+            403
+        );
+        authorize(Some(&caller(Role::Deployer, Some("shop"))), &spec).unwrap();
+        authorize(Some(&caller(Role::Admin, None)), &spec).unwrap();
     }
 }

@@ -299,8 +299,6 @@ impl ControlPlane {
             .into_iter()
             .filter_map(|key| match key.split_once('/') {
                 Some((p, name)) if p == project => Some(name.to_string()),
-                // Stored before secrets had projects: the default project's.
-                None if project == "default" => Some(key),
                 _ => None,
             })
             .collect();
@@ -311,14 +309,9 @@ impl ControlPlane {
 
     pub(crate) fn delete_secret(&self, project: &str, name: &str) -> Result<ApiResponse, ApiError> {
         let repo = &self.inner().repo;
-        let mut existed = repo
+        let existed = repo
             .delete_secret(&secret_key(project, name))
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        if project == "default" {
-            existed |= repo
-                .delete_secret(name)
-                .map_err(|e| ApiError::internal(e.to_string()))?;
-        }
+            .map_err(super::store_error)?;
         if !existed {
             return Err(ApiError::not_found(format!(
                 "secret not found: {name} (project {project})"
@@ -333,11 +326,8 @@ impl ControlPlane {
         &self,
         spec: &api::spec::ServiceSpec,
     ) -> Result<Vec<(String, Vec<u8>)>, ApiError> {
-        let mut refs = crate::control::access::secret_refs(spec);
-        refs.sort();
-        refs.dedup();
         let mut out = Vec::new();
-        for name in refs {
+        for name in spec.secret_refs() {
             let sealed = if self.inner().settings.secrets.is_some() {
                 sealed_secret(&self.inner().repo, &spec.project, &name)
                     .map_err(|e| ApiError::internal(e.to_string()))?
@@ -363,19 +353,50 @@ pub(crate) fn secret_key(project: &str, name: &str) -> String {
     format!("{project}/{name}")
 }
 
-/// Secret `name` of `project`, sealed, with the key it was sealed under.
-/// Secrets stored before they had projects belong to the default project.
+/// Secret `name` of `project`, sealed, with the key it was sealed under:
+/// exactly `project/name`, never another key. `name` must be a plain
+/// secret name (so it cannot climb into another project's keys).
 pub(crate) fn sealed_secret(
     repo: &crate::store::Repo,
     project: &str,
     name: &str,
 ) -> Result<Option<(String, Vec<u8>)>, crate::store::StoreError> {
+    if !api::spec::is_secret_name(name) {
+        return Ok(None);
+    }
     let key = secret_key(project, name);
-    if let Some(sealed) = repo.secret(&key)? {
-        return Ok(Some((key, sealed)));
+    Ok(repo.secret(&key)?.map(|sealed| (key, sealed)))
+}
+
+/// Moves secrets stored before secrets had projects (a plain key) to the
+/// default project's (`default/NAME`), sealed again under their new key,
+/// so that lookups never fall back to another key. One whose new key is
+/// taken already is left where it is, unused, and logged. Returns how many
+/// moved.
+pub(crate) fn migrate_legacy_secrets(
+    repo: &crate::store::Repo,
+    secrets: &crate::secrets::SecretBox,
+) -> Result<usize, crate::store::StoreError> {
+    let mut moved = 0;
+    for key in repo.secret_names()? {
+        if key.contains('/') {
+            continue;
+        }
+        let new_key = secret_key("default", &key);
+        let Some(sealed) = repo.secret(&key)? else {
+            continue;
+        };
+        if repo.secret(&new_key)?.is_some() {
+            tracing::warn!(secret = %key, "a secret without a project is shadowed by default/{key}; left unused");
+            continue;
+        }
+        let Ok(value) = secrets.open_value(&key, &sealed) else {
+            tracing::warn!(secret = %key, "a secret without a project does not open; left unused");
+            continue;
+        };
+        repo.put_secret(&new_key, &secrets.seal(&new_key, &value))?;
+        repo.delete_secret(&key)?;
+        moved += 1;
     }
-    if project == "default" {
-        return Ok(repo.secret(name)?.map(|sealed| (name.to_string(), sealed)));
-    }
-    Ok(None)
+    Ok(moved)
 }

@@ -69,6 +69,12 @@ impl ControlPlane {
                 .map_err(|e| fail(e.to_string()))?;
         }
         self.sealed_refs(spec)?;
+        if let Some(api::spec::TlsSpec::Files(files)) = &spec.tls {
+            let cert_dir = &self.inner().settings.cert_dir;
+            for (field, path) in [("cert", &files.cert), ("key", &files.key)] {
+                crate::control::serve::cert_file::check(cert_dir, field, path).map_err(fail)?;
+            }
+        }
         if spec.domain.is_some() && spec.port.is_none() {
             return Err(fail("a service with a domain needs a port".into()));
         }

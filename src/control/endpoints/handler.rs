@@ -6,37 +6,17 @@ use api::{ApiError, ApiRequest, ApiResponse, Caller, Handler};
 
 use crate::control::ControlPlane;
 
-impl ControlPlane {
-    /// A token scoped to one project changes only that project's services
-    /// (deploys are checked per service, in `deploy`).
-    fn check_scope(&self, caller: Option<&Caller>, request: &ApiRequest) -> Result<(), ApiError> {
-        let Some(caller) = caller.filter(|c| c.project.is_some()) else {
-            return Ok(());
-        };
-        let project = match request {
-            ApiRequest::Scale { name, .. }
-            | ApiRequest::StopService { name }
-            | ApiRequest::Promote { name }
-            | ApiRequest::Rollback { name, .. }
-            | ApiRequest::Exec { name, .. }
-            | ApiRequest::Attach { name, .. } => self.project_of(name),
-            ApiRequest::CreateWebhook(w) => self.project_of(&w.service),
-            ApiRequest::StopProject { name } => Some(name.clone()),
-            _ => None,
-        };
-        match project {
-            Some(p) if !caller.may_change(&p) => Err(ApiError::forbidden(format!(
-                "token {:?} is scoped to project {}, not {p}",
-                caller.name,
-                caller.project.as_deref().unwrap_or_default()
-            ))),
-            _ => Ok(()),
-        }
+impl super::scope::Lookup for ControlPlane {
+    fn service_project(&self, name: &str) -> Option<String> {
+        let st = self.inner().state();
+        st.records.get(name).map(|r| r.spec.project.clone())
     }
 
-    fn project_of(&self, service: &str) -> Option<String> {
-        let st = self.inner().state();
-        st.records.get(service).map(|r| r.spec.project.clone())
+    fn webhook_project(&self, id: &str) -> Option<String> {
+        self.webhook_record(id)
+            .ok()
+            .flatten()
+            .and_then(|hook| hook.project.or_else(|| self.service_project(&hook.service)))
     }
 }
 
@@ -52,7 +32,8 @@ impl Handler for ControlPlane {
         caller: Option<Caller>,
     ) -> Result<ApiResponse, ApiError> {
         let caller_name = caller.as_ref().map(|c| c.name.clone()).unwrap_or_default();
-        self.check_scope(caller.as_ref(), &request)?;
+        let request = super::scope::scoped(caller.as_ref(), request, self)?;
+        let scope = caller.as_ref().and_then(|c| c.project.as_deref());
         match request {
             ApiRequest::Page => Ok(ApiResponse::Page),
             ApiRequest::Health => ApiResponse::ok(&self.health()),
@@ -85,7 +66,7 @@ impl Handler for ControlPlane {
             ApiRequest::CreateJoinToken(t) => self.create_join_token(t).await,
             ApiRequest::ListJoinTokens => self.list_join_tokens(),
             ApiRequest::DeleteJoinToken { id } => self.delete_join_token(&id).await,
-            ApiRequest::ListWebhooks => self.list_webhooks(),
+            ApiRequest::ListWebhooks => self.list_webhooks(scope),
             ApiRequest::CreateWebhook(w) => self.create_webhook(w),
             ApiRequest::DeleteWebhook { id } => self.delete_webhook(&id),
             ApiRequest::GitWebhook(delivery) => self.git_webhook(delivery).await,

@@ -1,5 +1,5 @@
 //! The API's handlers: the [`Handler`](api::Handler) ([`handler`]) and
-//! who may do what ([`access`]), then one file per resource.
+//! who may do what ([`access`], [`scope`]), then one file per resource.
 
 pub(crate) mod access;
 pub(crate) mod cluster;
@@ -9,6 +9,7 @@ pub(crate) mod handler;
 pub(crate) mod join;
 pub(crate) mod logs;
 pub(crate) mod pull;
+pub(crate) mod scope;
 pub(crate) mod status;
 pub(crate) mod versions;
 pub(crate) mod webhooks;

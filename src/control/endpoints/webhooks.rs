@@ -37,6 +37,10 @@ pub struct WebhookRecord {
     pub id: String,
     pub repo: String,
     pub service: String,
+    /// The service's project when the webhook was registered (None for
+    /// webhooks registered before webhooks had one: the service's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
     pub branch: String,
     /// The shared secret, sealed (hex).
     pub secret_sealed: String,
@@ -51,7 +55,8 @@ impl WebhookRecord {
     /// What the API shows: everything but the secret.
     fn public(&self) -> serde_json::Value {
         serde_json::json!({
-            "id": self.id, "repo": self.repo, "service": self.service, "branch": self.branch,
+            "id": self.id, "repo": self.repo, "service": self.service,
+            "project": self.project, "branch": self.branch,
             "created_at": self.created_at, "invocations": self.invocations,
         })
     }
@@ -107,22 +112,38 @@ impl ControlPlane {
             .map_err(super::store_error)
     }
 
-    pub(crate) fn list_webhooks(&self) -> Result<ApiResponse, ApiError> {
+    /// The webhooks, only those of project `scope` when a scoped token asks.
+    pub(crate) fn list_webhooks(&self, scope: Option<&str>) -> Result<ApiResponse, ApiError> {
+        use super::scope::Lookup;
         let hooks: Vec<serde_json::Value> = self
             .webhook_records()?
             .iter()
+            .filter(|hook| {
+                scope.is_none_or(|own| {
+                    let project = hook
+                        .project
+                        .clone()
+                        .or_else(|| self.service_project(&hook.service));
+                    project.as_deref() == Some(own)
+                })
+            })
             .map(WebhookRecord::public)
             .collect();
         ApiResponse::ok(&serde_json::json!({ "webhooks": hooks }))
     }
 
+    /// Registers a webhook; a scoped caller's service was checked to be of
+    /// its project (`scope`).
     pub(crate) fn create_webhook(&self, request: WebhookRequest) -> Result<ApiResponse, ApiError> {
+        use super::scope::Lookup;
         let secrets = self.secret_box()?;
+        let project = self.service_project(&request.service);
         let id = format!("wh{:010x}", rand::random::<u64>() & 0xff_ffff_ffff);
         let hook = WebhookRecord {
             id: id.clone(),
             repo: request.repo,
             service: request.service,
+            project,
             branch: request.branch,
             secret_sealed: hex::encode(secrets.seal(&format!("webhook:{id}"), &request.secret)),
             created_at: now(),
@@ -224,7 +245,7 @@ impl ControlPlane {
         ApiResponse::json(status, &serde_json::json!({ "results": answers }))
     }
 
-    fn webhook_record(&self, id: &str) -> Result<Option<WebhookRecord>, ApiError> {
+    pub(crate) fn webhook_record(&self, id: &str) -> Result<Option<WebhookRecord>, ApiError> {
         self.inner()
             .repo
             .get_typed(Tree::Webhooks, id)

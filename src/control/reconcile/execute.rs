@@ -218,6 +218,8 @@ pub(crate) fn instance_spec(
         version: record.version,
         slot,
         image: spec.image.clone(),
+        image_digest: record.image_digest.clone(),
+        pull_never: spec.pull_policy() == api::spec::PullPolicy::Never,
         command: spec.command.clone(),
         env,
         // Validated at deploy time.

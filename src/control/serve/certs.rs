@@ -7,7 +7,7 @@
 //! and its status says why.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -18,8 +18,6 @@ use crate::control::Inner;
 
 /// How often the files are looked at for changes.
 const LOOK_EVERY: Duration = Duration::from_secs(10);
-/// Largest certificate or key file read.
-const MAX_FILE: u64 = 1024 * 1024;
 
 /// The served certificates, by domain.
 pub(crate) type Certs = HashMap<String, TlsPair>;
@@ -32,24 +30,15 @@ struct Read {
     outcome: Result<TlsPair, String>,
 }
 
-/// Reads `files` unless their stamps say nothing changed since `before`.
-fn read(files: &TlsFiles, before: Option<&Read>) -> Read {
-    let stamp = |p: &str| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+/// Reads `files` (under `cert_dir`) unless their stamps say nothing
+/// changed since `before`.
+fn read(cert_dir: &Path, files: &TlsFiles, before: Option<&Read>) -> Read {
+    let stamp = |p: &str| std::fs::symlink_metadata(p).and_then(|m| m.modified()).ok();
     let stamps = (stamp(&files.cert), stamp(&files.key));
     if let Some(b) = before.filter(|b| b.stamps == stamps && stamps.0.is_some()) {
         return b.clone();
     }
-    let load = |field: &str, p: &str| -> Result<String, String> {
-        let size = std::fs::metadata(p)
-            .map_err(|e| format!("tls.{field} {p}: {e}"))?
-            .len();
-        if size > MAX_FILE {
-            return Err(format!(
-                "tls.{field} {p}: {size} bytes, more than a certificate file holds"
-            ));
-        }
-        std::fs::read_to_string(Path::new(p)).map_err(|e| format!("tls.{field} {p}: {e}"))
-    };
+    let load = |field: &str, p: &str| super::cert_file::read(cert_dir, field, p);
     let outcome = load("cert", &files.cert).and_then(|cert_pem| {
         let key_pem = load("key", &files.key)?;
         let pair = TlsPair { cert_pem, key_pem };
@@ -103,6 +92,7 @@ pub(crate) async fn run(inner: std::sync::Weak<Inner>) {
         let wanted = wanted(&inner);
         let issued = inner.acme.borrow().clone();
         let before = std::mem::take(&mut known);
+        let cert_dir: PathBuf = inner.settings.cert_dir.clone();
         let looked = tokio::task::spawn_blocking(move || {
             let mut now = HashMap::new();
             let mut out: Vec<Outcome> = Vec::new();
@@ -110,7 +100,7 @@ pub(crate) async fn run(inner: std::sync::Weak<Inner>) {
                 let outcome = match &w.files {
                     Some(files) => {
                         let key = (files.cert.clone(), files.key.clone());
-                        let r = read(files, before.get(&key));
+                        let r = read(&cert_dir, files, before.get(&key));
                         let outcome = r.outcome.clone();
                         now.insert(key, r);
                         outcome
@@ -208,14 +198,17 @@ mod tests {
             cert: c.to_str().unwrap().into(),
             key: k.to_str().unwrap().into(),
         };
-        let first = read(&files, None);
+        let first = read(dir.path(), &files, None);
         assert!(first.outcome.is_ok());
         // Same stamps: the earlier outcome stands, even if it was a failure.
         let failed = Read {
             stamps: first.stamps,
             outcome: Err("x".into()),
         };
-        assert_eq!(read(&files, Some(&failed)).outcome, Err("x".into()));
+        assert_eq!(
+            read(dir.path(), &files, Some(&failed)).outcome,
+            Err("x".into())
+        );
         // A bad key file.
         std::fs::write(&k, "not a key").unwrap();
         let later = SystemTime::now() + Duration::from_secs(5);
@@ -225,14 +218,22 @@ mod tests {
             .unwrap()
             .set_modified(later)
             .unwrap();
-        let bad = read(&files, Some(&first)).outcome.unwrap_err();
+        let bad = read(dir.path(), &files, Some(&first)).outcome.unwrap_err();
         assert!(bad.contains("key"), "{bad}");
+        let gone = dir.path().join("gone.pem").display().to_string();
         let missing = TlsFiles {
-            cert: "/nonexistent/c.pem".into(),
+            cert: gone.clone(),
             key: files.key.clone(),
         };
-        let e = read(&missing, None).outcome.unwrap_err();
-        assert!(e.starts_with("tls.cert /nonexistent/c.pem"), "{e}");
+        let e = read(dir.path(), &missing, None).outcome.unwrap_err();
+        assert!(e.starts_with(&format!("tls.cert {gone}")), "{e}");
+        // Outside the directory: refused, never read.
+        let shadow = TlsFiles {
+            cert: "/etc/shadow".into(),
+            key: files.key.clone(),
+        };
+        let e = read(dir.path(), &shadow, None).outcome.unwrap_err();
+        assert!(e.contains("cert_dir"), "{e}");
     }
 
     #[test]

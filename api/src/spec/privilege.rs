@@ -1,0 +1,175 @@
+//! What in a spec reaches beyond its own replicas: the secrets its env
+//! names (`${secrets.KEY}`, a plain name of the service's own project) and
+//! the privileged fields only an admin may deploy (capabilities outside
+//! Docker's default set, no seccomp filter).
+
+use super::{SeccompMode, ServiceSpec};
+use crate::error::ApiError;
+
+/// Docker's default capability set; `NET_RAW` is in it (orca drops it by
+/// default, and adding it back is no privilege).
+pub const BASELINE_CAPABILITIES: [&str; 14] = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FSETID",
+    "FOWNER",
+    "MKNOD",
+    "NET_RAW",
+    "SETGID",
+    "SETUID",
+    "SETFCAP",
+    "SETPCAP",
+    "NET_BIND_SERVICE",
+    "SYS_CHROOT",
+    "KILL",
+    "AUDIT_WRITE",
+];
+
+/// A secret's name: `[A-Za-z_][A-Za-z0-9_]*`, at most 255 bytes.
+pub fn is_secret_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
+        && name.len() <= 255
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Every `${secrets.KEY}` in `value`, as written (checked or not); an
+/// unterminated one runs to the end.
+pub fn secret_refs_in(value: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = value;
+    while let Some(start) = rest.find("${secrets.") {
+        let after = &rest[start + "${secrets.".len()..];
+        match after.find('}') {
+            Some(end) => {
+                out.push(&after[..end]);
+                rest = &after[end + 1..];
+            }
+            None => {
+                out.push(after);
+                break;
+            }
+        }
+    }
+    out
+}
+
+impl ServiceSpec {
+    /// The secret names the spec's env refers to, sorted, each once.
+    pub fn secret_refs(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .env
+            .values()
+            .flat_map(|v| secret_refs_in(v))
+            .map(str::to_string)
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// The fields of the spec only an admin may deploy, named as the 403
+    /// names them (`security.cap_add SYS_ADMIN`).
+    pub fn privileged_fields(&self) -> Vec<String> {
+        let Some(sec) = &self.security else {
+            return Vec::new();
+        };
+        let mut out: Vec<String> = sec
+            .cap_add
+            .iter()
+            .filter(|name| {
+                let upper = name.trim().to_ascii_uppercase();
+                let bare = upper.strip_prefix("CAP_").unwrap_or(&upper);
+                !BASELINE_CAPABILITIES.contains(&bare)
+            })
+            .map(|name| format!("security.cap_add {name}"))
+            .collect();
+        if sec.seccomp == Some(SeccompMode::Unconfined) {
+            out.push("security.seccomp unconfined".into());
+        }
+        out
+    }
+}
+
+/// Each `${secrets.KEY}` in env names a plain secret name.
+pub(super) fn check_secret_refs(spec: &ServiceSpec) -> Result<(), ApiError> {
+    for (key, value) in &spec.env {
+        let mut rest = value.as_str();
+        while let Some(start) = rest.find("${secrets.") {
+            let after = &rest[start + "${secrets.".len()..];
+            let Some(end) = after.find('}') else {
+                return Err(ApiError::bad_request(format!(
+                    "invalid env {key}: unterminated ${{secrets."
+                )));
+            };
+            let name = &after[..end];
+            if !is_secret_name(name) {
+                return Err(ApiError::bad_request(format!(
+                    "invalid env {key}: secret name {name:?} must match [A-Za-z_][A-Za-z0-9_]* \
+                     (a secret of the service's own project)"
+                )));
+            }
+            rest = &after[end + 1..];
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(json: &str) -> ServiceSpec {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn secret_names_are_plain() {
+        for good in ["DB_PASS", "_x", "a1", "K"] {
+            assert!(is_secret_name(good), "{good}");
+        }
+        for bad in ["", "1A", "bank/KEY", "a-b", "a.b", "../x", "A B", "é"] {
+            assert!(!is_secret_name(bad), "{bad}");
+        }
+        let s = spec(r#"{"name":"a","image":"x","env":{"P":"${secrets.bank/BANKKEY}"}}"#);
+        let e = s.validate().unwrap_err();
+        assert_eq!(e.status, 400);
+        assert!(e.message.contains("bank/BANKKEY"), "{}", e.message);
+        let s = spec(r#"{"name":"a","image":"x","env":{"P":"${secrets.BANKKEY"}}"#);
+        assert_eq!(s.validate().unwrap_err().status, 400);
+        // Positive control: a plain name validates.
+        let s = spec(r#"{"name":"a","image":"x","env":{"P":"u:${secrets.BANKKEY}@h"}}"#);
+        s.validate().unwrap();
+        assert_eq!(s.secret_refs(), ["BANKKEY"]);
+    }
+
+    #[test]
+    fn finds_secret_references() {
+        let s = spec(
+            r#"{"name":"a","image":"x","env":{"A":"${secrets.DB_PASS}","B":"x${secrets.ONE}y${secrets.TWO}","C":"plain","D":"${secrets.ONE}"}}"#,
+        );
+        assert_eq!(s.secret_refs(), ["DB_PASS", "ONE", "TWO"]);
+    }
+
+    #[test]
+    fn privileged_fields_are_named() {
+        let s = spec(
+            r#"{"name":"a","image":"x","security":{"cap_add":["NET_RAW","cap_chown","SYS_ADMIN","ALL"],"seccomp":"unconfined"}}"#,
+        );
+        assert_eq!(
+            s.privileged_fields(),
+            [
+                "security.cap_add SYS_ADMIN",
+                "security.cap_add ALL",
+                "security.seccomp unconfined"
+            ]
+        );
+        let baseline = spec(
+            r#"{"name":"a","image":"x","security":{"cap_add":["NET_RAW","KILL"],"cap_drop":["ALL"],"seccomp":"default","read_only_rootfs":true}}"#,
+        );
+        assert!(baseline.privileged_fields().is_empty());
+        assert!(spec(r#"{"name":"a","image":"x"}"#)
+            .privileged_fields()
+            .is_empty());
+    }
+}
