@@ -1,6 +1,7 @@
 //! Images that try to make orca read what it must not while it looks up
 //! their user by name: a FIFO, a device node, a link out to the host's
-//! own /etc/passwd, an oversized file. Each fails with a clear reason,
+//! own /etc/passwd, an oversized file, a lower layer's `etc -> /etc`
+//! under an upper layer's empty `etc/` with a user only the host has. Each fails with a clear reason,
 //! orca stays healthy, and the control image (a plain /etc/passwd) runs as
 //! the user it names.
 
@@ -25,6 +26,10 @@ async fn hostile_account_files_fail_clearly_and_the_control_runs() {
         // again; read on the host, it would have found "daemon" and run.
         ("escape", "too many levels of symbolic links"),
         ("big", "more than the 1048576 read"),
+        // The lower layer's `etc -> /etc` under the upper layer's empty
+        // `etc/`: the merged view has no /etc/passwd, so `_apt`, a name
+        // only the host knows (uid 42 there), is no user of the image.
+        ("shadowed", "no user \"_apt\""),
     ];
     let mut services: Vec<Value> = kinds
         .iter()
@@ -36,7 +41,7 @@ async fn hostile_account_files_fail_clearly_and_the_control_runs() {
         .post("/api/v1/deploy", &json!({ "services": services }))
         .await
         .unwrap();
-    assert_eq!(r["deployed"].as_array().unwrap().len(), 5, "{r}");
+    assert_eq!(r["deployed"].as_array().unwrap().len(), 6, "{r}");
 
     for (kind, reason) in kinds {
         let s = common::wait_for(&c, &format!("h-{kind}"), "a failed start", |s| {

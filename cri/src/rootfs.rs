@@ -1,6 +1,8 @@
 //! Reading one file of an image's root filesystem from its snapshot's
 //! layer directories, without mounting anything and without ever leaving
-//! them: the overlay's merged view resolved by hand. Symbolic links are
+//! them: the overlay's merged view resolved by hand, each layer's part
+//! opened beneath its directory with no link followed (`openat2`,
+//! `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`). Symbolic links are
 //! followed inside the image's root (an absolute target starts at the
 //! image's `/`, `..` stops there), whiteouts and opaque directories hide
 //! what lies below them, and only a regular file of bounded size is read,
@@ -8,8 +10,13 @@
 //! file, a device or a FIFO, nor hold it with an endless file.
 
 use std::io::Read;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{readlinkat, AtFlags, OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::{fstatat, Mode, SFlag};
+use xattr::FileExt;
 
 use crate::error::{CriError, Result};
 
@@ -50,8 +57,8 @@ enum Entry {
     Missing,
     Dir,
     Link(PathBuf),
-    /// A regular file, in this layer directory.
-    File(PathBuf),
+    /// A regular file, opened (never through a link).
+    File(std::fs::File),
     /// A device, FIFO or socket.
     Special,
 }
@@ -63,45 +70,80 @@ fn hostile(path: &str, reason: impl Into<String>) -> CriError {
     }
 }
 
-/// The topmost layer's entry for `rel` (components already resolved).
-/// A whiteout or an opaque directory above ends the search downwards.
+/// Opens `rel` inside one layer directory without following any symbolic
+/// link on the way or at the end and without leaving the directory: a
+/// layer's `etc -> /etc` is a link like any other, never a way out.
+fn open_in_layer(layer: &Path, rel: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
+    let root = nix::fcntl::open(
+        layer,
+        OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    let rel = if rel.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        rel
+    };
+    let how = OpenHow::new()
+        .flags(flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
+    nix::fcntl::openat2(root.as_fd(), rel, how)
+}
+
+/// The topmost layer's entry for `rel` (its parents already resolved to
+/// directories of the merged view). As overlayfs does, a whiteout, an
+/// opaque directory, or a layer where a parent is not a directory (a
+/// file, or a link such as `etc -> /etc` under a directory above) ends
+/// the search downwards.
 fn entry(layers: &[PathBuf], rel: &Path) -> std::io::Result<Entry> {
+    let Some(name) = rel.file_name() else {
+        return Ok(Entry::Dir);
+    };
+    let parent = rel.parent().unwrap_or(Path::new(""));
     for layer in layers {
-        let p = layer.join(rel);
-        match std::fs::symlink_metadata(&p) {
-            Ok(m) => {
-                let t = m.file_type();
-                // A whiteout: a character device 0:0.
-                if t.is_char_device() && std::os::unix::fs::MetadataExt::rdev(&m) == 0 {
-                    return Ok(Entry::Missing);
+        match open_in_layer(layer, parent, OFlag::O_PATH | OFlag::O_DIRECTORY) {
+            Ok(dir) => match fstatat(dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Ok(st) => {
+                    let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+                    return Ok(if kind == SFlag::S_IFCHR && st.st_rdev == 0 {
+                        // A whiteout: a character device 0:0.
+                        Entry::Missing
+                    } else if kind == SFlag::S_IFLNK {
+                        Entry::Link(PathBuf::from(readlinkat(dir.as_fd(), name)?))
+                    } else if kind == SFlag::S_IFDIR {
+                        Entry::Dir
+                    } else if kind == SFlag::S_IFREG {
+                        let fd = open_in_layer(layer, rel, OFlag::O_RDONLY | OFlag::O_NONBLOCK)?;
+                        Entry::File(std::fs::File::from(fd))
+                    } else {
+                        Entry::Special
+                    });
                 }
-                return Ok(if t.is_symlink() {
-                    Entry::Link(std::fs::read_link(&p)?)
-                } else if t.is_dir() {
-                    Entry::Dir
-                } else if t.is_file() {
-                    Entry::File(p)
-                } else {
-                    Entry::Special
-                });
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            // A parent here is no directory (a whiteout of one, say): it
-            // hides the layers below.
-            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => return Ok(Entry::Missing),
-            Err(e) => return Err(e),
+                Err(Errno::ENOENT) => {}
+                Err(e) => return Err(e.into()),
+            },
+            Err(Errno::ENOENT) => {}
+            // A parent here is no directory (a file, a whiteout of one, a
+            // link): it hides the layers below.
+            Err(Errno::ENOTDIR | Errno::ELOOP) => return Ok(Entry::Missing),
+            Err(e) => return Err(e.into()),
         }
         // An opaque directory on the way down hides the layers below.
-        let mut parent = rel.parent();
-        while let Some(dir) = parent.filter(|d| !d.as_os_str().is_empty()) {
-            match xattr::get(layer.join(dir), OPAQUE_XATTR) {
-                Ok(Some(v)) if v == b"y" => return Ok(Entry::Missing),
-                Ok(_) => {}
+        let mut up = rel.parent();
+        while let Some(dir) = up.filter(|d| !d.as_os_str().is_empty()) {
+            match open_in_layer(layer, dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY) {
+                Ok(fd) => {
+                    let file = std::fs::File::from(fd);
+                    if file.get_xattr(OPAQUE_XATTR)?.as_deref() == Some(b"y") {
+                        return Ok(Entry::Missing);
+                    }
+                }
                 // Not in this layer: nothing here to hide the layers below.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
+                Err(Errno::ENOENT) => {}
+                Err(Errno::ENOTDIR | Errno::ELOOP) => return Ok(Entry::Missing),
+                Err(e) => return Err(e.into()),
             }
-            parent = dir.parent();
+            up = dir.parent();
         }
     }
     Ok(Entry::Missing)
@@ -138,7 +180,7 @@ pub fn read_file(layers: &[PathBuf], path: &str) -> Result<Option<String>> {
                 }
                 todo.extend(components(&target).into_iter().rev());
             }
-            Entry::File(file) if todo.is_empty() => return read_capped(&file, path).map(Some),
+            Entry::File(file) if todo.is_empty() => return read_capped(file, path).map(Some),
             // A file where a directory should be.
             Entry::File(_) => return Ok(None),
             Entry::Special if todo.is_empty() => {
@@ -159,12 +201,7 @@ fn components(path: &str) -> Vec<String> {
 }
 
 /// A regular file opened without following links, read up to the cap.
-fn read_capped(file: &Path, path: &str) -> Result<String> {
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(file)
-        .map_err(|e| hostile(path, format!("cannot be opened: {e}")))?;
+fn read_capped(f: std::fs::File, path: &str) -> Result<String> {
     let meta = f
         .metadata()
         .map_err(|e| hostile(path, format!("cannot be read: {e}")))?;
@@ -257,6 +294,38 @@ mod tests {
         symlink("/etc/a", l.paths[0].join("etc/b")).unwrap();
         let e = read_file(&l.paths, "/etc/a").unwrap_err().to_string();
         assert!(e.contains("too many levels"), "{e}");
+    }
+
+    #[test]
+    fn a_lower_link_under_an_upper_directory_leads_nowhere() {
+        // The hostile image: the lower layer has `etc -> /etc` (the host's,
+        // if followed), the upper an empty `etc/`.
+        let top = tempfile::tempdir().unwrap();
+        let bottom = tempfile::tempdir().unwrap();
+        std::fs::create_dir(top.path().join("etc")).unwrap();
+        symlink("/etc", bottom.path().join("etc")).unwrap();
+        let paths = vec![top.path().to_path_buf(), bottom.path().to_path_buf()];
+        assert!(std::path::Path::new("/etc/passwd").exists());
+        assert_eq!(read_file(&paths, "/etc/passwd").unwrap(), None);
+        // Alone, the link resolves inside the image, to itself: a loop,
+        // never the host's file.
+        let lower_only = vec![bottom.path().to_path_buf()];
+        let e = read_file(&lower_only, "/etc/passwd").unwrap_err().to_string();
+        assert!(e.contains("too many levels"), "{e}");
+        // Positive control: the same layers with the file in the upper
+        // directory read it.
+        std::fs::write(top.path().join("etc/passwd"), "app:x:1000:1000::/:/bin/sh\n").unwrap();
+        assert_eq!(
+            read_file(&paths, "/etc/passwd").unwrap().as_deref(),
+            Some("app:x:1000:1000::/:/bin/sh\n")
+        );
+        // A link deeper down, inside a directory of a layer, is refused
+        // as a way in too.
+        let mid = tempfile::tempdir().unwrap();
+        std::fs::create_dir(mid.path().join("data")).unwrap();
+        symlink("/etc", mid.path().join("data/etc")).unwrap();
+        let l = vec![mid.path().to_path_buf()];
+        assert_eq!(read_file(&l, "/data/etc/passwd").unwrap(), None);
     }
 
     #[test]

@@ -22,8 +22,8 @@
 #   kaweb:v1         tests/images/kaweb.rs, a keep-alive HTTP/1.1 server on
 #                    $PORT (default 8080), built here with rustc and a static
 #                    C runtime: "/" answers "kaweb v1", "/healthz" "ok".
-#   hostile:ok, :fifo, :device, :escape, :big   User by name, /etc/passwd a
-#                    plain file (ok) or hostile (see below).
+#   hostile:ok, :fifo, :device, :escape, :big, :shadowed   User by name,
+#                    /etc/passwd a plain file (ok) or hostile (see below).
 #   library/nginx:alpine   the web:v1 image, so `nginx:alpine` resolves
 #                    through a docker.io mirror pointing at the registry.
 set -euo pipefail
@@ -82,15 +82,17 @@ BASE_DIFF=$(sha "$WORK/base.tar")
 gzip -n -c "$WORK/base.tar" > "$WORK/base.tar.gz"
 
 # make_image NAME TAG APPDIR ENTRYPOINT_JSON ENV_JSON EXTRA_CONFIG_JSON [plain]
-# Writes an OCI layout at $OUT/NAME-TAG and prints nothing.
+# Writes an OCI layout at $OUT/NAME-TAG and prints nothing. The lower layer
+# is the base, or $LOWER_GZ (with diff id $LOWER_DIFF) when set.
 make_image() {
   local name=$1 tag=$2 app=$3 entry=$4 env=$5 extra=$6 plain=${7:-}
+  local lower_gz=${LOWER_GZ:-$WORK/base.tar.gz} lower_diff=${LOWER_DIFF:-$BASE_DIFF}
   local layout=$OUT/$name-$tag
   rm -rf "$layout"
   mkdir -p "$layout/blobs/sha256"
   printf '{"imageLayoutVersion":"1.0.0"}' > "$layout/oci-layout"
 
-  cp "$WORK/base.tar.gz" "$WORK/l0"
+  cp "$lower_gz" "$WORK/l0"
   local base_size base_digest
   base_size=$(size "$WORK/l0")
   base_digest=$(add_blob "$layout" "$WORK/l0")
@@ -111,7 +113,7 @@ make_image() {
   cat > "$WORK/config" <<EOF
 {"architecture":"$ARCH","os":"linux","created":"2023-11-14T22:13:20Z",
  "config":{"Entrypoint":$entry,"Env":$env$extra},
- "rootfs":{"type":"layers","diff_ids":["sha256:$BASE_DIFF","sha256:$app_diff"]},
+ "rootfs":{"type":"layers","diff_ids":["sha256:$lower_diff","sha256:$app_diff"]},
  "history":[{"created":"2023-11-14T22:13:20Z","created_by":"tests/images/build.sh"}]}
 EOF
   local config_size config_digest
@@ -216,6 +218,22 @@ for kind in ok fifo device escape big; do
   make_image hostile "$kind" "$app" '["/bin/sleep","600"]' '["PATH=/bin"]' ",\"User\":\"$user\""
 done
 
+# hostile:shadowed: the lower layer has busybox and `etc -> /etc`, the upper
+# an empty `etc/`, and User is `_apt`, a name only the host's own
+# /etc/passwd knows. Followed through the lower layer's link, the lookup
+# would find the host's account and run the replica as its uid.
+lower=$WORK/shadowed-lower
+mkdir -p "$lower/bin" "$lower/tmp"
+cp -a "$BASE/bin/." "$lower/bin/"
+ln -s /etc "$lower/etc"
+tar_dir "$lower" "$WORK/shadowed-lower.tar"
+shadowed_diff=$(sha "$WORK/shadowed-lower.tar")
+gzip -n -c "$WORK/shadowed-lower.tar" > "$WORK/shadowed-lower.tar.gz"
+app=$WORK/hostile-shadowed
+mkdir -p "$app/etc"
+LOWER_GZ=$WORK/shadowed-lower.tar.gz LOWER_DIFF=$shadowed_diff \
+  make_image hostile shadowed "$app" '["/bin/sleep","600"]' '["PATH=/bin"]' ',"User":"_apt"'
+
 # multi: an index with this host's platform and one other.
 make_multi() {
   local layout=$OUT/multi-latest host_layout=$OUT/web-v1
@@ -264,7 +282,7 @@ push "oci:$OUT/logger-latest:latest" "docker://$REGISTRY/orca-test/logger:latest
 push "oci:$OUT/crasher-latest:latest" "docker://$REGISTRY/orca-test/crasher:latest"
 push "oci:$OUT/hog-latest:latest" "docker://$REGISTRY/orca-test/hog:latest"
 push --all "oci:$OUT/multi-latest:latest" "docker://$REGISTRY/orca-test/multi:latest"
-for kind in ok fifo device escape big; do
+for kind in ok fifo device escape big shadowed; do
   push "oci:$OUT/hostile-$kind:$kind" "docker://$REGISTRY/orca-test/hostile:$kind"
 done
 push "oci:$OUT/web-v1:v1" "docker://$REGISTRY/library/nginx:alpine"
