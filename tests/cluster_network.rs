@@ -22,9 +22,9 @@ async fn every_nodes_ingress_and_dns_reach_replicas_on_other_nodes() {
     let c = LabCluster::start(&env, 3, "").await;
     let image = c.image("web:v1");
     // far.test has its own certificate, in files on the server's host.
-    let certs = tempfile::tempdir().unwrap();
+    let certs = c.cert_dir();
     let (cert, key) = common::tls::self_signed("far.test");
-    let (cert_file, key_file) = (certs.path().join("far.pem"), certs.path().join("far.key"));
+    let (cert_file, key_file) = (certs.join("far.pem"), certs.join("far.key"));
     std::fs::write(&cert_file, cert).unwrap();
     std::fs::write(&key_file, key).unwrap();
     let tls = json!({ "cert": cert_file.to_str().unwrap(), "key": key_file.to_str().unwrap() });

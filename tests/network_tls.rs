@@ -25,18 +25,19 @@ async fn a_service_with_its_own_certificate_is_served_over_https() {
     };
     let server = OrcaServer::start_with(&env, "tls", extra).await;
     let c = server.admin();
-    let files = tempfile::tempdir().unwrap();
-    let (cert_path, key_path) = (
-        files.path().join("fullchain.pem"),
-        files.path().join("privkey.pem"),
-    );
+    let certs = server.cert_dir();
+    let (cert_path, key_path) = (certs.join("fullchain.pem"), certs.join("privkey.pem"));
     let (cert, key) = common::tls::self_signed("secure.test");
     std::fs::write(&cert_path, &cert).unwrap();
     std::fs::write(&key_path, &key).unwrap();
     let web = env.image("web:v1");
     let tls = json!({ "cert": cert_path.to_str().unwrap(), "key": key_path.to_str().unwrap() });
-    let missing =
-        json!({ "cert": "/nonexistent/fullchain.pem", "key": "/nonexistent/privkey.pem" });
+    let gone = certs
+        .join("gone")
+        .join("fullchain.pem")
+        .display()
+        .to_string();
+    let missing = json!({ "cert": gone, "key": certs.join("gone/privkey.pem") });
     common::deploy_all_ready(
         &c,
         json!([
@@ -77,7 +78,7 @@ async fn a_service_with_its_own_certificate_is_served_over_https() {
     let s = common::wait_for(&c, "broken", "a TLS message", |s| {
         s.message
             .as_deref()
-            .is_some_and(|m| m.contains("tls.cert /nonexistent/fullchain.pem"))
+            .is_some_and(|m| m.contains(&format!("tls.cert {gone}")))
     })
     .await;
     assert!(s.message.unwrap().contains("serving HTTP only"));
@@ -102,6 +103,58 @@ async fn a_service_with_its_own_certificate_is_served_over_https() {
         },
     )
     .await;
+
+    // A file swapped for a link after the deploy is not followed: the
+    // service falls back to HTTP and says why.
+    let shadow_link = certs.join("swapped.pem");
+    std::fs::copy(&cert_path, &shadow_link).unwrap();
+    let swapped = json!({ "cert": shadow_link, "key": key_path });
+    common::deploy_all_ready(
+        &c,
+        json!([{ "name": "swapped", "image": web, "port": 8080, "domain": "swapped.test", "tls": swapped, "stop_grace_secs": 1 }]),
+    )
+    .await;
+    common::wait_for(&c, "swapped", "served over HTTPS", |s| s.message.is_none()).await;
+    std::fs::remove_file(&shadow_link).unwrap();
+    std::os::unix::fs::symlink("/etc/shadow", &shadow_link).unwrap();
+    let s = common::wait_for(&c, "swapped", "a TLS message", |s| {
+        s.message.as_deref().is_some_and(|m| m.contains("symlink"))
+    })
+    .await;
+    assert!(s.message.unwrap().contains("serving HTTP only"));
+
+    // Files outside cert_dir, devices, FIFOs and links are refused at the
+    // deploy, before anything is read.
+    let fifo = certs.join("fifo.pem");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let link = certs.join("link.pem");
+    std::os::unix::fs::symlink("/etc/shadow", &link).unwrap();
+    let key = key_path.to_str().unwrap();
+    let with_cert = |cert: &str| json!({ "name": "x", "image": web, "port": 8080, "domain": "x.test", "tls": { "cert": cert, "key": key } });
+    for (cert, says) in [
+        ("/dev/zero", "cert_dir"),
+        ("/etc/shadow", "cert_dir"),
+        (&*format!("{}/../shadow", certs.display()), "tls.cert"),
+        (fifo.to_str().unwrap(), "not a regular file"),
+        (link.to_str().unwrap(), "symlink"),
+    ] {
+        let r = c
+            .post::<_, Value>("/api/v1/deploy", &json!({ "services": [with_cert(cert)] }))
+            .await;
+        match r {
+            Err(api::client::ClientError::Api {
+                status: 400,
+                message,
+            }) => assert!(message.contains(says), "{cert}: {message}"),
+            other => panic!("{cert}: {other:?}"),
+        }
+    }
+    // The server kept its size and answers at once.
+    let health = tokio::time::timeout(Duration::from_secs(2), c.get::<Value>("/api/v1/health"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(health["status"], "ok");
 
     // Specs the server cannot act on are refused whole.
     for (bad, says) in [
@@ -140,9 +193,9 @@ async fn a_node_without_https_is_named_in_the_status() {
     let Some(env) = common::env() else { return };
     let server = OrcaServer::start(&env, "tls-none").await;
     let c = server.admin();
-    let files = tempfile::tempdir().unwrap();
+    let files = server.cert_dir();
     let (cert, key) = common::tls::self_signed("plain.test");
-    let (cert_path, key_path) = (files.path().join("c.pem"), files.path().join("k.pem"));
+    let (cert_path, key_path) = (files.join("c.pem"), files.join("k.pem"));
     std::fs::write(&cert_path, &cert).unwrap();
     std::fs::write(&key_path, &key).unwrap();
     let tls = json!({ "cert": cert_path.to_str().unwrap(), "key": key_path.to_str().unwrap() });

@@ -310,11 +310,17 @@ mod tests {
         // Alone, the link resolves inside the image, to itself: a loop,
         // never the host's file.
         let lower_only = vec![bottom.path().to_path_buf()];
-        let e = read_file(&lower_only, "/etc/passwd").unwrap_err().to_string();
+        let e = read_file(&lower_only, "/etc/passwd")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("too many levels"), "{e}");
         // Positive control: the same layers with the file in the upper
         // directory read it.
-        std::fs::write(top.path().join("etc/passwd"), "app:x:1000:1000::/:/bin/sh\n").unwrap();
+        std::fs::write(
+            top.path().join("etc/passwd"),
+            "app:x:1000:1000::/:/bin/sh\n",
+        )
+        .unwrap();
         assert_eq!(
             read_file(&paths, "/etc/passwd").unwrap().as_deref(),
             Some("app:x:1000:1000::/:/bin/sh\n")

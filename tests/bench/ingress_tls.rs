@@ -45,7 +45,10 @@ async fn main() {
         "tls",
         "obencht0",
         "10.127.0.0/24",
-        &format!("https_listen = \"127.0.0.1:{https_port}\"\n"),
+        &format!(
+            "https_listen = \"127.0.0.1:{https_port}\"\ncert_dir = \"{}\"\n",
+            dir.path().display()
+        ),
     )
     .await;
     let client = server.client.clone();

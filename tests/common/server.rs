@@ -130,6 +130,7 @@ bridge = "{bridge}"
 subnet = "{subnet}"
 [proxy]
 http_listen = "127.0.0.1:{proxy_port}"
+cert_dir = "{certs}"
 {proxy_extra}
 [registry.mirrors]
 "docker.io" = "http://{registry}"
@@ -138,6 +139,7 @@ id = "node-1"
 labels = {{ zone = "test" }}
 {tokens}"#,
             data = dir.path().join("data").display(),
+            certs = dir.path().join("certs").display(),
             socket = env.socket.display(),
             registry = env.registry,
             bridge = bridge_name(&namespace),
@@ -149,6 +151,7 @@ labels = {{ zone = "test" }}
             },
         );
         std::fs::write(dir.path().join("cluster.toml"), config).unwrap();
+        std::fs::create_dir_all(dir.path().join("certs")).unwrap();
         let mut server = OrcaServer {
             dir,
             port,
@@ -227,6 +230,11 @@ labels = {{ zone = "test" }}
     /// The server's PID, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    /// The server's `[proxy] cert_dir`: where services' `tls` files go.
+    pub fn cert_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("certs")
     }
 
     pub fn log(&self) -> String {

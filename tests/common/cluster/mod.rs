@@ -122,6 +122,13 @@ impl LabCluster {
         self.dir.path().join(format!("data{i}"))
     }
 
+    /// The server's `[proxy] cert_dir`: where services' `tls` files go.
+    pub fn cert_dir(&self) -> PathBuf {
+        let dir = self.dir.path().join("certs");
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
     fn log_path(&self, i: usize) -> PathBuf {
         self.dir.path().join(format!("node{i}.log"))
     }
@@ -150,11 +157,12 @@ impl LabCluster {
                 "[cluster]\nname = \"lab\"\ndata_dir = \"{data}\"\n{server_part}\
                  [containerd]\nsocket = \"{socket}\"\nnamespace = \"{ns}\"\n\
                  [network]\n{network_extra}\n\
-                 [proxy]\nhttp_listen = \"127.0.0.1:8080\"\nhttps_listen = \"127.0.0.1:8443\"\n\
+                 [proxy]\nhttp_listen = \"127.0.0.1:8080\"\nhttps_listen = \"127.0.0.1:8443\"\ncert_dir = \"{certs}\"\n\
                  [registry]\ninsecure = [\"{registry}\"]\n\
                  [node]\nid = \"{id}\"\n{labels}\n\
                  [[token]]\nname = \"admin\"\nvalue = \"{ADMIN}\"\nrole = \"admin\"\n",
                 data = self.data_dir(i).display(),
+                certs = self.cert_dir().display(),
                 socket = node.socket.display(),
                 ns = self.namespaces[i],
                 registry = self.registry,
