@@ -198,6 +198,9 @@ pub struct ClusterInfo {
 pub struct VersionInfo {
     pub version: u64,
     pub image: String,
+    /// The digest the version's replicas run, recorded when it was deployed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_digest: Option<String>,
     /// RFC 3339.
     pub deployed_at: String,
     pub deployed_by: String,

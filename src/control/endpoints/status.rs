@@ -292,6 +292,7 @@ impl ControlPlane {
             .map(|v| VersionInfo {
                 version: v.version,
                 image: v.spec.image.clone(),
+                image_digest: v.image_digest.clone(),
                 deployed_at: v.deployed_at.clone(),
                 deployed_by: v.deployed_by.clone(),
                 note: v.note.clone(),
