@@ -54,7 +54,9 @@ async fn a_version_runs_its_digest_after_the_tag_moves() {
             "pull": "always", "readiness": { "path": "/" }, "stop_grace_secs": 1,
             "deploy": { "progress_deadline_secs": 30 } }] })
     };
-    c.post::<_, Value>("/api/v1/deploy", &spec(2)).await.unwrap();
+    c.post::<_, Value>("/api/v1/deploy", &spec(2))
+        .await
+        .unwrap();
     common::wait_for(&c, "pin", "version 1 ready", |s| {
         s.rollout
             .as_ref()
@@ -127,5 +129,7 @@ async fn a_version_runs_its_digest_after_the_tag_moves() {
     // Newest first: the rollback's digest is version 1's, not version 3's.
     assert_eq!(digests[0], digests[3], "{versions}");
     assert_ne!(digests[0], digests[1], "{versions}");
-    assert!(digests[0].as_str().is_some_and(|d| d.starts_with("sha256:")));
+    assert!(digests[0]
+        .as_str()
+        .is_some_and(|d| d.starts_with("sha256:")));
 }

@@ -49,10 +49,11 @@ async fn push_webhooks_verify_then_redeploy() {
         "{listed}"
     );
 
-    let push = |branch: &str| {
-        json!({ "ref": format!("refs/heads/{branch}"), "repository": { "full_name": "acme/site" } })
+    let push_of = |branch: &str, commit: &str| {
+        json!({ "ref": format!("refs/heads/{branch}"), "after": commit, "repository": { "full_name": "acme/site" } })
             .to_string()
     };
+    let push = |branch: &str| push_of(branch, "c0");
 
     // Missing and bad signatures: 401, whatever the body says.
     let (status, _) = deliver(&addr, &[("X-GitHub-Event", "push".into())], &push("main")).await;
@@ -104,7 +105,7 @@ async fn push_webhooks_verify_then_redeploy() {
 
     // The tag moves to v2; a signed push to main redeploys.
     skopeo_tag(&env, "web-v2", "v2", &tag);
-    let main = push("main");
+    let main = push_of("main", "c3");
     let (status, body) = deliver(&addr, &github("push", &main, Some("d-3")), &main).await;
     assert_eq!(status, 202, "{body}");
     let s = common::wait_for(&c, "site", "the redeploy to v2", |s| {
@@ -130,18 +131,33 @@ async fn push_webhooks_verify_then_redeploy() {
     let (status, body) = deliver(&addr, &github("push", &main, Some("d-3")), &main).await;
     assert_eq!(status, 200);
     assert!(result_of(&body).contains("already handled"), "{body}");
+    // So is the same commit replayed under a fresh delivery id, even after
+    // the tag moved: nothing is redeployed.
+    skopeo_tag(&env, "web-v1", "v1", &tag);
+    let (status, body) = deliver(&addr, &github("push", &main, Some("d-3-again")), &main).await;
+    assert_eq!(status, 200);
+    assert!(
+        result_of(&body).contains("commit c3 was already deployed"),
+        "{body}"
+    );
 
     // Invocations are kept and listed.
     let listed: Value = c.get("/api/v1/webhooks").await.unwrap();
     let invocations = listed["webhooks"][0]["invocations"].as_array().unwrap();
-    assert_eq!(invocations.len(), 4, "{listed}");
-    assert_eq!(invocations[0]["delivery"], "d-3");
+    assert_eq!(invocations.len(), 5, "{listed}");
+    assert_eq!(invocations[0]["delivery"], "d-3-again");
+    assert_eq!(
+        c.get::<Value>("/api/v1/services/site/versions")
+            .await
+            .unwrap()["versions"][0]["version"],
+        2
+    );
 
     // A push without a delivery id cannot be told from a replay: refused.
     let (status, body) = deliver(&addr, &github("push", &main, None), &main).await;
     assert_eq!(status, 400, "{body}");
-    // Copies of one new delivery at once act once.
-    skopeo_tag(&env, "web-v1", "v1", &tag);
+    // Copies of one new delivery of a new commit at once act once.
+    let main = push_of("main", "c4");
     let headers = github("push", &main, Some("d-4"));
     let copies: Vec<_> = (0..8)
         .map(|_| {
@@ -182,4 +198,50 @@ async fn push_webhooks_verify_then_redeploy() {
         status, 401,
         "a deleted webhook's secret no longer opens anything"
     );
+}
+
+/// Bad signatures count as failed authentication: past 20 in a second an
+/// address gets 429 for the rest of it, before any secret is opened; a
+/// valid token is still served meanwhile, and a validly signed delivery
+/// goes through once the second is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_signatures_are_limited_like_bad_tokens() {
+    let Some(env) = common::env() else { return };
+    let server = OrcaServer::start(&env, "webhook-limit").await;
+    let c = server.admin();
+    let addr = server.addr();
+    c.post::<_, Value>(
+        "/api/v1/webhooks",
+        &json!({ "repo": "acme/site", "service": "site", "branch": "main", "secret": SECRET }),
+    )
+    .await
+    .unwrap();
+    let ping = json!({ "zen": "hi" }).to_string();
+    let forged = [
+        ("X-GitHub-Event", "ping".to_string()),
+        ("X-Hub-Signature-256", format!("sha256={}", "0".repeat(64))),
+        ("X-GitHub-Delivery", "forged".to_string()),
+    ];
+    let started = std::time::Instant::now();
+    let mut statuses = Vec::new();
+    for _ in 0..25 {
+        statuses.push(deliver(&addr, &forged, &ping).await.0);
+    }
+    let _: Value = c.get("/api/v1/status").await.unwrap();
+    let (signed, _) = deliver(&addr, &github("ping", &ping, Some("p-1")), &ping).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(950),
+        "too slow to test within a second: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(statuses[..20], [401; 20], "{statuses:?}");
+    assert!(statuses[21..].iter().all(|s| *s == 429), "{statuses:?}");
+    assert_eq!(
+        signed, 429,
+        "the address is limited for the rest of the second"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, body) = deliver(&addr, &github("ping", &ping, Some("p-2")), &ping).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(result_of(&body), "pong");
 }

@@ -239,6 +239,17 @@ pub struct Peer<'a> {
     pub limit: &'a crate::limit::FailureLimit,
 }
 
+fn too_many_failures(peer: Peer<'_>) -> ApiError {
+    ApiError::new(
+        429,
+        format!(
+            "too many failed authentications from {} (more than {} a second); try again in a second",
+            peer.addr,
+            crate::limit::MAX_FAILURES_PER_SEC
+        ),
+    )
+}
+
 fn authorize(
     handler: &dyn Handler,
     access: Access,
@@ -258,14 +269,7 @@ fn authorize(
             let caller = match caller {
                 Ok(c) => c,
                 Err(_) if peer.limit.failed(peer.addr, Instant::now()) => {
-                    return Err(ApiError::new(
-                        429,
-                        format!(
-                            "too many failed authentications from {} (more than {} a second); try again in a second",
-                            peer.addr,
-                            crate::limit::MAX_FAILURES_PER_SEC
-                        ),
-                    ));
+                    return Err(too_many_failures(peer));
                 }
                 Err(e) => return Err(e),
             };
@@ -324,11 +328,24 @@ pub async fn serve_request(
             body: bytes,
         })?;
         route = parsed.route();
-        if early.is_none() {
-            let access = handler.access_of(&parsed);
-            caller = authorize(handler.as_ref(), access, auth_header.as_deref(), peer)?;
+        let signed = match early {
+            Some(access) => access == Access::Signature,
+            None => {
+                let access = handler.access_of(&parsed);
+                caller = authorize(handler.as_ref(), access, auth_header.as_deref(), peer)?;
+                access == Access::Signature
+            }
+        };
+        // A signature costs work to check: an address past its failures
+        // gets none of it, and a bad signature counts as a failure.
+        if signed && peer.limit.limited(peer.addr, Instant::now()) {
+            return Err(too_many_failures(peer));
         }
-        handler.handle(parsed, caller).await
+        let answer = handler.handle(parsed, caller).await;
+        if signed && matches!(&answer, Err(e) if e.status == 401) {
+            peer.limit.failed(peer.addr, Instant::now());
+        }
+        answer
     }
     .await;
     let response = match result {

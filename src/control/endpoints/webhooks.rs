@@ -4,8 +4,9 @@
 //! Gitea's `X-Gitea-Signature`) checks out in constant time against a
 //! registered secret; then `ping` answers 200, a push to another branch is
 //! ignored, and a push to the registered branch re-resolves the service's
-//! image tag and rolls the service out, answering 202 at once. Recent
-//! deliveries are kept per webhook; a replayed delivery id is ignored.
+//! image tag and rolls the service out, answering 202 at once. Deliveries
+//! and redeployed commits are kept per webhook ([`super::webhook_seen`]):
+//! a replayed delivery id, or a commit already deployed, is ignored.
 
 use api::request::GitWebhook;
 use api::status::WebhookRequest;
@@ -19,8 +20,6 @@ use crate::store::Tree;
 
 /// Invocations kept per webhook.
 const KEEP_INVOCATIONS: usize = 20;
-/// Delivery ids remembered per webhook, to spot replays.
-const KEEP_DELIVERIES: usize = 200;
 
 /// One delivery and what came of it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,8 +46,13 @@ pub struct WebhookRecord {
     pub created_at: String,
     #[serde(default)]
     pub invocations: Vec<Invocation>,
-    #[serde(default)]
+    /// Delivery ids as kept before they had times (read, then moved into
+    /// `seen`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deliveries: Vec<String>,
+    /// Deliveries and commits handled.
+    #[serde(default)]
+    pub seen: super::webhook_seen::Seen,
 }
 
 impl WebhookRecord {
@@ -83,6 +87,9 @@ pub fn signature_ok(secret: &[u8], body: &[u8], signature: &str) -> bool {
 struct PushPayload {
     #[serde(rename = "ref", default)]
     git_ref: String,
+    /// The commit the branch points at after the push.
+    #[serde(default)]
+    after: Option<String>,
     #[serde(default)]
     repository: Option<Repository>,
 }
@@ -91,6 +98,13 @@ struct PushPayload {
 struct Repository {
     #[serde(default)]
     full_name: String,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn now() -> String {
@@ -149,6 +163,7 @@ impl ControlPlane {
             created_at: now(),
             invocations: Vec::new(),
             deliveries: Vec::new(),
+            seen: Default::default(),
         };
         self.save_webhook(&hook)?;
         ApiResponse::json(201, &hook.public())
@@ -216,19 +231,19 @@ impl ControlPlane {
             let Some(mut hook) = self.webhook_record(&hook.id)? else {
                 continue;
             };
-            let result = if hook.deliveries.contains(&id) {
+            let at = unix_now();
+            for old in std::mem::take(&mut hook.deliveries) {
+                hook.seen.add_delivery(&old, at);
+            }
+            let result = if hook.seen.has_delivery(&id) {
                 format!("ignored: delivery {id} was already handled")
             } else {
-                self.handle_delivery(&hook, &event, &delivery).await
+                self.handle_delivery(&mut hook, &event, &delivery).await
             };
             if result.starts_with("redeploying") {
                 status = 202;
             }
-            if !hook.deliveries.contains(&id) {
-                hook.deliveries.push(id.clone());
-                let excess = hook.deliveries.len().saturating_sub(KEEP_DELIVERIES);
-                hook.deliveries.drain(..excess);
-            }
+            hook.seen.add_delivery(&id, at);
             hook.invocations.insert(
                 0,
                 Invocation {
@@ -253,9 +268,10 @@ impl ControlPlane {
     }
 
     /// What one verified delivery does to one webhook; the result text.
+    /// A redeployed commit is noted in `hook.seen`.
     async fn handle_delivery(
         &self,
-        hook: &WebhookRecord,
+        hook: &mut WebhookRecord,
         event: &str,
         delivery: &GitWebhook,
     ) -> String {
@@ -290,12 +306,21 @@ impl ControlPlane {
         if record.stopped {
             return format!("ignored: service {} is stopped", hook.service);
         }
+        // A commit deployed already (a replay under a fresh delivery id).
+        let commit = push.after.filter(|c| !c.is_empty());
+        if let Some(c) = commit.as_deref().filter(|c| hook.seen.has_commit(c)) {
+            return format!("ignored: commit {c} was already deployed");
+        }
+        if let Some(c) = &commit {
+            hook.seen.add_commit(c);
+        }
         // Re-resolve the tag in the background: a moved tag is a new digest,
         // so a new version, rolled out like any deploy.
         let cp = self.clone();
         let spec = record.spec.clone();
         let by = format!("webhook {}", hook.id);
         let (hook_id, delivery_id) = (hook.id.clone(), delivery.delivery.clone());
+        let failed_commit = commit.clone();
         self.inner().spawn(async move {
             let request = api::spec::DeployRequest {
                 services: vec![spec],
@@ -320,7 +345,12 @@ impl ControlPlane {
             tracing::warn!(by, error = %failure, "push redeploy failed");
             let outcome = format!("redeploy failed: {failure}");
             if let Err(e) = cp
-                .note_outcome(&hook_id, delivery_id.as_deref(), outcome)
+                .note_outcome(
+                    &hook_id,
+                    delivery_id.as_deref(),
+                    failed_commit.as_deref(),
+                    outcome,
+                )
                 .await
             {
                 tracing::warn!(webhook = %hook_id, error = %e.message, "could not record the outcome");
@@ -330,11 +360,13 @@ impl ControlPlane {
     }
 
     /// Replaces the result of delivery `delivery` in webhook `id`'s list of
-    /// invocations with what the redeploy it started came to.
+    /// invocations with what the failed redeploy it started came to, and
+    /// forgets its commit, so a later push of it may try again.
     async fn note_outcome(
         &self,
         id: &str,
         delivery: Option<&str>,
+        commit: Option<&str>,
         outcome: String,
     ) -> Result<(), ApiError> {
         let lock = self.inner().service_lock(&format!("webhook:{id}"));
@@ -348,6 +380,9 @@ impl ControlPlane {
             .find(|i| i.delivery.as_deref() == delivery)
         {
             i.result = outcome;
+        }
+        if let Some(c) = commit {
+            hook.seen.remove_commit(c);
         }
         self.save_webhook(&hook)
     }
