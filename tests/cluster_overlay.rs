@@ -120,6 +120,8 @@ async fn reach_across(network: &str) {
         let url = format!("http://{target}:8080/");
         until_page(&c, 2, &client, &url, what).await;
     }
+    host_ports_stay_closed(&c, &client, &n1, vxlan).await;
+
     // Another project's replica on n2 cannot reach web on n1, which is not
     // internal, and reaches the internal one there (the control).
     c.until_spread("shared", "shared on n1", |s| s == [0, 1, 0])
@@ -191,6 +193,75 @@ async fn reach_across(network: &str) {
         }
     })
     .await;
+}
+
+/// A port open on n1's host (a web server on every address of its
+/// namespace, as the API or sshd would be) is not reached by the client on
+/// n2 through n1's overlay or bridge address, though the same probe from
+/// the same replica just reached web on n1 (the control above), and the
+/// server answers on n1 itself.
+async fn host_ports_stay_closed(c: &LabCluster, client: &str, n1_subnet: &str, vxlan: bool) {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("index.html"), "host port\n").unwrap();
+    let mut server = c.lab.nodes[1]
+        .nsenter("busybox")
+        .args(["httpd", "-f", "-p", "0.0.0.0:7001", "-h"])
+        .arg(root.path())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        server.try_wait().unwrap().is_none(),
+        "busybox httpd on n1 exited"
+    );
+    let stop = scopeguard(&mut server);
+    common::eventually(
+        "the host port answers on n1",
+        Duration::from_secs(10),
+        async || {
+            let out = c.lab.nodes[1]
+                .nsenter("curl")
+                .args(["-sS", "-m", "2", "http://127.0.0.1:7001/"])
+                .output()
+                .unwrap();
+            let page = String::from_utf8_lossy(&out.stdout).to_string();
+            page.contains("host port").then_some(()).ok_or_else(|| {
+                format!(
+                    "{page}{} ({})",
+                    String::from_utf8_lossy(&out.stderr),
+                    out.status
+                )
+            })
+        },
+    )
+    .await;
+    let net = n1_subnet.trim_end_matches(".0/24");
+    let mut targets = vec![format!("{net}.1")];
+    if vxlan {
+        targets.push(format!("{net}.0"));
+    }
+    for target in targets {
+        let url = format!("http://{target}:7001/");
+        let page = c.exec(2, client, &["timeout", "3", "wget", "-q", "-O", "-", &url]);
+        assert!(
+            !page.contains("host port"),
+            "a replica on n2 opened n1's host port at {target}: {page}"
+        );
+    }
+    drop(stop);
+}
+
+/// Kills a child when dropped (by its PID), so a failing assertion leaves
+/// no server behind.
+fn scopeguard(child: &mut std::process::Child) -> impl Drop + '_ {
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    Kill(child)
 }
 
 /// Over the overlay, the replicas' links have the LAN's MTU less 50, and a

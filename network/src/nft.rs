@@ -79,7 +79,10 @@ pub fn isolation_table(bridge: &str) -> String {
 /// The host's rules for the bridge (ip family): outbound NAT, so replicas
 /// reach registries and the internet through the host's uplink; and the
 /// host's own ports closed to replicas, except DNS on the bridge address,
-/// TCP `open_ports` (the ingress) and ping. Replies to what the host opened
+/// TCP `open_ports` (the ingress) and ping. Replicas of other nodes are
+/// replicas too: traffic from the cluster's subnet that arrives on any
+/// link (the overlay device, or the LAN with `host-gw` routes) meets the
+/// same rule, so none opens this node's API, gRPC or sshd. Replies to what the host opened
 /// (health checks, the ingress's upstream connections) pass by conntrack.
 /// With the VXLAN overlay on UDP `overlay_port`, its outer packets skip
 /// conntrack: the node tracks the replicas' connections inside them, and a
@@ -126,7 +129,8 @@ pub fn host_script(
          \t}}\n\
          \tchain input {{\n\
          \t\ttype filter hook input priority filter; policy accept;\n\
-         \t\tiifname != \"{bridge}\" accept\n\
+         \t\tiifname \"lo\" accept\n\
+         \t\tiifname != \"{bridge}\" ip saddr != {cluster} accept\n\
          \t\tct state established,related accept\n\
          \t\tudp dport 53 accept\n\
          \t\ttcp dport 53 accept\n\
@@ -389,7 +393,14 @@ mod tests {
         assert!(s.contains("ip saddr 10.88.0.0/24 ip daddr != 10.88.0.0/16 masquerade"));
         assert!(s.contains("udp dport 53 accept"));
         assert!(s.contains("tcp dport { 80, 443 } accept"), "{s}");
-        assert!(s.contains("iifname != \"orca0\" accept"));
+        // Other links are open, except to the cluster's replicas, which
+        // meet the same rules as this node's own.
+        assert!(s.contains("iifname \"lo\" accept"), "{s}");
+        assert!(
+            s.contains("iifname != \"orca0\" ip saddr != 10.88.0.0/16 accept"),
+            "{s}"
+        );
+        assert!(!s.contains("iifname != \"orca0\" accept"), "{s}");
         assert_eq!(table_name("a-b.c"), "orca_a_b_c");
         assert!(delete_script("orca0").contains("delete table ip orca_orca0_iso"));
     }
