@@ -483,4 +483,6 @@ pub fn build_spec(
 mod caps;
 pub mod seccomp;
 #[cfg(test)]
+mod seccomp_docker;
+#[cfg(test)]
 mod tests;

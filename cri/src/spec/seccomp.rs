@@ -5,8 +5,9 @@
 //! clocks, BPF) only with the capability that would let them
 //! ([`BY_CAPABILITY`]). `clone` may not make namespaces without
 //! CAP_SYS_ADMIN, `clone3` answers ENOSYS then (so that libc falls back to
-//! `clone`, whose flags can be checked), and `personality` takes only the
-//! common personas.
+//! `clone`, whose flags can be checked), `personality` takes only the
+//! common personas, and `socket` every family but AF_ALG and AF_VSOCK.
+//! `seccomp_docker` checks it against Docker's profile rule by rule.
 
 use oci_spec::runtime::{
     Arch, Capabilities, Capability, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArgBuilder,
@@ -45,8 +46,9 @@ pub const ALLOWED: &[&str] = &[
     "unlink", "unlinkat", "utime", "utimensat", "utimensat_time64", "utimes", "vmsplice", "write",
     "writev",
     // Extended attributes.
-    "fgetxattr", "flistxattr", "fremovexattr", "fsetxattr", "getxattr", "lgetxattr", "listxattr",
-    "llistxattr", "lremovexattr", "lsetxattr", "removexattr", "setxattr",
+    "fgetxattr", "flistxattr", "fremovexattr", "fsetxattr", "getxattr", "getxattrat", "lgetxattr",
+    "listxattr", "listxattrat", "llistxattr", "lremovexattr", "lsetxattr", "removexattr",
+    "removexattrat", "setxattr", "setxattrat",
     // Waiting on files and events.
     "epoll_create", "epoll_create1", "epoll_ctl", "epoll_ctl_old", "epoll_pwait", "epoll_pwait2",
     "epoll_wait", "epoll_wait_old", "eventfd", "eventfd2", "fanotify_mark", "inotify_add_watch",
@@ -58,7 +60,7 @@ pub const ALLOWED: &[&str] = &[
     // Memory.
     "brk", "cachestat", "madvise", "map_shadow_stack", "membarrier", "memfd_create",
     "memfd_secret", "mincore", "mlock", "mlock2", "mlockall", "mmap", "mmap2", "mprotect",
-    "mremap", "msync", "munlock", "munlockall", "munmap", "pkey_alloc", "pkey_free",
+    "mremap", "mseal", "msync", "munlock", "munlockall", "munmap", "pkey_alloc", "pkey_free",
     "pkey_mprotect", "remap_file_pages",
     // Processes, threads and signals.
     "capget", "capset", "execve", "execveat", "exit", "exit_group", "fork", "futex",
@@ -89,18 +91,28 @@ pub const ALLOWED: &[&str] = &[
     // Sockets.
     "accept", "accept4", "bind", "connect", "getpeername", "getsockname", "getsockopt", "listen",
     "recv", "recvfrom", "recvmmsg", "recvmmsg_time64", "recvmsg", "send", "sendmmsg", "sendmsg",
-    "sendto", "setsockopt", "shutdown", "socket", "socketcall", "socketpair",
+    "sendto", "setsockopt", "shutdown", "socketcall", "socketpair",
     // System V and POSIX IPC (in the container's own IPC namespace).
     "ipc", "mq_getsetattr", "mq_notify", "mq_open", "mq_timedreceive", "mq_timedreceive_time64",
     "mq_timedsend", "mq_timedsend_time64", "mq_unlink", "msgctl", "msgget", "msgrcv", "msgsnd",
     "semctl", "semget", "semop", "semtimedop", "semtimedop_time64", "shmat", "shmctl", "shmdt",
     "shmget",
     // The system, read only.
-    "getrandom", "sysinfo", "uname",
-    // Architecture specific.
-    "arch_prctl", "modify_ldt", "arm_fadvise64_64", "arm_sync_file_range", "breakpoint",
-    "cacheflush", "set_tls", "sync_file_range2",
+    "getrandom", "listmount", "statmount", "sysinfo", "uname",
 ];
+
+/// Syscalls of this host's architecture every replica may make.
+#[rustfmt::skip]
+pub const ALLOWED_ON_ARCH: &[&str] = if cfg!(target_arch = "aarch64") {
+    &["arm_fadvise64_64", "arm_sync_file_range", "breakpoint", "cacheflush", "set_tls",
+      "sync_file_range2"]
+} else {
+    &["arch_prctl", "modify_ldt", "uretprobe"]
+};
+
+/// `socket` families refused: AF_ALG (38, the kernel's crypto API) and
+/// AF_VSOCK (40, CVE-2024-50264); every other family is allowed.
+pub const REFUSED_SOCKET_FAMILIES: [u64; 2] = [38, 40];
 
 /// Syscalls a replica may make only while it holds a capability.
 pub const BY_CAPABILITY: &[(Capability, &[&str])] = &[
@@ -116,12 +128,14 @@ pub const BY_CAPABILITY: &[(Capability, &[&str])] = &[
             "fsopen",
             "fspick",
             "lookup_dcookie",
+            "lsm_get_self_attr",
+            "lsm_list_modules",
+            "lsm_set_self_attr",
             "mount",
             "mount_setattr",
             "move_mount",
             "open_tree",
             "perf_event_open",
-            "pivot_root",
             "quotactl",
             "quotactl_fd",
             "setdomainname",
@@ -190,7 +204,32 @@ fn architectures() -> Vec<Arch> {
 /// The rules for a replica holding `caps` (see the module doc).
 fn rules(caps: &Capabilities) -> Result<Vec<LinuxSyscall>> {
     let allow = LinuxSeccompAction::ScmpActAllow;
-    let mut out = vec![rule(ALLOWED, allow).build().map_err(err)?];
+    let mut out = vec![
+        rule(ALLOWED, allow).build().map_err(err)?,
+        rule(ALLOWED_ON_ARCH, allow).build().map_err(err)?,
+    ];
+    // socket: any family below AF_ALG, between AF_ALG and AF_VSOCK, or
+    // above AF_VSOCK (each rule one comparison: libseccomp ANDs the
+    // comparisons of one rule).
+    let [alg, vsock] = REFUSED_SOCKET_FAMILIES;
+    for (op, value) in [
+        (LinuxSeccompOperator::ScmpCmpLt, alg),
+        (LinuxSeccompOperator::ScmpCmpEq, alg + 1),
+        (LinuxSeccompOperator::ScmpCmpGt, vsock),
+    ] {
+        let family = LinuxSeccompArgBuilder::default()
+            .index(0usize)
+            .value(value)
+            .op(op)
+            .build()
+            .map_err(err)?;
+        out.push(
+            rule(&["socket"], allow)
+                .args(vec![family])
+                .build()
+                .map_err(err)?,
+        );
+    }
     for value in PERSONAS {
         let arg = LinuxSeccompArgBuilder::default()
             .index(0usize)
@@ -275,9 +314,7 @@ mod tests {
         let p = default_profile(&capabilities(&[], &[]).unwrap()).unwrap();
         assert_eq!(p.default_action(), LinuxSeccompAction::ScmpActErrno);
         assert_eq!(p.default_errno_ret(), Some(EPERM));
-        for ok in [
-            "read", "openat", "execve", "socket", "futex", "chroot", "ptrace",
-        ] {
+        for ok in ["read", "openat", "execve", "futex", "chroot", "ptrace"] {
             assert!(allowed(&p, ok), "{ok}");
         }
         for refused in [
