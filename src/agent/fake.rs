@@ -29,6 +29,8 @@ pub struct FakeAgent {
     node: Option<String>,
     /// Its size; 4 CPUs and 8 GiB when unset.
     capacity: Option<Capacity>,
+    /// How often it was told its connection ends.
+    pub disconnects: std::sync::atomic::AtomicUsize,
 }
 
 impl FakeAgent {
@@ -92,6 +94,11 @@ impl FakeAgent {
 
 #[async_trait::async_trait]
 impl NodeAgent for FakeAgent {
+    fn disconnect(&self) {
+        self.disconnects
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
     fn node_id(&self) -> &str {
         self.node.as_deref().unwrap_or("fake-node")
     }

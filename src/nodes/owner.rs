@@ -96,9 +96,13 @@ pub(super) enum Reply {
         tokio::sync::oneshot::Sender<Result<u32, NodeError>>,
         Result<u32, NodeError>,
     ),
-    Record(
+    /// A node removed, with the agent connected at that moment: told to
+    /// go once the removal is saved, before the owner takes another
+    /// message (so no reconnect slips in between).
+    Removed(
         tokio::sync::oneshot::Sender<Result<NodeRecord, NodeError>>,
         Result<NodeRecord, NodeError>,
+        Option<Arc<dyn NodeAgent>>,
     ),
 }
 
@@ -158,8 +162,8 @@ pub(super) fn apply(table: &mut Table, msg: Msg, now: Instant) -> (Save, Reply) 
             ),
         },
         Msg::Remove { id, reply } => {
-            let (save, result) = remove(table, id);
-            (save, Reply::Record(reply, result))
+            let (save, result, agent) = remove(table, id);
+            (save, Reply::Removed(reply, result, agent))
         }
     }
 }
@@ -224,16 +228,25 @@ fn gone(table: &mut Table, id: &str, session: u64, now: Instant) {
     }
 }
 
-fn remove(table: &mut Table, id: String) -> (Save, Result<NodeRecord, NodeError>) {
+/// Removes node `id` from the table: what to save, the answer, and the
+/// agent connected now (to be told to go).
+fn remove(
+    table: &mut Table,
+    id: String,
+) -> (
+    Save,
+    Result<NodeRecord, NodeError>,
+    Option<Arc<dyn NodeAgent>>,
+) {
     if table.local.as_deref() == Some(id.as_str()) {
         let e = NodeError::Conflict(format!(
             "node {id} is the server's own node; set [node] workloads = false to run none there"
         ));
-        return (Save::Nothing, Err(e));
+        return (Save::Nothing, Err(e), None);
     }
     match table.nodes.remove(&id) {
-        Some(node) => (Save::Delete(id), Ok(node.record)),
-        None => (Save::Nothing, Err(NodeError::NotFound(id))),
+        Some(node) => (Save::Delete(id), Ok(node.record), node.agent),
+        None => (Save::Nothing, Err(NodeError::NotFound(id)), None),
     }
 }
 
@@ -409,7 +422,14 @@ fn answer(reply: Reply, saved: Result<(), NodeError>) {
         Reply::Index(tx, r) => {
             let _ = tx.send(saved.and(r));
         }
-        Reply::Record(tx, r) => {
+        Reply::Removed(tx, r, agent) => {
+            if saved.is_ok() {
+                if let Some(agent) = agent {
+                    // Its connection ends now: the certificate is no
+                    // longer known, and it learns it was removed.
+                    agent.disconnect();
+                }
+            }
             let _ = tx.send(saved.and(r));
         }
     }

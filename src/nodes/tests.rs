@@ -256,6 +256,60 @@ async fn each_node_keeps_a_subnet_of_its_own() {
     );
 }
 
+/// A node removed while its agent reconnects: whichever connection the
+/// registry holds when the removal is applied is told to go, in the same
+/// change, and a connection after it is refused.
+#[tokio::test]
+async fn removal_tells_the_agent_connected_at_that_moment() {
+    use std::sync::atomic::Ordering;
+    let repo = Repo::new(Arc::new(MemStore::default()));
+    let nodes = Nodes::start(repo, local(), Timing::default()).unwrap();
+    nodes.enroll("w1", "aa", 256).await.unwrap();
+    let first = Arc::new(FakeAgent::named("w1"));
+    let second = Arc::new(FakeAgent::named("w1"));
+    let session = nodes
+        .connect(hello("w1"), first.clone(), Some("aa".into()))
+        .await
+        .unwrap();
+    // The first connection drops and a second one comes in, as a
+    // reconnect would, right before the removal.
+    nodes.gone("w1", session).await;
+    nodes
+        .connect(hello("w1"), second.clone(), Some("aa".into()))
+        .await
+        .unwrap();
+    nodes.remove("w1").await.unwrap();
+    assert_eq!(
+        second.disconnects.load(Ordering::SeqCst),
+        1,
+        "the live stream is told"
+    );
+    assert_eq!(first.disconnects.load(Ordering::SeqCst), 0);
+    let third: Arc<dyn NodeAgent> = Arc::new(FakeAgent::named("w1"));
+    assert!(matches!(
+        nodes.connect(hello("w1"), third, Some("aa".into())).await,
+        Err(NodeError::NotMember(_))
+    ));
+}
+
+/// A removal that cannot be saved leaves the node and its stream alone.
+#[tokio::test]
+async fn a_removal_not_saved_disconnects_nothing() {
+    use std::sync::atomic::Ordering;
+    let store = Arc::new(MemStore::default());
+    let nodes = Nodes::start(Repo::new(store.clone()), local(), Timing::default()).unwrap();
+    nodes.enroll("w1", "aa", 256).await.unwrap();
+    let agent = Arc::new(FakeAgent::named("w1"));
+    nodes
+        .connect(hello("w1"), agent.clone(), Some("aa".into()))
+        .await
+        .unwrap();
+    store.fail_writes(true);
+    assert!(nodes.remove("w1").await.is_err());
+    assert_eq!(agent.disconnects.load(Ordering::SeqCst), 0);
+    assert!(nodes.snapshot().get("w1").unwrap().ready());
+}
+
 #[tokio::test]
 async fn a_change_that_cannot_be_saved_is_not_kept() {
     let store = Arc::new(MemStore::default());

@@ -142,12 +142,9 @@ impl ControlPlane {
     /// Removes a node: its certificate no longer connects, and its
     /// replicas are placed elsewhere.
     pub(crate) async fn remove_node(&self, node: &str) -> Result<ApiResponse, ApiError> {
-        let agent = self.inner().nodes.snapshot().agent(node);
+        // One change in the registry's owner: the node goes and the agent
+        // connected at that moment is told to, with no gap for a reconnect.
         let removed = self.inner().nodes.remove(node).await.map_err(node_error)?;
-        if let Some(agent) = agent {
-            // Its connection ends now: the certificate is no longer known.
-            agent.disconnect();
-        }
         wake_all(self.inner());
         ApiResponse::ok(&serde_json::json!({
             "node": node,
