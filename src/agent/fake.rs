@@ -31,6 +31,8 @@ pub struct FakeAgent {
     capacity: Option<Capacity>,
     /// How often it was told its connection ends.
     pub disconnects: std::sync::atomic::AtomicUsize,
+    /// How often a replica's usage was asked for.
+    pub usage_calls: std::sync::atomic::AtomicUsize,
 }
 
 impl FakeAgent {
@@ -220,7 +222,12 @@ impl NodeAgent for FakeAgent {
     }
 
     async fn usage(&self, _id: &str) -> Result<cri::metrics::Usage, AgentError> {
-        Ok(cri::metrics::Usage::default())
+        self.usage_calls
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(cri::metrics::Usage {
+            memory_bytes: 4096,
+            ..Default::default()
+        })
     }
 
     async fn exec(
