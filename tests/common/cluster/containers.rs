@@ -29,6 +29,26 @@ impl LabCluster {
             .count()
     }
 
+    /// The PIDs of `service`'s running replicas in node `i`'s containerd.
+    pub fn pids_on(&self, i: usize, service: &str) -> Vec<u32> {
+        let out = super::super::run(
+            Command::new("ctr")
+                .arg("--address")
+                .arg(&self.lab.nodes[i].socket)
+                .args(["-n", &self.namespaces[i], "tasks", "ls"]),
+        );
+        out.lines()
+            .skip(1)
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let running = f.get(2) == Some(&"RUNNING");
+                (f.first()?.starts_with(&format!("{service}.")) && running)
+                    .then(|| f.get(1)?.parse().ok())
+                    .flatten()
+            })
+            .collect()
+    }
+
     /// SIGKILL to every replica of `service` in node `i`'s containerd, as
     /// a crash would.
     pub fn kill_replicas(&self, i: usize, service: &str) {
