@@ -1,7 +1,8 @@
 //! Properties of the API's input handling, for any input (proptest): the
-//! request parser never panics and answers a request or a 4xx; a deploy
-//! body's specs validate or give a 4xx; names, specs and interactive exec
-//! queries read back what was printed.
+//! request parser never panics and answers a request or a 4xx; valid
+//! calls route to exactly their action and valid deploy bodies parse to
+//! exactly their specs; a deploy body's specs validate or give a 4xx;
+//! names, specs and interactive exec queries read back what was printed.
 
 #![allow(clippy::unwrap_used)]
 
@@ -224,6 +225,94 @@ proptest! {
         let printed = serde_json::to_string(&parsed).unwrap();
         let again: ServiceSpec = serde_json::from_str(&printed).unwrap();
         prop_assert_eq!(&again, &parsed);
+    }
+
+    /// Valid calls route to exactly their action, with their names and
+    /// numbers as sent (a 4xx is no pass here).
+    #[test]
+    fn valid_calls_route_to_their_action(
+        name in "[a-z][a-z0-9-]{0,20}[a-z0-9]",
+        project in "[a-z][a-z0-9]{0,10}",
+        replicas in 0i64..=100,
+        tail in proptest::option::of(0usize..=100_000),
+        follow in any::<bool>(),
+        deadline in proptest::option::of(1u64..=604_800),
+    ) {
+        let headers = HeaderMap::new();
+        let get = |path: &str, query: Option<&str>| raw(&Method::GET, path, query, &headers, Vec::new());
+        let mut query = vec![format!("follow={follow}")];
+        if let Some(t) = tail {
+            query.push(format!("tail={t}"));
+        }
+        prop_assert_eq!(
+            get(&format!("/api/v1/services/{name}/logs"), Some(&query.join("&"))).unwrap(),
+            ApiRequest::Logs { name: name.clone(), tail, follow }
+        );
+        prop_assert_eq!(
+            get(&format!("/api/v1/services/{name}/versions"), None).unwrap(),
+            ApiRequest::Versions { name: name.clone() }
+        );
+        prop_assert_eq!(
+            get("/api/v1/status", Some(&format!("project={project}"))).unwrap(),
+            ApiRequest::Status { project: Some(project.clone()) }
+        );
+        let scale = serde_json::json!({ "replicas": replicas }).to_string().into_bytes();
+        prop_assert_eq!(
+            raw(&Method::POST, &format!("/api/v1/services/{name}/scale"), None, &headers, scale).unwrap(),
+            ApiRequest::Scale { name: name.clone(), replicas }
+        );
+        prop_assert_eq!(
+            raw(&Method::DELETE, &format!("/api/v1/services/{name}"), None, &headers, Vec::new()).unwrap(),
+            ApiRequest::StopService { name: name.clone() }
+        );
+        prop_assert_eq!(
+            raw(&Method::DELETE, &format!("/api/v1/projects/{project}"), None, &headers, Vec::new()).unwrap(),
+            ApiRequest::StopProject { name: project.clone() }
+        );
+        let drain_query = deadline.map(|d| format!("deadline_secs={d}"));
+        prop_assert_eq!(
+            raw(&Method::POST, &format!("/api/v1/cluster/nodes/{name}/drain"), drain_query.as_deref(), &headers, Vec::new()).unwrap(),
+            ApiRequest::Drain { node: name.clone(), deadline_secs: deadline }
+        );
+    }
+
+    /// A deploy body of valid specs parses to exactly those specs, each of
+    /// which validates.
+    #[test]
+    fn a_valid_deploy_body_parses_to_its_specs(
+        specs in proptest::collection::vec((
+            "[a-z][a-z0-9]{0,10}",
+            "[a-z]{1,10}(:[a-z0-9]{1,5})?",
+            0i64..50,
+            proptest::option::of(1u32..65536),
+            proptest::collection::btree_map("[A-Z][A-Z_]{0,8}", "[ -~&&[^$]]{0,10}", 0..3),
+        ), 1..4),
+    ) {
+        let specs: Vec<serde_json::Value> = specs
+            .into_iter()
+            .enumerate()
+            .map(|(i, (name, image, replicas, port, env))| {
+                let mut s = serde_json::json!({ "name": format!("{name}{i}"), "image": image, "replicas": replicas, "env": env });
+                if let Some(p) = port { s["port"] = p.into(); }
+                s
+            })
+            .collect();
+        let expected: Vec<ServiceSpec> = specs
+            .iter()
+            .map(|s| serde_json::from_value(s.clone()).unwrap())
+            .collect();
+        let body = serde_json::json!({ "services": specs }).to_string().into_bytes();
+        match raw(&Method::POST, "/api/v1/deploy", None, &HeaderMap::new(), body) {
+            Ok(ApiRequest::Deploy(request)) => {
+                prop_assert_eq!(&request.services, &expected);
+                for spec in &request.services {
+                    if let Err(e) = spec.validate() {
+                        prop_assert!(false, "a valid spec was refused: {}", e.message);
+                    }
+                }
+            }
+            other => prop_assert!(false, "not the deploy: {other:?}"),
+        }
     }
 
     #[test]

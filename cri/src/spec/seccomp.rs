@@ -381,7 +381,10 @@ mod tests {
                 a.value()
             })
             .collect();
-        assert_eq!(values, PERSONAS);
+        // Written out, not taken from the constant the rules are made of:
+        // PER_LINUX, PER_LINUX_32BIT, PER_LINUX | ADDR_NO_RANDOMIZE, both,
+        // and the query.
+        assert_eq!(values, [0x0, 0x8, 0x2_0000, 0x2_0008, 0xffff_ffff]);
     }
 
     #[test]
