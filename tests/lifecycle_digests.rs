@@ -13,15 +13,6 @@ use api::status::{InstanceState, RolloutPhase};
 use common::server::OrcaServer;
 use serde_json::{json, Value};
 
-fn skopeo_tag(env: &common::TestEnv, layout: &str, tag: &str, dest: &str) {
-    common::run(
-        std::process::Command::new("skopeo")
-            .args(["copy", "-q", "--dest-tls-verify=false"])
-            .arg(format!("oci:{}:{tag}", env.images.join(layout).display()))
-            .arg(format!("docker://{dest}")),
-    );
-}
-
 /// What each running replica of `name` serves from its image.
 async fn served(server: &OrcaServer, c: &api::client::ApiClient, name: &str) -> Vec<String> {
     let s: api::status::StatusResponse = c.get("/api/v1/status").await.unwrap();
@@ -48,7 +39,7 @@ async fn a_version_runs_its_digest_after_the_tag_moves() {
     let server = OrcaServer::start(&env, "digests").await;
     let c = server.admin();
     let tag = format!("{}/orca-test/pinned:{}", env.registry, server.namespace);
-    skopeo_tag(&env, "web-v1", "v1", &tag);
+    common::skopeo_tag(&env, "web-v1", "v1", &tag);
     let spec = |replicas: u32| {
         json!({ "services": [{ "name": "pin", "image": tag, "replicas": replicas, "port": 8080,
             "pull": "always", "readiness": { "path": "/" }, "stop_grace_secs": 1,
@@ -67,7 +58,7 @@ async fn a_version_runs_its_digest_after_the_tag_moves() {
 
     // The tag moves to an image that crashes; the redeploy resolves it, a
     // new version, which crashes and is reverted.
-    skopeo_tag(&env, "crasher-latest", "latest", &tag);
+    common::skopeo_tag(&env, "crasher-latest", "latest", &tag);
     let r: Value = c.post("/api/v1/deploy", &spec(2)).await.unwrap();
     assert_eq!(r["versions"]["pin"], 2, "{r}");
     common::wait_for(&c, "pin", "version 2 reverted", |s| {
@@ -96,7 +87,7 @@ async fn a_version_runs_its_digest_after_the_tag_moves() {
 
     // The tag moves again, to v2, and is deployed; a rollback to version 1
     // is then a new version that runs version 1's digest, not the tag's.
-    skopeo_tag(&env, "web-v2", "v2", &tag);
+    common::skopeo_tag(&env, "web-v2", "v2", &tag);
     let r: Value = c.post("/api/v1/deploy", &spec(3)).await.unwrap();
     assert_eq!(r["versions"]["pin"], 3, "{r}");
     common::wait_for(&c, "pin", "version 3 complete", |s| {

@@ -12,15 +12,6 @@ use common::server::{OrcaServer, DEPLOYER};
 use common::webhook::{deliver, github, result_of, sign, SECRET};
 use serde_json::{json, Value};
 
-fn skopeo_tag(env: &common::TestEnv, layout: &str, tag: &str, dest: &str) {
-    common::run(
-        std::process::Command::new("skopeo")
-            .args(["copy", "-q", "--dest-tls-verify=false"])
-            .arg(format!("oci:{}:{tag}", env.images.join(layout).display()))
-            .arg(format!("docker://{dest}")),
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_webhooks_verify_then_redeploy() {
     let Some(env) = common::env() else { return };
@@ -30,7 +21,7 @@ async fn push_webhooks_verify_then_redeploy() {
 
     // A tag of this test's own, pointing at v1 first.
     let tag = format!("{}/orca-test/moving:{}", env.registry, server.namespace);
-    skopeo_tag(&env, "web-v1", "v1", &tag);
+    common::skopeo_tag(&env, "web-v1", "v1", &tag);
     c.post::<_, Value>("/api/v1/deploy", &json!({ "services": [{ "name": "site", "image": tag, "port": 8080, "stop_grace_secs": 1 }] }))
         .await
         .unwrap();
@@ -104,7 +95,7 @@ async fn push_webhooks_verify_then_redeploy() {
     );
 
     // The tag moves to v2; a signed push to main redeploys.
-    skopeo_tag(&env, "web-v2", "v2", &tag);
+    common::skopeo_tag(&env, "web-v2", "v2", &tag);
     let main = push_of("main", "c3");
     let (status, body) = deliver(&addr, &github("push", &main, Some("d-3")), &main).await;
     assert_eq!(status, 202, "{body}");
@@ -133,7 +124,7 @@ async fn push_webhooks_verify_then_redeploy() {
     assert!(result_of(&body).contains("already handled"), "{body}");
     // So is the same commit replayed under a fresh delivery id, even after
     // the tag moved: nothing is redeployed.
-    skopeo_tag(&env, "web-v1", "v1", &tag);
+    common::skopeo_tag(&env, "web-v1", "v1", &tag);
     let (status, body) = deliver(&addr, &github("push", &main, Some("d-3-again")), &main).await;
     assert_eq!(status, 200);
     assert!(

@@ -94,29 +94,26 @@ mod tests {
         let id = "web.0.a".to_string();
         let exited = vec![(id.clone(), true)];
         let running = vec![(id.clone(), false)];
+        let once = vec![id.clone()];
         let at = |ms: u64| t0 + Duration::from_millis(ms);
-        assert_eq!(
-            due(&exited, &mut crashes, t0),
-            [id.clone()],
-            "first crash: at once"
-        );
+        assert_eq!(due(&exited, &mut crashes, t0), once, "first crash: at once");
         assert!(due(&exited, &mut crashes, at(500)).is_empty());
-        assert_eq!(due(&exited, &mut crashes, at(1_000)), [id.clone()]);
+        assert_eq!(due(&exited, &mut crashes, at(1_000)), once);
         // Seen running between crashes: the count stands, the second wait
         // is 2 s and the third 4 s.
         assert!(due(&running, &mut crashes, at(1_500)).is_empty());
         assert!(due(&exited, &mut crashes, at(2_000)).is_empty());
-        assert_eq!(due(&exited, &mut crashes, at(3_000)), [id.clone()]);
+        assert_eq!(due(&exited, &mut crashes, at(3_000)), once);
         assert!(due(&running, &mut crashes, at(4_000)).is_empty());
         assert!(due(&exited, &mut crashes, at(6_000)).is_empty());
-        assert_eq!(due(&exited, &mut crashes, at(7_000)), [id.clone()]);
+        assert_eq!(due(&exited, &mut crashes, at(7_000)), once);
         assert_eq!(crashes[&id].count, 4);
         // Ten minutes of running: forgotten; the next crash restarts at once.
         assert!(due(&running, &mut crashes, at(8_000)).is_empty());
         let later = at(8_000) + HEALTHY_RESET;
         assert!(due(&running, &mut crashes, later).is_empty());
         assert!(crashes.is_empty());
-        assert_eq!(due(&exited, &mut crashes, later), [id.clone()]);
+        assert_eq!(due(&exited, &mut crashes, later), once);
         // Gone from the node: forgotten.
         assert!(due(&[], &mut crashes, later).is_empty());
         assert!(crashes.is_empty());

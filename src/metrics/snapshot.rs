@@ -130,11 +130,14 @@ pub fn running_by_node(status: &StatusResponse) -> HashMap<String, Vec<(String, 
     out
 }
 
+/// A node's replica usage and when it was read.
+type NodeUsage = (Instant, Arc<Vec<ReplicaUsage>>);
+
 /// Each node's replica usage, read at most once per [`USAGE_TTL`]
 /// whatever the scrape rate; scrapes at once wait for one reading.
 #[derive(Default)]
 pub struct UsageCache {
-    nodes: tokio::sync::Mutex<HashMap<String, (Instant, Arc<Vec<ReplicaUsage>>)>>,
+    nodes: tokio::sync::Mutex<HashMap<String, NodeUsage>>,
 }
 
 impl UsageCache {

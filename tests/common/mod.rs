@@ -322,3 +322,13 @@ pub async fn wait_for_all(
     })
     .await
 }
+
+/// Points `dest` (a registry reference) at the image of the test layout
+/// `layout` under `tag`, as pushing a moved tag would.
+#[allow(dead_code)]
+pub fn skopeo_tag(env: &TestEnv, layout: &str, tag: &str, dest: &str) {
+    run(std::process::Command::new("skopeo")
+        .args(["copy", "-q", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:{tag}", env.images.join(layout).display()))
+        .arg(format!("docker://{dest}")));
+}

@@ -10,8 +10,9 @@ use std::time::Duration;
 use super::LabCluster;
 
 impl LabCluster {
-    /// The replicas of `service` running in node `i`'s own containerd.
-    pub fn running_on(&self, i: usize, service: &str) -> usize {
+    /// Node `i`'s tasks as its own containerd lists them: (id, PID,
+    /// status).
+    fn tasks(&self, i: usize) -> Vec<(String, Option<u32>, String)> {
         let out = super::super::run(
             Command::new("ctr")
                 .arg("--address")
@@ -20,33 +21,29 @@ impl LabCluster {
         );
         out.lines()
             .skip(1)
-            .filter(|l| {
-                let mut f = l.split_whitespace();
-                let id = f.next().unwrap_or("");
-                let status = f.nth(1).unwrap_or("");
-                id.starts_with(&format!("{service}.")) && status == "RUNNING"
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let field = |n: usize| f.get(n).copied().unwrap_or_default().to_string();
+                (field(0), field(1).parse().ok(), field(2))
             })
-            .count()
+            .collect()
     }
 
     /// The PIDs of `service`'s running replicas in node `i`'s containerd.
     pub fn pids_on(&self, i: usize, service: &str) -> Vec<u32> {
-        let out = super::super::run(
-            Command::new("ctr")
-                .arg("--address")
-                .arg(&self.lab.nodes[i].socket)
-                .args(["-n", &self.namespaces[i], "tasks", "ls"]),
-        );
-        out.lines()
-            .skip(1)
-            .filter_map(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                let running = f.get(2) == Some(&"RUNNING");
-                (f.first()?.starts_with(&format!("{service}.")) && running)
-                    .then(|| f.get(1)?.parse().ok())
-                    .flatten()
-            })
+        self.tasks(i)
+            .into_iter()
+            .filter(|(id, _, status)| id.starts_with(&format!("{service}.")) && status == "RUNNING")
+            .filter_map(|(_, pid, _)| pid)
             .collect()
+    }
+
+    /// The replicas of `service` running in node `i`'s own containerd.
+    pub fn running_on(&self, i: usize, service: &str) -> usize {
+        self.tasks(i)
+            .iter()
+            .filter(|(id, _, status)| id.starts_with(&format!("{service}.")) && status == "RUNNING")
+            .count()
     }
 
     /// SIGKILL to every replica of `service` in node `i`'s containerd, as
