@@ -145,9 +145,8 @@ fn by_hand() -> Vec<(&'static str, Value)> {
             object(&[("id", string()), ("revoked", json!({ "type": "boolean" }))]),
         ),
         ("Invocation", invocation),
-        (
-            "Webhook",
-            object(&[
+        ("Webhook", {
+            let mut hook = object(&[
                 ("id", string()),
                 ("repo", string()),
                 ("service", string()),
@@ -157,8 +156,13 @@ fn by_hand() -> Vec<(&'static str, Value)> {
                     "invocations",
                     json!({ "type": "array", "items": reference("Invocation") }),
                 ),
-            ]),
-        ),
+            ]);
+            hook["properties"]["project"] = json!({
+                "type": ["string", "null"],
+                "description": "The service's project when the webhook was registered (null: registered before webhooks had one)",
+            });
+            hook
+        }),
         (
             "Webhooks",
             object(&[(
@@ -170,7 +174,7 @@ fn by_hand() -> Vec<(&'static str, Value)> {
             "GitPush",
             json!({
                 "type": "object",
-                "description": "A push event as GitHub or Gitea sends it; `ref` and `repository.full_name` are read.",
+                "description": "A push event as GitHub or Gitea sends it; `ref`, `after` (the commit) and `repository.full_name` are read.",
             }),
         ),
         (

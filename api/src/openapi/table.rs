@@ -402,7 +402,7 @@ pub const ROUTES: &[Route] = &[
             example: r#"{"ref":"refs/heads/main","repository":{"full_name":"acme/web"}}"#,
         }),
         replies: &[Reply::Json(200, "WebhookResults"), Reply::Json(202, "WebhookResults")],
-        errors: &[400, 401, 413, 500, 503, 507],
+        errors: &[400, 401, 413, 429, 500, 503, 507],
     },
     Route {
         method: "get",
