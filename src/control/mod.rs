@@ -224,9 +224,16 @@ impl ControlPlane {
     /// every known service and every orphan.
     pub async fn start(&self) -> anyhow::Result<()> {
         if let Some(secrets) = &self.inner.settings.secrets {
-            let moved = endpoints::cluster::migrate_legacy_secrets(&self.inner.repo, secrets)?;
-            if moved > 0 {
-                tracing::info!(moved, "secrets without a project moved to project default");
+            // Not fatal: an unmoved secret is only unusable (no lookup
+            // falls back to it), and the next start tries again.
+            match endpoints::cluster::migrate_legacy_secrets(&self.inner.repo, secrets) {
+                Ok(0) => {}
+                Ok(moved) => {
+                    tracing::info!(moved, "secrets without a project moved to project default")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not move secrets without a project to project default")
+                }
             }
         }
         self.inner.spawn(certs::run(Arc::downgrade(&self.inner)));
