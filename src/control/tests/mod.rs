@@ -458,3 +458,4 @@ mod exec;
 mod nodes;
 mod restarts;
 mod rollout;
+mod secrets;
