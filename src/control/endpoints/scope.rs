@@ -83,11 +83,18 @@ pub(crate) fn scoped(
             query.project = Some(own);
             Ok(ApiRequest::Events(query))
         }
-        // Reaches every project, or makes a token that could.
+        // Reaches every project (the cluster's nodes among them), or makes
+        // a token that could.
         ApiRequest::StopAll
         | ApiRequest::CreateToken(_)
         | ApiRequest::ListTokens
-        | ApiRequest::DeleteToken { .. } => Err(ApiError::forbidden(format!(
+        | ApiRequest::DeleteToken { .. }
+        | ApiRequest::Drain { .. }
+        | ApiRequest::Undrain { .. }
+        | ApiRequest::RemoveNode { .. }
+        | ApiRequest::CreateJoinToken(_)
+        | ApiRequest::ListJoinTokens
+        | ApiRequest::DeleteJoinToken { .. } => Err(ApiError::forbidden(format!(
             "token {:?} is scoped to project {own}: this needs an unscoped token",
             caller.name
         ))),
@@ -264,5 +271,16 @@ mod tests {
                 .status,
             403
         );
+        let drain = ApiRequest::Drain {
+            node: "n1".into(),
+            deadline_secs: None,
+        };
+        assert_eq!(
+            scoped(Some(&shop_admin), drain.clone(), &Fixed)
+                .unwrap_err()
+                .status,
+            403
+        );
+        assert!(scoped(Some(&caller(Role::Admin, None)), drain, &Fixed).is_ok());
     }
 }
