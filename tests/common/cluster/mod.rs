@@ -7,7 +7,6 @@
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
@@ -16,6 +15,7 @@ use serde_json::Value;
 use super::lab::Lab;
 
 mod containers;
+mod paths;
 #[allow(unused_imports)]
 pub use containers::running_versions;
 mod exec;
@@ -112,30 +112,6 @@ impl LabCluster {
         }
         c.wait_ready(n).await;
         c
-    }
-
-    fn config_path(&self, i: usize) -> PathBuf {
-        self.dir.path().join(format!("node{i}.toml"))
-    }
-
-    pub fn data_dir(&self, i: usize) -> PathBuf {
-        self.dir.path().join(format!("data{i}"))
-    }
-
-    /// The server's `[proxy] cert_dir`: where services' `tls` files go.
-    pub fn cert_dir(&self) -> PathBuf {
-        let dir = self.dir.path().join("certs");
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
-    fn log_path(&self, i: usize) -> PathBuf {
-        self.dir.path().join(format!("node{i}.log"))
-    }
-
-    /// Node `i`'s log (the server's for 0).
-    pub fn log(&self, i: usize) -> String {
-        std::fs::read_to_string(self.log_path(i)).unwrap_or_default()
     }
 
     fn write_configs(&self, cluster_extra: &str, network_extra: &str) {
