@@ -221,28 +221,36 @@ impl Lab {
             }
         })
         .await;
+        self.registry = Some(address.clone());
         for (layout, reference) in images {
             let tag = reference
                 .rsplit_once(':')
                 .map(|(_, t)| t)
                 .unwrap_or("latest");
-            super::host::run(
-                Command::new("ip")
-                    .args([
-                        "netns",
-                        "exec",
-                        &self.lan,
-                        "skopeo",
-                        "copy",
-                        "-q",
-                        "--dest-tls-verify=false",
-                    ])
-                    .arg(format!("oci:{}:{tag}", layout.display()))
-                    .arg(format!("docker://{address}/orca-test/{reference}")),
-            );
+            self.push_image(layout, tag, reference);
         }
-        self.registry = Some(address.clone());
         address
+    }
+
+    /// Pushes the image `tag` of the OCI layout `layout` to the LAN's
+    /// registry as `orca-test/<reference>`, from inside the LAN's
+    /// namespace (moving the tag if it exists).
+    pub fn push_image(&self, layout: &std::path::Path, tag: &str, reference: &str) {
+        let address = self.registry.as_deref().expect("the LAN registry");
+        super::host::run(
+            Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &self.lan,
+                    "skopeo",
+                    "copy",
+                    "-q",
+                    "--dest-tls-verify=false",
+                ])
+                .arg(format!("oci:{}:{tag}", layout.display()))
+                .arg(format!("docker://{address}/orca-test/{reference}")),
+        );
     }
 
     /// Sets node `i`'s link to the LAN down or up.
