@@ -26,6 +26,9 @@ async fn a_node_without_the_image_pulls_the_versions_digest_or_refuses_with_neve
     // its digest.
     c.deploy(json!([
         { "name": "pin", "image": tag, "replicas": 0, "port": 8080, "stop_grace_secs": 1 },
+    ]));
+    // Then, with the image on both nodes, one that never pulls.
+    c.deploy(json!([
         { "name": "never", "image": tag, "replicas": 0, "port": 8080, "stop_grace_secs": 1,
           "pull": "never" },
     ]));
