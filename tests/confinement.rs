@@ -21,6 +21,12 @@ async fn sh(cri: &cri::Cri, id: &str, script: &str) -> (u32, String) {
     (out.code, format!("{}{}", out.stdout, out.stderr))
 }
 
+/// The id of `name`'s first replica in `status`.
+fn first_replica(status: &api::status::StatusResponse, name: &str) -> String {
+    let service = status.services.iter().find(|s| s.name == name).unwrap();
+    service.instances[0].id.clone()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seccomp_read_only_roots_and_users_confine_replicas() {
     let Some(env) = common::env() else { return };
@@ -37,16 +43,7 @@ async fn seccomp_read_only_roots_and_users_confine_replicas() {
         ]),
     )
     .await;
-    let id = |name: &str| {
-        status
-            .services
-            .iter()
-            .find(|s| s.name == name)
-            .unwrap()
-            .instances[0]
-            .id
-            .clone()
-    };
+    let id = |name: &str| first_replica(&status, name);
     let (plain, open, frozen) = (id("plain"), id("open"), id("frozen"));
     let cri = server.cri().await;
 
@@ -132,16 +129,7 @@ async fn vsock_and_alg_sockets_are_refused() {
         ]),
     )
     .await;
-    let id = |name: &str| {
-        status
-            .services
-            .iter()
-            .find(|s| s.name == name)
-            .unwrap()
-            .instances[0]
-            .id
-            .clone()
-    };
+    let id = |name: &str| first_replica(&status, name);
     let cri = server.cri().await;
     let probe = |id: String, args: &'static [&'static str]| {
         let cri = cri.clone();

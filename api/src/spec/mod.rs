@@ -325,7 +325,7 @@ pub struct TlsFiles {
 mod privilege;
 mod validate;
 
-pub use privilege::{is_secret_name, secret_refs_in, BASELINE_CAPABILITIES};
+pub use privilege::is_secret_name;
 
 #[cfg(test)]
 mod tests;

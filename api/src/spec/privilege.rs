@@ -8,7 +8,7 @@ use crate::error::ApiError;
 
 /// Docker's default capability set; `NET_RAW` is in it (orca drops it by
 /// default, and adding it back is no privilege).
-pub const BASELINE_CAPABILITIES: [&str; 14] = [
+const BASELINE_CAPABILITIES: [&str; 14] = [
     "CHOWN",
     "DAC_OVERRIDE",
     "FSETID",
@@ -35,7 +35,7 @@ pub fn is_secret_name(name: &str) -> bool {
 
 /// Every `${secrets.KEY}` in `value`, as written (checked or not); an
 /// unterminated one runs to the end.
-pub fn secret_refs_in(value: &str) -> Vec<&str> {
+fn secret_refs_in(value: &str) -> Vec<&str> {
     let mut out = Vec::new();
     let mut rest = value;
     while let Some(start) = rest.find("${secrets.") {
