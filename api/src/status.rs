@@ -160,7 +160,16 @@ pub struct NodeStatus {
     #[serde(default)]
     pub containerd: String,
     pub resources: NodeResources,
+    /// What the replicas placed on the node reserve (`resources.reserve`,
+    /// the memory limit by default): what placement counts, not usage.
+    #[serde(default)]
+    pub reserved: NodeResources,
+    /// The same as `reserved`, under its earlier name.
     pub allocated: NodeResources,
+    /// The CPU limits of the replicas on the node, summed: they may add
+    /// up past its cores (CPU is shared by time when all are busy).
+    #[serde(default)]
+    pub cpu_limits: f64,
     pub instances: u32,
     /// RFC 3339; null for a node not heard from since the server started.
     #[serde(default)]

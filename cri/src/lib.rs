@@ -42,5 +42,5 @@ pub use container::{AttachInput, AttachOptions, AttachOutput, Attached, ExecOutp
 pub use error::{CriError, Result};
 pub use image::{Image, ImageConfig};
 pub use reference::ImageRef;
-pub use resources::{CpuLimit, MemoryLimit, Resources};
+pub use resources::{memory_reservation, CpuLimit, MemoryLimit, Resources};
 pub use spec::{BindMount, ContainerConfig, NetworkMode};

@@ -19,46 +19,12 @@ impl MemoryLimit {
     /// `1048576`. Binary suffixes (Ki, Mi, Gi, Ti) are powers of 1024,
     /// decimal ones (k, M, G, T) powers of 1000.
     pub fn parse(input: &str) -> Result<Self> {
-        let bad = |reason: String| CriError::InvalidConfig {
-            field: "resources.memory",
-            reason,
-        };
-        let s = input.trim();
-        let split = s
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(s.len());
-        let (number, suffix) = s.split_at(split);
-        if number.is_empty() {
-            return Err(bad(format!(
-                "{input:?} is not a quantity like \"64Mi\" or \"1Gi\""
-            )));
-        }
-        let multiplier: u64 = match suffix {
-            "" => 1,
-            "Ki" => 1 << 10,
-            "Mi" => 1 << 20,
-            "Gi" => 1 << 30,
-            "Ti" => 1 << 40,
-            "k" | "K" => 1_000,
-            "M" => 1_000_000,
-            "G" => 1_000_000_000,
-            "T" => 1_000_000_000_000,
-            other => {
-                return Err(bad(format!(
-                    "unknown unit {other:?} in {input:?} (use Ki, Mi, Gi, Ti, k, M, G or T)"
-                )))
-            }
-        };
-        let value: f64 = number
-            .parse()
-            .map_err(|_| bad(format!("{input:?} is not a number with a unit")))?;
-        let bytes = value * multiplier as f64;
-        if !bytes.is_finite() || bytes > (i64::MAX as f64) {
-            return Err(bad(format!("{input:?} is too large")));
-        }
-        let bytes = bytes.round() as u64;
+        let bytes = quantity(input, "resources.memory")?;
         if bytes < MIN_MEMORY_BYTES {
-            return Err(bad(format!("{input:?} is below the minimum of 4Mi")));
+            return Err(CriError::InvalidConfig {
+                field: "resources.memory",
+                reason: format!("{input:?} is below the minimum of 4Mi"),
+            });
         }
         Ok(MemoryLimit(bytes))
     }
@@ -67,6 +33,51 @@ impl MemoryLimit {
     pub fn bytes(self) -> u64 {
         self.0
     }
+}
+
+/// A memory reservation (`resources.reserve.memory`) in bytes: a quantity
+/// as for a limit, or `"0"`, with no minimum.
+pub fn memory_reservation(input: &str) -> Result<u64> {
+    quantity(input, "resources.reserve.memory")
+}
+
+/// Bytes from a quantity, for `field`'s errors.
+fn quantity(input: &str, field: &'static str) -> Result<u64> {
+    let bad = |reason: String| CriError::InvalidConfig { field, reason };
+    let s = input.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (number, suffix) = s.split_at(split);
+    if number.is_empty() {
+        return Err(bad(format!(
+            "{input:?} is not a quantity like \"64Mi\" or \"1Gi\""
+        )));
+    }
+    let multiplier: u64 = match suffix {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        "k" | "K" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        other => {
+            return Err(bad(format!(
+                "unknown unit {other:?} in {input:?} (use Ki, Mi, Gi, Ti, k, M, G or T)"
+            )))
+        }
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| bad(format!("{input:?} is not a number with a unit")))?;
+    let bytes = value * multiplier as f64;
+    if !bytes.is_finite() || bytes > (i64::MAX as f64) {
+        return Err(bad(format!("{input:?} is too large")));
+    }
+    Ok(bytes.round() as u64)
 }
 
 /// A CPU limit in cores, enforced as a CFS quota per period.

@@ -1,15 +1,17 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 //! Where a new replica goes, pure: filters (the pinned node, labels, ready
-//! and undrained, resource fit), then a score (`spread` or `binpack`).
-//! A placement reserves the replica's resources on the node it picks, so
-//! the next placement sees them. What cannot be placed says which filter
-//! ruled out how many nodes.
+//! and undrained, room for its reservation), then a score (`spread` or
+//! `binpack`). Only reservations count towards room: limits are caps the
+//! kernel enforces by time-sharing (CPU) and are not set aside. A
+//! placement holds the replica's reservation (and adds its CPU limit to
+//! the node's load) on the node it picks, so the next placement sees
+//! them. What cannot be placed says which filter ruled out how many nodes.
 
 use std::collections::BTreeMap;
 
 /// CPUs and memory: what a node has, what is reserved on it, what a
-/// replica asks for.
+/// replica reserves.
 #[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Capacity {
     pub cpu: f64,
@@ -35,8 +37,12 @@ pub struct Candidate {
     pub ready: bool,
     pub drained: bool,
     pub capacity: Capacity,
-    /// Reserved by the replicas placed there.
-    pub allocated: Capacity,
+    /// Reserved by the replicas placed there (never their usage).
+    pub reserved: Capacity,
+    /// The CPU limits of the replicas placed there, summed: how much of
+    /// the node they may take when busy. `spread` weighs it as load; it
+    /// never rules a node out.
+    pub cpu_limits: f64,
     /// Replicas of the service being placed that run there.
     pub of_service: u32,
 }
@@ -47,18 +53,10 @@ pub struct Demand<'a> {
     pub node: Option<&'a str>,
     pub labels: &'a BTreeMap<String, String>,
     pub strategy: PlacementStrategy,
-    pub cpu: f64,
-    pub memory_bytes: u64,
-}
-
-impl Demand<'_> {
-    /// What a replica of this demand reserves.
-    pub fn reservation(&self) -> Capacity {
-        Capacity {
-            cpu: self.cpu,
-            memory_bytes: self.memory_bytes,
-        }
-    }
+    /// What it reserves: the only part that needs room.
+    pub reserve: Capacity,
+    /// Its CPU limit (0: none), load for `spread`.
+    pub cpu_limit: f64,
 }
 
 /// How many nodes each filter ruled out (each node counts once, at the
@@ -114,8 +112,9 @@ impl Scheduler {
         }
         let (index, _) = best.ok_or(rejected)?;
         let node = &mut self.nodes[index];
-        node.allocated.cpu += demand.cpu;
-        node.allocated.memory_bytes += demand.memory_bytes;
+        node.reserved.cpu += demand.reserve.cpu;
+        node.reserved.memory_bytes += demand.reserve.memory_bytes;
+        node.cpu_limits += demand.cpu_limit;
         node.of_service += 1;
         Ok(node.id.clone())
     }
@@ -161,31 +160,35 @@ fn fits(node: &Candidate, demand: &Demand) -> Result<(), Filter> {
     if node.drained {
         return Err(Filter::Drained);
     }
-    if node
-        .allocated
-        .memory_bytes
-        .saturating_add(demand.memory_bytes)
-        > node.capacity.memory_bytes
+    let memory = demand.reserve.memory_bytes;
+    if memory > 0 && node.reserved.memory_bytes.saturating_add(memory) > node.capacity.memory_bytes
     {
         return Err(Filter::Memory);
     }
-    if node.allocated.cpu + demand.cpu > node.capacity.cpu + CPU_EPSILON {
+    let cpu = demand.reserve.cpu;
+    if cpu > 0.0 && node.reserved.cpu + cpu > node.capacity.cpu + CPU_EPSILON {
         return Err(Filter::Cpu);
     }
     Ok(())
 }
 
 /// Lower is better: for `spread`, fewest replicas of the service and then
-/// the least loaded node; for `binpack`, the fullest node.
+/// the least loaded node, by its reservations and by the CPU limits placed
+/// there (a node whose caps add up to twice its cores is busier when
+/// everything runs hot than one whose caps add up to half); for
+/// `binpack`, the fullest node by reservations.
 fn score(node: &Candidate, demand: &Demand) -> (u32, f64) {
-    let load = share(node.allocated.cpu, node.capacity.cpu)
+    let reserved = share(node.reserved.cpu, node.capacity.cpu)
         + share(
-            node.allocated.memory_bytes as f64,
+            node.reserved.memory_bytes as f64,
             node.capacity.memory_bytes as f64,
         );
     match demand.strategy {
-        PlacementStrategy::Spread => (node.of_service, load),
-        PlacementStrategy::Binpack => (0, -load),
+        PlacementStrategy::Spread => (
+            node.of_service,
+            reserved + share(node.cpu_limits, node.capacity.cpu),
+        ),
+        PlacementStrategy::Binpack => (0, -reserved),
     }
 }
 
@@ -198,7 +201,8 @@ fn share(used: f64, total: f64) -> f64 {
 }
 
 /// Why `count` replicas could not be placed, as status says it: "2
-/// replicas unplaced: 1 node not ready, 2 nodes lack 512Mi of memory".
+/// replicas unplaced: 1 node not ready, 2 nodes lack 512Mi of memory to
+/// reserve".
 pub fn unplaced_message(count: u32, r: &Rejections, demand: &Demand) -> String {
     let nodes = |n: u32| {
         if n == 1 {
@@ -227,18 +231,18 @@ pub fn unplaced_message(count: u32, r: &Rejections, demand: &Demand) -> String {
     let lack = |n: u32| if n == 1 { "lacks" } else { "lack" };
     if r.memory > 0 {
         why.push(format!(
-            "{} {} {} of memory",
+            "{} {} {} of memory to reserve",
             nodes(r.memory),
             lack(r.memory),
-            mebibytes(demand.memory_bytes)
+            mebibytes(demand.reserve.memory_bytes)
         ));
     }
     if r.cpu > 0 {
         why.push(format!(
-            "{} {} {} CPU",
+            "{} {} {} CPU to reserve",
             nodes(r.cpu),
             lack(r.cpu),
-            demand.cpu
+            demand.reserve.cpu
         ));
     }
     if why.is_empty() {
@@ -275,7 +279,8 @@ mod tests {
                 cpu,
                 memory_bytes: memory,
             },
-            allocated: Capacity::default(),
+            reserved: Capacity::default(),
+            cpu_limits: 0.0,
             of_service: 0,
         }
     }
@@ -285,8 +290,8 @@ mod tests {
             node: None,
             labels,
             strategy: PlacementStrategy::Spread,
-            cpu: 0.0,
-            memory_bytes: 0,
+            reserve: Capacity::default(),
+            cpu_limit: 0.0,
         }
     }
 
@@ -321,11 +326,14 @@ mod tests {
     fn binpack_fills_the_fullest_node_that_fits() {
         let none = BTreeMap::new();
         let mut a = node("a", 4.0, 4 * GI);
-        a.allocated.memory_bytes = GI;
+        a.reserved.memory_bytes = GI;
         let mut s = Scheduler::new(vec![node("b", 4.0, 4 * GI), a]);
         let d = Demand {
             strategy: PlacementStrategy::Binpack,
-            memory_bytes: GI,
+            reserve: Capacity {
+                cpu: 0.0,
+                memory_bytes: GI,
+            },
             ..demand(&none)
         };
         // a has room for 3 more, then b takes the rest.
@@ -363,8 +371,10 @@ mod tests {
         let none = BTreeMap::new();
         let mut s = Scheduler::new(vec![node("a", 1.0, 2 * GI), node("b", 1.0, GI)]);
         let d = Demand {
-            memory_bytes: 512 << 20,
-            cpu: 0.25,
+            reserve: Capacity {
+                cpu: 0.25,
+                memory_bytes: 512 << 20,
+            },
             ..demand(&none)
         };
         // 4 fit on a by memory and CPU, 2 on b by memory.
@@ -374,25 +384,52 @@ mod tests {
         assert_eq!(r.memory, 2);
         assert_eq!(
             unplaced_message(1, &r, &d),
-            "1 replica unplaced: 2 nodes lack 512Mi of memory"
+            "1 replica unplaced: 2 nodes lack 512Mi of memory to reserve"
         );
         for n in s.nodes() {
-            assert!(n.allocated.memory_bytes <= n.capacity.memory_bytes);
-            assert!(n.allocated.cpu <= n.capacity.cpu + CPU_EPSILON);
+            assert!(n.reserved.memory_bytes <= n.capacity.memory_bytes);
+            assert!(n.reserved.cpu <= n.capacity.cpu + CPU_EPSILON);
         }
     }
 
     #[test]
-    fn cpu_is_a_limit_too() {
+    fn a_cpu_reservation_needs_room_and_a_cpu_limit_does_not() {
         let none = BTreeMap::new();
         let mut s = Scheduler::new(vec![node("a", 1.0, 64 * GI)]);
-        let d = Demand {
-            cpu: 0.5,
+        let reserving = Demand {
+            reserve: Capacity {
+                cpu: 0.5,
+                memory_bytes: 0,
+            },
             ..demand(&none)
         };
-        place_n(&mut s, &d, 2);
-        let r = s.place(&d).unwrap_err();
+        place_n(&mut s, &reserving, 2);
+        let r = s.place(&reserving).unwrap_err();
         assert_eq!(r.cpu, 1);
+        assert_eq!(
+            unplaced_message(1, &r, &reserving),
+            "1 replica unplaced: 1 node lacks 0.5 CPU to reserve"
+        );
+        // Capped at a whole core each, reserving nothing: no limit to how many.
+        let capped = Demand {
+            cpu_limit: 1.0,
+            ..demand(&none)
+        };
+        place_n(&mut s, &capped, 10);
+        assert!((s.nodes()[0].cpu_limits - 10.0).abs() < 1e-9);
+        assert!((s.nodes()[0].reserved.cpu - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn spread_weighs_cpu_limits_as_load() {
+        let none = BTreeMap::new();
+        let mut busy = node("a", 2.0, GI);
+        busy.cpu_limits = 3.0;
+        let mut s = Scheduler::new(vec![busy, node("b", 2.0, GI)]);
+        // Both run none of the service: the one whose caps add up to less wins.
+        assert_eq!(s.place(&demand(&none)).unwrap(), "b");
+        // Then spread by the service's own count comes first.
+        assert_eq!(s.place(&demand(&none)).unwrap(), "a");
     }
 
     #[test]

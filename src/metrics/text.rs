@@ -83,7 +83,7 @@ pub(super) fn contract_totals(status: &api::status::StatusResponse, nodes: usize
 
 /// The per-node gauges: name, help, and the value from a node's status.
 pub(super) type NodeValue = fn(&api::status::NodeStatus) -> f64;
-pub(super) const NODE_GAUGES: [(&str, &str, NodeValue); 6] = [
+pub(super) const NODE_GAUGES: [(&str, &str, NodeValue); 7] = [
     (
         "orca_node_ready",
         "1 while the node is connected and heard from",
@@ -98,14 +98,19 @@ pub(super) const NODE_GAUGES: [(&str, &str, NodeValue); 6] = [
         |n| n.resources.memory_bytes as f64,
     ),
     (
-        "orca_node_allocated_cpu",
-        "CPUs reserved by the replicas placed on the node",
-        |n| n.allocated.cpu,
+        "orca_node_reserved_cpu",
+        "CPUs reserved (resources.reserve) by the replicas placed on the node; not usage",
+        |n| n.reserved.cpu,
     ),
     (
-        "orca_node_allocated_memory_bytes",
-        "Memory reserved by the replicas placed on the node",
-        |n| n.allocated.memory_bytes as f64,
+        "orca_node_reserved_memory_bytes",
+        "Memory reserved (resources.reserve, else the memory limit) by the replicas placed on the node; not usage",
+        |n| n.reserved.memory_bytes as f64,
+    ),
+    (
+        "orca_node_cpu_limits",
+        "CPU limits of the replicas placed on the node, summed (may exceed its CPUs)",
+        |n| n.cpu_limits,
     ),
     ("orca_node_instances", "Replicas running on the node", |n| {
         f64::from(n.instances)

@@ -29,7 +29,8 @@ fn nodes() -> Vec<Candidate> {
                     cpu: [4.0, 8.0, 16.0][i % 3],
                     memory_bytes: [8u64, 16, 32][i % 3] << 30,
                 },
-                allocated: Capacity::default(),
+                reserved: Capacity::default(),
+                cpu_limits: 0.0,
                 of_service: 0,
             }
         })
@@ -53,8 +54,11 @@ fn main() {
             } else {
                 PlacementStrategy::Binpack
             },
-            cpu: 0.1,
-            memory_bytes: 128 << 20,
+            reserve: Capacity {
+                cpu: 0.1,
+                memory_bytes: 128 << 20,
+            },
+            cpu_limit: 0.5,
         };
         // A fresh view per service, as each worker builds its own.
         for n in &mut table {
@@ -76,12 +80,12 @@ fn main() {
         elapsed.as_secs_f64() * 1e3,
         total as f64 / elapsed.as_secs_f64()
     );
-    let used: f64 = table.iter().map(|n| n.allocated.cpu).sum();
+    let used: f64 = table.iter().map(|n| n.reserved.cpu).sum();
     assert!(
         (used - placed as f64 * 0.1).abs() < 1e-6,
         "every placement reserved its CPU"
     );
     assert!(table
         .iter()
-        .all(|n| n.allocated.memory_bytes <= n.capacity.memory_bytes));
+        .all(|n| n.reserved.memory_bytes <= n.capacity.memory_bytes));
 }

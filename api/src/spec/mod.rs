@@ -158,6 +158,26 @@ pub struct ResourcesSpec {
     /// Default [`DEFAULT_PIDS`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pids: Option<i64>,
+    /// What placement holds for each replica; `memory` and `cpu` above
+    /// are limits and hold nothing by themselves (see [`Reserve`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserve: Option<Reserve>,
+}
+
+/// `resources.reserve`: what the scheduler sets aside on a node for each
+/// replica, and the only thing it counts. The CPU reservation defaults to
+/// 0 (a CPU limit is a cap shared by time, not a claim); the memory
+/// reservation defaults to the memory limit, so memory is never
+/// overcommitted by accident (`memory = "0"` opts out).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Reserve {
+    /// Cores, 0 to 1024.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<f64>,
+    /// A quantity ("256Mi"), or "0".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
 }
 
 /// Processes (and threads) a replica may run at once unless
@@ -215,11 +235,57 @@ pub struct DeploySettings {
     pub strategy: Strategy,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_unavailable: Option<i64>,
+    /// New replicas started at once during a rolling update, beside the
+    /// old ones: a count, or a percentage of the replicas ("25%", the
+    /// default), rounded up; at least 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_surge: Option<Surge>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary_weight: Option<i64>,
     /// Seconds a rolling update may take before it is reverted (default 60).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress_deadline_secs: Option<u64>,
+}
+
+/// `deploy.max_surge`: a count (`3`) or a share of the replicas (`"25%"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(untagged)]
+pub enum Surge {
+    Count(i64),
+    Percent(String),
+}
+
+/// The default `deploy.max_surge`, in percent of the replicas.
+pub const DEFAULT_SURGE_PERCENT: u32 = 25;
+
+impl Surge {
+    /// New replicas that may start at once for `replicas` wanted: at
+    /// least 1. `None` for a malformed value (refused by validation).
+    pub fn of(&self, replicas: u32) -> Option<u32> {
+        let n = match self {
+            Surge::Count(n) => u32::try_from(*n).ok()?,
+            Surge::Percent(p) => {
+                let pct: u32 = p.strip_suffix('%')?.trim().parse().ok()?;
+                if pct > 100 {
+                    return None;
+                }
+                (u64::from(replicas) * u64::from(pct)).div_ceil(100) as u32
+            }
+        };
+        Some(n.max(1))
+    }
+}
+
+/// The surge of a spec's rolling update for `replicas` wanted.
+pub fn surge_of(deploy: Option<&DeploySettings>, replicas: u32) -> u32 {
+    deploy
+        .and_then(|d| d.max_surge.as_ref())
+        .and_then(|s| s.of(replicas))
+        .unwrap_or_else(|| {
+            (u64::from(replicas) * u64::from(DEFAULT_SURGE_PERCENT))
+                .div_ceil(100)
+                .max(1) as u32
+        })
 }
 
 /// An HTTP health probe.

@@ -157,6 +157,19 @@ impl ServiceSpec {
                     )));
                 }
             }
+            if let Some(reserve) = r.reserve.as_ref().and_then(|x| x.cpu) {
+                if !reserve.is_finite() || !(0.0..=1024.0).contains(&reserve) {
+                    return Err(ApiError::bad_request(format!(
+                        "invalid resources.reserve.cpu {reserve}: must be 0 to 1024 cores"
+                    )));
+                }
+                if r.cpu.is_some_and(|limit| reserve > limit) {
+                    return Err(ApiError::bad_request(format!(
+                        "invalid resources.reserve.cpu {reserve}: more than the limit resources.cpu {}",
+                        r.cpu.unwrap_or_default()
+                    )));
+                }
+            }
             if let Some(pids) = r.pids {
                 if !(8..=MAX_PIDS).contains(&pids) {
                     return Err(ApiError::bad_request(format!(
@@ -206,6 +219,21 @@ impl ServiceSpec {
                 if !(0..=MAX_REPLICAS).contains(&m) {
                     return Err(ApiError::bad_request(format!(
                         "invalid deploy.max_unavailable {m}"
+                    )));
+                }
+            }
+            if let Some(surge) = &d.max_surge {
+                let fine = match surge {
+                    super::Surge::Count(n) => (0..=MAX_REPLICAS).contains(n),
+                    super::Surge::Percent(_) => surge.of(1).is_some(),
+                };
+                if !fine {
+                    return Err(ApiError::bad_request(format!(
+                        "invalid deploy.max_surge {}: a count of replicas (0 to {MAX_REPLICAS}) or a percentage like \"25%\"",
+                        match surge {
+                            super::Surge::Count(n) => n.to_string(),
+                            super::Surge::Percent(p) => format!("{p:?}"),
+                        }
                     )));
                 }
             }

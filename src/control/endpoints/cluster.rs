@@ -40,7 +40,7 @@ impl ControlPlane {
     pub(crate) fn cluster_info(&self) -> ClusterInfo {
         let table = self.inner().nodes.snapshot();
         let st = self.inner().state();
-        let allocated = st.allocated();
+        let loads = st.node_loads();
         let mut instances: HashMap<&str, u32> = HashMap::new();
         for i in st.instances.values().flatten() {
             if matches!(i.state, ProcessState::Running) {
@@ -53,6 +53,15 @@ impl ControlPlane {
                 .flatten()
                 .filter(|i| i.node == id)
                 .count() as u32
+        };
+        let reserved = |id: &str| {
+            loads
+                .get(id)
+                .map(|l| NodeResources {
+                    cpu: l.reserved.cpu,
+                    memory_bytes: l.reserved.memory_bytes,
+                })
+                .unwrap_or_default()
         };
         let settings = &self.inner().settings;
         let nodes = table
@@ -82,13 +91,9 @@ impl ControlPlane {
                         cpu: n.record.cpu,
                         memory_bytes: n.record.memory_bytes,
                     },
-                    allocated: allocated
-                        .get(n.id())
-                        .map(|a| NodeResources {
-                            cpu: a.cpu,
-                            memory_bytes: a.memory_bytes,
-                        })
-                        .unwrap_or_default(),
+                    reserved: reserved(n.id()),
+                    allocated: reserved(n.id()),
+                    cpu_limits: loads.get(n.id()).map_or(0.0, |l| l.cpu_limits),
                     instances: instances.get(n.id()).copied().unwrap_or(0),
                     last_heartbeat: n
                         .last_heartbeat

@@ -63,6 +63,19 @@ impl ControlPlane {
             if let Some(c) = r.cpu {
                 cri::CpuLimit::new(c).map_err(|e| fail(e.to_string()))?;
             }
+            if let Some(m) = r.reserve.as_ref().and_then(|x| x.memory.as_deref()) {
+                let reserve = cri::memory_reservation(m).map_err(|e| fail(e.to_string()))?;
+                let limit = r
+                    .memory
+                    .as_deref()
+                    .and_then(|l| cri::MemoryLimit::parse(l).ok());
+                if limit.is_some_and(|l| reserve > l.bytes()) {
+                    return Err(fail(format!(
+                        "invalid resources.reserve.memory {m:?}: more than the limit resources.memory {:?}",
+                        r.memory.as_deref().unwrap_or_default()
+                    )));
+                }
+            }
         }
         if let Some(sec) = &spec.security {
             cri::spec::capabilities(&sec.cap_add, &sec.cap_drop)

@@ -12,7 +12,7 @@ use crate::control::execute::Placed;
 use crate::control::gather::{draining, lost, reschedule_after};
 use crate::control::plan::{plan, Action, Desired};
 use crate::control::schedule::{demand_of, unplaced_message, Candidate, Scheduler};
-use crate::control::state::State;
+use crate::control::state::{NodeLoad, State};
 use crate::nodes::Table;
 use crate::store::ServiceRecord;
 
@@ -48,11 +48,9 @@ fn desired_of(record: Option<&ServiceRecord>) -> Option<Desired> {
 /// replica and every start in flight reserves, and how many replicas of
 /// the service each node already runs (not counting those that must go).
 fn candidates(table: &Table, st: &State, service: &str, going: &HashSet<String>) -> Vec<Candidate> {
-    let mut allocated = st.allocated();
-    for (node, c) in st.placing.values() {
-        let a = allocated.entry(node.as_str()).or_default();
-        a.cpu += c.cpu;
-        a.memory_bytes += c.memory_bytes;
+    let mut loads = st.node_loads();
+    for (node, load) in st.placing.values() {
+        loads.entry(node.as_str()).or_default().add(*load);
     }
     let mut of_service: HashMap<&str, u32> = HashMap::new();
     for i in st.instances.get(service).into_iter().flatten() {
@@ -63,15 +61,19 @@ fn candidates(table: &Table, st: &State, service: &str, going: &HashSet<String>)
     table
         .nodes
         .values()
-        .map(|n| Candidate {
-            id: n.id().to_string(),
-            labels: n.record.labels.clone(),
-            // A node whose containerd is down takes nothing new.
-            ready: n.schedulable(),
-            drained: n.record.drained,
-            capacity: n.capacity(),
-            allocated: allocated.get(n.id()).copied().unwrap_or_default(),
-            of_service: of_service.get(n.id()).copied().unwrap_or(0),
+        .map(|n| {
+            let load = loads.get(n.id()).copied().unwrap_or_default();
+            Candidate {
+                id: n.id().to_string(),
+                labels: n.record.labels.clone(),
+                // A node whose containerd is down takes nothing new.
+                ready: n.schedulable(),
+                drained: n.record.drained,
+                capacity: n.capacity(),
+                reserved: load.reserved,
+                cpu_limits: load.cpu_limits,
+                of_service: of_service.get(n.id()).copied().unwrap_or(0),
+            }
         })
         .collect()
 }
@@ -300,9 +302,15 @@ fn plans<'a>(
 
 /// The actions of a plan, each start holding its resources on its node.
 fn reserved(st: &mut State, planned: &Planned) -> Vec<Placed> {
-    let reservation = planned
+    let load = planned
         .spec
-        .map(|s| demand_of(s).reservation())
+        .map(|s| {
+            let d = demand_of(s);
+            NodeLoad {
+                reserved: d.reserve,
+                cpu_limits: d.cpu_limit,
+            }
+        })
         .unwrap_or_default();
     planned
         .plan
@@ -311,7 +319,7 @@ fn reserved(st: &mut State, planned: &Planned) -> Vec<Placed> {
         .map(|action| {
             let mut placed = Placed::from(action.clone());
             if let Action::Start { node, .. } = action {
-                placed.reservation = Some(st.reserve(node, reservation));
+                placed.reservation = Some(st.reserve(node, load));
             }
             placed
         })

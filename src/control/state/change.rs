@@ -9,7 +9,7 @@ use std::time::{Instant, SystemTime};
 use api::status::LastExit;
 
 use super::{ServiceRuntime, State};
-use crate::agent::{service_of, Capacity, Instance, ProcessState};
+use crate::agent::{service_of, Instance, ProcessState};
 use crate::control::plan;
 use crate::feed::{Announced, Note};
 use crate::store::ServiceRecord;
@@ -235,15 +235,15 @@ impl State {
         s.last_error = Some(error);
     }
 
-    /// Holds `reservation` on `node` for a start in flight, under a new key.
-    pub fn reserve(&mut self, node: &str, reservation: Capacity) -> u64 {
+    /// Holds `load` on `node` for a start in flight, under a new key.
+    pub fn reserve(&mut self, node: &str, load: super::NodeLoad) -> u64 {
         let key = loop {
             let key = rand::random::<u64>();
             if !self.placing.contains_key(&key) {
                 break key;
             }
         };
-        Arc::make_mut(&mut self.placing).insert(key, (node.to_string(), reservation));
+        Arc::make_mut(&mut self.placing).insert(key, (node.to_string(), load));
         key
     }
 

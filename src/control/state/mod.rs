@@ -81,6 +81,43 @@ pub struct ServiceRuntime {
     pub unplaced: Option<String>,
 }
 
+/// What replicas hold on a node: their reservations (placement counts
+/// these) and their CPU limits summed (load, never a reason to refuse).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct NodeLoad {
+    pub reserved: crate::agent::Capacity,
+    pub cpu_limits: f64,
+}
+
+impl NodeLoad {
+    /// One replica of `record`'s `version`.
+    fn of(record: &ServiceRecord, version: u64) -> Self {
+        let spec = record
+            .canary
+            .as_ref()
+            .filter(|c| c.version == version)
+            .map(|c| &c.spec)
+            .or_else(|| {
+                (record.version != version)
+                    .then(|| record.history.iter().find(|v| v.version == version))
+                    .flatten()
+                    .map(|v| &v.spec)
+            })
+            .unwrap_or(&record.spec);
+        NodeLoad {
+            reserved: super::schedule::reservation_of(spec),
+            cpu_limits: super::schedule::cpu_limit_of(spec),
+        }
+    }
+
+    /// Adds another's.
+    pub fn add(&mut self, other: NodeLoad) {
+        self.reserved.cpu += other.reserved.cpu;
+        self.reserved.memory_bytes += other.reserved.memory_bytes;
+        self.cpu_limits += other.cpu_limits;
+    }
+}
+
 /// See the module doc. Read-only outside [`change`]: the maps are shared
 /// (`Arc`), so only the owner's changes can write them.
 #[derive(Debug, Default, Clone)]
@@ -91,9 +128,9 @@ pub struct State {
     pub services: Arc<HashMap<String, ServiceRuntime>>,
     /// Replicas being removed on purpose: their exits are no crashes.
     pub removing: Arc<HashSet<String>>,
-    /// Resources held for replicas being started, by a key per start:
-    /// node and reservation (see `schedule`).
-    pub placing: Arc<HashMap<u64, (String, crate::agent::Capacity)>>,
+    /// What replicas being started hold, by a key per start: node and
+    /// load (see `schedule`).
+    pub placing: Arc<HashMap<u64, (String, NodeLoad)>>,
     /// Replicas that have a health checker running.
     pub checkers: Arc<HashSet<String>>,
     /// Bumped by every change that an answer shows, so that answers cached
@@ -102,20 +139,22 @@ pub struct State {
 }
 
 impl State {
-    /// What the replicas on each node reserve (their service's
-    /// `resources`), by node.
-    pub fn allocated(&self) -> HashMap<&str, crate::agent::Capacity> {
-        let mut out: HashMap<&str, crate::agent::Capacity> = HashMap::new();
+    /// What the replicas on each node reserve and the CPU limits they
+    /// have, by node: each replica by the spec of its own version (an old
+    /// version's replicas mid-rollout, a canary's), so that nothing is
+    /// counted by a spec it does not run.
+    pub fn node_loads(&self) -> HashMap<&str, NodeLoad> {
+        let mut out: HashMap<&str, NodeLoad> = HashMap::new();
         for (name, list) in self.instances.iter() {
-            let reservation = self
-                .records
-                .get(name)
-                .map(|r| super::schedule::demand_of(&r.spec).reservation())
-                .unwrap_or_default();
+            let record = self.records.get(name);
+            let mut by_version: HashMap<u64, NodeLoad> = HashMap::new();
             for i in list {
-                let a = out.entry(i.node.as_str()).or_default();
-                a.cpu += reservation.cpu;
-                a.memory_bytes += reservation.memory_bytes;
+                let load = *by_version.entry(i.version).or_insert_with(|| {
+                    record
+                        .map(|r| NodeLoad::of(r, i.version))
+                        .unwrap_or_default()
+                });
+                out.entry(i.node.as_str()).or_default().add(load);
             }
         }
         out

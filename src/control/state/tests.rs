@@ -134,9 +134,12 @@ fn a_new_replica_frees_what_its_start_held() {
     let mut st = State::default();
     let key = st.reserve(
         "n1",
-        Capacity {
-            cpu: 1.0,
-            memory_bytes: 1 << 20,
+        super::NodeLoad {
+            reserved: Capacity {
+                cpu: 1.0,
+                memory_bytes: 1 << 20,
+            },
+            cpu_limits: 1.0,
         },
     );
     st.start_failed("web", "no room".into(), now);

@@ -218,7 +218,7 @@ async fn resource_fit_leaves_one_replica_unplaced() {
         let s = c.cp.status(None);
         c.count("big") == [4, 0]
             && s.services[0].message.as_deref()
-                == Some("1 replica unplaced: 2 nodes lack 2Gi of memory")
+                == Some("1 replica unplaced: 2 nodes lack 2Gi of memory to reserve")
     })
     .await;
     assert_eq!(
@@ -227,7 +227,8 @@ async fn resource_fit_leaves_one_replica_unplaced() {
     );
     let info = c.cp.cluster_info();
     let n0 = info.nodes.iter().find(|n| n.id == "n0").unwrap();
-    assert_eq!(n0.allocated.memory_bytes, 8 * gi);
+    assert_eq!(n0.reserved.memory_bytes, 8 * gi);
+    assert_eq!(n0.allocated, n0.reserved);
 }
 
 #[tokio::test]
