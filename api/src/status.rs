@@ -32,6 +32,9 @@ pub enum InstanceState {
     /// Exited, and waiting out its restart delay.
     Backoff,
     Exited,
+    /// On a node that cannot be reached: what it does is not known
+    /// (`last_state` and `last_seen` say what was last known).
+    Unknown,
 }
 
 impl InstanceState {
@@ -43,6 +46,7 @@ impl InstanceState {
             InstanceState::Stopping => "stopping",
             InstanceState::Backoff => "backoff",
             InstanceState::Exited => "exited",
+            InstanceState::Unknown => "unknown",
         }
     }
 }
@@ -69,6 +73,13 @@ pub struct InstanceStatus {
     pub canary: bool,
     pub version: u64,
     pub pid: Option<u32>,
+    /// For an `unknown` replica: the state its node last reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_state: Option<InstanceState>,
+    /// For an `unknown` replica: when its node was last heard from
+    /// (RFC 3339; null if not since this server started).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<String>,
 }
 
 /// One service in `GET /api/v1/status`.

@@ -235,6 +235,7 @@ mod tests {
             spec: v1.spec.clone(),
             image_digest: None,
             weight: 10,
+            failed: None,
         });
         let n = record_notes(Some(&v1), &with_canary);
         assert_eq!((kinds(&n), n[0].version), (vec![Deployed], Some(2)));

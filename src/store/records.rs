@@ -64,6 +64,10 @@ pub struct Canary {
     pub image_digest: Option<String>,
     /// Percent of requests it gets.
     pub weight: u32,
+    /// Why it failed without a crash (no room on any node): it then runs
+    /// no replica until it is rolled back or deployed anew.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
 }
 
 impl Canary {

@@ -325,6 +325,7 @@ impl ControlPlane {
                     spec,
                     image_digest: Some(digest),
                     weight,
+                    failed: None,
                 });
                 r.reverted = None;
                 r.changed_at(now);

@@ -9,6 +9,7 @@ use api::status::{
 };
 use api::{ApiError, ApiResponse};
 
+pub(crate) use super::reach::Reach;
 use crate::agent::ProcessState;
 use crate::control::progress;
 use crate::control::state::State;
@@ -26,13 +27,20 @@ struct Tally {
     canary_running: usize,
     /// A replica of the current version is crash-looping.
     looping: bool,
+    /// Replicas on nodes that cannot be reached.
+    unknown: u32,
 }
 
 /// The status of one service as `state` knows it.
-pub(crate) fn service_status(st: &State, record: &ServiceRecord, now: Instant) -> ServiceStatus {
+pub(crate) fn service_status(
+    st: &State,
+    record: &ServiceRecord,
+    reach: &Reach,
+    now: Instant,
+) -> ServiceStatus {
     let name = &record.spec.name;
     let desired = record.desired_replicas();
-    let (instances, tally) = instances(st, record, now);
+    let (instances, tally) = instances(st, record, reach, now);
     let service_rt = st.services.get(name);
     let start_failing = service_rt.is_some_and(|s| s.start_failures >= 2);
     let status = overall(record, desired, &tally, start_failing);
@@ -41,13 +49,15 @@ pub(crate) fn service_status(st: &State, record: &ServiceRecord, now: Instant) -
         unplaced: service_rt.and_then(|s| s.unplaced.as_deref()),
         tls_problem: service_rt.and_then(|s| s.tls_problem.as_deref()),
         pull_note: service_rt.and_then(|s| s.pull_note.as_deref()),
+        in_place: service_rt.and_then(|s| s.in_place.as_deref()),
     };
     let message = message(record, status, desired, &tally, &notes);
-    let replicas = st.rollout_replicas(record, now);
+    let replicas = st.rollout_replicas(record, &|n| reach.reachable(n), now);
     let rollout = progress::rollout(&progress::Facts {
         record,
         replicas: &replicas,
         problem: rollout_problem(st, record, now),
+        note: notes.in_place.map(str::to_string),
     });
     ServiceStatus {
         name: name.clone(),
@@ -65,8 +75,14 @@ pub(crate) fn service_status(st: &State, record: &ServiceRecord, now: Instant) -
 }
 
 /// Each replica of the service as status shows it, sorted by id, and what
-/// they add up to.
-fn instances(st: &State, record: &ServiceRecord, now: Instant) -> (Vec<InstanceStatus>, Tally) {
+/// they add up to. A replica on a node that cannot be reached is
+/// `unknown` and counts as nothing.
+fn instances(
+    st: &State,
+    record: &ServiceRecord,
+    reach: &Reach,
+    now: Instant,
+) -> (Vec<InstanceStatus>, Tally) {
     let desired = record.desired_replicas();
     let mut tally = Tally::default();
     let mut out = Vec::new();
@@ -93,7 +109,18 @@ fn instances(st: &State, record: &ServiceRecord, now: Instant) -> (Vec<InstanceS
             }
             ProcessState::Exited { .. } => InstanceState::Exited,
         };
-        let serving = matches!(i.state, ProcessState::Running) && !removing;
+        let away = !reach.reachable(&i.node);
+        let (shown, last_state, last_seen) = if away {
+            (
+                InstanceState::Unknown,
+                Some(shown),
+                reach.last_seen(&i.node),
+            )
+        } else {
+            (shown, None, None)
+        };
+        let serving = matches!(i.state, ProcessState::Running) && !removing && !away;
+        tally.unknown += u32::from(away);
         tally.old_serving += u32::from(is_old && serving);
         tally.running += u32::from(is_current && serving);
         tally.canary_running += usize::from(is_canary && shown == InstanceState::Running);
@@ -109,6 +136,8 @@ fn instances(st: &State, record: &ServiceRecord, now: Instant) -> (Vec<InstanceS
             canary: is_canary,
             version: i.version,
             pid: i.pid,
+            last_state,
+            last_seen,
         });
     }
     out.sort_by(|a, b| a.id.cmp(&b.id));
@@ -151,6 +180,7 @@ struct Notes<'a> {
     unplaced: Option<&'a str>,
     tls_problem: Option<&'a str>,
     pull_note: Option<&'a str>,
+    in_place: Option<&'a str>,
 }
 
 /// The status message: why a service is not running (where it could not be
@@ -172,6 +202,7 @@ fn message(
             "rolling out version {}: {} of {desired} new replicas running, {} old still serving",
             record.version, tally.running, tally.old_serving
         ));
+        parts.extend(notes.in_place.map(str::to_string));
     } else if status != ServiceState::Running {
         parts.extend(notes.unplaced.map(str::to_string));
         parts.extend(notes.last_error.map(str::to_string));
@@ -181,6 +212,13 @@ fn message(
             "canary version {} at {}%: {} replica(s) running",
             c.version, c.weight, tally.canary_running
         ));
+    }
+    match tally.unknown {
+        0 => {}
+        1 => parts.push("1 replica unknown: its node cannot be reached".into()),
+        n => parts.push(format!(
+            "{n} replicas unknown: their nodes cannot be reached"
+        )),
     }
     parts.extend(notes.tls_problem.map(str::to_string));
     parts.extend(notes.pull_note.map(str::to_string));
@@ -269,11 +307,12 @@ impl ControlPlane {
     pub(crate) fn status(&self, project: Option<&str>) -> StatusResponse {
         let now = Instant::now();
         let st = self.inner().state();
+        let reach = Reach::of(&self.inner().nodes.snapshot());
         let mut services: Vec<ServiceStatus> = st
             .records
             .values()
             .filter(|r| project.is_none_or(|p| r.spec.project == p))
-            .map(|r| service_status(&st, r, now))
+            .map(|r| service_status(&st, r, &reach, now))
             .collect();
         services.sort_by(|a, b| (&a.project, &a.name).cmp(&(&b.project, &b.name)));
         StatusResponse { services }
@@ -323,6 +362,7 @@ mod tests {
             old_serving,
             canary_running: 0,
             looping,
+            unknown: 0,
         }
     }
 
@@ -331,6 +371,7 @@ mod tests {
         unplaced: None,
         tls_problem: None,
         pull_note: None,
+        in_place: None,
     };
 
     #[test]
@@ -394,6 +435,7 @@ mod tests {
             spec: r.spec.clone(),
             image_digest: None,
             weight: 10,
+            failed: None,
         });
         let t = Tally {
             canary_running: 1,

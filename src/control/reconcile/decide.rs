@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::agent::Instance;
 use crate::control::execute::Placed;
 use crate::control::gather::{draining, lost, reschedule_after};
-use crate::control::plan::{plan, Action, Desired};
+use crate::control::plan::{plan, Action, Desired, Rules};
 use crate::control::schedule::{demand_of, unplaced_message, Candidate, Scheduler};
 use crate::control::state::{NodeLoad, State};
 use crate::nodes::Table;
@@ -27,13 +27,20 @@ pub(crate) struct Decided {
     pub rolling: bool,
     /// When to look again even if nothing wakes the worker.
     pub wake_at: Option<Instant>,
+    /// The new version cannot be placed even in place of its old
+    /// replicas: why (the rollout fails at once).
+    pub no_room: Option<String>,
+    /// The canary cannot be placed: why (it fails at once).
+    pub canary_no_room: Option<String>,
 }
 
 fn desired_of(record: Option<&ServiceRecord>) -> Option<Desired> {
     let r = record?;
+    let replicas = r.desired_replicas();
     Some(Desired {
         version: r.version,
-        replicas: r.desired_replicas(),
+        replicas,
+        max_surge: api::spec::surge_of(r.spec.deploy.as_ref(), replicas),
         max_unavailable: r
             .spec
             .deploy
@@ -153,35 +160,6 @@ struct Planned<'a> {
     spec: Option<&'a api::spec::ServiceSpec>,
 }
 
-/// What planning asks of the state, shared by the stable and canary plans.
-struct Rules<'r> {
-    leaving: &'r dyn Fn(&Instance) -> bool,
-    restart_at: &'r dyn Fn(&str) -> Option<Instant>,
-    start_at: Option<Instant>,
-    ready: &'r dyn Fn(&Instance) -> bool,
-    now: Instant,
-}
-
-impl Rules<'_> {
-    fn plan(
-        &self,
-        desired: Option<Desired>,
-        list: &[Instance],
-        place: &mut dyn FnMut() -> Option<String>,
-    ) -> crate::control::plan::Plan {
-        plan(
-            desired,
-            list,
-            self.leaving,
-            self.restart_at,
-            self.start_at,
-            self.ready,
-            place,
-            self.now,
-        )
-    }
-}
-
 /// What the plans of one round came to.
 struct Plans<'a> {
     stable: Option<Planned<'a>>,
@@ -190,6 +168,10 @@ struct Plans<'a> {
     unplaced: Option<String>,
     /// Replicas of another version (or leaving a drained node) still serve.
     rolling: bool,
+    /// See [`Decided::no_room`].
+    no_room: Option<String>,
+    /// See [`Decided::canary_no_room`].
+    canary_no_room: Option<String>,
 }
 
 /// Plans the stable replicas and, beside them, the canary's; each new
@@ -216,11 +198,27 @@ fn plans<'a>(
     let has_check = record.is_some_and(|r| crate::control::health::readiness(&r.spec).is_some());
     let ready = |i: &Instance| st.ready(has_check, &i.id, now);
     let is_leaving = |i: &Instance| standing.leaving.contains(&i.id);
+    let runtime = st.services.get(service);
+    let stale = |i: &Instance| runtime.is_some_and(|s| s.lost.contains(&i.id));
+    // The nodes before this round's placements, for what-ifs.
+    let base = scheduler.nodes().to_vec();
+    let frees_room = |i: &Instance| {
+        let (Some(record), Some(node)) = (record, base.iter().position(|n| n.id == i.node)) else {
+            return false;
+        };
+        let mut nodes = base.clone();
+        release(&mut nodes[node], NodeLoad::of(record, i.version));
+        Scheduler::new(nodes)
+            .place(&demand_of(&record.spec))
+            .is_ok()
+    };
     let rules = Rules {
         leaving: &is_leaving,
         restart_at: &restart_at,
-        start_at: st.services.get(service).and_then(|s| s.next_start),
+        start_at: runtime.and_then(|s| s.next_start),
         ready: &ready,
+        stale: &stale,
+        frees_room: &frees_room,
         now,
     };
     let live: Vec<Instance> = instances
@@ -238,12 +236,14 @@ fn plans<'a>(
             .into_iter()
             .filter(|i| !standing.unreachable.contains(&i.id))
             .collect();
-        let plan = rules.plan(None, &reachable, &mut || None);
+        let plan = plan(None, &reachable, &rules, &mut || None);
         return Plans {
             stable: Some(Planned { plan, spec: None }),
             canary: None,
             unplaced: None,
             rolling: false,
+            no_room: None,
+            canary_no_room: None,
         };
     };
     let desired = desired_of(Some(record));
@@ -254,9 +254,10 @@ fn plans<'a>(
         .partition(|i| canary.is_some_and(|c| c.version == i.version));
     let demand = demand_of(&record.spec);
     let mut rejected = None;
-    let stable = rules.plan(
+    let stable = plan(
         desired,
         &stable_list,
+        &rules,
         &mut || match scheduler.place(&demand) {
             Ok(node) => Some(node),
             Err(r) => {
@@ -268,19 +269,55 @@ fn plans<'a>(
     let unplaced = rejected
         .filter(|_| stable.unplaced > 0)
         .map(|r| unplaced_message(stable.unplaced, &r, &demand));
+    let rolling = stable_list
+        .iter()
+        .any(|i| i.version != record.version || standing.leaving.contains(&i.id));
+    // A rollout that cannot place its version even where its own replicas
+    // are now fails at once: no room will come by waiting.
+    // (Only a new version: a drain that finds no room waits for room.)
+    let upgrading = stable_list.iter().any(|i| i.version != record.version);
+    let no_room = match (&unplaced, upgrading) {
+        (Some(why), true) => {
+            let mut nodes = base.clone();
+            for i in &stable_list {
+                if let Some(n) = nodes.iter_mut().find(|n| n.id == i.node) {
+                    release(n, NodeLoad::of(record, i.version));
+                }
+            }
+            Scheduler::new(nodes).place(&demand).is_err().then(|| {
+                format!(
+                    "no node can take a replica of version {} even in place of an old one: {why}",
+                    record.version
+                )
+            })
+        }
+        _ => None,
+    };
+    let mut canary_no_room = None;
     let canary = canary.zip(desired).map(|(c, d)| {
         let want = Desired {
             version: c.version,
-            replicas: if d.replicas == 0 {
+            replicas: if d.replicas == 0 || c.failed.is_some() {
                 0
             } else {
                 c.replicas(d.replicas)
             },
             max_unavailable: 0,
+            max_surge: 1,
         };
         let demand = demand_of(&c.spec);
-        let plan = rules.plan(Some(want), &canary_list, &mut || {
-            scheduler.place(&demand).ok()
+        let mut rejected = None;
+        let plan = plan(Some(want), &canary_list, &rules, &mut || {
+            scheduler
+                .place(&demand)
+                .map_err(|r| rejected = Some(r))
+                .ok()
+        });
+        canary_no_room = rejected.filter(|_| plan.unplaced > 0).map(|r| {
+            format!(
+                "no room for the canary on any node: {}",
+                unplaced_message(plan.unplaced, &r, &demand)
+            )
         });
         Planned {
             plan,
@@ -288,16 +325,27 @@ fn plans<'a>(
         }
     });
     Plans {
-        rolling: stable_list
-            .iter()
-            .any(|i| i.version != record.version || standing.leaving.contains(&i.id)),
+        rolling,
         stable: Some(Planned {
             plan: stable,
             spec: Some(&record.spec),
         }),
         canary,
         unplaced,
+        no_room,
+        canary_no_room,
     }
+}
+
+/// Takes what one replica holds off a node (a what-if).
+fn release(node: &mut Candidate, load: NodeLoad) {
+    node.reserved.cpu = (node.reserved.cpu - load.reserved.cpu).max(0.0);
+    node.reserved.memory_bytes = node
+        .reserved
+        .memory_bytes
+        .saturating_sub(load.reserved.memory_bytes);
+    node.cpu_limits = (node.cpu_limits - load.cpu_limits).max(0.0);
+    node.of_service = node.of_service.saturating_sub(1);
 }
 
 /// The actions of a plan, each start holding its resources on its node.
@@ -359,6 +407,8 @@ pub(crate) fn decide(
         canary: canary_plan,
         unplaced,
         rolling,
+        no_room,
+        canary_no_room,
     } = plans(
         st,
         record.as_ref(),
@@ -393,12 +443,29 @@ pub(crate) fn decide(
     .into_iter()
     .flatten()
     .min();
-    st.unplaced(service, unplaced);
+    let in_place = stable_plan
+        .as_ref()
+        .and_then(|p| p.plan.in_place)
+        .filter(|_| no_room.is_none())
+        .map(|n| {
+            let at_a_time = if n == 1 {
+                "1 at a time".to_string()
+            } else {
+                format!("{n} at a time")
+            };
+            format!("no room for a surge on any node; replacing in place, {at_a_time}")
+        });
+    // Replacing in place is the plan working, not a replica left out.
+    st.unplaced(service, unplaced.filter(|_| in_place.is_none()));
+    st.in_place(service, in_place.filter(|_| rolling));
+    st.lost(service, &standing.lost, instances);
     Decided {
         record,
         stable,
         canary,
         rolling,
         wake_at: wake_at.filter(|w| *w < far),
+        no_room,
+        canary_no_room,
     }
 }

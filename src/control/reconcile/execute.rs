@@ -100,6 +100,8 @@ async fn remove(inner: &Arc<Inner>, service: &str, id: String, grace: Duration) 
         }
         inner.state.removed(&id).await;
         wake(&inner, &service);
+        // Its reservation is free: whoever waits for room may go on.
+        crate::control::worker::wake_waiting_for_room(&inner);
     });
 }
 

@@ -27,6 +27,8 @@ pub(crate) struct Facts<'a> {
     /// Why replicas of the version do not come up, when they keep failing
     /// (failed starts, a crash loop, the deadline passed).
     pub problem: Option<String>,
+    /// How the rollout goes when not as usual (replacing in place).
+    pub note: Option<String>,
 }
 
 /// The progress deadline of a record's current version.
@@ -80,7 +82,7 @@ pub(crate) fn rollout(facts: &Facts<'_>) -> Option<Rollout> {
     if let Some(canary) = &record.canary {
         let total = canary_total(canary, desired);
         let ready = updated(facts.replicas, canary.version, total);
-        let (phase, message) = match &facts.problem {
+        let (phase, message) = match canary.failed.as_ref().or(facts.problem.as_ref()) {
             Some(problem) => (
                 RolloutPhase::Failed,
                 format!("canary version {}: {problem}", canary.version),
@@ -142,6 +144,9 @@ pub(crate) fn rollout(facts: &Facts<'_>) -> Option<Rollout> {
         if old > 0 {
             m.push_str(&format!(", {old} old still there"));
         }
+        if let Some(note) = &facts.note {
+            m.push_str(&format!("; {note}"));
+        }
         if let Some(problem) = &facts.problem {
             m.push_str(&format!("; {problem}"));
         }
@@ -186,6 +191,7 @@ mod tests {
             record,
             replicas,
             problem: problem.map(str::to_string),
+            note: None,
         })
         .unwrap()
     }
@@ -321,6 +327,7 @@ mod tests {
             spec: r.spec.clone(),
             image_digest: None,
             weight: 25,
+            failed: None,
         });
         let stable = [
             replica(1, 0, true, true),
@@ -391,7 +398,8 @@ mod tests {
         assert!(rollout(&Facts {
             record: &r,
             replicas: &[],
-            problem: None
+            problem: None,
+            note: None,
         })
         .is_none());
     }

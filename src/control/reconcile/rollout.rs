@@ -1,6 +1,8 @@
-//! When a rollout fails: a replica of the new version crashed, or it was
-//! not ready by the deadline. Then the service goes back to the version
-//! before, whose replicas still serve, and status says why.
+//! When a rollout fails: a replica of the new version crashed, it was not
+//! ready by the deadline, or no node can take it even in place of an old
+//! replica. Then the service goes back to the version before, whose
+//! replicas still serve, and status says why. A canary that finds no room
+//! fails at once and runs nothing until it is rolled back or replaced.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,19 +13,24 @@ use crate::store::{Reverted, ServiceRecord};
 /// How long a rollout may take before it is reverted, by default.
 pub(crate) const DEFAULT_DEADLINE: Duration = Duration::from_secs(60);
 
-/// Why the rollout to `record`'s version must stop, if it must: a replica
-/// of the new version crashed, or the deadline passed.
+/// Why the rollout to `record`'s version must stop, if it must: no node
+/// can take it (`no_room`), a replica of the new version crashed, or the
+/// deadline passed.
 pub(crate) fn failure(
     inner: &Arc<Inner>,
     record: &ServiceRecord,
     instances: &[crate::agent::Instance],
     rolling: bool,
+    no_room: Option<&str>,
     now: Instant,
 ) -> Option<String> {
     // Only a rollout of the newest version that has something to go back
     // to is rolled back (a version reverted to is not reverted again).
     if !rolling || previous(record).is_none() {
         return None;
+    }
+    if let Some(why) = no_room {
+        return Some(why.to_string());
     }
     let st = inner.state();
     // Since when this version has not settled (kept by the worker).
@@ -68,6 +75,35 @@ fn previous(record: &ServiceRecord) -> Option<&crate::store::VersionRecord> {
         return None;
     }
     newest_first.next()
+}
+
+/// Marks `record`'s canary failed for `reason`: its replicas stop, the
+/// stable version keeps serving, and status shows the canary failed.
+pub(crate) async fn fail_canary(inner: &Arc<Inner>, record: &ServiceRecord, reason: &str) {
+    let Some(canary) = record.canary.as_ref().filter(|c| c.failed.is_none()) else {
+        return;
+    };
+    let lock = inner.service_lock(&record.spec.name);
+    let _held = lock.lock().await;
+    let Ok(Some(mut current)) = inner.repo.service(&record.spec.name) else {
+        return;
+    };
+    let Some(c) = current
+        .canary
+        .as_mut()
+        .filter(|c| c.version == canary.version && c.failed.is_none())
+    else {
+        return;
+    };
+    tracing::warn!(service = %record.spec.name, canary = c.version, reason, "canary failed");
+    c.failed = Some(reason.to_string());
+    current.changed_at(crate::control::deploy::now_rfc3339());
+    if let Err(e) = inner.repo.put_service(&current) {
+        tracing::error!(service = %record.spec.name, error = %e, "could not save the canary's failure");
+        return;
+    }
+    let notes = inner.state.put_record(current).await;
+    inner.tell(notes);
 }
 
 /// Goes back to the version before `record`'s, marking the deploy failed.

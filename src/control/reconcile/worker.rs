@@ -49,6 +49,22 @@ pub(crate) fn wake_all(inner: &Arc<Inner>) {
     }
 }
 
+/// Wakes the workers of services with replicas that found no room (or a
+/// rollout replacing in place), after room was freed.
+pub(crate) fn wake_waiting_for_room(inner: &Arc<Inner>) {
+    let st = inner.state();
+    let waiting: Vec<String> = st
+        .services
+        .iter()
+        .filter(|(_, s)| s.unplaced.is_some() || s.in_place.is_some())
+        .map(|(name, _)| name.clone())
+        .collect();
+    drop(st);
+    for name in waiting {
+        wake(inner, &name);
+    }
+}
+
 /// The services that have a worker.
 pub(crate) fn watched(inner: &Inner) -> Vec<String> {
     inner
@@ -116,6 +132,8 @@ async fn converge(inner: &Arc<Inner>, service: &str) -> Converged {
             canary,
             rolling,
             wake_at,
+            no_room,
+            canary_no_room,
         } = inner
             .state
             .decide(
@@ -127,10 +145,19 @@ async fn converge(inner: &Arc<Inner>, service: &str) -> Converged {
             )
             .await;
         if let Some(r) = &record {
-            if let Some(reason) =
-                crate::control::rollout::failure(inner, r, &instances, rolling, now)
-            {
+            if let Some(reason) = crate::control::rollout::failure(
+                inner,
+                r,
+                &instances,
+                rolling,
+                no_room.as_deref(),
+                now,
+            ) {
                 crate::control::rollout::revert(inner, r, &reason).await;
+                continue;
+            }
+            if let Some(reason) = &canary_no_room {
+                crate::control::rollout::fail_canary(inner, r, reason).await;
                 continue;
             }
         }
@@ -172,12 +199,15 @@ async fn converge(inner: &Arc<Inner>, service: &str) -> Converged {
 async fn track_settling(inner: &Inner, service: &str, now: Instant) -> Option<Instant> {
     let st = inner.state();
     let record = st.records.get(service)?;
-    let replicas = st.rollout_replicas(record, now);
+    let table = inner.nodes.snapshot();
+    let reachable = |node: &str| table.get(node).is_some_and(|n| n.ready());
+    let replicas = st.rollout_replicas(record, &reachable, now);
     let settled = crate::control::progress::settled(record, &replicas);
     let facts = crate::control::progress::Facts {
         record,
         replicas: &replicas,
         problem: None,
+        note: st.services.get(service).and_then(|s| s.in_place.clone()),
     };
     let announced = st.services.get(service).and_then(|s| s.announced);
     let (note, announce) = match crate::control::progress::rollout(&facts) {

@@ -2,7 +2,7 @@
 //! the time: the owner task applies them one at a time, and unit tests
 //! call them directly. A change an answer shows bumps the epoch.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -97,6 +97,30 @@ impl State {
     pub fn unplaced(&mut self, service: &str, why: Option<String>) {
         if self.services.get(service).and_then(|s| s.unplaced.as_ref()) != why.as_ref() {
             self.service_mut(service).unplaced = why;
+        }
+    }
+
+    /// How a rollout goes when it replaces in place (None: it surges, or
+    /// there is no rollout).
+    pub fn in_place(&mut self, service: &str, note: Option<String>) {
+        if self.services.get(service).and_then(|s| s.in_place.as_ref()) != note.as_ref() {
+            self.service_mut(service).in_place = note;
+        }
+    }
+
+    /// Keeps which of `service`'s replicas were given up for lost:
+    /// `lost` now, and those of before that are still listed.
+    pub fn lost(&mut self, service: &str, lost: &HashSet<String>, listed: &[Instance]) {
+        let before = self.services.get(service).map(|s| &s.lost);
+        let mut now: HashSet<String> = before
+            .into_iter()
+            .flatten()
+            .filter(|id| listed.iter().any(|i| &i.id == *id))
+            .cloned()
+            .collect();
+        now.extend(lost.iter().cloned());
+        if before.map_or(!now.is_empty(), |b| *b != now) {
+            self.service_mut(service).lost = now;
         }
     }
 

@@ -79,6 +79,11 @@ pub struct ServiceRuntime {
     pub pull_note: Option<String>,
     /// Why wanted replicas have no node.
     pub unplaced: Option<String>,
+    /// Set while a rollout replaces in place for want of room: how.
+    pub in_place: Option<String>,
+    /// Replicas given up for lost (their node was gone past the reschedule
+    /// delay) and still listed: if they come back, they are the surplus.
+    pub lost: HashSet<String>,
 }
 
 /// What replicas hold on a node: their reservations (placement counts
@@ -91,7 +96,7 @@ pub struct NodeLoad {
 
 impl NodeLoad {
     /// One replica of `record`'s `version`.
-    fn of(record: &ServiceRecord, version: u64) -> Self {
+    pub fn of(record: &ServiceRecord, version: u64) -> Self {
         let spec = record
             .canary
             .as_ref()
@@ -173,13 +178,20 @@ impl State {
         }
     }
 
-    /// A service's replicas as its rollout sees them.
-    pub fn rollout_replicas(&self, record: &ServiceRecord, now: Instant) -> Vec<Replica> {
+    /// A service's replicas as its rollout sees them: those on nodes that
+    /// cannot be reached now are not known to run, and do not count.
+    pub fn rollout_replicas(
+        &self,
+        record: &ServiceRecord,
+        reachable: &dyn Fn(&str) -> bool,
+        now: Instant,
+    ) -> Vec<Replica> {
         let has_check = super::health::readiness(&record.spec).is_some();
         self.instances
             .get(&record.spec.name)
             .into_iter()
             .flatten()
+            .filter(|i| reachable(&i.node))
             .map(|i| Replica {
                 version: i.version,
                 slot: i.slot,

@@ -455,7 +455,9 @@ async fn concurrent_writes_end_in_the_last_acknowledged_state() {
 }
 
 mod exec;
+mod lost;
 mod nodes;
+mod resources;
 mod restarts;
 mod rollout;
 mod secrets;

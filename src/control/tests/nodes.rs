@@ -17,9 +17,9 @@ use crate::metrics::Metrics;
 use crate::nodes::Hello;
 use crate::store::{MemStore, Repo};
 
-struct Cluster {
-    cp: ControlPlane,
-    nodes: Vec<Arc<FakeAgent>>,
+pub(super) struct Cluster {
+    pub(super) cp: ControlPlane,
+    pub(super) nodes: Vec<Arc<FakeAgent>>,
     /// Nodes whose heartbeats stop (their link is down).
     silent: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
@@ -42,7 +42,7 @@ fn hello(agent: &FakeAgent, labels: &[(&str, &str)]) -> Hello {
 impl Cluster {
     /// The server's node "n0" and `agents` more, the last of them labelled
     /// zone=edge.
-    async fn start(agents: Vec<FakeAgent>, settings: Settings) -> Cluster {
+    pub(super) async fn start(agents: Vec<FakeAgent>, settings: Settings) -> Cluster {
         Self::start_with(true, agents, settings).await
     }
 
@@ -87,24 +87,24 @@ impl Cluster {
     }
 
     /// Cuts a node's link: no heartbeat, and its connection ends.
-    async fn cut(&self, id: &str) {
+    pub(super) async fn cut(&self, id: &str) {
         self.silent.lock().unwrap().insert(id.to_string());
         let session = self.cp.nodes().snapshot().get(id).unwrap().session;
         self.cp.nodes().gone(id, session).await;
     }
 
     /// The link is back: the node connects again.
-    async fn mend(&self, index: usize) {
+    pub(super) async fn mend(&self, index: usize) {
         let agent = &self.nodes[index];
         connect(&self.cp, agent, &[]).await;
         self.silent.lock().unwrap().remove(agent.node_id());
     }
 
-    fn count(&self, service: &str) -> Vec<usize> {
+    pub(super) fn count(&self, service: &str) -> Vec<usize> {
         self.nodes.iter().map(|n| running(n, service)).collect()
     }
 
-    fn total(&self, service: &str) -> usize {
+    pub(super) fn total(&self, service: &str) -> usize {
         self.count(service).iter().sum()
     }
 }
@@ -143,11 +143,11 @@ async fn heartbeats(
 }
 
 /// Deploys `services` (a JSON array), which must be acknowledged.
-async fn deploy(c: &Cluster, services: serde_json::Value) {
+pub(super) async fn deploy(c: &Cluster, services: serde_json::Value) {
     call(&c.cp, deploy_req(services)).await.unwrap();
 }
 
-fn fast() -> Settings {
+pub(super) fn fast() -> Settings {
     Settings {
         heartbeat_grace: Duration::from_millis(300),
         reschedule_after: Duration::from_millis(600),
@@ -155,7 +155,7 @@ fn fast() -> Settings {
     }
 }
 
-const LONG: Duration = Duration::from_secs(20);
+pub(super) const LONG: Duration = Duration::from_secs(20);
 
 #[tokio::test]
 async fn six_replicas_spread_two_per_node() {
