@@ -15,6 +15,7 @@ pub mod host;
 pub mod http;
 pub mod inventory;
 pub mod lab;
+pub mod load;
 pub mod pebble;
 pub mod server;
 pub mod tls;

@@ -70,6 +70,8 @@ pub struct Extra<'a> {
     pub env: &'a [(&'a str, &'a str)],
     /// `data_dir` on a tmpfs of this size (`"32m"`), unmounted at the end.
     pub data_tmpfs: Option<&'a str>,
+    /// `[node] id`, "node-1" unless given.
+    pub node_id: Option<&'a str>,
 }
 
 pub struct OrcaServer {
@@ -98,6 +100,7 @@ impl OrcaServer {
             no_tokens,
             env: server_env,
             data_tmpfs,
+            node_id,
         } = extra;
         let dir = tempfile::tempdir().unwrap();
         if let Some(size) = data_tmpfs {
@@ -135,7 +138,7 @@ cert_dir = "{certs}"
 [registry.mirrors]
 "docker.io" = "http://{registry}"
 [node]
-id = "node-1"
+id = "{node_id}"
 labels = {{ zone = "test" }}
 {tokens}"#,
             data = dir.path().join("data").display(),
@@ -144,6 +147,7 @@ labels = {{ zone = "test" }}
             registry = env.registry,
             bridge = bridge_name(&namespace),
             grpc_port = super::free_port(),
+            node_id = node_id.unwrap_or("node-1"),
             tokens = if no_tokens {
                 String::new()
             } else {
