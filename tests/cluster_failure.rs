@@ -82,18 +82,63 @@ async fn settles_without_lasting_duplicates(
     eprintln!("{service}: at most {most}, surplus for at most {longest:?}");
 }
 
+/// Polls status while node `away` is gone until `service`'s replicas are
+/// replaced elsewhere (`replaced` on the containerds' spread): status
+/// never counts more running replicas than `want`, and then shows the
+/// away node's `on_away` replicas as `unknown`, with their last state and
+/// when the node was last seen.
+async fn honest_while_away(
+    c: &LabCluster,
+    service: &str,
+    want: u64,
+    away: &str,
+    on_away: usize,
+    replaced: impl Fn(&[usize]) -> bool,
+) {
+    let started = Instant::now();
+    loop {
+        let s = c.service(service);
+        let running = s["running_replicas"].as_u64().unwrap();
+        assert!(running <= want, "{running} running of {want}: {s:#}");
+        let unknown: Vec<&serde_json::Value> = s["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["node"] == away)
+            .collect();
+        if replaced(&c.spread(service)) && running == want {
+            assert_eq!(unknown.len(), on_away, "{s:#}");
+            for i in unknown {
+                assert_eq!(i["state"], "unknown", "{i:#}");
+                assert_eq!(i["last_state"], "running", "{i:#}");
+                assert!(i["last_seen"].is_string(), "{i:#}");
+            }
+            return;
+        }
+        assert!(started.elapsed() < LONG, "not replaced: {s:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The pids of `service` on nodes `nodes`, sorted.
+fn pids(c: &LabCluster, service: &str, nodes: &[usize]) -> Vec<u32> {
+    let mut all: Vec<u32> = nodes.iter().flat_map(|i| c.pids_on(*i, service)).collect();
+    all.sort();
+    all
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_agent_or_a_cut_link_moves_work_and_the_return_settles_at_the_count() {
     let Some(env) = common::env() else { return };
     let mut c = LabCluster::start(&env, 3, FAST).await;
     c.deploy(json!([
-        { "name": "web", "image": c.image(KAWEB), "replicas": 3, "stop_grace_secs": 1 },
+        { "name": "web", "image": c.image(KAWEB), "replicas": 6, "stop_grace_secs": 1 },
         // On n1 on purpose, never placed elsewhere: the agent alone keeps
         // it while its link is down.
         { "name": "pinned", "image": c.image(KAWEB), "replicas": 1,
           "placement": { "node": "n1", "reschedule_after_secs": 0 } },
     ]));
-    c.until_spread("web", "1/1/1", |s| s == [1, 1, 1]).await;
+    c.until_spread("web", "2/2/2", |s| s == [2, 2, 2]).await;
     c.until_spread("pinned", "pinned on n1", |s| s == [0, 1, 0])
         .await;
 
@@ -116,22 +161,22 @@ async fn a_killed_agent_or_a_cut_link_moves_work_and_the_return_settles_at_the_c
     );
     assert_eq!(
         c.running_on(2, "web"),
-        1,
-        "the replica runs on without its agent"
+        2,
+        "the replicas run on without their agent"
     );
-    c.until_spread("web", "replaced on n0 and n1", |s| {
-        s[0] + s[1] == 3 && s[2] == 1
-    })
-    .await;
+    honest_while_away(&c, "web", 6, "n2", 2, |s| s[0] + s[1] == 6 && s[2] == 2).await;
     assert!(
         killed.elapsed() >= Duration::from_secs(5),
         "not before reschedule_after: {:?}\n{}",
         killed.elapsed(),
         c.log(0)
     );
-    // Back: the surplus goes soon, and every containerd together holds 3.
+    // Back: the surplus (the replicas that came back) goes soon, and
+    // every containerd together holds 6.
+    let serving = pids(&c, "web", &[0, 1]);
     c.spawn_agent(2, None);
-    settles_without_lasting_duplicates(&c, "web", 3, 1, Duration::from_secs(15)).await;
+    settles_without_lasting_duplicates(&c, "web", 6, 2, Duration::from_secs(15)).await;
+    assert_eq!(pids(&c, "web", &[0, 1]), serving, "those that served stay");
 
     // n1's link goes down. The agent keeps its replica running and
     // restarts it itself when it crashes.
@@ -161,12 +206,12 @@ async fn a_killed_agent_or_a_cut_link_moves_work_and_the_return_settles_at_the_c
         }
     })
     .await;
-    c.until_spread("web", "n1's replicas placed on the others", |s| {
-        s[0] + s[2] == 3
-    })
-    .await;
+    let on_n1 = c.running_on(1, "web");
+    honest_while_away(&c, "web", 6, "n1", on_n1, |s| s[0] + s[2] == 6).await;
+    let serving = pids(&c, "web", &[0, 2]);
     c.lab.set_link(1, true);
-    settles_without_lasting_duplicates(&c, "web", 3, 1, Duration::from_secs(15)).await;
+    settles_without_lasting_duplicates(&c, "web", 6, on_n1, Duration::from_secs(15)).await;
+    assert_eq!(pids(&c, "web", &[0, 2]), serving, "those that served stay");
 
     // The event stream told of each node's loss and return.
     use api::events::EventKind::*;
