@@ -108,6 +108,30 @@ async fn bad_input_gets_json_errors_and_changes_nothing() {
             json!({ "name": "web", "image": env.image("web:v1"), "replica": 2 }),
             "unknown field `replica`",
         ),
+        (
+            json!({ "name": "web", "image": env.image("web:v1"), "resources": { "reserve": { "cpu": -1 } } }),
+            "invalid resources.reserve.cpu -1",
+        ),
+        (
+            json!({ "name": "web", "image": env.image("web:v1"), "resources": { "cpu": 0.5, "reserve": { "cpu": 1 } } }),
+            "more than the limit resources.cpu 0.5",
+        ),
+        (
+            json!({ "name": "web", "image": env.image("web:v1"), "resources": { "memory": "64Mi", "reserve": { "memory": "1Gi" } } }),
+            "more than the limit resources.memory",
+        ),
+        (
+            json!({ "name": "web", "image": env.image("web:v1"), "resources": { "reserve": { "memory": "lots" } } }),
+            "resources.reserve.memory",
+        ),
+        (
+            json!({ "name": "web", "image": env.image("web:v1"), "deploy": { "max_surge": "120%" } }),
+            "invalid deploy.max_surge",
+        ),
+        (
+            json!({ "name": "web", "image": env.image("web:v1"), "deploy": { "max_surge": -2 } }),
+            "invalid deploy.max_surge -2",
+        ),
     ];
     for (spec, want) in cases {
         let (status, msg) = err_of(

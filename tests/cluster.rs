@@ -204,11 +204,12 @@ async fn a_node_never_gets_more_than_it_has() {
     let share = (cpus * 0.6 * 100.0).round() / 100.0;
     c.deploy(
         json!([{ "name": "big", "image": c.image(KAWEB), "replicas": 2,
-        "resources": { "cpu": share }, "placement": { "node": "n1" } }]),
+        "resources": { "cpu": share, "reserve": { "cpu": share } }, "placement": { "node": "n1" } }]),
     );
     common::eventually("one placed, one not", LONG, async || {
         let big = c.service("big");
-        let want = format!("1 replica unplaced: 1 node not n1, 1 node lacks {share} CPU");
+        let want =
+            format!("1 replica unplaced: 1 node not n1, 1 node lacks {share} CPU to reserve");
         if c.spread("big") == [0, 1] && big["message"] == want.as_str() {
             Ok(())
         } else {
@@ -219,7 +220,7 @@ async fn a_node_never_gets_more_than_it_has() {
     assert_eq!(c.service("big")["status"], "degraded");
     let n1 = c.node("n1").unwrap();
     assert!(
-        (n1["allocated"]["cpu"].as_f64().unwrap() - share).abs() < 1e-6,
+        (n1["reserved"]["cpu"].as_f64().unwrap() - share).abs() < 1e-6,
         "{n1}"
     );
 }
@@ -339,7 +340,7 @@ async fn logs_exec_and_metrics_cover_every_node() {
             metrics.contains(&format!("orca_node_capacity_cpu{{node=\"{n}\"}}")),
             "{n}: {metrics}"
         );
-        assert!(metrics.contains(&format!("orca_node_allocated_memory_bytes{{node=\"{n}\"}}")));
+        assert!(metrics.contains(&format!("orca_node_reserved_memory_bytes{{node=\"{n}\"}}")));
         assert!(metrics.contains(&format!("orca_node_ready{{node=\"{n}\"}} 1")));
     }
     common::promtool_clean(&metrics);
