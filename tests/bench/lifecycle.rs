@@ -1,15 +1,18 @@
-//! The deploy lifecycle measured: a rolling update of 10 replicas v1 -> v2
-//! with a health path, from the deploy until every replica runs v2 and the
-//! old ones are gone, with requests through the ingress all along (failed
-//! ones counted); and how closely canary traffic follows its weight over
-//! 10 000 requests.
+//! The deploy lifecycle measured: rolling updates of 10 replicas (v1 <->
+//! v2, `ORCA_BENCH_RUNS` times, default 50) and of 30, with a health path,
+//! under requests through the ingress every 5 ms. Each update is timed to
+//! two ends: v2 serving everywhere (every replica v2 and ready, no old
+//! replica left in rotation) and old ones gone (stopped and removed).
+//! Every failed request is recorded with its status, body and time from
+//! the deploy, beside the event stream's events around it. Then how
+//! closely canary traffic follows its weight over 10 000 requests.
 //!
 //! With `ORCA_BENCH_DOCKER_HOST` naming a Docker engine in Swarm mode
-//! (`tests/bench/swarm.sh up` starts a private one), the same rolling update
-//! runs on Swarm in the same run: `docker service update --image` on a
-//! service of 10 replicas of the same images, with the same health check
-//! (the same path, every second) and stop grace, and Swarm's update
-//! defaults otherwise (one at a time, stop-first, 5 s monitor).
+//! (`tests/bench/swarm.sh up` starts a private one), the same rolling
+//! updates run on Swarm in the same run: `docker service update --image`
+//! on a service of 10 and of 30 replicas of the same images, with the same
+//! health check (the same path, every second) and stop grace, and Swarm's
+//! update defaults otherwise (one at a time, stop-first, 5 s monitor).
 //!
 //! Needs the test environment and a release build:
 //! `cargo bench --bench lifecycle`.
@@ -30,21 +33,113 @@ mod common;
 
 use common::BenchServer;
 
-async fn get(port: u16) -> Option<String> {
+/// One request through the ingress: the body of a 200, else what came
+/// back (status line and body, or the connection's error).
+async fn get(port: u16) -> Result<String, String> {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
-        .ok()?;
+        .map_err(|e| format!("connect: {e}"))?;
     s.write_all(b"GET / HTTP/1.1\r\nHost: bench.test\r\nConnection: close\r\n\r\n")
         .await
-        .ok()?;
+        .map_err(|e| format!("write: {e}"))?;
     let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.ok()?;
+    s.read_to_end(&mut buf)
+        .await
+        .map_err(|e| format!("read: {e}"))?;
     let text = String::from_utf8_lossy(&buf).to_string();
-    text.starts_with("HTTP/1.1 200").then(|| {
-        text.split_once("\r\n\r\n")
-            .map(|(_, b)| b.trim().to_string())
-            .unwrap_or_default()
-    })
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    if head.starts_with("HTTP/1.1 200") {
+        Ok(body.trim().to_string())
+    } else {
+        Err(format!(
+            "{} | {}",
+            head.lines().next().unwrap_or("(nothing)"),
+            body.trim()
+        ))
+    }
+}
+
+/// A failed request: when (from the deploy) and what came back.
+struct Failure {
+    at: Duration,
+    what: String,
+}
+
+/// Requests through the ingress every 5 ms until stopped.
+struct Load {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<(usize, Vec<Failure>)>,
+}
+
+impl Load {
+    fn start(port: u16, since: Instant) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                let (mut ok, mut failed) = (0usize, Vec::new());
+                while !stop.load(Ordering::Relaxed) {
+                    let sent = since.elapsed();
+                    match get(port).await {
+                        Ok(_) => ok += 1,
+                        Err(what) => failed.push(Failure { at: sent, what }),
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                (ok, failed)
+            }
+        });
+        Load { stop, task }
+    }
+
+    async fn finish(self) -> (usize, Vec<Failure>) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap()
+    }
+}
+
+/// The server's events as they arrive, each with when it arrived.
+type Timeline = Arc<std::sync::Mutex<Vec<(Instant, api::events::Event)>>>;
+
+fn follow_events(client: ApiClient) -> Timeline {
+    let timeline: Timeline = Arc::default();
+    let kept = timeline.clone();
+    tokio::spawn(async move {
+        let mut reader = api::events::SseReader::default();
+        let _ = client
+            .stream("/api/v1/events", |chunk| {
+                if let Ok(events) = reader.push(chunk) {
+                    let now = Instant::now();
+                    kept.lock()
+                        .unwrap()
+                        .extend(events.into_iter().map(|e| (now, e)));
+                }
+                std::ops::ControlFlow::Continue(())
+            })
+            .await;
+    });
+    timeline
+}
+
+/// The events within 500 ms of a failure at `at` after `since`.
+fn events_around(timeline: &Timeline, since: Instant, at: Duration) -> Vec<String> {
+    timeline
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|(t, e)| {
+            let rel = t.checked_duration_since(since)?;
+            let near = rel.abs_diff(at) <= Duration::from_millis(500);
+            near.then(|| {
+                format!(
+                    "  +{:>5} ms {:<18} {}",
+                    rel.as_millis(),
+                    e.kind.as_str(),
+                    e.message
+                )
+            })
+        })
+        .collect()
 }
 
 fn spec(image: &str, replicas: u32, canary: Option<u32>) -> Value {
@@ -85,6 +180,59 @@ async fn settled(client: &ApiClient, version: u64, n: usize, canaries: usize) {
     }
 }
 
+/// A rolling update's two ends, from the deploy.
+struct Rolled {
+    /// Every replica of the version ready, no old one in rotation.
+    serving: Duration,
+    /// And every old one gone.
+    gone: Duration,
+}
+
+/// Deploys `image` at `n` replicas as version `version` and times it.
+async fn roll(client: &ApiClient, image: &str, version: u64, n: usize, t: Instant) -> Rolled {
+    client
+        .post::<_, Value>("/api/v1/deploy", &spec(image, n as u32, None))
+        .await
+        .unwrap();
+    let deadline = t + Duration::from_secs(120);
+    let mut serving = None;
+    loop {
+        let s: Value = client.get("/api/v1/status").await.unwrap();
+        assert!(
+            Instant::now() < deadline,
+            "version {version} not rolled out: {s}"
+        );
+        let inst = s["services"][0]["instances"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let new = inst
+            .iter()
+            .filter(|i| i["version"] == version && i["healthy"] == true && i["state"] == "running")
+            .count();
+        let old_in_rotation = inst
+            .iter()
+            .filter(|i| i["version"] != version && i["state"] != "stopping")
+            .count();
+        if new == n && old_in_rotation == 0 && serving.is_none() {
+            serving = Some(t.elapsed());
+        }
+        if new == n && inst.len() == n {
+            return Rolled {
+                serving: serving.unwrap_or_else(|| t.elapsed()),
+                gone: t.elapsed(),
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The median of `d`.
+fn median(mut d: Vec<Duration>) -> Duration {
+    d.sort();
+    d[d.len() / 2]
+}
+
 /// `docker` against the engine at `host`; stdout, or panics with stderr.
 fn docker(host: &str, args: &[&str]) -> String {
     common::run(
@@ -94,9 +242,9 @@ fn docker(host: &str, args: &[&str]) -> String {
     )
 }
 
-/// Swarm's rolling update of 10 replicas v1 -> v2: (every replica runs v2,
-/// healthy, and no v1 container runs; `docker service update` returned).
-fn swarm_rolling(host: &str, v1: &str, v2: &str) -> (Duration, Duration) {
+/// Swarm's rolling update of `n` replicas v1 -> v2: (every replica runs
+/// v2, healthy, and no v1 container runs; `docker service update` returned).
+fn swarm_rolling(host: &str, v1: &str, v2: &str, n: usize) -> (Duration, Duration) {
     const NAME: &str = "orca-bench-web";
     docker(host, &["pull", "-q", v1]);
     docker(host, &["pull", "-q", v2]);
@@ -114,7 +262,7 @@ fn swarm_rolling(host: &str, v1: &str, v2: &str) -> (Duration, Duration) {
             "--name",
             NAME,
             "--replicas",
-            "10",
+            &n.to_string(),
             "--health-cmd",
             "wget -q -O /dev/null http://127.0.0.1:8080/healthz",
             "--health-interval",
@@ -154,7 +302,7 @@ fn swarm_rolling(host: &str, v1: &str, v2: &str) -> (Duration, Duration) {
             .filter(|l| l.starts_with(v2) && l.contains("(healthy)"))
             .count();
         let old = lines.iter().filter(|l| l.starts_with(v1)).count();
-        if new_healthy == 10 && old == 0 {
+        if new_healthy == n && old == 0 {
             break t.elapsed();
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -167,6 +315,10 @@ fn swarm_rolling(host: &str, v1: &str, v2: &str) -> (Duration, Duration) {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let registry = std::env::var("ORCA_TEST_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".into());
+    let runs: usize = std::env::var("ORCA_BENCH_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(50);
     let (v1, v2) = (
         format!("{registry}/orca-test/web:v1"),
         format!("{registry}/orca-test/web:v2"),
@@ -174,91 +326,134 @@ async fn main() {
     let server = BenchServer::start("lc", "obenchl0", "10.125.0.0/24").await;
     let client = server.client.clone();
     let proxy_port = server.proxy_port;
+    let timeline = follow_events(client.clone());
     client
         .post::<_, Value>("/api/v1/deploy", &spec(&v1, 10, None))
         .await
         .unwrap();
     settled(&client, 1, 10, 0).await;
 
-    // Rolling v1 -> v2 under continuous requests.
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let (mut ok, mut failed) = (0usize, 0usize);
-            while !stop.load(Ordering::Relaxed) {
-                match get(proxy_port).await {
-                    Some(_) => ok += 1,
-                    None => failed += 1,
+    // Rolling updates, v1 <-> v2, under requests every 5 ms; each failed
+    // request shown with the events around it.
+    let mut version = 1;
+    let mut ten: Vec<Rolled> = Vec::new();
+    let mut thirty: Vec<Rolled> = Vec::new();
+    let (mut served, mut failures) = (0usize, 0usize);
+    for (n, count) in [(10usize, runs), (30, 3.min(runs).max(1))] {
+        if n != 10 {
+            client
+                .post::<_, Value>("/api/v1/services/web/scale", &json!({ "replicas": n }))
+                .await
+                .unwrap();
+            settled(&client, version, n, 0).await;
+        }
+        for run in 0..count {
+            version += 1;
+            let image = if version % 2 == 0 { &v2 } else { &v1 };
+            let t = Instant::now();
+            let load = Load::start(proxy_port, t);
+            let rolled = roll(&client, image, version, n, t).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let (ok, failed) = load.finish().await;
+            served += ok;
+            failures += failed.len();
+            for f in &failed {
+                println!(
+                    "{n} replicas, run {run}, version {version}: request at +{} ms failed: {}",
+                    f.at.as_millis(),
+                    f.what
+                );
+                for line in events_around(&timeline, t, f.at) {
+                    println!("{line}");
                 }
             }
-            (ok, failed)
-        })
-    };
-    let t = Instant::now();
+            if n == 10 { &mut ten } else { &mut thirty }.push(rolled);
+        }
+    }
     client
-        .post::<_, Value>("/api/v1/deploy", &spec(&v2, 10, None))
+        .post::<_, Value>("/api/v1/services/web/scale", &json!({ "replicas": 10 }))
         .await
         .unwrap();
-    settled(&client, 2, 10, 0).await;
-    let rolled = t.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    let (ok, failed) = load.await.unwrap();
+    settled(&client, version, 10, 0).await;
 
     // Canary accuracy over 10 000 requests, at 10 % and at 50 %.
     let mut accuracy = Vec::new();
     for weight in [10u32, 50] {
+        // The other image than the stable version's.
+        let canary = if version % 2 == 0 { &v1 } else { &v2 };
         client
-            .post::<_, Value>("/api/v1/deploy", &spec(&v1, 10, Some(weight)))
+            .post::<_, Value>("/api/v1/deploy", &spec(canary, 10, Some(weight)))
             .await
             .unwrap();
         let canaries = (10 * weight).div_ceil(100).max(1) as usize;
-        settled(&client, 2, 10, canaries).await;
+        settled(&client, version, 10, canaries).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
+        let body = if canary == &v1 { "web v1" } else { "web v2" };
         let mut seen: HashMap<String, usize> = HashMap::new();
         for _ in 0..10_000 {
-            if let Some(body) = get(proxy_port).await {
-                *seen.entry(body).or_default() += 1;
+            if let Ok(b) = get(proxy_port).await {
+                *seen.entry(b).or_default() += 1;
             }
         }
-        let share = *seen.get("web v1").unwrap_or(&0) as f64 / 100.0;
+        let share = *seen.get(body).unwrap_or(&0) as f64 / 100.0;
         accuracy.push((weight, share));
         client
             .post::<_, Value>("/api/v1/services/web/rollback", &json!({}))
             .await
             .unwrap();
-        settled(&client, 2, 10, 0).await;
+        settled(&client, version, 10, 0).await;
     }
 
     server.stop().await;
 
     let swarm = std::env::var("ORCA_BENCH_DOCKER_HOST").ok().map(|host| {
         let (v1, v2) = (v1.clone(), v2.clone());
-        std::thread::spawn(move || swarm_rolling(&host, &v1, &v2))
+        std::thread::spawn(move || [10, 30].map(|n| swarm_rolling(&host, &v1, &v2, n)))
             .join()
             .expect("swarm run")
     });
 
-    println!("lifecycle, one run, 10 busybox httpd replicas behind the ingress");
+    println!("lifecycle, one run, busybox httpd replicas behind the ingress, requests every 5 ms");
+    let report = |n: usize, rolled: &[Rolled]| {
+        let serving = median(rolled.iter().map(|r| r.serving).collect());
+        let gone = median(rolled.iter().map(|r| r.gone).collect());
+        let worst = rolled.iter().map(|r| r.gone).max().unwrap_or_default();
+        println!(
+            "rolling update of {n} replicas (health path, max_surge 25%, max_unavailable 0), median of {} runs: v2 serving everywhere after {:.2} s, old ones gone after {:.2} s (slowest {:.2} s)",
+            rolled.len(),
+            serving.as_secs_f64(),
+            gone.as_secs_f64(),
+            worst.as_secs_f64()
+        );
+        (serving, gone)
+    };
+    let orca = [report(10, &ten), report(30, &thirty)];
     println!(
-        "rolling update v1 -> v2 (health path, max_unavailable 0): every replica v2 and ready, old ones gone, after {:.1} s; {ok} requests served, {failed} failed",
-        rolled.as_secs_f64()
-    );
-    // A rollout that failed requests measured failures, not a rollout.
-    assert_eq!(
-        failed, 0,
-        "{failed} requests failed during the rolling update"
+        "{served} requests served, {failures} failed, over {} rolling updates",
+        ten.len() + thirty.len()
     );
     match swarm {
-        Some((served, reported)) => println!(
-            "swarm, same images and health check: every replica v2 and healthy, no v1 running, after {:.1} s; `docker service update` returned after {:.1} s; orca {:.1}x faster to serve v2 everywhere",
-            served.as_secs_f64(),
-            reported.as_secs_f64(),
-            served.as_secs_f64() / rolled.as_secs_f64()
-        ),
+        Some(swarm) => {
+            for ((n, (served, reported)), (serving, gone)) in
+                [10, 30].into_iter().zip(swarm).zip(orca)
+            {
+                println!(
+                    "swarm, {n} replicas, same images and health check: every replica v2 and healthy, no v1 running, after {:.1} s; `docker service update` returned after {:.1} s; orca {:.1}x faster to serve v2 everywhere, {:.1}x to have the old ones gone",
+                    served.as_secs_f64(),
+                    reported.as_secs_f64(),
+                    served.as_secs_f64() / serving.as_secs_f64(),
+                    served.as_secs_f64() / gone.as_secs_f64()
+                );
+            }
+        }
         None => println!("swarm: not run (set ORCA_BENCH_DOCKER_HOST; tests/bench/swarm.sh up)"),
     }
     for (weight, share) in accuracy {
         println!("canary at {weight}%: {share:.2}% of 10000 requests went to the canary");
     }
+    // A rollout that failed requests measured failures, not a rollout.
+    assert_eq!(
+        failures, 0,
+        "{failures} requests failed during the rolling updates"
+    );
 }

@@ -255,9 +255,12 @@ fn rollout_problem(st: &State, record: &ServiceRecord, now: Instant) -> Option<S
         return Some(format!("replica {} keeps exiting{code}", i.id));
     }
     let deadline = progress::deadline_secs(record);
+    let settled_before = service.and_then(|s| s.settled_version) == Some(record.version);
     match service.and_then(|s| s.unsettled_since) {
         Some((version, since))
-            if version == record.version && now.duration_since(since).as_secs() >= deadline =>
+            if version == record.version
+                && !settled_before
+                && now.duration_since(since).as_secs() >= deadline =>
         {
             Some(format!("not ready within {deadline}s"))
         }

@@ -233,8 +233,10 @@ async fn track_settling(inner: &Inner, service: &str, now: Instant) -> Option<In
             .filter(|t| *t > now)
             .min()
     };
+    let newly_settled =
+        settled && st.services.get(service).and_then(|s| s.settled_version) != Some(version);
     drop(st);
-    if wanted != current || announce != announced {
+    if wanted != current || announce != announced || newly_settled {
         inner.state.settling(service, wanted, announce).await;
     }
     inner.tell(note);

@@ -79,6 +79,10 @@ pub struct ServiceRuntime {
     pub pull_note: Option<String>,
     /// Why wanted replicas have no node.
     pub unplaced: Option<String>,
+    /// The last version that settled (every wanted replica ready): a
+    /// version that did is no longer being rolled out, and losing a
+    /// replica later (a node gone) is no rollout failing its deadline.
+    pub settled_version: Option<u64>,
     /// Set while a rollout replaces in place for want of room: how.
     pub in_place: Option<String>,
     /// Replicas given up for lost (their node was gone past the reschedule

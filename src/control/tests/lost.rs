@@ -97,3 +97,31 @@ async fn replicas_on_a_lost_node_are_unknown_and_the_returning_ones_go() {
     let metrics = c.cp.inner().metrics.render(&c.cp).await;
     assert!(!metrics.contains("status=\"unknown\""), "{metrics}");
 }
+
+#[tokio::test]
+async fn a_settled_version_does_not_fail_its_deadline_while_a_node_is_away() {
+    use api::status::RolloutPhase;
+    let c = Cluster::start(vec![FakeAgent::named("n1")], fast()).await;
+    deploy(
+        &c,
+        json!([{ "name": "db", "image": "x", "replicas": 1,
+            "placement": { "node": "n1", "reschedule_after_secs": 0 },
+            "deploy": { "progress_deadline_secs": 1 } }]),
+    )
+    .await;
+    eventually_within("complete", LONG, || {
+        c.cp.status(None).services[0]
+            .rollout
+            .as_ref()
+            .is_some_and(|r| r.phase == RolloutPhase::Complete)
+    })
+    .await;
+    c.cut("n1").await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let s = &c.cp.status(None).services[0];
+    assert_eq!(s.instances[0].state, InstanceState::Unknown);
+    assert_eq!(s.running_replicas, 0);
+    let r = s.rollout.as_ref().unwrap();
+    assert_ne!(r.phase, RolloutPhase::Failed, "{}", r.message);
+    assert_eq!(r.updated, 0);
+}
