@@ -14,6 +14,8 @@
 //! health check (the same path, every second) and stop grace, and Swarm's
 //! update defaults otherwise (one at a time, stop-first, 5 s monitor).
 //!
+//! `ORCA_BENCH_SURGE` sets `deploy.max_surge` (default 25%).
+//!
 //! Needs the test environment and a release build:
 //! `cargo bench --bench lifecycle`.
 
@@ -147,6 +149,10 @@ fn spec(image: &str, replicas: u32, canary: Option<u32>) -> Value {
         "readiness": { "path": "/healthz", "interval_secs": 1 }, "stop_grace_secs": 1 });
     if let Some(w) = canary {
         s["deploy"] = json!({ "strategy": "canary", "canary_weight": w });
+    } else if let Ok(surge) = std::env::var("ORCA_BENCH_SURGE") {
+        // `deploy.max_surge` other than the default (a count or "N%").
+        let surge: Value = surge.parse::<u64>().map_or(json!(surge), |n| json!(n));
+        s["deploy"] = json!({ "max_surge": surge });
     }
     json!({ "services": [s] })
 }
@@ -414,12 +420,13 @@ async fn main() {
     });
 
     println!("lifecycle, one run, busybox httpd replicas behind the ingress, requests every 5 ms");
+    let surge = std::env::var("ORCA_BENCH_SURGE").unwrap_or_else(|_| "25%".into());
     let report = |n: usize, rolled: &[Rolled]| {
         let serving = median(rolled.iter().map(|r| r.serving).collect());
         let gone = median(rolled.iter().map(|r| r.gone).collect());
         let worst = rolled.iter().map(|r| r.gone).max().unwrap_or_default();
         println!(
-            "rolling update of {n} replicas (health path, max_surge 25%, max_unavailable 0), median of {} runs: v2 serving everywhere after {:.2} s, old ones gone after {:.2} s (slowest {:.2} s)",
+            "rolling update of {n} replicas (health path, max_surge {surge}, max_unavailable 0), median of {} runs: v2 serving everywhere after {:.2} s, old ones gone after {:.2} s (slowest {:.2} s)",
             rolled.len(),
             serving.as_secs_f64(),
             gone.as_secs_f64(),

@@ -284,7 +284,10 @@ fn plans<'a>(
                     release(n, NodeLoad::of(record, i.version));
                 }
             }
-            Scheduler::new(nodes).place(&demand).is_err().then(|| {
+            let never = Scheduler::new(nodes)
+                .place(&demand)
+                .is_err_and(|r| lacks_room(&r));
+            never.then(|| {
                 format!(
                     "no node can take a replica of version {} even in place of an old one: {why}",
                     record.version
@@ -313,7 +316,7 @@ fn plans<'a>(
                 .map_err(|r| rejected = Some(r))
                 .ok()
         });
-        canary_no_room = rejected.filter(|_| plan.unplaced > 0).map(|r| {
+        canary_no_room = rejected.filter(|r| plan.unplaced > 0 && lacks_room(r)).map(|r| {
             format!(
                 "no room for the canary on any node: {}",
                 unplaced_message(plan.unplaced, &r, &demand)
@@ -335,6 +338,12 @@ fn plans<'a>(
         no_room,
         canary_no_room,
     }
+}
+
+/// True when placement failed for want of room on nodes that are up: not
+/// for a node down or unreachable, which may come back.
+fn lacks_room(r: &scheduler::Rejections) -> bool {
+    r.not_ready == 0 && r.memory + r.cpu > 0
 }
 
 /// Takes what one replica holds off a node (a what-if).
