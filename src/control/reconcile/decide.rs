@@ -316,12 +316,14 @@ fn plans<'a>(
                 .map_err(|r| rejected = Some(r))
                 .ok()
         });
-        canary_no_room = rejected.filter(|r| plan.unplaced > 0 && lacks_room(r)).map(|r| {
-            format!(
-                "no room for the canary on any node: {}",
-                unplaced_message(plan.unplaced, &r, &demand)
-            )
-        });
+        canary_no_room = rejected
+            .filter(|r| plan.unplaced > 0 && lacks_room(r))
+            .map(|r| {
+                format!(
+                    "no room for the canary on any node: {}",
+                    unplaced_message(plan.unplaced, &r, &demand)
+                )
+            });
         Planned {
             plan,
             spec: Some(&c.spec),

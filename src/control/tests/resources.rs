@@ -227,3 +227,50 @@ async fn a_version_that_fits_nowhere_fails_at_once() {
     assert_eq!(running(&agent, "web"), 2);
     assert!(agent.instances().iter().all(|i| i.version == 1));
 }
+
+#[tokio::test]
+async fn services_stored_before_reservations_run_on_where_they_are() {
+    use std::sync::Arc;
+
+    use crate::agent::fake::FakeAgent;
+    use crate::agent::{Instance, ProcessState};
+    use crate::store::{MemStore, Repo, ServiceRecord};
+
+    // A record as stored before reservations (a canary without `failed`):
+    // CPU limits adding up to 9 of the fake node's 4 cores, all running.
+    let stored = json!({
+        "spec": { "name": "web", "image": "app:v1", "replicas": 3, "resources": { "cpu": 3.0 } },
+        "version": 2, "image_digest": "sha256:x", "stopped": false, "generation": 5,
+        "history": [], "updated_at": "", "reverted": null, "secrets_fingerprint": null,
+        "canary": { "version": 3, "weight": 10, "image_digest": "sha256:y",
+            "spec": { "name": "web", "image": "app:v2", "resources": { "cpu": 3.0 } } }
+    });
+    let record: ServiceRecord = serde_json::from_value(stored).unwrap();
+    assert!(record.canary.as_ref().is_some_and(|c| c.failed.is_none()));
+    let store = Arc::new(MemStore::default());
+    Repo::new(store.clone()).put_service(&record).unwrap();
+    let agent = Arc::new(FakeAgent::default());
+    for (slot, version) in [(0, 2), (1, 2), (2, 2), (0, 3)] {
+        agent.preload(Instance {
+            id: format!("web.{slot}.v{version}"),
+            node: "fake-node".into(),
+            service: "web".into(),
+            project: "default".into(),
+            version,
+            slot,
+            pid: Some(100 + slot),
+            state: ProcessState::Running,
+            ip: None,
+        });
+    }
+    let cp = super::plane_with(agent.clone(), store).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let acted: Vec<String> = agent
+        .calls()
+        .into_iter()
+        .filter(|c| c.starts_with("start") || c.starts_with("remove"))
+        .collect();
+    assert!(acted.is_empty(), "nothing moved: {acted:?}");
+    assert_eq!(service(&cp, "web").running_replicas, 3);
+    assert_eq!(agent.instances().len(), 4);
+}
