@@ -147,7 +147,8 @@ fn instances(
 /// The service's state from its replicas: running at full capacity (also
 /// mid-rollout, with old replicas making up the count), failed when none
 /// runs and they crash or fail to start, pending when none runs yet,
-/// degraded otherwise.
+/// degraded otherwise (also when none is known to run because their nodes
+/// cannot be reached).
 fn overall(
     record: &ServiceRecord,
     desired: u32,
@@ -167,7 +168,7 @@ fn overall(
         ServiceState::Running
     } else if running == 0 && (looping || start_failing) {
         ServiceState::Failed
-    } else if running == 0 {
+    } else if running == 0 && tally.unknown == 0 {
         ServiceState::Pending
     } else {
         ServiceState::Degraded

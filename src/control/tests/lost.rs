@@ -121,6 +121,7 @@ async fn a_settled_version_does_not_fail_its_deadline_while_a_node_is_away() {
     let s = &c.cp.status(None).services[0];
     assert_eq!(s.instances[0].state, InstanceState::Unknown);
     assert_eq!(s.running_replicas, 0);
+    assert_eq!(s.status, api::status::ServiceState::Degraded, "not pending");
     let r = s.rollout.as_ref().unwrap();
     assert_ne!(r.phase, RolloutPhase::Failed, "{}", r.message);
     assert_eq!(r.updated, 0);
