@@ -472,3 +472,53 @@ fn a_replica_back_from_a_lost_node_is_the_one_that_goes() {
     let p = plan(want(1, 2), &list, &rules, &mut || Some("n".into()));
     assert_eq!(p.actions, vec![Action::Remove { id: "b".into() }]);
 }
+
+proptest::proptest! {
+    /// Whatever runs, a rollout never has more than the wanted count plus
+    /// the surge, and never stops a ready replica that would leave fewer
+    /// ready than the wanted count less `max(1, max_unavailable)`.
+    #[test]
+    fn a_rollout_keeps_its_surge_and_availability_bounds(
+        replicas in 1u32..12,
+        max_unavailable in 0u32..4,
+        max_surge in 1u32..5,
+        old in proptest::collection::vec((0u32..12, proptest::bool::ANY), 0..12),
+        new in proptest::collection::btree_map(0u32..12, proptest::bool::ANY, 0..12),
+        room in 0usize..6,
+    ) {
+        let mut list = Vec::new();
+        let mut ready_ids = std::collections::BTreeSet::new();
+        for (n, (slot, ready)) in old.iter().enumerate() {
+            list.push(inst(&format!("o{n}"), 1, *slot, RUN));
+            if *ready {
+                ready_ids.insert(format!("o{n}"));
+            }
+        }
+        for (slot, ready) in &new {
+            list.push(inst(&format!("n{slot}"), 2, *slot, RUN));
+            if *ready && *slot < replicas {
+                ready_ids.insert(format!("n{slot}"));
+            }
+        }
+        let is_ready = |i: &Instance| ready_ids.contains(&i.id);
+        let d = to_v2(replicas, max_unavailable, max_surge);
+        let mut left = room;
+        let p = plan_with(d, &list, &|_| false, &now_all, None, &is_ready, &mut || {
+            left = left.checked_sub(1)?;
+            Some("n".into())
+        }, Instant::now());
+        let removed = removed_of(&p);
+        let ready_before = ready_ids.len();
+        let ready_after = ready_ids.iter().filter(|id| !removed.contains(&id.as_str())).count();
+        let floor = replicas.saturating_sub(max_unavailable.max(1)) as usize;
+        proptest::prop_assert!(ready_after >= ready_before.min(floor), "{p:?}");
+        let rolling = list.iter().any(|i| i.version == 1 && !removed.contains(&i.id.as_str()));
+        if rolling && !starts_of(&p).is_empty() {
+            let staying = list.iter().filter(|i| !removed.contains(&i.id.as_str())).count();
+            proptest::prop_assert!(
+                staying + starts_of(&p).len() <= (replicas + max_surge) as usize,
+                "{p:?}"
+            );
+        }
+    }
+}
