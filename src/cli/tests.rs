@@ -31,3 +31,26 @@ proptest::proptest! {
         );
     }
 }
+
+/// Every `[[service]]` example in the README parses as a service.toml and
+/// passes validation, so the reference stays true.
+#[test]
+fn the_readmes_service_examples_are_valid() {
+    let readme = include_str!("../../README.md");
+    let blocks: Vec<&str> = readme
+        .split("```toml\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .filter(|b| b.contains("[[service]]"))
+        .collect();
+    assert!(blocks.len() >= 2, "the README has service examples");
+    for block in blocks {
+        let specs =
+            super::deploy::parse_file(std::path::Path::new("services/shop/service.toml"), block)
+                .unwrap_or_else(|e| panic!("{e:#}\n{block}"));
+        for spec in specs {
+            spec.validate()
+                .unwrap_or_else(|e| panic!("{}: {}", spec.name, e.message));
+        }
+    }
+}
