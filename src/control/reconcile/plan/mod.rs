@@ -206,4 +206,6 @@ pub fn plan(
 }
 
 #[cfg(test)]
+mod surge_tests;
+#[cfg(test)]
 mod tests;
