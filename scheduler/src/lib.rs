@@ -18,6 +18,23 @@ pub struct Capacity {
     pub memory_bytes: u64,
 }
 
+/// What replicas hold on a node: their reservations, which placement
+/// counts, and their CPU limits summed, which `spread` weighs as load.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Load {
+    pub reserved: Capacity,
+    pub cpu_limits: f64,
+}
+
+impl Load {
+    /// Adds `other` (one more replica, or another node's share).
+    pub fn add(&mut self, other: Load) {
+        self.reserved.cpu += other.reserved.cpu;
+        self.reserved.memory_bytes += other.reserved.memory_bytes;
+        self.cpu_limits += other.cpu_limits;
+    }
+}
+
 /// `placement.strategy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PlacementStrategy {
@@ -47,6 +64,27 @@ pub struct Candidate {
     pub of_service: u32,
 }
 
+impl Candidate {
+    /// One more replica of the service, holding `load`.
+    pub fn hold(&mut self, load: Load) {
+        self.reserved.cpu += load.reserved.cpu;
+        self.reserved.memory_bytes += load.reserved.memory_bytes;
+        self.cpu_limits += load.cpu_limits;
+        self.of_service += 1;
+    }
+
+    /// One replica of the service fewer, and what it held (a what-if).
+    pub fn release(&mut self, load: Load) {
+        self.reserved.cpu = (self.reserved.cpu - load.reserved.cpu).max(0.0);
+        self.reserved.memory_bytes = self
+            .reserved
+            .memory_bytes
+            .saturating_sub(load.reserved.memory_bytes);
+        self.cpu_limits = (self.cpu_limits - load.cpu_limits).max(0.0);
+        self.of_service = self.of_service.saturating_sub(1);
+    }
+}
+
 /// What one replica asks for.
 #[derive(Debug, Clone, Copy)]
 pub struct Demand<'a> {
@@ -57,6 +95,16 @@ pub struct Demand<'a> {
     pub reserve: Capacity,
     /// Its CPU limit (0: none), load for `spread`.
     pub cpu_limit: f64,
+}
+
+impl Demand<'_> {
+    /// What a replica of this demand holds on its node.
+    pub fn load(&self) -> Load {
+        Load {
+            reserved: self.reserve,
+            cpu_limits: self.cpu_limit,
+        }
+    }
 }
 
 /// How many nodes each filter ruled out (each node counts once, at the
@@ -112,10 +160,7 @@ impl Scheduler {
         }
         let (index, _) = best.ok_or(rejected)?;
         let node = &mut self.nodes[index];
-        node.reserved.cpu += demand.reserve.cpu;
-        node.reserved.memory_bytes += demand.reserve.memory_bytes;
-        node.cpu_limits += demand.cpu_limit;
-        node.of_service += 1;
+        node.hold(demand.load());
         Ok(node.id.clone())
     }
 }

@@ -99,6 +99,12 @@ impl Node {
         self.agent.as_ref().filter(|_| self.ready())
     }
 
+    /// When it was last heard from (RFC 3339), if since this server started.
+    pub fn last_seen(&self) -> Option<String> {
+        self.last_heartbeat
+            .map(|t| humantime::format_rfc3339_seconds(t).to_string())
+    }
+
     /// How long it has been disconnected, if it is.
     pub fn disconnected_for(&self, now: Instant) -> Option<Duration> {
         (self.state == NodeState::Disconnected).then(|| now.duration_since(self.since))
@@ -116,6 +122,12 @@ pub struct Table {
 impl Table {
     pub fn get(&self, id: &str) -> Option<&Node> {
         self.nodes.get(id)
+    }
+
+    /// True if `id` is in the cluster and ready: what it reports of its
+    /// replicas is current. A replica anywhere else is not known to run.
+    pub fn reachable(&self, id: &str) -> bool {
+        self.get(id).is_some_and(Node::ready)
     }
 
     /// The agent of `node` if it is ready.

@@ -269,11 +269,16 @@ impl Surge {
                 if pct > 100 {
                     return None;
                 }
-                (u64::from(replicas) * u64::from(pct)).div_ceil(100) as u32
+                percent_of(replicas, pct)
             }
         };
         Some(n.max(1))
     }
+}
+
+/// `pct` percent of `replicas`, rounded up.
+fn percent_of(replicas: u32, pct: u32) -> u32 {
+    (u64::from(replicas) * u64::from(pct)).div_ceil(100) as u32
 }
 
 /// The surge of a spec's rolling update for `replicas` wanted.
@@ -281,11 +286,7 @@ pub fn surge_of(deploy: Option<&DeploySettings>, replicas: u32) -> u32 {
     deploy
         .and_then(|d| d.max_surge.as_ref())
         .and_then(|s| s.of(replicas))
-        .unwrap_or_else(|| {
-            (u64::from(replicas) * u64::from(DEFAULT_SURGE_PERCENT))
-                .div_ceil(100)
-                .max(1) as u32
-        })
+        .unwrap_or_else(|| percent_of(replicas, DEFAULT_SURGE_PERCENT).max(1))
 }
 
 /// An HTTP health probe.

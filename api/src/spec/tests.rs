@@ -173,3 +173,50 @@ fn users_and_confinement_are_checked() {
     let e = spec(r#"{"name":"web","image":"nginx","security":{"seccomp":"off"}}"#).unwrap_err();
     assert!(e.contains("unknown variant"), "{e}");
 }
+
+#[test]
+fn a_surge_is_a_count_or_a_share_rounded_up_and_at_least_one() {
+    let pct = |p: &str| Surge::Percent(p.into());
+    assert_eq!(pct("25%").of(10), Some(3));
+    assert_eq!(pct("50%").of(30), Some(15));
+    assert_eq!(pct("0%").of(30), Some(1));
+    assert_eq!(Surge::Count(0).of(10), Some(1));
+    assert_eq!(Surge::Count(4).of(10), Some(4));
+    assert_eq!(pct("120%").of(10), None);
+    assert_eq!(pct("lots").of(10), None);
+    assert_eq!(Surge::Count(-1).of(10), None);
+    // The default: 25% of the replicas, rounded up.
+    assert_eq!(surge_of(None, 10), 3);
+    assert_eq!(surge_of(None, 30), 8);
+    assert_eq!(surge_of(None, 1), 1);
+}
+
+#[test]
+fn a_reservation_is_checked_against_its_limit() {
+    let spec = |resources: serde_json::Value| -> ServiceSpec {
+        serde_json::from_value(serde_json::json!({
+            "name": "web", "image": "web:v1", "resources": resources
+        }))
+        .unwrap()
+    };
+    assert!(
+        spec(serde_json::json!({"cpu": 1.0, "reserve": {"cpu": 0.5}}))
+            .validate()
+            .is_ok()
+    );
+    assert!(spec(serde_json::json!({"reserve": {"cpu": 0.0}}))
+        .validate()
+        .is_ok());
+    let over = spec(serde_json::json!({"cpu": 0.5, "reserve": {"cpu": 1.0}}));
+    assert!(over
+        .validate()
+        .unwrap_err()
+        .message
+        .contains("more than the limit"));
+    let negative = spec(serde_json::json!({"reserve": {"cpu": -1.0}}));
+    assert!(negative
+        .validate()
+        .unwrap_err()
+        .message
+        .contains("reserve.cpu"));
+}

@@ -95,9 +95,7 @@ impl ControlPlane {
                     allocated: reserved(n.id()),
                     cpu_limits: loads.get(n.id()).map_or(0.0, |l| l.cpu_limits),
                     instances: instances.get(n.id()).copied().unwrap_or(0),
-                    last_heartbeat: n
-                        .last_heartbeat
-                        .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+                    last_heartbeat: n.last_seen(),
                     version: n.record.version.clone(),
                     server: n.local,
                     subnet: n.record.subnet_index.and_then(|i| {

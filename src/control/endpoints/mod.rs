@@ -9,7 +9,6 @@ pub(crate) mod handler;
 pub(crate) mod join;
 pub(crate) mod logs;
 pub(crate) mod pull;
-pub(crate) mod reach;
 pub(crate) mod scope;
 pub(crate) mod status;
 pub(crate) mod versions;

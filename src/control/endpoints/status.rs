@@ -9,11 +9,11 @@ use api::status::{
 };
 use api::{ApiError, ApiResponse};
 
-pub(crate) use super::reach::Reach;
 use crate::agent::ProcessState;
 use crate::control::progress;
 use crate::control::state::State;
 use crate::control::ControlPlane;
+use crate::nodes::Table;
 use crate::store::ServiceRecord;
 
 /// What a service's replicas add up to.
@@ -35,12 +35,12 @@ struct Tally {
 pub(crate) fn service_status(
     st: &State,
     record: &ServiceRecord,
-    reach: &Reach,
+    nodes: &Table,
     now: Instant,
 ) -> ServiceStatus {
     let name = &record.spec.name;
     let desired = record.desired_replicas();
-    let (instances, tally) = instances(st, record, reach, now);
+    let (instances, tally) = instances(st, record, nodes, now);
     let service_rt = st.services.get(name);
     let start_failing = service_rt.is_some_and(|s| s.start_failures >= 2);
     let status = overall(record, desired, &tally, start_failing);
@@ -52,7 +52,7 @@ pub(crate) fn service_status(
         in_place: service_rt.and_then(|s| s.in_place.as_deref()),
     };
     let message = message(record, status, desired, &tally, &notes);
-    let replicas = st.rollout_replicas(record, &|n| reach.reachable(n), now);
+    let replicas = st.rollout_replicas(record, &|n| nodes.reachable(n), now);
     let rollout = progress::rollout(&progress::Facts {
         record,
         replicas: &replicas,
@@ -80,7 +80,7 @@ pub(crate) fn service_status(
 fn instances(
     st: &State,
     record: &ServiceRecord,
-    reach: &Reach,
+    nodes: &Table,
     now: Instant,
 ) -> (Vec<InstanceStatus>, Tally) {
     let desired = record.desired_replicas();
@@ -109,13 +109,10 @@ fn instances(
             }
             ProcessState::Exited { .. } => InstanceState::Exited,
         };
-        let away = !reach.reachable(&i.node);
+        let away = !nodes.reachable(&i.node);
         let (shown, last_state, last_seen) = if away {
-            (
-                InstanceState::Unknown,
-                Some(shown),
-                reach.last_seen(&i.node),
-            )
+            let seen = nodes.get(&i.node).and_then(|n| n.last_seen());
+            (InstanceState::Unknown, Some(shown), seen)
         } else {
             (shown, None, None)
         };
@@ -311,12 +308,12 @@ impl ControlPlane {
     pub(crate) fn status(&self, project: Option<&str>) -> StatusResponse {
         let now = Instant::now();
         let st = self.inner().state();
-        let reach = Reach::of(&self.inner().nodes.snapshot());
+        let nodes = self.inner().nodes.snapshot();
         let mut services: Vec<ServiceStatus> = st
             .records
             .values()
             .filter(|r| project.is_none_or(|p| r.spec.project == p))
-            .map(|r| service_status(&st, r, &reach, now))
+            .map(|r| service_status(&st, r, &nodes, now))
             .collect();
         services.sort_by(|a, b| (&a.project, &a.name).cmp(&(&b.project, &b.name)));
         StatusResponse { services }

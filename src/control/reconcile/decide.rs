@@ -11,8 +11,10 @@ use crate::agent::Instance;
 use crate::control::execute::Placed;
 use crate::control::gather::{draining, lost, reschedule_after};
 use crate::control::plan::{plan, Action, Desired, Rules};
-use crate::control::schedule::{demand_of, unplaced_message, Candidate, Scheduler};
-use crate::control::state::{NodeLoad, State};
+use crate::control::schedule::{
+    demand_of, load_of, unplaced_message, Candidate, Demand, Scheduler,
+};
+use crate::control::state::State;
 use crate::nodes::Table;
 use crate::store::ServiceRecord;
 
@@ -141,7 +143,7 @@ fn standing(
     );
     let unreachable = instances
         .iter()
-        .filter(|i| table.get(&i.node).is_none_or(|n| !n.ready()))
+        .filter(|i| !table.reachable(&i.node))
         .map(|i| i.id.clone())
         .collect();
     Standing {
@@ -168,6 +170,8 @@ struct Plans<'a> {
     unplaced: Option<String>,
     /// Replicas of another version (or leaving a drained node) still serve.
     rolling: bool,
+    /// Replicas of another version still serve (not only a drain).
+    upgrading: bool,
     /// See [`Decided::no_room`].
     no_room: Option<String>,
     /// See [`Decided::canary_no_room`].
@@ -203,14 +207,7 @@ fn plans<'a>(
     // The nodes before this round's placements, for what-ifs.
     let base = scheduler.nodes().to_vec();
     let frees_room = |i: &Instance| {
-        let (Some(record), Some(node)) = (record, base.iter().position(|n| n.id == i.node)) else {
-            return false;
-        };
-        let mut nodes = base.clone();
-        release(&mut nodes[node], NodeLoad::of(record, i.version));
-        Scheduler::new(nodes)
-            .place(&demand_of(&record.spec))
-            .is_ok()
+        record.is_some_and(|r| fits_without(&base, r, [i], &demand_of(&r.spec)).is_ok())
     };
     let rules = Rules {
         leaving: &is_leaving,
@@ -242,6 +239,7 @@ fn plans<'a>(
             canary: None,
             unplaced: None,
             rolling: false,
+            upgrading: false,
             no_room: None,
             canary_no_room: None,
         };
@@ -278,15 +276,8 @@ fn plans<'a>(
     let upgrading = stable_list.iter().any(|i| i.version != record.version);
     let no_room = match (&unplaced, upgrading) {
         (Some(why), true) => {
-            let mut nodes = base.clone();
-            for i in &stable_list {
-                if let Some(n) = nodes.iter_mut().find(|n| n.id == i.node) {
-                    release(n, NodeLoad::of(record, i.version));
-                }
-            }
-            let never = Scheduler::new(nodes)
-                .place(&demand)
-                .is_err_and(|r| lacks_room(&r));
+            let never =
+                fits_without(&base, record, &stable_list, &demand).is_err_and(|r| lacks_room(&r));
             never.then(|| {
                 format!(
                     "no node can take a replica of version {} even in place of an old one: {why}",
@@ -331,6 +322,7 @@ fn plans<'a>(
     });
     Plans {
         rolling,
+        upgrading,
         stable: Some(Planned {
             plan: stable,
             spec: Some(&record.spec),
@@ -348,28 +340,29 @@ fn lacks_room(r: &scheduler::Rejections) -> bool {
     r.not_ready == 0 && r.memory + r.cpu > 0
 }
 
-/// Takes what one replica holds off a node (a what-if).
-fn release(node: &mut Candidate, load: NodeLoad) {
-    node.reserved.cpu = (node.reserved.cpu - load.reserved.cpu).max(0.0);
-    node.reserved.memory_bytes = node
-        .reserved
-        .memory_bytes
-        .saturating_sub(load.reserved.memory_bytes);
-    node.cpu_limits = (node.cpu_limits - load.cpu_limits).max(0.0);
-    node.of_service = node.of_service.saturating_sub(1);
+/// Where a replica of `demand` would go if `gone` (replicas of `record`)
+/// held nothing: a what-if on `base`, the nodes before this round's
+/// placements.
+fn fits_without<'i>(
+    base: &[Candidate],
+    record: &ServiceRecord,
+    gone: impl IntoIterator<Item = &'i Instance>,
+    demand: &Demand,
+) -> Result<String, scheduler::Rejections> {
+    let mut nodes = base.to_vec();
+    for i in gone {
+        if let Some(n) = nodes.iter_mut().find(|n| n.id == i.node) {
+            n.release(load_of(record, i.version));
+        }
+    }
+    Scheduler::new(nodes).place(demand)
 }
 
 /// The actions of a plan, each start holding its resources on its node.
 fn reserved(st: &mut State, planned: &Planned) -> Vec<Placed> {
     let load = planned
         .spec
-        .map(|s| {
-            let d = demand_of(s);
-            NodeLoad {
-                reserved: d.reserve,
-                cpu_limits: d.cpu_limit,
-            }
-        })
+        .map(|s| demand_of(s).load())
         .unwrap_or_default();
     planned
         .plan
@@ -418,6 +411,7 @@ pub(crate) fn decide(
         canary: canary_plan,
         unplaced,
         rolling,
+        upgrading,
         no_room,
         canary_no_room,
     } = plans(
@@ -457,7 +451,9 @@ pub(crate) fn decide(
     let in_place = stable_plan
         .as_ref()
         .and_then(|p| p.plan.in_place)
-        .filter(|_| no_room.is_none())
+        // A drain without room waits for room: only a new version goes in
+        // place (and one that fits nowhere fails instead).
+        .filter(|_| upgrading && no_room.is_none())
         .map(|n| {
             let at_a_time = if n == 1 {
                 "1 at a time".to_string()
@@ -468,7 +464,7 @@ pub(crate) fn decide(
         });
     // Replacing in place is the plan working, not a replica left out.
     st.unplaced(service, unplaced.filter(|_| in_place.is_none()));
-    st.in_place(service, in_place.filter(|_| rolling));
+    st.in_place(service, in_place);
     st.lost(service, &standing.lost, instances);
     Decided {
         record,

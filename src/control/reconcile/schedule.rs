@@ -2,7 +2,7 @@
 //! what a replica reserves (`resources.reserve`, the memory limit by
 //! default) and its CPU limit, which reserves nothing.
 
-pub use scheduler::{unplaced_message, Candidate, Capacity, Demand, Scheduler};
+pub use scheduler::{unplaced_message, Candidate, Capacity, Demand, Load, Scheduler};
 
 use std::collections::BTreeMap;
 
@@ -35,6 +35,25 @@ pub fn reservation_of(spec: &ServiceSpec) -> Capacity {
 /// The CPU limit of a replica of `spec`, in cores (0: none).
 pub fn cpu_limit_of(spec: &ServiceSpec) -> f64 {
     spec.resources.as_ref().and_then(|r| r.cpu).unwrap_or(0.0)
+}
+
+/// What one replica of `record`'s `version` holds: by that version's own
+/// spec (an old version's mid-rollout, a canary's), so that nothing is
+/// counted by a spec it does not run.
+pub fn load_of(record: &crate::store::ServiceRecord, version: u64) -> Load {
+    let spec = record
+        .canary
+        .as_ref()
+        .filter(|c| c.version == version)
+        .map(|c| &c.spec)
+        .or_else(|| {
+            (record.version != version)
+                .then(|| record.history.iter().find(|v| v.version == version))
+                .flatten()
+                .map(|v| &v.spec)
+        })
+        .unwrap_or(&record.spec);
+    demand_of(spec).load()
 }
 
 /// The demand of a replica of `spec`.

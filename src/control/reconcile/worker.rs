@@ -200,8 +200,7 @@ async fn track_settling(inner: &Inner, service: &str, now: Instant) -> Option<In
     let st = inner.state();
     let record = st.records.get(service)?;
     let table = inner.nodes.snapshot();
-    let reachable = |node: &str| table.get(node).is_some_and(|n| n.ready());
-    let replicas = st.rollout_replicas(record, &reachable, now);
+    let replicas = st.rollout_replicas(record, &|node| table.reachable(node), now);
     let settled = crate::control::progress::settled(record, &replicas);
     let facts = crate::control::progress::Facts {
         record,

@@ -264,7 +264,7 @@ impl State {
     }
 
     /// Holds `load` on `node` for a start in flight, under a new key.
-    pub fn reserve(&mut self, node: &str, load: super::NodeLoad) -> u64 {
+    pub fn reserve(&mut self, node: &str, load: scheduler::Load) -> u64 {
         let key = loop {
             let key = rand::random::<u64>();
             if !self.placing.contains_key(&key) {

@@ -23,6 +23,7 @@ use super::plan;
 use super::progress::Replica;
 use crate::agent::{Instance, ProcessState};
 use crate::store::ServiceRecord;
+use scheduler::Load;
 
 pub(crate) use change::Exit;
 pub(crate) use owner::StateHandle;
@@ -90,43 +91,6 @@ pub struct ServiceRuntime {
     pub lost: HashSet<String>,
 }
 
-/// What replicas hold on a node: their reservations (placement counts
-/// these) and their CPU limits summed (load, never a reason to refuse).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct NodeLoad {
-    pub reserved: crate::agent::Capacity,
-    pub cpu_limits: f64,
-}
-
-impl NodeLoad {
-    /// One replica of `record`'s `version`.
-    pub fn of(record: &ServiceRecord, version: u64) -> Self {
-        let spec = record
-            .canary
-            .as_ref()
-            .filter(|c| c.version == version)
-            .map(|c| &c.spec)
-            .or_else(|| {
-                (record.version != version)
-                    .then(|| record.history.iter().find(|v| v.version == version))
-                    .flatten()
-                    .map(|v| &v.spec)
-            })
-            .unwrap_or(&record.spec);
-        NodeLoad {
-            reserved: super::schedule::reservation_of(spec),
-            cpu_limits: super::schedule::cpu_limit_of(spec),
-        }
-    }
-
-    /// Adds another's.
-    pub fn add(&mut self, other: NodeLoad) {
-        self.reserved.cpu += other.reserved.cpu;
-        self.reserved.memory_bytes += other.reserved.memory_bytes;
-        self.cpu_limits += other.cpu_limits;
-    }
-}
-
 /// See the module doc. Read-only outside [`change`]: the maps are shared
 /// (`Arc`), so only the owner's changes can write them.
 #[derive(Debug, Default, Clone)]
@@ -139,7 +103,7 @@ pub struct State {
     pub removing: Arc<HashSet<String>>,
     /// What replicas being started hold, by a key per start: node and
     /// load (see `schedule`).
-    pub placing: Arc<HashMap<u64, (String, NodeLoad)>>,
+    pub placing: Arc<HashMap<u64, (String, Load)>>,
     /// Replicas that have a health checker running.
     pub checkers: Arc<HashSet<String>>,
     /// Bumped by every change that an answer shows, so that answers cached
@@ -152,15 +116,15 @@ impl State {
     /// have, by node: each replica by the spec of its own version (an old
     /// version's replicas mid-rollout, a canary's), so that nothing is
     /// counted by a spec it does not run.
-    pub fn node_loads(&self) -> HashMap<&str, NodeLoad> {
-        let mut out: HashMap<&str, NodeLoad> = HashMap::new();
+    pub fn node_loads(&self) -> HashMap<&str, Load> {
+        let mut out: HashMap<&str, Load> = HashMap::new();
         for (name, list) in self.instances.iter() {
             let record = self.records.get(name);
-            let mut by_version: HashMap<u64, NodeLoad> = HashMap::new();
+            let mut by_version: HashMap<u64, Load> = HashMap::new();
             for i in list {
                 let load = *by_version.entry(i.version).or_insert_with(|| {
                     record
-                        .map(|r| NodeLoad::of(r, i.version))
+                        .map(|r| super::schedule::load_of(r, i.version))
                         .unwrap_or_default()
                 });
                 out.entry(i.node.as_str()).or_default().add(load);

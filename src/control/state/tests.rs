@@ -134,7 +134,7 @@ fn a_new_replica_frees_what_its_start_held() {
     let mut st = State::default();
     let key = st.reserve(
         "n1",
-        super::NodeLoad {
+        scheduler::Load {
             reserved: Capacity {
                 cpu: 1.0,
                 memory_bytes: 1 << 20,
