@@ -100,34 +100,12 @@ impl Load {
     }
 }
 
-/// The server's events as they arrive, each with when it arrived.
-type Timeline = Arc<std::sync::Mutex<Vec<(Instant, api::events::Event)>>>;
-
-fn follow_events(client: ApiClient) -> Timeline {
-    let timeline: Timeline = Arc::default();
-    let kept = timeline.clone();
-    tokio::spawn(async move {
-        let mut reader = api::events::SseReader::default();
-        let _ = client
-            .stream("/api/v1/events", |chunk| {
-                if let Ok(events) = reader.push(chunk) {
-                    let now = Instant::now();
-                    kept.lock()
-                        .unwrap()
-                        .extend(events.into_iter().map(|e| (now, e)));
-                }
-                std::ops::ControlFlow::Continue(())
-            })
-            .await;
-    });
-    timeline
-}
+/// The server's events so far, each with when it arrived.
+type Timeline = Vec<(Instant, api::events::Event)>;
 
 /// The events within 500 ms of a failure at `at` after `since`.
 fn events_around(timeline: &Timeline, since: Instant, at: Duration) -> Vec<String> {
     timeline
-        .lock()
-        .unwrap()
         .iter()
         .filter_map(|(t, e)| {
             let rel = t.checked_duration_since(since)?;
@@ -332,7 +310,8 @@ async fn main() {
     let server = BenchServer::start("lc", "obenchl0", "10.125.0.0/24").await;
     let client = server.client.clone();
     let proxy_port = server.proxy_port;
-    let timeline = follow_events(client.clone());
+    let (_follower, mut arrived) = common::follow_events(client.clone(), "web").await;
+    let mut timeline: Timeline = Vec::new();
     client
         .post::<_, Value>("/api/v1/deploy", &spec(&v1, 10, None))
         .await
@@ -363,6 +342,9 @@ async fn main() {
             let (ok, failed) = load.finish().await;
             served += ok;
             failures += failed.len();
+            while let Ok(e) = arrived.try_recv() {
+                timeline.push(e);
+            }
             for f in &failed {
                 println!(
                     "{n} replicas, run {run}, version {version}: request at +{} ms failed: {}",
