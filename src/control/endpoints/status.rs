@@ -56,7 +56,7 @@ pub(crate) fn service_status(
     let rollout = progress::rollout(&progress::Facts {
         record,
         replicas: &replicas,
-        problem: rollout_problem(st, record, now),
+        problem: rollout_problem(st, record, nodes, now),
         note: notes.in_place.map(str::to_string),
     });
     ServiceStatus {
@@ -225,7 +225,12 @@ fn message(
 
 /// Why the replicas of the version being rolled out do not come up, if
 /// they keep failing to: failed starts, a crash loop, or the deadline.
-fn rollout_problem(st: &State, record: &ServiceRecord, now: Instant) -> Option<String> {
+fn rollout_problem(
+    st: &State,
+    record: &ServiceRecord,
+    nodes: &Table,
+    now: Instant,
+) -> Option<String> {
     let name = &record.spec.name;
     let service = st.services.get(name);
     if let Some(s) = service.filter(|s| s.start_failures >= 2) {
@@ -253,12 +258,11 @@ fn rollout_problem(st: &State, record: &ServiceRecord, now: Instant) -> Option<S
         return Some(format!("replica {} keeps exiting{code}", i.id));
     }
     let deadline = progress::deadline_secs(record);
-    let settled_before = service.and_then(|s| s.settled_version) == Some(record.version);
     match service.and_then(|s| s.unsettled_since) {
         Some((version, since))
             if version == record.version
-                && !settled_before
-                && now.duration_since(since).as_secs() >= deadline =>
+                && now.duration_since(since).as_secs() >= deadline
+                && !st.settled(record, &|n| nodes.reachable(n), now) =>
         {
             Some(format!("not ready within {deadline}s"))
         }

@@ -200,8 +200,9 @@ async fn track_settling(inner: &Inner, service: &str, now: Instant) -> Option<In
     let st = inner.state();
     let record = st.records.get(service)?;
     let table = inner.nodes.snapshot();
-    let replicas = st.rollout_replicas(record, &|node| table.reachable(node), now);
-    let settled = crate::control::progress::settled(record, &replicas);
+    let reachable = |node: &str| table.reachable(node);
+    let replicas = st.rollout_replicas(record, &reachable, now);
+    let settled = st.settled(record, &reachable, now);
     let facts = crate::control::progress::Facts {
         record,
         replicas: &replicas,
@@ -232,10 +233,8 @@ async fn track_settling(inner: &Inner, service: &str, now: Instant) -> Option<In
             .filter(|t| *t > now)
             .min()
     };
-    let newly_settled =
-        settled && st.services.get(service).and_then(|s| s.settled_version) != Some(version);
     drop(st);
-    if wanted != current || announce != announced || newly_settled {
+    if wanted != current || announce != announced {
         inner.state.settling(service, wanted, announce).await;
     }
     inner.tell(note);

@@ -83,13 +83,9 @@ impl State {
         unsettled_since: Option<(u64, Instant)>,
         announced: Option<Announced>,
     ) {
-        let version = self.records.get(service).map(|r| r.version);
         let s = self.service_mut(service);
         s.unsettled_since = unsettled_since;
         s.announced = announced;
-        if unsettled_since.is_none() {
-            s.settled_version = version;
-        }
     }
 
     /// Why the last deploy ran the local image (None: it pulled).

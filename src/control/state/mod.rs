@@ -80,10 +80,6 @@ pub struct ServiceRuntime {
     pub pull_note: Option<String>,
     /// Why wanted replicas have no node.
     pub unplaced: Option<String>,
-    /// The last version that settled (every wanted replica ready): a
-    /// version that did is no longer being rolled out, and losing a
-    /// replica later (a node gone) is no rollout failing its deadline.
-    pub settled_version: Option<u64>,
     /// Set while a rollout replaces in place for want of room: how.
     pub in_place: Option<String>,
     /// Replicas given up for lost (their node was gone past the reschedule
@@ -167,6 +163,20 @@ impl State {
                 ready: self.ready(has_check, &i.id, now),
             })
             .collect()
+    }
+
+    /// True when `record`'s version has settled: by what reachable nodes
+    /// report now, or by what every node last reported. A node going away
+    /// later unsettles no rollout (its replicas are unknown, not late),
+    /// and neither do their replacements.
+    pub fn settled(
+        &self,
+        record: &ServiceRecord,
+        reachable: &dyn Fn(&str) -> bool,
+        now: Instant,
+    ) -> bool {
+        super::progress::settled(record, &self.rollout_replicas(record, reachable, now))
+            || super::progress::settled(record, &self.rollout_replicas(record, &|_| true, now))
     }
 
     /// True while a replica keeps crashing (twice or more without a
