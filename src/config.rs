@@ -21,6 +21,8 @@ pub struct Config {
     pub acme: AcmeSection,
     /// A worker's `orca agent` settings (agent.toml).
     pub agent: AgentSection,
+    /// What replicas on this node may mount from the host.
+    pub volumes: VolumesSection,
     #[serde(rename = "token")]
     pub tokens: Vec<TokenSection>,
 }
@@ -207,6 +209,16 @@ impl ProxySection {
         network::proxy::IngressWorkers::start_with_https(http, https, ingress, self.workers())
             .context("start the ingress")
     }
+}
+
+/// `[volumes]`: host paths bind mounts may come from, and the device
+/// nodes replicas may be given (glob patterns). Both empty by default:
+/// nothing of the host is reachable unless the operator says so.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct VolumesSection {
+    pub host_paths: Vec<PathBuf>,
+    pub devices: Vec<String>,
 }
 
 /// This node (beyond the contract's keys): its id and scheduling labels.

@@ -31,6 +31,7 @@ mod nodes;
 mod secrets;
 mod server;
 mod store;
+mod volumes;
 
 use std::process::ExitCode;
 

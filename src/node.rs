@@ -86,7 +86,8 @@ pub async fn start(
         &config.cluster.data_dir,
         shim,
         Some(network.clone()),
-    );
+    )
+    .with_host_paths(&config.cluster.data_dir, config.volumes.host_paths.clone());
     if dns {
         agent = agent.with_dns();
     }

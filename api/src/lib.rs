@@ -32,6 +32,7 @@ pub mod request;
 pub mod server;
 pub mod spec;
 pub mod status;
+pub mod volumes;
 
 pub use auth::{Caller, Role};
 pub use error::ApiError;

@@ -24,6 +24,7 @@ pub mod cgroup;
 pub mod client;
 pub mod container;
 mod content;
+pub mod copyup;
 pub mod error;
 pub mod events;
 pub mod image;
@@ -42,5 +43,5 @@ pub use container::{AttachInput, AttachOptions, AttachOutput, Attached, ExecOutp
 pub use error::{CriError, Result};
 pub use image::{Image, ImageConfig};
 pub use reference::ImageRef;
-pub use resources::{memory_reservation, CpuLimit, MemoryLimit, Resources};
-pub use spec::{BindMount, ContainerConfig, NetworkMode};
+pub use resources::{memory_reservation, tmpfs_size, CpuLimit, MemoryLimit, Resources};
+pub use spec::{BindMount, ContainerConfig, NetworkMode, TmpfsMount};

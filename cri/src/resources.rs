@@ -41,6 +41,19 @@ pub fn memory_reservation(input: &str) -> Result<u64> {
     quantity(input, "resources.reserve.memory")
 }
 
+/// The size of a tmpfs (`volumes[].size`) in bytes: a quantity, at least
+/// one page.
+pub fn tmpfs_size(input: &str) -> Result<u64> {
+    let bytes = quantity(input, "volumes size")?;
+    if bytes < 4096 {
+        return Err(CriError::InvalidConfig {
+            field: "volumes size",
+            reason: format!("{input:?} is below 4Ki"),
+        });
+    }
+    Ok(bytes)
+}
+
 /// Bytes from a quantity, for `field`'s errors.
 fn quantity(input: &str, field: &'static str) -> Result<u64> {
     let bad = |reason: String| CriError::InvalidConfig { field, reason };

@@ -2,13 +2,12 @@
 //! by their labels, logging through the orca binary's log shim into
 //! `data_dir/logs`.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use cri::container::{LogTarget, TaskState};
 use cri::events::CriEvent;
-use cri::{BindMount, ContainerConfig, Cri, CriError, NetworkMode};
+use cri::{BindMount, Cri, CriError};
 use network::NodeNetwork;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -26,7 +25,7 @@ pub const NODE_LABEL: &str = "orca.node";
 /// A node agent over a local containerd.
 pub struct LocalAgent {
     pub(super) cri: Cri,
-    node_id: String,
+    pub(super) node_id: String,
     pub(super) log_dir: PathBuf,
     /// Per-replica resolv.conf and hosts files.
     pub(super) net_dir: PathBuf,
@@ -35,6 +34,11 @@ pub struct LocalAgent {
     pub(super) network: Option<Arc<NodeNetwork>>,
     /// True when the node serves DNS on the bridge address.
     dns: bool,
+    /// Named volumes and bind mount rules.
+    pub(super) volumes: super::volumes::Volumes,
+    /// Held from the lease check to the start of a replica with volumes,
+    /// so that two starts never both find a volume free.
+    pub(super) volume_starts: tokio::sync::Mutex<()>,
 }
 
 impl LocalAgent {
@@ -58,7 +62,15 @@ impl LocalAgent {
             capacity: super::host::capacity(),
             network,
             dns: false,
+            volumes: super::volumes::Volumes::new(data_dir, Vec::new()),
+            volume_starts: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Bind mounts only beneath `host_paths` (`[volumes] host_paths`).
+    pub fn with_host_paths(mut self, data_dir: &std::path::Path, host_paths: Vec<PathBuf>) -> Self {
+        self.volumes = super::volumes::Volumes::new(data_dir, host_paths);
+        self
     }
 
     /// Replicas resolve through the node's DNS server on the bridge address.
@@ -68,7 +80,7 @@ impl LocalAgent {
     }
 
     /// resolv.conf and hosts for a replica, as bind mounts.
-    fn net_files(
+    pub(super) fn net_files(
         &self,
         id: &str,
         hostname: &str,
@@ -108,11 +120,11 @@ impl LocalAgent {
         ])
     }
 
-    fn log_file(&self, id: &str) -> PathBuf {
+    pub(super) fn log_file(&self, id: &str) -> PathBuf {
         self.log_dir.join(format!("{id}.log"))
     }
 
-    fn log_target(&self, id: &str) -> LogTarget {
+    pub(super) fn log_target(&self, id: &str) -> LogTarget {
         LogTarget::Shim {
             binary: self.shim.clone(),
             file: self.log_file(id),
@@ -131,7 +143,7 @@ impl LocalAgent {
     }
 
     /// Takes a removed replica off the network, logging what will not go.
-    async fn release_network(&self, id: &str) {
+    pub(super) async fn release_network(&self, id: &str) {
         if let Some(net) = &self.network {
             if let Err(e) = net.detach(id).await {
                 tracing::warn!(instance = %id, error = %e, "network cleanup failed");
@@ -233,98 +245,11 @@ impl NodeAgent for LocalAgent {
     }
 
     async fn start(&self, spec: &InstanceSpec) -> Result<super::Started, AgentError> {
-        let image = super::image::pinned_image(
-            &self.cri,
-            &spec.image,
-            spec.image_digest.as_deref(),
-            spec.pull_never,
-        )
-        .await?;
-        let log = self.log_target(&spec.id);
-        let mut labels = HashMap::from([
-            (cri::labels::SERVICE.to_string(), spec.service.clone()),
-            (cri::labels::PROJECT.to_string(), spec.project.clone()),
-            (cri::labels::VERSION.to_string(), spec.version.to_string()),
-            (cri::labels::INSTANCE.to_string(), spec.id.clone()),
-            (SLOT_LABEL.to_string(), spec.slot.to_string()),
-            (NODE_LABEL.to_string(), self.node_id.clone()),
-        ]);
-        if let Some(f) = log.file() {
-            labels.insert(cri::labels::LOG_PATH.to_string(), f.display().to_string());
-        }
-        let resources = cri::Resources {
-            memory: spec.memory_bytes.map(cri::MemoryLimit),
-            cpu: spec.cpu.map(cri::CpuLimit::new).transpose()?,
-            pids: Some(spec.pids),
-        };
-        let hostname = format!("{}-{}", spec.service, spec.slot);
-        let attachment = match &self.network {
-            Some(net) => Some(
-                net.attach(&spec.id)
-                    .await
-                    .map_err(|e| AgentError::Other(e.to_string()))?,
-            ),
-            None => None,
-        };
-        let result = async {
-            let mounts = self.net_files(&spec.id, &hostname, attachment.as_ref().map(|a| a.ip))?;
-            let config = ContainerConfig {
-                id: spec.id.clone(),
-                hostname: Some(hostname.clone()),
-                command: spec.command.clone(),
-                env: spec.env.clone(),
-                resources,
-                network: match &attachment {
-                    Some(a) => NetworkMode::Join(a.netns.clone()),
-                    None => NetworkMode::Isolated,
-                },
-                mounts,
-                labels,
-                cap_add: spec.cap_add.clone(),
-                cap_drop: spec.cap_drop.clone(),
-                seccomp_unconfined: spec.seccomp_unconfined,
-                read_only_rootfs: spec.read_only_rootfs,
-                user: spec.user.clone(),
-                ..Default::default()
-            };
-            self.cri.create_container(&image, &config).await?;
-            self.cri
-                .start_task(&spec.id, &log)
-                .await
-                .map_err(AgentError::from)
-        }
-        .await;
-        match result {
-            Ok(pid) => Ok(super::Started {
-                pid,
-                ip: attachment.as_ref().map(|a| a.ip),
-            }),
-            Err(e) => {
-                match self.cri.remove_container(&spec.id).await {
-                    Ok(()) => {
-                        cri::logs::remove_logs(&self.log_file(&spec.id));
-                        self.release_network(&spec.id).await;
-                    }
-                    // The container may still be there (containerd went
-                    // away): it keeps its network and log until it is
-                    // restarted or removed, as any replica found listed.
-                    Err(cleanup) => {
-                        tracing::warn!(instance = %spec.id, error = %cleanup, "cleanup after a failed start");
-                    }
-                }
-                Err(e)
-            }
-        }
+        self.start_replica(spec).await
     }
 
     async fn restart(&self, id: &str) -> Result<u32, AgentError> {
-        if let Some(task) = self.cri.task(id).await? {
-            if task.state.is_alive() {
-                return Ok(task.pid);
-            }
-            self.cri.delete_task(id).await?;
-        }
-        Ok(self.cri.start_task(id, &self.log_target(id)).await?)
+        self.restart_replica(id).await
     }
 
     async fn set_isolation(
@@ -440,6 +365,30 @@ impl NodeAgent for LocalAgent {
 
     fn logs_follow(&self, id: &str) -> mpsc::Receiver<LogLine> {
         cri::logs::follow(&self.log_file(id), Duration::from_millis(100))
+    }
+
+    async fn volumes(&self) -> Result<Vec<super::volumes::VolumeInfo>, AgentError> {
+        let v = self.volumes.clone();
+        tokio::task::spawn_blocking(move || v.list())
+            .await
+            .map_err(|e| AgentError::Other(e.to_string()))
+    }
+
+    async fn remove_volume(&self, project: &str, name: &str) -> Result<bool, AgentError> {
+        let _held = self.volume_starts.lock().await;
+        let users = self.mounted_by(project, name).await?;
+        if !users.is_empty() {
+            return Err(AgentError::Other(format!(
+                "volume {project}/{name} is mounted by {}",
+                users.join(", ")
+            )));
+        }
+        let v = self.volumes.clone();
+        let (p, n) = (project.to_string(), name.to_string());
+        tokio::task::spawn_blocking(move || v.remove(&p, &n))
+            .await
+            .map_err(|e| AgentError::Other(e.to_string()))?
+            .map_err(AgentError::Other)
     }
 
     async fn usage(&self, id: &str) -> Result<cri::metrics::Usage, AgentError> {

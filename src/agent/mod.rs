@@ -10,7 +10,10 @@ pub mod fake;
 pub mod host;
 mod image;
 pub mod local;
+mod mounts;
+mod start;
 mod sweep;
+pub mod volumes;
 
 use std::time::{Duration, SystemTime};
 
@@ -58,6 +61,9 @@ pub struct InstanceSpec {
     /// `uid[:gid]` or names from the image; None: the image's USER.
     #[serde(default)]
     pub user: Option<String>,
+    /// Volumes, bind mounts and tmpfs.
+    #[serde(default)]
+    pub mounts: Vec<volumes::MountSpec>,
 }
 
 impl InstanceSpec {
@@ -267,6 +273,19 @@ pub trait NodeAgent: Send + Sync + 'static {
         command: &[String],
         opts: cri::AttachOptions,
     ) -> Result<cri::Attached, AgentError>;
+    /// The named volumes this node holds, with their sizes.
+    async fn volumes(&self) -> Result<Vec<volumes::VolumeInfo>, AgentError> {
+        Ok(Vec::new())
+    }
+    /// Deletes a volume and its data (false: there was none). Refused
+    /// while a replica on the node mounts it.
+    async fn remove_volume(&self, project: &str, name: &str) -> Result<bool, AgentError> {
+        let _ = (project, name);
+        Err(AgentError::Other(format!(
+            "node {} holds no volumes",
+            self.node_id()
+        )))
+    }
     /// Ends the connection to a remote node (it was removed); nothing for
     /// a node in process.
     fn disconnect(&self) {}

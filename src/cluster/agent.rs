@@ -418,6 +418,10 @@ async fn answer(local: &dyn NodeAgent, served: &Served, call: Call) -> Result<An
             Answer::Done
         }
         Call::Usage { id } => Answer::Usage(local.usage(&id).await.map_err(wire)?),
+        Call::Volumes => Answer::Volumes(local.volumes().await.map_err(wire)?),
+        Call::RemoveVolume { project, name } => {
+            Answer::Removed(local.remove_volume(&project, &name).await.map_err(wire)?)
+        }
         Call::Exec {
             id,
             command,

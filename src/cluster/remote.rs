@@ -288,6 +288,24 @@ impl NodeAgent for RemoteAgent {
         rx
     }
 
+    async fn volumes(&self) -> Result<Vec<crate::agent::volumes::VolumeInfo>, AgentError> {
+        match self.call(Call::Volumes, QUICK).await? {
+            Answer::Volumes(v) => Ok(v),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    async fn remove_volume(&self, project: &str, name: &str) -> Result<bool, AgentError> {
+        let call = Call::RemoveVolume {
+            project: project.into(),
+            name: name.into(),
+        };
+        match self.call(call, START).await? {
+            Answer::Removed(r) => Ok(r),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
     async fn usage(&self, id: &str) -> Result<cri::metrics::Usage, AgentError> {
         match self.call(Call::Usage { id: id.into() }, QUICK).await? {
             Answer::Usage(u) => Ok(u),

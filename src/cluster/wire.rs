@@ -143,6 +143,13 @@ pub enum Call {
     Peers(Vec<network::Peer>),
     /// What the node's DNS server and ingress answer with.
     Serve(Box<Tables>),
+    /// The node's named volumes, with sizes.
+    Volumes,
+    /// Delete a volume and its data.
+    RemoveVolume {
+        project: String,
+        name: String,
+    },
     /// Check a replica's readiness and liveness until it stops running.
     Check {
         id: String,
@@ -175,6 +182,8 @@ pub enum Answer {
     Logs(Vec<LogLine>),
     Usage(cri::metrics::Usage),
     Exec(cri::ExecOutput),
+    Volumes(Vec<crate::agent::volumes::VolumeInfo>),
+    Removed(bool),
 }
 
 /// A node's failure, typed so that the server can tell "no such replica"

@@ -82,6 +82,9 @@ pub struct Settings {
     pub https: bool,
     /// `[proxy] cert_dir`: the only place `tls.cert` and `tls.key` are read from.
     pub cert_dir: std::path::PathBuf,
+    /// `[volumes] host_paths` of the server's own node: where bind mounts
+    /// may come from (each node checks its own again at start).
+    pub host_paths: Vec<std::path::PathBuf>,
 }
 
 impl Default for Settings {
@@ -104,6 +107,7 @@ impl Default for Settings {
             overlay: None,
             acme: None,
             https: false,
+            host_paths: Vec::new(),
         }
     }
 }
@@ -192,6 +196,7 @@ impl ControlPlane {
         for record in repo.services()? {
             state.put_record(record);
         }
+        state.volumes = Arc::new(repo.volumes()?.into_iter().map(|v| (v.key(), v)).collect());
         Ok(Self {
             inner: Arc::new(Inner {
                 repo,

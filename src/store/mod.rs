@@ -14,7 +14,7 @@ use std::sync::Arc;
 pub use mem::MemStore;
 pub use records::{
     spec_changed, AcmeCert, Canary, JoinTokenRecord, NodeRecord, Reverted, ServiceRecord,
-    VersionRecord, MAX_HISTORY,
+    VersionRecord, VolumeRecord, MAX_HISTORY,
 };
 pub use sled_store::SledStore;
 
@@ -35,6 +35,8 @@ pub enum Tree {
     JoinTokens,
     /// ACME: the account (sealed) and the certificates issued (keys sealed).
     Acme,
+    /// Named volumes and the node each lives on.
+    Volumes,
 }
 
 impl Tree {
@@ -49,6 +51,7 @@ impl Tree {
             Tree::Imports => "imports",
             Tree::JoinTokens => "join_tokens",
             Tree::Acme => "acme",
+            Tree::Volumes => "volumes",
         }
     }
 }
@@ -169,6 +172,16 @@ impl Repo {
     }
     pub fn delete_node(&self, id: &str) -> Result<(), StoreError> {
         self.store.delete(Tree::Nodes, id)
+    }
+
+    pub fn volumes(&self) -> Result<Vec<VolumeRecord>, StoreError> {
+        self.list_json(Tree::Volumes)
+    }
+    pub fn put_volume(&self, v: &VolumeRecord) -> Result<(), StoreError> {
+        self.put_json(Tree::Volumes, &v.key(), v)
+    }
+    pub fn delete_volume(&self, key: &str) -> Result<(), StoreError> {
+        self.store.delete(Tree::Volumes, key)
     }
 
     pub fn tokens(&self) -> Result<Vec<api::auth::TokenEntry>, StoreError> {

@@ -192,3 +192,21 @@ pub struct JoinTokenRecord {
     pub secret_sha256: String,
     pub expires_at: u64,
 }
+
+/// A named volume: the node that holds it (the only one its replicas run
+/// on), kept from the first start that claimed it until `orca volume rm`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeRecord {
+    pub project: String,
+    pub name: String,
+    pub node: String,
+    /// Unix seconds of the claim.
+    pub created: u64,
+}
+
+impl VolumeRecord {
+    /// `project/name`, its key.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.project, self.name)
+    }
+}

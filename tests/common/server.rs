@@ -72,6 +72,8 @@ pub struct Extra<'a> {
     pub data_tmpfs: Option<&'a str>,
     /// `[node] id`, "node-1" unless given.
     pub node_id: Option<&'a str>,
+    /// Whole sections appended to the config (`[volumes]`, say).
+    pub sections: &'a str,
 }
 
 pub struct OrcaServer {
@@ -101,6 +103,7 @@ impl OrcaServer {
             env: server_env,
             data_tmpfs,
             node_id,
+            sections,
         } = extra;
         let dir = tempfile::tempdir().unwrap();
         if let Some(size) = data_tmpfs {
@@ -140,7 +143,8 @@ cert_dir = "{certs}"
 [node]
 id = "{node_id}"
 labels = {{ zone = "test" }}
-{tokens}"#,
+{tokens}
+{sections}"#,
             data = dir.path().join("data").display(),
             certs = dir.path().join("certs").display(),
             socket = env.socket.display(),

@@ -24,6 +24,9 @@
 #                    C runtime: "/" answers "kaweb v1", "/healthz" "ok".
 #                    Also /bin/sockprobe (tests/images/sockprobe.rs): opens
 #                    a socket of a given family, prints ok or the errno.
+#   stateful:v1, :v2 a database-like replica with /data owned by 70:71
+#                    (copy-up tests), serving "stateful vN" on $PORT, a
+#                    second to stop on SIGTERM.
 #   hostile:ok, :fifo, :device, :escape, :big, :shadowed   User by name,
 #                    /etc/passwd a plain file (ok) or hostile (see below).
 #   library/nginx:alpine   the web:v1 image, so `nginx:alpine` resolves
@@ -53,9 +56,13 @@ OTHER_ARCH=$([ "$ARCH" = amd64 ] && echo arm64 || echo amd64)
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 size() { stat -c %s "$1"; }
 
-# tar_dir DIR FILE: a reproducible tar of DIR's contents.
+# tar_dir DIR FILE: a reproducible tar of DIR's contents (owned by root
+# unless KEEP_OWNERS=1).
 tar_dir() {
-  tar --sort=name --owner=0 --group=0 --numeric-owner --mtime="@$EPOCH" \
+  local owners="--owner=0 --group=0"
+  [ "${KEEP_OWNERS:-}" = 1 ] && owners=""
+  # shellcheck disable=SC2086
+  tar --sort=name $owners --numeric-owner --mtime="@$EPOCH" \
     --format=posix --pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime \
     -C "$1" -cf "$2" .
 }
@@ -267,6 +274,31 @@ make_multi
 
 # Archives for the import tests.
 rm -f "$OUT/web-v1.oci.tar" "$OUT/web-v1.docker.tar"
+# stateful:v1, :v2: a database-like replica. /data ships files owned by
+# 70:71 (seed.txt 0640, sub/ 0750, link -> seed.txt) for the copy-up; the
+# process serves /www ("stateful v1") with httpd on $PORT and, on SIGTERM,
+# takes a second to stop, as a database flushing does.
+for v in v1 v2; do
+  app=$WORK/stateful-$v
+  mkdir -p "$app/bin" "$app/www" "$app/data/sub"
+  printf 'seeded\n' > "$app/data/seed.txt"
+  printf 'deep\n' > "$app/data/sub/deep.txt"
+  ln -s seed.txt "$app/data/link"
+  chown -R 70:71 "$app/data"
+  chmod 0640 "$app/data/seed.txt"
+  chmod 0750 "$app/data/sub"
+  printf 'stateful %s\n' "$v" > "$app/www/index.html"
+  cat > "$app/bin/db" <<'SCRIPT'
+#!/bin/sh
+httpd -f -p "${PORT:-8080}" -h /www &
+web=$!
+trap 'sleep 1; kill $web; exit 0' TERM
+while true; do sleep 1 & wait $!; done
+SCRIPT
+  chmod 755 "$app/bin/db"
+  KEEP_OWNERS=1 make_image stateful "$v" "$app" '["/bin/db"]' "[\"PATH=/bin\",\"VERSION=$v\",\"PORT=8080\"]" ''
+done
+
 (cd "$OUT/web-v1" && tar --owner=0 --group=0 -cf "$OUT/web-v1.oci.tar" oci-layout index.json blobs)
 skopeo copy -q "oci:$OUT/web-v1:v1" "docker-archive:$OUT/web-v1.docker.tar:orca-test/imported:docker"
 
@@ -285,6 +317,8 @@ push "oci:$OUT/kaweb-v1:v1" "docker://$REGISTRY/orca-test/kaweb:v1"
 push "oci:$OUT/logger-latest:latest" "docker://$REGISTRY/orca-test/logger:latest"
 push "oci:$OUT/crasher-latest:latest" "docker://$REGISTRY/orca-test/crasher:latest"
 push "oci:$OUT/hog-latest:latest" "docker://$REGISTRY/orca-test/hog:latest"
+push "oci:$OUT/stateful-v1:v1" "docker://$REGISTRY/orca-test/stateful:v1"
+push "oci:$OUT/stateful-v2:v2" "docker://$REGISTRY/orca-test/stateful:v2"
 push --all "oci:$OUT/multi-latest:latest" "docker://$REGISTRY/orca-test/multi:latest"
 for kind in ok fifo device escape big shadowed; do
   push "oci:$OUT/hostile-$kind:$kind" "docker://$REGISTRY/orca-test/hostile:$kind"

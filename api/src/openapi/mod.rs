@@ -1,6 +1,6 @@
 //! The OpenAPI 3.1 document of the API, served at
 //! `GET /api/v1/openapi.json`: built once from the route table
-//! ([`table::ROUTES`]) and the component schemas ([`schemas`]).
+//! ([`table::routes`]) and the component schemas ([`schemas`]).
 
 use std::sync::OnceLock;
 
@@ -12,9 +12,10 @@ use crate::auth::Access;
 pub mod routes;
 mod schemas;
 pub mod table;
+mod table_volumes;
 
 use routes::{Kind, Reply, Route};
-use table::ROUTES;
+use table::routes;
 
 /// A DNS label: service, project, node, token and webhook names and ids.
 const LABEL: &str = crate::names::LABEL_PATTERN;
@@ -195,7 +196,7 @@ fn operation(route: &Route) -> Value {
 /// The document.
 pub fn document() -> Value {
     let mut paths = Map::new();
-    for route in ROUTES {
+    for route in routes() {
         let entry = paths
             .entry(route.path.to_string())
             .or_insert_with(|| json!({}));
@@ -212,6 +213,7 @@ pub fn document() -> Value {
             { "name": "services", "description": "Deploy, scale, stop, logs, rollouts, exec" },
             { "name": "cluster", "description": "Nodes, drains, join tokens" },
             { "name": "webhooks", "description": "Deploy on git push" },
+            { "name": "volumes", "description": "Named volumes: list, delete, move" },
             { "name": "access", "description": "API tokens and secrets" },
             { "name": "status", "description": "Health, metrics, events, the status page, this document" },
         ],

@@ -244,6 +244,7 @@ pub fn derived() -> (Map<String, Value>, Map<String, Value>) {
     read.subschema_for::<JoinTokenRequest>();
     read.subschema_for::<WebhookRequest>();
     read.subschema_for::<TokenRequest>();
+    read.subschema_for::<crate::request::MoveVolumeRequest>();
     let mut written = generator(SchemaSettings::draft2020_12().for_serialize());
     written.subschema_for::<DeployResponse>();
     written.subschema_for::<StatusResponse>();
@@ -253,6 +254,8 @@ pub fn derived() -> (Map<String, Value>, Map<String, Value>) {
     written.subschema_for::<JoinTokenCreated>();
     written.subschema_for::<JoinTokenInfo>();
     written.subschema_for::<VersionInfo>();
+    written.subschema_for::<crate::volumes::VolumesResponse>();
+    written.subschema_for::<crate::volumes::VolumeMoved>();
     (read.take_definitions(true), written.take_definitions(true))
 }
 

@@ -6,19 +6,24 @@ use crate::auth::{Access, Role};
 /// Errors of a public read.
 const PUBLIC: &[u16] = &[400, 500];
 /// Errors of a read with a token.
-const READ: &[u16] = &[400, 401, 403, 404, 429, 500];
+pub(super) const READ: &[u16] = &[400, 401, 403, 404, 429, 500];
 /// Errors of a change with a token: also conflicts, a body too large, a
 /// server that keeps no secrets, and a full data directory.
-const WRITE: &[u16] = &[400, 401, 403, 404, 409, 413, 429, 500, 503, 507];
+pub(super) const WRITE: &[u16] = &[400, 401, 403, 404, 409, 413, 429, 500, 503, 507];
 
-const VIEWER: Access = Access::Role(Role::Viewer);
-const DEPLOYER: Access = Access::Role(Role::Deployer);
-const ADMIN: Access = Access::Role(Role::Admin);
+pub(super) const VIEWER: Access = Access::Role(Role::Viewer);
+pub(super) const DEPLOYER: Access = Access::Role(Role::Deployer);
+pub(super) const ADMIN: Access = Access::Role(Role::Admin);
 
 const PROJECT_QUERY: &[Query] = &[q("project", Kind::Name, "the project (default `default`)")];
 
-/// The routes.
-pub const ROUTES: &[Route] = &[
+/// Every route: these, then those of [`super::table_volumes`].
+pub fn routes() -> impl Iterator<Item = &'static Route> {
+    CORE.iter().chain(super::table_volumes::VOLUMES)
+}
+
+/// The routes of services, the cluster, webhooks and access.
+const CORE: &[Route] = &[
     Route {
         method: "get",
         path: "/",

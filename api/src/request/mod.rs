@@ -21,11 +21,13 @@ mod credentials;
 mod events;
 mod params;
 mod services;
+mod volumes;
 mod webhooks;
 
 pub use events::EventsQuery;
 pub use params::query_pairs;
 pub use services::websocket;
+pub use volumes::MoveVolumeRequest;
 
 /// Largest `tail` accepted.
 pub const MAX_TAIL: usize = 100_000;
@@ -120,6 +122,18 @@ pub enum ApiRequest {
         project: String,
         name: String,
     },
+    ListVolumes {
+        project: Option<String>,
+    },
+    DeleteVolume {
+        project: String,
+        name: String,
+    },
+    MoveVolume {
+        project: String,
+        name: String,
+        node: String,
+    },
 }
 
 /// A git push notification, kept raw until its signature is checked.
@@ -148,6 +162,7 @@ impl ApiRequest {
             | Versions { .. }
             | Events(_)
             | ClusterInfo
+            | ListVolumes { .. }
             | ListWebhooks => Access::Role(Role::Viewer),
             Deploy(_)
             | Scale { .. }
@@ -158,6 +173,8 @@ impl ApiRequest {
             | Exec { .. }
             | Attach { .. }
             | CreateWebhook(_)
+            | DeleteVolume { .. }
+            | MoveVolume { .. }
             | DeleteWebhook { .. } => Access::Role(Role::Deployer),
             StopAll
             | Drain { .. }
@@ -213,6 +230,9 @@ impl ApiRequest {
             PutSecret { .. } => "secrets_put",
             ListSecrets { .. } => "secrets_list",
             DeleteSecret { .. } => "secrets_delete",
+            ListVolumes { .. } => "volumes_list",
+            DeleteVolume { .. } => "volumes_delete",
+            MoveVolume { .. } => "volumes_move",
         }
     }
 }
@@ -268,7 +288,10 @@ pub fn body_route_access(method: &Method, path: &str) -> Option<Access> {
     match (method, segments.as_slice()) {
         (&Method::POST, ["api", "v1", "deploy"])
         | (&Method::POST, ["api", "v1", "services", _, "scale" | "rollback" | "exec"])
-        | (&Method::POST, ["api", "v1", "webhooks"]) => Some(Access::Role(Role::Deployer)),
+        | (&Method::POST, ["api", "v1", "webhooks"])
+        | (&Method::POST, ["api", "v1", "volumes", _, _, "move"]) => {
+            Some(Access::Role(Role::Deployer))
+        }
         (&Method::POST, ["api", "v1", "tokens"])
         | (&Method::POST, ["api", "v1", "cluster", "join-tokens"])
         | (&Method::PUT, ["api", "v1", "secrets", _]) => Some(Access::Role(Role::Admin)),
@@ -332,6 +355,7 @@ pub fn parse(raw: RawRequest<'_>) -> Result<ApiRequest, ApiError> {
             ["services", rest @ ..] => services::parse(&call, rest)?,
             ["cluster", rest @ ..] => cluster::parse(&call, rest)?,
             ["webhooks", rest @ ..] => webhooks::parse(&call, rest)?,
+            ["volumes", rest @ ..] => volumes::parse(&call, rest)?,
             ["tokens", rest @ ..] => credentials::tokens(&call, rest)?,
             ["secrets", rest @ ..] => credentials::secrets(&call, rest)?,
             _ => return Err(call.not_found()),

@@ -63,8 +63,9 @@ pub struct ServiceSpec {
     pub liveness: Option<Probe>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readiness: Option<Probe>,
+    /// Named volumes, bind mounts and tmpfs (see [`VolumeSpec`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub volumes: Vec<String>,
+    pub volumes: Vec<VolumeSpec>,
     /// Seconds between SIGTERM and SIGKILL when a replica stops (default 10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_grace_secs: Option<u64>,
@@ -109,6 +110,26 @@ impl PullPolicy {
 }
 
 impl ServiceSpec {
+    /// The rollout strategy in force: the spec's, else `recreate` for a
+    /// service that writes to a named volume or a bind mount (two versions
+    /// must never write one data directory), else `rolling`.
+    pub fn strategy(&self) -> Strategy {
+        if let Some(s) = self.deploy.as_ref().and_then(|d| d.strategy) {
+            return s;
+        }
+        if self.mounts().iter().any(Mount::writable_storage) {
+            Strategy::Recreate
+        } else {
+            Strategy::Rolling
+        }
+    }
+
+    /// The mounts of `volumes` (entries that do not parse, refused at
+    /// validation, are left out).
+    pub fn mounts(&self) -> Vec<Mount> {
+        self.volumes.iter().filter_map(|v| v.mount().ok()).collect()
+    }
+
     /// The pull policy in force: the spec's, else the image's default.
     pub fn pull_policy(&self) -> PullPolicy {
         self.pull
@@ -225,14 +246,19 @@ pub enum Strategy {
     #[default]
     Rolling,
     Canary,
+    /// Every old replica stops (its grace honoured) before a new one
+    /// starts: never two versions on one volume.
+    Recreate,
 }
 
 /// `deploy`: how new versions go out.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeploySettings {
-    #[serde(default)]
-    pub strategy: Strategy,
+    /// Default `recreate` for a service with a writable named volume or
+    /// bind mount, `rolling` otherwise (see [`ServiceSpec::strategy`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<Strategy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_unavailable: Option<i64>,
     /// New replicas started at once during a rolling update, beside the
@@ -391,6 +417,9 @@ pub struct TlsFiles {
 
 mod privilege;
 mod validate;
+mod volumes;
+
+pub use volumes::{check_target, Mount, VolumeObject, VolumeSpec, VolumeType};
 
 pub use privilege::is_secret_name;
 

@@ -71,19 +71,27 @@ impl ServiceSpec {
     /// The fields of the spec only an admin may deploy, named as the 403
     /// names them (`security.cap_add SYS_ADMIN`).
     pub fn privileged_fields(&self) -> Vec<String> {
-        let Some(sec) = &self.security else {
-            return Vec::new();
-        };
-        let mut out: Vec<String> = sec
-            .cap_add
+        let mut out: Vec<String> = self
+            .mounts()
             .iter()
-            .filter(|name| {
-                let upper = name.trim().to_ascii_uppercase();
-                let bare = upper.strip_prefix("CAP_").unwrap_or(&upper);
-                !BASELINE_CAPABILITIES.contains(&bare)
+            .filter_map(|m| match m {
+                super::Mount::Bind { source, .. } => Some(format!("volumes bind mount {source}")),
+                _ => None,
             })
-            .map(|name| format!("security.cap_add {name}"))
             .collect();
+        let Some(sec) = &self.security else {
+            return out;
+        };
+        out.extend(
+            sec.cap_add
+                .iter()
+                .filter(|name| {
+                    let upper = name.trim().to_ascii_uppercase();
+                    let bare = upper.strip_prefix("CAP_").unwrap_or(&upper);
+                    !BASELINE_CAPABILITIES.contains(&bare)
+                })
+                .map(|name| format!("security.cap_add {name}")),
+        );
         if sec.seccomp == Some(SeccompMode::Unconfined) {
             out.push("security.seccomp unconfined".into());
         }

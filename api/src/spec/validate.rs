@@ -252,8 +252,14 @@ impl ServiceSpec {
                 )));
             }
         }
-        if !self.volumes.is_empty() {
-            return Err(ApiError::bad_request("volumes are not supported yet"));
+        let mounts = super::volumes::check_volumes(&self.volumes)?;
+        if self.deploy.as_ref().and_then(|d| d.strategy) == Some(Strategy::Canary)
+            && mounts.iter().any(Mount::writable_storage)
+        {
+            return Err(ApiError::bad_request(
+                "deploy.strategy canary runs two versions at once, and a writable volume or bind mount takes one: \
+                 use recreate (the default here), or mount it read-only",
+            ));
         }
         if let Some(p) = &self.liveness {
             check_probe("liveness", p)?;

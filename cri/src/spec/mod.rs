@@ -44,6 +44,14 @@ pub struct BindMount {
     pub read_only: bool,
 }
 
+/// A tmpfs in the container: memory, charged to the container's cgroup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TmpfsMount {
+    pub destination: String,
+    /// Its largest size (none: the kernel's default, half the memory).
+    pub size_bytes: Option<u64>,
+}
+
 /// What orca decides about a container beyond its image.
 #[derive(Debug, Clone, Default)]
 pub struct ContainerConfig {
@@ -65,6 +73,8 @@ pub struct ContainerConfig {
     pub network: NetworkMode,
     /// Extra bind mounts (resolv.conf, hosts, volumes).
     pub mounts: Vec<BindMount>,
+    /// tmpfs mounts (`volumes` of type tmpfs).
+    pub tmpfs: Vec<TmpfsMount>,
     /// containerd labels.
     pub labels: HashMap<String, String>,
     /// Capabilities added to [`DEFAULT_CAPABILITIES`], by Linux name
@@ -335,6 +345,9 @@ pub fn build_spec(
             &["nosuid", "nodev", "mode=1777"],
         )?);
     }
+    // A mount inside another comes after it, whatever the order given.
+    let mut extra: Vec<(usize, Mount)> = Vec::new();
+    let depth = |d: &str| d.split('/').filter(|c| !c.is_empty()).count();
     for bind in &config.mounts {
         if !bind.destination.starts_with('/') {
             return Err(CriError::InvalidConfig {
@@ -344,13 +357,33 @@ pub fn build_spec(
         }
         let mut options = vec!["rbind", "rprivate"];
         options.push(if bind.read_only { "ro" } else { "rw" });
-        mounts.push(mount(
-            &bind.destination,
-            "bind",
-            &bind.source.to_string_lossy(),
-            &options,
-        )?);
+        extra.push((
+            depth(&bind.destination),
+            mount(
+                &bind.destination,
+                "bind",
+                &bind.source.to_string_lossy(),
+                &options,
+            )?,
+        ));
     }
+    for t in &config.tmpfs {
+        if !t.destination.starts_with('/') {
+            return Err(CriError::InvalidConfig {
+                field: "tmpfs",
+                reason: format!("{:?} is not an absolute path", t.destination),
+            });
+        }
+        let size = t.size_bytes.map(|b| format!("size={b}"));
+        let mut options = vec!["nosuid", "nodev", "mode=1777"];
+        options.extend(size.as_deref());
+        extra.push((
+            depth(&t.destination),
+            mount(&t.destination, "tmpfs", "tmpfs", &options)?,
+        ));
+    }
+    extra.sort_by_key(|(d, _)| *d);
+    mounts.extend(extra.into_iter().map(|(_, m)| m));
 
     let mut namespaces = Vec::new();
     for typ in [

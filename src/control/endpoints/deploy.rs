@@ -82,6 +82,7 @@ impl ControlPlane {
                 .map_err(|e| fail(e.to_string()))?;
         }
         self.sealed_refs(spec)?;
+        super::volumes::check_mounts(spec, &self.inner().settings.host_paths)?;
         if let Some(api::spec::TlsSpec::Files(files)) = &spec.tls {
             let cert_dir = &self.inner().settings.cert_dir;
             for (field, path) in [("cert", &files.cert), ("key", &files.key)] {
@@ -298,7 +299,7 @@ impl ControlPlane {
                     && spec
                         .deploy
                         .as_ref()
-                        .is_some_and(|d| d.strategy == api::spec::Strategy::Canary) =>
+                        .is_some_and(|d| d.strategy == Some(api::spec::Strategy::Canary)) =>
             {
                 // A canary beside the stable version, which stays as it is.
                 let version = next_version(&r);

@@ -80,6 +80,13 @@ impl Handler for ControlPlane {
             } => self.put_secret(&project, &name, &value),
             ApiRequest::ListSecrets { project } => self.list_secrets(&project),
             ApiRequest::DeleteSecret { project, name } => self.delete_secret(&project, &name),
+            ApiRequest::ListVolumes { project } => self.list_volumes(project.as_deref()).await,
+            ApiRequest::DeleteVolume { project, name } => self.delete_volume(&project, &name).await,
+            ApiRequest::MoveVolume {
+                project,
+                name,
+                node,
+            } => self.move_volume(&project, &name, &node).await,
         }
     }
 

@@ -59,6 +59,12 @@ pub(crate) fn scoped(
             _ => Ok(request),
         },
         ApiRequest::StopProject { ref name }
+        | ApiRequest::DeleteVolume {
+            project: ref name, ..
+        }
+        | ApiRequest::MoveVolume {
+            project: ref name, ..
+        }
         | ApiRequest::ListSecrets { project: ref name }
         | ApiRequest::PutSecret {
             project: ref name, ..
@@ -72,6 +78,10 @@ pub(crate) fn scoped(
         ApiRequest::Status { project } => match project {
             Some(p) if p != own => Err(refuse(&format!("status of project {p}"), &p)),
             _ => Ok(ApiRequest::Status { project: Some(own) }),
+        },
+        ApiRequest::ListVolumes { project } => match project {
+            Some(p) if p != own => Err(refuse(&format!("volumes of project {p}"), &p)),
+            _ => Ok(ApiRequest::ListVolumes { project: Some(own) }),
         },
         ApiRequest::Events(mut query) => {
             if let Some(p) = query.project.as_ref().filter(|p| **p != own) {

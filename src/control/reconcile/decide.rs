@@ -7,6 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime};
 
+use super::placer::Placer;
 use crate::agent::Instance;
 use crate::control::execute::Placed;
 use crate::control::gather::{draining, lost, reschedule_after};
@@ -50,6 +51,7 @@ fn desired_of(record: Option<&ServiceRecord>) -> Option<Desired> {
             .and_then(|d| d.max_unavailable)
             .unwrap_or(0)
             .clamp(0, i64::from(u32::MAX)) as u32,
+        recreate: r.spec.strategy() == api::spec::Strategy::Recreate,
     })
 }
 
@@ -209,7 +211,13 @@ fn plans<'a>(
     let frees_room = |i: &Instance| {
         record.is_some_and(|r| fits_without(&base, r, [i], &demand_of(&r.spec)).is_ok())
     };
+    let old_stopping = record.is_some_and(|r| {
+        instances
+            .iter()
+            .any(|i| i.version != r.version && st.removing.contains(&i.id))
+    });
     let rules = Rules {
+        old_stopping,
         leaving: &is_leaving,
         restart_at: &restart_at,
         start_at: runtime.and_then(|s| s.next_start),
@@ -233,7 +241,7 @@ fn plans<'a>(
             .into_iter()
             .filter(|i| !standing.unreachable.contains(&i.id))
             .collect();
-        let plan = plan(None, &reachable, &rules, &mut || None);
+        let plan = plan(None, &reachable, &rules, &mut |_| None);
         return Plans {
             stable: Some(Planned { plan, spec: None }),
             canary: None,
@@ -250,23 +258,13 @@ fn plans<'a>(
     let (canary_list, stable_list): (Vec<Instance>, Vec<Instance>) = live
         .into_iter()
         .partition(|i| canary.is_some_and(|c| c.version == i.version));
-    let demand = demand_of(&record.spec);
-    let mut rejected = None;
-    let stable = plan(
-        desired,
-        &stable_list,
-        &rules,
-        &mut || match scheduler.place(&demand) {
-            Ok(node) => Some(node),
-            Err(r) => {
-                rejected = Some(r);
-                None
-            }
-        },
-    );
-    let unplaced = rejected
-        .filter(|_| stable.unplaced > 0)
-        .map(|r| unplaced_message(stable.unplaced, &r, &demand));
+    let mut placer = Placer::new(&record.spec, &st.volumes);
+    let stable = plan(desired, &stable_list, &rules, &mut |slot| {
+        placer.place(scheduler, slot)
+    });
+    let demand = *placer.demand();
+    let unplaced = placer.unplaced(stable.unplaced);
+    let waits_for_volume = placer.waiting.is_some();
     let rolling = stable_list
         .iter()
         .any(|i| i.version != record.version || standing.leaving.contains(&i.id));
@@ -274,7 +272,7 @@ fn plans<'a>(
     // are now fails at once: no room will come by waiting.
     // (Only a new version: a drain that finds no room waits for room.)
     let upgrading = stable_list.iter().any(|i| i.version != record.version);
-    let no_room = match (&unplaced, upgrading) {
+    let no_room = match (&unplaced, upgrading && !waits_for_volume) {
         (Some(why), true) => {
             let never =
                 fits_without(&base, record, &stable_list, &demand).is_err_and(|r| lacks_room(&r));
@@ -298,16 +296,15 @@ fn plans<'a>(
             },
             max_unavailable: 0,
             max_surge: 1,
+            recreate: false,
         };
-        let demand = demand_of(&c.spec);
-        let mut rejected = None;
-        let plan = plan(Some(want), &canary_list, &rules, &mut || {
-            scheduler
-                .place(&demand)
-                .map_err(|r| rejected = Some(r))
-                .ok()
+        let mut placer = Placer::new(&c.spec, &st.volumes);
+        let plan = plan(Some(want), &canary_list, &rules, &mut |slot| {
+            placer.place(scheduler, slot)
         });
-        canary_no_room = rejected
+        let demand = *placer.demand();
+        canary_no_room = placer
+            .rejected
             .filter(|r| plan.unplaced > 0 && lacks_room(r))
             .map(|r| {
                 format!(

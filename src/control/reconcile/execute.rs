@@ -77,6 +77,7 @@ async fn remove(inner: &Arc<Inner>, service: &str, id: String, grace: Duration) 
     if !inner.state.removing(&id).await {
         return;
     }
+    tracing::info!(service, instance = %id, "removing a replica");
     let inner = inner.clone();
     let service = service.to_string();
     inner.clone().spawn(async move {
@@ -152,7 +153,10 @@ async fn start(
     reservation: Option<u64>,
 ) {
     tracing::info!(service, slot, node, "starting a replica");
-    let spec = instance_spec(inner, record, slot);
+    let spec = match instance_spec(inner, record, slot) {
+        Ok(spec) => claim_volumes(inner, &spec, node).await.map(|()| spec),
+        Err(e) => Err(e),
+    };
     let started = match &spec {
         Ok(spec) => match inner.node_agent(node) {
             Ok(agent) => agent.start(spec).await.map_err(|e| e.to_string()),
@@ -185,6 +189,35 @@ async fn start(
             inner.state.start_failed(service, error, reservation).await;
         }
     }
+}
+
+/// Claims the named volumes of a start for `node`, durably, before the
+/// start: from then on they live there.
+async fn claim_volumes(inner: &Inner, spec: &InstanceSpec, node: &str) -> Result<(), String> {
+    let keys: Vec<String> = spec
+        .mounts
+        .iter()
+        .filter_map(|m| match m {
+            crate::agent::volumes::MountSpec::Volume { name, .. } => {
+                Some(format!("{}/{name}", spec.project))
+            }
+            _ => None,
+        })
+        .collect();
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let new = inner.state.claim_volumes(keys, node).await?;
+    for v in &new {
+        if let Err(e) = inner.repo.put_volume(v) {
+            for v in &new {
+                inner.state.set_volume(&v.key(), None).await;
+            }
+            return Err(format!("storing volume {}: {e}", v.key()));
+        }
+        tracing::info!(volume = %v.key(), node, "volume claimed");
+    }
+    Ok(())
 }
 
 /// What to run for `slot` of the record's current version, with
@@ -237,5 +270,6 @@ pub(crate) fn instance_spec(
         seccomp_unconfined: security.seccomp == Some(api::spec::SeccompMode::Unconfined),
         read_only_rootfs: security.read_only_rootfs,
         user: spec.user.clone(),
+        mounts: crate::volumes::mounts_of(spec, slot),
     })
 }

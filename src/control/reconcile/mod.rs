@@ -9,6 +9,7 @@ pub(crate) mod events;
 pub(crate) mod execute;
 pub(crate) mod gather;
 pub(crate) mod health;
+pub(crate) mod placer;
 pub mod plan;
 pub(crate) mod progress;
 pub(crate) mod rollout;

@@ -279,6 +279,38 @@ impl State {
     }
 
     /// Marks a replica as being removed on purpose; false if it already is.
+    /// Claims volumes `keys` for `node` (see [`crate::volumes::claim`]):
+    /// the new records, to be stored before the start that needs them.
+    pub fn claim_volumes(
+        &mut self,
+        keys: &[String],
+        node: &str,
+    ) -> Result<Vec<crate::store::VolumeRecord>, String> {
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let new = crate::volumes::claim(&self.volumes, keys, node, unix)?;
+        if !new.is_empty() {
+            self.touch();
+            let map = Arc::make_mut(&mut self.volumes);
+            for v in &new {
+                map.insert(v.key(), v.clone());
+            }
+        }
+        Ok(new)
+    }
+
+    /// Puts (`Some`) or forgets a volume's record.
+    pub fn set_volume(&mut self, key: &str, record: Option<crate::store::VolumeRecord>) {
+        self.touch();
+        let map = Arc::make_mut(&mut self.volumes);
+        match record {
+            Some(r) => map.insert(key.to_string(), r),
+            None => map.remove(key),
+        };
+    }
+
     pub fn removing(&mut self, id: &str) -> bool {
         if self.removing.contains(id) {
             return false;

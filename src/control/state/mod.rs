@@ -102,6 +102,9 @@ pub struct State {
     pub placing: Arc<HashMap<u64, (String, Load)>>,
     /// Replicas that have a health checker running.
     pub checkers: Arc<HashSet<String>>,
+    /// Named volumes by `project/name`: the node that holds each (a
+    /// cache of the store).
+    pub volumes: Arc<std::collections::BTreeMap<String, crate::store::VolumeRecord>>,
     /// Bumped by every change that an answer shows, so that answers cached
     /// from an older state are not served again (see `status`).
     pub epoch: u64,

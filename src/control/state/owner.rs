@@ -46,7 +46,16 @@ enum Msg {
     ForgetChecks(String, oneshot::Sender<()>),
     Readiness(String, Option<bool>, Option<u32>, oneshot::Sender<bool>),
     Decide(Box<DecideArgs>, oneshot::Sender<Decided>),
+    ClaimVolumes(Vec<String>, String, oneshot::Sender<Option<Claimed>>),
+    SetVolume(
+        String,
+        Option<crate::store::VolumeRecord>,
+        oneshot::Sender<()>,
+    ),
 }
+
+/// The new volume records of a claim, or why it failed.
+pub(crate) type Claimed = Result<Vec<crate::store::VolumeRecord>, String>;
 
 struct DecideArgs {
     table: Arc<Table>,
@@ -133,6 +142,11 @@ fn apply(st: &mut State, msg: Msg) -> Answer {
             answer(r, ())
         }
         Msg::Readiness(id, healthy, failures, r) => answer(r, st.readiness(&id, healthy, failures)),
+        Msg::ClaimVolumes(keys, node, r) => answer(r, Some(st.claim_volumes(&keys, &node))),
+        Msg::SetVolume(key, record, r) => {
+            st.set_volume(&key, record);
+            answer(r, ())
+        }
         Msg::Decide(a, r) => {
             let decided = decide(
                 st,
@@ -202,6 +216,19 @@ impl StateHandle {
             return T::default();
         }
         answer.await.unwrap_or_default()
+    }
+
+    /// Claims volumes `keys` for a start on `node`.
+    pub async fn claim_volumes(&self, keys: Vec<String>, node: &str) -> Claimed {
+        self.ask(|r| Msg::ClaimVolumes(keys, node.to_string(), r))
+            .await
+            .unwrap_or_else(|| Err("the control plane's state owner has stopped".into()))
+    }
+
+    /// Puts (`Some`) or forgets the record of volume `key`.
+    pub async fn set_volume(&self, key: &str, record: Option<crate::store::VolumeRecord>) {
+        self.ask(|r| Msg::SetVolume(key.to_string(), record, r))
+            .await
     }
 
     /// Keeps a saved record; what changed, for the feed.

@@ -44,6 +44,9 @@ pub struct Desired {
     /// count may run meanwhile (at least 1), so that many new ones start
     /// at once.
     pub max_surge: u32,
+    /// `deploy.strategy = "recreate"`: every replica of another version
+    /// is gone before one of this version starts.
+    pub recreate: bool,
 }
 
 /// One step.
@@ -83,10 +86,13 @@ pub struct Rules<'r> {
     pub stale: &'r dyn Fn(&Instance) -> bool,
     /// Whether removing this old replica leaves room for a new one.
     pub frees_room: &'r dyn Fn(&Instance) -> bool,
+    /// Replicas of another version are still being stopped (they are not
+    /// among the instances planned).
+    pub old_stopping: bool,
     pub now: Instant,
 }
 
-/// Decides. `place()` names the node for a new replica (None: none fits).
+/// Decides. `place(slot)` names the node for a new replica (None: none fits).
 ///
 /// A new version rolls: at most `max_surge` replicas beyond the wanted
 /// count run at once and at most `max_unavailable` wanted ones are not
@@ -94,11 +100,14 @@ pub struct Rules<'r> {
 /// ready. When no surge replica fits on any node, old replicas are
 /// replaced in place instead: `max(1, max_unavailable)` of them are
 /// stopped and their successors start once they are gone.
+///
+/// `recreate` stops every replica of another version first (its grace
+/// honoured) and starts the new version only once none is left.
 pub fn plan(
     desired: Option<Desired>,
     instances: &[Instance],
     rules: &Rules<'_>,
-    place: &mut dyn FnMut() -> Option<String>,
+    place: &mut dyn FnMut(u32) -> Option<String>,
 ) -> Plan {
     let now = rules.now;
     let ready = rules.ready;
@@ -114,6 +123,17 @@ pub fn plan(
         return out;
     };
     let running = |i: &Instance| matches!(i.state, ProcessState::Running);
+    if desired.recreate
+        && (rules.old_stopping || instances.iter().any(|i| i.version != desired.version))
+    {
+        // Old replicas go, all at once; nothing new starts beside them.
+        out.actions = instances
+            .iter()
+            .filter(|i| i.version != desired.version)
+            .map(|i| Action::Remove { id: i.id.clone() })
+            .collect();
+        return out;
+    }
     // One keeper per slot of the current version: running first, then one
     // that did not come back from a lost node, then ready, then by id.
     let mut keep: BTreeMap<u32, &Instance> = BTreeMap::new();
@@ -170,7 +190,7 @@ pub fn plan(
             Some(at) if at > now => wake(at, &mut out),
             _ => {
                 for slot in missing {
-                    match place() {
+                    match place(slot) {
                         Some(node) => starts.push(Action::Start { slot, node }),
                         None => out.unplaced += 1,
                     }

@@ -1,7 +1,7 @@
 //! The plan's rollouts with a surge, in place when there is no room, and
 //! the surplus of a node that comes back; with their bounds as a property.
 
-use super::tests::{all_ready, inst, now_all, plan1, plan_with, to_v2, want, RUN};
+use super::tests::{all_ready, inst, now_all, plan1, plan_with, to_v2, want, DEAD, RUN};
 use super::*;
 
 fn starts_of(p: &Plan) -> Vec<u32> {
@@ -38,7 +38,7 @@ fn no_room(
         &now_all,
         None,
         ready,
-        &mut || None,
+        &mut |_| None,
         now,
     )
 }
@@ -88,7 +88,7 @@ fn no_room_for_a_surge_replaces_in_place_one_at_a_time() {
         &now_all,
         None,
         &all_ready,
-        &mut || room.next(),
+        &mut |_| room.next(),
         now,
     );
     assert_eq!(starts_of(&p), [0]);
@@ -121,9 +121,10 @@ fn in_place_only_stops_a_replica_whose_room_helps() {
         ready: &all_ready,
         stale: &|_| false,
         frees_room: &|i| i.id == "o0",
+        old_stopping: false,
         now,
     };
-    let p = plan(d, &olds(2), &rules, &mut || None);
+    let p = plan(d, &olds(2), &rules, &mut |_| None);
     assert_eq!(removed_of(&p), ["o0"]);
 }
 
@@ -143,9 +144,10 @@ fn a_replica_back_from_a_lost_node_is_the_one_that_goes() {
         ready: &all_ready,
         stale: &|i| i.id == "b",
         frees_room: &|_| true,
+        old_stopping: false,
         now,
     };
-    let p = plan(want(1, 2), &list, &rules, &mut || Some("n".into()));
+    let p = plan(want(1, 2), &list, &rules, &mut |_| Some("n".into()));
     assert_eq!(p.actions, vec![Action::Remove { id: "b".into() }]);
 }
 
@@ -179,7 +181,7 @@ proptest::proptest! {
         let is_ready = |i: &Instance| ready_ids.contains(&i.id);
         let d = to_v2(replicas, max_unavailable, max_surge);
         let mut left = room;
-        let p = plan_with(d, &list, &|_| false, &now_all, None, &is_ready, &mut || {
+        let p = plan_with(d, &list, &|_| false, &now_all, None, &is_ready, &mut |_| {
             left = left.checked_sub(1)?;
             Some("n".into())
         }, Instant::now());
@@ -197,4 +199,61 @@ proptest::proptest! {
             );
         }
     }
+}
+
+#[test]
+fn recreate_stops_every_old_replica_before_a_new_one_starts() {
+    let now = Instant::now();
+    let mut d = to_v2(3, 0, 1).unwrap();
+    d.recreate = true;
+    let list = vec![
+        inst("o0", 1, 0, RUN),
+        inst("o1", 1, 1, RUN),
+        inst("o2", 1, 2, DEAD),
+    ];
+    let rules = |old_stopping| Rules {
+        leaving: &|_| false,
+        restart_at: &now_all,
+        start_at: None,
+        ready: &all_ready,
+        stale: &|_| false,
+        frees_room: &|_| true,
+        old_stopping,
+        now,
+    };
+    let mut placed = 0;
+    let p = plan(Some(d), &list, &rules(false), &mut |_| {
+        placed += 1;
+        Some("n".into())
+    });
+    let removed: Vec<_> = p
+        .actions
+        .iter()
+        .filter(|a| matches!(a, Action::Remove { .. }))
+        .collect();
+    assert_eq!(removed.len(), 3, "{:?}", p.actions);
+    assert_eq!(
+        p.actions.len(),
+        3,
+        "nothing starts beside them: {:?}",
+        p.actions
+    );
+    assert_eq!(placed, 0);
+    // Still stopping (no longer listed as planned): nothing starts.
+    let p = plan(Some(d), &[], &rules(true), &mut |_| Some("n".into()));
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    // All gone: the new version starts, every slot at once.
+    let p = plan(Some(d), &[], &rules(false), &mut |_| Some("n".into()));
+    assert_eq!(p.actions.len(), 3);
+    assert!(p.actions.iter().all(|a| matches!(a, Action::Start { .. })));
+    // Control: rolling keeps the old replicas until new ones are ready.
+    d.recreate = false;
+    let p = plan(Some(d), &list[..2], &rules(false), &mut |_| {
+        Some("n".into())
+    });
+    assert!(
+        p.actions.iter().any(|a| matches!(a, Action::Start { .. })),
+        "{:?}",
+        p.actions
+    );
 }

@@ -11,7 +11,7 @@ pub(super) fn plan_with(
     restart_at: &dyn Fn(&str) -> Option<Instant>,
     start_at: Option<Instant>,
     ready: &dyn Fn(&Instance) -> bool,
-    place: &mut dyn FnMut() -> Option<String>,
+    place: &mut dyn FnMut(u32) -> Option<String>,
     now: Instant,
 ) -> Plan {
     let rules = Rules {
@@ -21,6 +21,7 @@ pub(super) fn plan_with(
         ready,
         stale: &|_| false,
         frees_room: &|_| true,
+        old_stopping: false,
         now,
     };
     plan(desired, instances, &rules, place)
@@ -42,7 +43,7 @@ pub(super) fn plan1(
         restart_at,
         start_at,
         ready,
-        &mut || Some("n".into()),
+        &mut |_| Some("n".into()),
         now,
     )
 }
@@ -74,6 +75,7 @@ pub(super) fn want(version: u64, replicas: u32) -> Option<Desired> {
         replicas,
         max_unavailable: 0,
         max_surge: 1,
+        recreate: false,
     })
 }
 
@@ -199,7 +201,7 @@ fn unplaceable_starts_nothing_new_but_restarts() {
         &now_all,
         None,
         &all_ready,
-        &mut || None,
+        &mut |_| None,
         Instant::now(),
     );
     assert_eq!(p.actions, vec![Action::Restart { id: "a".into() }]);
@@ -219,7 +221,7 @@ fn leaving_replicas_move_one_at_a_time() {
         &now_all,
         None,
         &all_ready,
-        &mut || nodes.next(),
+        &mut |_| nodes.next(),
         now,
     );
     // The replacement starts first; b stays until it is ready.
@@ -239,7 +241,7 @@ fn leaving_replicas_move_one_at_a_time() {
         &now_all,
         None,
         &not_c,
-        &mut || None,
+        &mut |_| None,
         now,
     );
     assert!(p.actions.is_empty(), "{p:?}");
@@ -250,7 +252,7 @@ fn leaving_replicas_move_one_at_a_time() {
         &now_all,
         None,
         &all_ready,
-        &mut || None,
+        &mut |_| None,
         now,
     );
     assert_eq!(p.actions, vec![Action::Remove { id: "b".into() }]);
@@ -325,5 +327,6 @@ pub(super) fn to_v2(replicas: u32, max_unavailable: u32, max_surge: u32) -> Opti
         replicas,
         max_unavailable,
         max_surge,
+        recreate: false,
     })
 }

@@ -1,0 +1,54 @@
+//! The routes of named volumes (see [`super::table`]).
+
+use super::routes::{q, Body, Kind, Query, Reply, Route};
+use super::table::{DEPLOYER, READ, VIEWER, WRITE};
+
+const VOLUMES_QUERY: &[Query] = &[q(
+    "project",
+    Kind::Name,
+    "only this project's volumes (a scoped token sees its own only)",
+)];
+
+/// The routes.
+pub(super) const VOLUMES: &[Route] = &[
+    Route {
+        method: "get",
+        path: "/api/v1/volumes",
+        op: "volumes_list",
+        access: VIEWER,
+        tag: "volumes",
+        summary: "Named volumes: the node that holds each, its size, and the services using it",
+        query: VOLUMES_QUERY,
+        body: None,
+        replies: &[Reply::Json(200, "VolumesResponse")],
+        errors: READ,
+    },
+    Route {
+        method: "delete",
+        path: "/api/v1/volumes/{project}/{name}",
+        op: "volumes_delete",
+        access: DEPLOYER,
+        tag: "volumes",
+        summary: "Delete a volume and its data (409 while a service uses it)",
+        query: &[],
+        body: None,
+        replies: &[Reply::Json(200, "Deleted")],
+        errors: WRITE,
+    },
+    Route {
+        method: "post",
+        path: "/api/v1/volumes/{project}/{name}/move",
+        op: "volumes_move",
+        access: DEPLOYER,
+        tag: "volumes",
+        summary: "Move a volume to another node: stop its replicas, copy and verify the data, switch, start them there, then remove the source copy",
+        query: &[],
+        body: Some(Body {
+            schema: "MoveVolumeRequest",
+            required: true,
+            example: r#"{"node":"n3"}"#,
+        }),
+        replies: &[Reply::Json(200, "VolumeMoved")],
+        errors: WRITE,
+    },
+];
