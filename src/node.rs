@@ -58,12 +58,11 @@ pub async fn start(
     let cri = cri::Cri::connect(options).await?;
     let shim =
         std::env::current_exe().context("find the orca binary (it serves as the log shim)")?;
-    let netns_dir = PathBuf::from("/run/orca")
-        .join(format!(
-            "{}-{}",
-            config.cluster.name, config.containerd.namespace
-        ))
-        .join("netns");
+    let run_dir = PathBuf::from("/run/orca").join(format!(
+        "{}-{}",
+        config.cluster.name, config.containerd.namespace
+    ));
+    let netns_dir = run_dir.join("netns");
     let network = NodeNetwork::setup(
         NetworkSettings {
             bridge: config.network.bridge.clone(),
@@ -87,7 +86,12 @@ pub async fn start(
         shim,
         Some(network.clone()),
     )
-    .with_host_paths(&config.cluster.data_dir, config.volumes.host_paths.clone());
+    .with_host(
+        &config.cluster.data_dir,
+        &run_dir,
+        config.volumes.host_paths.clone(),
+        config.volumes.devices.clone(),
+    );
     if dns {
         agent = agent.with_dns();
     }

@@ -66,6 +66,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         reserved_names: config.network.reserved_names.clone(),
         cert_dir: config.proxy.cert_dir.clone(),
         host_paths: config.volumes.host_paths.clone(),
+        devices: config.volumes.devices.clone(),
         heartbeat_grace: std::time::Duration::from_secs(config.cluster.heartbeat_grace_secs),
         reschedule_after: std::time::Duration::from_secs(config.cluster.reschedule_after_secs),
         ca_sha256: Some(ca.sha256().to_string()),

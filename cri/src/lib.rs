@@ -44,4 +44,4 @@ pub use error::{CriError, Result};
 pub use image::{Image, ImageConfig};
 pub use reference::ImageRef;
 pub use resources::{memory_reservation, tmpfs_size, CpuLimit, MemoryLimit, Resources};
-pub use spec::{BindMount, ContainerConfig, NetworkMode, TmpfsMount};
+pub use spec::{BindMount, ContainerConfig, DeviceNode, NetworkMode, TmpfsMount};

@@ -36,6 +36,10 @@ pub struct LocalAgent {
     dns: bool,
     /// Named volumes and bind mount rules.
     pub(super) volumes: super::volumes::Volumes,
+    /// Replicas' files and secret files.
+    pub(super) files: super::files::Files,
+    /// `[volumes] devices`: the device nodes replicas may be given.
+    pub(super) devices: Vec<String>,
     /// Held from the lease check to the start of a replica with volumes,
     /// so that two starts never both find a volume free.
     pub(super) volume_starts: tokio::sync::Mutex<()>,
@@ -63,13 +67,25 @@ impl LocalAgent {
             network,
             dns: false,
             volumes: super::volumes::Volumes::new(data_dir, Vec::new()),
+            files: super::files::Files::new(data_dir, &data_dir.join("run")),
+            devices: Vec::new(),
             volume_starts: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// Bind mounts only beneath `host_paths` (`[volumes] host_paths`).
-    pub fn with_host_paths(mut self, data_dir: &std::path::Path, host_paths: Vec<PathBuf>) -> Self {
+    /// What replicas may have of the host (`[volumes]`): bind mounts only
+    /// beneath `host_paths`, device nodes matching `devices`; secret files
+    /// on a tmpfs under `run_dir`.
+    pub fn with_host(
+        mut self,
+        data_dir: &std::path::Path,
+        run_dir: &std::path::Path,
+        host_paths: Vec<PathBuf>,
+        devices: Vec<String>,
+    ) -> Self {
         self.volumes = super::volumes::Volumes::new(data_dir, host_paths);
+        self.files = super::files::Files::new(data_dir, run_dir);
+        self.devices = devices;
         self
     }
 
@@ -282,6 +298,7 @@ impl NodeAgent for LocalAgent {
         self.cri.remove_container(id).await?;
         cri::logs::remove_logs(&self.log_file(id));
         self.release_network(id).await;
+        self.files.release(id);
         Ok(())
     }
 

@@ -7,10 +7,12 @@
 
 #[cfg(test)]
 pub mod fake;
+pub mod files;
 pub mod host;
 mod image;
 pub mod local;
 mod mounts;
+pub mod probe;
 mod start;
 mod sweep;
 pub mod volumes;
@@ -64,6 +66,12 @@ pub struct InstanceSpec {
     /// Volumes, bind mounts and tmpfs.
     #[serde(default)]
     pub mounts: Vec<volumes::MountSpec>,
+    /// Files and secret files, their content resolved.
+    #[serde(default)]
+    pub files: Vec<files::FileMount>,
+    /// Host device nodes.
+    #[serde(default)]
+    pub devices: Vec<files::DeviceSpec>,
 }
 
 impl InstanceSpec {
@@ -307,8 +315,8 @@ pub trait NodeAgent: Send + Sync + 'static {
     async fn check(
         &self,
         id: &str,
-        readiness: Option<crate::control::health::Check>,
-        liveness: Option<crate::control::health::Check>,
+        readiness: Option<probe::Check>,
+        liveness: Option<probe::Check>,
     ) -> Result<(), AgentError> {
         let _ = (readiness, liveness);
         Err(AgentError::Other(format!(

@@ -21,6 +21,8 @@ pub(super) struct Mounts {
     pub empty: Vec<String>,
     /// The `orca.volumes` label.
     pub label: Option<String>,
+    /// Host device nodes, checked against `[volumes] devices`.
+    pub devices: Vec<cri::DeviceNode>,
 }
 
 impl LocalAgent {
@@ -30,6 +32,10 @@ impl LocalAgent {
             label: label_of(&spec.project, &spec.mounts),
             ..Default::default()
         };
+        for d in &spec.devices {
+            out.devices
+                .push(super::files::device_node(d, &self.devices).map_err(AgentError::Other)?);
+        }
         for m in &spec.mounts {
             match m {
                 MountSpec::Volume {

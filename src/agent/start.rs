@@ -71,6 +71,7 @@ impl LocalAgent {
             let mut binds =
                 self.net_files(&spec.id, &hostname, attachment.as_ref().map(|a| a.ip))?;
             binds.extend(mounts.binds.iter().cloned());
+            binds.extend(self.files.binds(&spec.id, &spec.files));
             let config = ContainerConfig {
                 id: spec.id.clone(),
                 hostname: Some(hostname.clone()),
@@ -83,6 +84,7 @@ impl LocalAgent {
                 },
                 mounts: binds,
                 tmpfs: mounts.tmpfs.clone(),
+                devices: mounts.devices.clone(),
                 labels,
                 cap_add: spec.cap_add.clone(),
                 cap_drop: spec.cap_drop.clone(),
@@ -93,6 +95,12 @@ impl LocalAgent {
             };
             self.cri.create_container(&image, &config).await?;
             self.fill(spec, &mounts).await?;
+            if !spec.files.is_empty() {
+                let owner = self.cri.process_user(&spec.id).await?;
+                self.files
+                    .write(&spec.id, &spec.files, owner)
+                    .map_err(AgentError::Other)?;
+            }
             self.cri
                 .start_task(&spec.id, &log)
                 .await
@@ -109,6 +117,7 @@ impl LocalAgent {
                     Ok(()) => {
                         cri::logs::remove_logs(&self.log_file(&spec.id));
                         self.release_network(&spec.id).await;
+                        self.files.release(&spec.id);
                     }
                     // The container may still be there (containerd went
                     // away): it keeps its network and log until it is

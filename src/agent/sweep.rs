@@ -22,6 +22,15 @@ impl LocalAgent {
             .remove_orphan_snapshots(&|key| live.contains(key))
             .await?;
         let logs = self.sweep_logs(&live);
+        let files: Vec<String> = self
+            .files
+            .ids()
+            .into_iter()
+            .filter(|id| !live.contains(id))
+            .collect();
+        for id in &files {
+            self.files.release(id);
+        }
         let mut network = Vec::new();
         if let Some(net) = &self.network {
             network = net.sweep(&|owner| live.contains(owner)).await;
@@ -29,10 +38,11 @@ impl LocalAgent {
                 let _ = std::fs::remove_dir_all(self.net_dir.join(owner));
             }
         }
-        if !(snapshots.is_empty() && logs == 0 && network.is_empty()) {
+        if !(snapshots.is_empty() && logs == 0 && network.is_empty() && files.is_empty()) {
             tracing::info!(
                 snapshots = snapshots.len(),
                 logs,
+                files = files.len(),
                 network = network.len(),
                 "removed leftovers of replicas that no longer exist"
             );

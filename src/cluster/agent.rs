@@ -168,8 +168,8 @@ impl Work {
                     local,
                     up.clone(),
                     instance,
-                    readiness,
-                    liveness,
+                    readiness.map(|c| *c),
+                    liveness.map(|c| *c),
                 ));
                 let result = Ok(Answer::Done);
                 let _ = up.send(Up::Reply { id, result }).await;

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::wire::Up;
+use crate::agent::probe::{probe_replica, Check};
 use crate::agent::{service_of, AgentEvent, NodeAgent, ProcessState};
-use crate::control::health::{next_readiness, pacing, probe, Check};
+use crate::control::health::{next_readiness, pacing};
 
 /// Probes at most this often until the first success, so that a new
 /// replica takes traffic as soon as it answers.
@@ -43,7 +44,7 @@ pub async fn run(
             return;
         };
         if let Some(check) = &readiness {
-            let ok = probe(ip, check).await;
+            let ok = probe_replica(local.as_ref(), &id, ip, check).await;
             let (after, f) = next_readiness(ready, failures, ok, check.failure_threshold);
             failures = f;
             if after != ready {
@@ -63,7 +64,7 @@ pub async fn run(
             .is_some_and(|c| last_live.is_none_or(|t| t.elapsed() >= c.interval));
         if let (Some(check), true) = (&liveness, live_due) {
             last_live = Some(Instant::now());
-            if probe(ip, check).await {
+            if probe_replica(local.as_ref(), &id, ip, check).await {
                 live_failures = 0;
             } else {
                 live_failures += 1;

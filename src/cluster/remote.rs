@@ -390,13 +390,13 @@ impl NodeAgent for RemoteAgent {
     async fn check(
         &self,
         id: &str,
-        readiness: Option<crate::control::health::Check>,
-        liveness: Option<crate::control::health::Check>,
+        readiness: Option<crate::agent::probe::Check>,
+        liveness: Option<crate::agent::probe::Check>,
     ) -> Result<(), AgentError> {
         let call = Call::Check {
             id: id.into(),
-            readiness,
-            liveness,
+            readiness: readiness.map(Box::new),
+            liveness: liveness.map(Box::new),
         };
         self.call(call, QUICK).await.map(|_| ())
     }

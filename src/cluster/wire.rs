@@ -153,8 +153,8 @@ pub enum Call {
     /// Check a replica's readiness and liveness until it stops running.
     Check {
         id: String,
-        readiness: Option<crate::control::health::Check>,
-        liveness: Option<crate::control::health::Check>,
+        readiness: Option<Box<crate::agent::probe::Check>>,
+        liveness: Option<Box<crate::agent::probe::Check>>,
     },
 }
 

@@ -85,6 +85,8 @@ pub struct Settings {
     /// `[volumes] host_paths` of the server's own node: where bind mounts
     /// may come from (each node checks its own again at start).
     pub host_paths: Vec<std::path::PathBuf>,
+    /// `[volumes] devices` of the server's own node (checked again at start).
+    pub devices: Vec<String>,
 }
 
 impl Default for Settings {
@@ -108,6 +110,7 @@ impl Default for Settings {
             acme: None,
             https: false,
             host_paths: Vec::new(),
+            devices: Vec::new(),
         }
     }
 }

@@ -63,6 +63,13 @@ pub struct ServiceSpec {
     pub liveness: Option<Probe>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readiness: Option<Probe>,
+    /// Small files and secrets as files (see [`FileSpec`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<FileSpec>,
+    /// Device nodes of the host (privileged; under the node's
+    /// `[volumes] devices`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<String>,
     /// Named volumes, bind mounts and tmpfs (see [`VolumeSpec`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<VolumeSpec>,
@@ -315,12 +322,17 @@ pub fn surge_of(deploy: Option<&DeploySettings>, replicas: u32) -> u32 {
         .unwrap_or_else(|| percent_of(replicas, DEFAULT_SURGE_PERCENT).max(1))
 }
 
-/// An HTTP health probe.
+/// A health probe: an HTTP GET of `path`, a command run in the replica
+/// (`exec`, exit 0 is healthy), or a TCP connect to `port`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Probe {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// The program and its arguments, run like `orca exec` (no shell:
+    /// `["sh", "-c", "..."]` for one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval_secs: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -415,10 +427,12 @@ pub struct TlsFiles {
     pub key: String,
 }
 
+mod files;
 mod privilege;
 mod validate;
 mod volumes;
 
+pub use files::{FileSpec, MAX_FILES_BYTES};
 pub use volumes::{check_target, Mount, VolumeObject, VolumeSpec, VolumeType};
 
 pub use privilege::is_secret_name;

@@ -62,6 +62,7 @@ impl ServiceSpec {
             .values()
             .flat_map(|v| secret_refs_in(v))
             .map(str::to_string)
+            .chain(self.files.iter().filter_map(|f| f.secret.clone()))
             .collect();
         out.sort();
         out.dedup();
@@ -79,6 +80,7 @@ impl ServiceSpec {
                 _ => None,
             })
             .collect();
+        out.extend(self.devices.iter().map(|d| format!("devices {d}")));
         let Some(sec) = &self.security else {
             return out;
         };
@@ -97,6 +99,44 @@ impl ServiceSpec {
         }
         out
     }
+}
+
+/// `devices`: `HOST[:CONTAINER]`, each an absolute plain path, at most
+/// 64 of them, no container path twice.
+pub(super) fn check_devices(devices: &[String]) -> Result<(), ApiError> {
+    if devices.len() > 64 {
+        return Err(ApiError::bad_request("invalid devices: at most 64"));
+    }
+    let plain = |p: &str| {
+        p.starts_with('/')
+            && p.len() > 1
+            && p.len() <= 255
+            && !p.contains('\0')
+            && p[1..]
+                .split('/')
+                .all(|c| !c.is_empty() && c != "." && c != "..")
+    };
+    let mut seen = Vec::new();
+    for d in devices {
+        let (host, container) = d.split_once(':').unwrap_or((d, d));
+        if !plain(host) || !plain(container) || container.contains(':') {
+            return Err(ApiError::bad_request(format!(
+                "invalid devices entry {d:?}: a device node's absolute path, like /dev/ttyUSB0 (or HOST:CONTAINER)"
+            )));
+        }
+        if container.starts_with("/proc/") || container.starts_with("/sys/") {
+            return Err(ApiError::bad_request(format!(
+                "invalid devices entry {d:?}: not on /proc or /sys"
+            )));
+        }
+        if seen.contains(&container) {
+            return Err(ApiError::bad_request(format!(
+                "invalid devices: {container} twice"
+            )));
+        }
+        seen.push(container);
+    }
+    Ok(())
 }
 
 /// Each `${secrets.KEY}` in env names a plain secret name.

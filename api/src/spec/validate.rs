@@ -78,6 +78,18 @@ fn check_probe(field: &str, probe: &Probe) -> Result<(), ApiError> {
     if let Some(p) = &probe.path {
         check_path(&format!("{field}.path"), p)?;
     }
+    if let Some(c) = &probe.exec {
+        if probe.path.is_some() {
+            return Err(ApiError::bad_request(format!(
+                "invalid {field}: path (HTTP) or exec (a command), not both"
+            )));
+        }
+        if c.is_empty() || c[0].is_empty() || c.iter().any(|a| a.contains('\0')) || c.len() > 256 {
+            return Err(ApiError::bad_request(format!(
+                "invalid {field}.exec: a non-empty list of arguments, like [\"pg_isready\", \"-U\", \"app\"]"
+            )));
+        }
+    }
     for (name, v) in [
         ("interval_secs", probe.interval_secs),
         ("timeout_secs", probe.timeout_secs),
@@ -253,6 +265,9 @@ impl ServiceSpec {
             }
         }
         let mounts = super::volumes::check_volumes(&self.volumes)?;
+        let targets: Vec<&str> = mounts.iter().map(Mount::target).collect();
+        super::files::check_files(&self.files, &targets)?;
+        super::privilege::check_devices(&self.devices)?;
         if self.deploy.as_ref().and_then(|d| d.strategy) == Some(Strategy::Canary)
             && mounts.iter().any(Mount::writable_storage)
         {

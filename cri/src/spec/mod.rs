@@ -23,6 +23,7 @@ use crate::resources::Resources;
 use crate::user::UserDb;
 
 pub use caps::{capabilities, parse_capability, DEFAULT_CAPABILITIES};
+pub use extra::{DeviceNode, TmpfsMount};
 
 /// Where the container's network comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -42,14 +43,6 @@ pub struct BindMount {
     pub source: PathBuf,
     pub destination: String,
     pub read_only: bool,
-}
-
-/// A tmpfs in the container: memory, charged to the container's cgroup.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TmpfsMount {
-    pub destination: String,
-    /// Its largest size (none: the kernel's default, half the memory).
-    pub size_bytes: Option<u64>,
 }
 
 /// What orca decides about a container beyond its image.
@@ -75,6 +68,8 @@ pub struct ContainerConfig {
     pub mounts: Vec<BindMount>,
     /// tmpfs mounts (`volumes` of type tmpfs).
     pub tmpfs: Vec<TmpfsMount>,
+    /// Device nodes of the host (`devices`).
+    pub devices: Vec<DeviceNode>,
     /// containerd labels.
     pub labels: HashMap<String, String>,
     /// Capabilities added to [`DEFAULT_CAPABILITIES`], by Linux name
@@ -345,45 +340,7 @@ pub fn build_spec(
             &["nosuid", "nodev", "mode=1777"],
         )?);
     }
-    // A mount inside another comes after it, whatever the order given.
-    let mut extra: Vec<(usize, Mount)> = Vec::new();
-    let depth = |d: &str| d.split('/').filter(|c| !c.is_empty()).count();
-    for bind in &config.mounts {
-        if !bind.destination.starts_with('/') {
-            return Err(CriError::InvalidConfig {
-                field: "mounts",
-                reason: format!("{:?} is not an absolute path", bind.destination),
-            });
-        }
-        let mut options = vec!["rbind", "rprivate"];
-        options.push(if bind.read_only { "ro" } else { "rw" });
-        extra.push((
-            depth(&bind.destination),
-            mount(
-                &bind.destination,
-                "bind",
-                &bind.source.to_string_lossy(),
-                &options,
-            )?,
-        ));
-    }
-    for t in &config.tmpfs {
-        if !t.destination.starts_with('/') {
-            return Err(CriError::InvalidConfig {
-                field: "tmpfs",
-                reason: format!("{:?} is not an absolute path", t.destination),
-            });
-        }
-        let size = t.size_bytes.map(|b| format!("size={b}"));
-        let mut options = vec!["nosuid", "nodev", "mode=1777"];
-        options.extend(size.as_deref());
-        extra.push((
-            depth(&t.destination),
-            mount(&t.destination, "tmpfs", "tmpfs", &options)?,
-        ));
-    }
-    extra.sort_by_key(|(d, _)| *d);
-    mounts.extend(extra.into_iter().map(|(_, m)| m));
+    mounts.extend(extra::user_mounts(config)?);
 
     let mut namespaces = Vec::new();
     for typ in [
@@ -421,6 +378,7 @@ pub fn build_spec(
         .access("rwm")
         .build()
         .map_err(spec_err)?];
+    let (nodes, rules) = extra::devices(&config.devices)?;
     // null, zero, full, random, urandom, tty, ptmx, and the pty slaves.
     for (major, minor) in [
         (1, Some(3)),
@@ -442,6 +400,7 @@ pub fn build_spec(
         }
         devices.push(rule.build().map_err(spec_err)?);
     }
+    devices.extend(rules);
     let mut resources = LinuxResourcesBuilder::default().devices(devices);
     if let Some(limit) = config.resources.pids {
         resources = resources.pids(
@@ -476,6 +435,9 @@ pub fn build_spec(
     let mut linux = LinuxBuilder::default();
     if let Some(seccomp) = seccomp {
         linux = linux.seccomp(seccomp);
+    }
+    if !nodes.is_empty() {
+        linux = linux.devices(nodes);
     }
     let linux = linux
         .namespaces(namespaces)
@@ -514,6 +476,7 @@ pub fn build_spec(
 }
 
 mod caps;
+mod extra;
 pub mod seccomp;
 #[cfg(test)]
 mod seccomp_docker;

@@ -338,9 +338,9 @@ impl ControlPlane {
                 Some(s) => out.push(s),
                 None => {
                     return Err(ApiError::bad_request(format!(
-                        "{}: unknown secret {name:?} in env (project {} has no such secret)",
-                        spec.name, spec.project
-                    )))
+                    "{}: unknown secret {name:?} in env or files (project {} has no such secret)",
+                    spec.name, spec.project
+                )))
                 }
             }
         }

@@ -82,7 +82,8 @@ impl ControlPlane {
                 .map_err(|e| fail(e.to_string()))?;
         }
         self.sealed_refs(spec)?;
-        super::volumes::check_mounts(spec, &self.inner().settings.host_paths)?;
+        let settings = &self.inner().settings;
+        super::volumes::check_mounts(spec, &settings.host_paths, &settings.devices)?;
         if let Some(api::spec::TlsSpec::Files(files)) = &spec.tls {
             let cert_dir = &self.inner().settings.cert_dir;
             for (field, path) in [("cert", &files.cert), ("key", &files.key)] {

@@ -22,7 +22,20 @@ const SIZES_WAIT: Duration = Duration::from_secs(5);
 pub(crate) fn check_mounts(
     spec: &ServiceSpec,
     host_paths: &[std::path::PathBuf],
+    devices: &[String],
 ) -> Result<(), ApiError> {
+    for d in &spec.devices {
+        let host = d.split_once(':').map_or(d.as_str(), |(h, _)| h);
+        if !devices
+            .iter()
+            .any(|p| crate::agent::files::glob_match(p, host))
+        {
+            return Err(ApiError::forbidden(format!(
+                "{}: device {host} is not allowed by the node's [volumes] devices; add it (or a pattern) to devices in the node's config",
+                spec.name
+            )));
+        }
+    }
     for m in spec.mounts() {
         match m {
             Mount::Tmpfs {

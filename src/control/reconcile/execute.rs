@@ -231,20 +231,37 @@ pub(crate) fn instance_spec(
     let spec = &record.spec;
     let resources = spec.resources.clone().unwrap_or_default();
     let security = spec.security.clone().unwrap_or_default();
+    let open = |name: &str| {
+        let (key, sealed) =
+            crate::control::cluster::sealed_secret(&inner.repo, &spec.project, name).ok()??;
+        inner
+            .settings
+            .secrets
+            .as_ref()?
+            .open_value(&key, &sealed)
+            .ok()
+    };
     let mut env = Vec::with_capacity(spec.env.len());
     for (k, v) in &spec.env {
-        let resolved = crate::secrets::substitute(v, &mut |name| {
-            let (key, sealed) =
-                crate::control::cluster::sealed_secret(&inner.repo, &spec.project, name).ok()??;
-            inner
-                .settings
-                .secrets
-                .as_ref()?
-                .open_value(&key, &sealed)
-                .ok()
-        })
-        .map_err(|e| format!("env {k}: {e}"))?;
+        let resolved = crate::secrets::substitute(v, &mut |name| open(name))
+            .map_err(|e| format!("env {k}: {e}"))?;
         env.push((k.clone(), resolved));
+    }
+    let mut files = Vec::with_capacity(spec.files.len());
+    for f in &spec.files {
+        let content = match (&f.content, &f.secret) {
+            (_, Some(name)) => open(name)
+                .map(|v| v.to_string())
+                .ok_or_else(|| format!("files {}: secret {name} cannot be opened", f.target))?,
+            (Some(c), None) => c.clone(),
+            (None, None) => String::new(),
+        };
+        files.push(crate::agent::files::FileMount {
+            target: f.target.clone(),
+            content,
+            mode: f.mode_bits(),
+            secret: f.secret.is_some(),
+        });
     }
     Ok(InstanceSpec {
         id: InstanceSpec::new_id(&spec.name, slot),
@@ -271,5 +288,17 @@ pub(crate) fn instance_spec(
         read_only_rootfs: security.read_only_rootfs,
         user: spec.user.clone(),
         mounts: crate::volumes::mounts_of(spec, slot),
+        files,
+        devices: spec
+            .devices
+            .iter()
+            .map(|d| {
+                let (host, container) = d.split_once(':').unwrap_or((d, d));
+                crate::agent::files::DeviceSpec {
+                    host: host.to_string(),
+                    container: container.to_string(),
+                }
+            })
+            .collect(),
     })
 }

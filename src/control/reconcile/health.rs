@@ -4,7 +4,7 @@
 //! the reconciler then restarts with its backoff. The server checks its
 //! own node's replicas; other nodes check theirs (`cluster::checks`).
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,22 +13,13 @@ use api::spec::{Probe, ServiceSpec};
 use crate::agent::ProcessState;
 use crate::control::Inner;
 
-/// A probe with its defaults filled in.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Check {
-    /// HTTP path, or `None` for a TCP connect.
-    pub path: Option<String>,
-    pub port: u16,
-    pub interval: Duration,
-    pub timeout: Duration,
-    pub failure_threshold: u32,
-    pub initial_delay: Duration,
-}
+pub use crate::agent::probe::{probe_replica, Check};
 
 fn check_from(probe: Option<&Probe>, path: Option<String>, port: u16) -> Check {
     Check {
         path,
         port,
+        exec: probe.and_then(|p| p.exec.clone()),
         interval: Duration::from_secs(probe.and_then(|p| p.interval_secs).unwrap_or(2)),
         timeout: Duration::from_secs(probe.and_then(|p| p.timeout_secs).unwrap_or(1)),
         failure_threshold: probe.and_then(|p| p.failure_threshold).unwrap_or(3),
@@ -36,9 +27,15 @@ fn check_from(probe: Option<&Probe>, path: Option<String>, port: u16) -> Check {
     }
 }
 
-/// The readiness check of a service, if it has a port to check.
+/// The readiness check of a service, if it has a port to check or a
+/// command to run.
 pub fn readiness(spec: &ServiceSpec) -> Option<Check> {
-    let port = u16::try_from(spec.port?).ok()?;
+    let exec = spec.readiness.as_ref().is_some_and(|p| p.exec.is_some());
+    let port = match spec.port {
+        Some(p) => u16::try_from(p).ok()?,
+        None if exec => 0,
+        None => return None,
+    };
     let path = spec
         .readiness
         .as_ref()
@@ -50,38 +47,16 @@ pub fn readiness(spec: &ServiceSpec) -> Option<Check> {
 /// The liveness check of a service, if it has one.
 pub fn liveness(spec: &ServiceSpec) -> Option<Check> {
     let probe = spec.liveness.as_ref()?;
-    let port = u16::try_from(spec.port?).ok()?;
+    let port = match spec.port {
+        Some(p) => u16::try_from(p).ok()?,
+        None if probe.exec.is_some() => 0,
+        None => return None,
+    };
     Some(check_from(
         Some(probe),
         probe.path.clone().or_else(|| spec.health.clone()),
         port,
     ))
-}
-
-/// One probe: an HTTP GET answered 2xx/3xx within the timeout, or a TCP
-/// connect.
-pub async fn probe(ip: Ipv4Addr, check: &Check) -> bool {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let attempt = async {
-        let mut stream = tokio::net::TcpStream::connect(SocketAddr::from((ip, check.port)))
-            .await
-            .ok()?;
-        let Some(path) = &check.path else {
-            return Some(true);
-        };
-        let request =
-            format!("GET {path} HTTP/1.0\r\nHost: {ip}\r\nUser-Agent: orca-health\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut head = [0u8; 16];
-        let n = stream.read(&mut head).await.ok()?;
-        let line = std::str::from_utf8(&head[..n]).ok()?;
-        let code: u16 = line.split(' ').nth(1)?.parse().ok()?;
-        Some((200..400).contains(&code))
-    };
-    matches!(
-        tokio::time::timeout(check.timeout, attempt).await,
-        Ok(Some(true))
-    )
 }
 
 /// When a replica's checks start (the shortest initial delay) and how
@@ -202,8 +177,13 @@ async fn run_checker(
         if !still_here {
             break;
         }
+        let agent = inner.agent_of(&id).ok();
+        let probed = async |check: &Check| match &agent {
+            Some(a) => probe_replica(a.as_ref(), &id, ip, check).await,
+            None => false,
+        };
         if let Some(check) = &ready {
-            let ok = probe(ip, check).await;
+            let ok = probed(check).await;
             let (before, failures) = {
                 let st = inner.state();
                 st.replicas
@@ -237,7 +217,7 @@ async fn run_checker(
             .is_some_and(|c| last_live.is_none_or(|t| t.elapsed() >= c.interval));
         if let (Some(check), true) = (&live, live_due) {
             last_live = Some(std::time::Instant::now());
-            if probe(ip, check).await {
+            if probed(check).await {
                 live_failures = 0;
             } else {
                 live_failures += 1;
@@ -280,6 +260,7 @@ pub(crate) fn routable(st: &crate::control::State, spec: &ServiceSpec, id: &str)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::agent::probe::probe;
 
     fn spec(json: serde_json::Value) -> ServiceSpec {
         serde_json::from_value(json).unwrap()
@@ -333,6 +314,7 @@ mod tests {
         let mk = |path: Option<&str>, port| Check {
             path: path.map(str::to_string),
             port,
+            exec: None,
             interval: Duration::from_secs(1),
             timeout: Duration::from_millis(500),
             failure_threshold: 1,
