@@ -44,6 +44,12 @@ pub enum ApiResponse {
     /// An interactive exec: the request is upgraded to a WebSocket that
     /// carries this session (see [`crate::attach`]).
     Attach(crate::attach::Session),
+    /// A binary stream (an archive) with its media type and headers.
+    Download {
+        data: mpsc::Receiver<Bytes>,
+        content_type: &'static str,
+        headers: Vec<(&'static str, String)>,
+    },
 }
 
 impl ApiResponse {
@@ -118,6 +124,19 @@ fn into_response(answer: ApiResponse) -> Response<Body> {
         ApiResponse::Text(text) => full(200, "text/plain; charset=utf-8", text),
         ApiResponse::Metrics(text) => full(200, "text/plain; version=0.0.4; charset=utf-8", text),
         ApiResponse::Stream(rx) => streamed(rx, "text/plain; charset=utf-8"),
+        ApiResponse::Download {
+            data,
+            content_type,
+            headers,
+        } => {
+            let mut r = streamed(data, content_type);
+            for (name, value) in headers {
+                if let Ok(v) = header::HeaderValue::from_str(&value) {
+                    r.headers_mut().insert(name, v);
+                }
+            }
+            r
+        }
         ApiResponse::Page => {
             let mut r = full(200, "text/html; charset=utf-8", crate::page::INDEX);
             let h = r.headers_mut();
@@ -227,6 +246,31 @@ async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
     }
 }
 
+/// A body handed on as it arrives (an upload), in the order it comes; a
+/// broken one ends with an error.
+fn pump(mut body: Incoming) -> mpsc::Receiver<Result<Bytes, String>> {
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(async move {
+        loop {
+            match body.frame().await {
+                None => return,
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        if tx.send(Ok(data)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Some(Err(e)) => {
+                    let _ = tx.send(Err(e.to_string())).await;
+                    return;
+                }
+            }
+        }
+    });
+    rx
+}
+
 fn too_large() -> ApiError {
     ApiError::new(413, format!("request body larger than {} bytes", MAX_BODY))
 }
@@ -311,7 +355,8 @@ pub async fn serve_request(
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        let upload = crate::request::is_upload(&method, &path);
+        if declared.is_some_and(|n| n > MAX_BODY as u64) && !upload {
             return Err(too_large());
         }
         let mut caller = None;
@@ -319,14 +364,21 @@ pub async fn serve_request(
         if let Some(access) = early {
             caller = authorize(handler.as_ref(), access, auth_header.as_deref(), peer)?;
         }
-        let bytes = read_body(body).await?;
-        let parsed = parse(RawRequest {
+        let (bytes, streamed_body) = if upload {
+            (Bytes::new(), Some(pump(body)))
+        } else {
+            (read_body(body).await?, None)
+        };
+        let mut parsed = parse(RawRequest {
             method: &method,
             path: &path,
             query: parts.uri.query(),
             headers: &parts.headers,
             body: bytes,
         })?;
+        if let (ApiRequest::RestoreVolume { body, .. }, Some(rx)) = (&mut parsed, streamed_body) {
+            *body = crate::request::Upload::new(rx);
+        }
         route = parsed.route();
         let signed = match early {
             Some(access) => access == Access::Signature,

@@ -36,3 +36,16 @@ pub struct VolumeMoved {
     pub sha256: String,
     pub seconds: f64,
 }
+
+/// `PUT /api/v1/volumes/{project}/{name}/restore` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct VolumeRestored {
+    pub project: String,
+    pub name: String,
+    pub node: String,
+    /// Bytes of the archive received, and its SHA-256.
+    pub bytes: u64,
+    pub sha256: String,
+    /// Members unpacked.
+    pub members: u64,
+}

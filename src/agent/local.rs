@@ -408,6 +408,38 @@ impl NodeAgent for LocalAgent {
             .map_err(AgentError::Other)
     }
 
+    async fn export_volume(
+        &self,
+        project: &str,
+        name: &str,
+        pause: bool,
+        gzip: bool,
+    ) -> Result<super::backup::Export, AgentError> {
+        self.export(project, name, pause, gzip).await
+    }
+
+    async fn receive_volume(
+        &self,
+        project: &str,
+        name: &str,
+        gzip: bool,
+        data: mpsc::Receiver<Vec<u8>>,
+    ) -> Result<super::backup::Received, AgentError> {
+        self.receive(project, name, gzip, data).await
+    }
+
+    async fn commit_volume(&self, project: &str, name: &str) -> Result<(), AgentError> {
+        self.commit(project, name).await
+    }
+
+    async fn discard_volume(&self, project: &str, name: &str) -> Result<(), AgentError> {
+        self.discard(project, name)
+    }
+
+    async fn volume_users(&self, project: &str, name: &str) -> Result<Vec<String>, AgentError> {
+        self.users(project, name).await
+    }
+
     async fn usage(&self, id: &str) -> Result<cri::metrics::Usage, AgentError> {
         Ok(self.cri.usage(id).await?)
     }

@@ -5,6 +5,8 @@
 //! the local agent removes what replicas that no longer exist left behind
 //! (`sweep`).
 
+pub mod archive;
+pub mod backup;
 #[cfg(test)]
 pub mod fake;
 pub mod files;
@@ -293,6 +295,57 @@ pub trait NodeAgent: Send + Sync + 'static {
             "node {} holds no volumes",
             self.node_id()
         )))
+    }
+    /// The archive of a volume as it streams (gzip when `gzip`). With
+    /// `pause`, the replicas on the node that mount it are paused while it
+    /// is read (how long: `paused`).
+    async fn export_volume(
+        &self,
+        project: &str,
+        name: &str,
+        pause: bool,
+        gzip: bool,
+    ) -> Result<backup::Export, AgentError> {
+        let _ = (project, name, pause, gzip);
+        Err(AgentError::Other(format!(
+            "node {} holds no volumes",
+            self.node_id()
+        )))
+    }
+    /// Receives an archive of a volume, checks it (an archive that would
+    /// write outside the volume is refused, with nothing written) and
+    /// unpacks it beside the volume, which stays as it is.
+    async fn receive_volume(
+        &self,
+        project: &str,
+        name: &str,
+        gzip: bool,
+        data: mpsc::Receiver<Vec<u8>>,
+    ) -> Result<backup::Received, AgentError> {
+        let _ = (project, name, gzip, data);
+        Err(AgentError::Other(format!(
+            "node {} holds no volumes",
+            self.node_id()
+        )))
+    }
+    /// Puts what [`NodeAgent::receive_volume`] unpacked in place of the
+    /// volume's content (refused while a replica mounts it).
+    async fn commit_volume(&self, project: &str, name: &str) -> Result<(), AgentError> {
+        let _ = (project, name);
+        Err(AgentError::Other(format!(
+            "node {} holds no volumes",
+            self.node_id()
+        )))
+    }
+    /// Drops what [`NodeAgent::receive_volume`] left.
+    async fn discard_volume(&self, project: &str, name: &str) -> Result<(), AgentError> {
+        let _ = (project, name);
+        Ok(())
+    }
+    /// The running replicas on the node that mount the volume.
+    async fn volume_users(&self, project: &str, name: &str) -> Result<Vec<String>, AgentError> {
+        let _ = (project, name);
+        Ok(Vec::new())
     }
     /// Ends the connection to a remote node (it was removed); nothing for
     /// a node in process.

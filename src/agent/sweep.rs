@@ -22,6 +22,7 @@ impl LocalAgent {
             .remove_orphan_snapshots(&|key| live.contains(key))
             .await?;
         let logs = self.sweep_logs(&live);
+        self.volumes.sweep();
         let files: Vec<String> = self
             .files
             .ids()

@@ -98,7 +98,9 @@ impl Volumes {
         }
     }
 
-    fn dir(&self, project: &str, name: &str) -> Result<PathBuf, String> {
+    /// The volume's own directory (its `data`, `volume.json`, and what a
+    /// restore or a move stages beside them).
+    pub fn dir(&self, project: &str, name: &str) -> Result<PathBuf, String> {
         if !plain(project) || !plain(name) {
             return Err(format!("invalid volume {project}/{name}"));
         }
@@ -146,6 +148,82 @@ impl Volumes {
             data,
             fill: !meta.filled,
         })
+    }
+
+    /// Whether the volume exists here.
+    pub fn exists(&self, project: &str, name: &str) -> bool {
+        self.dir(project, name)
+            .is_ok_and(|d| Self::meta(&d).is_some() && d.join("data").is_dir())
+    }
+
+    /// Puts what a restore or a move unpacked (`incoming`) in place of the
+    /// volume's content, which is deleted, never merged; a volume new here
+    /// is made, and counts as filled (no copy-up over it).
+    pub fn swap_in(&self, project: &str, name: &str) -> Result<(), String> {
+        let dir = self.dir(project, name)?;
+        let incoming = dir.join("incoming");
+        if !incoming.is_dir() {
+            return Err(format!("nothing received for volume {project}/{name}"));
+        }
+        let data = dir.join("data");
+        let old = dir.join("data.old");
+        if data.exists() {
+            let _ = std::fs::remove_dir_all(&old);
+            std::fs::rename(&data, &old).map_err(|e| err("rename", &data, e))?;
+        }
+        std::fs::rename(&incoming, &data).map_err(|e| err("rename", &incoming, e))?;
+        let mut meta = Self::meta(&dir).unwrap_or(Meta {
+            created: unix_now(),
+            filled: true,
+        });
+        meta.filled = true;
+        Self::write_meta(&dir, &meta)?;
+        if old.exists() {
+            std::fs::remove_dir_all(&old).map_err(|e| err("remove", &old, e))?;
+        }
+        Ok(())
+    }
+
+    /// Puts right what a crash left mid-way: a swap cut between its two
+    /// renames gets the old content back; what was staged goes.
+    pub fn sweep(&self) {
+        let Ok(projects) = std::fs::read_dir(&self.root) else {
+            return;
+        };
+        for p in projects.flatten() {
+            let Ok(names) = std::fs::read_dir(p.path()) else {
+                continue;
+            };
+            for n in names.flatten() {
+                let dir = n.path();
+                let (data, old) = (dir.join("data"), dir.join("data.old"));
+                if !data.exists() && old.is_dir() {
+                    if let Err(e) = std::fs::rename(&old, &data) {
+                        tracing::warn!(dir = %dir.display(), error = %e, "restoring a volume's content");
+                    }
+                }
+                let Ok(entries) = std::fs::read_dir(&dir) else {
+                    continue;
+                };
+                for e in entries.flatten() {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    if name.starts_with("incoming")
+                        || name.starts_with("backup-")
+                        || name == "data.old"
+                    {
+                        let path = e.path();
+                        let gone = if path.is_dir() {
+                            std::fs::remove_dir_all(&path)
+                        } else {
+                            std::fs::remove_file(&path)
+                        };
+                        if gone.is_ok() {
+                            tracing::info!(path = %path.display(), "removed what a cut-off volume transfer left");
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Records that the volume was filled (or needs no filling): a second

@@ -117,6 +117,7 @@ async fn session(
         tasks: tokio::task::JoinSet::new(),
         follows: std::collections::HashMap::new(),
         attached: std::collections::HashMap::new(),
+        receiving: std::collections::HashMap::new(),
     };
     work.tasks.spawn(heartbeats(local.clone(), up.clone()));
     work.tasks.spawn(forward_events(local.clone(), up));
@@ -147,6 +148,8 @@ struct Work {
     follows: std::collections::HashMap<u64, tokio::task::AbortHandle>,
     /// The input of each interactive exec, by call id.
     attached: std::collections::HashMap<u64, mpsc::Sender<cri::AttachInput>>,
+    /// The archive each volume receive takes, by call id.
+    receiving: std::collections::HashMap<u64, mpsc::Sender<Vec<u8>>>,
 }
 
 impl Work {
@@ -195,6 +198,45 @@ impl Work {
                 self.follows.insert(id, self.tasks.spawn(task));
                 self.attached.insert(id, input);
             }
+            Down::Call {
+                id,
+                call:
+                    Call::ExportVolume {
+                        project,
+                        name,
+                        pause,
+                        gzip,
+                    },
+            } => {
+                let task = super::transfer::export(local, up, id, (project, name, pause, gzip));
+                self.follows.insert(id, self.tasks.spawn(task));
+            }
+            Down::Call {
+                id,
+                call:
+                    Call::ReceiveVolume {
+                        project,
+                        name,
+                        gzip,
+                    },
+            } => {
+                let (tx, rx) = mpsc::channel(16);
+                let task = super::transfer::receive(local, up, id, (project, name, gzip), rx);
+                self.follows.insert(id, self.tasks.spawn(task));
+                self.receiving.insert(id, tx);
+            }
+            Down::Piece { id, piece } => match piece {
+                crate::agent::archive::Piece::Data(bytes) => {
+                    if let Some(tx) = self.receiving.get(&id) {
+                        if tx.send(bytes).await.is_err() {
+                            self.receiving.remove(&id);
+                        }
+                    }
+                }
+                crate::agent::archive::Piece::End(_) => {
+                    self.receiving.remove(&id);
+                }
+            },
             Down::Attach { id, input } => {
                 if let Some(tx) = self.attached.get(&id) {
                     if tx.send(input).await.is_err() {
@@ -211,6 +253,7 @@ impl Work {
             }
             Down::Cancel { id } => {
                 self.attached.remove(&id);
+                self.receiving.remove(&id);
                 if let Some(h) = self.follows.remove(&id) {
                     h.abort();
                 }
@@ -419,6 +462,17 @@ async fn answer(local: &dyn NodeAgent, served: &Served, call: Call) -> Result<An
         }
         Call::Usage { id } => Answer::Usage(local.usage(&id).await.map_err(wire)?),
         Call::Volumes => Answer::Volumes(local.volumes().await.map_err(wire)?),
+        Call::CommitVolume { project, name } => {
+            local.commit_volume(&project, &name).await.map_err(wire)?;
+            Answer::Done
+        }
+        Call::DiscardVolume { project, name } => {
+            local.discard_volume(&project, &name).await.map_err(wire)?;
+            Answer::Done
+        }
+        Call::VolumeUsers { project, name } => {
+            Answer::Ids(local.volume_users(&project, &name).await.map_err(wire)?)
+        }
         Call::RemoveVolume { project, name } => {
             Answer::Removed(local.remove_volume(&project, &name).await.map_err(wire)?)
         }
@@ -432,7 +486,11 @@ async fn answer(local: &dyn NodeAgent, served: &Served, call: Call) -> Result<An
                 .await
                 .map_err(wire)?,
         ),
-        Call::LogsFollow { .. } | Call::Check { .. } | Call::Attach { .. } => {
+        Call::LogsFollow { .. }
+        | Call::Check { .. }
+        | Call::Attach { .. }
+        | Call::ExportVolume { .. }
+        | Call::ReceiveVolume { .. } => {
             return Err(WireError {
                 kind: super::wire::ErrorKind::Other,
                 message: "log follows, checks and interactive execs run on, they are not answered"

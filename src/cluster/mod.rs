@@ -10,4 +10,5 @@ pub mod pki;
 pub mod remote;
 pub mod service;
 pub mod token;
+mod transfer;
 pub mod wire;

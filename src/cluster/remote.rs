@@ -35,6 +35,8 @@ pub struct RemoteAgent {
     follows: Mutex<HashMap<u64, mpsc::Sender<LogLine>>>,
     /// Where each interactive exec's output goes, by call id.
     attached: Mutex<HashMap<u64, mpsc::Sender<cri::AttachOutput>>>,
+    /// Where each volume export's pieces go, by call id.
+    transfers: Mutex<HashMap<u64, mpsc::Sender<crate::agent::archive::Piece>>>,
     /// Dropped to end the stream to the node (it was removed).
     kill: Mutex<Option<oneshot::Sender<()>>>,
 }
@@ -60,7 +62,40 @@ impl RemoteAgent {
             events: Mutex::new(Vec::new()),
             follows: Mutex::new(HashMap::new()),
             attached: Mutex::new(HashMap::new()),
+            transfers: Mutex::new(HashMap::new()),
         }
+    }
+
+    pub(super) fn next_id(&self) -> u64 {
+        self.next.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(super) async fn call_with_id(
+        &self,
+        id: u64,
+        call: Call,
+        limit: Duration,
+    ) -> Result<Answer, AgentError> {
+        self.call_as(id, call, limit).await
+    }
+
+    pub(super) async fn send_down(&self, message: Down) -> Result<(), AgentError> {
+        self.sender()?
+            .send(Ok(message))
+            .await
+            .map_err(|_| self.unreachable("connection closed"))
+    }
+
+    pub(super) fn transfer(&self, id: u64) -> Option<mpsc::Sender<crate::agent::archive::Piece>> {
+        lock(&self.transfers).get(&id).cloned()
+    }
+
+    pub(super) fn start_transfer(&self, id: u64, tx: mpsc::Sender<crate::agent::archive::Piece>) {
+        lock(&self.transfers).insert(id, tx);
+    }
+
+    pub(super) fn end_transfer(&self, id: u64) {
+        lock(&self.transfers).remove(&id);
     }
 
     fn unreachable(&self, reason: impl Into<String>) -> AgentError {
@@ -157,6 +192,7 @@ impl RemoteAgent {
         lock(&self.events).clear();
         lock(&self.follows).clear();
         lock(&self.attached).clear();
+        lock(&self.transfers).clear();
     }
 
     fn unexpected(&self, answer: Answer) -> AgentError {
@@ -302,6 +338,53 @@ impl NodeAgent for RemoteAgent {
         };
         match self.call(call, START).await? {
             Answer::Removed(r) => Ok(r),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    async fn export_volume(
+        &self,
+        project: &str,
+        name: &str,
+        pause: bool,
+        gzip: bool,
+    ) -> Result<crate::agent::backup::Export, AgentError> {
+        self.export(project, name, pause, gzip).await
+    }
+
+    async fn receive_volume(
+        &self,
+        project: &str,
+        name: &str,
+        gzip: bool,
+        data: mpsc::Receiver<Vec<u8>>,
+    ) -> Result<crate::agent::backup::Received, AgentError> {
+        self.receive(project, name, gzip, data).await
+    }
+
+    async fn commit_volume(&self, project: &str, name: &str) -> Result<(), AgentError> {
+        let call = Call::CommitVolume {
+            project: project.into(),
+            name: name.into(),
+        };
+        self.call(call, START).await.map(|_| ())
+    }
+
+    async fn discard_volume(&self, project: &str, name: &str) -> Result<(), AgentError> {
+        let call = Call::DiscardVolume {
+            project: project.into(),
+            name: name.into(),
+        };
+        self.call(call, QUICK).await.map(|_| ())
+    }
+
+    async fn volume_users(&self, project: &str, name: &str) -> Result<Vec<String>, AgentError> {
+        let call = Call::VolumeUsers {
+            project: project.into(),
+            name: name.into(),
+        };
+        match self.call(call, QUICK).await? {
+            Answer::Ids(ids) => Ok(ids),
             other => Err(self.unexpected(other)),
         }
     }

@@ -186,6 +186,7 @@ async fn read_up(
             }
             Up::LogEnd { id } => agent.log_end(id),
             Up::Attached { id, output } => agent.attached_output(id, output),
+            Up::Piece { id, piece } => agent.piece(id, piece).await,
         }
     }
     agent.closed();

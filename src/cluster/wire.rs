@@ -67,6 +67,11 @@ pub enum Up {
         id: u64,
         output: cri::AttachOutput,
     },
+    /// A piece of the volume archive of call `id`; `End` is its last.
+    Piece {
+        id: u64,
+        piece: crate::agent::archive::Piece,
+    },
 }
 
 /// Server to agent.
@@ -88,6 +93,11 @@ pub enum Down {
     Attach {
         id: u64,
         input: cri::AttachInput,
+    },
+    /// A piece of the archive call `id` receives; `End` is its last.
+    Piece {
+        id: u64,
+        piece: crate::agent::archive::Piece,
     },
 }
 
@@ -150,6 +160,33 @@ pub enum Call {
         project: String,
         name: String,
     },
+    /// Stream a volume's archive up (answered `Export` first, then
+    /// [`Up::Piece`]s under the call's id).
+    ExportVolume {
+        project: String,
+        name: String,
+        pause: bool,
+        gzip: bool,
+    },
+    /// Receive a volume's archive ([`Down::Piece`]s under the call's id),
+    /// answered once it is checked and unpacked.
+    ReceiveVolume {
+        project: String,
+        name: String,
+        gzip: bool,
+    },
+    CommitVolume {
+        project: String,
+        name: String,
+    },
+    DiscardVolume {
+        project: String,
+        name: String,
+    },
+    VolumeUsers {
+        project: String,
+        name: String,
+    },
     /// Check a replica's readiness and liveness until it stops running.
     Check {
         id: String,
@@ -184,6 +221,9 @@ pub enum Answer {
     Exec(cri::ExecOutput),
     Volumes(Vec<crate::agent::volumes::VolumeInfo>),
     Removed(bool),
+    Export { paused_ms: Option<u64> },
+    Received(crate::agent::backup::Received),
+    Ids(Vec<String>),
 }
 
 /// A node's failure, typed so that the server can tell "no such replica"

@@ -72,6 +72,10 @@ fn success(reply: Reply) -> (u16, Value) {
                 "Events, each with an id and JSON data naming what it concerns",
             ),
         ),
+        Reply::Binary(media) => (
+            200,
+            json!({ "description": "An archive", "content": { media: { "schema": { "type": "string", "format": "binary" } } } }),
+        ),
         Reply::Upgrade => (
             101,
             json!({ "description": "Switched to a WebSocket (send Upgrade: websocket, Connection: Upgrade, Sec-WebSocket-Key and Sec-WebSocket-Version: 13)" }),
@@ -179,6 +183,12 @@ fn operation(route: &Route) -> Value {
                 "schema": { "$ref": format!("#/components/schemas/{}", body.schema) },
                 "example": example,
             } },
+        });
+    }
+    if route.op == "volumes_restore" {
+        op["requestBody"] = json!({
+            "required": true,
+            "content": { "application/gzip": { "schema": { "type": "string", "format": "binary" } } },
         });
     }
     let mut responses = Map::new();

@@ -54,6 +54,8 @@ pub enum Reply {
     Events,
     /// 101: a WebSocket.
     Upgrade,
+    /// A binary stream of this media type.
+    Binary(&'static str),
 }
 
 /// One route.

@@ -99,6 +99,7 @@ fn vocabulary() -> Vec<String> {
         include_str!("../request/credentials.rs"),
         include_str!("../request/webhooks.rs"),
         include_str!("../request/events.rs"),
+        include_str!("../request/volumes.rs"),
     ];
     let mut words = BTreeSet::new();
     for source in sources {

@@ -27,7 +27,7 @@ mod webhooks;
 pub use events::EventsQuery;
 pub use params::query_pairs;
 pub use services::websocket;
-pub use volumes::MoveVolumeRequest;
+pub use volumes::{is_upload, MoveVolumeRequest, Upload};
 
 /// Largest `tail` accepted.
 pub const MAX_TAIL: usize = 100_000;
@@ -134,6 +134,17 @@ pub enum ApiRequest {
         name: String,
         node: String,
     },
+    BackupVolume {
+        project: String,
+        name: String,
+        live: bool,
+    },
+    /// The archive streams in as `body`.
+    RestoreVolume {
+        project: String,
+        name: String,
+        body: Upload,
+    },
 }
 
 /// A git push notification, kept raw until its signature is checked.
@@ -175,6 +186,8 @@ impl ApiRequest {
             | CreateWebhook(_)
             | DeleteVolume { .. }
             | MoveVolume { .. }
+            | BackupVolume { .. }
+            | RestoreVolume { .. }
             | DeleteWebhook { .. } => Access::Role(Role::Deployer),
             StopAll
             | Drain { .. }
@@ -233,6 +246,8 @@ impl ApiRequest {
             ListVolumes { .. } => "volumes_list",
             DeleteVolume { .. } => "volumes_delete",
             MoveVolume { .. } => "volumes_move",
+            BackupVolume { .. } => "volumes_backup",
+            RestoreVolume { .. } => "volumes_restore",
         }
     }
 }
@@ -289,7 +304,8 @@ pub fn body_route_access(method: &Method, path: &str) -> Option<Access> {
         (&Method::POST, ["api", "v1", "deploy"])
         | (&Method::POST, ["api", "v1", "services", _, "scale" | "rollback" | "exec"])
         | (&Method::POST, ["api", "v1", "webhooks"])
-        | (&Method::POST, ["api", "v1", "volumes", _, _, "move"]) => {
+        | (&Method::POST, ["api", "v1", "volumes", _, _, "move"])
+        | (&Method::PUT, ["api", "v1", "volumes", _, _, "restore"]) => {
             Some(Access::Role(Role::Deployer))
         }
         (&Method::POST, ["api", "v1", "tokens"])

@@ -123,6 +123,30 @@ impl Cri {
             .unwrap_or(false)
     }
 
+    /// Freezes every process of the task (the cgroup freezer).
+    pub async fn pause(&self, id: &str) -> Result<()> {
+        use containerd_client::services::v1::PauseTaskRequest;
+        self.tasks()
+            .pause(self.req(PauseTaskRequest {
+                container_id: id.to_string(),
+            }))
+            .await
+            .map_err(|s| self.unavailable_or("Tasks.Pause", id, s))?;
+        Ok(())
+    }
+
+    /// Thaws a paused task.
+    pub async fn resume(&self, id: &str) -> Result<()> {
+        use containerd_client::services::v1::ResumeTaskRequest;
+        self.tasks()
+            .resume(self.req(ResumeTaskRequest {
+                container_id: id.to_string(),
+            }))
+            .await
+            .map_err(|s| self.unavailable_or("Tasks.Resume", id, s))?;
+        Ok(())
+    }
+
     /// Sends `signal` to the task's init process, or to all its processes.
     pub async fn kill(&self, id: &str, signal: u32, all: bool) -> Result<()> {
         self.tasks()

@@ -87,6 +87,16 @@ impl Handler for ControlPlane {
                 name,
                 node,
             } => self.move_volume(&project, &name, &node).await,
+            ApiRequest::BackupVolume {
+                project,
+                name,
+                live,
+            } => self.backup_volume(&project, &name, live).await,
+            ApiRequest::RestoreVolume {
+                project,
+                name,
+                body,
+            } => self.restore_volume(&project, &name, body).await,
         }
     }
 

@@ -65,6 +65,12 @@ pub(crate) fn scoped(
         | ApiRequest::MoveVolume {
             project: ref name, ..
         }
+        | ApiRequest::BackupVolume {
+            project: ref name, ..
+        }
+        | ApiRequest::RestoreVolume {
+            project: ref name, ..
+        }
         | ApiRequest::ListSecrets { project: ref name }
         | ApiRequest::PutSecret {
             project: ref name, ..

@@ -178,16 +178,3 @@ impl ControlPlane {
         ApiResponse::ok(&serde_json::json!({ "deleted": key }))
     }
 }
-
-impl ControlPlane {
-    /// Moves volume `project/name` to `node` (see `volumes::moving`).
-    pub(crate) async fn move_volume(
-        &self,
-        project: &str,
-        name: &str,
-        node: &str,
-    ) -> Result<ApiResponse, ApiError> {
-        let _ = (project, name, node);
-        Err(ApiError::new(501, "moving volumes: not built yet"))
-    }
-}

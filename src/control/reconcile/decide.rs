@@ -136,13 +136,25 @@ fn standing(
 ) -> Standing {
     let after = reschedule_after(record, reschedule_after_default);
     let (lost, lost_at) = lost(table, instances, after, now);
-    let (leaving, overdue) = draining(
+    let (leaving, mut overdue) = draining(
         table,
         service,
         instances,
         &|node, service| earlier_on(st, node, service),
         SystemTime::now(),
     );
+    // Replicas on a volume being restored or moved stop now.
+    if let Some(r) = record.filter(|_| !st.busy.is_empty()) {
+        for i in instances {
+            let spec = crate::control::schedule::spec_of(r, i.version);
+            if crate::volumes::volumes_of(spec, i.slot)
+                .iter()
+                .any(|k| st.busy.contains_key(k))
+            {
+                overdue.insert(i.id.clone());
+            }
+        }
+    }
     let unreachable = instances
         .iter()
         .filter(|i| !table.reachable(&i.node))
@@ -258,7 +270,7 @@ fn plans<'a>(
     let (canary_list, stable_list): (Vec<Instance>, Vec<Instance>) = live
         .into_iter()
         .partition(|i| canary.is_some_and(|c| c.version == i.version));
-    let mut placer = Placer::new(&record.spec, &st.volumes);
+    let mut placer = Placer::new(&record.spec, &st.volumes, &st.busy);
     let stable = plan(desired, &stable_list, &rules, &mut |slot| {
         placer.place(scheduler, slot)
     });
@@ -298,7 +310,7 @@ fn plans<'a>(
             max_surge: 1,
             recreate: false,
         };
-        let mut placer = Placer::new(&c.spec, &st.volumes);
+        let mut placer = Placer::new(&c.spec, &st.volumes, &st.busy);
         let plan = plan(Some(want), &canary_list, &rules, &mut |slot| {
             placer.place(scheduler, slot)
         });

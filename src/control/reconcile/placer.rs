@@ -18,6 +18,7 @@ pub(crate) struct Placer<'a> {
     spec: &'a ServiceSpec,
     demand: Demand<'a>,
     held: &'a BTreeMap<String, VolumeRecord>,
+    busy: &'a BTreeMap<String, String>,
     /// Volumes placed this round, before any record exists.
     chosen: HashMap<String, String>,
     /// Why the last unplaced replica was not placed, when the scheduler's
@@ -28,11 +29,16 @@ pub(crate) struct Placer<'a> {
 }
 
 impl<'a> Placer<'a> {
-    pub fn new(spec: &'a ServiceSpec, held: &'a BTreeMap<String, VolumeRecord>) -> Self {
+    pub fn new(
+        spec: &'a ServiceSpec,
+        held: &'a BTreeMap<String, VolumeRecord>,
+        busy: &'a BTreeMap<String, String>,
+    ) -> Self {
         Placer {
             spec,
             demand: demand_of(spec),
             held,
+            busy,
             chosen: HashMap::new(),
             waiting: None,
             rejected: None,
@@ -45,6 +51,13 @@ impl<'a> Placer<'a> {
 
     /// The node for a new replica of `slot`, reserved on `scheduler`.
     pub fn place(&mut self, scheduler: &mut Scheduler, slot: u32) -> Option<String> {
+        if let Some(why) = volumes_of(self.spec, slot)
+            .iter()
+            .find_map(|k| self.busy.get(k).map(|w| format!("volume {k} is {w}")))
+        {
+            self.waiting = Some(why);
+            return None;
+        }
         let pin = pin_of(self.spec, slot, &|key| {
             self.held
                 .get(key)

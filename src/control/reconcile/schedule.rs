@@ -41,7 +41,13 @@ pub fn cpu_limit_of(spec: &ServiceSpec) -> f64 {
 /// spec (an old version's mid-rollout, a canary's), so that nothing is
 /// counted by a spec it does not run.
 pub fn load_of(record: &crate::store::ServiceRecord, version: u64) -> Load {
-    let spec = record
+    demand_of(spec_of(record, version)).load()
+}
+
+/// The spec replicas of `record`'s `version` run: the canary's, an older
+/// version's from history, else the current one.
+pub fn spec_of(record: &crate::store::ServiceRecord, version: u64) -> &ServiceSpec {
+    record
         .canary
         .as_ref()
         .filter(|c| c.version == version)
@@ -52,8 +58,7 @@ pub fn load_of(record: &crate::store::ServiceRecord, version: u64) -> Load {
                 .flatten()
                 .map(|v| &v.spec)
         })
-        .unwrap_or(&record.spec);
-    demand_of(spec).load()
+        .unwrap_or(&record.spec)
 }
 
 /// The demand of a replica of `spec`.

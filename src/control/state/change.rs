@@ -301,6 +301,24 @@ impl State {
         Ok(new)
     }
 
+    /// Marks volume `key` busy with `why` (false: it already is), or
+    /// (`None`) no longer busy.
+    pub fn set_busy(&mut self, key: &str, why: Option<String>) -> bool {
+        self.touch();
+        let map = Arc::make_mut(&mut self.busy);
+        match why {
+            Some(w) if map.contains_key(key) => {
+                let _ = w;
+                false
+            }
+            Some(w) => {
+                map.insert(key.to_string(), w);
+                true
+            }
+            None => map.remove(key).is_some(),
+        }
+    }
+
     /// Puts (`Some`) or forgets a volume's record.
     pub fn set_volume(&mut self, key: &str, record: Option<crate::store::VolumeRecord>) {
         self.touch();

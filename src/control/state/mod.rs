@@ -105,6 +105,9 @@ pub struct State {
     /// Named volumes by `project/name`: the node that holds each (a
     /// cache of the store).
     pub volumes: Arc<std::collections::BTreeMap<String, crate::store::VolumeRecord>>,
+    /// Volumes being restored or moved, with why: their replicas are
+    /// stopped and none starts until the work is done.
+    pub busy: Arc<std::collections::BTreeMap<String, String>>,
     /// Bumped by every change that an answer shows, so that answers cached
     /// from an older state are not served again (see `status`).
     pub epoch: u64,

@@ -47,6 +47,7 @@ enum Msg {
     Readiness(String, Option<bool>, Option<u32>, oneshot::Sender<bool>),
     Decide(Box<DecideArgs>, oneshot::Sender<Decided>),
     ClaimVolumes(Vec<String>, String, oneshot::Sender<Option<Claimed>>),
+    SetBusy(String, Option<String>, oneshot::Sender<bool>),
     SetVolume(
         String,
         Option<crate::store::VolumeRecord>,
@@ -143,6 +144,7 @@ fn apply(st: &mut State, msg: Msg) -> Answer {
         }
         Msg::Readiness(id, healthy, failures, r) => answer(r, st.readiness(&id, healthy, failures)),
         Msg::ClaimVolumes(keys, node, r) => answer(r, Some(st.claim_volumes(&keys, &node))),
+        Msg::SetBusy(key, why, r) => answer(r, st.set_busy(&key, why)),
         Msg::SetVolume(key, record, r) => {
             st.set_volume(&key, record);
             answer(r, ())
@@ -223,6 +225,12 @@ impl StateHandle {
         self.ask(|r| Msg::ClaimVolumes(keys, node.to_string(), r))
             .await
             .unwrap_or_else(|| Err("the control plane's state owner has stopped".into()))
+    }
+
+    /// Marks volume `key` busy with `why` (false: it already is), or
+    /// (`None`) free again.
+    pub async fn set_busy(&self, key: &str, why: Option<String>) -> bool {
+        self.ask(|r| Msg::SetBusy(key.to_string(), why, r)).await
     }
 
     /// Puts (`Some`) or forgets the record of volume `key`.

@@ -1,0 +1,252 @@
+//! Volumes in and out of the local node as archives: a backup's or a
+//! move's stream (the replicas that mount the volume paused while it is
+//! read, unless live), and an archive received, checked and unpacked
+//! beside the volume, then swapped in once no replica mounts it.
+
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+use super::archive::{self, Piece};
+use super::local::LocalAgent;
+use super::AgentError;
+
+/// A volume's archive as it streams.
+#[derive(Debug)]
+pub struct Export {
+    /// How long the replicas that mount it were paused (none: live).
+    pub paused: Option<Duration>,
+    pub data: mpsc::Receiver<Piece>,
+}
+
+/// An archive received and unpacked beside its volume.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Received {
+    pub bytes: u64,
+    pub sha256: String,
+    pub members: u64,
+}
+
+fn other(e: impl std::fmt::Display) -> AgentError {
+    AgentError::Other(e.to_string())
+}
+
+impl LocalAgent {
+    /// Running replicas that mount volume `project/name`.
+    async fn running_users(&self, project: &str, name: &str) -> Result<Vec<String>, AgentError> {
+        let mut out = Vec::new();
+        for id in self.mounted_by(project, name).await? {
+            if self
+                .cri
+                .task(&id)
+                .await?
+                .is_some_and(|t| t.state.is_alive())
+            {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn export(
+        &self,
+        project: &str,
+        name: &str,
+        pause: bool,
+        gzip: bool,
+    ) -> Result<Export, AgentError> {
+        if !self.volumes.exists(project, name) {
+            return Err(AgentError::NotFound(format!(
+                "no volume {project}/{name} on this node"
+            )));
+        }
+        let dir = self.volumes.dir(project, name).map_err(other)?;
+        let data = dir.join("data");
+        let users = if pause {
+            self.running_users(project, name).await?
+        } else {
+            Vec::new()
+        };
+        if users.is_empty() {
+            let mut tar = archive::tar_create(&data, None, gzip);
+            tar.stdout(std::process::Stdio::piped());
+            let child = tar.spawn().map_err(|e| other(format!("run tar: {e}")))?;
+            return Ok(Export {
+                paused: pause.then_some(Duration::ZERO),
+                data: archive::stream(child, || {}),
+            });
+        }
+        // Consistent: frozen while tar copies them to a file beside the
+        // volume (disk speed), thawed before the slower compression.
+        let tmp = dir.join(format!("backup-{:08x}.tar", rand::random::<u32>()));
+        let started = Instant::now();
+        let mut paused = Vec::new();
+        let mut copy = Err(other("not started"));
+        for id in &users {
+            match self.cri.pause(id).await {
+                Ok(()) => paused.push(id.clone()),
+                Err(e) => {
+                    copy = Err(other(format!("pause {id}: {e}")));
+                    break;
+                }
+            }
+        }
+        if paused.len() == users.len() {
+            copy = match archive::tar_create(&data, Some(&tmp), false).output().await {
+                Ok(o) if o.status.success() => Ok(()),
+                Ok(o) => Err(other(format!(
+                    "tar failed: {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ))),
+                Err(e) => Err(other(format!("run tar: {e}"))),
+            };
+        }
+        for id in &paused {
+            if let Err(e) = self.cri.resume(id).await {
+                tracing::error!(instance = %id, error = %e, "resuming a replica after a backup failed");
+            }
+        }
+        let held = started.elapsed();
+        tracing::info!(volume = %format!("{project}/{name}"), replicas = paused.len(), paused_ms = held.as_millis() as u64, "replicas paused for a backup");
+        if let Err(e) = copy {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        let mut reader = if gzip {
+            let mut c = tokio::process::Command::new("gzip");
+            c.arg("--stdout").arg(&tmp);
+            c
+        } else {
+            let mut c = tokio::process::Command::new("cat");
+            c.arg(&tmp);
+            c
+        };
+        reader
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let child = reader
+            .spawn()
+            .map_err(|e| other(format!("read the backup: {e}")));
+        let child = match child {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        Ok(Export {
+            paused: Some(held),
+            data: archive::stream(child, move || {
+                let _ = std::fs::remove_file(&tmp);
+            }),
+        })
+    }
+
+    pub(super) async fn receive(
+        &self,
+        project: &str,
+        name: &str,
+        gzip: bool,
+        mut data: mpsc::Receiver<Vec<u8>>,
+    ) -> Result<Received, AgentError> {
+        let dir = self.volumes.dir(project, name).map_err(other)?;
+        std::fs::create_dir_all(&dir).map_err(other)?;
+        let file = dir.join(if gzip {
+            "incoming.tar.gz"
+        } else {
+            "incoming.tar"
+        });
+        let incoming = dir.join("incoming");
+        let cleanup = |file: &std::path::Path| {
+            let _ = std::fs::remove_file(file);
+            let _ = std::fs::remove_dir_all(dir.join("incoming"));
+        };
+        let mut out = tokio::fs::File::create(&file).await.map_err(other)?;
+        let (mut bytes, mut hash) = (0u64, Sha256::new());
+        while let Some(piece) = data.recv().await {
+            bytes += piece.len() as u64;
+            hash.update(&piece);
+            if let Err(e) = out.write_all(&piece).await {
+                cleanup(&file);
+                return Err(other(format!("write {}: {e}", file.display())));
+            }
+        }
+        if let Err(e) = out.flush().await {
+            cleanup(&file);
+            return Err(other(e));
+        }
+        drop(out);
+        let checked = {
+            let file = file.clone();
+            tokio::task::spawn_blocking(move || archive::check(&file, gzip))
+                .await
+                .map_err(other)?
+        };
+        let members = match checked {
+            Ok(n) => n,
+            Err(why) => {
+                cleanup(&file);
+                return Err(AgentError::Other(format!("archive refused: {why}")));
+            }
+        };
+        let _ = std::fs::remove_dir_all(&incoming);
+        std::fs::create_dir_all(&incoming).map_err(other)?;
+        let unpacked = archive::tar_extract(&file, &incoming, gzip).output().await;
+        let _ = std::fs::remove_file(&file);
+        match unpacked {
+            Ok(o) if o.status.success() => Ok(Received {
+                bytes,
+                sha256: hex::encode(hash.finalize()),
+                members,
+            }),
+            Ok(o) => {
+                cleanup(&file);
+                Err(other(format!(
+                    "tar failed: {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                )))
+            }
+            Err(e) => {
+                cleanup(&file);
+                Err(other(format!("run tar: {e}")))
+            }
+        }
+    }
+
+    pub(super) async fn commit(&self, project: &str, name: &str) -> Result<(), AgentError> {
+        let _held = self.volume_starts.lock().await;
+        let users = self.running_users(project, name).await?;
+        if !users.is_empty() {
+            return Err(AgentError::Other(format!(
+                "volume {project}/{name} is mounted by {}",
+                users.join(", ")
+            )));
+        }
+        let v = self.volumes.clone();
+        let (p, n) = (project.to_string(), name.to_string());
+        tokio::task::spawn_blocking(move || v.swap_in(&p, &n))
+            .await
+            .map_err(other)?
+            .map_err(AgentError::Other)
+    }
+
+    pub(super) fn discard(&self, project: &str, name: &str) -> Result<(), AgentError> {
+        let dir = self.volumes.dir(project, name).map_err(other)?;
+        for f in ["incoming.tar", "incoming.tar.gz"] {
+            let _ = std::fs::remove_file(dir.join(f));
+        }
+        let _ = std::fs::remove_dir_all(dir.join("incoming"));
+        // A volume made only to receive, and never swapped in, goes too.
+        if !dir.join("data").exists() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        Ok(())
+    }
+
+    pub(super) async fn users(&self, project: &str, name: &str) -> Result<Vec<String>, AgentError> {
+        self.running_users(project, name).await
+    }
+}

@@ -1,0 +1,159 @@
+//! Volume archives over a node's stream, both sides: the node streams an
+//! export up as [`Up::Piece`]s and takes a received archive as
+//! [`Down::Piece`]s; the server's [`RemoteAgent`] turns them back into the
+//! channels of the [`NodeAgent`] calls. A reader too slow for a few
+//! seconds loses the transfer rather than hold up the node's stream (and
+//! its heartbeats).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::remote::RemoteAgent;
+use super::wire::{Answer, Call, Down, Up, WireError};
+use crate::agent::archive::Piece;
+use crate::agent::backup::{Export, Received};
+use crate::agent::{AgentError, NodeAgent};
+
+/// Pieces buffered per transfer.
+const BUFFER: usize = 16;
+/// How long a piece may wait for its reader.
+const STALL: Duration = Duration::from_secs(10);
+/// How long an archive may take to arrive and unpack.
+const LONG: Duration = Duration::from_secs(6 * 3600);
+
+/// Node side: streams volume `project/name` up under call `id`.
+pub async fn export(
+    local: Arc<dyn NodeAgent>,
+    up: mpsc::Sender<Up>,
+    id: u64,
+    call: (String, String, bool, bool),
+) {
+    let (project, name, pause, gzip) = call;
+    let mut export = match local.export_volume(&project, &name, pause, gzip).await {
+        Ok(e) => e,
+        Err(e) => {
+            let _ = up
+                .send(Up::Reply {
+                    id,
+                    result: Err(WireError::from(&e)),
+                })
+                .await;
+            return;
+        }
+    };
+    let paused_ms = export.paused.map(|d| d.as_millis() as u64);
+    let result = Ok(Answer::Export { paused_ms });
+    if up.send(Up::Reply { id, result }).await.is_err() {
+        return;
+    }
+    while let Some(piece) = export.data.recv().await {
+        let last = matches!(piece, Piece::End(_));
+        if up.send(Up::Piece { id, piece }).await.is_err() || last {
+            return;
+        }
+    }
+}
+
+/// Node side: receives into volume `project/name` what comes down under
+/// call `id`, then answers.
+pub async fn receive(
+    local: Arc<dyn NodeAgent>,
+    up: mpsc::Sender<Up>,
+    id: u64,
+    call: (String, String, bool),
+    data: mpsc::Receiver<Vec<u8>>,
+) {
+    let (project, name, gzip) = call;
+    let result = local
+        .receive_volume(&project, &name, gzip, data)
+        .await
+        .map(Answer::Received)
+        .map_err(|e| WireError::from(&e));
+    let _ = up.send(Up::Reply { id, result }).await;
+}
+
+impl RemoteAgent {
+    /// A piece of an export came up.
+    pub async fn piece(&self, id: u64, piece: Piece) {
+        let Some(tx) = self.transfer(id) else { return };
+        let last = matches!(piece, Piece::End(_));
+        let sent = tokio::time::timeout(STALL, tx.send(piece)).await;
+        if last || !matches!(sent, Ok(Ok(()))) {
+            self.end_transfer(id);
+            if !last {
+                tracing::warn!(node = %NodeAgent::node_id(self), call = id, "volume transfer dropped: its reader is too slow");
+                let _ = self.send_down(Down::Cancel { id }).await;
+            }
+        }
+    }
+
+    pub(super) async fn export(
+        &self,
+        project: &str,
+        name: &str,
+        pause: bool,
+        gzip: bool,
+    ) -> Result<Export, AgentError> {
+        let id = self.next_id();
+        let (tx, rx) = mpsc::channel(BUFFER);
+        self.start_transfer(id, tx);
+        let call = Call::ExportVolume {
+            project: project.into(),
+            name: name.into(),
+            pause,
+            gzip,
+        };
+        match self.call_with_id(id, call, LONG).await {
+            Ok(Answer::Export { paused_ms }) => Ok(Export {
+                paused: paused_ms.map(Duration::from_millis),
+                data: rx,
+            }),
+            Ok(other) => {
+                self.end_transfer(id);
+                Err(AgentError::Other(format!("unexpected answer {other:?}")))
+            }
+            Err(e) => {
+                self.end_transfer(id);
+                Err(e)
+            }
+        }
+    }
+
+    pub(super) async fn receive(
+        &self,
+        project: &str,
+        name: &str,
+        gzip: bool,
+        mut data: mpsc::Receiver<Vec<u8>>,
+    ) -> Result<Received, AgentError> {
+        let id = self.next_id();
+        let call = Call::ReceiveVolume {
+            project: project.into(),
+            name: name.into(),
+            gzip,
+        };
+        let answer = self.call_with_id(id, call, LONG);
+        let feed = async {
+            while let Some(bytes) = data.recv().await {
+                self.send_down(Down::Piece {
+                    id,
+                    piece: Piece::Data(bytes),
+                })
+                .await?;
+            }
+            self.send_down(Down::Piece {
+                id,
+                piece: Piece::End(Ok(String::new())),
+            })
+            .await
+        };
+        let (answer, fed) = tokio::join!(answer, feed);
+        fed?;
+        match answer? {
+            Answer::Received(r) => Ok(r),
+            other => Err(AgentError::Other(format!("unexpected answer {other:?}"))),
+        }
+    }
+}
