@@ -24,15 +24,18 @@ pub struct MoveVolumeRequest {
 /// A request body handed to the handler as it arrives (a restore's
 /// archive), instead of read whole first.
 #[derive(Clone, Default)]
-pub struct Upload(Arc<Mutex<Option<mpsc::Receiver<Result<Bytes, String>>>>>);
+pub struct Upload(Arc<Mutex<Option<UploadBody>>>);
+
+/// An upload's parts as they arrive; a broken one ends with an error.
+pub type UploadBody = mpsc::Receiver<Result<Bytes, String>>;
 
 impl Upload {
-    pub fn new(rx: mpsc::Receiver<Result<Bytes, String>>) -> Self {
+    pub fn new(rx: UploadBody) -> Self {
         Upload(Arc::new(Mutex::new(Some(rx))))
     }
 
     /// The body, once (none: it was taken, or never given).
-    pub fn take(&self) -> Option<mpsc::Receiver<Result<Bytes, String>>> {
+    pub fn take(&self) -> Option<UploadBody> {
         self.0.lock().ok()?.take()
     }
 }

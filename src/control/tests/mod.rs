@@ -51,6 +51,7 @@ async fn call(cp: &ControlPlane, request: ApiRequest) -> Result<(u16, Value), Ap
         ApiResponse::Stream(_)
         | ApiResponse::Events(_)
         | ApiResponse::Page
+        | ApiResponse::Download { .. }
         | ApiResponse::Attach(_) => Ok((200, Value::Null)),
     }
 }
