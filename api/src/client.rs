@@ -226,6 +226,49 @@ impl ApiClient {
 
     /// GET, handing each chunk of the body to `each` as it arrives, until
     /// the body ends or `each` breaks.
+    /// `PUT path` with `file` as the body, streamed (an archive of any
+    /// size); the JSON answer.
+    pub async fn upload<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        file: tokio::fs::File,
+    ) -> Result<T, ClientError> {
+        use futures::StreamExt;
+        let unreachable = |reason: String| ClientError::Unreachable {
+            base: self.base.clone(),
+            reason,
+        };
+        let frames = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20)
+            .map(|chunk| chunk.map(hyper::body::Frame::data));
+        let body = http_body_util::StreamBody::new(frames);
+        let http = Client::builder(TokioExecutor::new()).build_http();
+        let mut builder = Request::builder()
+            .method(Method::PUT)
+            .uri(format!("{}{}", self.base, path))
+            .header(header::CONTENT_TYPE, "application/gzip");
+        if let Some(t) = &self.token {
+            builder = builder.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let request = builder.body(body).map_err(|e| unreachable(e.to_string()))?;
+        let response = http
+            .request(request)
+            .await
+            .map_err(|e| unreachable(chain(&e)))?;
+        if !response.status().is_success() {
+            return Err(error_of(response).await);
+        }
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?
+            .to_bytes();
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
+            path: path.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
     pub async fn stream(
         &self,
         path: &str,

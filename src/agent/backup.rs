@@ -29,6 +29,27 @@ pub struct Received {
     pub members: u64,
 }
 
+/// What a receive stages beside a volume, removed if the receive ends
+/// without finishing (its connection gone mid-way, say).
+struct Staged {
+    dir: std::path::PathBuf,
+    done: bool,
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.done {
+            for f in ["incoming.tar", "incoming.tar.gz"] {
+                let _ = std::fs::remove_file(self.dir.join(f));
+            }
+            let _ = std::fs::remove_dir_all(self.dir.join("incoming"));
+            if !self.dir.join("data").exists() {
+                let _ = std::fs::remove_dir_all(&self.dir);
+            }
+        }
+    }
+}
+
 fn other(e: impl std::fmt::Display) -> AgentError {
     AgentError::Other(e.to_string())
 }
@@ -154,6 +175,10 @@ impl LocalAgent {
     ) -> Result<Received, AgentError> {
         let dir = self.volumes.dir(project, name).map_err(other)?;
         std::fs::create_dir_all(&dir).map_err(other)?;
+        let mut staged = Staged {
+            dir: dir.clone(),
+            done: false,
+        };
         let file = dir.join(if gzip {
             "incoming.tar.gz"
         } else {
@@ -197,11 +222,14 @@ impl LocalAgent {
         let unpacked = archive::tar_extract(&file, &incoming, gzip).output().await;
         let _ = std::fs::remove_file(&file);
         match unpacked {
-            Ok(o) if o.status.success() => Ok(Received {
-                bytes,
-                sha256: hex::encode(hash.finalize()),
-                members,
-            }),
+            Ok(o) if o.status.success() => {
+                staged.done = true;
+                Ok(Received {
+                    bytes,
+                    sha256: hex::encode(hash.finalize()),
+                    members,
+                })
+            }
             Ok(o) => {
                 cleanup(&file);
                 Err(other(format!(

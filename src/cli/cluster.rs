@@ -14,9 +14,10 @@ pub async fn drain(
     client: &ApiClient,
     id: &str,
     drain: Option<Option<std::time::Duration>>,
+    move_volumes: bool,
     json: bool,
 ) -> anyhow::Result<()> {
-    let path = match drain {
+    let mut path = match drain {
         Some(Some(d)) => format!(
             "/api/v1/cluster/nodes/{id}/drain?deadline_secs={}",
             d.as_secs().max(1)
@@ -24,9 +25,22 @@ pub async fn drain(
         Some(None) => format!("/api/v1/cluster/nodes/{id}/drain"),
         None => format!("/api/v1/cluster/nodes/{id}/undrain"),
     };
+    if move_volumes {
+        path.push_str(if path.contains('?') { "&" } else { "?" });
+        path.push_str("move_volumes=true");
+    }
     let v: Value = client.post(&path, &serde_json::json!({})).await?;
     if json {
         return print_json(&v);
+    }
+    if let Some(moves) = v["moving_volumes"].as_array() {
+        for m in moves {
+            outln!(
+                "moving volume {} to {}",
+                m["volume"].as_str().unwrap_or_default(),
+                m["to"].as_str().unwrap_or_default()
+            )?;
+        }
     }
     match (drain, v["deadline"].as_str()) {
         (Some(_), Some(deadline)) => outln!(

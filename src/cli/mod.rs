@@ -9,6 +9,7 @@ mod exec;
 mod out;
 mod table;
 mod token;
+mod volume;
 mod wait;
 
 use std::path::PathBuf;
@@ -174,6 +175,9 @@ pub enum Command {
         /// Stop what has not moved by then (default 1h).
         #[arg(long, value_parser = parse_duration)]
         deadline: Option<std::time::Duration>,
+        /// Also move the node's volumes to nodes their services may run on.
+        #[arg(long)]
+        move_volumes: bool,
     },
     /// Place replicas on a node again (nothing moves back by itself).
     Undrain { id: String },
@@ -194,6 +198,11 @@ pub enum Command {
         project: String,
         #[command(subcommand)]
         command: SecretsCommand,
+    },
+    /// Named volumes: ls, rm, mv, backup, restore.
+    Volume {
+        #[command(subcommand)]
+        command: volume::VolumeCommand,
     },
     /// Images in containerd.
     Image {
@@ -416,13 +425,18 @@ async fn run_with(cli: Cli, token: Option<String>) -> anyhow::Result<()> {
         Command::Node {
             command: NodeCommand::Rm { id },
         } => cluster::remove_node(&client, &id, json).await,
-        Command::Drain { id, deadline } => cluster::drain(&client, &id, Some(deadline), json).await,
-        Command::Undrain { id } => cluster::drain(&client, &id, None, json).await,
+        Command::Drain {
+            id,
+            deadline,
+            move_volumes,
+        } => cluster::drain(&client, &id, Some(deadline), move_volumes, json).await,
+        Command::Undrain { id } => cluster::drain(&client, &id, None, false, json).await,
         Command::Token { command } => commands::token(&client, command, json).await,
         Command::Webhooks { command } => commands::webhooks(&client, command, json).await,
         Command::Secrets { project, command } => {
             commands::secrets(&client, &project, command, json).await
         }
+        Command::Volume { command } => volume::run(&client, command, json).await,
         Command::Image { command } => image(&cli.containerd, &cli.namespace, command).await,
     }
 }

@@ -157,5 +157,6 @@ pub fn used_by<'a>(
     out
 }
 
+pub mod targets;
 #[cfg(test)]
 mod tests;

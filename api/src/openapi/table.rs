@@ -280,11 +280,18 @@ const CORE: &[Route] = &[
         access: ADMIN,
         tag: "cluster",
         summary: "Move every replica off a node, one service at a time",
-        query: &[q(
-            "deadline_secs",
-            Kind::Number(1, 604_800),
-            "what has not moved by then is stopped (default 3600)",
-        )],
+        query: &[
+            q(
+                "deadline_secs",
+                Kind::Number(1, 604_800),
+                "what has not moved by then is stopped (default 3600)",
+            ),
+            q(
+                "move_volumes",
+                Kind::Bool,
+                "also move each volume on the node to a node its services may run on",
+            ),
+        ],
         body: None,
         replies: &[Reply::Json(200, "Drained")],
         errors: WRITE,

@@ -19,9 +19,11 @@ pub(super) fn parse(call: &Call<'_, '_>, rest: &[&str]) -> Result<ApiRequest, Ap
             call.only(Method::POST)?;
             let node = checked_name("node id", node)?.to_string();
             Ok(if *action == "drain" {
+                let (deadline_secs, move_volumes) = drain_query(call.raw.query)?;
                 ApiRequest::Drain {
                     node,
-                    deadline_secs: deadline(call.raw.query)?,
+                    deadline_secs,
+                    move_volumes,
                 }
             } else {
                 ApiRequest::Undrain { node }
@@ -46,11 +48,14 @@ pub(super) fn parse(call: &Call<'_, '_>, rest: &[&str]) -> Result<ApiRequest, Ap
     }
 }
 
-/// `?deadline_secs=N` of a drain: at least one second, at most a week.
-fn deadline(query: Option<&str>) -> Result<Option<u64>, ApiError> {
+/// `?deadline_secs=N` of a drain (at least one second, at most a week)
+/// and `?move_volumes=true`.
+fn drain_query(query: Option<&str>) -> Result<(Option<u64>, bool), ApiError> {
     let mut out = None;
+    let mut move_volumes = false;
     for (k, v) in query_pairs(query) {
         match k.as_str() {
+            "move_volumes" => move_volumes = super::params::bool_param("move_volumes", &v)?,
             "deadline_secs" => {
                 let secs: u64 = v.parse().map_err(|_| {
                     ApiError::bad_request(format!("deadline_secs {v:?} is not a number of seconds"))
@@ -64,10 +69,10 @@ fn deadline(query: Option<&str>) -> Result<Option<u64>, ApiError> {
             }
             other => {
                 return Err(ApiError::bad_request(format!(
-                    "unknown query parameter {other:?} (deadline_secs)"
+                    "unknown query parameter {other:?} (deadline_secs, move_volumes)"
                 )))
             }
         }
     }
-    Ok(out)
+    Ok((out, move_volumes))
 }

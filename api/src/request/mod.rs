@@ -86,6 +86,8 @@ pub enum ApiRequest {
         node: String,
         /// What has not moved by then is stopped (default one hour).
         deadline_secs: Option<u64>,
+        /// Move the node's volumes to other nodes too.
+        move_volumes: bool,
     },
     RemoveNode {
         node: String,

@@ -109,6 +109,7 @@ fn seed_routes() {
             Drain {
                 node: "worker-1".into(),
                 deadline_secs: None,
+                move_volumes: false,
             },
         ),
         (
@@ -223,7 +224,8 @@ fn access_rules() {
     assert_eq!(
         ApiRequest::Drain {
             node: "n".into(),
-            deadline_secs: None
+            deadline_secs: None,
+            move_volumes: false,
         }
         .access(),
         Access::Role(Role::Admin)

@@ -60,7 +60,15 @@ impl Handler for ControlPlane {
             ApiRequest::Drain {
                 node,
                 deadline_secs,
-            } => self.set_drained(&node, true, deadline_secs).await,
+                move_volumes,
+            } => {
+                let answer = self.set_drained(&node, true, deadline_secs).await?;
+                if move_volumes {
+                    self.move_volumes_off(&node).await
+                } else {
+                    Ok(answer)
+                }
+            }
             ApiRequest::Undrain { node } => self.set_drained(&node, false, None).await,
             ApiRequest::RemoveNode { node } => self.remove_node(&node).await,
             ApiRequest::CreateJoinToken(t) => self.create_join_token(t).await,

@@ -290,6 +290,7 @@ mod tests {
         let drain = ApiRequest::Drain {
             node: "n1".into(),
             deadline_secs: None,
+            move_volumes: false,
         };
         assert_eq!(
             scoped(Some(&shop_admin), drain.clone(), &Fixed)

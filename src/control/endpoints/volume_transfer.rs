@@ -362,3 +362,63 @@ impl ControlPlane {
         Ok((received.bytes, sent))
     }
 }
+
+impl ControlPlane {
+    /// `orca drain --move-volumes`: moves each volume on `node` to a node
+    /// its services may run on, one after the other, in the background.
+    pub(crate) async fn move_volumes_off(&self, node: &str) -> Result<ApiResponse, ApiError> {
+        use crate::volumes::targets::{target, NodeView};
+        let st = self.inner().state();
+        let table = self.inner().nodes.snapshot();
+        let mut held: std::collections::BTreeMap<String, usize> = Default::default();
+        for v in st.volumes.values() {
+            *held.entry(v.node.clone()).or_default() += 1;
+        }
+        let mut views: Vec<NodeView> = table
+            .nodes
+            .values()
+            .map(|n| NodeView {
+                id: n.id().to_string(),
+                labels: n.record.labels.clone(),
+                usable: n.schedulable() && !n.record.drained,
+                volumes: held.get(n.id()).copied().unwrap_or(0),
+            })
+            .collect();
+        let mut moves = Vec::new();
+        let mut unmovable = Vec::new();
+        for v in st.volumes.values().filter(|v| v.node == node) {
+            let users: Vec<&api::spec::ServiceSpec> =
+                crate::volumes::used_by(st.records.values(), &v.project, &v.name)
+                    .iter()
+                    .filter_map(|s| st.records.get(s).map(|r| &r.spec))
+                    .collect();
+            match target(node, &users, &views) {
+                Ok(to) => {
+                    if let Some(n) = views.iter_mut().find(|n| n.id == to) {
+                        n.volumes += 1;
+                    }
+                    moves.push((v.project.clone(), v.name.clone(), to));
+                }
+                Err(why) => unmovable.push(serde_json::json!({ "volume": v.key(), "why": why })),
+            }
+        }
+        let planned: Vec<serde_json::Value> = moves
+            .iter()
+            .map(|(p, n, to)| serde_json::json!({ "volume": format!("{p}/{n}"), "to": to }))
+            .collect();
+        let cp = self.clone();
+        self.inner().spawn(async move {
+            for (p, n, to) in moves {
+                if let Err(e) = cp.move_volume(&p, &n, &to).await {
+                    tracing::warn!(volume = %format!("{p}/{n}"), to = %to, error = %e.message, "moving a drained node's volume failed");
+                }
+            }
+        });
+        ApiResponse::ok(&serde_json::json!({
+            "node": node,
+            "drained": true,
+            "moving_volumes": planned,
+            "unmovable_volumes": unmovable,
+        }))
+    }
+}

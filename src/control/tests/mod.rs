@@ -364,6 +364,7 @@ async fn drained_node_gets_no_new_replicas() {
         ApiRequest::Drain {
             node: "fake-node".into(),
             deadline_secs: None,
+            move_volumes: false,
         },
     )
     .await
@@ -394,6 +395,7 @@ async fn drained_node_gets_no_new_replicas() {
         ApiRequest::Drain {
             node: "other".into(),
             deadline_secs: None,
+            move_volumes: false,
         },
     )
     .await

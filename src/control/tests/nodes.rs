@@ -290,6 +290,7 @@ async fn drain_moves_replicas_with_the_count_held_then_undrain() {
         ApiRequest::Drain {
             node: "n1".into(),
             deadline_secs: None,
+            move_volumes: false,
         },
     )
     .await
@@ -358,6 +359,7 @@ async fn a_drain_deadline_stops_what_could_not_move() {
         ApiRequest::Drain {
             node: "n1".into(),
             deadline_secs: Some(2),
+            move_volumes: false,
         },
     )
     .await

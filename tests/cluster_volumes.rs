@@ -1,0 +1,235 @@
+//! Volumes across the lab's nodes: a replica follows its data (a new
+//! version without the placement that put it there stays there); a lost
+//! node's replica is not started elsewhere with empty data, and status
+//! says why; `orca volume mv` brings the same data up on another node; a
+//! kill -9 of the server mid-move leaves the source in use and no copy
+//! half-made on the target. Every count is read from the nodes' own
+//! containerds.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::cluster::LabCluster;
+use serde_json::json;
+
+const LONG: Duration = Duration::from_secs(90);
+const FAST: &str = "heartbeat_grace_secs = 3\nreschedule_after_secs = 5";
+
+/// Node `i`'s replica of `service` and what `script` prints in it.
+fn sh(c: &LabCluster, i: usize, service: &str, script: &str) -> String {
+    let s = c.service(service);
+    let id = s["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["node"] == format!("n{i}") && r["state"] == "running")
+        .unwrap_or_else(|| panic!("no running replica of {service} on n{i}: {s:#}"))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    c.exec(i, &id, &["sh", "-c", script])
+}
+
+async fn until(what: &str, f: impl Fn() -> Result<(), String>) {
+    common::eventually(what, LONG, async || f()).await
+}
+
+fn staged_on(c: &LabCluster, i: usize) -> Vec<String> {
+    let dir = c.data_dir(i).join("volumes/default/pgdata");
+    std::fs::read_dir(&dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("incoming"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volume_keeps_its_replica_and_moves_whole() {
+    let Some(env) = common::env() else { return };
+    let mut c = LabCluster::start(&env, 3, FAST).await;
+    let web = c.image("web:v1");
+    // n2 is the lab's "edge" node: the first placement puts it there.
+    let spec = |v: &str, pinned: bool| {
+        let mut s = json!({ "name": "db", "image": web, "env": { "V": v },
+                            "volumes": ["pgdata:/data"], "stop_grace_secs": 1 });
+        if pinned {
+            s["placement"] = json!({ "labels": { "zone": "edge" } });
+        }
+        json!([s])
+    };
+    c.deploy(spec("1", true));
+    c.until_spread("db", "db on n2", |s| s == [0, 0, 1]).await;
+    until("the volume written", || {
+        let out = sh(&c, 2, "db", "echo row1 > /data/rows && cat /data/rows");
+        if out.trim() == "row1" {
+            Ok(())
+        } else {
+            Err(out)
+        }
+    })
+    .await;
+
+    // A new version without the placement: it stays with its data.
+    c.deploy(spec("2", false));
+    let started = Instant::now();
+    until("version 2 running on n2", || {
+        let spread = c.spread("db");
+        assert_eq!(
+            spread[0] + spread[1],
+            0,
+            "a replica left its data: {spread:?}"
+        );
+        let s = c.service("db");
+        let ok = s["version"] == 2
+            && s["instances"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|i| i["version"] == 2 && i["node"] == "n2")
+            && spread == [0, 0, 1];
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("{spread:?} {s}"))
+        }
+    })
+    .await;
+    eprintln!("recreated on n2 in {:?}", started.elapsed());
+    assert_eq!(sh(&c, 2, "db", "cat /data/rows").trim(), "row1");
+
+    // n2 lost: nothing starts elsewhere with empty data, and status says why.
+    c.kill_agent(2);
+    let watch = Instant::now();
+    let mut said = String::new();
+    while watch.elapsed() < Duration::from_secs(15) {
+        let spread = c.spread("db");
+        assert_eq!(
+            spread[0] + spread[1],
+            0,
+            "started elsewhere without its data: {spread:?}"
+        );
+        said = c.service("db")["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        said.contains("waiting for node n2, which holds volume default/pgdata"),
+        "{said}"
+    );
+    c.spawn_agent(2, None);
+    c.wait_ready(3).await;
+    until("db served from n2 again", || {
+        let s = c.service("db");
+        if s["running_replicas"] == 1 && c.spread("db") == [0, 0, 1] {
+            Ok(())
+        } else {
+            Err(s.to_string())
+        }
+    })
+    .await;
+
+    // Moved to n1: the same data, and nothing left on n2.
+    let out = c.orca(&["volume", "mv", "default/pgdata", "--to", "n1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+    c.until_spread("db", "db on n1", |s| s == [0, 1, 0]).await;
+    until("the rows on n1", || {
+        let out = sh(&c, 1, "db", "cat /data/rows");
+        if out.trim() == "row1" {
+            Ok(())
+        } else {
+            Err(out)
+        }
+    })
+    .await;
+    assert!(
+        !c.data_dir(2).join("volumes/default/pgdata").exists(),
+        "the source copy stayed"
+    );
+    let listed = c.json(&["volume", "ls"]);
+    assert_eq!(listed["volumes"][0]["node"], "n1", "{listed}");
+
+    // The server killed mid-move: the source stays in use, whole, and
+    // the target keeps no half-made copy.
+    sh(
+        &c,
+        1,
+        "db",
+        "dd if=/dev/zero of=/data/big bs=1048576 count=400 2>/dev/null; sync",
+    );
+    let mut mv = c.lab.nodes[0]
+        .nsenter(common::orca_bin())
+        .args([
+            "--api",
+            "http://127.0.0.1:6880",
+            "--token",
+            common::cluster::ADMIN,
+        ])
+        .args(["volume", "mv", "default/pgdata", "--to", "n2"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    until("the move under way on n2", || {
+        if staged_on(&c, 2).is_empty() {
+            Err("nothing staged yet".into())
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+    c.kill_server();
+    let _ = mv.wait();
+    c.restart_server().await;
+    c.wait_ready(3).await;
+    until("db back on n1 with its data", || {
+        if c.spread("db") != [0, 1, 0] {
+            return Err(format!("{:?}", c.spread("db")));
+        }
+        let out = sh(
+            &c,
+            1,
+            "db",
+            "cat /data/rows; ls -l /data/big | awk '{print $5}'",
+        );
+        if out.split_whitespace().collect::<Vec<_>>() == ["row1", "419430400"] {
+            Ok(())
+        } else {
+            Err(out)
+        }
+    })
+    .await;
+    assert_eq!(c.json(&["volume", "ls"])["volumes"][0]["node"], "n1");
+    until("no half-made copy on n2", || {
+        let left = staged_on(&c, 2);
+        let dir = c.data_dir(2).join("volumes/default/pgdata");
+        if left.is_empty() && !dir.join("data").exists() {
+            Ok(())
+        } else {
+            Err(format!("{left:?}"))
+        }
+    })
+    .await;
+    // The control: the same move, uncut, goes through.
+    let out = c.orca(&["volume", "mv", "default/pgdata", "--to", "n2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+    c.until_spread("db", "db on n2", |s| s == [0, 0, 1]).await;
+    assert_eq!(sh(&c, 2, "db", "cat /data/rows").trim(), "row1");
+}
