@@ -37,15 +37,50 @@ async fn bad_volumes_files_and_devices_are_refused_plainly() {
         ("volumes", json!(["data:/proc/self"]), 400, "/proc"),
         ("volumes", json!(["data:/sys"]), 400, "/sys"),
         ("volumes", json!(["a:/data", "b:/data"]), 400, "two entries"),
-        ("volumes", json!([{ "source": "a", "target": "/a", "owner": 1 }]), 400, "unknown field"),
-        ("volumes", json!([{ "type": "tmpfs", "target": "/t", "size": "lots" }]), 400, "volumes"),
+        (
+            "volumes",
+            json!([{ "source": "a", "target": "/a", "owner": 1 }]),
+            400,
+            "unknown field",
+        ),
+        (
+            "volumes",
+            json!([{ "type": "tmpfs", "target": "/t", "size": "lots" }]),
+            400,
+            "volumes",
+        ),
         ("volumes", json!(["/srv/x:/x"]), 403, "bind mount"),
-        ("files", json!([{ "target": "/a" }]), 400, "content or a secret"),
-        ("files", json!([{ "target": "/a", "secret": "../K" }]), 400, "must match"),
-        ("files", json!([{ "target": "/a", "secret": "NOPE" }]), 400, "unknown secret"),
-        ("files", json!([{ "target": "/a", "content": "x", "mode": "8" }]), 400, "octal"),
+        (
+            "files",
+            json!([{ "target": "/a" }]),
+            400,
+            "content or a secret",
+        ),
+        (
+            "files",
+            json!([{ "target": "/a", "secret": "../K" }]),
+            400,
+            "must match",
+        ),
+        (
+            "files",
+            json!([{ "target": "/a", "secret": "NOPE" }]),
+            400,
+            "unknown secret",
+        ),
+        (
+            "files",
+            json!([{ "target": "/a", "content": "x", "mode": "8" }]),
+            400,
+            "octal",
+        ),
         ("devices", json!(["dev/ttyUSB0"]), 400, "absolute path"),
-        ("devices", json!(["/dev/../etc/passwd"]), 400, "absolute path"),
+        (
+            "devices",
+            json!(["/dev/../etc/passwd"]),
+            400,
+            "absolute path",
+        ),
         ("devices", json!(["/dev/ttyUSB0"]), 403, "admin"),
     ];
     for (field, value, status, says) in cases {
@@ -64,7 +99,12 @@ async fn bad_volumes_files_and_devices_are_refused_plainly() {
     assert_eq!(s["services"], json!([]));
     let v: Value = admin.get("/api/v1/volumes").await.unwrap();
     assert_eq!(v["volumes"], json!([]));
-    assert!(!server.dir.path().join("data/volumes").join("default").exists());
+    assert!(!server
+        .dir
+        .path()
+        .join("data/volumes")
+        .join("default")
+        .exists());
 
     // The volume routes.
     for (path, status) in [
@@ -75,18 +115,29 @@ async fn bad_volumes_files_and_devices_are_refused_plainly() {
         let (got, message) = err_of(admin.get::<Value>(path).await.unwrap_err());
         assert_eq!(got, status, "{path}: {message}");
     }
-    let (got, _) = err_of(admin.delete::<Value>("/api/v1/volumes/default/Bad_Name").await.unwrap_err());
+    let (got, _) = err_of(
+        admin
+            .delete::<Value>("/api/v1/volumes/default/Bad_Name")
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(got, 400);
     let (got, message) = err_of(
         admin
-            .post::<_, Value>("/api/v1/volumes/default/ghost/move", &json!({ "node": "n9" }))
+            .post::<_, Value>(
+                "/api/v1/volumes/default/ghost/move",
+                &json!({ "node": "n9" }),
+            )
             .await
             .unwrap_err(),
     );
     assert_eq!(got, 404, "{message}");
     let (got, message) = err_of(
         admin
-            .post::<_, Value>("/api/v1/volumes/default/ghost/move", &json!({ "nod": "n9" }))
+            .post::<_, Value>(
+                "/api/v1/volumes/default/ghost/move",
+                &json!({ "nod": "n9" }),
+            )
             .await
             .unwrap_err(),
     );

@@ -63,22 +63,53 @@ pub fn tar_create(dir: &Path, file: Option<&Path>, gzip: bool) -> tokio::process
     c
 }
 
-/// `tar` unpacking `file` into `dir`, as it was (owners and modes kept).
-pub fn tar_extract(file: &Path, dir: &Path, gzip: bool) -> tokio::process::Command {
+/// `tar` unpacking a plain tar stream from its stdin into `dir`, as it
+/// was (owners and modes kept).
+pub fn tar_extract(dir: &Path) -> tokio::process::Command {
     let mut c = tokio::process::Command::new("tar");
-    c.arg("--extract").args(KEEP).args([
-        "--same-owner",
-        "--preserve-permissions",
-        "--no-overwrite-dir",
-    ]);
-    if gzip {
-        c.arg("--gzip");
-    }
-    c.arg("--file").arg(file).arg("--directory").arg(dir);
-    c.stdin(Stdio::null())
+    c.arg("--extract")
+        .args(KEEP)
+        .args([
+            "--same-owner",
+            "--preserve-permissions",
+            "--no-overwrite-dir",
+        ])
+        .args(["--file=-", "--directory"])
+        .arg(dir);
+    c.stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     c
+}
+
+/// A blocking reader over pieces sent from async code (the checker reads
+/// the stream while tar unpacks it).
+pub struct ChannelReader {
+    rx: mpsc::Receiver<bytes::Bytes>,
+    piece: bytes::Bytes,
+}
+
+impl ChannelReader {
+    pub fn new(rx: mpsc::Receiver<bytes::Bytes>) -> Self {
+        Self {
+            rx,
+            piece: bytes::Bytes::new(),
+        }
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.piece.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(p) => self.piece = p,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.piece.len());
+        buf[..n].copy_from_slice(&self.piece.split_to(n));
+        Ok(n)
+    }
 }
 
 /// Streams what `child` (a `tar` or `gzip` writing to stdout) writes, in
@@ -163,13 +194,18 @@ fn inside(p: &Path) -> Option<PathBuf> {
 /// from its own directory, stays inside; and no member lies beneath a
 /// symbolic link of the archive. How many members it has, or why it is
 /// refused.
+#[cfg(test)]
 pub fn check(file: &Path, gzip: bool) -> Result<u64, String> {
     let f = std::fs::File::open(file).map_err(|e| format!("open {}: {e}", file.display()))?;
-    let reader: Box<dyn Read> = if gzip {
-        Box::new(flate2::read::GzDecoder::new(f))
+    if gzip {
+        check_stream(flate2::read::GzDecoder::new(f))
     } else {
-        Box::new(f)
-    };
+        check_stream(f)
+    }
+}
+
+/// [`check`] of a plain (uncompressed) tar stream as it is read.
+pub fn check_stream(reader: impl Read) -> Result<u64, String> {
     let mut archive = tar::Archive::new(reader);
     let mut links: Vec<PathBuf> = Vec::new();
     let mut count = 0;

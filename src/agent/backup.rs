@@ -171,7 +171,7 @@ impl LocalAgent {
         project: &str,
         name: &str,
         gzip: bool,
-        mut data: mpsc::Receiver<Vec<u8>>,
+        data: mpsc::Receiver<Vec<u8>>,
     ) -> Result<Received, AgentError> {
         let dir = self.volumes.dir(project, name).map_err(other)?;
         std::fs::create_dir_all(&dir).map_err(other)?;
@@ -179,69 +179,12 @@ impl LocalAgent {
             dir: dir.clone(),
             done: false,
         };
-        let file = dir.join(if gzip {
-            "incoming.tar.gz"
-        } else {
-            "incoming.tar"
-        });
         let incoming = dir.join("incoming");
-        let cleanup = |file: &std::path::Path| {
-            let _ = std::fs::remove_file(file);
-            let _ = std::fs::remove_dir_all(dir.join("incoming"));
-        };
-        let mut out = tokio::fs::File::create(&file).await.map_err(other)?;
-        let (mut bytes, mut hash) = (0u64, Sha256::new());
-        while let Some(piece) = data.recv().await {
-            bytes += piece.len() as u64;
-            hash.update(&piece);
-            if let Err(e) = out.write_all(&piece).await {
-                cleanup(&file);
-                return Err(other(format!("write {}: {e}", file.display())));
-            }
-        }
-        if let Err(e) = out.flush().await {
-            cleanup(&file);
-            return Err(other(e));
-        }
-        drop(out);
-        let checked = {
-            let file = file.clone();
-            tokio::task::spawn_blocking(move || archive::check(&file, gzip))
-                .await
-                .map_err(other)?
-        };
-        let members = match checked {
-            Ok(n) => n,
-            Err(why) => {
-                cleanup(&file);
-                return Err(AgentError::Other(format!("archive refused: {why}")));
-            }
-        };
         let _ = std::fs::remove_dir_all(&incoming);
         std::fs::create_dir_all(&incoming).map_err(other)?;
-        let unpacked = archive::tar_extract(&file, &incoming, gzip).output().await;
-        let _ = std::fs::remove_file(&file);
-        match unpacked {
-            Ok(o) if o.status.success() => {
-                staged.done = true;
-                Ok(Received {
-                    bytes,
-                    sha256: hex::encode(hash.finalize()),
-                    members,
-                })
-            }
-            Ok(o) => {
-                cleanup(&file);
-                Err(other(format!(
-                    "tar failed: {}",
-                    String::from_utf8_lossy(&o.stderr).trim()
-                )))
-            }
-            Err(e) => {
-                cleanup(&file);
-                Err(other(format!("run tar: {e}")))
-            }
-        }
+        let received = unpack(data, gzip, &incoming).await?;
+        staged.done = true;
+        Ok(received)
     }
 
     pub(super) async fn commit(&self, project: &str, name: &str) -> Result<(), AgentError> {
@@ -277,4 +220,121 @@ impl LocalAgent {
     pub(super) async fn users(&self, project: &str, name: &str) -> Result<Vec<String>, AgentError> {
         self.running_users(project, name).await
     }
+}
+
+/// Plain tar to the checker (which may have stopped reading: a verdict
+/// already) and to GNU tar.
+async fn fan_out(
+    plain: bytes::Bytes,
+    to_check: &mpsc::Sender<bytes::Bytes>,
+    tar_in: &mut tokio::process::ChildStdin,
+) -> std::io::Result<()> {
+    let _ = to_check.send(plain.clone()).await;
+    tar_in.write_all(&plain).await
+}
+
+/// Unpacks an archive as it arrives into `into` (a fresh staging
+/// directory beside the volume): decompressed once (`gzip -dc`), then fed
+/// both to GNU tar and to [`archive::check_stream`], which reads every
+/// member's header. A hostile member fails the whole receive (the staging
+/// goes; GNU tar itself never writes outside `into`: it refuses `..`
+/// members and makes links leaving the tree only at the end, as
+/// placeholders).
+async fn unpack(
+    mut data: mpsc::Receiver<Vec<u8>>,
+    gzip: bool,
+    into: &std::path::Path,
+) -> Result<Received, AgentError> {
+    use tokio::io::AsyncReadExt;
+    let mut tar = archive::tar_extract(into)
+        .spawn()
+        .map_err(|e| other(format!("run tar: {e}")))?;
+    let mut tar_in = tar.stdin.take().ok_or_else(|| other("tar's stdin"))?;
+    let (to_check, checked) = mpsc::channel::<bytes::Bytes>(16);
+    let checker = tokio::task::spawn_blocking(move || {
+        let verdict = archive::check_stream(archive::ChannelReader::new(checked));
+        verdict
+    });
+    let (mut hash, mut bytes) = (Sha256::new(), 0u64);
+    let fed: Result<(), String> = if gzip {
+        let mut gz = tokio::process::Command::new("gzip")
+            .args(["--decompress", "--stdout"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| other(format!("run gzip: {e}")))?;
+        let mut gz_in = gz.stdin.take().ok_or_else(|| other("gzip's stdin"))?;
+        let mut gz_out = gz.stdout.take().ok_or_else(|| other("gzip's stdout"))?;
+        let feed = async {
+            while let Some(piece) = data.recv().await {
+                bytes += piece.len() as u64;
+                hash.update(&piece);
+                gz_in
+                    .write_all(&piece)
+                    .await
+                    .map_err(|e| format!("gzip: {e}"))?;
+            }
+            drop(gz_in);
+            Ok::<(), String>(())
+        };
+        let relay = async {
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = gz_out
+                    .read(&mut buf)
+                    .await
+                    .map_err(|e| format!("gzip: {e}"))?;
+                if n == 0 {
+                    return Ok::<(), String>(());
+                }
+                fan_out(
+                    bytes::Bytes::copy_from_slice(&buf[..n]),
+                    &to_check,
+                    &mut tar_in,
+                )
+                .await
+                .map_err(|e| format!("tar: {e}"))?;
+            }
+        };
+        let (fed, relayed) = tokio::join!(feed, relay);
+        let status = gz.wait().await.map_err(other)?;
+        fed.and(relayed).and_then(|()| {
+            status
+                .success()
+                .then_some(())
+                .ok_or_else(|| "the archive is not gzip, or it is damaged".to_string())
+        })
+    } else {
+        let mut out = Ok(());
+        while let Some(piece) = data.recv().await {
+            bytes += piece.len() as u64;
+            hash.update(&piece);
+            if let Err(e) = fan_out(bytes::Bytes::from(piece), &to_check, &mut tar_in).await {
+                out = Err(format!("tar: {e}"));
+                break;
+            }
+        }
+        out
+    };
+    drop(tar_in);
+    drop(to_check);
+    let verdict = checker.await.map_err(other)?;
+    let unpacked = tar.wait_with_output().await.map_err(other)?;
+    let members = match verdict {
+        Ok(n) => n,
+        Err(why) => return Err(AgentError::Other(format!("archive refused: {why}"))),
+    };
+    fed.map_err(|e| other(format!("receiving the archive: {e}")))?;
+    if !unpacked.status.success() {
+        return Err(other(format!(
+            "tar failed: {}",
+            String::from_utf8_lossy(&unpacked.stderr).trim()
+        )));
+    }
+    Ok(Received {
+        bytes,
+        sha256: hex::encode(hash.finalize()),
+        members,
+    })
 }

@@ -257,6 +257,11 @@ impl BenchServer {
         }
     }
 
+    /// The server's data_dir.
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self._dir.path().join("data")
+    }
+
     /// Stops every service, then the server, and removes its bridge and tables.
     pub async fn stop(mut self) {
         let _ = self

@@ -55,10 +55,28 @@ pub(crate) async fn execute(
     actions: Vec<Placed>,
 ) {
     let grace = grace_of(record);
+    // A recreate's old replicas have no successor to take their requests:
+    // they serve until they stop, with no drain before it.
+    let recreate_old: std::collections::HashSet<String> = match record {
+        Some(r) if r.spec.strategy() == api::spec::Strategy::Recreate => inner
+            .state()
+            .instances
+            .get(service)
+            .into_iter()
+            .flatten()
+            .filter(|i| i.version != r.version)
+            .map(|i| i.id.clone())
+            .collect(),
+        _ => Default::default(),
+    };
+    let recreate_old = &recreate_old;
     futures::stream::iter(actions)
         .for_each_concurrent(PARALLEL, |placed| async move {
             match placed.action {
-                Action::Remove { id } => remove(inner, service, id, grace).await,
+                Action::Remove { id } => {
+                    let drain = !recreate_old.contains(&id);
+                    remove(inner, service, id, grace, drain).await
+                }
                 Action::Restart { id } => restart(inner, service, &id).await,
                 Action::Start { slot, node } => {
                     if let Some(record) = record {
@@ -72,8 +90,9 @@ pub(crate) async fn execute(
 
 /// Removes a replica in the background: draining and the stop grace
 /// period must not hold up the rest of a rollout. Planning skips replicas
-/// being removed; the worker is woken when done.
-async fn remove(inner: &Arc<Inner>, service: &str, id: String, grace: Duration) {
+/// being removed; the worker is woken when done. With `drain`, it leaves
+/// rotation and serves its requests in flight first.
+async fn remove(inner: &Arc<Inner>, service: &str, id: String, grace: Duration, drain: bool) {
     if !inner.state.removing(&id).await {
         return;
     }
@@ -81,7 +100,7 @@ async fn remove(inner: &Arc<Inner>, service: &str, id: String, grace: Duration) 
     let inner = inner.clone();
     let service = service.to_string();
     inner.clone().spawn(async move {
-        if inner.routed(&id) {
+        if drain && inner.routed(&id) {
             // Out of rotation first, on every node; let requests in flight
             // finish.
             let generation = crate::control::publish::publish_routes(&inner);
@@ -133,7 +152,7 @@ async fn restart(inner: &Arc<Inner>, service: &str, id: &str) {
             // gone after a crash) is replaced by a new one in its slot.
             if failed >= REPLACE_AFTER_FAILED_RESTARTS && !e.is_unavailable() {
                 tracing::warn!(instance = %id, failed, "replacing a replica that does not restart");
-                remove(inner, service, id.to_string(), Duration::ZERO).await;
+                remove(inner, service, id.to_string(), Duration::ZERO, true).await;
             }
         }
     }

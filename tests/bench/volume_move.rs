@@ -1,0 +1,141 @@
+//! `orca volume mv` measured in the multi-node lab: a 1 GiB volume of
+//! mixed files moved from n1 to n2 (replicas stopped, streamed through
+//! the server over the cluster's mTLS connections, checked, unpacked,
+//! swapped in, replicas started), against a plain `tar | nc` copy of the
+//! same directory between the same two nodes' namespaces, in the same run.
+//!
+//! Needs the test environment and netcat (`apt-get install
+//! netcat-openbsd`): `cargo bench --bench volume_move`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../common/mod.rs"]
+#[allow(unused_imports)]
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::cluster::LabCluster;
+use serde_json::json;
+
+/// The same mix as the stateful bench: 600 MiB random in 1 MiB files,
+/// 300 MiB of text in 4 MiB files, 120 MiB in 30,000 small files.
+fn fill(dir: &Path) {
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut random = |buf: &mut [u8]| {
+        for chunk in buf.chunks_mut(8) {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            chunk.copy_from_slice(&seed.to_le_bytes()[..chunk.len()]);
+        }
+    };
+    let mut buf = vec![0u8; 1 << 20];
+    std::fs::create_dir_all(dir.join("random")).unwrap();
+    for i in 0..600 {
+        random(&mut buf);
+        std::fs::write(dir.join(format!("random/{i}")), &buf).unwrap();
+    }
+    std::fs::create_dir_all(dir.join("text")).unwrap();
+    let line = b"2026-12-07T05:00:00Z INFO a log line such as a database or a broker writes, over and over\n";
+    for i in 0..75 {
+        let mut f = std::io::BufWriter::new(
+            std::fs::File::create(dir.join(format!("text/{i}.log"))).unwrap(),
+        );
+        for _ in 0..(4 << 20) / line.len() {
+            f.write_all(line).unwrap();
+        }
+    }
+    for d in 0..30 {
+        let sub = dir.join(format!("small/{d}"));
+        std::fs::create_dir_all(&sub).unwrap();
+        for i in 0..1000 {
+            random(&mut buf[..4096]);
+            std::fs::write(sub.join(i.to_string()), &buf[..4096]).unwrap();
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let env = common::env().expect("the test environment");
+    assert!(
+        std::process::Command::new("sh")
+            .args(["-c", "command -v nc"])
+            .status()
+            .unwrap()
+            .success(),
+        "netcat is needed (apt-get install netcat-openbsd)"
+    );
+    let c = LabCluster::start(&env, 3, "").await;
+    let web = c.image("web:v1");
+    // n2 is the lab's "edge" node; placed there first, then free to move.
+    c.deploy(
+        json!([{ "name": "db", "image": web, "volumes": ["pgdata:/data"],
+                      "stop_grace_secs": 1, "placement": { "labels": { "zone": "edge" } } }]),
+    );
+    c.until_spread("db", "db on n2", |s| s == [0, 0, 1]).await;
+    c.deploy(
+        json!([{ "name": "db", "image": web, "volumes": ["pgdata:/data"], "stop_grace_secs": 1 }]),
+    );
+    let source = c.data_dir(2).join("volumes/default/pgdata/data");
+    fill(&source.join("bench"));
+
+    // The baseline: tar | nc from n2 to n1, into a fresh directory.
+    let into = c.data_dir(1).join("nc-copy");
+    std::fs::create_dir_all(&into).unwrap();
+    let port = 19_000 + (common::rand_u32() % 1000) as u16;
+    let mut listener = c.lab.nodes[1]
+        .nsenter("sh")
+        .arg("-c")
+        .arg(format!("nc -l -p {port} -N | tar -x -C {}", into.display()))
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let t = Instant::now();
+    let sent = c.lab.nodes[2]
+        .nsenter("sh")
+        .arg("-c")
+        .arg(format!(
+            "tar -c -C {} . | nc -N {} {port}",
+            source.display(),
+            c.lab.nodes[1].address
+        ))
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    assert!(listener.wait().unwrap().success());
+    let nc = t.elapsed().as_secs_f64();
+    std::fs::remove_dir_all(&into).unwrap();
+
+    // orca volume mv n2 -> n1.
+    let t = Instant::now();
+    let out = c.orca(&[
+        "volume",
+        "mv",
+        "default/pgdata",
+        "--to",
+        "n1",
+        "--output",
+        "json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let moved: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let wall = t.elapsed().as_secs_f64();
+    c.until_spread("db", "db on n1", |s| s == [0, 1, 0]).await;
+    let serving = t.elapsed().as_secs_f64();
+    let mib = moved["bytes"].as_f64().unwrap() / 1048576.0;
+    println!("tar | nc, n2 -> n1: {nc:.1} s ({:.0} MiB/s)", mib / nc);
+    println!(
+        "orca volume mv, n2 -> n1: {wall:.1} s for {mib:.0} MiB ({:.0} MiB/s; {:.1} s by the server's count), replica running on n1 after {serving:.1} s: {:.2}x the throughput of tar | nc",
+        mib / wall,
+        moved["seconds"].as_f64().unwrap(),
+        nc / wall
+    );
+}
