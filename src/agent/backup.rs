@@ -252,8 +252,7 @@ async fn unpack(
     let mut tar_in = tar.stdin.take().ok_or_else(|| other("tar's stdin"))?;
     let (to_check, checked) = mpsc::channel::<bytes::Bytes>(16);
     let checker = tokio::task::spawn_blocking(move || {
-        let verdict = archive::check_stream(archive::ChannelReader::new(checked));
-        verdict
+        archive::check_stream(archive::ChannelReader::new(checked))
     });
     let (mut hash, mut bytes) = (Sha256::new(), 0u64);
     let fed: Result<(), String> = if gzip {
