@@ -1,7 +1,8 @@
 //! Volumes across the lab's nodes: a replica follows its data (a new
 //! version without the placement that put it there stays there); a lost
 //! node's replica is not started elsewhere with empty data, and status
-//! says why; `orca volume mv` brings the same data up on another node; a
+//! says why; a node restarted (replica, containerd and agent all gone)
+//! brings it back with the data; `orca volume mv` brings the same data up on another node; a
 //! kill -9 of the server mid-move leaves the source in use and no copy
 //! half-made on the target. Every count is read from the nodes' own
 //! containerds.
@@ -133,6 +134,24 @@ async fn a_volume_keeps_its_replica_and_moves_whole() {
         } else {
             Err(s.to_string())
         }
+    })
+    .await;
+
+    // n2 restarted as a machine would be: every process of it gone (its
+    // replica, its containerd, its agent), then up again. The same
+    // replica's slot comes back on n2 with the data.
+    c.kill_agent(2);
+    c.kill_replicas(2, "db");
+    c.lab.kill_containerd(2);
+    c.lab.start_containerd_again(2).await;
+    c.spawn_agent(2, None);
+    c.wait_ready(3).await;
+    until("db running on n2 after its restart", || {
+        if c.spread("db") != [0, 0, 1] {
+            return Err(format!("{:?}", c.spread("db")));
+        }
+        let out = sh(&c, 2, "db", "cat /data/rows");
+        if out.trim() == "row1" { Ok(()) } else { Err(out) }
     })
     .await;
 

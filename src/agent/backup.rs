@@ -217,8 +217,10 @@ impl LocalAgent {
         Ok(())
     }
 
+    /// Every replica on the node that mounts the volume, running or not
+    /// (one being removed still holds it).
     pub(super) async fn users(&self, project: &str, name: &str) -> Result<Vec<String>, AgentError> {
-        self.running_users(project, name).await
+        self.mounted_by(project, name).await
     }
 }
 

@@ -342,7 +342,7 @@ pub trait NodeAgent: Send + Sync + 'static {
         let _ = (project, name);
         Ok(())
     }
-    /// The running replicas on the node that mount the volume.
+    /// The replicas on the node that mount the volume (running or not).
     async fn volume_users(&self, project: &str, name: &str) -> Result<Vec<String>, AgentError> {
         let _ = (project, name);
         Ok(Vec::new())
