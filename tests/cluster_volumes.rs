@@ -151,7 +151,11 @@ async fn a_volume_keeps_its_replica_and_moves_whole() {
             return Err(format!("{:?}", c.spread("db")));
         }
         let out = sh(&c, 2, "db", "cat /data/rows");
-        if out.trim() == "row1" { Ok(()) } else { Err(out) }
+        if out.trim() == "row1" {
+            Ok(())
+        } else {
+            Err(out)
+        }
     })
     .await;
 

@@ -179,7 +179,15 @@ impl Volumes {
         meta.filled = true;
         Self::write_meta(&dir, &meta)?;
         if old.exists() {
-            std::fs::remove_dir_all(&old).map_err(|e| err("remove", &old, e))?;
+            // The replaced content goes in the background: the volume is
+            // whole and in place already.
+            let trash = dir.join(format!("trash-{:08x}", rand::random::<u32>()));
+            std::fs::rename(&old, &trash).map_err(|e| err("rename", &old, e))?;
+            std::thread::spawn(move || {
+                if let Err(e) = std::fs::remove_dir_all(&trash) {
+                    tracing::warn!(dir = %trash.display(), error = %e, "removing a volume's replaced content");
+                }
+            });
         }
         Ok(())
     }

@@ -40,7 +40,10 @@ impl<U: DeserializeOwned> Decoder for JsonDecoder<U> {
         if !src.has_remaining() {
             return Ok(None);
         }
-        serde_json::from_reader(src.reader())
+        // One contiguous slice: serde_json reads a slice many times faster
+        // than a reader (a volume's pieces are megabytes of base64).
+        let bytes = src.copy_to_bytes(src.remaining());
+        serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|e| Status::invalid_argument(format!("decode: {e}")))
     }

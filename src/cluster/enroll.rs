@@ -71,6 +71,9 @@ fn load(dir: &Path) -> anyhow::Result<Option<Identity>> {
 }
 
 /// A gRPC channel to `server` over TLS as `tls` says.
+/// HTTP/2 flow-control window of the cluster's streams, both ways.
+pub(super) const WINDOW: u32 = 8 << 20;
+
 pub(super) async fn channel(
     server: &str,
     tls: rustls::ClientConfig,
@@ -81,7 +84,11 @@ pub(super) async fn channel(
         .connect_timeout(Duration::from_secs(5))
         .http2_keep_alive_interval(Duration::from_secs(5))
         .keep_alive_timeout(Duration::from_secs(20))
-        .keep_alive_while_idle(true);
+        .keep_alive_while_idle(true)
+        // Room for a volume's pieces in flight (the default 64 KiB window
+        // caps a transfer at a window per round trip).
+        .initial_stream_window_size(Some(WINDOW))
+        .initial_connection_window_size(Some(WINDOW * 2));
     let connector = tower::service_fn(move |uri: http::Uri| {
         let tls = tls.clone();
         async move {

@@ -249,7 +249,9 @@ pub async fn serve(
                 .http2()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .keep_alive_interval(Some(std::time::Duration::from_secs(5)))
-                .keep_alive_timeout(std::time::Duration::from_secs(20));
+                .keep_alive_timeout(std::time::Duration::from_secs(20))
+                .initial_stream_window_size(super::enroll::WINDOW)
+                .initial_connection_window_size(super::enroll::WINDOW * 2);
             let io = hyper_util::rt::TokioIo::new(tls);
             let served = builder
                 .serve_connection(io, hyper_util::service::TowerToHyperService::new(svc))
