@@ -156,6 +156,18 @@ async fn files_and_secret_files_and_exec_probes() {
     for name in ["db", "slow"] {
         let _: Value = c.delete(&format!("/api/v1/services/{name}")).await.unwrap();
     }
+    // The secrets' tmpfs is the node's for good; this test's goes with it.
+    let secrets = format!("/run/orca/test-{}/secrets", server.namespace);
+    common::eventually(
+        "the secret files released",
+        Duration::from_secs(30),
+        async || match std::fs::read_dir(&secrets).map(|d| d.count()) {
+            Ok(0) => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    )
+    .await;
+    let _ = Command::new("umount").args(["-l", &secrets]).status();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
