@@ -272,7 +272,7 @@ proptest! {
         let drain_query = deadline.map(|d| format!("deadline_secs={d}"));
         prop_assert_eq!(
             raw(&Method::POST, &format!("/api/v1/cluster/nodes/{name}/drain"), drain_query.as_deref(), &headers, Vec::new()).unwrap(),
-            ApiRequest::Drain { node: name.clone(), deadline_secs: deadline }
+            ApiRequest::Drain { node: name.clone(), deadline_secs: deadline, move_volumes: false }
         );
     }
 
