@@ -245,7 +245,7 @@ impl ApiClient {
         let mut builder = Request::builder()
             .method(Method::PUT)
             .uri(format!("{}{}", self.base, path))
-            .header(header::CONTENT_TYPE, "application/gzip");
+            .header(header::CONTENT_TYPE, "application/octet-stream");
         if let Some(t) = &self.token {
             builder = builder.header(header::AUTHORIZATION, format!("Bearer {t}"));
         }

@@ -188,7 +188,7 @@ fn operation(route: &Route) -> Value {
     if route.op == "volumes_restore" {
         op["requestBody"] = json!({
             "required": true,
-            "content": { "application/gzip": { "schema": { "type": "string", "format": "binary" } } },
+            "content": { "application/octet-stream": { "schema": { "type": "string", "format": "binary", "description": "a tar.gz" } } },
         });
     }
     let mut responses = Map::new();

@@ -63,10 +63,17 @@ impl Handler for ControlPlane {
                 move_volumes,
             } => {
                 let answer = self.set_drained(&node, true, deadline_secs).await?;
-                if move_volumes {
-                    self.move_volumes_off(&node).await
-                } else {
-                    Ok(answer)
+                match (move_volumes, answer) {
+                    (true, ApiResponse::Json(status, bytes)) => {
+                        let mut drained: serde_json::Value = serde_json::from_slice(&bytes)
+                            .map_err(|e| ApiError::internal(e.to_string()))?;
+                        let moves = self.move_volumes_off(&node).await?;
+                        for key in ["moving_volumes", "unmovable_volumes"] {
+                            drained[key] = moves[key].clone();
+                        }
+                        ApiResponse::json(status, &drained)
+                    }
+                    (_, answer) => Ok(answer),
                 }
             }
             ApiRequest::Undrain { node } => self.set_drained(&node, false, None).await,

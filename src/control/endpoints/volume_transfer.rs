@@ -366,7 +366,7 @@ impl ControlPlane {
 impl ControlPlane {
     /// `orca drain --move-volumes`: moves each volume on `node` to a node
     /// its services may run on, one after the other, in the background.
-    pub(crate) async fn move_volumes_off(&self, node: &str) -> Result<ApiResponse, ApiError> {
+    pub(crate) async fn move_volumes_off(&self, node: &str) -> Result<serde_json::Value, ApiError> {
         use crate::volumes::targets::{target, NodeView};
         let st = self.inner().state();
         let table = self.inner().nodes.snapshot();
@@ -414,9 +414,7 @@ impl ControlPlane {
                 }
             }
         });
-        ApiResponse::ok(&serde_json::json!({
-            "node": node,
-            "drained": true,
+        Ok(serde_json::json!({
             "moving_volumes": planned,
             "unmovable_volumes": unmovable,
         }))
