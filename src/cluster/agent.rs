@@ -225,18 +225,9 @@ impl Work {
                 self.follows.insert(id, self.tasks.spawn(task));
                 self.receiving.insert(id, tx);
             }
-            Down::Piece { id, piece } => match piece {
-                crate::agent::archive::Piece::Data(bytes) => {
-                    if let Some(tx) = self.receiving.get(&id) {
-                        if tx.send(bytes).await.is_err() {
-                            self.receiving.remove(&id);
-                        }
-                    }
-                }
-                crate::agent::archive::Piece::End(_) => {
-                    self.receiving.remove(&id);
-                }
-            },
+            Down::Piece { id, piece } => {
+                super::transfer::take_piece(&mut self.receiving, id, piece).await
+            }
             Down::Attach { id, input } => {
                 if let Some(tx) = self.attached.get(&id) {
                     if tx.send(input).await.is_err() {

@@ -74,6 +74,27 @@ pub async fn receive(
     let _ = up.send(Up::Reply { id, result }).await;
 }
 
+/// Node side: a piece of the archive that receive `id` takes; the end
+/// closes its input.
+pub async fn take_piece(
+    receiving: &mut std::collections::HashMap<u64, mpsc::Sender<Vec<u8>>>,
+    id: u64,
+    piece: Piece,
+) {
+    match piece {
+        Piece::Data(bytes) => {
+            if let Some(tx) = receiving.get(&id) {
+                if tx.send(bytes).await.is_err() {
+                    receiving.remove(&id);
+                }
+            }
+        }
+        Piece::End(_) => {
+            receiving.remove(&id);
+        }
+    }
+}
+
 impl RemoteAgent {
     /// A piece of an export came up.
     pub async fn piece(&self, id: u64, piece: Piece) {

@@ -300,4 +300,59 @@ mod tests {
         );
         assert!(scoped(Some(&caller(Role::Admin, None)), drain, &Fixed).is_ok());
     }
+
+    #[test]
+    fn volumes_belong_to_their_project() {
+        let shop = caller(Role::Deployer, Some("shop"));
+        let on = |project: &str| {
+            [
+                ApiRequest::DeleteVolume {
+                    project: project.into(),
+                    name: "pgdata".into(),
+                },
+                ApiRequest::MoveVolume {
+                    project: project.into(),
+                    name: "pgdata".into(),
+                    node: "n2".into(),
+                },
+                ApiRequest::BackupVolume {
+                    project: project.into(),
+                    name: "pgdata".into(),
+                    live: false,
+                },
+                ApiRequest::RestoreVolume {
+                    project: project.into(),
+                    name: "pgdata".into(),
+                    body: Default::default(),
+                },
+            ]
+        };
+        for request in on("bank") {
+            let e = scoped(Some(&shop), request, &Fixed).unwrap_err();
+            assert_eq!(e.status, 403, "{}", e.message);
+        }
+        // Controls: its own project's, and any project's for an unscoped token.
+        for request in on("shop") {
+            assert!(scoped(Some(&shop), request, &Fixed).is_ok());
+        }
+        for request in on("bank") {
+            assert!(scoped(Some(&caller(Role::Deployer, None)), request, &Fixed).is_ok());
+        }
+        // A listing is narrowed to the token's project, and another's is refused.
+        assert_eq!(
+            scoped(
+                Some(&shop),
+                ApiRequest::ListVolumes { project: None },
+                &Fixed
+            )
+            .unwrap(),
+            ApiRequest::ListVolumes {
+                project: Some("shop".into())
+            }
+        );
+        let other = ApiRequest::ListVolumes {
+            project: Some("bank".into()),
+        };
+        assert_eq!(scoped(Some(&shop), other, &Fixed).unwrap_err().status, 403);
+    }
 }
