@@ -221,6 +221,20 @@ pub struct VolumesSection {
     pub devices: Vec<String>,
 }
 
+impl VolumesSection {
+    /// What the node tells the server of them.
+    pub fn access(&self) -> crate::agent::access::HostAccess {
+        crate::agent::access::HostAccess {
+            host_paths: self
+                .host_paths
+                .iter()
+                .map(|p| p.to_string_lossy().into_owned())
+                .collect(),
+            devices: self.devices.clone(),
+        }
+    }
+}
+
 /// This node (beyond the contract's keys): its id and scheduling labels.
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]

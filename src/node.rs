@@ -175,6 +175,7 @@ pub async fn run_agent(
         version: env!("CARGO_PKG_VERSION").to_string(),
         overlay: Some(config.network.backend.describe(config.network.vxlan_port)),
         https: config.proxy.https_listen.is_some(),
+        access: config.volumes.access(),
     };
     let outcome = crate::cluster::agent::run(
         identity,

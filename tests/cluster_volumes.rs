@@ -5,7 +5,8 @@
 //! brings it back with the data; `orca volume mv` brings the same data up on another node; a
 //! kill -9 of the server mid-move leaves the source in use and no copy
 //! half-made on the target. Every count is read from the nodes' own
-//! containerds.
+//! containerds. A node's `[volumes] host_paths` are its own: a bind mount
+//! only n2 allows runs on n2 alone.
 
 #![allow(clippy::unwrap_used)]
 
@@ -255,4 +256,52 @@ async fn a_volume_keeps_its_replica_and_moves_whole() {
     eprintln!("{}", String::from_utf8_lossy(&out.stdout));
     c.until_spread("db", "db on n2", |s| s == [0, 0, 1]).await;
     assert_eq!(sh(&c, 2, "db", "cat /data/rows").trim(), "row1");
+}
+
+/// The server allows no host path; n2 allows one. A bind mount of it is
+/// deployed and runs on n2 alone (the control: a service without one
+/// spreads over all three), with the host's file in it; a path no node
+/// allows is a 403 naming it and the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_paths_are_each_nodes_own() {
+    let Some(env) = common::env() else { return };
+    let mut c = LabCluster::start_server(&env, 3, "").await;
+    let shared = tempfile::tempdir().unwrap();
+    std::fs::write(shared.path().join("hello.txt"), "from the host\n").unwrap();
+    c.edit_config(2, |config| {
+        format!(
+            "{config}\n[volumes]\nhost_paths = [\"{}\"]\n",
+            shared.path().display()
+        )
+    });
+    let token = c.join_token("1h");
+    for i in 1..3 {
+        c.spawn_agent(i, Some(&token));
+    }
+    c.wait_ready(3).await;
+    let web = c.image("web:v1");
+    c.deploy(json!([
+        { "name": "media", "image": web, "replicas": 3,
+          "volumes": [format!("{}:/media:ro", shared.path().display())] },
+        { "name": "plain", "image": web, "replicas": 3 }
+    ]));
+    c.until_spread("plain", "plain on every node", |s| s == [1, 1, 1])
+        .await;
+    c.until_spread("media", "media on n2 alone", |s| s == [0, 0, 3])
+        .await;
+    until("the host's file in the replica", || {
+        let out = sh(&c, 2, "media", "cat /media/hello.txt");
+        (out.trim() == "from the host").then_some(()).ok_or(out)
+    })
+    .await;
+    let nowhere = format!("/srv/orca-nowhere-{}", common::rand_u32());
+    let (status, answer) = c.deploy_answer(json!([
+        { "name": "other", "image": web, "volumes": [format!("{nowhere}:/x")] }
+    ]));
+    assert_eq!(status, 403, "{answer}");
+    let message = answer.to_string();
+    assert!(
+        message.contains(&nowhere) && message.contains("host_paths"),
+        "{message}"
+    );
 }

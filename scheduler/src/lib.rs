@@ -1,7 +1,8 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-//! Where a new replica goes, pure: filters (the pinned node, labels, ready
-//! and undrained, room for its reservation), then a score (`spread` or
+//! Where a new replica goes, pure: filters (the pinned node, labels, the
+//! host paths and devices it needs allowed, ready and undrained, room for
+//! its reservation), then a score (`spread` or
 //! `binpack`). Only reservations count towards room: limits are caps the
 //! kernel enforces by time-sharing (CPU) and are not set aside. A
 //! placement holds the replica's reservation (and adds its CPU limit to
@@ -62,6 +63,9 @@ pub struct Candidate {
     pub cpu_limits: f64,
     /// Replicas of the service being placed that run there.
     pub of_service: u32,
+    /// It allows the host paths and devices the service needs (its
+    /// `[volumes]` lists).
+    pub host_access: bool,
 }
 
 impl Candidate {
@@ -113,6 +117,7 @@ impl Demand<'_> {
 pub struct Rejections {
     pub not_pinned: u32,
     pub labels: u32,
+    pub host_access: u32,
     pub not_ready: u32,
     pub drained: u32,
     pub memory: u32,
@@ -169,6 +174,7 @@ impl Scheduler {
 enum Filter {
     NotPinned,
     Labels,
+    HostAccess,
     NotReady,
     Drained,
     Memory,
@@ -180,6 +186,7 @@ impl Filter {
         match self {
             Filter::NotPinned => &mut r.not_pinned,
             Filter::Labels => &mut r.labels,
+            Filter::HostAccess => &mut r.host_access,
             Filter::NotReady => &mut r.not_ready,
             Filter::Drained => &mut r.drained,
             Filter::Memory => &mut r.memory,
@@ -198,6 +205,9 @@ fn fits(node: &Candidate, demand: &Demand) -> Result<(), Filter> {
         .all(|(k, v)| node.labels.get(k) == Some(v))
     {
         return Err(Filter::Labels);
+    }
+    if !node.host_access {
+        return Err(Filter::HostAccess);
     }
     if !node.ready {
         return Err(Filter::NotReady);
@@ -266,6 +276,12 @@ pub fn unplaced_message(count: u32, r: &Rejections, demand: &Demand) -> String {
     }
     if r.labels > 0 {
         why.push(format!("{} without the labels", nodes(r.labels)));
+    }
+    if r.host_access > 0 {
+        why.push(format!(
+            "{} not allowing its host paths or devices ([volumes] in their config)",
+            nodes(r.host_access)
+        ));
     }
     if r.not_ready > 0 {
         why.push(format!("{} not ready", nodes(r.not_ready)));

@@ -16,6 +16,7 @@ fn node(id: &str, cpu: f64, memory: u64) -> Candidate {
         reserved: Capacity::default(),
         cpu_limits: 0.0,
         of_service: 0,
+        host_access: true,
     }
 }
 
@@ -72,6 +73,22 @@ fn binpack_fills_the_fullest_node_that_fits() {
     };
     // a has room for 3 more, then b takes the rest.
     assert_eq!(place_n(&mut s, &d, 5), ["a", "a", "a", "b", "b"]);
+}
+
+#[test]
+fn only_nodes_that_allow_its_host_paths_take_it() {
+    let none = BTreeMap::new();
+    let mut a = node("a", 2.0, GI);
+    a.host_access = false;
+    let mut s = Scheduler::new(vec![a.clone(), node("b", 2.0, GI)]);
+    assert_eq!(place_n(&mut s, &demand(&none), 3), ["b", "b", "b"]);
+    let mut s = Scheduler::new(vec![a]);
+    let r = s.place(&demand(&none)).unwrap_err();
+    assert_eq!(r.host_access, 1);
+    assert_eq!(
+        unplaced_message(1, &r, &demand(&none)),
+        "1 replica unplaced: 1 node not allowing its host paths or devices ([volumes] in their config)"
+    );
 }
 
 #[test]

@@ -183,6 +183,16 @@ impl LocalAgent {
         let _ = std::fs::remove_dir_all(&incoming);
         std::fs::create_dir_all(&incoming).map_err(other)?;
         let received = unpack(data, gzip, &incoming).await?;
+        // On disk before anything is swapped for it or removed after it:
+        // a power cut after a restore or a move finds the new content.
+        let synced = incoming.clone();
+        tokio::task::spawn_blocking(move || {
+            let dir = std::fs::File::open(&synced)?;
+            nix::unistd::syncfs(&dir).map_err(std::io::Error::from)
+        })
+        .await
+        .map_err(other)?
+        .map_err(|e| other(format!("syncing the received volume: {e}")))?;
         staged.done = true;
         Ok(received)
     }

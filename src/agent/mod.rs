@@ -5,6 +5,7 @@
 //! the local agent removes what replicas that no longer exist left behind
 //! (`sweep`).
 
+pub mod access;
 pub mod archive;
 pub mod backup;
 #[cfg(test)]

@@ -120,7 +120,11 @@ impl Volumes {
         std::fs::File::open(&tmp)
             .and_then(|f| f.sync_all())
             .map_err(|e| err("sync", &tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| err("rename", &path, e))
+        std::fs::rename(&tmp, &path).map_err(|e| err("rename", &path, e))?;
+        // The directory too: its renames (the meta's, a swap's) last.
+        std::fs::File::open(dir)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| err("sync", dir, e))
     }
 
     /// The volume's data directory, made on first use. `fill` is set for

@@ -101,6 +101,50 @@ pub enum Down {
     },
 }
 
+use super::codec::Frame;
+use crate::agent::archive::Piece;
+
+impl Frame for Up {
+    fn raw(&self) -> Option<(u64, &[u8])> {
+        match self {
+            Up::Piece {
+                id,
+                piece: Piece::Data(d),
+            } => Some((*id, d)),
+            _ => None,
+        }
+    }
+
+    fn from_raw(id: u64, data: Vec<u8>) -> Option<Self> {
+        Some(Up::Piece {
+            id,
+            piece: Piece::Data(data),
+        })
+    }
+}
+
+impl Frame for Down {
+    fn raw(&self) -> Option<(u64, &[u8])> {
+        match self {
+            Down::Piece {
+                id,
+                piece: Piece::Data(d),
+            } => Some((*id, d)),
+            _ => None,
+        }
+    }
+
+    fn from_raw(id: u64, data: Vec<u8>) -> Option<Self> {
+        Some(Down::Piece {
+            id,
+            piece: Piece::Data(data),
+        })
+    }
+}
+
+impl Frame for JoinRequest {}
+impl Frame for JoinReply {}
+
 /// What the server asks of a node.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Call {

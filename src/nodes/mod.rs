@@ -156,6 +156,9 @@ pub struct Hello {
     /// Its ingress serves HTTPS (`[proxy] https_listen` is set).
     #[serde(default)]
     pub https: bool,
+    /// What of its host replicas may reach (`[volumes]`).
+    #[serde(default)]
+    pub access: crate::agent::access::HostAccess,
 }
 
 /// Registry failures, worded for the operator.

@@ -16,7 +16,7 @@ use crate::store::{NodeRecord, Repo};
 #[derive(Debug, PartialEq)]
 pub(super) enum Save {
     Nothing,
-    Put(NodeRecord),
+    Put(Box<NodeRecord>),
     Delete(String),
 }
 
@@ -69,6 +69,7 @@ fn refresh(record: &mut NodeRecord, hello: &Hello) {
     record.memory_bytes = hello.capacity.memory_bytes;
     record.version = hello.version.clone();
     record.https = hello.https;
+    record.access = hello.access.clone();
 }
 
 /// The parts of an inventory worth saving: which replicas, not their PIDs.
@@ -101,7 +102,7 @@ pub(super) enum Reply {
     /// message (so no reconnect slips in between).
     Removed(
         tokio::sync::oneshot::Sender<Result<NodeRecord, NodeError>>,
-        Result<NodeRecord, NodeError>,
+        Box<Result<NodeRecord, NodeError>>,
         Option<Arc<dyn NodeAgent>>,
     ),
 }
@@ -117,7 +118,7 @@ pub(super) fn apply(table: &mut Table, msg: Msg, now: Instant) -> (Save, Reply) 
         } => {
             let result = enroll(table, &id, &cert_sha256, subnets, now);
             let save = match &result {
-                Ok(_) => Save::Put(table.nodes[&id].record.clone()),
+                Ok(_) => Save::Put(Box::new(table.nodes[&id].record.clone())),
                 Err(_) => Save::Nothing,
             };
             (save, Reply::Index(reply, result))
@@ -130,7 +131,7 @@ pub(super) fn apply(table: &mut Table, msg: Msg, now: Instant) -> (Save, Reply) 
         } => {
             let result = connect(table, &hello, agent, cert_sha256.as_deref(), now);
             let save = match &result {
-                Ok(_) => Save::Put(table.nodes[&hello.node_id].record.clone()),
+                Ok(_) => Save::Put(Box::new(table.nodes[&hello.node_id].record.clone())),
                 Err(_) => Save::Nothing,
             };
             (save, Reply::Session(reply, result))
@@ -154,7 +155,10 @@ pub(super) fn apply(table: &mut Table, msg: Msg, now: Instant) -> (Save, Reply) 
             Some(node) => {
                 node.record.drained = drained;
                 node.record.drain_deadline = if drained { deadline } else { None };
-                (Save::Put(node.record.clone()), Reply::Unit(reply, Ok(())))
+                (
+                    Save::Put(Box::new(node.record.clone())),
+                    Reply::Unit(reply, Ok(())),
+                )
             }
             None => (
                 Save::Nothing,
@@ -163,7 +167,7 @@ pub(super) fn apply(table: &mut Table, msg: Msg, now: Instant) -> (Save, Reply) 
         },
         Msg::Remove { id, reply } => {
             let (save, result, agent) = remove(table, id);
-            (save, Reply::Removed(reply, result, agent))
+            (save, Reply::Removed(reply, Box::new(result), agent))
         }
     }
 }
@@ -193,7 +197,7 @@ fn heartbeat(
     let changed = !same_replicas(&node.record.inventory, &inventory);
     node.record.inventory = inventory;
     if changed {
-        Save::Put(node.record.clone())
+        Save::Put(Box::new(node.record.clone()))
     } else {
         Save::Nothing
     }
@@ -209,7 +213,7 @@ fn started(table: &mut Table, instance: Instance) -> Save {
         return Save::Nothing;
     }
     node.record.inventory.push(instance);
-    Save::Put(node.record.clone())
+    Save::Put(Box::new(node.record.clone()))
 }
 
 /// The connection of `session` ended (a newer one changes nothing here).
@@ -430,7 +434,7 @@ fn answer(reply: Reply, saved: Result<(), NodeError>) {
                     agent.disconnect();
                 }
             }
-            let _ = tx.send(saved.and(r));
+            let _ = tx.send(saved.and(*r));
         }
     }
 }

@@ -20,6 +20,7 @@ fn hello(id: &str) -> Hello {
         version: "test".into(),
         overlay: None,
         https: false,
+        access: Default::default(),
     }
 }
 

@@ -157,6 +157,10 @@ pub struct NodeRecord {
     /// Its ingress serves HTTPS (as it said when it last connected).
     #[serde(default)]
     pub https: bool,
+    /// What of its host replicas may reach (as it said when it last
+    /// connected).
+    #[serde(default)]
+    pub access: crate::agent::access::HostAccess,
 }
 
 /// True when two specs differ in more than the replica count.

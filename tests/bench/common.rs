@@ -200,6 +200,20 @@ pub struct BenchServer {
     _dir: tempfile::TempDir,
 }
 
+/// Where a bench server's log goes: the file `ORCA_BENCH_LOG` names
+/// (appended), else nowhere.
+fn bench_log() -> Stdio {
+    match std::env::var("ORCA_BENCH_LOG") {
+        Ok(path) => std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map(Stdio::from)
+            .unwrap_or_else(|_| Stdio::null()),
+        Err(_) => Stdio::null(),
+    }
+}
+
 impl BenchServer {
     /// Starts `target/release/orca server` and waits for its health endpoint.
     pub async fn start(name: &str, bridge: &str, subnet: &str) -> BenchServer {
@@ -235,7 +249,7 @@ impl BenchServer {
         let child = Command::new(&bin)
             .args(["server", "--config"])
             .arg(dir.path().join("cluster.toml"))
-            .stderr(Stdio::null())
+            .stderr(bench_log())
             .spawn()
             .expect("target/release/orca (cargo build --release)");
         let client = ApiClient::new(&format!("http://127.0.0.1:{api_port}"), Some(TOKEN.into()));

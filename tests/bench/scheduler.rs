@@ -32,6 +32,7 @@ fn nodes() -> Vec<Candidate> {
                 reserved: Capacity::default(),
                 cpu_limits: 0.0,
                 of_service: 0,
+                host_access: true,
             }
         })
         .collect()

@@ -83,7 +83,13 @@ impl ControlPlane {
         }
         self.sealed_refs(spec)?;
         let settings = &self.inner().settings;
-        super::volumes::check_mounts(spec, &settings.host_paths, &settings.devices)?;
+        let nodes = self.inner().nodes.snapshot();
+        super::volumes::check_mounts(spec, &settings.host_paths, &settings.devices, |s| {
+            nodes
+                .nodes
+                .values()
+                .any(|n| !n.local && n.record.access.allows(s).is_ok())
+        })?;
         if let Some(api::spec::TlsSpec::Files(files)) = &spec.tls {
             let cert_dir = &self.inner().settings.cert_dir;
             for (field, path) in [("cert", &files.cert), ("key", &files.key)] {

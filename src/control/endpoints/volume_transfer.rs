@@ -190,6 +190,7 @@ impl ControlPlane {
             .take()
             .ok_or_else(|| ApiError::bad_request("the archive is missing"))?;
         let (tx, rx) = mpsc::channel::<Vec<u8>>(16);
+        let started = Instant::now();
         let feed = async move {
             while let Some(part) = upload.recv().await {
                 match part {
@@ -211,6 +212,7 @@ impl ControlPlane {
             )));
         }
         let received = received.map_err(|e| agent_error(&key, e))?;
+        let unpacked = started.elapsed();
         if let Err(e) = self
             .stop_users(project, name, "being restored", agent.as_ref())
             .await
@@ -218,13 +220,22 @@ impl ControlPlane {
             let _ = agent.discard_volume(project, name).await;
             return Err(e);
         }
+        let stopped = started.elapsed();
         let committed = agent.commit_volume(project, name).await;
         if committed.is_err() {
             let _ = agent.discard_volume(project, name).await;
         }
         self.release(project, name).await;
         committed.map_err(|e| agent_error(&key, e))?;
-        tracing::info!(volume = %key, node = %node, bytes = received.bytes, "volume restored");
+        tracing::info!(
+            volume = %key,
+            node = %node,
+            bytes = received.bytes,
+            unpacked_ms = unpacked.as_millis() as u64,
+            stopped_ms = (stopped - unpacked).as_millis() as u64,
+            swapped_ms = (started.elapsed() - stopped).as_millis() as u64,
+            "volume restored"
+        );
         ApiResponse::ok(&VolumeRestored {
             project: project.into(),
             name: name.into(),

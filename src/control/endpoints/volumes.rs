@@ -16,10 +16,39 @@ use crate::store::VolumeRecord;
 /// How long a listing waits for a node's sizes.
 const SIZES_WAIT: Duration = Duration::from_secs(5);
 
-/// A spec's mounts as this server can check them: tmpfs sizes parse (400),
-/// and bind mount sources are existing paths under `host_paths` (403,
-/// naming the path and the key to set).
+/// A spec's mounts as this server can check them: tmpfs sizes parse
+/// (400); the devices and bind mount sources are allowed by this node's
+/// `[volumes]` (existing paths under `host_paths`), or by another node's
+/// as it reported them (`elsewhere`; that node checks again at start);
+/// else 403, naming the path and the key to set.
 pub(crate) fn check_mounts(
+    spec: &ServiceSpec,
+    host_paths: &[std::path::PathBuf],
+    devices: &[String],
+    elsewhere: impl Fn(&ServiceSpec) -> bool,
+) -> Result<(), ApiError> {
+    for m in spec.mounts() {
+        if let Mount::Tmpfs {
+            size: Some(size),
+            target,
+        } = m
+        {
+            cri::tmpfs_size(&size).map_err(|e| {
+                ApiError::bad_request(format!(
+                    "{}: invalid volumes entry {target:?}: {e}",
+                    spec.name
+                ))
+            })?;
+        }
+    }
+    match here(spec, host_paths, devices) {
+        Err(_) if elsewhere(spec) => Ok(()),
+        checked => checked,
+    }
+}
+
+/// Whether this node allows `spec`'s devices and bind mounts.
+fn here(
     spec: &ServiceSpec,
     host_paths: &[std::path::PathBuf],
     devices: &[String],
@@ -37,35 +66,21 @@ pub(crate) fn check_mounts(
         }
     }
     for m in spec.mounts() {
-        match m {
-            Mount::Tmpfs {
-                size: Some(size),
-                target,
-            } => {
-                cri::tmpfs_size(&size).map_err(|e| {
-                    ApiError::bad_request(format!(
-                        "{}: invalid volumes entry {target:?}: {e}",
-                        spec.name
-                    ))
-                })?;
+        if let Mount::Bind { source, .. } = m {
+            let path = std::path::Path::new(&source);
+            let allowed = path.canonicalize().ok().is_some_and(|real| {
+                host_paths.iter().any(|root| {
+                    root.canonicalize()
+                        .is_ok_and(|root| real == root || real.starts_with(&root))
+                })
+            });
+            if !allowed {
+                return Err(ApiError::forbidden(format!(
+                    "{}: bind mount source {source} is not an existing path under the node's \
+                     [volumes] host_paths; add its directory to host_paths in the node's config",
+                    spec.name
+                )));
             }
-            Mount::Bind { source, .. } => {
-                let path = std::path::Path::new(&source);
-                let allowed = path.canonicalize().ok().is_some_and(|real| {
-                    host_paths.iter().any(|root| {
-                        root.canonicalize()
-                            .is_ok_and(|root| real == root || real.starts_with(&root))
-                    })
-                });
-                if !allowed {
-                    return Err(ApiError::forbidden(format!(
-                        "{}: bind mount source {source} is not an existing path under the node's \
-                         [volumes] host_paths; add its directory to host_paths in the node's config",
-                        spec.name
-                    )));
-                }
-            }
-            _ => {}
         }
     }
     Ok(())

@@ -69,6 +69,7 @@ fn candidates(table: &Table, st: &State, service: &str, going: &HashSet<String>)
             *of_service.entry(i.node.as_str()).or_default() += 1;
         }
     }
+    let spec = st.records.get(service).map(|r| &r.spec);
     table
         .nodes
         .values()
@@ -84,6 +85,7 @@ fn candidates(table: &Table, st: &State, service: &str, going: &HashSet<String>)
                 reserved: load.reserved,
                 cpu_limits: load.cpu_limits,
                 of_service: of_service.get(n.id()).copied().unwrap_or(0),
+                host_access: spec.is_none_or(|s| n.record.access.allows(s).is_ok()),
             }
         })
         .collect()

@@ -36,6 +36,7 @@ fn hello(agent: &FakeAgent, labels: &[(&str, &str)]) -> Hello {
         version: "test".into(),
         overlay: None,
         https: false,
+        access: Default::default(),
     }
 }
 

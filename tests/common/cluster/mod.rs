@@ -432,6 +432,16 @@ impl LabCluster {
 
     /// Deploys `services` (a JSON array of service specs) through the API.
     pub fn deploy(&self, services: Value) {
+        let (status, answer) = self.deploy_answer(services);
+        assert!(status == 200, "deploy: {status} {answer}");
+        assert!(
+            answer["errors"].as_array().is_none_or(|e| e.is_empty()),
+            "deploy: {answer}"
+        );
+    }
+
+    /// Deploys `services` through the API: the status code and the body.
+    pub fn deploy_answer(&self, services: Value) -> (u16, Value) {
         let dir = self.dir.path().join(format!("deploy{}", super::rand_u32()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("services.json");
@@ -447,7 +457,8 @@ impl LabCluster {
                 &self.lab.nodes[0].netns,
                 "curl",
                 "-sS",
-                "-f",
+                "-w",
+                "\n%{http_code}",
             ])
             .args(["-H", &format!("Authorization: Bearer {ADMIN}")])
             .args(["-H", "Content-Type: application/json"])
@@ -456,17 +467,13 @@ impl LabCluster {
             .arg("http://127.0.0.1:6880/api/v1/deploy")
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "deploy: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert!(
-            answer["errors"].as_array().is_none_or(|e| e.is_empty()),
-            "deploy: {answer}"
-        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        let status = code
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("deploy: {text}{}", String::from_utf8_lossy(&out.stderr)));
+        (status, serde_json::from_str(body).unwrap_or(Value::Null))
     }
 
     /// A service's status.
