@@ -262,6 +262,7 @@ async fn unpack(
         .spawn()
         .map_err(|e| other(format!("run tar: {e}")))?;
     let mut tar_in = tar.stdin.take().ok_or_else(|| other("tar's stdin"))?;
+    archive::widen_pipe(&tar_in);
     let (to_check, checked) = mpsc::channel::<bytes::Bytes>(16);
     let checker = tokio::task::spawn_blocking(move || {
         archive::check_stream(archive::ChannelReader::new(checked))
@@ -277,6 +278,8 @@ async fn unpack(
             .map_err(|e| other(format!("run gzip: {e}")))?;
         let mut gz_in = gz.stdin.take().ok_or_else(|| other("gzip's stdin"))?;
         let mut gz_out = gz.stdout.take().ok_or_else(|| other("gzip's stdout"))?;
+        archive::widen_pipe(&gz_in);
+        archive::widen_pipe(&gz_out);
         let feed = async {
             while let Some(piece) = data.recv().await {
                 bytes += piece.len() as u64;
