@@ -10,6 +10,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+/// Where removed volumes wait to be deleted, beside the projects (no
+/// project name starts with a dot).
+const TRASH: &str = ".trash";
+
 /// Label with the named volumes a replica mounts: `project/name:rw`,
 /// comma-separated.
 pub const VOLUMES_LABEL: &str = "orca.volumes";
@@ -203,6 +207,15 @@ impl Volumes {
             return;
         };
         for p in projects.flatten() {
+            if p.file_name() == TRASH {
+                let trash = p.path();
+                std::thread::spawn(move || {
+                    if let Err(e) = std::fs::remove_dir_all(&trash) {
+                        tracing::warn!(dir = %trash.display(), error = %e, "removing volumes");
+                    }
+                });
+                continue;
+            }
             let Ok(names) = std::fs::read_dir(p.path()) else {
                 continue;
             };
@@ -221,6 +234,7 @@ impl Volumes {
                     let name = e.file_name().to_string_lossy().into_owned();
                     if name.starts_with("incoming")
                         || name.starts_with("backup-")
+                        || name.starts_with("trash-")
                         || name == "data.old"
                     {
                         let path = e.path();
@@ -280,6 +294,9 @@ impl Volumes {
         };
         for p in projects.flatten() {
             let project = p.file_name().to_string_lossy().into_owned();
+            if project.starts_with('.') {
+                continue;
+            }
             let Ok(names) = std::fs::read_dir(p.path()) else {
                 continue;
             };
@@ -307,7 +324,17 @@ impl Volumes {
         if !dir.exists() {
             return Ok(false);
         }
-        std::fs::remove_dir_all(&dir).map_err(|e| err("remove", &dir, e))?;
+        // Out of the way at once, deleted in the background (a crash
+        // mid-way leaves it to the next sweep).
+        let trash = self.root.join(TRASH);
+        std::fs::create_dir_all(&trash).map_err(|e| err("create", &trash, e))?;
+        let gone = trash.join(format!("{project}-{name}-{:08x}", rand::random::<u32>()));
+        std::fs::rename(&dir, &gone).map_err(|e| err("rename", &dir, e))?;
+        std::thread::spawn(move || {
+            if let Err(e) = std::fs::remove_dir_all(&gone) {
+                tracing::warn!(dir = %gone.display(), error = %e, "removing a volume");
+            }
+        });
         Ok(true)
     }
 }

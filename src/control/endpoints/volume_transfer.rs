@@ -282,9 +282,11 @@ impl ControlPlane {
             source.as_ref(),
         )
         .await?;
+        let stopped = started.elapsed();
         let copied = self
             .copy(project, name, source.as_ref(), target.as_ref())
             .await;
+        let copy_took = started.elapsed() - stopped;
         let (bytes, sha256) = match copied {
             Ok(done) => done,
             Err(e) => {
@@ -315,7 +317,16 @@ impl ControlPlane {
             tracing::warn!(volume = %key, node = %from, error = %e, "the moved volume's source copy was not removed");
         }
         let seconds = started.elapsed().as_secs_f64();
-        tracing::info!(volume = %key, from = %from, to, bytes, seconds, "volume moved");
+        tracing::info!(
+            volume = %key,
+            from = %from,
+            to,
+            bytes,
+            seconds,
+            stopped_ms = stopped.as_millis() as u64,
+            copied_ms = copy_took.as_millis() as u64,
+            "volume moved"
+        );
         ApiResponse::ok(&VolumeMoved {
             project: project.into(),
             name: name.into(),
