@@ -224,14 +224,7 @@ pub struct VolumesSection {
 impl VolumesSection {
     /// What the node tells the server of them.
     pub fn access(&self) -> crate::agent::access::HostAccess {
-        crate::agent::access::HostAccess {
-            host_paths: self
-                .host_paths
-                .iter()
-                .map(|p| p.to_string_lossy().into_owned())
-                .collect(),
-            devices: self.devices.clone(),
-        }
+        crate::agent::access::HostAccess::new(&self.host_paths, &self.devices)
     }
 }
 

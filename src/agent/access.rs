@@ -22,15 +22,32 @@ pub struct HostAccess {
 }
 
 impl HostAccess {
+    /// The lists as a node's `[volumes]` config has them.
+    pub fn new(host_paths: &[std::path::PathBuf], devices: &[String]) -> Self {
+        Self {
+            host_paths: host_paths
+                .iter()
+                .map(|p| p.to_string_lossy().into_owned())
+                .collect(),
+            devices: devices.to_vec(),
+        }
+    }
+
+    /// The first of `spec`'s devices (its host side) that no pattern of
+    /// `devices` matches.
+    pub fn refused_device<'a>(&self, spec: &'a ServiceSpec) -> Option<&'a str> {
+        spec.devices
+            .iter()
+            .map(|d| d.split_once(':').map_or(d.as_str(), |(h, _)| h))
+            .find(|host| !self.devices.iter().any(|p| glob_match(p, host)))
+    }
+
     /// Whether `spec`'s bind mounts and devices are all allowed here, by
     /// their paths (the node resolves links when it starts a replica);
     /// else what is not, and the key that would allow it.
     pub fn allows(&self, spec: &ServiceSpec) -> Result<(), String> {
-        for d in &spec.devices {
-            let host = d.split_once(':').map_or(d.as_str(), |(h, _)| h);
-            if !self.devices.iter().any(|p| glob_match(p, host)) {
-                return Err(format!("device {host} ([volumes] devices)"));
-            }
+        if let Some(host) = self.refused_device(spec) {
+            return Err(format!("device {host} ([volumes] devices)"));
         }
         for m in spec.mounts() {
             if let Mount::Bind { source, .. } = m {

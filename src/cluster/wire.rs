@@ -9,6 +9,8 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
+use super::codec::Frame;
+use crate::agent::archive::Piece;
 use crate::agent::{AgentEvent, Instance, InstanceSpec, LogLine, PullMode, Pulled};
 use crate::nodes::Hello;
 
@@ -70,7 +72,7 @@ pub enum Up {
     /// A piece of the volume archive of call `id`; `End` is its last.
     Piece {
         id: u64,
-        piece: crate::agent::archive::Piece,
+        piece: Piece,
     },
 }
 
@@ -97,20 +99,22 @@ pub enum Down {
     /// A piece of the archive call `id` receives; `End` is its last.
     Piece {
         id: u64,
-        piece: crate::agent::archive::Piece,
+        piece: Piece,
     },
 }
 
-use super::codec::Frame;
-use crate::agent::archive::Piece;
+/// A piece's call id and bytes, if it is data (its end goes as JSON).
+fn raw_piece(id: u64, piece: &Piece) -> Option<(u64, &[u8])> {
+    match piece {
+        Piece::Data(d) => Some((id, d)),
+        Piece::End(_) => None,
+    }
+}
 
 impl Frame for Up {
     fn raw(&self) -> Option<(u64, &[u8])> {
         match self {
-            Up::Piece {
-                id,
-                piece: Piece::Data(d),
-            } => Some((*id, d)),
+            Up::Piece { id, piece } => raw_piece(*id, piece),
             _ => None,
         }
     }
@@ -126,10 +130,7 @@ impl Frame for Up {
 impl Frame for Down {
     fn raw(&self) -> Option<(u64, &[u8])> {
         match self {
-            Down::Piece {
-                id,
-                piece: Piece::Data(d),
-            } => Some((*id, d)),
+            Down::Piece { id, piece } => raw_piece(*id, piece),
             _ => None,
         }
     }

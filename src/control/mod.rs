@@ -186,14 +186,10 @@ impl ControlPlane {
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 overlay: settings.overlay.clone(),
                 https: settings.https,
-                access: crate::agent::access::HostAccess {
-                    host_paths: settings
-                        .host_paths
-                        .iter()
-                        .map(|p| p.to_string_lossy().into_owned())
-                        .collect(),
-                    devices: settings.devices.clone(),
-                },
+                access: crate::agent::access::HostAccess::new(
+                    &settings.host_paths,
+                    &settings.devices,
+                ),
             };
             (agent, hello)
         });

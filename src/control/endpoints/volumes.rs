@@ -53,17 +53,12 @@ fn here(
     host_paths: &[std::path::PathBuf],
     devices: &[String],
 ) -> Result<(), ApiError> {
-    for d in &spec.devices {
-        let host = d.split_once(':').map_or(d.as_str(), |(h, _)| h);
-        if !devices
-            .iter()
-            .any(|p| crate::agent::files::glob_match(p, host))
-        {
-            return Err(ApiError::forbidden(format!(
-                "{}: device {host} is not allowed by the node's [volumes] devices; add it (or a pattern) to devices in the node's config",
-                spec.name
-            )));
-        }
+    let local = crate::agent::access::HostAccess::new(&[], devices);
+    if let Some(host) = local.refused_device(spec) {
+        return Err(ApiError::forbidden(format!(
+            "{}: device {host} is not allowed by the node's [volumes] devices; add it (or a pattern) to devices in the node's config",
+            spec.name
+        )));
     }
     for m in spec.mounts() {
         if let Mount::Bind { source, .. } = m {
