@@ -1,7 +1,7 @@
 //! Files, secret files, exec probes and devices on a real node: contents,
 //! modes and owners as asked; a secret file that is nowhere on disk (the
 //! same search finds a marker written to a volume); a secret changed is a
-//! new version; an exec probe gates readiness and its timeout holds; a
+//! new version; a replica whose secrets a reboot took is replaced; an exec probe gates readiness and its timeout holds; a
 //! device node only an admin may give, and only one `[volumes] devices`
 //! allows.
 
@@ -128,6 +128,40 @@ async fn files_and_secret_files_and_exec_probes() {
     assert_eq!(slow.instances.len(), 1);
     assert_ne!(slow.instances[0].healthy, Some(true), "{slow:?}");
 
+    // A host reboot empties the secrets' tmpfs and ends the replica: it
+    // cannot start again in place, so a new one takes its slot, given the
+    // secret afresh.
+    let secrets = format!("/run/orca/test-{}/secrets", server.namespace);
+    let s: api::status::StatusResponse = c.get("/api/v1/status").await.unwrap();
+    let victim = s
+        .services
+        .iter()
+        .find(|s| s.name == "db")
+        .unwrap()
+        .instances[0]
+        .clone();
+    assert!(Command::new("umount")
+        .args(["-l", &secrets])
+        .status()
+        .unwrap()
+        .success());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(victim.pid.unwrap() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let s = common::wait_for(&c, "db", "a new replica in the rebooted one's slot", |s| {
+        common::healthy(s) == 1 && s.instances.len() == 1 && s.instances[0].id != victim.id
+    })
+    .await;
+    // Ids are service.slot.suffix.
+    let slot = |id: &str| id.rsplit_once('.').unwrap().0.to_string();
+    assert_eq!(slot(&s.instances[0].id), slot(&victim.id));
+    assert_eq!(
+        exec(&c, "db", "cat /run/secrets/db_password").await,
+        (0, secret.clone())
+    );
+
     // A changed secret is a new version, which reads the new value.
     let new_secret = format!("n3w-{:08x}", common::rand_u32());
     let _: Value = c
@@ -157,7 +191,6 @@ async fn files_and_secret_files_and_exec_probes() {
         let _: Value = c.delete(&format!("/api/v1/services/{name}")).await.unwrap();
     }
     // The secrets' tmpfs is the node's for good; this test's goes with it.
-    let secrets = format!("/run/orca/test-{}/secrets", server.namespace);
     common::eventually(
         "the secret files released",
         Duration::from_secs(30),

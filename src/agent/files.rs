@@ -32,6 +32,10 @@ impl std::fmt::Debug for FileMount {
     }
 }
 
+/// The label of a replica with secret files: they live on a tmpfs, so a
+/// host reboot takes them, and such a replica cannot start again in place.
+pub const SECRET_FILES_LABEL: &str = "orca.secret-files";
+
 /// tmpfs' magic number (statfs).
 const TMPFS_MAGIC: i64 = 0x0102_1994;
 
@@ -119,6 +123,12 @@ impl Files {
                 .map_err(|e| err("chmod", &path, e))?;
         }
         Ok(())
+    }
+
+    /// True while replica `id`'s secret files are there (a host reboot
+    /// empties the tmpfs they live on).
+    pub fn secrets_present(&self, id: &str) -> bool {
+        self.dirs(id).1.is_dir()
     }
 
     /// Removes what a replica's files left (none: nothing to do).

@@ -32,6 +32,9 @@ impl LocalAgent {
             (SLOT_LABEL.to_string(), spec.slot.to_string()),
             (NODE_LABEL.to_string(), self.node_id.clone()),
         ]);
+        if spec.files.iter().any(|f| f.secret) {
+            labels.insert(super::files::SECRET_FILES_LABEL.to_string(), "1".into());
+        }
         if let Some(f) = log.file() {
             labels.insert(cri::labels::LOG_PATH.to_string(), f.display().to_string());
         }
@@ -138,9 +141,18 @@ impl LocalAgent {
             }
             self.cri.delete_task(id).await?;
         }
+        let info = self.cri.container(id).await?;
+        // Its secrets went with the tmpfs (a host reboot): a new replica,
+        // given them afresh, takes its slot.
+        if info.labels.contains_key(super::files::SECRET_FILES_LABEL)
+            && !self.files.secrets_present(id)
+        {
+            return Err(AgentError::NotFound(format!(
+                "{id} cannot start again: its secret files are gone (the node restarted)"
+            )));
+        }
         // A replica on a volume starts again only while no other version
         // holds the volume.
-        let info = self.cri.container(id).await?;
         let label = info.labels.get(super::volumes::VOLUMES_LABEL);
         let _lease = match label {
             Some(label) => {

@@ -149,8 +149,10 @@ async fn restart(inner: &Arc<Inner>, service: &str, id: &str) {
                 .restart_failed(service, id, format!("restart of {id} failed: {e}"))
                 .await;
             // A replica the runtime refuses to start again (its parts half
-            // gone after a crash) is replaced by a new one in its slot.
-            if failed >= REPLACE_AFTER_FAILED_RESTARTS && !e.is_unavailable() {
+            // gone after a crash) is replaced by a new one in its slot; one
+            // whose container or secret files are gone, at once.
+            let gone = matches!(e, crate::agent::AgentError::NotFound(_));
+            if (gone || failed >= REPLACE_AFTER_FAILED_RESTARTS) && !e.is_unavailable() {
                 tracing::warn!(instance = %id, failed, "replacing a replica that does not restart");
                 remove(inner, service, id.to_string(), Duration::ZERO, true).await;
             }
