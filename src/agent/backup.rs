@@ -171,7 +171,7 @@ impl LocalAgent {
         project: &str,
         name: &str,
         gzip: bool,
-        data: mpsc::Receiver<Vec<u8>>,
+        data: mpsc::Receiver<bytes::Bytes>,
     ) -> Result<Received, AgentError> {
         let dir = self.volumes.dir(project, name).map_err(other)?;
         std::fs::create_dir_all(&dir).map_err(other)?;
@@ -253,7 +253,7 @@ async fn fan_out(
 /// members and makes links leaving the tree only at the end, as
 /// placeholders).
 async fn unpack(
-    mut data: mpsc::Receiver<Vec<u8>>,
+    mut data: mpsc::Receiver<bytes::Bytes>,
     gzip: bool,
     into: &std::path::Path,
 ) -> Result<Received, AgentError> {
@@ -265,7 +265,7 @@ async fn unpack(
     archive::widen_pipe(&tar_in);
     let (to_check, checked) = mpsc::channel::<bytes::Bytes>(16);
     let checker = tokio::task::spawn_blocking(move || {
-        archive::check_stream(archive::ChannelReader::new(checked))
+        archive::check_skipping(archive::ChannelReader::new(checked))
     });
     let (mut hash, mut bytes) = (Sha256::new(), 0u64);
     let fed: Result<(), String> = if gzip {
@@ -324,7 +324,7 @@ async fn unpack(
         while let Some(piece) = data.recv().await {
             bytes += piece.len() as u64;
             hash.update(&piece);
-            if let Err(e) = fan_out(bytes::Bytes::from(piece), &to_check, &mut tar_in).await {
+            if let Err(e) = fan_out(piece, &to_check, &mut tar_in).await {
                 out = Err(format!("tar: {e}"));
                 break;
             }

@@ -423,7 +423,7 @@ impl NodeAgent for LocalAgent {
         project: &str,
         name: &str,
         gzip: bool,
-        data: mpsc::Receiver<Vec<u8>>,
+        data: mpsc::Receiver<bytes::Bytes>,
     ) -> Result<super::backup::Received, AgentError> {
         self.receive(project, name, gzip, data).await
     }

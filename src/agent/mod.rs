@@ -321,7 +321,7 @@ pub trait NodeAgent: Send + Sync + 'static {
         project: &str,
         name: &str,
         gzip: bool,
-        data: mpsc::Receiver<Vec<u8>>,
+        data: mpsc::Receiver<bytes::Bytes>,
     ) -> Result<backup::Received, AgentError> {
         let _ = (project, name, gzip, data);
         Err(AgentError::Other(format!(

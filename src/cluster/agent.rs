@@ -149,7 +149,7 @@ struct Work {
     /// The input of each interactive exec, by call id.
     attached: std::collections::HashMap<u64, mpsc::Sender<cri::AttachInput>>,
     /// The archive each volume receive takes, by call id.
-    receiving: std::collections::HashMap<u64, mpsc::Sender<Vec<u8>>>,
+    receiving: std::collections::HashMap<u64, mpsc::Sender<bytes::Bytes>>,
 }
 
 impl Work {

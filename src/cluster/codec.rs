@@ -19,7 +19,7 @@ pub trait Frame: Sized {
     }
 
     /// The message a raw frame carries.
-    fn from_raw(_id: u64, _data: Vec<u8>) -> Option<Self> {
+    fn from_raw(_id: u64, _data: bytes::Bytes) -> Option<Self> {
         None
     }
 }
@@ -62,8 +62,8 @@ fn read<U: DeserializeOwned + Frame>(src: &mut impl Buf) -> Result<Option<U>, St
         }
         src.advance(1);
         let id = src.get_u64();
-        let mut data = vec![0u8; src.remaining()];
-        src.copy_to_slice(&mut data);
+        // The decoder's own buffer, not a copy of it.
+        let data = src.copy_to_bytes(src.remaining());
         return U::from_raw(id, data)
             .map(Some)
             .ok_or_else(|| Status::invalid_argument("decode: an unexpected raw frame"));
@@ -127,7 +127,7 @@ mod tests {
 
     #[test]
     fn pieces_cross_raw_and_everything_else_as_json() {
-        let data: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+        let data: bytes::Bytes = (0..=255u8).cycle().take(70_000).collect();
         match round_trip(Up::Piece {
             id: 7,
             piece: Piece::Data(data.clone()),
@@ -140,7 +140,7 @@ mod tests {
         }
         match round_trip(Down::Piece {
             id: 9,
-            piece: Piece::Data(Vec::new()),
+            piece: Piece::Data(bytes::Bytes::new()),
         }) {
             Down::Piece {
                 id: 9,

@@ -357,7 +357,7 @@ impl NodeAgent for RemoteAgent {
         project: &str,
         name: &str,
         gzip: bool,
-        data: mpsc::Receiver<Vec<u8>>,
+        data: mpsc::Receiver<bytes::Bytes>,
     ) -> Result<crate::agent::backup::Received, AgentError> {
         self.receive(project, name, gzip, data).await
     }

@@ -63,7 +63,7 @@ pub async fn receive(
     up: mpsc::Sender<Up>,
     id: u64,
     call: (String, String, bool),
-    data: mpsc::Receiver<Vec<u8>>,
+    data: mpsc::Receiver<bytes::Bytes>,
 ) {
     let (project, name, gzip) = call;
     let result = local
@@ -77,7 +77,7 @@ pub async fn receive(
 /// Node side: a piece of the archive that receive `id` takes; the end
 /// closes its input.
 pub async fn take_piece(
-    receiving: &mut std::collections::HashMap<u64, mpsc::Sender<Vec<u8>>>,
+    receiving: &mut std::collections::HashMap<u64, mpsc::Sender<bytes::Bytes>>,
     id: u64,
     piece: Piece,
 ) {
@@ -147,7 +147,7 @@ impl RemoteAgent {
         project: &str,
         name: &str,
         gzip: bool,
-        mut data: mpsc::Receiver<Vec<u8>>,
+        mut data: mpsc::Receiver<bytes::Bytes>,
     ) -> Result<Received, AgentError> {
         let id = self.next_id();
         let call = Call::ReceiveVolume {

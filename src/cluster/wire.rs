@@ -119,7 +119,7 @@ impl Frame for Up {
         }
     }
 
-    fn from_raw(id: u64, data: Vec<u8>) -> Option<Self> {
+    fn from_raw(id: u64, data: bytes::Bytes) -> Option<Self> {
         Some(Up::Piece {
             id,
             piece: Piece::Data(data),
@@ -135,7 +135,7 @@ impl Frame for Down {
         }
     }
 
-    fn from_raw(id: u64, data: Vec<u8>) -> Option<Self> {
+    fn from_raw(id: u64, data: bytes::Bytes) -> Option<Self> {
         Some(Down::Piece {
             id,
             piece: Piece::Data(data),

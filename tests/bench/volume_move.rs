@@ -1,7 +1,8 @@
 //! `orca volume mv` measured in the multi-node lab: a 1 GiB volume of
 //! mixed files moved from n2 to n1 and back (replicas stopped, streamed through
 //! the server over the cluster's mTLS connections, checked, unpacked,
-//! swapped in, replicas started), against a plain `tar | nc` copy of the
+//! swapped in, replicas started; the replica ends at once on SIGTERM),
+//! against a plain `tar | nc` copy of the
 //! same directory between the same two nodes' namespaces, in the same run,
 //! timed with the `sync` after it (orca's copy is on disk before its
 //! source goes); each from settled disks (dirty pages written back, no
@@ -63,7 +64,9 @@ async fn main() {
         "netcat is needed (apt-get install netcat-openbsd)"
     );
     let c = LabCluster::start(&env, 3, "").await;
-    let web = c.image("web:v1");
+    // A replica that ends on SIGTERM at once: the move's own stop, not the
+    // workload's, is what counts here.
+    let web = c.image("logger:latest");
     // n2 is the lab's "edge" node; placed there first, then free to move.
     c.deploy(
         json!([{ "name": "db", "image": web, "volumes": ["pgdata:/data"],

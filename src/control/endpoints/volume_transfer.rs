@@ -1,7 +1,8 @@
 //! A volume's data in and out: a backup streamed from its node (its
 //! replicas paused while it is read, unless live); a restore that checks
-//! and unpacks the archive beside the volume first, then stops the
-//! replicas, swaps the content (never merged) and starts them again; and
+//! and unpacks the archive beside the volume (the replicas stopping once
+//! the whole archive is in), then swaps the content (never merged) and
+//! starts them again; and
 //! a move to another node (replicas stopped, the data streamed node to
 //! node over the cluster's connections and checked by SHA-256, the record
 //! switched, replicas started there, and only then the source copy gone).
@@ -18,6 +19,8 @@ use crate::agent::archive::Piece;
 use crate::agent::{AgentError, NodeAgent};
 use crate::control::ControlPlane;
 
+/// How often a stop's end is looked for.
+const STOP_POLL: Duration = Duration::from_millis(50);
 /// How long stopping a volume's replicas may take beyond their grace.
 const STOP_SLACK: Duration = Duration::from_secs(30);
 
@@ -108,7 +111,7 @@ impl ControlPlane {
                         (grace + STOP_SLACK).as_secs()
                     )));
                 }
-                Ok(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                Ok(_) => tokio::time::sleep(STOP_POLL).await,
                 Err(e) => {
                     self.release(project, name).await;
                     return Err(agent_error(&key, e));
@@ -146,7 +149,7 @@ impl ControlPlane {
             while let Some(piece) = export.data.recv().await {
                 match piece {
                     Piece::Data(bytes) => {
-                        if tx.send(Bytes::from(bytes)).await.is_err() {
+                        if tx.send(bytes).await.is_err() {
                             return;
                         }
                     }
@@ -189,38 +192,67 @@ impl ControlPlane {
         let mut upload = body
             .take()
             .ok_or_else(|| ApiError::bad_request("the archive is missing"))?;
-        let (tx, rx) = mpsc::channel::<Vec<u8>>(16);
+        let (tx, rx) = mpsc::channel::<Bytes>(16);
         let started = Instant::now();
         let feed = async move {
             while let Some(part) = upload.recv().await {
                 match part {
                     Ok(b) => {
-                        if tx.send(b.to_vec()).await.is_err() {
-                            return Ok(());
+                        // The node stopped taking it: its answer says why.
+                        if tx.send(b).await.is_err() {
+                            return Ok(false);
                         }
                     }
                     Err(e) => return Err(e),
                 }
             }
-            Ok(())
+            Ok(true)
         };
-        let (received, fed) = tokio::join!(agent.receive_volume(project, name, true, rx), feed);
-        if let Err(e) = fed {
-            let _ = agent.discard_volume(project, name).await;
-            return Err(ApiError::bad_request(format!(
+        // Once the whole archive is in, the replicas stop while the node
+        // finishes unpacking it and writes it to disk.
+        let fed_then_stopped = async {
+            let fed = feed.await;
+            let uploaded = started.elapsed();
+            let stopped = match fed {
+                Ok(true) => Some(
+                    self.stop_users(project, name, "being restored", agent.as_ref())
+                        .await,
+                ),
+                _ => None,
+            };
+            (fed, uploaded, stopped, started.elapsed())
+        };
+        let (received, (fed, uploaded, stopped, stop_done)) = tokio::join!(
+            async {
+                let r = agent.receive_volume(project, name, true, rx).await;
+                (r, started.elapsed())
+            },
+            fed_then_stopped
+        );
+        let (received, unpacked) = received;
+        // Whether this restore holds the volume (its replicas stopped).
+        let held = matches!(stopped, Some(Ok(())));
+        let outcome = match (fed, received, stopped) {
+            (Err(e), _, _) => Err(ApiError::bad_request(format!(
                 "the archive did not arrive whole: {e}"
-            )));
-        }
-        let received = received.map_err(|e| agent_error(&key, e))?;
-        let unpacked = started.elapsed();
-        if let Err(e) = self
-            .stop_users(project, name, "being restored", agent.as_ref())
-            .await
-        {
-            let _ = agent.discard_volume(project, name).await;
-            return Err(e);
-        }
-        let stopped = started.elapsed();
+            ))),
+            (_, _, Some(Err(e))) => Err(e),
+            (_, Err(e), _) => Err(agent_error(&key, e)),
+            (Ok(false), Ok(_), _) => Err(ApiError::internal(format!(
+                "volume {key}: the node stopped taking the archive"
+            ))),
+            (Ok(true), Ok(r), _) => Ok(r),
+        };
+        let received = match outcome {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = agent.discard_volume(project, name).await;
+                if held {
+                    self.release(project, name).await;
+                }
+                return Err(e);
+            }
+        };
         let committed = agent.commit_volume(project, name).await;
         if committed.is_err() {
             let _ = agent.discard_volume(project, name).await;
@@ -231,9 +263,10 @@ impl ControlPlane {
             volume = %key,
             node = %node,
             bytes = received.bytes,
+            uploaded_ms = uploaded.as_millis() as u64,
+            stopped_ms = stop_done.as_millis() as u64,
             unpacked_ms = unpacked.as_millis() as u64,
-            stopped_ms = (stopped - unpacked).as_millis() as u64,
-            swapped_ms = (started.elapsed() - stopped).as_millis() as u64,
+            swapped_ms = (started.elapsed() - unpacked.max(stop_done)).as_millis() as u64,
             "volume restored"
         );
         ApiResponse::ok(&VolumeRestored {
@@ -353,7 +386,7 @@ impl ControlPlane {
             .export_volume(project, name, false, false)
             .await
             .map_err(|e| agent_error(&key, e))?;
-        let (tx, rx) = mpsc::channel::<Vec<u8>>(16);
+        let (tx, rx) = mpsc::channel::<Bytes>(16);
         let pump = async move {
             while let Some(piece) = export.data.recv().await {
                 match piece {
