@@ -40,6 +40,14 @@ pub struct ServiceSpec {
     pub port: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,
+    /// Path prefixes of `domain` this service serves (default `/`): several
+    /// services share a domain by prefix, the longest one wins.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<String>,
+    /// Removes the matched prefix of `routes` before a request reaches a
+    /// replica.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub strip_prefix: bool,
     /// HTTPS for `domain` on the ingress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSpec>,
@@ -429,6 +437,7 @@ pub struct TlsFiles {
 
 mod files;
 mod privilege;
+mod routes;
 mod validate;
 mod volumes;
 
@@ -436,6 +445,7 @@ pub use files::{FileSpec, MAX_FILES_BYTES};
 pub use volumes::{check_target, Mount, VolumeObject, VolumeSpec, VolumeType};
 
 pub use privilege::is_secret_name;
+pub use routes::{route_prefixes, routes_overlap};
 
 #[cfg(test)]
 mod tests;

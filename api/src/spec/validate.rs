@@ -147,6 +147,7 @@ impl ServiceSpec {
         if let Some(tls) = &self.tls {
             check_tls(tls, self.domain.as_ref())?;
         }
+        super::routes::check_routes(&self.routes, self.strip_prefix, self.domain.as_ref())?;
         if let Some(h) = &self.health {
             check_path("health", h)?;
         }

@@ -92,6 +92,19 @@ pub(crate) fn to_replica(
     parts.uri = Uri::from(path);
 }
 
+/// Takes a route's `prefix` off the request's path (`strip_prefix`), and
+/// says which in X-Forwarded-Prefix, so that an app can build its links.
+pub(crate) fn strip_prefix(parts: &mut http::request::Parts, prefix: &str) {
+    let whole = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
+    let stripped = super::routes::strip(whole, prefix);
+    if let Ok(uri) = Uri::try_from(stripped) {
+        parts.uri = uri;
+        if let Ok(v) = HeaderValue::from_str(prefix) {
+            parts.headers.insert("x-forwarded-prefix", v);
+        }
+    }
+}
+
 /// Rewrites a replica's response head for the client: hop-by-hop headers go.
 pub(crate) fn to_client(parts: &mut http::response::Parts) {
     strip_hop_by_hop(&mut parts.headers);

@@ -172,12 +172,17 @@ impl Ingress {
                 return r;
             }
         }
-        let Some(route) = self.routes.route(&domain) else {
-            self.routes.count_unrouted();
-            return json_error(
-                StatusCode::NOT_FOUND,
-                &format!("no service for host {domain:?}"),
-            );
+        let route = match self.routes.route(&domain, req.uri().path()) {
+            Ok(route) => route,
+            Err(has_routes) => {
+                self.routes.count_unrouted();
+                let why = if has_routes {
+                    format!("no service for path {:?} on {domain:?}", req.uri().path())
+                } else {
+                    format!("no service for host {domain:?}")
+                };
+                return json_error(StatusCode::NOT_FOUND, &why);
+            }
         };
         if let (Scheme::Http, Some((_, port))) = (scheme, &self.https) {
             if !req.uri().path().starts_with(ACME_CHALLENGE) && self.routes.certs().has(&domain) {
@@ -213,6 +218,9 @@ impl Ingress {
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         headers::to_replica(&mut parts, client_addr.ip(), scheme, host, upgrade.as_ref());
+        if route.strip {
+            headers::strip_prefix(&mut parts, &route.prefix);
+        }
         // A request that could not reach a replica is given back whole
         // (it never left), and goes to another one as it is.
         let mut request = Some(Request::from_parts(parts, body.boxed()));

@@ -27,7 +27,7 @@ pub mod tls;
 mod upstream;
 
 pub use ingress::Ingress;
-pub use routes::{Backend, Routes};
+pub use routes::{route_key, Backend, Routes};
 pub use serve::{serve, IngressWorkers};
 pub use tls::{CertStore, TlsPair};
 

@@ -1,6 +1,12 @@
-//! The ingress routing table: the ready replicas of every domain, weighted
-//! round robin over them, replicas taken out of rotation for a while
-//! after refusing a connection, and what was answered per domain.
+//! The ingress routing table: the ready replicas of every domain and path
+//! prefix (the longest prefix matching a request's path, segment by
+//! segment, wins), weighted round robin over them, replicas taken out of
+//! rotation for a while after refusing a connection, and what was
+//! answered per domain.
+//!
+//! A table's key is the domain for its `/` route and the domain followed
+//! by the prefix for any other (`app.test/api`): a node that knows no
+//! prefixes never matches such a key to a Host.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -18,6 +24,39 @@ pub struct Backend {
     pub addr: SocketAddr,
     /// Relative share of requests (canaries get less).
     pub weight: u32,
+    /// The route's prefix is removed before a request reaches it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub strip_prefix: bool,
+}
+
+/// The table key of `prefix` (`/` or `/seg...`) on `domain`.
+pub fn route_key(domain: &str, prefix: &str) -> String {
+    if prefix == "/" {
+        domain.to_ascii_lowercase()
+    } else {
+        format!("{}{prefix}", domain.to_ascii_lowercase())
+    }
+}
+
+/// True if `path` lies under `prefix` (empty for `/`), segment by segment.
+fn under(path: &str, prefix: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        Some(rest) => prefix.is_empty() || rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+/// `path_and_query` without `prefix`: `/api/x?q` under `/api` is `/x?q`,
+/// `/api` alone is `/`.
+pub(crate) fn strip(path_and_query: &str, prefix: &str) -> String {
+    let rest = path_and_query
+        .strip_prefix(prefix)
+        .unwrap_or(path_and_query);
+    if rest.starts_with('/') {
+        rest.to_string()
+    } else {
+        format!("/{rest}")
+    }
 }
 
 /// What the ingress answered for one domain since orca started.
@@ -50,8 +89,12 @@ impl Traffic {
     }
 }
 
-/// The backends of one domain.
+/// The backends of one prefix of a domain.
 pub(crate) struct Route {
+    /// The path prefix, empty for `/`.
+    pub(crate) prefix: String,
+    /// Requests lose the prefix on their way to a replica.
+    pub(crate) strip: bool,
     pub(crate) backends: Vec<Backend>,
     /// Each backend repeated by its weight, for weighted round robin.
     ring: Vec<usize>,
@@ -61,9 +104,11 @@ pub(crate) struct Route {
 }
 
 impl Route {
-    fn new(backends: Vec<Backend>, traffic: Arc<Traffic>) -> Self {
+    fn new(prefix: &str, backends: Vec<Backend>, traffic: Arc<Traffic>) -> Self {
         let ring = interleave(&backends);
         Self {
+            prefix: prefix.to_string(),
+            strip: !prefix.is_empty() && backends.iter().any(|b| b.strip_prefix),
             backends,
             ring,
             next: AtomicUsize::new(0),
@@ -109,7 +154,8 @@ fn interleave(backends: &[Backend]) -> Vec<usize> {
 /// The routing table, replaced whole whenever readiness changes.
 #[derive(Default)]
 pub struct Routes {
-    table: RwLock<HashMap<String, Arc<Route>>>,
+    /// Each domain's routes, longest prefix first.
+    table: RwLock<HashMap<String, Vec<Arc<Route>>>>,
     ejected: RwLock<HashMap<SocketAddr, Instant>>,
     /// Per domain ever routed; kept when a domain goes, as counters are.
     traffic: RwLock<HashMap<String, Arc<Traffic>>>,
@@ -122,33 +168,43 @@ pub struct Routes {
 }
 
 impl Routes {
-    /// Sets the backends of every domain (domains not listed are removed).
+    /// Sets the backends of every route, keyed by [`route_key`] (routes
+    /// not listed are removed).
     pub fn replace(&self, routes: HashMap<String, Vec<Backend>>) {
         let Ok(mut traffic) = self.traffic.write() else {
             return;
         };
         let current = self.table.read().map(|t| t.clone()).unwrap_or_default();
-        let table: HashMap<String, Arc<Route>> = routes
-            .into_iter()
-            .map(|(domain, backends)| {
-                let domain = domain.to_ascii_lowercase();
-                // An unchanged route is kept, and with it its place in the turn.
-                let route = match current.get(&domain) {
-                    Some(r) if r.backends == backends => r.clone(),
-                    _ => {
-                        let counters = traffic.entry(domain.clone()).or_default().clone();
-                        Arc::new(Route::new(backends, counters))
-                    }
-                };
-                (domain, route)
-            })
-            .collect();
+        let mut table: HashMap<String, Vec<Arc<Route>>> = HashMap::new();
+        let mut unchanged = true;
+        for (key, backends) in routes {
+            let key = key.to_ascii_lowercase();
+            let (domain, prefix) = match key.find('/') {
+                Some(at) => key.split_at(at),
+                None => (key.as_str(), ""),
+            };
+            let strip = backends.iter().any(|b| b.strip_prefix);
+            // An unchanged route is kept, and with it its place in the turn.
+            let kept = current
+                .get(domain)
+                .and_then(|rs| rs.iter().find(|r| r.prefix == prefix))
+                .filter(|r| r.backends == backends && r.strip == (strip && !prefix.is_empty()));
+            let route = match kept {
+                Some(r) => r.clone(),
+                None => {
+                    unchanged = false;
+                    let counters = traffic.entry(domain.to_string()).or_default().clone();
+                    Arc::new(Route::new(prefix, backends, counters))
+                }
+            };
+            table.entry(domain.to_string()).or_default().push(route);
+        }
         drop(traffic);
-        let unchanged = table.len() == current.len()
-            && table
-                .iter()
-                .all(|(d, r)| current.get(d).is_some_and(|c| Arc::ptr_eq(c, r)));
-        if unchanged {
+        for routes in table.values_mut() {
+            routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+        }
+        let count = |t: &HashMap<String, Vec<Arc<Route>>>| t.values().map(Vec::len).sum::<usize>();
+        if unchanged && count(&table) == count(&current) {
             return;
         }
         if let Ok(mut t) = self.table.write() {
@@ -174,13 +230,13 @@ impl Routes {
         self.challenges.read().ok()?.get(token).cloned()
     }
 
-    /// The backends of `domain` now.
+    /// The backends of every route of `domain` now.
     pub fn backends(&self, domain: &str) -> Option<Vec<Backend>> {
         self.table
             .read()
             .ok()?
             .get(&domain.to_ascii_lowercase())
-            .map(|r| r.backends.clone())
+            .map(|rs| rs.iter().flat_map(|r| r.backends.iter().cloned()).collect())
     }
 
     /// The counters of every domain ever routed, sorted by domain.
@@ -203,9 +259,17 @@ impl Routes {
         self.unrouted.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The route of `domain`, which must be lowercase.
-    pub(crate) fn route(&self, domain: &str) -> Option<Arc<Route>> {
-        self.table.read().ok()?.get(domain).cloned()
+    /// The route of `domain` (lowercase) whose prefix is the longest
+    /// that `path` lies under; `Err(true)` if the domain has routes but
+    /// none for the path, `Err(false)` if it has none.
+    pub(crate) fn route(&self, domain: &str, path: &str) -> Result<Arc<Route>, bool> {
+        let table = self.table.read().map_err(|_| false)?;
+        let routes = table.get(domain).ok_or(false)?;
+        routes
+            .iter()
+            .find(|r| under(path, &r.prefix))
+            .cloned()
+            .ok_or(true)
     }
 
     fn is_ejected(&self, addr: &SocketAddr) -> bool {
@@ -254,6 +318,7 @@ mod tests {
             id: id.into(),
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             weight,
+            strip_prefix: false,
         }
     }
 
@@ -268,7 +333,7 @@ mod tests {
             "app.test".to_string(),
             vec![b("a", 1, 90), b("b", 2, 10)],
         )]));
-        let route = routes.route("app.test").unwrap();
+        let route = routes.route("app.test", "/").unwrap();
         let mut counts = HashMap::new();
         for _ in 0..1000 {
             *counts.entry(pick_id(&routes, &route)).or_insert(0) += 1;
@@ -280,7 +345,7 @@ mod tests {
             "x".to_string(),
             vec![b("a", 1, 1), b("b", 2, 1)],
         )]));
-        let route = routes.route("x").unwrap();
+        let route = routes.route("x", "/").unwrap();
         let seq: Vec<String> = (0..4).map(|_| pick_id(&routes, &route)).collect();
         assert_ne!(seq[0], seq[1]);
         assert_ne!(seq[1], seq[2]);
@@ -293,7 +358,7 @@ mod tests {
             "x".to_string(),
             vec![b("a", 1, 1), b("b", 2, 1)],
         )]));
-        let route = routes.route("x").unwrap();
+        let route = routes.route("x", "/").unwrap();
         routes.eject(SocketAddr::from(([127, 0, 0, 1], 1)));
         for _ in 0..10 {
             assert_eq!(pick_id(&routes, &route), "b");
@@ -306,27 +371,74 @@ mod tests {
         let routes = Routes::default();
         let table = || HashMap::from([("x".to_string(), vec![b("a", 1, 1), b("b", 2, 1)])]);
         routes.replace(table());
-        let first = pick_id(&routes, &routes.route("x").unwrap());
+        let first = pick_id(&routes, &routes.route("x", "/").unwrap());
         routes.replace(table());
         // Not back to the start: the other backend is next.
-        assert_ne!(pick_id(&routes, &routes.route("x").unwrap()), first);
-        let before = routes.route("x").unwrap();
+        assert_ne!(pick_id(&routes, &routes.route("x", "/").unwrap()), first);
+        let before = routes.route("x", "/").unwrap();
         routes.replace(HashMap::from([("x".to_string(), vec![b("a", 1, 1)])]));
-        assert!(!Arc::ptr_eq(&before, &routes.route("x").unwrap()));
+        assert!(!Arc::ptr_eq(&before, &routes.route("x", "/").unwrap()));
+    }
+
+    #[test]
+    fn the_longest_prefix_wins_segment_by_segment() {
+        let routes = Routes::default();
+        let stripping = |mut b: Backend| {
+            b.strip_prefix = true;
+            b
+        };
+        let table = || {
+            HashMap::from([
+                (route_key("App.test", "/"), vec![b("root", 1, 1)]),
+                (
+                    route_key("app.test", "/api"),
+                    vec![stripping(b("api", 2, 1))],
+                ),
+                (route_key("app.test", "/api/v2"), vec![b("v2", 3, 1)]),
+                (route_key("only.test", "/x"), vec![b("x", 4, 1)]),
+            ])
+        };
+        routes.replace(table());
+        let at = |domain: &str, path: &str| {
+            routes
+                .route(domain, path)
+                .map(|r| (r.backends[0].id.clone(), r.strip))
+        };
+        assert_eq!(at("app.test", "/"), Ok(("root".into(), false)));
+        assert_eq!(at("app.test", "/apix"), Ok(("root".into(), false)));
+        assert_eq!(at("app.test", "/api"), Ok(("api".into(), true)));
+        assert_eq!(at("app.test", "/api/users"), Ok(("api".into(), true)));
+        assert_eq!(at("app.test", "/api/v2"), Ok(("v2".into(), false)));
+        assert_eq!(at("app.test", "/api/v2/x"), Ok(("v2".into(), false)));
+        assert_eq!(at("app.test", "/api/v20"), Ok(("api".into(), true)));
+        assert_eq!(at("only.test", "/x/y"), Ok(("x".into(), false)));
+        assert_eq!(at("only.test", "/"), Err(true));
+        assert_eq!(at("none.test", "/"), Err(false));
+        assert_eq!(routes.backends("app.test").unwrap().len(), 3);
+        assert_eq!(strip("/api/users?id=1", "/api"), "/users?id=1");
+        assert_eq!(strip("/api", "/api"), "/");
+        assert_eq!(strip("/api?q", "/api"), "/?q");
+        // The same table again keeps every route as it was.
+        let before = routes.route("app.test", "/api").unwrap();
+        routes.replace(table());
+        assert!(Arc::ptr_eq(
+            &before,
+            &routes.route("app.test", "/api").unwrap()
+        ));
     }
 
     #[test]
     fn traffic_outlives_table_changes() {
         let routes = Routes::default();
         routes.replace(HashMap::from([("X".to_string(), vec![b("a", 1, 1)])]));
-        let route = routes.route("x").unwrap();
+        let route = routes.route("x", "/").unwrap();
         route.traffic.respond(http::StatusCode::OK);
         route.traffic.respond(http::StatusCode::BAD_GATEWAY);
         route.traffic.upstream_error();
         routes.replace(HashMap::new());
         routes.replace(HashMap::from([("x".to_string(), vec![b("b", 2, 1)])]));
         routes
-            .route("x")
+            .route("x", "/")
             .unwrap()
             .traffic
             .respond(http::StatusCode::OK);

@@ -290,6 +290,7 @@ mod tests {
                 id: "slow.0.aaaaaa".into(),
                 addr: silent_addr,
                 weight: 1,
+                strip_prefix: false,
             }],
         )]));
         let ingress =
@@ -404,6 +405,7 @@ mod tests {
             id: id.into(),
             addr,
             weight: 1,
+            strip_prefix: false,
         };
         routes.replace(HashMap::from([(
             "post.test".to_string(),

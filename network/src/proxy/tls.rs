@@ -237,6 +237,7 @@ mod tests {
                 id: id.into(),
                 addr: replica,
                 weight: 1,
+                strip_prefix: false,
             }]
         };
         routes.replace(HashMap::from([

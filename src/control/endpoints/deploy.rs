@@ -100,22 +100,10 @@ impl ControlPlane {
             return Err(fail("a service with a domain needs a port".into()));
         }
         let st = self.inner().state();
-        if let Some(domain) = &spec.domain {
-            let claimed = st.records.values().find(|r| {
-                r.spec.name != spec.name
-                    && !r.stopped
-                    && r.spec
-                        .domain
-                        .as_deref()
-                        .is_some_and(|d| d.eq_ignore_ascii_case(domain))
-            });
-            if let Some(other) = claimed {
-                return Err(ApiError::conflict(format!(
-                    "{}: domain {domain} is already served by {}",
-                    spec.name, other.spec.name
-                )));
-            }
-        }
+        super::claims::domain(
+            spec,
+            st.records.values().filter(|r| !r.stopped).map(|r| &r.spec),
+        )?;
         let my_names: Vec<&str> = std::iter::once(spec.name.as_str())
             .chain(spec.aliases.iter().map(String::as_str))
             .collect();
@@ -188,7 +176,10 @@ impl ControlPlane {
                     .push(format!("{}: listed twice in one deploy", spec.name));
                 continue;
             }
-            match authorize(caller, &spec).and_then(|()| self.check_spec(&spec)) {
+            let checked = authorize(caller, &spec)
+                .and_then(|()| self.check_spec(&spec))
+                .and_then(|()| super::claims::domain(&spec, valid.iter()));
+            match checked {
                 Ok(()) => valid.push(spec),
                 Err(e) => {
                     if e.status == 409 || e.status == 403 {

@@ -2,6 +2,7 @@
 //! who may do what ([`access`], [`scope`]), then one file per resource.
 
 pub(crate) mod access;
+pub(crate) mod claims;
 pub(crate) mod cluster;
 pub(crate) mod deploy;
 pub(crate) mod exec;

@@ -126,7 +126,8 @@ pub(crate) fn publish_routes(inner: &Arc<Inner>) -> u64 {
     generation
 }
 
-/// The ingress table: each domain's ready replicas, weighted for a canary.
+/// The ingress table: the ready replicas of each domain's path prefixes,
+/// weighted for a canary.
 fn ingress_routes(
     st: &crate::control::State,
     reachable: &dyn Fn(&&crate::agent::Instance) -> bool,
@@ -140,7 +141,13 @@ fn ingress_routes(
             let Ok(port) = u16::try_from(port) else {
                 continue;
             };
-            let backends = table.entry(domain.clone()).or_default();
+            let keys: Vec<String> = api::spec::route_prefixes(&record.spec.routes)
+                .into_iter()
+                .map(|prefix| network::proxy::route_key(domain, prefix))
+                .collect();
+            for key in &keys {
+                table.entry(key.clone()).or_default();
+            }
             if record.stopped {
                 continue;
             }
@@ -183,7 +190,15 @@ fn ingress_routes(
                     _ => 1,
                 };
                 if weight > 0 {
-                    backends.push(network::proxy::Backend { id, addr, weight });
+                    let backend = network::proxy::Backend {
+                        id,
+                        addr,
+                        weight,
+                        strip_prefix: record.spec.strip_prefix,
+                    };
+                    for key in &keys {
+                        table.entry(key.clone()).or_default().push(backend.clone());
+                    }
                 }
             }
         }
