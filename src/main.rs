@@ -19,6 +19,7 @@
 
 mod admin_token;
 mod agent;
+mod checked_tls;
 mod cli;
 mod cluster;
 mod config;

@@ -4,7 +4,8 @@
 //! says why; a node restarted (replica, containerd and agent all gone)
 //! brings it back with the data; `orca volume mv` brings the same data up on another node; a
 //! kill -9 of the server mid-move leaves the source in use and no copy
-//! half-made on the target. Every count is read from the nodes' own
+//! half-made on the target; a move goes node to node, or through the
+//! server when the target cannot be reached, whole either way. Every count is read from the nodes' own
 //! containerds. A node's `[volumes] host_paths` are its own: a bind mount
 //! only n2 allows runs on n2 alone.
 
@@ -160,14 +161,9 @@ async fn a_volume_keeps_its_replica_and_moves_whole() {
     })
     .await;
 
-    // Moved to n1: the same data, and nothing left on n2.
-    let out = c.orca(&["volume", "mv", "default/pgdata", "--to", "n1"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+    // Moved to n1, straight from n2: the same data, and nothing left on n2.
+    let first = c.move_volume("default/pgdata", "n1");
+    assert_eq!(first["via"], "direct", "{first}");
     c.until_spread("db", "db on n1", |s| s == [0, 1, 0]).await;
     until("the rows on n1", || {
         let out = sh(&c, 1, "db", "cat /data/rows");
@@ -246,16 +242,50 @@ async fn a_volume_keeps_its_replica_and_moves_whole() {
         }
     })
     .await;
-    // The control: the same move, uncut, goes through.
-    let out = c.orca(&["volume", "mv", "default/pgdata", "--to", "n2"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+    // The control: the same move, uncut, goes through, node to node; and
+    // back to n1 with n1 taking no connection from n2 (nodes that reach
+    // only the server), through the server. The data is whole each time.
+    let whole = |node: usize| {
+        let out = sh(
+            &c,
+            node,
+            "db",
+            "cat /data/rows; ls -l /data/big | awk '{print $5}'",
+        );
+        assert_eq!(
+            out.split_whitespace().collect::<Vec<_>>(),
+            ["row1", "419430400"],
+            "{out}"
+        );
+    };
+    let direct = c.move_volume("default/pgdata", "n2");
+    assert_eq!(direct["via"], "direct", "{direct}");
     c.until_spread("db", "db on n2", |s| s == [0, 0, 1]).await;
-    assert_eq!(sh(&c, 2, "db", "cat /data/rows").trim(), "row1");
+    whole(2);
+    let firewall = |script: &str| {
+        let ok = c.lab.nodes[1]
+            .nsenter("nft")
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut nft| {
+                use std::io::Write;
+                nft.stdin.take().unwrap().write_all(script.as_bytes())?;
+                nft.wait()
+            })
+            .unwrap();
+        assert!(ok.success(), "nft: {script}");
+    };
+    firewall(&format!(
+        "table inet orca_test_cut {{\n chain input {{\n  type filter hook input priority -10;\n  \
+         ip saddr {} tcp flags syn drop\n }}\n}}\n",
+        c.lab.nodes[2].address
+    ));
+    let relayed = c.move_volume("default/pgdata", "n1");
+    firewall("delete table inet orca_test_cut");
+    assert_eq!(relayed["via"], "server", "{relayed}");
+    c.until_spread("db", "db on n1", |s| s == [0, 1, 0]).await;
+    whole(1);
 }
 
 /// The server allows no host path; n2 allows one. A bind mount of it is

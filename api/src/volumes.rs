@@ -35,6 +35,9 @@ pub struct VolumeMoved {
     /// Its SHA-256, checked on the target before the switch.
     pub sha256: String,
     pub seconds: f64,
+    /// How the data went: `direct` (node to node) or `server` (through
+    /// the server, when the target could not be reached directly).
+    pub via: String,
 }
 
 /// `PUT /api/v1/volumes/{project}/{name}/restore` answer.

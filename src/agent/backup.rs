@@ -246,9 +246,9 @@ async fn fan_out(
 }
 
 /// Unpacks an archive as it arrives into `into` (a fresh staging
-/// directory beside the volume): decompressed once (`gzip -dc`), then fed
-/// both to GNU tar and to [`archive::check_stream`], which reads every
-/// member's header. A hostile member fails the whole receive (the staging
+/// directory beside the volume): decompressed once, in a thread of its
+/// own, then fed both to GNU tar and to [`archive::check_skipping`], which
+/// reads every member's header. A hostile member fails the whole receive (the staging
 /// goes; GNU tar itself never writes outside `into`: it refuses `..`
 /// members and makes links leaving the tree only at the end, as
 /// placeholders).
@@ -257,7 +257,7 @@ async fn unpack(
     gzip: bool,
     into: &std::path::Path,
 ) -> Result<Received, AgentError> {
-    use tokio::io::AsyncReadExt;
+    use std::io::Read;
     let mut tar = archive::tar_extract(into)
         .spawn()
         .map_err(|e| other(format!("run tar: {e}")))?;
@@ -269,56 +269,50 @@ async fn unpack(
     });
     let (mut hash, mut bytes) = (Sha256::new(), 0u64);
     let fed: Result<(), String> = if gzip {
-        let mut gz = tokio::process::Command::new("gzip")
-            .args(["--decompress", "--stdout"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .map_err(|e| other(format!("run gzip: {e}")))?;
-        let mut gz_in = gz.stdin.take().ok_or_else(|| other("gzip's stdin"))?;
-        let mut gz_out = gz.stdout.take().ok_or_else(|| other("gzip's stdout"))?;
-        archive::widen_pipe(&gz_in);
-        archive::widen_pipe(&gz_out);
+        // Decompressed in a thread of its own (zlib-rs), in pieces.
+        let (compressed, to_inflate) = mpsc::channel::<bytes::Bytes>(16);
+        let (inflated, mut plain) = mpsc::channel::<bytes::Bytes>(16);
+        let inflater = tokio::task::spawn_blocking(move || {
+            let mut gz = flate2::read::MultiGzDecoder::new(archive::ChannelReader::new(to_inflate));
+            loop {
+                let mut buf = bytes::BytesMut::zeroed(archive::PIECE);
+                let mut filled = 0;
+                while filled < buf.len() {
+                    match gz.read(&mut buf[filled..]) {
+                        Ok(0) => break,
+                        Ok(n) => filled += n,
+                        Err(_) => {
+                            return Err("the archive is not gzip, or it is damaged".to_string())
+                        }
+                    }
+                }
+                buf.truncate(filled);
+                if filled == 0 || inflated.blocking_send(buf.freeze()).is_err() {
+                    return Ok(());
+                }
+            }
+        });
         let feed = async {
             while let Some(piece) = data.recv().await {
                 bytes += piece.len() as u64;
                 hash.update(&piece);
-                gz_in
-                    .write_all(&piece)
-                    .await
-                    .map_err(|e| format!("gzip: {e}"))?;
+                if compressed.send(piece).await.is_err() {
+                    break;
+                }
             }
-            drop(gz_in);
-            Ok::<(), String>(())
+            drop(compressed);
         };
         let relay = async {
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                let n = gz_out
-                    .read(&mut buf)
+            while let Some(piece) = plain.recv().await {
+                fan_out(piece, &to_check, &mut tar_in)
                     .await
-                    .map_err(|e| format!("gzip: {e}"))?;
-                if n == 0 {
-                    return Ok::<(), String>(());
-                }
-                fan_out(
-                    bytes::Bytes::copy_from_slice(&buf[..n]),
-                    &to_check,
-                    &mut tar_in,
-                )
-                .await
-                .map_err(|e| format!("tar: {e}"))?;
+                    .map_err(|e| format!("tar: {e}"))?;
             }
+            Ok::<(), String>(())
         };
-        let (fed, relayed) = tokio::join!(feed, relay);
-        let status = gz.wait().await.map_err(other)?;
-        fed.and(relayed).and_then(|()| {
-            status
-                .success()
-                .then_some(())
-                .ok_or_else(|| "the archive is not gzip, or it is damaged".to_string())
-        })
+        let ((), relayed) = tokio::join!(feed, relay);
+        let inflated = inflater.await.map_err(other)?;
+        relayed.and(inflated)
     } else {
         let mut out = Ok(());
         while let Some(piece) = data.recv().await {

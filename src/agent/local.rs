@@ -43,6 +43,8 @@ pub struct LocalAgent {
     /// Held from the lease check to the start of a replica with volumes,
     /// so that two starts never both find a volume free.
     pub(super) volume_starts: tokio::sync::Mutex<()>,
+    /// Ports open for volumes sent straight from other nodes.
+    pub(super) direct: super::direct::PendingTransfers,
 }
 
 impl LocalAgent {
@@ -70,6 +72,7 @@ impl LocalAgent {
             files: super::files::Files::new(data_dir, &data_dir.join("run")),
             devices: Vec::new(),
             volume_starts: tokio::sync::Mutex::new(()),
+            direct: Default::default(),
         }
     }
 
@@ -430,6 +433,31 @@ impl NodeAgent for LocalAgent {
 
     async fn commit_volume(&self, project: &str, name: &str) -> Result<(), AgentError> {
         self.commit(project, name).await
+    }
+
+    async fn listen_volume(
+        &self,
+        project: &str,
+        name: &str,
+    ) -> Result<super::direct::Listening, AgentError> {
+        LocalAgent::listen_volume(self, project, name).await
+    }
+
+    async fn send_volume(
+        &self,
+        project: &str,
+        name: &str,
+        to: &super::direct::DirectTarget,
+    ) -> Result<super::direct::Sent, AgentError> {
+        LocalAgent::send_volume(self, project, name, to).await
+    }
+
+    async fn await_volume(
+        &self,
+        token: &str,
+        cancel: bool,
+    ) -> Result<Option<super::backup::Received>, AgentError> {
+        LocalAgent::await_volume(self, token, cancel).await
     }
 
     async fn discard_volume(&self, project: &str, name: &str) -> Result<(), AgentError> {

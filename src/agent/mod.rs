@@ -8,6 +8,7 @@
 pub mod access;
 pub mod archive;
 pub mod backup;
+pub mod direct;
 #[cfg(test)]
 pub mod fake;
 pub mod files;
@@ -337,6 +338,43 @@ pub trait NodeAgent: Send + Sync + 'static {
             "node {} holds no volumes",
             self.node_id()
         )))
+    }
+    /// Opens a port for volume `project/name` to arrive on straight from
+    /// another node ([`NodeAgent::send_volume`]).
+    async fn listen_volume(
+        &self,
+        project: &str,
+        name: &str,
+    ) -> Result<direct::Listening, AgentError> {
+        let _ = (project, name);
+        Err(AgentError::Other(format!(
+            "node {} takes no direct transfers",
+            self.node_id()
+        )))
+    }
+    /// Sends volume `project/name` straight to the node `to` describes.
+    async fn send_volume(
+        &self,
+        project: &str,
+        name: &str,
+        to: &direct::DirectTarget,
+    ) -> Result<direct::Sent, AgentError> {
+        let _ = (project, name, to);
+        Err(AgentError::Other(format!(
+            "node {} sends no direct transfers",
+            self.node_id()
+        )))
+    }
+    /// What arrived on the port a listen opened, unpacked beside the volume
+    /// as [`NodeAgent::receive_volume`] does; with `cancel`, the port closes
+    /// instead (`None`).
+    async fn await_volume(
+        &self,
+        token: &str,
+        cancel: bool,
+    ) -> Result<Option<backup::Received>, AgentError> {
+        let _ = (token, cancel);
+        Err(AgentError::NotFound("no such transfer".into()))
     }
     /// Drops what [`NodeAgent::receive_volume`] left.
     async fn discard_volume(&self, project: &str, name: &str) -> Result<(), AgentError> {

@@ -97,9 +97,10 @@ pub async fn run(client: &ApiClient, command: VolumeCommand, json: bool) -> anyh
                 return print_json(&v);
             }
             outln!(
-                "moved {p}/{n} from {} to {}: {} in {:.1}s (sha256 {})",
+                "moved {p}/{n} from {} to {} ({}): {} in {:.1}s (sha256 {})",
                 v.from,
                 v.to,
+                v.via,
                 table::bytes(v.bytes),
                 v.seconds,
                 &v.sha256[..12.min(v.sha256.len())]

@@ -453,20 +453,13 @@ async fn answer(local: &dyn NodeAgent, served: &Served, call: Call) -> Result<An
         }
         Call::Usage { id } => Answer::Usage(local.usage(&id).await.map_err(wire)?),
         Call::Volumes => Answer::Volumes(local.volumes().await.map_err(wire)?),
-        Call::CommitVolume { project, name } => {
-            local.commit_volume(&project, &name).await.map_err(wire)?;
-            Answer::Done
-        }
-        Call::DiscardVolume { project, name } => {
-            local.discard_volume(&project, &name).await.map_err(wire)?;
-            Answer::Done
-        }
-        Call::VolumeUsers { project, name } => {
-            Answer::Ids(local.volume_users(&project, &name).await.map_err(wire)?)
-        }
-        Call::RemoveVolume { project, name } => {
-            Answer::Removed(local.remove_volume(&project, &name).await.map_err(wire)?)
-        }
+        call @ (Call::CommitVolume { .. }
+        | Call::DiscardVolume { .. }
+        | Call::VolumeUsers { .. }
+        | Call::RemoveVolume { .. }
+        | Call::ListenVolume { .. }
+        | Call::SendVolume { .. }
+        | Call::AwaitVolume { .. }) => super::transfer::answer(local, call).await?,
         Call::Exec {
             id,
             command,

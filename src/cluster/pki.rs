@@ -13,8 +13,11 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType,
     ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::client::danger::ServerCertVerifier;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use sha2::{Digest, Sha256};
+
+use crate::checked_tls::CheckedServer;
 
 /// The name every server certificate carries, whatever address an agent
 /// dials: the CA pin, not the address, identifies the server.
@@ -208,10 +211,7 @@ pub fn agent_tls(
     client: Option<(&str, &str)>,
 ) -> Result<rustls::ClientConfig, PkiError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = Arc::new(PinnedCa {
-        sha256: ca_sha256.to_string(),
-        provider: provider.clone(),
-    });
+    let verifier = Arc::new(pinned_ca(ca_sha256.to_string(), provider.clone()));
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .dangerous()
@@ -226,77 +226,37 @@ pub fn agent_tls(
     Ok(config)
 }
 
-/// Trusts a server whose chain holds the pinned CA and verifies against it.
-#[derive(Debug)]
-struct PinnedCa {
-    sha256: String,
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-impl rustls::client::danger::ServerCertVerifier for PinnedCa {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        let ca = intermediates
-            .iter()
-            .find(|c| fingerprint(c) == self.sha256)
-            .ok_or_else(|| {
-                rustls::Error::General(
-                    "the server's CA does not match the join token's pin (wrong server, or a token of another cluster)"
-                        .into(),
-                )
-            })?;
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(ca.clone().into_owned())?;
-        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
-            Arc::new(roots),
-            self.provider.clone(),
-        )
-        .build()
-        .map_err(|e| rustls::Error::General(e.to_string()))?;
-        let name =
-            ServerName::try_from(SERVER_NAME).map_err(|e| rustls::Error::General(e.to_string()))?;
-        verifier.verify_server_cert(end_entity, &[], &name, ocsp_response, now)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
+/// Trusts a server whose chain holds the CA whose SHA-256 is `sha256`,
+/// and verifies the server's certificate against it.
+fn pinned_ca(sha256: String, provider: Arc<rustls::crypto::CryptoProvider>) -> CheckedServer {
+    let check_provider = provider.clone();
+    CheckedServer::new(
+        provider,
+        Box::new(move |end_entity, intermediates, now| {
+            let ca = intermediates
+                .iter()
+                .find(|c| fingerprint(c) == sha256)
+                .ok_or_else(|| {
+                    rustls::Error::General(
+                        "the server's CA does not match the join token's pin (wrong server, or a token of another cluster)"
+                            .into(),
+                    )
+                })?;
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(ca.clone().into_owned())?;
+            let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots),
+                check_provider.clone(),
+            )
+            .build()
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+            let name = ServerName::try_from(SERVER_NAME)
+                .map_err(|e| rustls::Error::General(e.to_string()))?;
+            verifier
+                .verify_server_cert(end_entity, &[], &name, &[], now)
+                .map(|_| ())
+        }),
+    )
 }
 
 #[cfg(test)]

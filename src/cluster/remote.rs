@@ -11,6 +11,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use super::wire::{Answer, Call, Down, WireError};
+use crate::agent::backup::Received;
+use crate::agent::direct::{DirectTarget, Listening, Sent};
 use crate::agent::{
     AgentError, AgentEvent, Capacity, Instance, InstanceSpec, LogLine, NodeAgent, PullMode, Pulled,
 };
@@ -111,7 +113,7 @@ impl RemoteAgent {
             .ok_or_else(|| self.unreachable("connection closed"))
     }
 
-    async fn call(&self, call: Call, limit: Duration) -> Result<Answer, AgentError> {
+    pub(super) async fn call(&self, call: Call, limit: Duration) -> Result<Answer, AgentError> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         self.call_as(id, call, limit).await
     }
@@ -195,7 +197,7 @@ impl RemoteAgent {
         lock(&self.transfers).clear();
     }
 
-    fn unexpected(&self, answer: Answer) -> AgentError {
+    pub(super) fn unexpected(&self, answer: Answer) -> AgentError {
         AgentError::Other(format!(
             "node {} gave an unexpected answer: {answer:?}",
             self.node_id
@@ -332,14 +334,7 @@ impl NodeAgent for RemoteAgent {
     }
 
     async fn remove_volume(&self, project: &str, name: &str) -> Result<bool, AgentError> {
-        let call = Call::RemoveVolume {
-            project: project.into(),
-            name: name.into(),
-        };
-        match self.call(call, START).await? {
-            Answer::Removed(r) => Ok(r),
-            other => Err(self.unexpected(other)),
-        }
+        self.remove(project, name, START).await
     }
 
     async fn export_volume(
@@ -360,6 +355,22 @@ impl NodeAgent for RemoteAgent {
         data: mpsc::Receiver<bytes::Bytes>,
     ) -> Result<crate::agent::backup::Received, AgentError> {
         self.receive(project, name, gzip, data).await
+    }
+
+    async fn listen_volume(&self, p: &str, n: &str) -> Result<Listening, AgentError> {
+        self.listen(p, n).await
+    }
+
+    async fn send_volume(&self, p: &str, n: &str, to: &DirectTarget) -> Result<Sent, AgentError> {
+        self.send(p, n, to).await
+    }
+
+    async fn await_volume(
+        &self,
+        token: &str,
+        cancel: bool,
+    ) -> Result<Option<Received>, AgentError> {
+        self.await_transfer(token, cancel).await
     }
 
     async fn commit_volume(&self, project: &str, name: &str) -> Result<(), AgentError> {

@@ -14,6 +14,7 @@ use super::remote::RemoteAgent;
 use super::wire::{Answer, Call, Down, Up, WireError};
 use crate::agent::archive::Piece;
 use crate::agent::backup::{Export, Received};
+use crate::agent::direct::{DirectTarget, Listening, Sent};
 use crate::agent::{AgentError, NodeAgent};
 
 /// Pieces buffered per transfer.
@@ -22,6 +23,8 @@ const BUFFER: usize = 16;
 const STALL: Duration = Duration::from_secs(10);
 /// How long an archive may take to arrive and unpack.
 const LONG: Duration = Duration::from_secs(6 * 3600);
+/// How long opening a port may take.
+const QUICK: Duration = Duration::from_secs(10);
 
 /// Node side: streams volume `project/name` up under call `id`.
 pub async fn export(
@@ -74,6 +77,47 @@ pub async fn receive(
     let _ = up.send(Up::Reply { id, result }).await;
 }
 
+/// Node side: the volume calls answered once each.
+pub async fn answer(local: &dyn NodeAgent, call: Call) -> Result<Answer, WireError> {
+    let wire = |e: AgentError| WireError::from(&e);
+    Ok(match call {
+        Call::CommitVolume { project, name } => {
+            local.commit_volume(&project, &name).await.map_err(wire)?;
+            Answer::Done
+        }
+        Call::DiscardVolume { project, name } => {
+            local.discard_volume(&project, &name).await.map_err(wire)?;
+            Answer::Done
+        }
+        Call::VolumeUsers { project, name } => {
+            Answer::Ids(local.volume_users(&project, &name).await.map_err(wire)?)
+        }
+        Call::RemoveVolume { project, name } => {
+            Answer::Removed(local.remove_volume(&project, &name).await.map_err(wire)?)
+        }
+        Call::ListenVolume { project, name } => {
+            Answer::Listening(local.listen_volume(&project, &name).await.map_err(wire)?)
+        }
+        Call::SendVolume { project, name, to } => Answer::Sent(
+            local
+                .send_volume(&project, &name, &to)
+                .await
+                .map_err(wire)?,
+        ),
+        Call::AwaitVolume { token, cancel } => {
+            match local.await_volume(&token, cancel).await.map_err(wire)? {
+                Some(r) => Answer::Received(r),
+                None => Answer::Done,
+            }
+        }
+        other => {
+            return Err(WireError::from(&AgentError::Other(format!(
+                "not a volume call: {other:?}"
+            ))))
+        }
+    })
+}
+
 /// Node side: a piece of the archive that receive `id` takes; the end
 /// closes its input.
 pub async fn take_piece(
@@ -96,6 +140,66 @@ pub async fn take_piece(
 }
 
 impl RemoteAgent {
+    pub(super) async fn remove(
+        &self,
+        project: &str,
+        name: &str,
+        limit: Duration,
+    ) -> Result<bool, AgentError> {
+        let call = Call::RemoveVolume {
+            project: project.into(),
+            name: name.into(),
+        };
+        match self.call(call, limit).await? {
+            Answer::Removed(r) => Ok(r),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    pub(super) async fn listen(&self, project: &str, name: &str) -> Result<Listening, AgentError> {
+        let call = Call::ListenVolume {
+            project: project.into(),
+            name: name.into(),
+        };
+        match self.call(call, QUICK).await? {
+            Answer::Listening(l) => Ok(l),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    pub(super) async fn send(
+        &self,
+        project: &str,
+        name: &str,
+        to: &DirectTarget,
+    ) -> Result<Sent, AgentError> {
+        let call = Call::SendVolume {
+            project: project.into(),
+            name: name.into(),
+            to: to.clone(),
+        };
+        match self.call(call, LONG).await? {
+            Answer::Sent(s) => Ok(s),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    pub(super) async fn await_transfer(
+        &self,
+        token: &str,
+        cancel: bool,
+    ) -> Result<Option<Received>, AgentError> {
+        let call = Call::AwaitVolume {
+            token: token.into(),
+            cancel,
+        };
+        match self.call(call, LONG).await? {
+            Answer::Received(r) => Ok(Some(r)),
+            Answer::Done => Ok(None),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
     /// A piece of an export came up.
     pub async fn piece(&self, id: u64, piece: Piece) {
         let Some(tx) = self.transfer(id) else { return };
@@ -174,7 +278,7 @@ impl RemoteAgent {
         fed?;
         match answer? {
             Answer::Received(r) => Ok(r),
-            other => Err(AgentError::Other(format!("unexpected answer {other:?}"))),
+            other => Err(self.unexpected(other)),
         }
     }
 }

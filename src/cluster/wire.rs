@@ -232,6 +232,22 @@ pub enum Call {
         project: String,
         name: String,
     },
+    /// Open a port for a volume sent straight from another node.
+    ListenVolume {
+        project: String,
+        name: String,
+    },
+    /// Send a volume straight to another node.
+    SendVolume {
+        project: String,
+        name: String,
+        to: crate::agent::direct::DirectTarget,
+    },
+    /// Take (or, with `cancel`, give up) what a listen opened for.
+    AwaitVolume {
+        token: String,
+        cancel: bool,
+    },
     /// Check a replica's readiness and liveness until it stops running.
     Check {
         id: String,
@@ -268,6 +284,8 @@ pub enum Answer {
     Removed(bool),
     Export { paused_ms: Option<u64> },
     Received(crate::agent::backup::Received),
+    Listening(crate::agent::direct::Listening),
+    Sent(crate::agent::direct::Sent),
     Ids(Vec<String>),
 }
 

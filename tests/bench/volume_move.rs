@@ -88,21 +88,7 @@ async fn main() {
         settle(deleted);
         eprintln!("{} orca volume mv n{from} -> n{to} starts", stamp());
         let t = Instant::now();
-        let out = c.orca(&[
-            "volume",
-            "mv",
-            "default/pgdata",
-            "--to",
-            &format!("n{to}"),
-            "--output",
-            "json",
-        ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let moved: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let moved = c.move_volume("default/pgdata", &format!("n{to}"));
         let wall = t.elapsed().as_secs_f64();
         c.until_spread("db", "db moved", |s| s[to] == 1).await;
         let serving = t.elapsed().as_secs_f64();

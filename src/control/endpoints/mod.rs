@@ -13,6 +13,7 @@ pub(crate) mod pull;
 pub(crate) mod scope;
 pub(crate) mod status;
 pub(crate) mod versions;
+pub(crate) mod volume_direct;
 pub(crate) mod volume_transfer;
 pub(crate) mod volumes;
 pub(crate) mod webhook_seen;

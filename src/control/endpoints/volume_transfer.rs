@@ -4,7 +4,8 @@
 //! the whole archive is in), then swaps the content (never merged) and
 //! starts them again; and
 //! a move to another node (replicas stopped, the data streamed node to
-//! node over the cluster's connections and checked by SHA-256, the record
+//! node (see [`super::volume_direct`]) or through the server over the
+//! cluster's connections, and checked by SHA-256, the record
 //! switched, replicas started there, and only then the source copy gone).
 //! Until the switch, a failure or a crash leaves the source in use.
 
@@ -317,10 +318,10 @@ impl ControlPlane {
         .await?;
         let stopped = started.elapsed();
         let copied = self
-            .copy(project, name, source.as_ref(), target.as_ref())
+            .copy(project, name, (&from, to), source.as_ref(), target.as_ref())
             .await;
         let copy_took = started.elapsed() - stopped;
-        let (bytes, sha256) = match copied {
+        let (bytes, sha256, via) = match copied {
             Ok(done) => done,
             Err(e) => {
                 let _ = target.discard_volume(project, name).await;
@@ -356,6 +357,7 @@ impl ControlPlane {
             to,
             bytes,
             seconds,
+            via,
             stopped_ms = stopped.as_millis() as u64,
             copied_ms = copy_took.as_millis() as u64,
             "volume moved"
@@ -368,20 +370,33 @@ impl ControlPlane {
             bytes,
             sha256,
             seconds,
+            via: via.into(),
         })
     }
 
-    /// Streams the volume from `source` into `target`, unpacked there
-    /// beside (not yet in place of) anything, and swaps it in once both
-    /// sides' SHA-256 agree.
+    /// Streams the volume from `source` into `target` (straight from node
+    /// to node if it can, else through the server), unpacked there beside
+    /// (not yet in place of) anything, and swaps it in once both sides'
+    /// SHA-256 agree; how the data went.
     async fn copy(
         &self,
         project: &str,
         name: &str,
+        (from, to): (&str, &str),
         source: &dyn NodeAgent,
         target: &dyn NodeAgent,
-    ) -> Result<(u64, String), ApiError> {
+    ) -> Result<(u64, String, &'static str), ApiError> {
         let key = format!("{project}/{name}");
+        let direct = self
+            .copy_direct(project, name, (from, to), source, target)
+            .await?;
+        if let Some((bytes, sha)) = direct {
+            target
+                .commit_volume(project, name)
+                .await
+                .map_err(|e| agent_error(&key, e))?;
+            return Ok((bytes, sha, "direct"));
+        }
         let mut export = source
             .export_volume(project, name, false, false)
             .await
@@ -414,7 +429,7 @@ impl ControlPlane {
             .commit_volume(project, name)
             .await
             .map_err(|e| agent_error(&key, e))?;
-        Ok((received.bytes, sent))
+        Ok((received.bytes, sent, "server"))
     }
 }
 

@@ -16,6 +16,7 @@ use super::lab::Lab;
 
 mod containers;
 mod paths;
+mod volumes;
 #[allow(unused_imports)]
 pub use containers::running_versions;
 mod exec;
