@@ -3,6 +3,7 @@
 //! read, unless live), and an archive received, checked and unpacked
 //! beside the volume, then swapped in once no replica mounts it.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -49,6 +50,9 @@ impl Drop for Staged {
         }
     }
 }
+
+/// How often a received volume is written back while it arrives.
+const WRITEBACK_EVERY: Duration = Duration::from_millis(500);
 
 fn other(e: impl std::fmt::Display) -> AgentError {
     AgentError::Other(e.to_string())
@@ -182,7 +186,27 @@ impl LocalAgent {
         let incoming = dir.join("incoming");
         let _ = std::fs::remove_dir_all(&incoming);
         std::fs::create_dir_all(&incoming).map_err(other)?;
-        let received = unpack(data, gzip, &incoming).await?;
+        // Written back while it arrives, so that the last sync has little
+        // left to do.
+        let unpacking = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let writeback = {
+            let (dir, unpacking) = (
+                std::fs::File::open(&incoming).map_err(other)?,
+                unpacking.clone(),
+            );
+            tokio::task::spawn_blocking(move || {
+                while unpacking.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(WRITEBACK_EVERY);
+                    let _ = nix::unistd::syncfs(&dir);
+                }
+            })
+        };
+        let started = Instant::now();
+        let received = unpack(data, gzip, &incoming).await;
+        unpacking.store(false, std::sync::atomic::Ordering::Relaxed);
+        let _ = writeback.await;
+        let received = received?;
+        let unpacked = started.elapsed();
         // On disk before anything is swapped for it or removed after it:
         // a power cut after a restore or a move finds the new content.
         let synced = incoming.clone();
@@ -193,6 +217,12 @@ impl LocalAgent {
         .await
         .map_err(other)?
         .map_err(|e| other(format!("syncing the received volume: {e}")))?;
+        tracing::info!(
+            volume = %format!("{project}/{name}"),
+            unpacked_ms = unpacked.as_millis() as u64,
+            synced_ms = (started.elapsed() - unpacked).as_millis() as u64,
+            "volume received"
+        );
         staged.done = true;
         Ok(received)
     }
