@@ -2,7 +2,8 @@
 //! prefix, the longest prefix winning segment by segment, `strip_prefix`
 //! (with a route that keeps the path as the control), a canary on one
 //! route that leaves the others alone, 409 on a claimed prefix (deployed
-//! or in the same request), 400 on bad routes, and a stopped service's
+//! or in the same request), 409 for another project's path on the domain,
+//! 400 on bad routes, and a stopped service's
 //! route answering 503.
 
 #![allow(clippy::unwrap_used)]
@@ -134,6 +135,16 @@ async fn prefixes_share_a_domain_and_the_longest_wins() {
             .unwrap()
             .contains("dup2: route shop.test/dup is already served by dup1"),
         "{r}"
+    );
+    // Another project never takes a path of this domain; the control is
+    // the same request in this project, above (apiv2, plain).
+    let mut foreign = service(&env, "admin", &["/admin"], false);
+    foreign["project"] = json!("other");
+    let (status, message) = deploy_error(&c, json!([foreign])).await;
+    assert_eq!(status, 409, "{message}");
+    assert!(
+        message.contains("of project default (a domain's routes stay in one project)"),
+        "{message}"
     );
     // Bad routes: 400, nothing deployed.
     for (routes, want) in [

@@ -257,7 +257,7 @@ pub fn check(file: &Path, gzip: bool) -> Result<u64, String> {
         tx.try_send(p).map_err(|e| e.to_string())?;
     }
     drop(tx);
-    check_skipping(ChannelReader::new(rx))
+    check_seekable(ChannelReader::new(rx))
 }
 
 /// [`check`] of a plain (uncompressed) tar stream as it is read.
@@ -273,7 +273,7 @@ pub fn check_stream(reader: impl Read) -> Result<u64, String> {
 
 /// [`check_stream`] of a stream that can skip forward: members' contents
 /// are passed over, not read.
-pub fn check_skipping(reader: impl Read + std::io::Seek) -> Result<u64, String> {
+pub fn check_seekable(reader: impl Read + std::io::Seek) -> Result<u64, String> {
     let mut archive = tar::Archive::new(reader);
     check_entries(
         archive

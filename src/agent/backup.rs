@@ -277,7 +277,7 @@ async fn fan_out(
 
 /// Unpacks an archive as it arrives into `into` (a fresh staging
 /// directory beside the volume): decompressed once, in a thread of its
-/// own, then fed both to GNU tar and to [`archive::check_skipping`], which
+/// own, then fed both to GNU tar and to [`archive::check_seekable`], which
 /// reads every member's header. A hostile member fails the whole receive (the staging
 /// goes; GNU tar itself never writes outside `into`: it refuses `..`
 /// members and makes links leaving the tree only at the end, as
@@ -295,7 +295,7 @@ async fn unpack(
     archive::widen_pipe(&tar_in);
     let (to_check, checked) = mpsc::channel::<bytes::Bytes>(16);
     let checker = tokio::task::spawn_blocking(move || {
-        archive::check_skipping(archive::ChannelReader::new(checked))
+        archive::check_seekable(archive::ChannelReader::new(checked))
     });
     let (mut hash, mut bytes) = (Sha256::new(), 0u64);
     let fed: Result<(), String> = if gzip {

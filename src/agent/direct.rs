@@ -21,7 +21,7 @@ use super::archive::Piece;
 use super::backup::Received;
 use super::local::LocalAgent;
 use super::AgentError;
-use crate::checked_tls::CheckedServer;
+use crate::checked_tls::{fingerprint, CheckedServer};
 
 /// The name in a transfer's certificate (checked by its SHA-256, not by name).
 const NAME: &str = "orca-transfer";
@@ -85,12 +85,6 @@ pub(super) struct Pending {
 pub(super) struct PendingTransfers {
     open: std::sync::Mutex<HashMap<String, Pending>>,
     waiting: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
-}
-
-/// SHA-256 (hex) of a certificate's DER bytes.
-fn fingerprint(der: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(der))
 }
 
 fn other(e: impl std::fmt::Display) -> AgentError {

@@ -15,7 +15,6 @@ use rcgen::{
 };
 use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use sha2::{Digest, Sha256};
 
 use crate::checked_tls::CheckedServer;
 
@@ -46,10 +45,7 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
     }
 }
 
-/// SHA-256 (hex) of a certificate's DER bytes.
-pub fn fingerprint(der: &[u8]) -> String {
-    hex::encode(Sha256::digest(der))
-}
+pub use crate::checked_tls::fingerprint;
 
 /// Writes a file only its owner may read.
 pub fn write_private(path: &Path, contents: &str) -> Result<(), PkiError> {

@@ -1,7 +1,8 @@
 //! What a deploy may claim of the ingress: a domain, or a path prefix of
-//! one (`routes`). Services share a domain by prefix; two never claim the
-//! same prefix, whether one is deployed already or both come in one
-//! request.
+//! one (`routes`). Services of one project share a domain by prefix; two
+//! never claim the same prefix, whether one is deployed already or both
+//! come in one request; and a domain never spans projects (a deployer of
+//! one project cannot take a path of another's domain).
 
 use api::spec::ServiceSpec;
 use api::ApiError;
@@ -23,6 +24,12 @@ pub(crate) fn domain<'a>(
                 .is_some_and(|d| d.eq_ignore_ascii_case(domain));
         if !same {
             continue;
+        }
+        if other.project != spec.project {
+            return Err(ApiError::conflict(format!(
+                "{}: domain {domain} is served by {} of project {} (a domain's routes stay in one project)",
+                spec.name, other.name, other.project
+            )));
         }
         if let Some(prefix) = api::spec::routes_overlap(&spec.routes, &other.routes) {
             let what = if prefix == "/" {
@@ -78,5 +85,15 @@ mod tests {
         // A new version of the same service is no clash.
         assert!(domain(&web, [&web].into_iter()).is_ok());
         assert!(domain(&spec("o", "other.test", &[]), [&web].into_iter()).is_ok());
+        // Another project never takes a path of the domain.
+        let mut foreign = spec("admin", "app.test", &["/admin"]);
+        foreign.project = "other".into();
+        let e = domain(&foreign, [&web, &api].into_iter()).unwrap_err();
+        assert_eq!(e.status, 409);
+        assert!(
+            e.message.contains("served by web of project default"),
+            "{}",
+            e.message
+        );
     }
 }
