@@ -76,6 +76,9 @@ pub struct ClusterSection {
     pub heartbeat_grace_secs: u64,
     /// Disconnected this long: its replicas are placed elsewhere (0: never).
     pub reschedule_after_secs: u64,
+    /// A scheduled run missed while the server was down still runs when
+    /// it was due at most this long ago.
+    pub schedule_catchup_secs: u64,
 }
 
 impl Default for ClusterSection {
@@ -88,6 +91,7 @@ impl Default for ClusterSection {
             grpc_listen: "0.0.0.0:6881".into(),
             heartbeat_grace_secs: 10,
             reschedule_after_secs: 30,
+            schedule_catchup_secs: 300,
         }
     }
 }

@@ -69,6 +69,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         devices: config.volumes.devices.clone(),
         heartbeat_grace: std::time::Duration::from_secs(config.cluster.heartbeat_grace_secs),
         reschedule_after: std::time::Duration::from_secs(config.cluster.reschedule_after_secs),
+        schedule_catchup: std::time::Duration::from_secs(config.cluster.schedule_catchup_secs),
         ca_sha256: Some(ca.sha256().to_string()),
         subnet: config.network.subnet.clone(),
         node_address: node_address(&config),

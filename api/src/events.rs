@@ -33,6 +33,12 @@ pub enum EventKind {
     NodeDrained,
     NodeUndrained,
     NodeRemoved,
+    /// A job's run began (by its schedule, `orca run` or a deploy).
+    JobStarted,
+    /// A job's run ended: every replica is over for good.
+    JobFinished,
+    /// A scheduled run was due while the last one still ran: skipped.
+    JobSkipped,
 }
 
 impl EventKind {
@@ -60,6 +66,9 @@ impl EventKind {
             NodeDrained => "node-drained",
             NodeUndrained => "node-undrained",
             NodeRemoved => "node-removed",
+            JobStarted => "job-started",
+            JobFinished => "job-finished",
+            JobSkipped => "job-skipped",
         }
     }
 }

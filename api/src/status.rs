@@ -19,6 +19,8 @@ pub enum ServiceState {
     Failed,
     /// Stopped on request.
     Stopped,
+    /// A job whose last run ended with every replica exiting 0.
+    Completed,
 }
 
 /// What a replica is doing.
@@ -80,6 +82,12 @@ pub struct InstanceStatus {
     /// (RFC 3339; null if not since this server started).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seen: Option<String>,
+    /// For an exited replica: its exit code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<u32>,
+    /// For a job's replica: the run it belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<u64>,
 }
 
 /// One service in `GET /api/v1/status`.
@@ -101,6 +109,40 @@ pub struct ServiceStatus {
     /// can wait for the version it asked for.
     #[serde(default)]
     pub rollout: Option<Rollout>,
+    /// For a job (restart on-failure or never): its runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<JobStatus>,
+}
+
+/// A job's runs in status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct JobStatus {
+    /// `on-failure` or `never`.
+    pub restart: String,
+    /// The latest run asked for (0: none yet).
+    pub run: u64,
+    /// The latest run has not ended.
+    pub active: bool,
+    /// When the latest run was asked for (RFC 3339), and by what.
+    pub last_run: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<String>,
+    /// The next time the schedule is due (RFC 3339); null without one.
+    pub next_run: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// The exit code of the run that ended last: the first non-zero one
+    /// of its replicas, else 0; null before any run ended.
+    pub last_exit_code: Option<u32>,
+    /// Every replica's exit code in that run, by slot.
+    #[serde(default)]
+    pub exit_codes: Vec<u32>,
+    /// When that run ended (RFC 3339).
+    pub finished_at: Option<String>,
+    /// Scheduled runs skipped because a run was still going.
+    pub skipped: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_skipped: Option<String>,
 }
 
 /// Where a rollout stands.

@@ -151,6 +151,8 @@ impl NodeAgent for FakeAgent {
                 pid: Some(pid),
                 state: ProcessState::Running,
                 ip: None,
+                run: 0,
+                restart: Default::default(),
             },
         );
         Ok(super::Started { pid, ip: None })

@@ -21,6 +21,10 @@ use super::{
 pub const SLOT_LABEL: &str = "orca.slot";
 /// Label with the node that runs the replica.
 pub const NODE_LABEL: &str = "orca.node";
+/// The job run a replica belongs to (jobs only).
+pub const RUN_LABEL: &str = "orca.run";
+/// A job's restart policy (jobs only; absent means `always`).
+pub const RESTART_LABEL: &str = "orca.restart";
 
 /// A node agent over a local containerd.
 pub struct LocalAgent {
@@ -203,6 +207,11 @@ fn instance_of(node: &str, info: cri::container::ContainerInfo) -> Option<Instan
             .map(|t| t.pid),
         state,
         ip: None,
+        run: l.get(RUN_LABEL).and_then(|v| v.parse().ok()).unwrap_or(0),
+        restart: l
+            .get(RESTART_LABEL)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_default(),
     })
 }
 

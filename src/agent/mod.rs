@@ -76,6 +76,13 @@ pub struct InstanceSpec {
     /// Host device nodes.
     #[serde(default)]
     pub devices: Vec<files::DeviceSpec>,
+    /// The job run it belongs to (0 for a service that always restarts).
+    #[serde(default)]
+    pub run: u64,
+    /// What happens when it ends: a node keeping replicas without its
+    /// server restarts a job's only after a failure, or never.
+    #[serde(default)]
+    pub restart: api::spec::RestartPolicy,
 }
 
 impl InstanceSpec {
@@ -147,6 +154,12 @@ pub struct Instance {
     pub state: ProcessState,
     /// The replica's address on the node network.
     pub ip: Option<std::net::Ipv4Addr>,
+    /// See [`InstanceSpec::run`].
+    #[serde(default)]
+    pub run: u64,
+    /// See [`InstanceSpec::restart`].
+    #[serde(default)]
+    pub restart: api::spec::RestartPolicy,
 }
 
 /// Something that happened on the node.

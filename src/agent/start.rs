@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use cri::{ContainerConfig, NetworkMode};
 
-use super::local::{LocalAgent, NODE_LABEL, SLOT_LABEL};
+use super::local::{LocalAgent, NODE_LABEL, RESTART_LABEL, RUN_LABEL, SLOT_LABEL};
 use super::{AgentError, InstanceSpec};
 
 impl LocalAgent {
@@ -32,6 +32,10 @@ impl LocalAgent {
             (SLOT_LABEL.to_string(), spec.slot.to_string()),
             (NODE_LABEL.to_string(), self.node_id.clone()),
         ]);
+        if spec.restart != api::spec::RestartPolicy::Always {
+            labels.insert(RUN_LABEL.to_string(), spec.run.to_string());
+            labels.insert(RESTART_LABEL.to_string(), spec.restart.as_str().to_string());
+        }
         if spec.files.iter().any(|f| f.secret) {
             labels.insert(super::files::SECRET_FILES_LABEL.to_string(), "1".into());
         }

@@ -7,6 +7,7 @@ mod deploy;
 mod events;
 mod exec;
 mod out;
+mod run;
 mod table;
 mod token;
 mod volume;
@@ -124,6 +125,16 @@ pub enum Command {
     },
     /// A service's versions.
     Versions { name: String },
+    /// Start a run of a job (restart = "on-failure" or "never") now.
+    Run {
+        name: String,
+        /// Follow the run to its end; fail if it failed.
+        #[arg(long)]
+        wait: bool,
+        /// Give up waiting after this many seconds.
+        #[arg(long, default_value_t = 3600)]
+        timeout: u64,
+    },
     /// Follow what happens: deploys, scaling, rollouts, replicas starting,
     /// exiting and getting ready, nodes joining, leaving and draining.
     Events {
@@ -404,6 +415,14 @@ async fn run_with(cli: Cli, token: Option<String>) -> anyhow::Result<()> {
             wait,
         } => commands::rollback(&client, &name, version, wait, json).await,
         Command::Versions { name } => commands::versions(&client, &name, json).await,
+        Command::Run {
+            name,
+            wait,
+            timeout,
+        } => {
+            let timeout = std::time::Duration::from_secs(timeout);
+            run::run(&client, &name, wait, timeout, json).await
+        }
         Command::Events {
             service,
             project,

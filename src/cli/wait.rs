@@ -186,6 +186,7 @@ mod tests {
                 deadline_secs: 60,
                 weight: (phase == RolloutPhase::Canary).then_some(20),
             }),
+            job: None,
         }
     }
 

@@ -1,6 +1,7 @@
 //! While an agent has no server, it keeps its replicas itself: every
 //! second it restarts those that exited, with the same backoff the
-//! server uses (1 s, 2 s, 4 s ... 5 min). It never stops or removes one.
+//! server uses (1 s, 2 s, 4 s ... 5 min), except a job's replica that is
+//! over for good by its restart policy. It never stops or removes one.
 //! Once connected, the server decides again.
 
 use std::collections::HashMap;
@@ -68,9 +69,16 @@ pub async fn run(local: Arc<dyn NodeAgent>, connected: Arc<AtomicBool>) {
         let Ok(list) = local.list().await else {
             continue;
         };
+        // A job's replica that is over for good stays over.
         let listed: Vec<(String, bool)> = list
             .iter()
-            .map(|i| (i.id.clone(), matches!(i.state, ProcessState::Exited { .. })))
+            .map(|i| {
+                let exited = match i.state {
+                    ProcessState::Exited { code } => !i.restart.finished(code),
+                    _ => false,
+                };
+                (i.id.clone(), exited)
+            })
             .collect();
         for id in due(&listed, &mut crashes, Instant::now()) {
             match local.restart(&id).await {

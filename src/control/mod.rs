@@ -12,6 +12,7 @@
 
 mod endpoints;
 mod feed;
+pub(crate) mod jobs;
 mod reconcile;
 mod serve;
 mod state;
@@ -67,6 +68,8 @@ pub struct Settings {
     /// Disconnected this long: its replicas are placed elsewhere (zero:
     /// never), unless the service says otherwise.
     pub reschedule_after: Duration,
+    /// `[cluster] schedule_catchup_secs`: see [`jobs::timer`].
+    pub schedule_catchup: Duration,
     /// SHA-256 (hex) of the cluster CA's certificate, put into join tokens.
     pub ca_sha256: Option<String>,
     /// `[network] subnet`: each node's replicas take a /24 of it.
@@ -103,6 +106,7 @@ impl Default for Settings {
             cert_dir: serve::cert_file::DEFAULT_CERT_DIR.into(),
             heartbeat_grace: Duration::from_secs(10),
             reschedule_after: Duration::from_secs(30),
+            schedule_catchup: Duration::from_secs(300),
             ca_sha256: None,
             subnet: "10.88.0.0/16".into(),
             node_address: None,
@@ -250,6 +254,8 @@ impl ControlPlane {
         }
         self.inner.spawn(certs::run(Arc::downgrade(&self.inner)));
         self.inner.spawn(acme::run(Arc::downgrade(&self.inner)));
+        self.inner
+            .spawn(jobs::runs::clock(Arc::downgrade(&self.inner)));
         worker::start(self.inner.clone()).await
     }
 

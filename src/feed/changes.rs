@@ -81,6 +81,7 @@ pub fn record_notes(old: Option<&ServiceRecord>, new: &ServiceRecord) -> Vec<Not
             out.push(note(EventKind::Stopped, "stopped".into()).version(new.version));
         }
     }
+    out.extend(super::jobs::job_notes(old, new));
     out
 }
 

@@ -7,6 +7,7 @@
 //! before a restart resumes at the oldest event kept.
 
 mod changes;
+mod jobs;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};

@@ -35,6 +35,8 @@ fn instance(id: &str, node: &str) -> Instance {
         pid: Some(7),
         state: crate::agent::ProcessState::Running,
         ip: None,
+        run: 0,
+        restart: Default::default(),
     }
 }
 

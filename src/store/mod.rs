@@ -13,8 +13,8 @@ use std::sync::Arc;
 #[cfg(test)]
 pub use mem::MemStore;
 pub use records::{
-    spec_changed, AcmeCert, Canary, JoinTokenRecord, NodeRecord, Reverted, ServiceRecord,
-    VersionRecord, VolumeRecord, MAX_HISTORY,
+    spec_changed, AcmeCert, Canary, JobRecord, JoinTokenRecord, NodeRecord, Reverted,
+    ServiceRecord, VersionRecord, VolumeRecord, MAX_HISTORY,
 };
 pub use sled_store::SledStore;
 

@@ -45,6 +45,54 @@ pub struct ServiceRecord {
     /// A new version taking a share of the traffic beside this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<Canary>,
+    /// A job's runs (for a service that runs to an end).
+    #[serde(default, skip_serializing_if = "JobRecord::is_empty")]
+    pub job: JobRecord,
+}
+
+/// A job's runs: which one is wanted, which one ended last and how.
+/// Replicas carry the number of the run they belong to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct JobRecord {
+    /// The latest run asked for (0: none yet).
+    pub run: u64,
+    /// The latest run that ended (every replica over for good).
+    pub done: u64,
+    /// When the latest run was asked for (RFC 3339) and what asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<String>,
+    /// The latest schedule time handled, run or skipped (Unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_due: Option<i64>,
+    /// The exit code of each replica of the run that ended last, by slot.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exit_codes: Vec<u32>,
+    /// When that run ended (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// Due times skipped because a run was still going, and the latest.
+    #[serde(default)]
+    pub skipped: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_skipped: Option<String>,
+}
+
+impl JobRecord {
+    fn is_empty(&self) -> bool {
+        *self == JobRecord::default()
+    }
+
+    /// True while the latest run asked for has not ended.
+    pub fn active(&self) -> bool {
+        self.run > self.done
+    }
+
+    /// How the run that ended last went: every replica exited 0.
+    pub fn succeeded(&self) -> Option<bool> {
+        (self.done > 0).then(|| self.exit_codes.iter().all(|c| *c == 0))
+    }
 }
 
 /// A rollout that failed and was undone.
@@ -109,6 +157,7 @@ impl ServiceRecord {
             reverted: None,
             canary: None,
             secrets_fingerprint: None,
+            job: JobRecord::default(),
         }
     }
 

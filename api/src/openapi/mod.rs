@@ -12,6 +12,7 @@ use crate::auth::Access;
 pub mod routes;
 mod schemas;
 pub mod table;
+mod table_jobs;
 mod table_volumes;
 
 use routes::{Kind, Reply, Route};

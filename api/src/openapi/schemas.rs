@@ -99,6 +99,10 @@ fn by_hand() -> Vec<(&'static str, Value)> {
         ),
         ("VersionChange", version_change),
         (
+            "RunStarted",
+            object(&[("name", string()), ("run", integer())]),
+        ),
+        (
             "RollbackRequest",
             json!({
                 "type": "object",

@@ -19,7 +19,9 @@ const PROJECT_QUERY: &[Query] = &[q("project", Kind::Name, "the project (default
 
 /// Every route: these, then those of [`super::table_volumes`].
 pub fn routes() -> impl Iterator<Item = &'static Route> {
-    CORE.iter().chain(super::table_volumes::VOLUMES)
+    CORE.iter()
+        .chain(super::table_volumes::VOLUMES)
+        .chain(super::table_jobs::JOBS)
 }
 
 /// The routes of services, the cluster, webhooks and access.

@@ -64,6 +64,10 @@ pub enum ApiRequest {
     Promote {
         name: String,
     },
+    /// A job's run now.
+    Run {
+        name: String,
+    },
     Rollback {
         name: String,
         version: Option<u64>,
@@ -182,6 +186,7 @@ impl ApiRequest {
             | StopService { .. }
             | StopProject { .. }
             | Promote { .. }
+            | Run { .. }
             | Rollback { .. }
             | Exec { .. }
             | Attach { .. }
@@ -223,6 +228,7 @@ impl ApiRequest {
             StopAll => "stop_all",
             Logs { .. } => "logs",
             Promote { .. } => "promote",
+            Run { .. } => "run",
             Rollback { .. } => "rollback",
             Versions { .. } => "versions",
             Exec { .. } => "exec",

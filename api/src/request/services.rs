@@ -42,6 +42,10 @@ pub(super) fn parse(call: &Call<'_, '_>, rest: &[&str]) -> Result<ApiRequest, Ap
                     call.only(Method::POST)?;
                     Ok(ApiRequest::Promote { name: name()? })
                 }
+                "run" => {
+                    call.only(Method::POST)?;
+                    Ok(ApiRequest::Run { name: name()? })
+                }
                 "rollback" => {
                     call.only(Method::POST)?;
                     let name = name()?;

@@ -94,6 +94,19 @@ pub struct ServiceSpec {
     /// When to ask the registry; see [`ServiceSpec::pull_policy`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull: Option<PullPolicy>,
+    /// What happens when a replica ends; see [`ServiceSpec::restart_policy`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<RestartPolicy>,
+    /// Cron expression: runs the job at those times (in `timezone`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// IANA time zone of `schedule` (default UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    /// Services of the project that must be started, healthy or completed
+    /// before a replica of this one starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depends_on: Option<DependsOn>,
 }
 
 /// `pull`: when a deploy asks the registry for the image.
@@ -143,6 +156,21 @@ impl ServiceSpec {
     /// validation, are left out).
     pub fn mounts(&self) -> Vec<Mount> {
         self.volumes.iter().filter_map(|v| v.mount().ok()).collect()
+    }
+
+    /// The restart policy in force: the spec's, else `on-failure` for a
+    /// scheduled job and `always` for anything else.
+    pub fn restart_policy(&self) -> RestartPolicy {
+        self.restart.unwrap_or(if self.schedule.is_some() {
+            RestartPolicy::OnFailure
+        } else {
+            RestartPolicy::Always
+        })
+    }
+
+    /// True for a service that runs to an end (restart on-failure or never).
+    pub fn is_job(&self) -> bool {
+        self.restart_policy() != RestartPolicy::Always
     }
 
     /// The pull policy in force: the spec's, else the image's default.
@@ -436,12 +464,14 @@ pub struct TlsFiles {
 }
 
 mod files;
+mod jobs;
 mod privilege;
 mod routes;
 mod validate;
 mod volumes;
 
 pub use files::{FileSpec, MAX_FILES_BYTES};
+pub use jobs::{dependency_cycle, Condition, DependsOn, RestartPolicy, Schedule};
 pub use volumes::{check_target, Mount, VolumeObject, VolumeSpec, VolumeType};
 
 pub use privilege::is_secret_name;

@@ -148,6 +148,7 @@ impl ServiceSpec {
             check_tls(tls, self.domain.as_ref())?;
         }
         super::routes::check_routes(&self.routes, self.strip_prefix, self.domain.as_ref())?;
+        super::jobs::check_jobs(self)?;
         if let Some(h) = &self.health {
             check_path("health", h)?;
         }

@@ -190,6 +190,11 @@ impl ControlPlane {
             }
         }
 
+        let records = self.inner().state().records.clone();
+        response
+            .errors
+            .extend(super::depends::check(&mut valid, &records));
+
         // Pull first, on every ready node: a missing image fails the
         // deploy before anything changes.
         let table = self.inner().nodes.snapshot();
@@ -286,6 +291,9 @@ impl ControlPlane {
                     });
                 }
                 // Only the count (or the stop) differs: not a new version.
+                if r.stopped {
+                    r.job = crate::control::jobs::deployed(&r.job, &spec, &now);
+                }
                 r.spec.replicas = spec.replicas;
                 r.stopped = false;
                 r.reverted = None;
@@ -331,10 +339,11 @@ impl ControlPlane {
                 r
             }
             current => {
-                let (version, mut history, generation) = match current {
-                    Some(r) => (next_version(&r), r.history, r.generation + 1),
-                    None => (1, Vec::new(), 1),
+                let (version, mut history, generation, job) = match current {
+                    Some(r) => (next_version(&r), r.history, r.generation + 1, r.job),
+                    None => (1, Vec::new(), 1, Default::default()),
                 };
+                let job = crate::control::jobs::deployed(&job, &spec, &now);
                 history.push(VersionRecord {
                     version,
                     spec: spec.clone(),
@@ -358,6 +367,7 @@ impl ControlPlane {
                     reverted: None,
                     canary: None,
                     secrets_fingerprint: fingerprint,
+                    job,
                 }
             }
         };

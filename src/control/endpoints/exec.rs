@@ -180,6 +180,8 @@ mod tests {
             pid: Some(1),
             state,
             ip: None,
+            run: 0,
+            restart: Default::default(),
         }
     }
 

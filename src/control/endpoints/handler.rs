@@ -53,6 +53,11 @@ impl Handler for ControlPlane {
             ApiRequest::Attach { name, request } => self.attach(&name, request).await,
             ApiRequest::Events(query) => self.events(query),
             ApiRequest::Promote { name } => self.promote(&name).await,
+            ApiRequest::Run { name } => {
+                let run =
+                    crate::control::jobs::runs::run_now(self.inner(), &name, &caller_name).await?;
+                ApiResponse::ok(&serde_json::json!({ "name": name, "run": run }))
+            }
             ApiRequest::Rollback { name, version } => {
                 self.rollback(&name, version, &caller_name).await
             }

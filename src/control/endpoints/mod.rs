@@ -4,6 +4,7 @@
 pub(crate) mod access;
 pub(crate) mod claims;
 pub(crate) mod cluster;
+pub(crate) mod depends;
 pub(crate) mod deploy;
 pub(crate) mod exec;
 pub(crate) mod handler;

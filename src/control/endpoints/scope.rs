@@ -38,6 +38,7 @@ pub(crate) fn scoped(
         ApiRequest::Scale { ref name, .. }
         | ApiRequest::StopService { ref name }
         | ApiRequest::Promote { ref name }
+        | ApiRequest::Run { ref name }
         | ApiRequest::Rollback { ref name, .. }
         | ApiRequest::Exec { ref name, .. }
         | ApiRequest::Attach { ref name, .. }

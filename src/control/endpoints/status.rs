@@ -51,13 +51,31 @@ pub(crate) fn service_status(
         pull_note: service_rt.and_then(|s| s.pull_note.as_deref()),
         in_place: service_rt.and_then(|s| s.in_place.as_deref()),
     };
-    let message = message(record, status, desired, &tally, &notes);
+    let mut message = message(record, status, desired, &tally, &notes);
     let replicas = st.rollout_replicas(record, &|n| nodes.reachable(n), now);
-    let rollout = progress::rollout(&progress::Facts {
+    let mut rollout = progress::rollout(&progress::Facts {
         record,
         replicas: &replicas,
         problem: rollout_problem(st, record, nodes, now),
         note: notes.in_place.map(str::to_string),
+    });
+    let mut status = status;
+    let job = crate::control::jobs::want_of(record).map(|want| {
+        let listed = st
+            .instances
+            .get(name)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let (s, m, r, job) = crate::control::jobs::outcome::parts(
+            record,
+            &want,
+            listed,
+            notes.unplaced,
+            progress::deadline_secs(record),
+            crate::control::jobs::runs::unix_now(),
+        );
+        (status, message, rollout) = (s, m, r);
+        job
     });
     ServiceStatus {
         name: name.clone(),
@@ -71,6 +89,7 @@ pub(crate) fn service_status(
         message,
         instances,
         rollout,
+        job,
     }
 }
 
@@ -102,8 +121,9 @@ fn instances(
             }
             ProcessState::Running => InstanceState::Running,
             ProcessState::Created => InstanceState::Starting,
-            ProcessState::Exited { .. }
-                if rt.and_then(|r| r.next_start).is_some_and(|t| t > now) =>
+            ProcessState::Exited { code }
+                if !i.restart.finished(code)
+                    && rt.and_then(|r| r.next_start).is_some_and(|t| t > now) =>
             {
                 InstanceState::Backoff
             }
@@ -135,6 +155,11 @@ fn instances(
             pid: i.pid,
             last_state,
             last_seen,
+            exit_code: match i.state {
+                ProcessState::Exited { code } => Some(code),
+                _ => None,
+            },
+            run: (i.restart != api::spec::RestartPolicy::Always).then_some(i.run),
         });
     }
     out.sort_by(|a, b| a.id.cmp(&b.id));

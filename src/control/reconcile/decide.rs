@@ -8,9 +8,9 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::placer::Placer;
+use super::standing::{standing, Standing};
 use crate::agent::Instance;
 use crate::control::execute::Placed;
-use crate::control::gather::{draining, lost, reschedule_after};
 use crate::control::plan::{plan, Action, Desired, Rules};
 use crate::control::schedule::{
     demand_of, load_of, unplaced_message, Candidate, Demand, Scheduler,
@@ -93,7 +93,7 @@ fn candidates(table: &Table, st: &State, service: &str, going: &HashSet<String>)
 
 /// True if a service named before `service` still has replicas on `node`
 /// (drains move one service at a time).
-fn earlier_on(st: &State, node: &str, service: &str) -> bool {
+pub(crate) fn earlier_on(st: &State, node: &str, service: &str) -> bool {
     st.instances
         .iter()
         .any(|(name, list)| name.as_str() < service && list.iter().any(|i| i.node == node))
@@ -111,64 +111,6 @@ fn next_deadline(table: &Table, instances: &[Instance], now: Instant) -> Option<
         .filter(|d| *d > unix)
         .map(|d| now + Duration::from_secs(d - unix))
         .min()
-}
-
-/// Where each gathered replica stands with its node.
-struct Standing {
-    /// On a node gone past the reschedule delay (or removed): planned as gone.
-    lost: HashSet<String>,
-    /// When the next replica becomes lost.
-    lost_at: Option<Instant>,
-    /// On a drained node, its service's turn to move: replaced first.
-    leaving: HashSet<String>,
-    /// On a drained node past the drain's deadline: stopped.
-    overdue: HashSet<String>,
-    /// On a node that cannot be asked now: it restarts them itself.
-    unreachable: HashSet<String>,
-}
-
-fn standing(
-    reschedule_after_default: Duration,
-    table: &Table,
-    st: &State,
-    record: Option<&ServiceRecord>,
-    service: &str,
-    instances: &[Instance],
-    now: Instant,
-) -> Standing {
-    let after = reschedule_after(record, reschedule_after_default);
-    let (lost, lost_at) = lost(table, instances, after, now);
-    let (leaving, mut overdue) = draining(
-        table,
-        service,
-        instances,
-        &|node, service| earlier_on(st, node, service),
-        SystemTime::now(),
-    );
-    // Replicas on a volume being restored or moved stop now.
-    if let Some(r) = record.filter(|_| !st.busy.is_empty()) {
-        for i in instances {
-            let spec = crate::control::schedule::spec_of(r, i.version);
-            if crate::volumes::volumes_of(spec, i.slot)
-                .iter()
-                .any(|k| st.busy.contains_key(k))
-            {
-                overdue.insert(i.id.clone());
-            }
-        }
-    }
-    let unreachable = instances
-        .iter()
-        .filter(|i| !table.reachable(&i.node))
-        .map(|i| i.id.clone())
-        .collect();
-    Standing {
-        lost,
-        lost_at,
-        leaving,
-        overdue,
-        unreachable,
-    }
 }
 
 /// A plan with the spec whose demand its starts reserve (none for a
@@ -207,9 +149,16 @@ fn plans<'a>(
     far: Instant,
     now: Instant,
 ) -> Plans<'a> {
+    // Dependencies that do not hold yet: nothing starts, nothing restarts.
+    let waiting = record.and_then(|r| {
+        crate::control::jobs::deps::waiting(&r.spec, &|n| {
+            crate::control::jobs::deps::facts(st, n, now)
+        })
+    });
+    let is_waiting = waiting.is_some();
     let restart_at = |id: &str| {
         // A node that cannot be reached restarts its own replicas.
-        if standing.unreachable.contains(id) {
+        if standing.unreachable.contains(id) || is_waiting {
             Some(far)
         } else {
             st.replicas.get(id).and_then(|r| r.next_start)
@@ -266,6 +215,9 @@ fn plans<'a>(
             canary_no_room: None,
         };
     };
+    if let Some(want) = crate::control::jobs::want_of(record) {
+        return job_plans(st, record, want, &live, &rules, scheduler, waiting, now);
+    }
     let desired = desired_of(Some(record));
     // A canary's replicas are planned on their own, beside the stable ones.
     let canary = record.canary.as_ref();
@@ -273,11 +225,11 @@ fn plans<'a>(
         .into_iter()
         .partition(|i| canary.is_some_and(|c| c.version == i.version));
     let mut placer = Placer::new(&record.spec, &st.volumes, &st.busy);
-    let stable = plan(desired, &stable_list, &rules, &mut |slot| {
-        placer.place(scheduler, slot)
+    let mut stable = plan(desired, &stable_list, &rules, &mut |slot| {
+        (!is_waiting).then(|| placer.place(scheduler, slot))?
     });
     let demand = *placer.demand();
-    let unplaced = placer.unplaced(stable.unplaced);
+    let unplaced = waited(&mut stable, waiting, now).or_else(|| placer.unplaced(stable.unplaced));
     let waits_for_volume = placer.waiting.is_some();
     let rolling = stable_list
         .iter()
@@ -343,6 +295,51 @@ fn plans<'a>(
         no_room,
         canary_no_room,
     }
+}
+
+/// A job's plan ([`crate::control::jobs::plan`]): no canary, no rollout
+/// to revert.
+#[allow(clippy::too_many_arguments)]
+fn job_plans<'a>(
+    st: &State,
+    record: &'a ServiceRecord,
+    want: crate::control::jobs::JobWant,
+    live: &[Instance],
+    rules: &crate::control::plan::Rules<'_>,
+    scheduler: &mut Scheduler,
+    waiting: Option<String>,
+    now: Instant,
+) -> Plans<'a> {
+    let mut placer = Placer::new(&record.spec, &st.volumes, &st.busy);
+    let mut plan = crate::control::jobs::plan::plan_job(want, live, rules, &mut |slot| {
+        waiting.is_none().then(|| placer.place(scheduler, slot))?
+    });
+    let unplaced = waited(&mut plan, waiting, now).or_else(|| placer.unplaced(plan.unplaced));
+    Plans {
+        stable: Some(Planned {
+            plan,
+            spec: Some(&record.spec),
+        }),
+        canary: None,
+        unplaced,
+        rolling: false,
+        upgrading: false,
+        no_room: None,
+        canary_no_room: None,
+    }
+}
+
+/// While replicas wait on dependencies: why, and look again in a second
+/// (a dependency coming up changes nothing of this service).
+fn waited(
+    plan: &mut crate::control::plan::Plan,
+    waiting: Option<String>,
+    now: Instant,
+) -> Option<String> {
+    let why = waiting.filter(|_| plan.unplaced > 0)?;
+    let soon = now + Duration::from_secs(1);
+    plan.wake_at = Some(plan.wake_at.map_or(soon, |w| w.min(soon)));
+    Some(why)
 }
 
 /// True when placement failed for want of room on nodes that are up: not

@@ -198,6 +198,8 @@ async fn start(
                 pid: Some(pid),
                 state: ProcessState::Running,
                 ip: started.ip,
+                run: spec.run,
+                restart: spec.restart,
             };
             inner.nodes.started(instance.clone()).await;
             // Counted where it runs until the next listing; what its start
@@ -321,5 +323,7 @@ pub(crate) fn instance_spec(
                 }
             })
             .collect(),
+        run: record.job.run,
+        restart: spec.restart_policy(),
     })
 }

@@ -14,4 +14,5 @@ pub mod plan;
 pub(crate) mod progress;
 pub(crate) mod rollout;
 pub mod schedule;
+pub(crate) mod standing;
 pub(crate) mod worker;

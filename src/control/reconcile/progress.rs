@@ -44,6 +44,10 @@ pub(crate) fn deadline_secs(record: &ServiceRecord) -> u64 {
 /// True when every wanted replica of the current version (and of a
 /// canary beside it) runs and is ready, and nothing else is left.
 pub(crate) fn settled(record: &ServiceRecord, replicas: &[Replica]) -> bool {
+    if record.spec.is_job() {
+        // A job's replicas end: only another version's count as unsettled.
+        return replicas.iter().all(|r| r.version == record.version);
+    }
     let desired = record.desired_replicas();
     let canary = record
         .canary
@@ -79,6 +83,28 @@ pub(crate) fn rollout(facts: &Facts<'_>) -> Option<Rollout> {
     }
     let desired = record.desired_replicas();
     let deadline_secs = deadline_secs(record);
+    if record.spec.is_job() {
+        // Status tells a job's runs precisely (see `jobs::outcome`).
+        let old = facts
+            .replicas
+            .iter()
+            .filter(|r| r.version != record.version)
+            .count() as u32;
+        return Some(Rollout {
+            version: record.version,
+            phase: if old == 0 {
+                RolloutPhase::Complete
+            } else {
+                RolloutPhase::Progressing
+            },
+            message: format!("version {}: job run {}", record.version, record.job.run),
+            updated: facts.replicas.len() as u32 - old,
+            total: desired,
+            old,
+            deadline_secs,
+            weight: None,
+        });
+    }
     if let Some(canary) = &record.canary {
         let total = canary_total(canary, desired);
         let ready = updated(facts.replicas, canary.version, total);

@@ -125,6 +125,7 @@ async fn converge(inner: &Arc<Inner>, service: &str) -> Converged {
         if inner.state().instances.get(service) != Some(&instances) {
             inner.state.listed(service, instances.clone(), now).await;
         }
+        crate::control::jobs::runs::check_end(inner, service, &instances).await;
         let settles_at = track_settling(inner, service, now).await;
         let Decided {
             record,

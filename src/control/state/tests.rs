@@ -18,6 +18,8 @@ fn instance(id: &str, state: ProcessState) -> Instance {
         pid: Some(7),
         state,
         ip: None,
+        run: 0,
+        restart: Default::default(),
     }
 }
 

@@ -186,6 +186,7 @@ async fn adopts_what_runs_and_removes_orphans() {
             reverted: None,
             canary: None,
             secrets_fingerprint: None,
+            job: Default::default(),
         })
         .unwrap();
     let inst = |id: &str, service: &str, slot| Instance {
@@ -198,6 +199,8 @@ async fn adopts_what_runs_and_removes_orphans() {
         pid: Some(42 + slot),
         state: ProcessState::Running,
         ip: None,
+        run: 0,
+        restart: Default::default(),
     };
     agent.preload(inst("web.0.aaaaaa", "web", 0));
     agent.preload(inst("web.1.bbbbbb", "web", 1));

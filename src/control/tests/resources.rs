@@ -261,6 +261,8 @@ async fn services_stored_before_reservations_run_on_where_they_are() {
             pid: Some(100 + slot),
             state: ProcessState::Running,
             ip: None,
+            run: 0,
+            restart: Default::default(),
         });
     }
     let cp = super::plane_with(agent.clone(), store).await;

@@ -59,6 +59,8 @@ pub(super) fn inst(id: &str, version: u64, slot: u32, state: ProcessState) -> In
         pid: None,
         state,
         ip: None,
+        run: 0,
+        restart: Default::default(),
     }
 }
 pub(super) const RUN: ProcessState = ProcessState::Running;
