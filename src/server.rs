@@ -67,6 +67,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         cert_dir: config.proxy.cert_dir.clone(),
         host_paths: config.volumes.host_paths.clone(),
         devices: config.volumes.devices.clone(),
+        own_ports: own_ports(&config),
         heartbeat_grace: std::time::Duration::from_secs(config.cluster.heartbeat_grace_secs),
         reschedule_after: std::time::Duration::from_secs(config.cluster.reschedule_after_secs),
         schedule_catchup: std::time::Duration::from_secs(config.cluster.schedule_catchup_secs),
@@ -228,4 +229,30 @@ pub async fn shutdown_signal() {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
+}
+
+/// orca's own listeners on a node: no service may publish these.
+fn own_ports(config: &crate::config::Config) -> Vec<crate::control::ports::claims::Own> {
+    use api::spec::Protocol::{Tcp, Udp};
+    let port = |listen: &str| {
+        listen
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+    };
+    let mut out = vec![(53, Udp, "DNS"), (53, Tcp, "DNS")];
+    let listeners = [
+        (Some(config.cluster.api_listen.as_str()), "API"),
+        (
+            Some(config.cluster.grpc_listen.as_str()),
+            "gRPC listener for agents",
+        ),
+        (Some(config.proxy.http_listen.as_str()), "ingress (HTTP)"),
+        (config.proxy.https_listen.as_deref(), "ingress (HTTPS)"),
+    ];
+    for (listen, what) in listeners {
+        if let Some(p) = listen.and_then(port) {
+            out.push((p, Tcp, what));
+        }
+    }
+    out
 }

@@ -26,6 +26,7 @@ orca_env_install() {
   command -v file >/dev/null || need+=(file)
   command -v promtool >/dev/null || need+=(prometheus)
   command -v nft >/dev/null || need+=(nftables)
+  command -v conntrack >/dev/null || need+=(conntrack)
   command -v nsenter >/dev/null || need+=(util-linux)
   command -v ip >/dev/null || need+=(iproute2)
   command -v ping >/dev/null || need+=(iputils-ping)

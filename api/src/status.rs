@@ -109,6 +109,9 @@ pub struct ServiceStatus {
     /// can wait for the version it asked for.
     #[serde(default)]
     pub rollout: Option<Rollout>,
+    /// The ports it publishes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortStatus>,
     /// For a job (restart on-failure or never): its runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<JobStatus>,
@@ -236,6 +239,51 @@ pub struct NodeStatus {
     /// The /24 of the cluster subnet its replicas take.
     #[serde(default)]
     pub subnet: Option<String>,
+    /// The ports it accepts on now (`1883/tcp`), with the service:
+    /// every mesh port with a ready replica anywhere, and host ports of
+    /// its own replicas.
+    #[serde(default)]
+    pub ports: Vec<NodePort>,
+}
+
+/// A port a service publishes, as status shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct PortStatus {
+    pub published: u16,
+    pub target: u16,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+    /// `mesh` or `host`.
+    pub mode: String,
+    /// The one node address it accepts on, if limited to one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_ip: Option<String>,
+}
+
+impl From<crate::spec::PublishedPort> for PortStatus {
+    fn from(p: crate::spec::PublishedPort) -> Self {
+        PortStatus {
+            published: p.published,
+            target: p.target,
+            protocol: p.protocol.as_str().to_string(),
+            mode: match p.mode {
+                crate::spec::PortMode::Mesh => "mesh",
+                crate::spec::PortMode::Host => "host",
+            }
+            .to_string(),
+            host_ip: p.host_ip.map(|ip| ip.to_string()),
+        }
+    }
+}
+
+/// A published port a node accepts on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct NodePort {
+    /// `1883/tcp`.
+    pub port: String,
+    pub service: String,
+    /// `mesh` or `host`.
+    pub mode: String,
 }
 
 /// A drain in progress.

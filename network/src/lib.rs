@@ -7,6 +7,7 @@
 //! - [`nft`]: nftables rules through one typed call to `nft`.
 //! - [`settings`]: how a node's network is set up, checked, and its MTU.
 //! - [`node`]: all of it together for replicas: attach, detach, sweep.
+//! - [`ports`]: published ports, DNAT in the kernel.
 //! - [`proxy`]: the ingress proxy, by Host header to ready replicas.
 //! - [`dns`]: service DNS on the bridge address.
 //! - [`error`]: the error type, [`NetworkError`].
@@ -21,6 +22,7 @@ pub mod netns;
 pub mod nft;
 pub mod node;
 pub mod peers;
+pub mod ports;
 pub mod proxy;
 pub mod settings;
 pub mod vxlan;

@@ -147,9 +147,11 @@ pub fn host_script(
 pub fn delete_script(bridge: &str) -> String {
     let t = table_name(bridge);
     let i = isolation_table(bridge);
+    let p = crate::ports::ports_table(bridge);
     format!(
         "table ip {t} {{}}\ndelete table ip {t}\n\
          table ip {i} {{}}\ndelete table ip {i}\n\
+         table ip {p} {{}}\ndelete table ip {p}\n\
          table bridge {t} {{}}\ndelete table bridge {t}\n"
     )
 }

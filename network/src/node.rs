@@ -32,6 +32,8 @@ pub struct NodeNetwork {
     ipam: Mutex<Ipam>,
     /// The isolation ruleset last applied, to skip applying it again.
     isolation: tokio::sync::Mutex<String>,
+    /// The published ports last applied (rules and ruleset).
+    ports: tokio::sync::Mutex<(Vec<crate::ports::PortRule>, String)>,
     /// The port bindings last applied, likewise; held while they change.
     bindings: tokio::sync::Mutex<String>,
     /// What tells a routed hairpin on this bridge.
@@ -143,6 +145,7 @@ impl NodeNetwork {
             ipam: Mutex::new(ipam),
             isolation: tokio::sync::Mutex::new(String::new()),
             bindings: tokio::sync::Mutex::new(String::new()),
+            ports: tokio::sync::Mutex::new((Vec::new(), String::new())),
             hairpin,
             mtu,
             vtep,
@@ -384,6 +387,36 @@ impl NodeNetwork {
         }
         nft::apply(&script).await?;
         *last = script;
+        Ok(())
+    }
+
+    /// Publishes `rules` on this node, `node` (see [`crate::ports`]); a
+    /// no-op when nothing changed. The UDP flows of replicas that left a
+    /// port are forgotten once the new rules are in.
+    pub async fn set_ports(&self, node: &str, rules: &[crate::ports::PortRule]) -> Result<()> {
+        let script = crate::ports::ports_script(&self.settings.bridge, self.subnet, node, rules);
+        let mut last = self.ports.lock().await;
+        if last.1 == script {
+            last.0 = rules.to_vec();
+            return Ok(());
+        }
+        if !rules.is_empty() {
+            // Loopback clients of the host reach replicas through the bridge.
+            let knob = format!(
+                "/proc/sys/net/ipv4/conf/{}/route_localnet",
+                self.settings.bridge
+            );
+            if let Err(e) = std::fs::write(&knob, "1") {
+                tracing::warn!(error = %e, "published ports will not answer on loopback");
+            }
+        }
+        nft::apply(&script).await?;
+        for (ip, port) in crate::ports::left_udp(&last.0, rules, node) {
+            if let Err(e) = crate::ports::forget_udp(ip, port).await {
+                tracing::warn!(%ip, port, error = %e, "UDP flows of a replica that left not forgotten");
+            }
+        }
+        *last = (rules.to_vec(), script);
         Ok(())
     }
 

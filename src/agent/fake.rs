@@ -172,14 +172,18 @@ impl NodeAgent for FakeAgent {
         Ok(pid)
     }
 
-    async fn set_isolation(
+    async fn set_network(
         &self,
         projects: &std::collections::BTreeMap<String, Vec<std::net::Ipv4Addr>>,
         _internal: &[std::net::Ipv4Addr],
+        ports: &[network::ports::PortRule],
     ) -> Result<(), AgentError> {
-        self.lock()
-            .calls
+        let mut me = self.lock();
+        me.calls
             .push(format!("isolation {} projects", projects.len()));
+        if !ports.is_empty() {
+            me.calls.push(format!("ports {}", ports.len()));
+        }
         Ok(())
     }
 

@@ -280,18 +280,20 @@ impl NodeAgent for LocalAgent {
         self.restart_replica(id).await
     }
 
-    async fn set_isolation(
+    async fn set_network(
         &self,
         projects: &std::collections::BTreeMap<String, Vec<std::net::Ipv4Addr>>,
         internal: &[std::net::Ipv4Addr],
+        ports: &[network::ports::PortRule],
     ) -> Result<(), AgentError> {
-        match &self.network {
-            Some(net) => net
-                .set_isolation(projects, internal)
-                .await
-                .map_err(|e| AgentError::Other(e.to_string())),
-            None => Ok(()),
-        }
+        let Some(net) = &self.network else {
+            return Ok(());
+        };
+        let failed = |e: network::NetworkError| AgentError::Other(e.to_string());
+        net.set_isolation(projects, internal)
+            .await
+            .map_err(failed)?;
+        net.set_ports(&self.node_id, ports).await.map_err(failed)
     }
 
     async fn kill(&self, id: &str) -> Result<(), AgentError> {

@@ -258,13 +258,14 @@ pub trait NodeAgent: Send + Sync + 'static {
     async fn start(&self, spec: &InstanceSpec) -> Result<Started, AgentError>;
     /// Starts an exited replica again in place (same id, same log).
     async fn restart(&self, id: &str) -> Result<u32, AgentError>;
-    /// Who may talk to whom on the node network: the addresses of each
-    /// project's replicas, and those of internal services (reachable from
-    /// every project).
-    async fn set_isolation(
+    /// The node network as the cluster wants it: who may talk to whom
+    /// (the addresses of each project's replicas, and those of internal
+    /// services, reachable from every project), and the published ports.
+    async fn set_network(
         &self,
         projects: &std::collections::BTreeMap<String, Vec<std::net::Ipv4Addr>>,
         internal: &[std::net::Ipv4Addr],
+        ports: &[network::ports::PortRule],
     ) -> Result<(), AgentError>;
     /// Kills a replica's processes (SIGKILL); its exit is reported as usual.
     async fn kill(&self, id: &str) -> Result<(), AgentError>;

@@ -187,6 +187,7 @@ mod tests {
                 weight: (phase == RolloutPhase::Canary).then_some(20),
             }),
             job: None,
+            ports: vec![],
         }
     }
 

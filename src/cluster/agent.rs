@@ -424,9 +424,13 @@ async fn answer(local: &dyn NodeAgent, served: &Served, call: Call) -> Result<An
         Call::ListService { service } => {
             Answer::Instances(local.list_service(&service).await.map_err(wire)?)
         }
-        Call::Isolation { projects, internal } => {
+        Call::Isolation {
+            projects,
+            internal,
+            ports,
+        } => {
             local
-                .set_isolation(&projects, &internal)
+                .set_network(&projects, &internal, &ports)
                 .await
                 .map_err(wire)?;
             Answer::Done

@@ -243,14 +243,16 @@ impl NodeAgent for RemoteAgent {
         }
     }
 
-    async fn set_isolation(
+    async fn set_network(
         &self,
         projects: &std::collections::BTreeMap<String, Vec<std::net::Ipv4Addr>>,
         internal: &[std::net::Ipv4Addr],
+        ports: &[network::ports::PortRule],
     ) -> Result<(), AgentError> {
         let call = Call::Isolation {
             projects: projects.clone(),
             internal: internal.to_vec(),
+            ports: ports.to_vec(),
         };
         self.call(call, QUICK).await.map(|_| ())
     }

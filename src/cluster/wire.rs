@@ -168,9 +168,12 @@ pub enum Call {
     ListService {
         service: String,
     },
+    /// The node network: isolation and published ports.
     Isolation {
         projects: BTreeMap<String, Vec<Ipv4Addr>>,
         internal: Vec<Ipv4Addr>,
+        #[serde(default)]
+        ports: Vec<network::ports::PortRule>,
     },
     LogsTail {
         id: String,

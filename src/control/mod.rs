@@ -13,6 +13,7 @@
 mod endpoints;
 mod feed;
 pub(crate) mod jobs;
+pub(crate) mod ports;
 mod reconcile;
 mod serve;
 mod state;
@@ -90,6 +91,8 @@ pub struct Settings {
     pub host_paths: Vec<std::path::PathBuf>,
     /// `[volumes] devices` of the server's own node (checked again at start).
     pub devices: Vec<String>,
+    /// orca's own listeners, which no service may publish.
+    pub own_ports: Vec<ports::claims::Own>,
 }
 
 impl Default for Settings {
@@ -115,6 +118,7 @@ impl Default for Settings {
             https: false,
             host_paths: Vec::new(),
             devices: Vec::new(),
+            own_ports: Vec::new(),
         }
     }
 }

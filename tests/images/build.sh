@@ -22,6 +22,8 @@
 #   kaweb:v1         tests/images/kaweb.rs, a keep-alive HTTP/1.1 server on
 #                    $PORT (default 8080), built here with rustc and a static
 #                    C runtime: "/" answers "kaweb v1", "/healthz" "ok".
+#                    Also /bin/udpecho PORT (tests/images/udpecho.rs): answers
+#                    each UDP datagram with the host name and the datagram.
 #                    Also /bin/sockprobe (tests/images/sockprobe.rs): opens
 #                    a socket of a given family, prints ok or the errno.
 #   stateful:v1, :v2 a database-like replica with /data owned by 70:71
@@ -174,6 +176,8 @@ command -v "$RUSTC" >/dev/null || { echo "build.sh: rustc missing" >&2; exit 1; 
 file "$app/bin/kaweb" | grep -Eq 'static(-pie)? linked|statically linked' || { echo "build.sh: kaweb is not static" >&2; exit 1; }
 "$RUSTC" --edition 2021 -O -C target-feature=+crt-static -C strip=symbols \
   -o "$app/bin/sockprobe" "$(dirname "$0")/sockprobe.rs"
+"$RUSTC" --edition 2021 -O -C target-feature=+crt-static -C strip=symbols \
+  -o "$app/bin/udpecho" "$(dirname "$0")/udpecho.rs"
 make_image kaweb v1 "$app" '["/bin/kaweb"]' '["PATH=/bin","VERSION=v1","PORT=8080"]' \
   ',"ExposedPorts":{"8080/tcp":{}}'
 

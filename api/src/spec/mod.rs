@@ -103,6 +103,10 @@ pub struct ServiceSpec {
     /// IANA time zone of `schedule` (default UTC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timezone: Option<String>,
+    /// Ports every node (or, in host mode, every node with a replica)
+    /// accepts and forwards to the replicas.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortSpec>,
     /// Services of the project that must be started, healthy or completed
     /// before a replica of this one starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -171,6 +175,12 @@ impl ServiceSpec {
     /// True for a service that runs to an end (restart on-failure or never).
     pub fn is_job(&self) -> bool {
         self.restart_policy() != RestartPolicy::Always
+    }
+
+    /// The ports it publishes (entries that do not parse, refused at
+    /// validation, are left out).
+    pub fn published_ports(&self) -> Vec<PublishedPort> {
+        self.ports.iter().filter_map(|p| p.parse().ok()).collect()
     }
 
     /// The pull policy in force: the spec's, else the image's default.
@@ -412,66 +422,19 @@ pub struct ScaleRequest {
     pub replicas: i64,
 }
 
-/// `tls`: `"acme"`, or `{ cert, key }` files on the server.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
-#[serde(untagged)]
-pub enum TlsSpec {
-    Mode(TlsMode),
-    Files(TlsFiles),
-}
-
-impl<'de> Deserialize<'de> for TlsSpec {
-    /// A string or a table, with an error that says which it may be.
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        const EXPECTED: &str =
-            r#""acme" or { cert = "/path/fullchain.pem", key = "/path/privkey.pem" }"#;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = TlsSpec;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(EXPECTED)
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<TlsSpec, E> {
-                match v {
-                    "acme" => Ok(TlsSpec::Mode(TlsMode::Acme)),
-                    other => Err(E::custom(format!("tls {other:?}: must be {EXPECTED}"))),
-                }
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<TlsSpec, A::Error> {
-                TlsFiles::deserialize(serde::de::value::MapAccessDeserializer::new(map))
-                    .map(TlsSpec::Files)
-            }
-        }
-        d.deserialize_any(Visitor)
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum TlsMode {
-    /// A certificate from an ACME authority.
-    Acme,
-}
-
-/// PEM files on the server's host, read again when they change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TlsFiles {
-    /// The certificate chain, leaf first.
-    pub cert: String,
-    /// Its private key.
-    pub key: String,
-}
-
 mod files;
 mod jobs;
+mod ports;
 mod privilege;
 mod routes;
+mod tls;
 mod validate;
 mod volumes;
 
 pub use files::{FileSpec, MAX_FILES_BYTES};
 pub use jobs::{dependency_cycle, Condition, DependsOn, RestartPolicy, Schedule};
+pub use ports::{PortMode, PortSpec, Protocol, PublishedPort};
+pub use tls::{TlsFiles, TlsMode, TlsSpec};
 pub use volumes::{check_target, Mount, VolumeObject, VolumeSpec, VolumeType};
 
 pub use privilege::is_secret_name;

@@ -149,6 +149,7 @@ impl ServiceSpec {
         }
         super::routes::check_routes(&self.routes, self.strip_prefix, self.domain.as_ref())?;
         super::jobs::check_jobs(self)?;
+        super::ports::check_ports(&self.ports)?;
         if let Some(h) = &self.health {
             check_path("health", h)?;
         }

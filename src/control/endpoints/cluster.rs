@@ -64,6 +64,7 @@ impl ControlPlane {
                 .unwrap_or_default()
         };
         let settings = &self.inner().settings;
+        let published = self.inner().published.borrow().published.clone();
         let nodes = table
             .nodes
             .values()
@@ -98,6 +99,7 @@ impl ControlPlane {
                     last_heartbeat: n.last_seen(),
                     version: n.record.version.clone(),
                     server: n.local,
+                    ports: node_ports(&published.ports, n.id(), n.ready()),
                     subnet: n.record.subnet_index.and_then(|i| {
                         network::Ipv4Net::parse(&settings.subnet)
                             .and_then(|net| net.node_slice(i))
@@ -399,4 +401,21 @@ pub(crate) fn migrate_legacy_secrets(
         moved += 1;
     }
     Ok(moved)
+}
+
+/// The published ports node `id` accepts on (see [`NodePort`]).
+fn node_ports(
+    rules: &[network::ports::PortRule],
+    id: &str,
+    ready: bool,
+) -> Vec<api::status::NodePort> {
+    rules
+        .iter()
+        .filter(|r| ready && r.backends.iter().any(|(_, n)| r.mesh || n == id))
+        .map(|r| api::status::NodePort {
+            port: format!("{}/{}", r.published, r.protocol.as_str()),
+            service: r.service.clone(),
+            mode: if r.mesh { "mesh" } else { "host" }.to_string(),
+        })
+        .collect()
 }

@@ -104,6 +104,11 @@ impl ControlPlane {
             spec,
             st.records.values().filter(|r| !r.stopped).map(|r| &r.spec),
         )?;
+        crate::control::ports::claims::check(
+            spec,
+            st.records.values().filter(|r| !r.stopped).map(|r| &r.spec),
+            &self.inner().settings.own_ports,
+        )?;
         let my_names: Vec<&str> = std::iter::once(spec.name.as_str())
             .chain(spec.aliases.iter().map(String::as_str))
             .collect();
@@ -178,7 +183,8 @@ impl ControlPlane {
             }
             let checked = authorize(caller, &spec)
                 .and_then(|()| self.check_spec(&spec))
-                .and_then(|()| super::claims::domain(&spec, valid.iter()));
+                .and_then(|()| super::claims::domain(&spec, valid.iter()))
+                .and_then(|()| crate::control::ports::claims::check(&spec, valid.iter(), &[]));
             match checked {
                 Ok(()) => valid.push(spec),
                 Err(e) => {

@@ -89,6 +89,12 @@ pub(crate) fn service_status(
         message,
         instances,
         rollout,
+        ports: record
+            .spec
+            .published_ports()
+            .into_iter()
+            .map(Into::into)
+            .collect(),
         job,
     }
 }

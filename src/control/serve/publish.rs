@@ -49,6 +49,8 @@ pub struct Published {
     pub certs: crate::control::certs::Certs,
     /// ACME HTTP-01 answers in flight.
     pub challenges: HashMap<String, String>,
+    /// Published ports and their ready replicas.
+    pub ports: Vec<network::ports::PortRule>,
 }
 
 /// A view with its generation, counted up at each change, so that one
@@ -94,6 +96,7 @@ pub(crate) fn publish_routes(inner: &Arc<Inner>) -> u64 {
     isolation.internal.sort();
     let names = dns_names(&inner.state(), &reachable);
     let routes = ingress_routes(&inner.state(), &reachable);
+    let ports = crate::control::ports::rules(&inner.state(), &reachable);
     if let Some(dns) = &inner.dns {
         dns.replace(names.clone());
     }
@@ -112,6 +115,7 @@ pub(crate) fn publish_routes(inner: &Arc<Inner>) -> u64 {
         routes,
         certs,
         challenges,
+        ports,
     };
     let mut generation = 0;
     inner.published.send_if_modified(|current| {

@@ -122,7 +122,7 @@ async fn give(
 ) -> Result<(), crate::agent::AgentError> {
     let p = &view.published;
     agent
-        .set_isolation(&p.isolation.projects, &p.isolation.internal)
+        .set_network(&p.isolation.projects, &p.isolation.internal, &p.ports)
         .await?;
     if !local {
         let tables = crate::cluster::wire::Tables {
