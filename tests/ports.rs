@@ -34,6 +34,29 @@ fn get(addr: &str) -> std::io::Result<String> {
     Ok(out.split("\r\n\r\n").nth(1).unwrap_or_default().to_string())
 }
 
+/// One GET of `path` on an open keep-alive connection: the body.
+fn get_on(s: &mut TcpStream, path: &str) -> std::io::Result<String> {
+    s.set_read_timeout(Some(Duration::from_secs(3)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n")?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if s.read(&mut byte)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body)?;
+    Ok(String::from_utf8_lossy(&body).trim().to_string())
+}
+
 /// Sends `msg` from `socket` to `to` and returns the answer's first word
 /// (the replica's host name), or None after a second.
 fn ask(socket: &UdpSocket, to: &str, msg: &str) -> Option<String> {
@@ -91,6 +114,7 @@ async fn tcp_and_udp_ports_reach_ready_replicas() {
     let c = server.admin();
     let image = env.image("kaweb:v1");
     let (tcp, host_tcp, udp) = (common::free_port(), common::free_port(), free_udp_port());
+    let unready = common::free_port();
     let r: Value = c
         .post(
             "/api/v1/deploy",
@@ -99,6 +123,10 @@ async fn tcp_and_udp_ports_reach_ready_replicas() {
                   "ports": [format!("{tcp}:8080")] },
                 { "name": "hostweb", "image": image, "port": 8080,
                   "ports": [{ "published": host_tcp, "target": 8080, "mode": "host" }] },
+                // Never ready: runs, answers on its address, gets no traffic.
+                { "name": "unready", "image": image, "port": 8080,
+                  "readiness": { "exec": ["/bin/nothere"], "interval_secs": 1 },
+                  "ports": [format!("{unready}:8080")] },
                 { "name": "echo", "image": image, "replicas": 2, "stop_grace_secs": 1,
                   "command": ["/bin/udpecho", "5353"], "ports": [format!("{udp}:5353/udp")] },
             ]}),
@@ -185,6 +213,45 @@ async fn tcp_and_udp_ports_reach_ready_replicas() {
     let next = ask(&socket, &to, "after").expect("the flow's next packet got no answer");
     assert_ne!(next, gone);
     assert_eq!(next, "echo-0");
+
+    // TCP: a connection held open to web-0 goes on while web-1 goes.
+    let to = format!("127.0.0.1:{tcp}");
+    let mut held = None;
+    for _ in 0..50 {
+        let mut conn = TcpStream::connect(&to).unwrap();
+        if get_on(&mut conn, "/host").unwrap() == "web-0" {
+            held = Some(conn);
+            break;
+        }
+    }
+    let mut conn = held.expect("no connection reached web-0 in 50 tries");
+    let _: Value = c
+        .post("/api/v1/services/web/scale", &json!({ "replicas": 1 }))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while service(&c, "web").await["instances"]
+        .as_array()
+        .unwrap()
+        .len()
+        != 1
+    {
+        assert!(Instant::now() < deadline, "web-1 never went");
+        assert_eq!(get_on(&mut conn, "/host").unwrap(), "web-0");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for _ in 0..5 {
+        assert_eq!(
+            get_on(&mut conn, "/host").unwrap(),
+            "web-0",
+            "the held connection broke"
+        );
+        assert_eq!(
+            get(&to).unwrap().trim(),
+            "kaweb v1",
+            "a new connection failed"
+        );
+    }
 
     // Conflicts: another service's port, and orca's own API port.
     let (status, msg) = error_of(

@@ -3,7 +3,8 @@
 //! A test fixture, built by tests/images/build.sh with plain `rustc` and a
 //! static C runtime, std only. It answers HTTP/1.1 on $PORT (default 8080)
 //! with keep-alive, one thread per connection: `/healthz` answers "ok",
-//! `/stats` how many connections carried a request with X-Forwarded-For
+//! `/peer` the address the connection came from, `/host` the host name, `/stats` how many
+//! connections carried a request with X-Forwarded-For
 //! (that is, came from a proxy) and how many such requests there were,
 //! every other path "kaweb $VERSION". Busybox httpd closes every connection,
 //! so it cannot tell a proxy's keep-alive pool from its connect cost; this
@@ -34,16 +35,25 @@ fn main() {
     };
     println!("kaweb {version} listening on {port}");
     let body: &'static str = Box::leak(format!("kaweb {version}\n").into_boxed_str());
+    let host: &'static str = Box::leak(
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap_or_default()
+            .into_boxed_str(),
+    );
     for stream in listener.incoming().flatten() {
         let _ = stream.set_nodelay(true);
         thread::spawn(move || {
-            let _ = serve(stream, body);
+            let _ = serve(stream, body, host);
         });
     }
 }
 
 /// Serves requests on one connection until the peer closes it or asks to.
-fn serve(stream: TcpStream, body: &str) -> std::io::Result<()> {
+fn serve(stream: TcpStream, body: &str, host: &str) -> std::io::Result<()> {
+    let peer = stream
+        .peer_addr()
+        .map(|a| format!("{}\n", a.ip()))
+        .unwrap_or_default();
     let mut writer = stream.try_clone()?;
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
@@ -101,6 +111,8 @@ fn serve(stream: TcpStream, body: &str) -> std::io::Result<()> {
         let stats;
         let text = match path.as_str() {
             "/healthz" => "ok\n",
+            "/peer" => &peer,
+            "/host" => &host,
             "/stats" => {
                 stats = format!(
                     "proxied_connections={} proxied_requests={}\n",
