@@ -52,6 +52,13 @@ pub struct InstanceSpec {
     #[serde(default)]
     pub pull_never: bool,
     pub command: Option<Vec<String>>,
+    /// See `ServiceSpec::entrypoint`, `args` and `working_dir`.
+    #[serde(default)]
+    pub entrypoint: Option<Vec<String>>,
+    #[serde(default)]
+    pub args: Option<Vec<String>>,
+    #[serde(default)]
+    pub working_dir: Option<String>,
     pub env: Vec<(String, String)>,
     pub memory_bytes: Option<u64>,
     pub cpu: Option<f64>,

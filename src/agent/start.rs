@@ -83,6 +83,9 @@ impl LocalAgent {
                 id: spec.id.clone(),
                 hostname: Some(hostname.clone()),
                 command: spec.command.clone(),
+                entrypoint: spec.entrypoint.clone(),
+                args: spec.args.clone(),
+                working_dir: spec.working_dir.clone(),
                 env: spec.env.clone(),
                 resources,
                 network: match &attachment {
@@ -98,7 +101,6 @@ impl LocalAgent {
                 seccomp_unconfined: spec.seccomp_unconfined,
                 read_only_rootfs: spec.read_only_rootfs,
                 user: spec.user.clone(),
-                ..Default::default()
             };
             self.cri.create_container(&image, &config).await?;
             self.fill(spec, &mounts).await?;

@@ -63,8 +63,20 @@ pub struct ServiceSpec {
     pub placement: Option<Placement>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<String>,
+    /// The whole argv: replaces the image's Entrypoint and Cmd.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,
+    /// Replaces the image's Entrypoint (and drops its Cmd), like Docker's
+    /// `--entrypoint`; not with `command`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
+    /// Replaces the image's Cmd, after its Entrypoint (compose's
+    /// `command`); not with `command`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    /// The process's working directory (default: the image's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deploy: Option<DeploySettings>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

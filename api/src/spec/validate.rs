@@ -149,6 +149,26 @@ impl ServiceSpec {
         }
         super::routes::check_routes(&self.routes, self.strip_prefix, self.domain.as_ref())?;
         super::jobs::check_jobs(self)?;
+        if self.command.is_some() && (self.entrypoint.is_some() || self.args.is_some()) {
+            return Err(ApiError::bad_request(
+                "command is the whole argv: use it alone, or entrypoint and args",
+            ));
+        }
+        for (field, argv) in [("command", &self.command), ("entrypoint", &self.entrypoint)] {
+            if argv
+                .as_ref()
+                .is_some_and(|a| a.first().is_none_or(|p| p.is_empty()))
+            {
+                return Err(ApiError::bad_request(format!("{field} needs a program")));
+            }
+        }
+        if let Some(dir) = &self.working_dir {
+            if !dir.starts_with('/') || dir.contains('\0') || dir.len() > 4096 {
+                return Err(ApiError::bad_request(format!(
+                    "invalid working_dir {dir:?}: an absolute path"
+                )));
+            }
+        }
         super::ports::check_ports(&self.ports)?;
         if let Some(h) = &self.health {
             check_path("health", h)?;

@@ -54,6 +54,11 @@ pub struct ContainerConfig {
     pub hostname: Option<String>,
     /// Replaces the image's Entrypoint and Cmd.
     pub command: Option<Vec<String>>,
+    /// Replaces the image's Entrypoint (and drops its Cmd), as Docker's
+    /// `--entrypoint` does.
+    pub entrypoint: Option<Vec<String>>,
+    /// Replaces the image's Cmd: the arguments after the Entrypoint.
+    pub args: Option<Vec<String>>,
     /// Merged over the image's environment.
     pub env: Vec<(String, String)>,
     /// Overrides the image's WorkingDir.
@@ -145,15 +150,26 @@ fn spec_err(e: oci_spec::OciSpecError) -> CriError {
     }
 }
 
-/// The process arguments: the override, or Entrypoint followed by Cmd.
-pub fn process_args(image: &ImageConfig, command: Option<&[String]>) -> Result<Vec<String>> {
-    let args: Vec<String> = match command {
-        Some(c) => c.to_vec(),
-        None => image
+/// The process arguments: `command` whole, else the Entrypoint (the
+/// `entrypoint` override or the image's) followed by the `args` override,
+/// else by the image's Cmd unless `entrypoint` replaced the Entrypoint.
+pub fn process_args(
+    image: &ImageConfig,
+    command: Option<&[String]>,
+    entrypoint: Option<&[String]>,
+    args: Option<&[String]>,
+) -> Result<Vec<String>> {
+    let args: Vec<String> = match (command, entrypoint) {
+        (Some(c), _) => c.to_vec(),
+        (None, Some(e)) => e.iter().chain(args.unwrap_or_default()).cloned().collect(),
+        (None, None) => image
             .entrypoint
             .iter()
             .flatten()
-            .chain(image.cmd.iter().flatten())
+            .chain(args.map_or_else(
+                || image.cmd.iter().flatten().collect::<Vec<_>>(),
+                |a| a.iter().collect(),
+            ))
             .cloned()
             .collect(),
     };
@@ -283,7 +299,12 @@ pub fn build_spec(
 ) -> Result<Spec> {
     validate_id(&config.id)?;
     let hostname = config.hostname.clone().unwrap_or_else(|| config.id.clone());
-    let args = process_args(image, config.command.as_deref())?;
+    let args = process_args(
+        image,
+        config.command.as_deref(),
+        config.entrypoint.as_deref(),
+        config.args.as_deref(),
+    )?;
     let env = merged_env(image, &config.env, &hostname)?;
     let cwd = config
         .working_dir

@@ -66,6 +66,24 @@ fn overrides_win() {
 }
 
 #[test]
+fn entrypoint_and_args_replace_their_halves() {
+    let argv = |e: Option<&[&str]>, a: Option<&[&str]>| {
+        let own = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (e, a) = (e.map(own), a.map(own));
+        process_args(&image(), None, e.as_deref(), a.as_deref()).unwrap()
+    };
+    // compose's command: the image's Entrypoint, then the new Cmd.
+    assert_eq!(argv(None, Some(&["-v"])), ["/bin/web", "-v"]);
+    // An entrypoint drops the image's Cmd, as Docker does.
+    assert_eq!(argv(Some(&["/bin/sh"]), None), ["/bin/sh"]);
+    assert_eq!(
+        argv(Some(&["/bin/sh", "-c"]), Some(&["env"])),
+        ["/bin/sh", "-c", "env"]
+    );
+    assert_eq!(argv(None, None), ["/bin/web", "--flag"]);
+}
+
+#[test]
 fn path_is_filled_in() {
     let img = ImageConfig {
         cmd: Some(vec!["x".into()]),

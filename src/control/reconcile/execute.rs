@@ -296,6 +296,9 @@ pub(crate) fn instance_spec(
         image_digest: record.image_digest.clone(),
         pull_never: spec.pull_policy() == api::spec::PullPolicy::Never,
         command: spec.command.clone(),
+        entrypoint: spec.entrypoint.clone(),
+        args: spec.args.clone(),
+        working_dir: spec.working_dir.clone(),
         env,
         // Validated at deploy time.
         memory_bytes: resources
