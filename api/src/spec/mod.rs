@@ -436,6 +436,7 @@ pub struct ScaleRequest {
 
 mod files;
 mod jobs;
+mod new;
 mod ports;
 mod privilege;
 mod routes;
