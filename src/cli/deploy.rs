@@ -65,15 +65,37 @@ pub fn parse_file(path: &Path, text: &str) -> anyhow::Result<Vec<ServiceSpec>> {
     Ok(out)
 }
 
-/// Posts the services under `dir`, then waits for the version each
-/// changed service rolls out to.
-pub async fn run(client: &ApiClient, dir: &Path, wait: WaitArgs, json: bool) -> anyhow::Result<()> {
-    let mut services = Vec::new();
-    for file in discover(dir)? {
-        let text =
-            std::fs::read_to_string(&file).with_context(|| format!("read {}", file.display()))?;
-        services.extend(parse_file(&file, &text)?);
-    }
+/// Posts the services under `dir` (or of the compose file `dir` names),
+/// then waits for the version each changed service rolls out to.
+pub async fn run(
+    client: &ApiClient,
+    dir: &Path,
+    from: &super::compose::ComposeArgs,
+    wait: WaitArgs,
+    json: bool,
+) -> anyhow::Result<()> {
+    let services = if dir.is_file() {
+        super::compose::services(dir, from)?
+    } else {
+        let mut services = Vec::new();
+        for file in discover(dir)? {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("read {}", file.display()))?;
+            services.extend(parse_file(&file, &text)?);
+        }
+        services
+    };
+    post_and_wait(client, services, wait, json).await
+}
+
+/// Posts `services`, then waits for the version each changed one rolls
+/// out to.
+pub async fn post_and_wait(
+    client: &ApiClient,
+    services: Vec<ServiceSpec>,
+    wait: WaitArgs,
+    json: bool,
+) -> anyhow::Result<()> {
     let count = services.len();
     let response: DeployResponse = match client
         .post("/api/v1/deploy", &DeployRequest { services })

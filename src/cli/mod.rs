@@ -3,6 +3,7 @@
 
 mod cluster;
 mod commands;
+mod compose;
 mod deploy;
 mod events;
 mod exec;
@@ -74,10 +75,18 @@ pub enum Command {
     /// Deploy DIR/services/*/service.toml and wait until every replica runs
     /// the new version, ready, with no old one left (exit 1 if it is reverted).
     Deploy {
+        /// A directory with services/*/service.toml, or a compose file.
         #[arg(default_value = ".")]
         dir: PathBuf,
         #[command(flatten)]
+        compose: compose::ComposeArgs,
+        #[command(flatten)]
         wait: WaitArgs,
+    },
+    /// Compose files: `orca compose convert FILE` prints the service.toml.
+    Compose {
+        #[command(subcommand)]
+        command: ComposeCommand,
     },
     /// Services and their replicas.
     Status {
@@ -310,6 +319,16 @@ pub enum ImageCommand {
 }
 
 #[derive(Subcommand)]
+pub enum ComposeCommand {
+    /// Print the service.toml of a compose file, deploying nothing.
+    Convert {
+        file: PathBuf,
+        #[command(flatten)]
+        args: compose::ComposeArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
     /// Print a new join token (admin).
     JoinToken {
@@ -397,7 +416,12 @@ async fn run_with(cli: Cli, token: Option<String>) -> anyhow::Result<()> {
     let json = cli.output == Output::Json;
     match cli.command {
         Command::Server { config } => crate::server::run(config.as_deref()).await,
-        Command::Deploy { dir, wait } => deploy::run(&client, &dir, wait, json).await,
+        Command::Deploy { dir, compose, wait } => {
+            deploy::run(&client, &dir, &compose, wait, json).await
+        }
+        Command::Compose {
+            command: ComposeCommand::Convert { file, args },
+        } => compose::convert(&file, &args),
         Command::Status { project } => commands::status(&client, project.as_deref(), json).await,
         Command::Logs { name, tail, follow } => commands::logs(&client, &name, tail, follow).await,
         Command::Scale {

@@ -217,8 +217,15 @@ async fn track_settling(inner: &Inner, service: &str, now: Instant) -> Option<In
     };
     let version = record.version;
     let current = st.services.get(service).and_then(|s| s.unsettled_since);
+    // Waiting on dependencies is not a rollout running late: its clock
+    // starts once they hold.
+    let waiting = crate::control::jobs::deps::waiting(&record.spec, &|n| {
+        crate::control::jobs::deps::facts(&st, n, now)
+    })
+    .is_some();
     let wanted = match current {
         _ if settled => None,
+        _ if waiting => Some((version, now)),
         Some((v, since)) if v == version => Some((v, since)),
         _ => Some((version, now)),
     };
