@@ -125,9 +125,32 @@ impl<'a> Service<'a> {
             }
         }
         self.spec.env = env;
+        if let Some(ext) = body.get("x-orca") {
+            if let Err(e) = self.extension(ext) {
+                self.refuse("x-orca", e);
+            }
+        }
         if self.spec.image.is_empty() && !body.contains_key("build") {
             self.refuse("image", "no image");
         }
+    }
+
+    /// `x-orca`: orca's own fields of the service (`domain`, `routes`,
+    /// `schedule`, `placement` ...), over what the compose keys gave.
+    fn extension(&mut self, ext: &Value) -> Result<(), String> {
+        let ext = serde_json::to_value(ext).map_err(|e| e.to_string())?;
+        let serde_json::Value::Object(fields) = ext else {
+            return Err("a mapping of service fields is needed".into());
+        };
+        let mut spec = serde_json::to_value(&self.spec).map_err(|e| e.to_string())?;
+        for (k, v) in fields {
+            if k == "name" || k == "project" {
+                return Err(format!("{k} comes from the compose file"));
+            }
+            spec[k] = v;
+        }
+        self.spec = serde_json::from_value(spec).map_err(|e| e.to_string())?;
+        Ok(())
     }
 
     fn key(
@@ -228,6 +251,7 @@ impl<'a> Service<'a> {
             "networks" => self.networks(value)?,
             "secrets" => self.files(value, true)?,
             "configs" => self.files(value, false)?,
+            // x-orca is applied last, over the rest (see `extension`).
             k if k.starts_with("x-") => {}
             other => return Err(format!("unknown key {other}")),
         }

@@ -27,9 +27,7 @@ pub struct ComposeArgs {
 /// The services of compose file `path`, the notes and refusals shown.
 pub fn services(path: &Path, args: &ComposeArgs) -> anyhow::Result<Vec<ServiceSpec>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
-    let is_yaml = path
-        .extension()
-        .is_some_and(|e| e == "yaml" || e == "yml");
+    let is_yaml = path.extension().is_some_and(|e| e == "yaml" || e == "yml");
     if !is_yaml || !compose::is_compose(&text) {
         anyhow::bail!(
             "{}: not a compose file (a .yaml or .yml with services at its top); a directory with services/*/service.toml deploys too",
@@ -58,7 +56,8 @@ pub fn services(path: &Path, args: &ComposeArgs) -> anyhow::Result<Vec<ServiceSp
         project: args.project.clone(),
         read: &read,
     };
-    let converted = compose::convert(&text, &ctx).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let converted =
+        compose::convert(&text, &ctx).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     for note in &converted.notes {
         out::warn(&format!("note: {note}"));
     }
@@ -117,7 +116,8 @@ mod tests {
         .unwrap();
         let specs = services(&file, &ComposeArgs::default()).unwrap();
         let text = to_toml(&specs).unwrap();
-        let back = super::super::deploy::parse_file(&dir.path().join("shop/service.toml"), &text).unwrap();
+        let back =
+            super::super::deploy::parse_file(&dir.path().join("shop/service.toml"), &text).unwrap();
         assert_eq!(back, specs, "{text}");
         assert!(specs.iter().all(|s| s.project == "shop"));
     }
