@@ -154,13 +154,15 @@ impl ServiceSpec {
                 "command is the whole argv: use it alone, or entrypoint and args",
             ));
         }
-        for (field, argv) in [("command", &self.command), ("entrypoint", &self.entrypoint)] {
-            if argv
-                .as_ref()
-                .is_some_and(|a| a.first().is_none_or(|p| p.is_empty()))
-            {
-                return Err(ApiError::bad_request(format!("{field} needs a program")));
+        if let Some(e) = &self.entrypoint {
+            if e.is_empty() || e[0].is_empty() || e.iter().any(|a| a.contains('\0')) {
+                return Err(ApiError::bad_request(
+                    "invalid entrypoint: must be a non-empty list of arguments",
+                ));
             }
+        }
+        if self.args.iter().flatten().any(|a| a.contains('\0')) {
+            return Err(ApiError::bad_request("invalid args: contains NUL"));
         }
         if let Some(dir) = &self.working_dir {
             if !dir.starts_with('/') || dir.contains('\0') || dir.len() > 4096 {
