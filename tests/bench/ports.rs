@@ -35,7 +35,7 @@ fn udp_rate(to: &str, secs: u64) -> (f64, u64) {
         .map(|_| {
             let to = to.to_string();
             std::thread::spawn(move || {
-                let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+                let s = UdpSocket::bind("0.0.0.0:0").unwrap();
                 s.set_read_timeout(Some(Duration::from_millis(200)))
                     .unwrap();
                 let (mut ok, mut lost) = (0u64, 0u64);
