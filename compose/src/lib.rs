@@ -10,6 +10,7 @@
 
 pub mod dotenv;
 pub mod interpolate;
+pub mod keys;
 pub mod mapping;
 pub mod service;
 

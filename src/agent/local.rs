@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use cri::container::{LogTarget, TaskState};
+use cri::container::LogTarget;
 use cri::events::CriEvent;
 use cri::{BindMount, Cri, CriError};
 use network::NodeNetwork;
@@ -13,8 +13,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::{
-    AgentError, AgentEvent, Capacity, Instance, InstanceSpec, LogLine, NodeAgent, ProcessState,
-    PullMode, Pulled,
+    AgentError, AgentEvent, Capacity, Instance, InstanceSpec, LogLine, NodeAgent, PullMode, Pulled,
 };
 
 /// Label with the replica's slot number.
@@ -176,45 +175,6 @@ impl LocalAgent {
     }
 }
 
-fn instance_of(node: &str, info: cri::container::ContainerInfo) -> Option<Instance> {
-    let l = &info.labels;
-    let service = l.get(cri::labels::SERVICE)?.clone();
-    let state = match &info.task {
-        None => ProcessState::Created,
-        Some(t) if t.state.is_alive() => ProcessState::Running,
-        Some(t) if t.state == TaskState::Stopped => ProcessState::Exited {
-            code: t.exit_code.unwrap_or(0),
-        },
-        Some(_) => ProcessState::Created,
-    };
-    Some(Instance {
-        id: info.id.clone(),
-        node: node.to_string(),
-        service,
-        project: l.get(cri::labels::PROJECT).cloned().unwrap_or_default(),
-        version: l
-            .get(cri::labels::VERSION)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0),
-        slot: l
-            .get(SLOT_LABEL)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(u32::MAX),
-        pid: info
-            .task
-            .as_ref()
-            .filter(|t| t.state.is_alive())
-            .map(|t| t.pid),
-        state,
-        ip: None,
-        run: l.get(RUN_LABEL).and_then(|v| v.parse().ok()).unwrap_or(0),
-        restart: l
-            .get(RESTART_LABEL)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_default(),
-    })
-}
-
 #[async_trait::async_trait]
 impl NodeAgent for LocalAgent {
     async fn set_peers(&self, peers: &[network::Peer]) -> Result<(), AgentError> {
@@ -323,7 +283,7 @@ impl NodeAgent for LocalAgent {
             .await?;
         Ok(self.with_addresses(
             all.into_iter()
-                .filter_map(|i| instance_of(&self.node_id, i))
+                .filter_map(|i| super::listed::instance_of(&self.node_id, i))
                 .collect(),
         ))
     }
@@ -335,7 +295,7 @@ impl NodeAgent for LocalAgent {
             .await?;
         Ok(self.with_addresses(
             all.into_iter()
-                .filter_map(|i| instance_of(&self.node_id, i))
+                .filter_map(|i| super::listed::instance_of(&self.node_id, i))
                 .collect(),
         ))
     }

@@ -14,6 +14,7 @@ pub mod fake;
 pub mod files;
 pub mod host;
 mod image;
+mod listed;
 pub mod local;
 mod mounts;
 pub mod probe;

@@ -10,6 +10,17 @@ use api::spec::ServiceSpec;
 
 use super::out::{self, outln};
 
+/// `orca compose ...`.
+#[derive(clap::Subcommand)]
+pub enum ComposeCommand {
+    /// Print the service.toml of a compose file, deploying nothing.
+    Convert {
+        file: PathBuf,
+        #[command(flatten)]
+        args: ComposeArgs,
+    },
+}
+
 /// How a compose file is read.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ComposeArgs {

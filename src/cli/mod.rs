@@ -14,6 +14,9 @@ mod token;
 mod volume;
 mod wait;
 
+use compose::ComposeCommand;
+pub use wait::WaitArgs;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -231,24 +234,6 @@ pub enum Command {
     },
 }
 
-/// How commands that change what runs wait for it.
-#[derive(clap::Args, Clone, Copy)]
-pub struct WaitArgs {
-    /// Return once the server accepted the change, without waiting.
-    #[arg(long, alias = "no-wait")]
-    pub detach: bool,
-    /// Give up waiting after this many seconds (default: the rollout's
-    /// progress deadline plus 30 s).
-    #[arg(long)]
-    pub timeout: Option<u64>,
-}
-
-impl WaitArgs {
-    fn timeout(&self) -> Option<std::time::Duration> {
-        self.timeout.map(std::time::Duration::from_secs)
-    }
-}
-
 #[derive(Subcommand)]
 pub enum TokenCommand {
     /// Create a token; its value is shown once.
@@ -315,16 +300,6 @@ pub enum ImageCommand {
         /// Name for an image the archive leaves unnamed.
         #[arg(long)]
         name: Option<String>,
-    },
-}
-
-#[derive(Subcommand)]
-pub enum ComposeCommand {
-    /// Print the service.toml of a compose file, deploying nothing.
-    Convert {
-        file: PathBuf,
-        #[command(flatten)]
-        args: compose::ComposeArgs,
     },
 }
 

@@ -159,6 +159,24 @@ pub async fn wait(
     }
 }
 
+/// How commands that change what runs wait for it.
+#[derive(clap::Args, Clone, Copy)]
+pub struct WaitArgs {
+    /// Return once the server accepted the change, without waiting.
+    #[arg(long, alias = "no-wait")]
+    pub detach: bool,
+    /// Give up waiting after this many seconds (default: the rollout's
+    /// progress deadline plus 30 s).
+    #[arg(long)]
+    pub timeout: Option<u64>,
+}
+
+impl WaitArgs {
+    pub(super) fn timeout(&self) -> Option<std::time::Duration> {
+        self.timeout.map(std::time::Duration::from_secs)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

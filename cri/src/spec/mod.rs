@@ -22,6 +22,7 @@ use crate::image::ImageConfig;
 use crate::resources::Resources;
 use crate::user::UserDb;
 
+pub use args::process_args;
 pub use caps::{capabilities, parse_capability, DEFAULT_CAPABILITIES};
 pub use extra::{DeviceNode, TmpfsMount};
 
@@ -148,38 +149,6 @@ fn spec_err(e: oci_spec::OciSpecError) -> CriError {
         field: "runtime spec",
         reason: e.to_string(),
     }
-}
-
-/// The process arguments: `command` whole, else the Entrypoint (the
-/// `entrypoint` override or the image's) followed by the `args` override,
-/// else by the image's Cmd unless `entrypoint` replaced the Entrypoint.
-pub fn process_args(
-    image: &ImageConfig,
-    command: Option<&[String]>,
-    entrypoint: Option<&[String]>,
-    args: Option<&[String]>,
-) -> Result<Vec<String>> {
-    let args: Vec<String> = match (command, entrypoint) {
-        (Some(c), _) => c.to_vec(),
-        (None, Some(e)) => e.iter().chain(args.unwrap_or_default()).cloned().collect(),
-        (None, None) => image
-            .entrypoint
-            .iter()
-            .flatten()
-            .chain(args.map_or_else(
-                || image.cmd.iter().flatten().collect::<Vec<_>>(),
-                |a| a.iter().collect(),
-            ))
-            .cloned()
-            .collect(),
-    };
-    if args.is_empty() || args[0].is_empty() {
-        return Err(CriError::InvalidConfig {
-            field: "command",
-            reason: "the image has no Entrypoint or Cmd; set a command".into(),
-        });
-    }
-    Ok(args)
 }
 
 /// The environment: the image's, then the overrides by key, with PATH and
@@ -496,6 +465,7 @@ pub fn build_spec(
         .map_err(spec_err)
 }
 
+mod args;
 mod caps;
 mod extra;
 pub mod seccomp;

@@ -28,9 +28,10 @@ pub(crate) fn check(
         for (dep, condition) in spec.depends_on.iter().flat_map(|d| d.conditions()) {
             let problem = match known.get(dep.as_str()) {
                 None => Some(format!("depends_on {dep}: no such service")),
+                // Another project's service is not named to this one.
                 Some(other) if other.project != spec.project => Some(format!(
-                    "depends_on {dep}: it is in project {}, not {}",
-                    other.project, spec.project
+                    "depends_on {dep}: no such service in project {}",
+                    spec.project
                 )),
                 Some(other) if condition == Condition::Completed && !other.is_job() => {
                     Some(format!(
