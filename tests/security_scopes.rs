@@ -105,6 +105,7 @@ async fn a_scoped_token_reads_and_changes_only_its_project() {
         ("scale", &json!({ "replicas": 2 })),
         ("promote", &json!({})),
         ("rollback", &json!({})),
+        ("run", &json!({})),
     ] {
         let (status, message) = status_of(
             shop_ci
@@ -120,6 +121,21 @@ async fn a_scoped_token_reads_and_changes_only_its_project() {
         .await
         .unwrap();
     assert_eq!(out["exit_code"], 0, "{out}");
+    // Positive control for run: shop's own job starts a run by shop's token.
+    let job = json!({ "name": "job-shop", "project": "shop", "image": logger, "command": ["true"], "restart": "never" });
+    shop_ci
+        .post::<_, Value>("/api/v1/deploy", &json!({ "services": [job] }))
+        .await
+        .unwrap();
+    common::wait_for(&admin, "job-shop", "completed", |s| {
+        s.status == api::status::ServiceState::Completed
+    })
+    .await;
+    let run: Value = shop_ci
+        .post("/api/v1/services/job-shop/run", &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(run["run"], 2, "{run}");
 
     // Status lists only shop's services; asking for bank's is a 403.
     let status: Value = shop_viewer.get("/api/v1/status").await.unwrap();
@@ -129,7 +145,7 @@ async fn a_scoped_token_reads_and_changes_only_its_project() {
         .iter()
         .map(|s| s["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["app-shop"], "{status}");
+    assert_eq!(names, ["app-shop", "job-shop"], "{status}");
     let (code, _) = status_of(
         shop_viewer
             .get::<Value>("/api/v1/status?project=bank")
@@ -137,7 +153,7 @@ async fn a_scoped_token_reads_and_changes_only_its_project() {
     );
     assert_eq!(code, 403);
     let all: Value = viewer.get("/api/v1/status").await.unwrap();
-    assert_eq!(all["services"].as_array().unwrap().len(), 2, "{all}");
+    assert_eq!(all["services"].as_array().unwrap().len(), 3, "{all}");
 
     // Events: only shop's, however they are asked for.
     let (code, _) = status_of(
@@ -308,6 +324,44 @@ async fn secrets_are_named_plainly_and_privilege_is_the_admins() {
     deploy_running(
         &admin,
         json!({ "name": "priv", "image": logger, "security": { "cap_add": ["SYS_ADMIN"], "seccomp": "unconfined" }, "stop_grace_secs": 1 }),
+    )
+    .await;
+
+    // A published port below 1024 is the node's own (ssh on 22): a
+    // deployer's deploy is a 403 naming it and leaves nothing behind; a
+    // port from 1024 up is the deployer's, and the low one the admin's.
+    let web = env.image("kaweb:v1");
+    let published = |name: &str, port: u16| json!({ "services": [{ "name": name, "image": web, "port": 8080, "ports": [format!("{port}:8080")], "stop_grace_secs": 1 }] });
+    let low = common::free_port_below(1024);
+    let (code, message) = status_of(
+        deployer
+            .post::<_, Value>("/api/v1/deploy", &published("low", low))
+            .await,
+    );
+    assert_eq!(code, 403, "{message}");
+    assert!(
+        message.contains(&format!("ports {low}/tcp (below 1024)")),
+        "{message}"
+    );
+    assert!(admin
+        .get::<Value>("/api/v1/services/low/versions")
+        .await
+        .is_err());
+    deployer
+        .post::<_, Value>("/api/v1/deploy", &published("high", common::free_port()))
+        .await
+        .unwrap();
+    admin
+        .post::<_, Value>("/api/v1/deploy", &published("low", low))
+        .await
+        .unwrap();
+    common::eventually(
+        "the admin's low port answers",
+        Duration::from_secs(60),
+        async || match common::http::get(low, "x", "/host").await {
+            (200, body) if !body.is_empty() => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
     )
     .await;
 }

@@ -12,6 +12,15 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A TCP port below `limit` (and from 900 up) free on every address right
+/// now: a privileged port, for tests of who may publish one.
+pub fn free_port_below(limit: u16) -> u16 {
+    (900..limit)
+        .rev()
+        .find(|p| std::net::TcpListener::bind(("0.0.0.0", *p)).is_ok())
+        .expect("a free port from 900 up")
+}
+
 /// Runs `cmd` to its end; its stdout, or a panic naming the command and
 /// its stderr when it fails or cannot start.
 pub fn run(cmd: &mut Command) -> String {

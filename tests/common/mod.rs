@@ -22,7 +22,7 @@ pub mod tls;
 pub mod webhook;
 
 #[allow(unused_imports)]
-pub use host::{free_port, run};
+pub use host::{free_port, free_port_below, run};
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -450,7 +450,7 @@ pub use ports::{PortMode, PortSpec, Protocol, PublishedPort};
 pub use tls::{TlsFiles, TlsMode, TlsSpec};
 pub use volumes::{check_target, Mount, VolumeObject, VolumeSpec, VolumeType};
 
-pub use privilege::is_secret_name;
+pub use privilege::{is_secret_name, PRIVILEGED_PORTS_BELOW};
 pub use routes::{route_prefixes, routes_overlap};
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
 //! What in a spec reaches beyond its own replicas: the secrets its env
 //! names (`${secrets.KEY}`, a plain name of the service's own project) and
 //! the privileged fields only an admin may deploy (capabilities outside
-//! Docker's default set, no seccomp filter).
+//! Docker's default set, no seccomp filter, bind mounts, devices, and
+//! published ports below 1024, where a node's own services such as ssh
+//! listen).
 
 use super::{SeccompMode, ServiceSpec};
 use crate::error::ApiError;
@@ -24,6 +26,10 @@ const BASELINE_CAPABILITIES: [&str; 14] = [
     "KILL",
     "AUDIT_WRITE",
 ];
+
+/// Published ports under this one are the host's own (the kernel's
+/// privileged ports): only an admin publishes them.
+pub const PRIVILEGED_PORTS_BELOW: u16 = 1024;
 
 /// A secret's name: `[A-Za-z_][A-Za-z0-9_]*`, at most 255 bytes.
 pub fn is_secret_name(name: &str) -> bool {
@@ -81,6 +87,12 @@ impl ServiceSpec {
             })
             .collect();
         out.extend(self.devices.iter().map(|d| format!("devices {d}")));
+        out.extend(
+            self.published_ports()
+                .iter()
+                .filter(|p| p.published < PRIVILEGED_PORTS_BELOW)
+                .map(|p| format!("ports {} (below {PRIVILEGED_PORTS_BELOW})", p.key())),
+        );
         let Some(sec) = &self.security else {
             return out;
         };
@@ -217,6 +229,22 @@ mod tests {
         );
         assert!(baseline.privileged_fields().is_empty());
         assert!(spec(r#"{"name":"a","image":"x"}"#)
+            .privileged_fields()
+            .is_empty());
+    }
+
+    #[test]
+    fn low_published_ports_are_privileged() {
+        let s = spec(
+            r#"{"name":"a","image":"x","ports":["22:2222","1023:80/udp","1024:80",{"published":8443,"target":443}]}"#,
+        );
+        assert_eq!(
+            s.privileged_fields(),
+            ["ports 22/tcp (below 1024)", "ports 1023/udp (below 1024)"]
+        );
+        // The target is the replica's own business: a high published port
+        // to a low target is no privilege.
+        assert!(spec(r#"{"name":"a","image":"x","ports":["8080:80"]}"#)
             .privileged_fields()
             .is_empty());
     }
