@@ -12,6 +12,9 @@ use serde_json::Value;
 #[path = "../common/host.rs"]
 pub mod host;
 
+#[path = "docker.rs"]
+pub mod docker;
+
 #[allow(unused_imports)]
 pub use host::{free_port, run};
 

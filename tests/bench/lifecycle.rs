@@ -33,6 +33,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 #[path = "common.rs"]
 mod common;
 
+use common::docker::{docker, docker_quiet};
+
 use common::BenchServer;
 
 /// One request through the ingress: the body of a 200, else what came
@@ -217,25 +219,13 @@ fn median(mut d: Vec<Duration>) -> Duration {
     d[d.len() / 2]
 }
 
-/// `docker` against the engine at `host`; stdout, or panics with stderr.
-fn docker(host: &str, args: &[&str]) -> String {
-    common::run(
-        std::process::Command::new("docker")
-            .env("DOCKER_HOST", host)
-            .args(args),
-    )
-}
-
 /// Swarm's rolling update of `n` replicas v1 -> v2: (every replica runs
 /// v2, healthy, and no v1 container runs; `docker service update` returned).
 fn swarm_rolling(host: &str, v1: &str, v2: &str, n: usize) -> (Duration, Duration) {
     const NAME: &str = "orca-bench-web";
     docker(host, &["pull", "-q", v1]);
     docker(host, &["pull", "-q", v2]);
-    let _ = std::process::Command::new("docker")
-        .env("DOCKER_HOST", host)
-        .args(["service", "rm", NAME])
-        .output();
+    docker_quiet(host, &["service", "rm", NAME]);
     std::thread::sleep(Duration::from_secs(3));
     docker(
         host,
@@ -394,7 +384,7 @@ async fn main() {
 
     server.stop().await;
 
-    let swarm = std::env::var("ORCA_BENCH_DOCKER_HOST").ok().map(|host| {
+    let swarm = common::docker::engine().map(|host| {
         let (v1, v2) = (v1.clone(), v2.clone());
         std::thread::spawn(move || [10, 30].map(|n| swarm_rolling(&host, &v1, &v2, n)))
             .join()

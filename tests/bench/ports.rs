@@ -5,6 +5,11 @@
 //! request/response rate of `udpecho` through a published port against
 //! direct, from 4 client threads each waiting for every answer.
 //!
+//! With `ORCA_BENCH_DOCKER_HOST` naming a Docker engine in Swarm mode
+//! (`tests/bench/swarm.sh up`), the same image published by Docker
+//! (`docker run -p`, Docker's defaults) and by Swarm's routing mesh
+//! (`docker service create --publish`) joins the same turns.
+//!
 //! Needs the test environment, a release build and wrk
 //! (`apt-get install wrk`): `cargo bench --bench ports`.
 
@@ -18,7 +23,11 @@ use serde_json::{json, Value};
 #[path = "common.rs"]
 mod common;
 
+use common::docker::{docker, docker_quiet};
 use common::{free_port, wrk_for, BenchServer};
+
+/// The Docker peers' container and service.
+const PEER: &str = "orca-bench-ports";
 
 /// Turns per path, unless `ROUNDS` says otherwise.
 const ROUNDS: usize = 6;
@@ -82,6 +91,34 @@ async fn running_ips(client: &api::client::ApiClient, name: &str) -> Vec<String>
     panic!("{name} did not start");
 }
 
+/// Publishes `image` on Docker at `host`: a container with `-p` and a
+/// Swarm service with `--publish`; their URLs on loopback once both answer.
+fn docker_peers(host: &str, image: &str) -> (String, String) {
+    let (run_port, mesh_port) = (free_port(), free_port());
+    docker(host, &["pull", "-q", image]);
+    docker_quiet(host, &["rm", "-f", PEER]);
+    docker_quiet(host, &["service", "rm", PEER]);
+    std::thread::sleep(Duration::from_secs(3));
+    let publish = format!("{run_port}:8080");
+    docker(host, &["run", "-d", "--name", PEER, "-p", &publish, image]);
+    let publish = format!("published={mesh_port},target=8080");
+    docker(
+        host,
+        &["service", "create", "-q", "--name", PEER, "--publish", &publish, image],
+    );
+    let urls = (
+        format!("http://127.0.0.1:{run_port}/"),
+        format!("http://127.0.0.1:{mesh_port}/"),
+    );
+    for url in [&urls.0, &urls.1] {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while wrk_for(url, None, 1).rps < 1.0 {
+            assert!(Instant::now() < deadline, "{url} never answered");
+        }
+    }
+    urls
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let registry = std::env::var("ORCA_TEST_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".into());
@@ -115,12 +152,18 @@ async fn main() {
     let direct_url = format!("http://{}:8080/", web[0]);
     let mesh_url = format!("http://127.0.0.1:{mesh}/");
     let host_url = format!("http://127.0.0.1:{host}/");
-    let paths = [
-        ("direct", direct_url.as_str()),
-        ("mesh port", mesh_url.as_str()),
-        ("host port", host_url.as_str()),
+    let mut paths = vec![
+        ("direct", direct_url.clone()),
+        ("mesh port", mesh_url),
+        ("host port", host_url),
     ];
-    for (_, url) in paths {
+    let engine = common::docker::engine();
+    if let Some(host) = &engine {
+        let (run_url, mesh_url) = docker_peers(host, &image);
+        paths.push(("docker run -p", run_url));
+        paths.push(("swarm --publish", mesh_url));
+    }
+    for (_, url) in &paths {
         wrk_for(url, None, 2);
     }
     let mut runs: Vec<Vec<common::Wrk>> = paths.iter().map(|_| Vec::new()).collect();
@@ -128,7 +171,7 @@ async fn main() {
         // Who goes first turns, so none always follows another.
         for k in 0..paths.len() {
             let i = (k + round) % paths.len();
-            runs[i].push(wrk_for(paths[i].1, None, ROUND_SECS));
+            runs[i].push(wrk_for(&paths[i].1, None, ROUND_SECS));
         }
     }
     let udp_direct = format!("{}:5353", echo[0]);
@@ -141,6 +184,10 @@ async fn main() {
         udp_runs.push((d, dl, p, pl));
     }
     server.stop().await;
+    if let Some(host) = &engine {
+        docker_quiet(host, &["rm", "-f", PEER]);
+        docker_quiet(host, &["service", "rm", PEER]);
+    }
 
     println!(
         "published ports, one run, 1 kaweb (keep-alive) replica, wrk -t2 -c32 from the host's loopback, \
@@ -161,6 +208,20 @@ async fn main() {
             common::median(&runs[i], |r| r.p99_ms),
             common::median(&runs[0], |r| r.p99_ms),
         );
+    }
+    for (ours, peer) in [(1, 4), (2, 3)] {
+        if let (Some(a), Some(b)) = (runs.get(ours), runs.get(peer)) {
+            println!(
+                "orca {} / {}, median of the turns: throughput {:.2}x, p99 {:.2}x",
+                paths[ours].0,
+                paths[peer].0,
+                common::median(a, |r| r.rps) / common::median(b, |r| r.rps),
+                common::median(a, |r| r.p99_ms) / common::median(b, |r| r.p99_ms),
+            );
+        }
+    }
+    if engine.is_none() {
+        println!("docker and swarm: not run (set ORCA_BENCH_DOCKER_HOST; tests/bench/swarm.sh up)");
     }
     println!("UDP request/response, {UDP_CLIENTS} clients, 3 s per turn (answers/s, lost)");
     for (round, (d, dl, p, pl)) in udp_runs.iter().enumerate() {

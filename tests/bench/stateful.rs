@@ -31,6 +31,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[path = "common.rs"]
 mod common;
+
+use common::docker::{docker, docker_quiet};
 #[path = "volume_data.rs"]
 mod volume_data;
 
@@ -115,14 +117,6 @@ async fn orca_recreates(
     out
 }
 
-fn docker(host: &str, args: &[&str]) -> String {
-    common::run(
-        std::process::Command::new("docker")
-            .env("DOCKER_HOST", host)
-            .args(args),
-    )
-}
-
 /// The same under Swarm: a service with the volume, published on a port
 /// of the routing mesh, updated stop-first (its default).
 async fn swarm_recreates(host: &str, v1: &str, v2: &str, runs: usize) -> Vec<Duration> {
@@ -131,10 +125,7 @@ async fn swarm_recreates(host: &str, v1: &str, v2: &str, runs: usize) -> Vec<Dur
     for image in [v1, v2] {
         docker(host, &["pull", "-q", image]);
     }
-    let _ = std::process::Command::new("docker")
-        .env("DOCKER_HOST", host)
-        .args(["service", "rm", NAME])
-        .output();
+    docker_quiet(host, &["service", "rm", NAME]);
     std::thread::sleep(Duration::from_secs(3));
     docker(
         host,
@@ -190,10 +181,7 @@ async fn swarm_recreates(host: &str, v1: &str, v2: &str, runs: usize) -> Vec<Dur
     }
     docker(host, &["service", "rm", NAME]);
     std::thread::sleep(Duration::from_secs(3));
-    let _ = std::process::Command::new("docker")
-        .env("DOCKER_HOST", host)
-        .args(["volume", "rm", "orca-bench-pgdata"])
-        .output();
+    docker_quiet(host, &["volume", "rm", "orca-bench-pgdata"]);
     out
 }
 
@@ -367,9 +355,9 @@ async fn main() {
     }
     server.stop().await;
 
-    let swarm = match std::env::var("ORCA_BENCH_DOCKER_HOST") {
-        Ok(host) => Some(swarm_recreates(&host, &v1, &v2, runs).await),
-        Err(_) => None,
+    let swarm = match common::docker::engine() {
+        Some(host) => Some(swarm_recreates(&host, &v1, &v2, runs).await),
+        None => None,
     };
 
     let ms = |d: &[Duration]| {
