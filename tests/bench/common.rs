@@ -292,6 +292,15 @@ impl BenchServer {
     }
 }
 
+/// A bench that panics leaves no server behind (its replicas stay, for
+/// the environment's cleanup).
+impl Drop for BenchServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Deploys `n` replicas of the test web image as service `web` and waits
 /// until they run; their ids and PIDs.
 pub async fn deploy_web(client: &ApiClient, n: usize) -> Vec<(String, u32)> {

@@ -2,8 +2,9 @@
 //! file, in one run: a database-like service with a volume and a health
 //! check, a migration job it waits for, a web service that waits for both,
 //! a second web service and a UDP service on a published port. Each round
-//! starts from nothing deployed (the images pulled and the volume made in
-//! a warm-up round each), and the two take turns.
+//! starts from nothing deployed and no volume (a new orca server with a new
+//! data directory; `docker-compose down -v`), with the images already
+//! pulled (a warm-up round each), and the two take turns.
 //!
 //! Done means, for both: db healthy, migrate exited 0, api, site and echo
 //! running. orca's clock stops when `orca deploy` returns (it waits for
@@ -114,23 +115,6 @@ async fn orca_state(server: &BenchServer) -> Vec<(String, String, bool)> {
         .collect()
 }
 
-/// Deletes every service and waits until status lists none.
-async fn orca_down(server: &BenchServer) {
-    for (name, _) in DONE {
-        let _ = server
-            .client
-            .delete::<Value>(&format!("/api/v1/services/{name}"))
-            .await;
-    }
-    for _ in 0..600 {
-        if orca_state(server).await.is_empty() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("orca's services did not go");
-}
-
 fn compose(host: &str, file: &Path, reg: &str, udp: u16, args: &[&str]) -> String {
     common::run(
         Command::new("docker-compose")
@@ -200,22 +184,26 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("compose.yaml");
     std::fs::write(&file, FILE).unwrap();
-    let server = BenchServer::start("cmp", "obenchc0", "10.126.0.0/24").await;
     let (orca_udp, docker_udp) = (free_port(), free_port());
     let (mut ours, mut theirs, mut returned) = (Vec::new(), Vec::new(), Vec::new());
-    // Round 0 of each is the warm-up: images pulled, the volume made.
+    // Round 0 of each is the warm-up: the images pulled.
     for round in 0..=rounds {
+        let server = BenchServer::start("cmp", "obenchc0", "10.126.0.0/24").await;
         let o = orca_deploy(&server, &file, &reg, orca_udp);
         let state = orca_state(&server).await;
-        for (name, done) in DONE {
+        for (name, _) in DONE {
             let (_, status, healthy) = state.iter().find(|s| s.0 == name).unwrap();
-            let want = if name == "migrate" { "completed" } else { "running" };
+            let want = if name == "migrate" {
+                "completed"
+            } else {
+                "running"
+            };
             assert_eq!(status, want, "{name}: {state:?}");
-            assert!(name != "db" || *healthy, "db not healthy: {state:?} ({done})");
+            assert!(name != "db" || *healthy, "db not healthy: {state:?}");
         }
-        orca_down(&server).await;
+        server.stop().await;
         let (d, r) = compose_up(&host, &file, &reg, docker_udp);
-        compose(&host, &file, &reg, docker_udp, &["down"]);
+        compose(&host, &file, &reg, docker_udp, &["down", "-v"]);
         println!(
             "round {round}{}: orca {} ms, docker-compose {} ms (up -d returned at {} ms)",
             if round == 0 { " (warm-up)" } else { "" },
@@ -229,8 +217,6 @@ async fn main() {
             returned.push(r);
         }
     }
-    server.stop().await;
-    compose(&host, &file, &reg, docker_udp, &["down", "-v"]);
     let (o, d) = (median(ours), median(theirs));
     println!(
         "compose file of 5 services (db healthy, migrate completed, api after both, site, UDP echo), \
