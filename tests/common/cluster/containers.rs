@@ -38,6 +38,19 @@ impl LabCluster {
             .collect()
     }
 
+    /// Every task of `service` in node `i`'s containerd, running or not:
+    /// (id, status), sorted.
+    pub fn tasks_of(&self, i: usize, service: &str) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
+            .tasks(i)
+            .into_iter()
+            .filter(|(id, _, _)| id.starts_with(&format!("{service}.")))
+            .map(|(id, _, status)| (id, status))
+            .collect();
+        out.sort();
+        out
+    }
+
     /// The replicas of `service` running in node `i`'s own containerd.
     pub fn running_on(&self, i: usize, service: &str) -> usize {
         self.tasks(i)
