@@ -7,8 +7,7 @@ pub(crate) mod claims;
 
 use network::ports::{PortRule, Protocol};
 
-use crate::agent::ProcessState;
-use crate::control::health::routable;
+use crate::control::health::serves;
 use crate::control::State;
 
 /// The wire's protocol of the spec's.
@@ -41,10 +40,8 @@ pub(crate) fn rules(
             .flatten()
             .filter(reachable)
         {
-            let current = i.version != record.version || i.slot < record.desired_replicas();
-            let serving = matches!(i.state, ProcessState::Running) && !st.removing.contains(&i.id);
-            if let (Some(ip), true) = (i.ip, current && serving && !record.stopped) {
-                if routable(st, spec, &i.id) {
+            if let (Some(ip), false) = (i.ip, record.stopped) {
+                if serves(st, record, i) {
                     backends.push((ip, i.node.clone()));
                 }
             }

@@ -257,6 +257,22 @@ pub(crate) fn routable(st: &crate::control::State, spec: &ServiceSpec, id: &str)
     readiness(spec).is_none() || st.replicas.get(id).and_then(|r| r.healthy) == Some(true)
 }
 
+/// True if replica `i` of `record` takes traffic now, through the ingress,
+/// a published port or a service name: a slot the service keeps (old
+/// versions serve while a rollout keeps them), running, not being removed,
+/// and [`routable`].
+pub(crate) fn serves(
+    st: &crate::control::State,
+    record: &crate::store::ServiceRecord,
+    i: &crate::agent::Instance,
+) -> bool {
+    let current = i.version != record.version || i.slot < record.desired_replicas();
+    current
+        && matches!(i.state, ProcessState::Running)
+        && !st.removing.contains(&i.id)
+        && routable(st, &record.spec, &i.id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,8 +8,7 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use crate::agent::ProcessState;
-use crate::control::health::routable;
+use crate::control::health::serves;
 use crate::control::Inner;
 
 impl Inner {
@@ -164,16 +163,8 @@ fn ingress_routes(
                 .flatten()
                 .filter(reachable)
             {
-                // Old versions serve while a rollout keeps them.
-                let current = i.version != record.version || i.slot < record.desired_replicas();
-                if !current
-                    || !matches!(i.state, ProcessState::Running)
-                    || st.removing.contains(&i.id)
-                {
-                    continue;
-                }
                 let Some(ip) = i.ip else { continue };
-                if routable(st, &record.spec, &i.id) {
+                if serves(st, record, i) {
                     let is_canary = canary.is_some_and(|c| c.version == i.version);
                     found.push((i.id.clone(), SocketAddr::from((ip, port)), is_canary));
                 }
@@ -229,12 +220,7 @@ fn dns_names(
         {
             let Some(ip) = i.ip else { continue };
             names.project_of.insert(ip, spec.project.clone());
-            let current = i.version != record.version || i.slot < record.desired_replicas();
-            if current
-                && matches!(i.state, ProcessState::Running)
-                && !st.removing.contains(&i.id)
-                && routable(st, spec, &i.id)
-            {
+            if serves(st, record, i) {
                 ready.push(ip);
                 if let Some(c) = record.canary.as_ref().filter(|c| c.version == i.version) {
                     names.canary_weight.insert(ip, c.weight);
