@@ -41,6 +41,7 @@ services:
   site:
     image: ${REG}/orca-test/web:v2
     stop_grace_period: 1s
+    labels: [com.example.tier=front, com.example.bare]
     x-orca: { port: 8080, domain: e2e.test }
   echo:
     image: ${REG}/orca-test/kaweb:v1
@@ -104,6 +105,10 @@ async fn a_compose_file_deploys_as_a_project() {
         "{out}"
     );
     assert!(err.contains("tick: container_name ignored"), "{err}");
+    assert!(
+        err.contains("site: label com.example.bare ignored: it has no value"),
+        "{err}"
+    );
 
     let (code, out, err) = server.cli_env(&vars, &["deploy", file_arg]).await;
     assert_eq!(code, 0, "{out}{err}");
@@ -132,6 +137,19 @@ async fn a_compose_file_deploys_as_a_project() {
     assert!(by_name("tick")["job"]["next_run"].is_string());
     let db_healthy = by_name("db")["instances"][0]["healthy"] == true;
     assert!(db_healthy, "{:#}", by_name("db"));
+
+    // The file's labels are on the replica's container, beside orca's.
+    let site_id = by_name("site")["instances"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let labels = server.cri().await.container(&site_id).await.unwrap().labels;
+    assert_eq!(
+        labels.get("com.example.tier").map(String::as_str),
+        Some("front")
+    );
+    assert!(!labels.contains_key("com.example.bare"), "{labels:?}");
+    assert_eq!(labels.get("orca.service").map(String::as_str), Some("site"));
 
     // The path route, stripped, and the rest of the domain.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -177,8 +195,8 @@ async fn a_compose_file_deploys_as_a_project() {
         .await;
     assert_ne!(code, 0, "{out}");
     for line in [
-        "x: privileged",
-        "y: build: build without image",
+        "line 4: x: privileged",
+        "line 6: y: build: build without image",
         "y: network_mode",
     ] {
         assert!(err.contains(line), "{line} not in {err}");

@@ -61,7 +61,6 @@ pub const IGNORED: &[(&str, &str)] = &[
     ),
     ("platform", "the node's platform is pulled"),
     ("profiles", "every service of the file is deployed"),
-    ("labels", "service labels are not kept"),
     ("dns", "replicas use orca's service DNS"),
     ("dns_search", "replicas use orca's service DNS"),
     ("extra_hosts", "not kept"),

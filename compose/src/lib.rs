@@ -11,6 +11,7 @@
 pub mod dotenv;
 pub mod interpolate;
 pub mod keys;
+pub mod lines;
 pub mod mapping;
 pub mod service;
 
@@ -117,7 +118,10 @@ pub fn convert(text: &str, ctx: &Context<'_>) -> Result<Converted, String> {
             "secrets" => top_level.secrets = value.as_mapping().cloned().unwrap_or_default(),
             "configs" => top_level.configs = value.as_mapping().cloned().unwrap_or_default(),
             k if k.starts_with("x-") => {}
-            other => out.refused.push(format!("top-level key {other}: not supported")),
+            other => out.refused.push(format!(
+                "{}top-level key {other}: not supported",
+                at_line(text, &[other])
+            )),
         }
     }
     let Some(services) = top.get("services").and_then(Value::as_mapping) else {
@@ -141,10 +145,23 @@ pub fn convert(text: &str, ctx: &Context<'_>) -> Result<Converted, String> {
         let mut one = service::Service::new(name, &orca, &out.project, ctx, &top_level);
         one.map(body);
         out.notes.extend(one.notes);
-        out.refused.extend(one.refused);
+        out.refused
+            .extend(one.refused.into_iter().map(|(key, why)| {
+                format!(
+                    "{}{name}: {key}: {why}",
+                    at_line(text, &["services", name, &key])
+                )
+            }));
         out.services.push(one.spec);
     }
     Ok(out)
+}
+
+/// `line N: ` where the text shows the key at `path`, else nothing.
+fn at_line(text: &str, path: &[&str]) -> String {
+    lines::line_of(text, path)
+        .map(|n| format!("line {n}: "))
+        .unwrap_or_default()
 }
 
 /// The file's top-level volumes, secrets and configs, which services name.

@@ -32,6 +32,41 @@ pub fn argv(v: &Value) -> Result<Vec<String>, String> {
     }
 }
 
+/// `labels`: a list of `KEY=VALUE` or a mapping; a label without a value
+/// (`KEY`, `KEY=`, `KEY: null`) is left out with a note, as containerd
+/// keeps no label with an empty value.
+pub fn labels(v: &Value) -> Result<(BTreeMap<String, String>, Vec<String>), String> {
+    let mut pairs = Vec::new();
+    match v {
+        Value::Sequence(items) => {
+            for item in items {
+                let s = text(item).ok_or("a list of KEY=VALUE")?;
+                let (k, v) = s.split_once('=').unwrap_or((s.as_str(), ""));
+                pairs.push((k.to_string(), v.to_string()));
+            }
+        }
+        Value::Mapping(m) => {
+            for (k, v) in m {
+                let k = text(k).ok_or("a string key")?;
+                let v = match v {
+                    Value::Null => String::new(),
+                    other => text(other).ok_or("a scalar value")?,
+                };
+                pairs.push((k, v));
+            }
+        }
+        _ => return Err("a list or a mapping".into()),
+    }
+    let (kept, empty): (Vec<_>, Vec<_>) = pairs.into_iter().partition(|(_, v)| !v.is_empty());
+    let notes = empty
+        .into_iter()
+        .map(|(k, _)| {
+            format!("label {k} ignored: it has no value, and containerd keeps no empty label")
+        })
+        .collect();
+    Ok((kept.into_iter().collect(), notes))
+}
+
 /// Compose durations (`1m30s`, `10s`, `500ms`, `1h`) in whole seconds,
 /// rounded up.
 pub fn seconds(v: &Value) -> Result<u64, String> {
@@ -379,6 +414,21 @@ mod tests {
         assert_eq!(memory(&yaml("512m")).unwrap(), "512Mi");
         assert_eq!(memory(&yaml("1G")).unwrap(), "1Gi");
         assert_eq!(memory(&yaml("50M")).unwrap(), "50Mi");
+    }
+
+    #[test]
+    fn labels_as_list_or_mapping() {
+        let want: BTreeMap<String, String> = [("a.b", "1"), ("c", "x=y")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        for text in ["[a.b=1, bare, c=x=y]", "{a.b: 1, bare: null, c: x=y}"] {
+            let (labels, notes) = labels(&yaml(text)).unwrap();
+            assert_eq!(labels, want);
+            assert_eq!(notes.len(), 1, "{notes:?}");
+            assert!(notes[0].starts_with("label bare ignored"), "{notes:?}");
+        }
+        assert!(labels(&yaml("just text")).is_err());
     }
 
     #[test]

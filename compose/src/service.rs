@@ -20,7 +20,8 @@ pub struct Service<'a> {
     top: &'a TopLevel,
     pub spec: ServiceSpec,
     pub notes: Vec<String>,
-    pub refused: Vec<String>,
+    /// The refused keys, each with why.
+    pub refused: Vec<(String, String)>,
 }
 
 impl<'a> Service<'a> {
@@ -43,7 +44,7 @@ impl<'a> Service<'a> {
     }
 
     fn refuse(&mut self, key: &str, why: impl std::fmt::Display) {
-        self.refused.push(format!("{}: {key}: {why}", self.name));
+        self.refused.push((key.to_string(), why.to_string()));
     }
 
     fn note(&mut self, key: &str, why: impl std::fmt::Display) {
@@ -183,6 +184,12 @@ impl<'a> Service<'a> {
                     .map(|d| text(d).ok_or("a string is needed"))
                     .map(|d| d.map(|d| d.split(':').take(2).collect::<Vec<_>>().join(":")))
                     .collect::<Result<_, _>>()?;
+            }
+            "labels" => {
+                let (labels, notes) = mapping::labels(value)?;
+                self.spec.labels = labels;
+                self.notes
+                    .extend(notes.into_iter().map(|n| format!("{}: {n}", self.name)));
             }
             "networks" => self.networks(value)?,
             "secrets" => self.files(value, true)?,

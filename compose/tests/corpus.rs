@@ -137,7 +137,7 @@ fn a_dozen_map_key_by_key() {
     assert!(
         c.refused
             .iter()
-            .any(|r| r.starts_with("backend: build: build without image")),
+            .any(|r| r == "line 28: backend: build: build without image: orca runs images; build and push it, then name it in image"),
         "{:?}",
         c.refused
     );

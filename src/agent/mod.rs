@@ -60,6 +60,9 @@ pub struct InstanceSpec {
     pub args: Option<Vec<String>>,
     #[serde(default)]
     pub working_dir: Option<String>,
+    /// The spec's own `labels`, put on the container beside orca's.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
     pub env: Vec<(String, String)>,
     pub memory_bytes: Option<u64>,
     pub cpu: Option<f64>,

@@ -24,7 +24,9 @@ impl LocalAgent {
         )
         .await?;
         let log = self.log_target(&spec.id);
-        let mut labels = HashMap::from([
+        // The user's labels first: orca's own (validated apart) come after.
+        let mut labels: HashMap<String, String> = spec.labels.clone().into_iter().collect();
+        labels.extend([
             (cri::labels::SERVICE.to_string(), spec.service.clone()),
             (cri::labels::PROJECT.to_string(), spec.project.clone()),
             (cri::labels::VERSION.to_string(), spec.version.to_string()),

@@ -123,6 +123,9 @@ pub struct ServiceSpec {
     /// before a replica of this one starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub depends_on: Option<DependsOn>,
+    /// The user's own labels on each replica's container.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// `pull`: when a deploy asks the registry for the image.
@@ -436,6 +439,7 @@ pub struct ScaleRequest {
 
 mod files;
 mod jobs;
+mod labels;
 mod new;
 mod ports;
 mod privilege;

@@ -43,6 +43,7 @@ impl ServiceSpec {
             timezone: None,
             ports: Vec::new(),
             depends_on: None,
+            labels: BTreeMap::new(),
         }
     }
 }

@@ -172,6 +172,7 @@ impl ServiceSpec {
             }
         }
         super::ports::check_ports(&self.ports)?;
+        super::labels::check_labels(&self.labels)?;
         if let Some(h) = &self.health {
             check_path("health", h)?;
         }

@@ -299,6 +299,7 @@ pub(crate) fn instance_spec(
         entrypoint: spec.entrypoint.clone(),
         args: spec.args.clone(),
         working_dir: spec.working_dir.clone(),
+        labels: spec.labels.clone(),
         env,
         // Validated at deploy time.
         memory_bytes: resources
