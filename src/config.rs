@@ -23,6 +23,8 @@ pub struct Config {
     pub agent: AgentSection,
     /// What replicas on this node may mount from the host.
     pub volumes: VolumesSection,
+    /// Where a server keeps its state.
+    pub store: crate::store::settings::StoreSection,
     #[serde(rename = "token")]
     pub tokens: Vec<TokenSection>,
 }
@@ -278,6 +280,7 @@ impl Config {
     }
 
     fn check(&self) -> anyhow::Result<()> {
+        self.store.check().map_err(anyhow::Error::msg)?;
         if let Some(n) = self.proxy.workers {
             anyhow::ensure!(
                 (1..=256).contains(&n),

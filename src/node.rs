@@ -10,7 +10,8 @@ use anyhow::Context;
 use crate::agent::local::LocalAgent;
 use crate::agent::NodeAgent;
 use crate::config::Config;
-use crate::store::{Repo, SledStore};
+use crate::store::settings::Backend;
+use crate::store::{EtcdStore, Repo, SledStore, Store};
 use network::{NetworkSettings, NodeNetwork};
 
 /// A node's runtime.
@@ -20,8 +21,10 @@ pub struct NodeRuntime {
     pub agent: Arc<LocalAgent>,
 }
 
-/// Makes `data_dir/logs` (0700) and opens the store.
-pub fn open_data(config: &Config) -> anyhow::Result<Repo> {
+/// Makes `data_dir/logs` (0700) and opens the store: `[store]`'s for a
+/// server (`shared`), sled in the data directory for an agent, whose
+/// state is its node's alone.
+pub fn open_data(config: &Config, shared: bool) -> anyhow::Result<Repo> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     let data = &config.cluster.data_dir;
     let logs = data.join("logs");
@@ -33,10 +36,19 @@ pub fn open_data(config: &Config) -> anyhow::Result<Repo> {
     // Replica logs are for the operators alone, also in a dir made before.
     std::fs::set_permissions(&logs, std::fs::Permissions::from_mode(0o700))
         .with_context(|| format!("chmod 700 {}", logs.display()))?;
-    Ok(Repo::new(Arc::new(
-        SledStore::open(&data.join("db"))
-            .with_context(|| format!("open the store in {}", data.display()))?,
-    )))
+    let store: Arc<dyn Store> = match config.store.backend {
+        Backend::Etcd if shared => Arc::new(EtcdStore::open(&config.store).with_context(|| {
+            format!(
+                "open the store on etcd at {}",
+                config.store.endpoints.join(", ")
+            )
+        })?),
+        _ => Arc::new(
+            SledStore::open(&data.join("db"))
+                .with_context(|| format!("open the store in {}", data.display()))?,
+        ),
+    };
+    Ok(Repo::new(store))
 }
 
 /// Connects containerd, sets up the bridge (replicas may reach the node
@@ -143,7 +155,7 @@ pub async fn run_agent(
         dir: config.cluster.data_dir.join("cluster"),
     };
     let identity = crate::cluster::agent::identity(&setup).await?;
-    let repo = open_data(&config)?;
+    let repo = open_data(&config, false)?;
     let ingress_port = config.proxy.port()?;
     let underlay = match config.agent.advertise_address.as_deref() {
         Some(a) => a.parse().ok(),

@@ -17,7 +17,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let config = Config::load(config_path)?;
     let data = &config.cluster.data_dir;
-    let repo = crate::node::open_data(&config)?;
+    let repo = crate::node::open_data(&config, true)?;
     let ingress_port = config.proxy.port()?;
     let node_id = config.node_id();
     let local = if config.node.workloads.unwrap_or(true) {

@@ -22,6 +22,7 @@ orca_env_install() {
   command -v docker-registry >/dev/null || need+=(docker-registry)
   command -v skopeo >/dev/null || need+=(skopeo)
   command -v protoc >/dev/null || need+=(protobuf-compiler)
+  [ -f /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
   command -v curl >/dev/null || need+=(curl)
   command -v file >/dev/null || need+=(file)
   command -v promtool >/dev/null || need+=(prometheus)
@@ -34,11 +35,12 @@ orca_env_install() {
   command -v chromium >/dev/null || need+=(chromium)
   command -v chromedriver >/dev/null || need+=(chromium-driver)
   command -v pebble >/dev/null || need+=(pebble)
+  command -v etcd >/dev/null || need+=(etcd-server)
   if [ ${#need[@]} -gt 0 ] || [ "${ORCA_ENV_FORCE_APT:-}" = 1 ]; then
     orca_env_log "apt-get install ${need[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      containerd runc busybox-static docker-registry skopeo protobuf-compiler curl file prometheus \
+      containerd runc busybox-static docker-registry skopeo protobuf-compiler libprotobuf-dev curl file prometheus \
       nftables util-linux iproute2 iputils-ping "${need[@]}" >/dev/null
   fi
   orca_env_install_schemathesis

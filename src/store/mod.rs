@@ -1,15 +1,19 @@
 //! The store: what the API acknowledged, kept durable. A small key-value
-//! trait ([`Store`]) with a sled implementation for the server and an
+//! trait ([`Store`]) with a sled implementation (one server's default),
+//! an etcd one (`[store] backend = "etcd"`, see [`settings`]) and an
 //! in-memory one for logic tests, and [`Repo`], the typed view the control
 //! plane uses.
 
+mod etcd_store;
 #[cfg(test)]
 mod mem;
 mod records;
+pub mod settings;
 mod sled_store;
 
 use std::sync::Arc;
 
+pub use etcd_store::EtcdStore;
 #[cfg(test)]
 pub use mem::MemStore;
 pub use records::{

@@ -10,6 +10,7 @@
 pub mod browser;
 pub mod cluster;
 pub mod counting;
+pub mod etcd;
 pub mod events;
 pub mod host;
 pub mod http;
@@ -242,6 +243,12 @@ pub async fn eventually<T>(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Whether status lists a service `name` (deployed, in any state).
+pub async fn is_listed(client: &api::client::ApiClient, name: &str) -> bool {
+    let s: api::status::StatusResponse = client.get("/api/v1/status").await.unwrap();
+    s.services.iter().any(|s| s.name == name)
 }
 
 /// Polls status until service `name` satisfies `f` (60 s at most, then

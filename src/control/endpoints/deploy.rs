@@ -188,9 +188,7 @@ impl ControlPlane {
             match checked {
                 Ok(()) => valid.push(spec),
                 Err(e) => {
-                    if e.status == 409 || e.status == 403 {
-                        worst = worst.max(e.status);
-                    }
+                    worst = super::worse(worst, e.status);
                     response.errors.push(e.message);
                 }
             }
@@ -252,7 +250,10 @@ impl ControlPlane {
                         response.unchanged.push(name);
                     }
                 }
-                Err(e) => response.errors.push(e.message),
+                Err(e) => {
+                    worst = super::worse(worst, e.status);
+                    response.errors.push(e.message);
+                }
             }
         }
         self.inner()

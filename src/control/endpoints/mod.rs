@@ -31,3 +31,13 @@ pub(crate) fn store_error(e: crate::store::StoreError) -> api::ApiError {
         e => api::ApiError::internal(format!("could not save: {e}")),
     }
 }
+
+/// The status of a deploy that did nothing: a store failure (5xx) over a
+/// conflict (409) over a refusal (403) over bad input (400).
+pub(crate) fn worse(worst: u16, status: u16) -> u16 {
+    if matches!(status, 403 | 409) || status >= 500 {
+        worst.max(status)
+    } else {
+        worst
+    }
+}

@@ -1,0 +1,231 @@
+//! The [`Store`] on etcd: each tree's keys under `<prefix>/<tree>/`. A
+//! write returns once etcd committed it (on a quorum of its members, each
+//! with its log on disk), so a reply sent after it survives a kill -9 of
+//! orca and of any minority of etcd's members.
+//!
+//! The [`Store`] trait is synchronous, as sled is; the etcd client is
+//! async. The client lives on a thread of its own with its own runtime,
+//! where calls run side by side, and each caller waits for its answer, at
+//! most [`OP_TIMEOUT`].
+
+use std::sync::mpsc as sync_mpsc;
+use std::time::Duration;
+
+use etcd_client::{Certificate, Client, ConnectOptions, GetOptions, Identity, TlsOptions};
+use tokio::sync::mpsc;
+
+use super::settings::StoreSection;
+use super::{Store, StoreError, Tree};
+
+/// How long one call may take before it is an error.
+pub const OP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the first connection may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Reply<T> = sync_mpsc::SyncSender<Result<T, StoreError>>;
+
+/// One call for the client's thread.
+enum Op {
+    Get(String, Reply<Option<Vec<u8>>>),
+    Put(String, Vec<u8>, Reply<()>),
+    Delete(String, Reply<()>),
+    List(String, Reply<Vec<(String, Vec<u8>)>>),
+}
+
+/// etcd, under a prefix.
+pub struct EtcdStore {
+    ops: mpsc::UnboundedSender<Op>,
+    prefix: String,
+}
+
+fn backend(op: &'static str) -> impl Fn(etcd_client::Error) -> StoreError {
+    move |e| StoreError::Backend {
+        op,
+        reason: format!("etcd: {e}"),
+    }
+}
+
+fn timed_out(op: &'static str) -> StoreError {
+    StoreError::Backend {
+        op,
+        reason: format!("etcd: no answer within {} s", OP_TIMEOUT.as_secs()),
+    }
+}
+
+/// The client options `[store]` asks for: TLS with etcd's CA (and this
+/// server's certificate) for https endpoints.
+fn options(section: &StoreSection) -> Result<ConnectOptions, StoreError> {
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| StoreError::Backend {
+            op: "open",
+            reason: format!("read {}: {e}", p.display()),
+        })
+    };
+    let mut opts = ConnectOptions::new()
+        .with_connect_timeout(CONNECT_TIMEOUT)
+        .with_timeout(OP_TIMEOUT)
+        .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
+    if let Some(ca) = &section.ca {
+        let mut tls = TlsOptions::new().ca_certificate(Certificate::from_pem(read(ca)?));
+        if let (Some(cert), Some(key)) = (&section.cert, &section.key) {
+            tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+        }
+        opts = opts.with_tls(tls);
+    }
+    Ok(opts)
+}
+
+impl EtcdStore {
+    /// Connects to the endpoints of `section` and checks that etcd
+    /// answers; the client then runs on a thread of its own.
+    pub fn open(section: &StoreSection) -> Result<Self, StoreError> {
+        let opts = options(section)?;
+        let endpoints = section.endpoints.clone();
+        let (ops, mut rx) = mpsc::unbounded_channel::<Op>();
+        let (ready_tx, ready_rx) = sync_mpsc::sync_channel::<Result<(), StoreError>>(1);
+        std::thread::Builder::new()
+            .name("orca-etcd".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(StoreError::Backend {
+                            op: "open",
+                            reason: e.to_string(),
+                        }));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let connected = tokio::time::timeout(CONNECT_TIMEOUT, async {
+                        let mut client = Client::connect(endpoints, Some(opts)).await?;
+                        // A connection is lazy: ask once, so a wrong
+                        // address or certificate fails the start.
+                        client.status().await?;
+                        Ok::<_, etcd_client::Error>(client)
+                    })
+                    .await;
+                    let client = match connected {
+                        Ok(Ok(c)) => c,
+                        Ok(Err(e)) => {
+                            let _ = ready_tx.send(Err(backend("open")(e)));
+                            return;
+                        }
+                        Err(_) => {
+                            let _ = ready_tx.send(Err(timed_out("open")));
+                            return;
+                        }
+                    };
+                    let _ = ready_tx.send(Ok(()));
+                    while let Some(op) = rx.recv().await {
+                        tokio::spawn(serve(client.kv_client(), op));
+                    }
+                });
+            })
+            .map_err(|e| StoreError::Backend {
+                op: "open",
+                reason: e.to_string(),
+            })?;
+        ready_rx.recv().map_err(|_| StoreError::Backend {
+            op: "open",
+            reason: "etcd client thread ended".into(),
+        })??;
+        Ok(Self {
+            ops,
+            prefix: section.prefix.clone(),
+        })
+    }
+
+    fn key(&self, tree: Tree, key: &str) -> String {
+        format!("{}/{}/{key}", self.prefix, tree.name())
+    }
+
+    /// Sends `op` (made with its reply channel) and waits for the answer.
+    fn call<T>(
+        &self,
+        name: &'static str,
+        op: impl FnOnce(Reply<T>) -> Op,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = sync_mpsc::sync_channel(1);
+        self.ops.send(op(tx)).map_err(|_| StoreError::Backend {
+            op: name,
+            reason: "etcd client thread ended".into(),
+        })?;
+        // The client's own timeout answers first; this one is a backstop.
+        rx.recv_timeout(OP_TIMEOUT + Duration::from_secs(1))
+            .map_err(|_| timed_out(name))?
+    }
+}
+
+/// Runs one call and answers it.
+async fn serve(mut kv: etcd_client::KvClient, op: Op) {
+    match op {
+        Op::Get(key, reply) => {
+            let r = kv
+                .get(key, None)
+                .await
+                .map(|r| r.kvs().first().map(|kv| kv.value().to_vec()))
+                .map_err(backend("get"));
+            let _ = reply.send(r);
+        }
+        Op::Put(key, value, reply) => {
+            let r = kv
+                .put(key, value, None)
+                .await
+                .map(|_| ())
+                .map_err(backend("put"));
+            let _ = reply.send(r);
+        }
+        Op::Delete(key, reply) => {
+            let r = kv
+                .delete(key, None)
+                .await
+                .map(|_| ())
+                .map_err(backend("delete"));
+            let _ = reply.send(r);
+        }
+        Op::List(prefix, reply) => {
+            let r = kv
+                .get(prefix.clone(), Some(GetOptions::new().with_prefix()))
+                .await
+                .map(|r| {
+                    r.kvs()
+                        .iter()
+                        .map(|kv| {
+                            let key = String::from_utf8_lossy(kv.key());
+                            let key = key.strip_prefix(&prefix).unwrap_or(&key).to_string();
+                            (key, kv.value().to_vec())
+                        })
+                        .collect()
+                })
+                .map_err(backend("scan"));
+            let _ = reply.send(r);
+        }
+    }
+}
+
+impl Store for EtcdStore {
+    fn get(&self, tree: Tree, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = self.key(tree, key);
+        self.call("get", |r| Op::Get(key, r))
+    }
+
+    fn put(&self, tree: Tree, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        let key = self.key(tree, key);
+        let value = value.to_vec();
+        self.call("put", |r| Op::Put(key, value, r))
+    }
+
+    fn delete(&self, tree: Tree, key: &str) -> Result<(), StoreError> {
+        let key = self.key(tree, key);
+        self.call("delete", |r| Op::Delete(key, r))
+    }
+
+    fn list(&self, tree: Tree) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let prefix = self.key(tree, "");
+        self.call("scan", |r| Op::List(prefix, r))
+    }
+}

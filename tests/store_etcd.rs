@@ -1,0 +1,143 @@
+//! A server whose store is etcd (`[store] backend = "etcd"`), against a
+//! real etcd: its state lives under the prefix and nowhere in the data
+//! directory, a kill -9 of the server loses nothing and its replicas are
+//! adopted, a write while etcd is down is refused whole and goes through
+//! once it is back, and an etcd that cannot be reached stops the start
+//! with a message that names it.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use api::client::ClientError;
+use common::etcd::Etcd;
+use common::server::{Extra, OrcaServer};
+use serde_json::{json, Value};
+
+fn on_etcd(url: &str) -> String {
+    format!("[store]\nbackend = \"etcd\"\nendpoints = [\"{url}\"]\nprefix = \"/t1\"\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_on_etcd_keeps_its_state_there() {
+    let Some(env) = common::env() else { return };
+    let Some(mut etcd) = Etcd::start().await else {
+        return;
+    };
+    let sections = on_etcd(&etcd.url);
+    let mut server = OrcaServer::start_with(
+        &env,
+        "etcd",
+        Extra {
+            sections: &sections,
+            ..Extra::default()
+        },
+    )
+    .await;
+    let c = server.admin();
+    let logger = env.image("logger:latest");
+    let spec = |name: &str| json!({ "services": [{ "name": name, "image": logger, "stop_grace_secs": 1 }] });
+    c.post::<_, Value>("/api/v1/deploy", &spec("kept"))
+        .await
+        .unwrap();
+    let before = common::wait_for(&c, "kept", "running", |s| {
+        s.instances.first().is_some_and(|i| i.pid.is_some())
+    })
+    .await;
+
+    // In etcd, under the prefix; no sled database in the data directory.
+    let keys = etcd.keys("/t1/").await;
+    assert!(keys.contains(&"/t1/services/kept".to_string()), "{keys:?}");
+    assert!(keys.iter().any(|k| k.starts_with("/t1/ipam/")), "{keys:?}");
+    assert!(!server.dir.path().join("data/db").exists());
+
+    // kill -9 of the server: back from etcd, the same replica adopted.
+    server.kill9();
+    server.spawn().await;
+    let after = common::wait_for(&c, "kept", "running", |s| {
+        s.instances.first().is_some_and(|i| i.pid.is_some())
+    })
+    .await;
+    assert_eq!(after.instances[0].pid, before.instances[0].pid);
+    assert_eq!(after.version, before.version);
+
+    // etcd down: a deploy is refused, as JSON, and nothing of it stays.
+    etcd.kill9();
+    match c.post::<_, Value>("/api/v1/deploy", &spec("later")).await {
+        Err(ClientError::Api { status, message }) => {
+            assert!(status >= 500, "{status} {message}");
+            assert!(message.contains("store"), "{message}");
+        }
+        other => panic!("a deploy without its store: {other:?}"),
+    }
+    assert!(!common::is_listed(&c, "later").await);
+    // Back: the same deploy goes through and is kept.
+    etcd.spawn().await;
+    common::eventually(
+        "a deploy once etcd is back",
+        Duration::from_secs(30),
+        async || {
+            c.post::<_, Value>("/api/v1/deploy", &spec("later"))
+                .await
+                .map_err(|e| e.to_string())
+        },
+    )
+    .await;
+    common::wait_for(&c, "later", "running", |s| s.running_replicas == 1).await;
+    assert!(etcd
+        .keys("/t1/services/")
+        .await
+        .contains(&"/t1/services/later".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_etcd_that_cannot_be_reached_stops_the_start() {
+    let Some(env) = common::env() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let nowhere = format!("http://127.0.0.1:{}", common::free_port());
+    let config = format!(
+        "[cluster]\ndata_dir = \"{}\"\napi_listen = \"127.0.0.1:{}\"\n[containerd]\nsocket = \"{}\"\n{}",
+        dir.path().join("data").display(),
+        common::free_port(),
+        env.socket.display(),
+        on_etcd(&nowhere)
+    );
+    std::fs::write(dir.path().join("cluster.toml"), config).unwrap();
+    let out = tokio::task::spawn_blocking({
+        let path = dir.path().join("cluster.toml");
+        move || {
+            std::process::Command::new(common::orca_bin())
+                .args(["server", "--config"])
+                .arg(path)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("open the store on etcd at {nowhere}")),
+        "{err}"
+    );
+    // A config that is wrong on its face is refused before any of it.
+    std::fs::write(
+        dir.path().join("cluster.toml"),
+        "[store]\nbackend = \"etcd\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(common::orca_bin())
+        .args(["server", "--config"])
+        .arg(dir.path().join("cluster.toml"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("[store] backend = \"etcd\" needs endpoints"),
+        "{err}"
+    );
+}
