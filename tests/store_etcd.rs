@@ -2,18 +2,20 @@
 //! real etcd: its state lives under the prefix and nowhere in the data
 //! directory, a kill -9 of the server loses nothing and its replicas are
 //! adopted, a write while etcd is down is refused whole and goes through
-//! once it is back, and an etcd that cannot be reached stops the start
-//! with a message that names it.
+//! once it is back, and an etcd that cannot be reached, or reached with
+//! the wrong certificates, stops the start with a message that names it.
 
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
+use std::path::Path;
 use std::time::Duration;
 
 use api::client::ClientError;
 use common::etcd::Etcd;
 use common::server::{Extra, OrcaServer};
+use common::tls::TestPki;
 use serde_json::{json, Value};
 
 fn on_etcd(url: &str) -> String {
@@ -92,52 +94,116 @@ async fn a_server_on_etcd_keeps_its_state_there() {
         .contains(&"/t1/services/later".to_string()));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_etcd_that_cannot_be_reached_stops_the_start() {
-    let Some(env) = common::env() else { return };
+/// Runs `orca server` with `store` as its `[store]` and a minimal rest,
+/// expecting it to stop: its stderr.
+async fn start_fails(env: &common::TestEnv, store: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
-    let nowhere = format!("http://127.0.0.1:{}", common::free_port());
     let config = format!(
-        "[cluster]\ndata_dir = \"{}\"\napi_listen = \"127.0.0.1:{}\"\n[containerd]\nsocket = \"{}\"\n{}",
+        "[cluster]\ndata_dir = \"{}\"\napi_listen = \"127.0.0.1:{}\"\n[containerd]\nsocket = \"{}\"\n{store}",
         dir.path().join("data").display(),
         common::free_port(),
         env.socket.display(),
-        on_etcd(&nowhere)
     );
-    std::fs::write(dir.path().join("cluster.toml"), config).unwrap();
-    let out = tokio::task::spawn_blocking({
-        let path = dir.path().join("cluster.toml");
-        move || {
-            std::process::Command::new(common::orca_bin())
-                .args(["server", "--config"])
-                .arg(path)
-                .output()
-                .unwrap()
-        }
+    let path = dir.path().join("cluster.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(common::orca_bin())
+            .args(["server", "--config"])
+            .arg(path)
+            .output()
+            .unwrap()
     })
     .await
     .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "{err}");
+    err
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_etcd_that_cannot_be_reached_stops_the_start() {
+    let Some(env) = common::env() else { return };
+    let nowhere = format!("http://127.0.0.1:{}", common::free_port());
+    let err = start_fails(&env, &on_etcd(&nowhere)).await;
     assert!(
         err.contains(&format!("open the store on etcd at {nowhere}")),
         "{err}"
     );
     // A config that is wrong on its face is refused before any of it.
-    std::fs::write(
-        dir.path().join("cluster.toml"),
-        "[store]\nbackend = \"etcd\"\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(common::orca_bin())
-        .args(["server", "--config"])
-        .arg(dir.path().join("cluster.toml"))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let err = start_fails(&env, "[store]\nbackend = \"etcd\"\n").await;
     assert!(
         err.contains("[store] backend = \"etcd\" needs endpoints"),
         "{err}"
     );
+    let err = start_fails(
+        &env,
+        "[store]\nbackend = \"etcd\"\nendpoints = [\"https://127.0.0.1:1\"]\n",
+    )
+    .await;
+    assert!(err.contains("https endpoints need ca"), "{err}");
+}
+
+/// `[store]` for an etcd with TLS: its URL, and the CA, certificate and
+/// key files.
+fn on_tls_etcd(url: &str, ca: &Path, cert: &Path, key: &Path) -> String {
+    format!(
+        "{}ca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+        on_etcd(url),
+        ca.display(),
+        cert.display(),
+        key.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_over_tls_takes_only_the_right_certificates() {
+    let Some(env) = common::env() else { return };
+    let Some(etcd) = Etcd::start_tls().await else {
+        return;
+    };
+    let ours = etcd.dir.path();
+    let theirs = tempfile::tempdir().unwrap();
+    TestPki::new("other").write(theirs.path());
+    let at = |dir: &Path, f: &str| dir.join(f);
+    // A CA that did not sign etcd's certificate; a client certificate of
+    // another CA: each stops the start, naming the store.
+    // (etcd closes the connection on a client certificate it does not
+    // trust, so only the first says why.)
+    for (ca, client, says) in [
+        (theirs.path(), ours, "invalid peer certificate"),
+        (ours, theirs.path(), "open the store on etcd"),
+    ] {
+        let store = on_tls_etcd(
+            &etcd.url,
+            &at(ca, "ca.pem"),
+            &at(client, "client.pem"),
+            &at(client, "client-key.pem"),
+        );
+        let err = start_fails(&env, &store).await;
+        assert!(
+            err.contains(&format!("open the store on etcd at {}", etcd.url)),
+            "{err}"
+        );
+        assert!(err.contains(says), "{err}");
+    }
+    // The right ones: the server starts and a deploy is kept.
+    let store = on_tls_etcd(
+        &etcd.url,
+        &at(ours, "ca.pem"),
+        &at(ours, "client.pem"),
+        &at(ours, "client-key.pem"),
+    );
+    let server = OrcaServer::start_with(
+        &env,
+        "etcdtls",
+        Extra {
+            sections: &store,
+            ..Extra::default()
+        },
+    )
+    .await;
+    let c = server.admin();
+    let spec = json!({ "services": [{ "name": "over-tls", "image": env.image("logger:latest"), "stop_grace_secs": 1 }] });
+    c.post::<_, Value>("/api/v1/deploy", &spec).await.unwrap();
+    common::wait_for(&c, "over-tls", "running", |s| s.running_replicas == 1).await;
 }

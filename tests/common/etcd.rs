@@ -10,10 +10,14 @@ use base64::Engine;
 
 pub struct Etcd {
     pub dir: tempfile::TempDir,
-    /// `http://127.0.0.1:PORT`
+    /// `http://127.0.0.1:PORT`, or `https://` with TLS.
     pub url: String,
     client_port: u16,
     peer_port: u16,
+    /// Plain HTTP `/health` and `/metrics`, with or without TLS.
+    metrics_port: u16,
+    /// With TLS: the PKI, written into `dir` (see [`TestPki::write`]).
+    pub pki: Option<super::tls::TestPki>,
     child: Option<Child>,
 }
 
@@ -21,6 +25,16 @@ impl Etcd {
     /// Starts a one-member etcd and waits until it answers; None (a skip)
     /// without the binary, except under CI, where that fails the test.
     pub async fn start() -> Option<Etcd> {
+        Self::start_with(false).await
+    }
+
+    /// [`Etcd::start`] serving its clients over TLS with a CA of its own,
+    /// and requiring a client certificate signed by it.
+    pub async fn start_tls() -> Option<Etcd> {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(tls: bool) -> Option<Etcd> {
         if Command::new("etcd").arg("--version").output().is_err() {
             assert!(
                 !super::in_ci(),
@@ -30,13 +44,19 @@ impl Etcd {
             return None;
         }
         let (client_port, peer_port) = (super::free_port(), super::free_port());
+        let scheme = if tls { "https" } else { "http" };
         let mut etcd = Etcd {
             dir: tempfile::tempdir().unwrap(),
-            url: format!("http://127.0.0.1:{client_port}"),
+            url: format!("{scheme}://127.0.0.1:{client_port}"),
             client_port,
             peer_port,
+            metrics_port: super::free_port(),
+            pki: tls.then(|| super::tls::TestPki::new("etcd")),
             child: None,
         };
+        if let Some(pki) = &etcd.pki {
+            pki.write(etcd.dir.path());
+        }
         etcd.spawn().await;
         Some(etcd)
     }
@@ -53,7 +73,18 @@ impl Etcd {
             .append(true)
             .open(self.dir.path().join("etcd.log"))
             .unwrap();
-        let child = Command::new("etcd")
+        let mut cmd = Command::new("etcd");
+        if self.pki.is_some() {
+            let file = |f: &str| self.dir.path().join(f);
+            cmd.arg("--cert-file")
+                .arg(file("server.pem"))
+                .arg("--key-file")
+                .arg(file("server-key.pem"))
+                .arg("--trusted-ca-file")
+                .arg(file("ca.pem"))
+                .arg("--client-cert-auth");
+        }
+        let child = cmd
             .args(["--name", "t", "--data-dir"])
             .arg(self.data())
             .args(["--listen-client-urls", &self.url])
@@ -61,6 +92,10 @@ impl Etcd {
             .args(["--listen-peer-urls", &peer])
             .args(["--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &format!("t={peer}")])
+            .args([
+                "--listen-metrics-urls",
+                &format!("http://127.0.0.1:{}", self.metrics_port),
+            ])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -68,7 +103,7 @@ impl Etcd {
         self.child = Some(child);
         super::eventually("etcd healthy", Duration::from_secs(30), async || {
             match super::http::exchange(
-                ("127.0.0.1", self.client_port),
+                ("127.0.0.1", self.metrics_port),
                 b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
             )
             .await
@@ -88,7 +123,8 @@ impl Etcd {
         }
     }
 
-    /// Every key under `prefix`, sorted, as etcd's JSON gateway lists them.
+    /// Every key under `prefix`, sorted, as etcd's JSON gateway lists them
+    /// (an etcd without TLS).
     pub async fn keys(&self, prefix: &str) -> Vec<String> {
         let b64 = base64::engine::general_purpose::STANDARD;
         let mut end = prefix.as_bytes().to_vec();

@@ -17,6 +17,64 @@ pub fn self_signed(domain: &str) -> (String, String) {
     (cert.pem(), key.serialize_pem())
 }
 
+/// A CA of its own and two certificates it signed: a server's for
+/// 127.0.0.1 and a client's. Each as (cert PEM, key PEM).
+pub struct TestPki {
+    pub ca: (String, String),
+    pub server: (String, String),
+    pub client: (String, String),
+}
+
+impl TestPki {
+    pub fn new(name: &str) -> TestPki {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+            KeyPair, KeyUsagePurpose, SanType,
+        };
+        let ca_key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("{name} test CA"));
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca = params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::from_ca_cert_der(ca.der(), &ca_key).unwrap();
+        let leaf = |purpose: ExtendedKeyUsagePurpose| {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+            params
+                .subject_alt_names
+                .push(SanType::IpAddress([127, 0, 0, 1].into()));
+            params
+                .distinguished_name
+                .push(DnType::CommonName, format!("{name} {purpose:?}"));
+            params.extended_key_usages = vec![purpose];
+            let cert = params.signed_by(&key, &issuer).unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        TestPki {
+            server: leaf(ExtendedKeyUsagePurpose::ServerAuth),
+            client: leaf(ExtendedKeyUsagePurpose::ClientAuth),
+            ca: (ca.pem(), ca_key.serialize_pem()),
+        }
+    }
+
+    /// Writes each PEM into `dir` (`ca.pem`, `server.pem`, `server-key.pem`,
+    /// `client.pem`, `client-key.pem`).
+    pub fn write(&self, dir: &std::path::Path) {
+        for (file, pem) in [
+            ("ca.pem", &self.ca.0),
+            ("server.pem", &self.server.0),
+            ("server-key.pem", &self.server.1),
+            ("client.pem", &self.client.0),
+            ("client-key.pem", &self.client.1),
+        ] {
+            std::fs::write(dir.join(file), pem).unwrap();
+        }
+    }
+}
+
 /// The DER of the first certificate in `pem`.
 pub fn der_of(pem: &str) -> Vec<u8> {
     CertificateDer::pem_slice_iter(pem.as_bytes())
