@@ -4,6 +4,8 @@
 //! in-memory one for logic tests, and [`Repo`], the typed view the control
 //! plane uses.
 
+#[cfg(test)]
+mod conformance;
 mod etcd_store;
 #[cfg(test)]
 mod mem;

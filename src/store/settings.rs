@@ -29,8 +29,6 @@ pub struct StoreSection {
     pub key: Option<PathBuf>,
     /// Every key orca writes lives under it.
     pub prefix: String,
-    /// The leader's lease in etcd.
-    pub leader_ttl_secs: u64,
 }
 
 impl Default for StoreSection {
@@ -42,7 +40,6 @@ impl Default for StoreSection {
             cert: None,
             key: None,
             prefix: "/orca".into(),
-            leader_ttl_secs: 5,
         }
     }
 }
@@ -82,9 +79,6 @@ impl StoreSection {
             return Err(format!(
                 "[store] prefix {p:?}: /name, of letters, digits, / - _ ."
             ));
-        }
-        if !(2..=60).contains(&self.leader_ttl_secs) {
-            return Err("[store] leader_ttl_secs: 2 to 60".into());
         }
         Ok(())
     }
