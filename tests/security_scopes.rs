@@ -35,25 +35,6 @@ async fn deploy_running(client: &ApiClient, spec: Value) {
     .await;
 }
 
-/// A new token of `role` scoped to `project`: its client and its value.
-async fn token(
-    admin: &ApiClient,
-    server: &OrcaServer,
-    name: &str,
-    role: &str,
-    project: &str,
-) -> (ApiClient, String) {
-    let t: Value = admin
-        .post(
-            "/api/v1/tokens",
-            &json!({ "name": name, "role": role, "project": project }),
-        )
-        .await
-        .unwrap();
-    let value = t["token"].as_str().unwrap().to_string();
-    (server.client(Some(&value)), value)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scoped_token_reads_and_changes_only_its_project() {
     let Some(env) = common::env() else { return };
@@ -64,8 +45,8 @@ async fn a_scoped_token_reads_and_changes_only_its_project() {
         let spec = json!({ "name": format!("app-{project}"), "project": project, "image": logger, "stop_grace_secs": 1 });
         deploy_running(&admin, spec).await;
     }
-    let (shop_viewer, shop_token) = token(&admin, &server, "shop-view", "viewer", "shop").await;
-    let (shop_ci, _) = token(&admin, &server, "shop-ci", "deployer", "shop").await;
+    let (shop_viewer, shop_token) = server.scoped_token("shop-view", "viewer", "shop").await;
+    let (shop_ci, _) = server.scoped_token("shop-ci", "deployer", "shop").await;
     let viewer = server.client(Some(VIEWER));
 
     // Reads of another project's service: 403; of its own, and by an
@@ -233,7 +214,7 @@ async fn a_scoped_token_reads_and_changes_only_its_project() {
         .unwrap();
 
     // A scoped token makes no other token.
-    let (scoped_admin, _) = token(&admin, &server, "shop-admin", "admin", "shop").await;
+    let (scoped_admin, _) = server.scoped_token("shop-admin", "admin", "shop").await;
     let (code, _) = status_of(
         scoped_admin
             .post::<_, Value>(
@@ -264,7 +245,7 @@ async fn secrets_are_named_plainly_and_privilege_is_the_admins() {
         )
         .await
         .unwrap();
-    let (default_ci, _) = token(&admin, &server, "default-ci", "deployer", "default").await;
+    let (default_ci, _) = server.scoped_token("default-ci", "deployer", "default").await;
     let logger = env.image("logger:latest");
     let with_env = |value: &str| json!({ "services": [{ "name": "reader", "image": logger, "env": { "P": value }, "stop_grace_secs": 1 }] });
     for (name, says) in [

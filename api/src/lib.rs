@@ -8,6 +8,7 @@
 //! - [`names`]: the one validator for every name.
 //! - [`spec`]: the service spec (deploy payload and service.toml twin).
 //! - [`status`]: status, cluster, versions and token answers.
+//! - [`store`]: the store's snapshot (backup and restore).
 //! - [`events`]: the event stream's events, as SSE and back.
 //! - [`page`]: the status page at `/`.
 //! - [`openapi`]: the OpenAPI document, from the route table.
@@ -32,6 +33,7 @@ pub mod request;
 pub mod server;
 pub mod spec;
 pub mod status;
+pub mod store;
 pub mod volumes;
 
 pub use auth::{Caller, Role};

@@ -9,6 +9,7 @@ mod events;
 mod exec;
 mod out;
 mod run;
+mod store;
 mod table;
 mod token;
 mod volume;
@@ -19,6 +20,7 @@ pub use wait::WaitArgs;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -222,6 +224,11 @@ pub enum Command {
         #[command(subcommand)]
         command: SecretsCommand,
     },
+    /// The server's store: backup (a snapshot), restore (offline).
+    Store {
+        #[command(subcommand)]
+        command: store::StoreCommand,
+    },
     /// Named volumes: ls, rm, mv, backup, restore.
     Volume {
         #[command(subcommand)]
@@ -418,10 +425,7 @@ async fn run_with(cli: Cli, token: Option<String>) -> anyhow::Result<()> {
             name,
             wait,
             timeout,
-        } => {
-            let timeout = std::time::Duration::from_secs(timeout);
-            run::run(&client, &name, wait, timeout, json).await
-        }
+        } => run::run(&client, &name, wait, Duration::from_secs(timeout), json).await,
         Command::Events {
             service,
             project,
@@ -455,6 +459,7 @@ async fn run_with(cli: Cli, token: Option<String>) -> anyhow::Result<()> {
             commands::secrets(&client, &project, command, json).await
         }
         Command::Volume { command } => volume::run(&client, command, json).await,
+        Command::Store { command } => store::run(&client, command).await,
         Command::Image { command } => image(&cli.containerd, &cli.namespace, command).await,
     }
 }

@@ -12,6 +12,7 @@ mod mem;
 mod records;
 pub mod settings;
 mod sled_store;
+pub mod snapshot;
 
 use std::sync::Arc;
 
@@ -46,6 +47,25 @@ pub enum Tree {
 }
 
 impl Tree {
+    /// Every tree.
+    pub const ALL: [Tree; 10] = [
+        Tree::Services,
+        Tree::Tokens,
+        Tree::Webhooks,
+        Tree::Nodes,
+        Tree::Ipam,
+        Tree::Secrets,
+        Tree::Imports,
+        Tree::JoinTokens,
+        Tree::Acme,
+        Tree::Volumes,
+    ];
+
+    /// The tree named `name` (see [`Tree::name`]).
+    pub fn from_name(name: &str) -> Option<Tree> {
+        Tree::ALL.into_iter().find(|t| t.name() == name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Tree::Services => "services",
@@ -87,15 +107,22 @@ pub trait Store: Send + Sync {
     fn list(&self, tree: Tree) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
 }
 
-/// Typed access over a [`Store`].
+/// Typed access over a [`Store`], whose writes a snapshot can hold.
 #[derive(Clone)]
 pub struct Repo {
-    store: Arc<dyn Store>,
+    store: Arc<snapshot::Gated>,
 }
 
 impl Repo {
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+        Self {
+            store: Arc::new(snapshot::Gated::new(store)),
+        }
+    }
+
+    /// A consistent snapshot of the whole store (see [`snapshot`]).
+    pub fn snapshot(&self, taken_at: String) -> Result<api::store::StoreSnapshot, StoreError> {
+        self.store.snapshot(taken_at)
     }
 
     fn get_json<T: serde::de::DeserializeOwned>(

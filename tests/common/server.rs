@@ -260,6 +260,21 @@ labels = {{ zone = "test" }}
         self.client(Some(ADMIN))
     }
 
+    /// A new token of `role` scoped to `project`, made by the admin: its
+    /// client and its value.
+    pub async fn scoped_token(&self, name: &str, role: &str, project: &str) -> (ApiClient, String) {
+        let t: serde_json::Value = self
+            .admin()
+            .post(
+                "/api/v1/tokens",
+                &serde_json::json!({ "name": name, "role": role, "project": project }),
+            )
+            .await
+            .unwrap();
+        let value = t["token"].as_str().unwrap().to_string();
+        (self.client(Some(&value)), value)
+    }
+
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }

@@ -13,6 +13,7 @@ pub mod routes;
 mod schemas;
 pub mod table;
 mod table_jobs;
+mod table_store;
 mod table_volumes;
 
 use routes::{Kind, Reply, Route};

@@ -261,6 +261,7 @@ pub fn derived() -> (Map<String, Value>, Map<String, Value>) {
     written.subschema_for::<crate::volumes::VolumesResponse>();
     written.subschema_for::<crate::volumes::VolumeMoved>();
     written.subschema_for::<crate::volumes::VolumeRestored>();
+    written.subschema_for::<crate::store::StoreSnapshot>();
     (read.take_definitions(true), written.take_definitions(true))
 }
 

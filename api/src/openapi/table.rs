@@ -1,7 +1,7 @@
 //! The table of every route of the API (see [`super::routes`]).
 
 use super::routes::{q, Body, Kind, Query, Reply, Route};
-use super::{table_jobs::JOBS, table_volumes::VOLUMES};
+use super::{table_jobs::JOBS, table_store::STORE, table_volumes::VOLUMES};
 use crate::auth::{Access, Role};
 
 /// Errors of a public read.
@@ -18,9 +18,9 @@ pub(super) const ADMIN: Access = Access::Role(Role::Admin);
 
 const PROJECT_QUERY: &[Query] = &[q("project", Kind::Name, "the project (default `default`)")];
 
-/// Every route: these, then those of volumes and of jobs.
+/// Every route: these, then those of volumes, jobs and the store.
 pub fn routes() -> impl Iterator<Item = &'static Route> {
-    [CORE, VOLUMES, JOBS].into_iter().flatten()
+    [CORE, VOLUMES, JOBS, STORE].into_iter().flatten()
 }
 
 /// The routes of services, the cluster, webhooks and access.

@@ -86,6 +86,8 @@ pub enum ApiRequest {
         request: crate::attach::AttachRequest,
     },
     ClusterInfo,
+    /// `GET /api/v1/store/backup`: a consistent snapshot of the store.
+    StoreBackup,
     Drain {
         node: String,
         /// What has not moved by then is stopped (default one hour).
@@ -208,7 +210,8 @@ impl ApiRequest {
             | DeleteToken { .. }
             | PutSecret { .. }
             | ListSecrets { .. }
-            | DeleteSecret { .. } => Access::Role(Role::Admin),
+            | DeleteSecret { .. }
+            | StoreBackup => Access::Role(Role::Admin),
         }
     }
 
@@ -235,6 +238,7 @@ impl ApiRequest {
             Attach { .. } => "exec_attach",
             Events(_) => "events",
             ClusterInfo => "cluster_info",
+            StoreBackup => "store_backup",
             Drain { .. } => "drain",
             Undrain { .. } => "undrain",
             RemoveNode { .. } => "node_remove",
@@ -382,6 +386,10 @@ pub fn parse(raw: RawRequest<'_>) -> Result<ApiRequest, ApiError> {
             ["volumes", rest @ ..] => volumes::parse(&call, rest)?,
             ["tokens", rest @ ..] => credentials::tokens(&call, rest)?,
             ["secrets", rest @ ..] => credentials::secrets(&call, rest)?,
+            ["store", "backup"] => {
+                call.only(Method::GET)?;
+                ApiRequest::StoreBackup
+            }
             _ => return Err(call.not_found()),
         },
         _ => return Err(call.not_found()),

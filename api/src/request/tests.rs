@@ -102,6 +102,7 @@ fn seed_routes() {
             },
         ),
         (Method::GET, "/api/v1/cluster/info", "", ClusterInfo),
+        (Method::GET, "/api/v1/store/backup", "", StoreBackup),
         (
             Method::POST,
             "/api/v1/cluster/nodes/worker-1/drain",

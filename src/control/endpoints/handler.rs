@@ -62,6 +62,15 @@ impl Handler for ControlPlane {
                 self.rollback(&name, version, &caller_name).await
             }
             ApiRequest::ClusterInfo => ApiResponse::ok(&self.cluster_info()),
+            ApiRequest::StoreBackup => {
+                let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+                let snapshot = self
+                    .inner()
+                    .repo
+                    .snapshot(now.to_string())
+                    .map_err(super::store_error)?;
+                ApiResponse::ok(&snapshot)
+            }
             ApiRequest::Drain {
                 node,
                 deadline_secs,

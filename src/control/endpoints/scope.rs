@@ -103,6 +103,7 @@ pub(crate) fn scoped(
         // Reaches every project (the cluster's nodes among them), or makes
         // a token that could.
         ApiRequest::StopAll
+        | ApiRequest::StoreBackup
         | ApiRequest::CreateToken(_)
         | ApiRequest::ListTokens
         | ApiRequest::DeleteToken { .. }
