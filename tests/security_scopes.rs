@@ -245,7 +245,9 @@ async fn secrets_are_named_plainly_and_privilege_is_the_admins() {
         )
         .await
         .unwrap();
-    let (default_ci, _) = server.scoped_token("default-ci", "deployer", "default").await;
+    let (default_ci, _) = server
+        .scoped_token("default-ci", "deployer", "default")
+        .await;
     let logger = env.image("logger:latest");
     let with_env = |value: &str| json!({ "services": [{ "name": "reader", "image": logger, "env": { "P": value }, "stop_grace_secs": 1 }] });
     for (name, says) in [

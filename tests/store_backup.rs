@@ -42,7 +42,8 @@ async fn a_backup_taken_during_writes_restores_into_a_new_server() {
         .await
         .unwrap();
     let spec = |name: &str, replicas: u32, env_ref: bool| {
-        let mut s = json!({ "name": name, "image": logger, "replicas": replicas, "stop_grace_secs": 1 });
+        let mut s =
+            json!({ "name": name, "image": logger, "replicas": replicas, "stop_grace_secs": 1 });
         if env_ref {
             s["env"] = json!({ "P": "${secrets.K}" });
         }
@@ -111,16 +112,31 @@ async fn a_backup_taken_during_writes_restores_into_a_new_server() {
     let (code, out, err) = server
         .cli(
             ADMIN,
-            &["store", "restore", file.to_str().unwrap(), "--data-dir", new.to_str().unwrap()],
+            &[
+                "store",
+                "restore",
+                file.to_str().unwrap(),
+                "--data-dir",
+                new.to_str().unwrap(),
+            ],
         )
         .await;
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains(&format!("restored {} entries", snap.entries.len())), "{out}");
+    assert!(
+        out.contains(&format!("restored {} entries", snap.entries.len())),
+        "{out}"
+    );
     // Never into a store that has anything.
     let (code, _, err) = server
         .cli(
             ADMIN,
-            &["store", "restore", file.to_str().unwrap(), "--data-dir", new.to_str().unwrap()],
+            &[
+                "store",
+                "restore",
+                file.to_str().unwrap(),
+                "--data-dir",
+                new.to_str().unwrap(),
+            ],
         )
         .await;
     assert_ne!(code, 0);
@@ -142,9 +158,12 @@ async fn a_backup_taken_during_writes_restores_into_a_new_server() {
     let a_now = common::wait_for(&c, "a", "running", |s| s.running_replicas == 1).await;
     assert_eq!(a_now.instances[0].pid, a.instances[0].pid, "a adopted");
     // The sealed secret opens with the key: a new deploy may name it.
-    c.post::<_, Value>("/api/v1/deploy", &json!({ "services": [spec("c", 1, true)] }))
-        .await
-        .unwrap();
+    c.post::<_, Value>(
+        "/api/v1/deploy",
+        &json!({ "services": [spec("c", 1, true)] }),
+    )
+    .await
+    .unwrap();
 
     // Only an unscoped admin: a deployer and a scoped admin get 403.
     let (scoped, _) = server.scoped_token("shop-admin", "admin", "shop").await;

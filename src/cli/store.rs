@@ -53,8 +53,7 @@ pub async fn run(client: &ApiClient, command: StoreCommand) -> anyhow::Result<()
                 "restored {n} entries (taken {}) into {}",
                 snapshot.taken_at,
                 data_dir.display()
-            );
-            Ok(())
+            )
         }
     }
 }

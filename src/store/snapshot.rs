@@ -67,7 +67,10 @@ impl Store for Gated {
 /// Why a snapshot cannot be restored.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
-    #[error("not a store snapshot of this format ({found:?}; this build reads {SNAPSHOT_FORMAT})")]
+    #[error(
+        "not a store snapshot of this format ({found:?}; this build reads {})",
+        SNAPSHOT_FORMAT
+    )]
     Format { found: String },
     #[error("entry {n}: {why}")]
     Entry { n: usize, why: String },
