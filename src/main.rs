@@ -25,6 +25,7 @@ mod cluster;
 mod config;
 mod control;
 mod feed;
+mod ha;
 mod imports;
 mod metrics;
 mod node;

@@ -22,9 +22,9 @@ pub struct NodeRuntime {
 }
 
 /// Makes `data_dir/logs` (0700) and opens the store: `[store]`'s for a
-/// server (`shared`), sled in the data directory for an agent, whose
-/// state is its node's alone.
-pub fn open_data(config: &Config, shared: bool) -> anyhow::Result<Repo> {
+/// server (`server`: the fence its writes hold on etcd), sled in the data
+/// directory for an agent, whose state is its node's alone.
+pub fn open_data(config: &Config, server: Option<&crate::store::Fence>) -> anyhow::Result<Repo> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     let data = &config.cluster.data_dir;
     let logs = data.join("logs");
@@ -37,12 +37,14 @@ pub fn open_data(config: &Config, shared: bool) -> anyhow::Result<Repo> {
     std::fs::set_permissions(&logs, std::fs::Permissions::from_mode(0o700))
         .with_context(|| format!("chmod 700 {}", logs.display()))?;
     let store: Arc<dyn Store> = match config.store.backend {
-        Backend::Etcd if shared => Arc::new(EtcdStore::open(&config.store).with_context(|| {
-            format!(
-                "open the store on etcd at {}",
-                config.store.endpoints.join(", ")
-            )
-        })?),
+        Backend::Etcd if server.is_some() => Arc::new(
+            EtcdStore::open(&config.store, server.cloned()).with_context(|| {
+                format!(
+                    "open the store on etcd at {}",
+                    config.store.endpoints.join(", ")
+                )
+            })?,
+        ),
         _ => Arc::new(
             SledStore::open(&data.join("db"))
                 .with_context(|| format!("open the store in {}", data.display()))?,
@@ -155,7 +157,7 @@ pub async fn run_agent(
         dir: config.cluster.data_dir.join("cluster"),
     };
     let identity = crate::cluster::agent::identity(&setup).await?;
-    let repo = open_data(&config, false)?;
+    let repo = open_data(&config, None)?;
     let ingress_port = config.proxy.port()?;
     let underlay = match config.agent.advertise_address.as_deref() {
         Some(a) => a.parse().ok(),

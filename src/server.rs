@@ -10,6 +10,7 @@ use anyhow::Context;
 
 use crate::config::Config;
 use crate::control::{ControlPlane, Settings};
+use crate::ha::switch::Role;
 use crate::metrics::Metrics;
 
 pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
@@ -17,20 +18,45 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let config = Config::load(config_path)?;
     let data = &config.cluster.data_dir;
-    let repo = crate::node::open_data(&config, true)?;
+    let fence = crate::store::Fence::default();
+    let repo = crate::node::open_data(&config, Some(&fence))?;
+    let shared = config.store.backend == crate::store::settings::Backend::Etcd;
     let ingress_port = config.proxy.port()?;
     let node_id = config.node_id();
     let local = if config.node.workloads.unwrap_or(true) {
+        if shared {
+            tracing::info!("[store] is shared: this server's own replicas are driven only while it leads (give several servers [node] workloads = false)");
+        }
         Some(local_node(&config, &repo, ingress_port).await?)
     } else {
         tracing::info!("[node] workloads = false: this server runs no replicas");
         None
     };
-
-    let ca = Arc::new(
-        crate::cluster::pki::Ca::load_or_create(&data.join("cluster"), &config.cluster.name)
-            .context("load the cluster CA")?,
+    let secrets = Arc::new(
+        crate::secrets::SecretBox::open(&data.join("secrets.key"))
+            .context("open the secrets key")?,
     );
+    let me = crate::ha::ServerInfo {
+        id: node_id.clone(),
+        api: advertised(&config.cluster.api_listen, &config),
+        cluster: advertised(&config.cluster.grpc_listen, &config),
+    };
+    let election = if shared {
+        Some(crate::ha::election::Election::start(
+            &config.store,
+            me.clone(),
+            fence.clone(),
+        )?)
+    } else {
+        None
+    };
+    let ca = match &election {
+        Some(e) => Arc::new(shared_ca(&repo, &secrets, &config, e.standing()).await?),
+        None => Arc::new(
+            crate::cluster::pki::Ca::load_or_create(&data.join("cluster"), &config.cluster.name)
+                .context("load the cluster CA")?,
+        ),
+    };
     let tokens = config
         .tokens
         .iter()
@@ -41,27 +67,24 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
             project: t.project.clone(),
         })
         .collect::<Vec<_>>();
-    let made = {
-        let (tokens, repo, data) = (tokens.clone(), repo.clone(), data.clone());
-        tokio::task::spawn_blocking(move || crate::admin_token::ensure(&tokens, &repo, &data))
-            .await
-            .context("make the admin token")??
+    let servers = match &election {
+        Some(e) => e.servers(),
+        None => {
+            tokio::sync::watch::channel(vec![api::status::ServerStatus {
+                id: me.id.clone(),
+                address: me.api.clone(),
+                leader: true,
+                healthy: true,
+            }])
+            .1
+        }
     };
-    if let Some(path) = made {
-        tracing::info!(
-            file = %path.display(),
-            "no admin token was configured or stored: made one, readable by root only in this file (the orca CLI on this host reads it)"
-        );
-    }
     let settings = Settings {
         cluster_name: config.cluster.name.clone(),
         api_address: config.cluster.api_listen.clone(),
         node_labels: config.node.labels.clone(),
         tokens,
-        secrets: Some(Arc::new(
-            crate::secrets::SecretBox::open(&data.join("secrets.key"))
-                .context("open the secrets key")?,
-        )),
+        secrets: Some(secrets),
         metrics_token: config.cluster.metrics_token,
         reserved_names: config.network.reserved_names.clone(),
         cert_dir: config.proxy.cert_dir.clone(),
@@ -81,20 +104,46 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
             ca_bundle: config.acme.ca_bundle.clone(),
         }),
         https: config.proxy.https_listen.is_some(),
+        servers: Some(servers),
     };
+    let metrics = Metrics::new()?;
     let routes = Arc::new(network::proxy::Routes::default());
-    let control = ControlPlane::new(
-        repo,
-        local
+    let parts = crate::ha::lead::Parts {
+        repo: repo.clone(),
+        local: local
             .as_ref()
             .map(|l| l.agent.clone() as Arc<dyn crate::agent::NodeAgent>),
-        settings,
-        Metrics::new()?,
-        Some(routes.clone()),
-        local.as_ref().map(|l| l.dns.clone()),
-    )?;
-    control.start().await.context("start reconciling")?;
+        settings: settings.clone(),
+        metrics: metrics.clone(),
+        routes: Some(routes.clone()),
+        dns: local.as_ref().map(|l| l.dns.clone()),
+        data_dir: data.clone(),
+    };
+    // A server without an election leads from the start, in term 0.
+    let first = match &election {
+        None => Role::Leading(crate::ha::lead::take_term(&parts, 0).await?),
+        Some(_) => Role::Following(None),
+    };
+    let (role_tx, role) = tokio::sync::watch::channel(first);
+    // What this server answers reads with while it does not lead.
+    let view = ControlPlane::new(repo, None, settings, metrics, None, None)?;
 
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let terms = election.as_ref().map(|e| {
+        tokio::spawn(crate::ha::lead::follow(
+            e.standing(),
+            e.changes(),
+            role_tx.clone(),
+            view.clone(),
+            parts,
+            until_stopped(stopped.clone()),
+        ))
+    });
+    // Ready once it leads or knows who does: never on a state not read.
+    settled(role.clone()).await;
     let listener = tokio::net::TcpListener::bind(&config.cluster.api_listen)
         .await
         .with_context(|| format!("listen on {}", config.cluster.api_listen))?;
@@ -109,17 +158,13 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
             )
         })?;
     let grpc_address = grpc.local_addr()?;
-    let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;
         let _ = stop.send(true);
     });
-    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
     let cluster = tokio::spawn(crate::cluster::service::serve(
         grpc,
-        control.clone(),
+        role.clone(),
         ca,
         until_stopped(stopped.clone()),
     ));
@@ -129,9 +174,27 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         cluster_port = %grpc_address,
         "orca server ready"
     );
-    api::server::serve(listener, Arc::new(control.clone()), until_stopped(stopped)).await?;
+    let switch = crate::ha::switch::Switch {
+        role: role.clone(),
+        view,
+        me: me.id.clone(),
+    };
+    api::server::serve(listener, Arc::new(switch), until_stopped(stopped)).await?;
     let _ = cluster.await;
-    control.shutdown().await;
+    match terms {
+        Some(terms) => {
+            let _ = terms.await;
+        }
+        None => {
+            let last = role_tx.send_replace(Role::Following(None));
+            if let Role::Leading(l) = last {
+                l.control.shutdown().await;
+            }
+        }
+    }
+    if let Some(e) = election {
+        e.resign().await;
+    }
     proxy.stop().await;
     if let Some(local) = local {
         let _ = local.imports_stop.send(());
@@ -139,6 +202,66 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     }
     tracing::info!("orca server stopped (containers keep running)");
     Ok(())
+}
+
+/// The cluster CA of a shared store: the store's, or (for the cluster's
+/// first leader) the one it makes; a follower waits for it.
+async fn shared_ca(
+    repo: &crate::store::Repo,
+    secrets: &Arc<crate::secrets::SecretBox>,
+    config: &Config,
+    mut standing: tokio::sync::watch::Receiver<crate::ha::Standing>,
+) -> anyhow::Result<crate::cluster::pki::Ca> {
+    let mut said = false;
+    loop {
+        let (r, s) = (repo.clone(), secrets.clone());
+        let found = tokio::task::spawn_blocking(move || crate::ha::ca::load(&r, &s)).await??;
+        if let Some(ca) = found {
+            return Ok(ca);
+        }
+        if matches!(*standing.borrow(), crate::ha::Standing::Leading { .. }) {
+            let (r, s) = (repo.clone(), secrets.clone());
+            let (name, dir) = (
+                config.cluster.name.clone(),
+                config.cluster.data_dir.join("cluster"),
+            );
+            return tokio::task::spawn_blocking(move || crate::ha::ca::create(&r, &s, &name, &dir))
+                .await?;
+        }
+        if !said {
+            tracing::info!("waiting for the cluster CA: the first leader puts it in the store");
+            said = true;
+        }
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_millis(500), standing.changed()).await;
+    }
+}
+
+/// Waits until this server leads or knows the leader, saying so meanwhile.
+async fn settled(mut role: tokio::sync::watch::Receiver<Role>) {
+    let mut waited = 0u32;
+    loop {
+        if !matches!(*role.borrow_and_update(), Role::Following(None)) {
+            return;
+        }
+        if waited % 10 == 9 {
+            tracing::info!("waiting for the election: no server leads yet");
+        }
+        waited += 1;
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(500), role.changed()).await;
+    }
+}
+
+/// `listen` as the other servers reach it: its own address, or the node's
+/// when it listens on every address.
+fn advertised(listen: &str, config: &Config) -> String {
+    match listen.parse::<std::net::SocketAddr>() {
+        Ok(a) if a.ip().is_unspecified() => match node_address(config) {
+            Some(ip) => format!("{ip}:{}", a.port()),
+            None => listen.to_string(),
+        },
+        _ => listen.to_string(),
+    }
 }
 
 /// The server's own node's address toward the others: the advertised one,

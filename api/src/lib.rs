@@ -16,6 +16,7 @@
 //! - [`request`]: method + path + body into [`ApiRequest`].
 //! - [`error`]: the error type, [`ApiError`].
 //! - [`server`]: the hyper server glue.
+//! - [`forward`]: a request sent on to the leading server.
 //! - [`client`]: the client the CLI uses.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
@@ -25,6 +26,7 @@ pub mod auth;
 pub mod client;
 pub mod error;
 pub mod events;
+pub mod forward;
 pub mod limit;
 pub mod names;
 pub mod openapi;

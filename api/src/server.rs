@@ -88,9 +88,14 @@ pub trait Handler: Send + Sync + 'static {
     fn access_of(&self, request: &ApiRequest) -> Access {
         request.access()
     }
+    /// Where to send a request on rather than answer it here (a server
+    /// that does not lead sends it to the one that does); `None`: here.
+    fn forward_to(&self, _method: &http::Method, _path: &str) -> Option<crate::forward::Forward> {
+        None
+    }
 }
 
-type Body = BoxBody<Bytes, Infallible>;
+pub(crate) type Body = BoxBody<Bytes, Infallible>;
 
 fn full(status: u16, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
     let mut r = Response::new(Full::new(body.into()).boxed());
@@ -336,6 +341,10 @@ pub async fn serve_request(
     request: Request<Incoming>,
     peer: Peer<'_>,
 ) -> Response<Body> {
+    let request = match crate::forward::elsewhere(handler.as_ref(), request).await {
+        Ok(response) => return response,
+        Err(request) => request,
+    };
     let started = Instant::now();
     let method = request.method().clone();
     let mut request = request;

@@ -301,6 +301,22 @@ pub struct ClusterInfo {
     pub cluster: String,
     pub version: String,
     pub nodes: Vec<NodeStatus>,
+    /// The control plane's servers: one on sled, every one that shares
+    /// the etcd store otherwise.
+    #[serde(default)]
+    pub servers: Vec<ServerStatus>,
+}
+
+/// One server of the control plane in `GET /api/v1/cluster/info`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ServerStatus {
+    pub id: String,
+    /// Its API, `HOST:PORT`.
+    pub address: String,
+    /// It leads: it alone schedules and commands the nodes.
+    pub leader: bool,
+    /// It holds its lease in the store now.
+    pub healthy: bool,
 }
 
 /// A version of a service (`GET /api/v1/services/{name}/versions`).

@@ -1,6 +1,8 @@
 //! `orca agent`: a worker node. It joins once (see [`super::enroll`]),
-//! then holds one stream to the server,
-//! reconnecting with jittered backoff. Calls from the server run on the
+//! then holds one stream to the leading server: it tries the servers it
+//! was given in turn (one that does not lead turns it away), and starts
+//! over with jittered backoff. Commands of a leader older than the newest
+//! it has seen are refused (see [`super::terms`]). Calls from the server run on the
 //! local containerd; events, log lines and a heartbeat with every replica
 //! go up. While disconnected, it keeps every replica running and restarts
 //! crashed ones itself: losing the server never kills work.
@@ -16,7 +18,7 @@ pub use super::enroll::{identity, AgentSetup, Fatal, Identity};
 use super::pki;
 use super::wire::service::cluster_client::ClusterClient;
 use super::wire::{Answer, Call, Down, Up, WireError};
-use crate::agent::{NodeAgent, PullMode};
+use crate::agent::NodeAgent;
 use crate::nodes::Hello;
 
 /// How often a heartbeat (with the inventory) goes up.
@@ -41,6 +43,8 @@ pub async fn run(
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let server = server.unwrap_or_else(|| identity.credentials.server.clone());
+    let servers = server_list(&server);
+    let terms = Arc::new(super::terms::Terms::default());
     let tls = pki::agent_tls(
         &identity.credentials.ca_sha256,
         Some((&identity.cert_pem, &identity.key_pem)),
@@ -49,8 +53,19 @@ pub async fn run(
     let keeper = tokio::spawn(super::keeper::run(local.clone(), connected.clone()));
     tokio::pin!(stop);
     let mut failures = 0u32;
+    let mut next = 0usize;
     let outcome = loop {
-        let attempt = session(&server, tls.clone(), &hello, &local, &served, &connected);
+        let server = &servers[next % servers.len()];
+        next += 1;
+        let attempt = session(
+            server,
+            tls.clone(),
+            &hello,
+            &local,
+            &served,
+            &connected,
+            &terms,
+        );
         let ended = tokio::select! {
             _ = &mut stop => break Ok(()),
             ended = attempt => ended,
@@ -65,8 +80,12 @@ pub async fn run(
                 break Err(e);
             }
             Err(e) => {
-                failures += 1;
                 tracing::warn!(server, error = %format!("{e:#}"), "connection to the server failed");
+                if next % servers.len() != 0 {
+                    // The next server may lead: ask it at once.
+                    continue;
+                }
+                failures += 1;
             }
         }
         let wait = backoff(failures);
@@ -77,6 +96,21 @@ pub async fn run(
     };
     keeper.abort();
     outcome
+}
+
+/// The servers of `--join a:6881,b:6881` (one or several), in order.
+fn server_list(join: &str) -> Vec<String> {
+    let list: Vec<String> = join
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    if list.is_empty() {
+        vec![join.to_string()]
+    } else {
+        list
+    }
 }
 
 /// Jittered exponential backoff: about 0.5 s, 1 s, 2 s ... up to 15 s.
@@ -95,6 +129,7 @@ async fn session(
     local: &Arc<dyn NodeAgent>,
     served: &Arc<Served>,
     connected: &AtomicBool,
+    terms: &Arc<super::terms::Terms>,
 ) -> anyhow::Result<()> {
     let mut client = ClusterClient::new(channel(server, tls).await?);
     let (up, up_rx) = mpsc::channel::<Up>(1024);
@@ -105,12 +140,20 @@ async fn session(
         .map_err(refused)?;
     let mut down = response.into_inner();
     let session = match down.message().await.map_err(refused)? {
-        Some(Down::Welcome { session }) => session,
+        Some(Down::Welcome { session, term }) => (session, term),
         other => anyhow::bail!("unexpected first message from the server: {other:?}"),
     };
-    tracing::info!(server, session, node = %hello.node_id, "connected to the server");
+    let (session, term) = session;
+    if !terms.admit(term) {
+        anyhow::bail!(
+            "the server leads term {term}, older than term {} this node follows: it was deposed",
+            terms.newest()
+        );
+    }
+    tracing::info!(server, session, term, node = %hello.node_id, "connected to the server");
     connected.store(true, Ordering::Relaxed);
     let mut work = Work {
+        terms: terms.clone(),
         local: local.clone(),
         served: served.clone(),
         up: up.clone(),
@@ -140,6 +183,7 @@ async fn session(
 /// What one connection runs on the node: calls, checks and log follows,
 /// all ended with it.
 struct Work {
+    terms: Arc<super::terms::Terms>,
     local: Arc<dyn NodeAgent>,
     served: Arc<Served>,
     up: mpsc::Sender<Up>,
@@ -156,6 +200,23 @@ impl Work {
     /// One message from the server.
     async fn take(&mut self, message: Down) {
         let (local, up) = (self.local.clone(), self.up.clone());
+        if let Down::Call { id, term, .. } = &message {
+            if !self.terms.admit(*term) {
+                let message = format!(
+                    "refused: a command of term {term}, older than term {} this node follows",
+                    self.terms.newest()
+                );
+                tracing::warn!(
+                    term,
+                    newest = self.terms.newest(),
+                    "refused a command of a deposed leader"
+                );
+                let kind = super::wire::ErrorKind::Other;
+                let result = Err(WireError { kind, message });
+                let _ = up.send(Up::Reply { id: *id, result }).await;
+                return;
+            }
+        }
         match message {
             Down::Welcome { .. } => {}
             Down::Call {
@@ -166,6 +227,7 @@ impl Work {
                         readiness,
                         liveness,
                     },
+                ..
             } => {
                 self.tasks.spawn(super::checks::run(
                     local,
@@ -180,6 +242,7 @@ impl Work {
             Down::Call {
                 id,
                 call: Call::LogsFollow { id: instance },
+                ..
             } => {
                 let handle = self.tasks.spawn(follow_log(local, up, id, instance));
                 self.follows.insert(id, handle);
@@ -192,6 +255,7 @@ impl Work {
                         command,
                         opts,
                     },
+                ..
             } => {
                 let (input, rx) = mpsc::channel(256);
                 let task = attach(local, up, id, instance, command, opts, rx);
@@ -207,6 +271,7 @@ impl Work {
                         pause,
                         gzip,
                     },
+                ..
             } => {
                 let task = super::transfer::export(local, up, id, (project, name, pause, gzip));
                 self.follows.insert(id, self.tasks.spawn(task));
@@ -219,6 +284,7 @@ impl Work {
                         name,
                         gzip,
                     },
+                ..
             } => {
                 let (tx, rx) = mpsc::channel(16);
                 let task = super::transfer::receive(local, up, id, (project, name, gzip), rx);
@@ -235,10 +301,10 @@ impl Work {
                     }
                 }
             }
-            Down::Call { id, call } => {
+            Down::Call { id, call, .. } => {
                 let served = self.served.clone();
                 self.tasks.spawn(async move {
-                    let result = answer(local.as_ref(), &served, call).await;
+                    let result = super::calls::answer(local.as_ref(), &served, call).await;
                     let _ = up.send(Up::Reply { id, result }).await;
                 });
             }
@@ -393,97 +459,4 @@ async fn attach(
             },
         }
     }
-}
-
-/// Runs one call on the local node.
-async fn answer(local: &dyn NodeAgent, served: &Served, call: Call) -> Result<Answer, WireError> {
-    let wire = |e: crate::agent::AgentError| WireError::from(&e);
-    Ok(match call {
-        Call::Pull { image, mode } => Answer::Pulled(local.pull(&image, mode).await.map_err(wire)?),
-        Call::Start(spec) => {
-            // Made present before the start, as the deploy did on the server.
-            local
-                .pull(&spec.image, PullMode::Missing)
-                .await
-                .map_err(wire)?;
-            Answer::Started(local.start(&spec).await.map_err(wire)?)
-        }
-        Call::Restart { id } => Answer::Pid(local.restart(&id).await.map_err(wire)?),
-        Call::Kill { id } => {
-            local.kill(&id).await.map_err(wire)?;
-            Answer::Done
-        }
-        Call::Remove { id, grace_ms } => {
-            local
-                .remove(&id, Duration::from_millis(grace_ms))
-                .await
-                .map_err(wire)?;
-            Answer::Done
-        }
-        Call::List => Answer::Instances(local.list().await.map_err(wire)?),
-        Call::ListService { service } => {
-            Answer::Instances(local.list_service(&service).await.map_err(wire)?)
-        }
-        Call::Isolation {
-            projects,
-            internal,
-            ports,
-        } => {
-            local
-                .set_network(&projects, &internal, &ports)
-                .await
-                .map_err(wire)?;
-            Answer::Done
-        }
-        Call::LogsTail { id, n } => Answer::Logs(local.logs_tail(&id, n).await.map_err(wire)?),
-        Call::Serve(tables) => {
-            let super::wire::Tables {
-                names,
-                routes,
-                certs,
-                challenges,
-            } = *tables;
-            served.dns.replace(names);
-            served.routes.replace(routes);
-            served.routes.replace_challenges(challenges);
-            for (domain, e) in served.routes.certs().replace(&certs) {
-                tracing::warn!(domain, error = %e, "certificate not served");
-            }
-            Answer::Done
-        }
-        Call::Peers(peers) => {
-            local.set_peers(&peers).await.map_err(wire)?;
-            Answer::Done
-        }
-        Call::Usage { id } => Answer::Usage(local.usage(&id).await.map_err(wire)?),
-        Call::Volumes => Answer::Volumes(local.volumes().await.map_err(wire)?),
-        call @ (Call::CommitVolume { .. }
-        | Call::DiscardVolume { .. }
-        | Call::VolumeUsers { .. }
-        | Call::RemoveVolume { .. }
-        | Call::ListenVolume { .. }
-        | Call::SendVolume { .. }
-        | Call::AwaitVolume { .. }) => super::transfer::answer(local, call).await?,
-        Call::Exec {
-            id,
-            command,
-            timeout_ms,
-        } => Answer::Exec(
-            local
-                .exec(&id, &command, Duration::from_millis(timeout_ms))
-                .await
-                .map_err(wire)?,
-        ),
-        Call::LogsFollow { .. }
-        | Call::Check { .. }
-        | Call::Attach { .. }
-        | Call::ExportVolume { .. }
-        | Call::ReceiveVolume { .. } => {
-            return Err(WireError {
-                kind: super::wire::ErrorKind::Other,
-                message: "log follows, checks and interactive execs run on, they are not answered"
-                    .into(),
-            })
-        }
-    })
 }

@@ -130,7 +130,12 @@ async fn check_server(server: &str, ca_sha256: &str) -> anyhow::Result<()> {
 
 /// Joins with `token`: checks the server, sends a signing request for a
 /// new key, keeps what comes back.
-async fn join(server: &str, token: &str, node_id: &str, dir: &Path) -> anyhow::Result<Identity> {
+async fn join(
+    (server, all): (&str, &str),
+    token: &str,
+    node_id: &str,
+    dir: &Path,
+) -> anyhow::Result<Identity> {
     let token = JoinToken::parse(token).map_err(|e| Fatal(e.to_string()))?;
     check_server(server, &token.ca_sha256).await?;
     let (key_pem, csr_pem) = pki::node_request(node_id)?;
@@ -143,7 +148,11 @@ async fn join(server: &str, token: &str, node_id: &str, dir: &Path) -> anyhow::R
             csr_pem,
         })
         .await
-        .map_err(|s| Fatal(format!("the server refused the join: {}", s.message())))?
+        .map_err(|s| match s.code() {
+            // Not the leader: another server of the list may be.
+            tonic::Code::Unavailable => anyhow::anyhow!("{server}: {}", s.message()),
+            _ => Fatal(format!("the server refused the join: {}", s.message())).into(),
+        })?
         .into_inner();
     let ca = pki::pem_certs(&reply.ca_pem)?;
     if ca.first().map(|c| pki::fingerprint(c)).as_deref() != Some(token.ca_sha256.as_str()) {
@@ -154,7 +163,7 @@ async fn join(server: &str, token: &str, node_id: &str, dir: &Path) -> anyhow::R
     let credentials = Credentials {
         node_id: node_id.to_string(),
         ca_sha256: token.ca_sha256.clone(),
-        server: server.to_string(),
+        server: all.to_string(),
         subnet: reply.subnet.clone(),
         node_index: reply.node_index,
     };
@@ -171,7 +180,8 @@ async fn join(server: &str, token: &str, node_id: &str, dir: &Path) -> anyhow::R
 
 /// What the agent needs to join.
 pub struct AgentSetup {
-    /// `HOST:PORT` of the server's cluster port (None: the one joined).
+    /// `HOST:PORT` of the servers' cluster ports, comma-separated (None:
+    /// those joined with).
     pub server: Option<String>,
     pub token: Option<String>,
     pub node_id: String,
@@ -202,7 +212,20 @@ pub async fn identity(setup: &AgentSetup) -> anyhow::Result<Identity> {
         .token
         .as_deref()
         .context("not joined yet: give --token (from `orca cluster join-token`)")?;
-    let id = join(server, token, &setup.node_id, &setup.dir).await?;
-    tracing::info!(node = %setup.node_id, "orca agent joined the cluster");
-    Ok(id)
+    // Any server may be asked; only the leader takes the join.
+    let mut last = None;
+    for one in server.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        match join((one, server), token, &setup.node_id, &setup.dir).await {
+            Ok(id) => {
+                tracing::info!(node = %setup.node_id, server = one, "orca agent joined the cluster");
+                return Ok(id);
+            }
+            Err(e) if e.downcast_ref::<Fatal>().is_some() => return Err(e),
+            Err(e) => {
+                tracing::warn!(server = one, error = %format!("{e:#}"), "join not taken here");
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("--join names no server")))
 }

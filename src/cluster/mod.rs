@@ -2,6 +2,7 @@
 //! certificates, the gRPC service agents dial, and the agent that dials it.
 
 pub mod agent;
+mod calls;
 pub mod checks;
 pub mod codec;
 pub mod enroll;
@@ -9,6 +10,7 @@ pub mod keeper;
 pub mod pki;
 pub mod remote;
 pub mod service;
+pub mod terms;
 pub mod token;
 mod transfer;
 pub mod wire;

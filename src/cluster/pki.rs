@@ -80,24 +80,43 @@ impl Ca {
     pub fn load_or_create(dir: &Path, cluster: &str) -> Result<Ca, PkiError> {
         let (cert_path, key_path) = (dir.join("ca.crt"), dir.join("ca.key"));
         if !cert_path.exists() {
-            let key = KeyPair::generate()?;
-            let mut params = CertificateParams::new(Vec::<String>::new())?;
-            params
-                .distinguished_name
-                .push(DnType::CommonName, format!("orca cluster CA ({cluster})"));
-            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-            let cert = params.self_signed(&key)?;
-            write_private(&key_path, &key.serialize_pem())?;
-            write_private(&cert_path, &cert.pem())?;
+            let (cert_pem, key_pem) = Ca::generate(cluster)?;
+            write_private(&key_path, &key_pem)?;
+            write_private(&cert_path, &cert_pem)?;
         }
         let cert_pem = std::fs::read_to_string(&cert_path).map_err(io_error(&cert_path))?;
         let key_pem = std::fs::read_to_string(&key_path).map_err(io_error(&key_path))?;
-        let key = KeyPair::from_pem(&key_pem)?;
+        Ca::from_pem(cert_pem, &key_pem)
+            .map_err(|e| PkiError::Invalid(format!("{}: {e}", cert_path.display())))
+    }
+
+    /// The files of a `dir` that [`Ca::load_or_create`] made, if there are.
+    pub fn files_in(dir: &Path) -> Option<(String, String)> {
+        let cert = std::fs::read_to_string(dir.join("ca.crt")).ok()?;
+        let key = std::fs::read_to_string(dir.join("ca.key")).ok()?;
+        Some((cert, key))
+    }
+
+    /// A new CA for `cluster`: its certificate and key, in PEM.
+    pub fn generate(cluster: &str) -> Result<(String, String), PkiError> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("orca cluster CA ({cluster})"));
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let cert = params.self_signed(&key)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
+    /// The CA of this certificate and key (PEM).
+    pub fn from_pem(cert_pem: String, key_pem: &str) -> Result<Ca, PkiError> {
+        let key = KeyPair::from_pem(key_pem)?;
         let cert_der = pem_certs(&cert_pem)?
             .into_iter()
             .next()
-            .ok_or_else(|| PkiError::Invalid(format!("{}: no certificate", cert_path.display())))?;
+            .ok_or_else(|| PkiError::Invalid("no certificate".into()))?;
         Ok(Ca {
             sha256: fingerprint(&cert_der),
             cert_pem,

@@ -122,7 +122,7 @@ impl RemoteAgent {
     async fn call_as(&self, id: u64, call: Call, limit: Duration) -> Result<Answer, AgentError> {
         let (tx, rx) = oneshot::channel();
         lock(&self.pending).insert(id, tx);
-        let sent = self.sender()?.send(Ok(Down::Call { id, call })).await;
+        let sent = self.sender()?.send(Ok(Down::call(id, call))).await;
         if sent.is_err() {
             lock(&self.pending).remove(&id);
             return Err(self.unreachable("connection closed"));
@@ -314,11 +314,7 @@ impl NodeAgent for RemoteAgent {
         lock(&self.follows).insert(call_id, tx.clone());
         let call = Call::LogsFollow { id: id.into() };
         tokio::spawn(async move {
-            if down
-                .send(Ok(Down::Call { id: call_id, call }))
-                .await
-                .is_err()
-            {
+            if down.send(Ok(Down::call(call_id, call))).await.is_err() {
                 return;
             }
             // When the reader goes, the node stops following.

@@ -2,6 +2,10 @@
 //! `Join` (token and signing request in, the node's certificate out) and
 //! `Connect` (a node's long-lived stream, which becomes a
 //! [`RemoteAgent`] in the node registry). The server never dials a node.
+//! Only a leading server takes either; one that does not lead turns the
+//! node away (`UNAVAILABLE`), and the node asks the next server. Every
+//! command on a stream carries the term of the leader that took it, and
+//! the stream ends with that term.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -15,7 +19,7 @@ use super::pki::{fingerprint, Ca};
 use super::remote::RemoteAgent;
 use super::wire::service::cluster_server::{Cluster, ClusterServer};
 use super::wire::{Down, JoinReply, JoinRequest, Up};
-use crate::control::ControlPlane;
+use crate::ha::switch::{Leading, Role};
 use crate::nodes::NodeError;
 
 /// The SHA-256 of the client certificate a connection showed, if any.
@@ -27,8 +31,24 @@ struct PeerAddr(SocketAddr);
 
 /// See the module doc.
 pub struct ClusterService {
-    control: ControlPlane,
+    role: tokio::sync::watch::Receiver<Role>,
     ca: Arc<Ca>,
+}
+
+impl ClusterService {
+    /// The term this server leads, or the refusal a node gets.
+    fn leading(&self) -> Result<Arc<Leading>, Status> {
+        match &*self.role.borrow() {
+            Role::Leading(l) => Ok(l.clone()),
+            Role::Following(Some(leader)) => Err(Status::unavailable(format!(
+                "this server does not lead; the leader's cluster port is {}",
+                leader.cluster
+            ))),
+            Role::Following(None) => Err(Status::unavailable(
+                "this server does not lead, and no leader is known yet",
+            )),
+        }
+    }
 }
 
 fn refusal(e: NodeError) -> Status {
@@ -46,11 +66,13 @@ fn refusal(e: NodeError) -> Status {
 impl Cluster for ClusterService {
     async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinReply>, Status> {
         let peer = request.extensions().get::<PeerAddr>().map(|p| p.0);
+        let leading = self.leading()?;
+        let control = &leading.control;
         let join = request.into_inner();
         if let Err(e) = api::names::checked_name("node id", &join.node_id) {
             return Err(Status::invalid_argument(e.message));
         }
-        if let Err(reason) = self.control.redeem_join_token(&join.token) {
+        if let Err(reason) = control.redeem_join_token(&join.token) {
             tracing::warn!(?peer, node = %join.node_id, reason, "join refused");
             return Err(Status::permission_denied(reason));
         }
@@ -62,10 +84,9 @@ impl Cluster for ClusterService {
             .ok()
             .and_then(|c| c.into_iter().next())
             .ok_or_else(|| Status::internal("signed certificate unreadable"))?;
-        let subnet = self.control.subnet().to_string();
+        let subnet = control.subnet().to_string();
         let subnets = node_subnets(&subnet).map_err(Status::internal)?;
-        let node_index = self
-            .control
+        let node_index = control
             .nodes()
             .enroll(&join.node_id, &fingerprint(&der), subnets)
             .await
@@ -96,12 +117,14 @@ impl Cluster for ClusterService {
                 Status::unauthenticated("no client certificate: join the cluster first")
             })?;
         let peer = request.extensions().get::<PeerAddr>().map(|p| p.0);
+        let leading = self.leading()?;
+        let control = &leading.control;
         let mut up = request.into_inner();
         let mut hello = match up.message().await? {
             Some(Up::Hello(h)) => h,
             _ => return Err(Status::invalid_argument("the first message must be Hello")),
         };
-        if let (Some(theirs), Some(ours)) = (&hello.overlay, self.control.overlay()) {
+        if let (Some(theirs), Some(ours)) = (&hello.overlay, control.overlay()) {
             if theirs != ours {
                 tracing::warn!(
                     ?peer,
@@ -128,7 +151,7 @@ impl Cluster for ClusterService {
             down_tx.clone(),
             kill_tx,
         ));
-        let nodes = self.control.nodes().clone();
+        let nodes = control.nodes().clone();
         let session = nodes
             .connect(hello, agent.clone(), Some(cert))
             .await
@@ -141,9 +164,16 @@ impl Cluster for ClusterService {
         tokio::spawn(read_up(up, agent, nodes, node, session));
         // The welcome goes first, before any call the control plane queued
         // as soon as the node counted as connected.
-        let stream = tokio_stream::once(Ok(Down::Welcome { session }))
-            .chain(tokio_stream::wrappers::ReceiverStream::new(down_rx))
-            .take_until(kill_rx);
+        let term = leading.term;
+        let stream = tokio_stream::once(Ok(Down::Welcome { session, term }))
+            .chain(
+                tokio_stream::wrappers::ReceiverStream::new(down_rx).map(move |m| match m {
+                    Ok(Down::Call { id, call, .. }) => Ok(Down::Call { id, call, term }),
+                    other => other,
+                }),
+            )
+            .take_until(kill_rx)
+            .take_until(leading.ended.clone().cancelled_owned());
         Ok(Response::new(Box::pin(stream)))
     }
 }
@@ -197,13 +227,13 @@ async fn read_up(
 /// Serves the cluster port until `stop` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    control: ControlPlane,
+    role: tokio::sync::watch::Receiver<Role>,
     ca: Arc<Ca>,
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let tls = Arc::new(ca.server_tls()?);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let service = ClusterServer::new(ClusterService { control, ca });
+    let service = ClusterServer::new(ClusterService { role, ca });
     tokio::pin!(stop);
     loop {
         let (tcp, addr) = tokio::select! {

@@ -79,28 +79,35 @@ pub enum Up {
 /// Server to agent.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Down {
-    /// The connection is taken; its session number.
+    /// The connection is taken; its session number, and the term of the
+    /// leader that took it (0 on a server without an election).
     Welcome {
         session: u64,
+        #[serde(default)]
+        term: u64,
     },
+    /// A command, with the sending leader's term: an agent refuses one of
+    /// an older term than the newest it has seen. The term is set on the
+    /// way out, by the session's stream (see `service`).
     Call {
         id: u64,
         call: Call,
+        #[serde(default)]
+        term: u64,
     },
     /// Stop following the log of call `id`, or kill its interactive exec.
-    Cancel {
-        id: u64,
-    },
+    Cancel { id: u64 },
     /// Input for the interactive exec of call `id`.
-    Attach {
-        id: u64,
-        input: cri::AttachInput,
-    },
+    Attach { id: u64, input: cri::AttachInput },
     /// A piece of the archive call `id` receives; `End` is its last.
-    Piece {
-        id: u64,
-        piece: Piece,
-    },
+    Piece { id: u64, piece: Piece },
+}
+
+impl Down {
+    /// Call `id`; its term is set on the way out (see `Down::Call`).
+    pub fn call(id: u64, call: Call) -> Self {
+        Down::Call { id, call, term: 0 }
+    }
 }
 
 /// A piece's call id and bytes, if it is data (its end goes as JSON).

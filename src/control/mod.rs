@@ -19,6 +19,7 @@ mod serve;
 mod state;
 #[cfg(test)]
 mod tests;
+mod view;
 
 use endpoints::{access, cluster, deploy, pull};
 pub(crate) use reconcile::health;
@@ -93,6 +94,8 @@ pub struct Settings {
     pub devices: Vec<String>,
     /// orca's own listeners, which no service may publish.
     pub own_ports: Vec<ports::claims::Own>,
+    /// The control plane's servers, as last read (none: not known).
+    pub servers: Option<tokio::sync::watch::Receiver<Vec<api::status::ServerStatus>>>,
 }
 
 impl Default for Settings {
@@ -119,6 +122,7 @@ impl Default for Settings {
             host_paths: Vec::new(),
             devices: Vec::new(),
             own_ports: Vec::new(),
+            servers: None,
         }
     }
 }

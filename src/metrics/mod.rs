@@ -23,6 +23,10 @@ pub struct Metrics {
     pub deploy_seconds: Histogram,
     requests: IntCounterVec,
     request_seconds: HistogramVec,
+    /// 1 while this server leads the control plane.
+    pub leader: prometheus::IntGauge,
+    /// Leaderships this server took or lost.
+    pub leader_changes: prometheus::IntCounter,
     /// Replica usage per node, read at most every few seconds.
     usage: std::sync::Arc<snapshot::UsageCache>,
 }
@@ -76,6 +80,16 @@ impl Metrics {
             ]),
             &["route"],
         )?;
+        let leader = prometheus::IntGauge::new(
+            "orca_leader",
+            "1 while this server leads the control plane, else 0",
+        )?;
+        let leader_changes = prometheus::IntCounter::new(
+            "orca_leader_changes_total",
+            "Times this server took or lost the leadership",
+        )?;
+        registry.register(Box::new(leader.clone()))?;
+        registry.register(Box::new(leader_changes.clone()))?;
         registry.register(Box::new(restarts.clone()))?;
         registry.register(Box::new(oom_kills.clone()))?;
         registry.register(Box::new(pull_seconds.clone()))?;
@@ -90,6 +104,8 @@ impl Metrics {
             deploy_seconds,
             requests,
             request_seconds,
+            leader,
+            leader_changes,
             usage: Default::default(),
         })
     }

@@ -222,6 +222,7 @@ mod tests {
                 cluster: "c".into(),
                 version: "v".into(),
                 nodes: Vec::new(),
+                servers: Vec::new(),
             },
             usages: ids
                 .iter()

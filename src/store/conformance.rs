@@ -125,16 +125,19 @@ fn every_store_behaves_alike() {
             prefix: "/conformance".into(),
             ..StoreSection::default()
         };
-        let store = EtcdStore::open(&section).unwrap();
+        let store = EtcdStore::open(&section, None).unwrap();
         behaves(&store, "etcd");
         // What one client wrote, another reads: it is in etcd.
-        let again = EtcdStore::open(&section).unwrap();
+        let again = EtcdStore::open(&section, None).unwrap();
         assert_eq!(again.list(Tree::Services).unwrap().len(), 3);
         // Another prefix is another store.
-        let other = EtcdStore::open(&StoreSection {
-            prefix: "/other".into(),
-            ..section
-        })
+        let other = EtcdStore::open(
+            &StoreSection {
+                prefix: "/other".into(),
+                ..section
+            },
+            None,
+        )
         .unwrap();
         assert!(other.list(Tree::Services).unwrap().is_empty());
     }

@@ -11,7 +11,10 @@
 use std::sync::mpsc as sync_mpsc;
 use std::time::Duration;
 
-use etcd_client::{Certificate, Client, ConnectOptions, GetOptions, Identity, TlsOptions};
+use etcd_client::{
+    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, TlsOptions, Txn,
+    TxnOp,
+};
 use tokio::sync::mpsc;
 
 use super::settings::StoreSection;
@@ -27,8 +30,8 @@ type Reply<T> = sync_mpsc::SyncSender<Result<T, StoreError>>;
 /// One call for the client's thread.
 enum Op {
     Get(String, Reply<Option<Vec<u8>>>),
-    Put(String, Vec<u8>, Reply<()>),
-    Delete(String, Reply<()>),
+    Put(String, Vec<u8>, Option<(String, i64)>, Reply<()>),
+    Delete(String, Option<(String, i64)>, Reply<()>),
     List(String, Reply<Vec<(String, Vec<u8>)>>),
 }
 
@@ -36,6 +39,35 @@ enum Op {
 pub struct EtcdStore {
     ops: mpsc::UnboundedSender<Op>,
     prefix: String,
+    /// What every write must hold (see [`Fence`]); none: writes are free
+    /// (the offline tools).
+    fence: Option<Fence>,
+}
+
+/// The leadership a server's writes hold. While it leads, every write is
+/// a transaction that commits only if the leader key still has the
+/// creation revision its election gave it (the term): a deposed leader's
+/// late write changes nothing. While it does not lead, writes are refused
+/// here, before they reach etcd.
+#[derive(Clone, Default)]
+pub struct Fence {
+    held: std::sync::Arc<std::sync::RwLock<Option<(String, i64)>>>,
+}
+
+impl Fence {
+    /// Writes from now on hold only while `key` was created at `revision`.
+    pub fn lead(&self, key: &str, revision: i64) {
+        *self.held.write().unwrap_or_else(|p| p.into_inner()) = Some((key.to_string(), revision));
+    }
+
+    /// Writes from now on are refused.
+    pub fn drop_lead(&self) {
+        *self.held.write().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    fn held(&self) -> Option<(String, i64)> {
+        self.held.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 fn backend(op: &'static str) -> impl Fn(etcd_client::Error) -> StoreError {
@@ -54,7 +86,7 @@ fn timed_out(op: &'static str) -> StoreError {
 
 /// The client options `[store]` asks for: TLS with etcd's CA (and this
 /// server's certificate) for https endpoints.
-fn options(section: &StoreSection) -> Result<ConnectOptions, StoreError> {
+pub(crate) fn options(section: &StoreSection) -> Result<ConnectOptions, StoreError> {
     let read = |p: &std::path::Path| {
         std::fs::read(p).map_err(|e| StoreError::Backend {
             op: "open",
@@ -78,7 +110,7 @@ fn options(section: &StoreSection) -> Result<ConnectOptions, StoreError> {
 impl EtcdStore {
     /// Connects to the endpoints of `section` and checks that etcd
     /// answers; the client then runs on a thread of its own.
-    pub fn open(section: &StoreSection) -> Result<Self, StoreError> {
+    pub fn open(section: &StoreSection, fence: Option<Fence>) -> Result<Self, StoreError> {
         let opts = options(section)?;
         let endpoints = section.endpoints.clone();
         let (ops, mut rx) = mpsc::unbounded_channel::<Op>();
@@ -136,7 +168,16 @@ impl EtcdStore {
         Ok(Self {
             ops,
             prefix: section.prefix.clone(),
+            fence,
         })
+    }
+
+    /// The guard a write must hold: `Ok(None)` when writes are free.
+    fn guard(&self, op: &'static str) -> Result<Option<(String, i64)>, StoreError> {
+        match &self.fence {
+            None => Ok(None),
+            Some(fence) => fence.held().map(Some).ok_or(StoreError::NotLeader { op }),
+        }
     }
 
     fn key(&self, tree: Tree, key: &str) -> String {
@@ -160,6 +201,28 @@ impl EtcdStore {
     }
 }
 
+/// Runs `op` alone (no guard), or in a transaction that commits only
+/// while the leader key has the term's creation revision.
+async fn guarded(
+    kv: &mut etcd_client::KvClient,
+    name: &'static str,
+    op: TxnOp,
+    guard: Option<(String, i64)>,
+) -> Result<(), StoreError> {
+    let txn = match guard {
+        None => Txn::new().and_then([op]),
+        Some((key, revision)) => Txn::new()
+            .when([Compare::create_revision(key, CompareOp::Equal, revision)])
+            .and_then([op]),
+    };
+    let done = kv.txn(txn).await.map_err(backend(name))?;
+    if done.succeeded() {
+        Ok(())
+    } else {
+        Err(StoreError::NotLeader { op: name })
+    }
+}
+
 /// Runs one call and answers it.
 async fn serve(mut kv: etcd_client::KvClient, op: Op) {
     match op {
@@ -171,20 +234,12 @@ async fn serve(mut kv: etcd_client::KvClient, op: Op) {
                 .map_err(backend("get"));
             let _ = reply.send(r);
         }
-        Op::Put(key, value, reply) => {
-            let r = kv
-                .put(key, value, None)
-                .await
-                .map(|_| ())
-                .map_err(backend("put"));
+        Op::Put(key, value, guard, reply) => {
+            let r = guarded(&mut kv, "put", TxnOp::put(key, value, None), guard).await;
             let _ = reply.send(r);
         }
-        Op::Delete(key, reply) => {
-            let r = kv
-                .delete(key, None)
-                .await
-                .map(|_| ())
-                .map_err(backend("delete"));
+        Op::Delete(key, guard, reply) => {
+            let r = guarded(&mut kv, "delete", TxnOp::delete(key, None), guard).await;
             let _ = reply.send(r);
         }
         Op::List(prefix, reply) => {
@@ -216,12 +271,14 @@ impl Store for EtcdStore {
     fn put(&self, tree: Tree, key: &str, value: &[u8]) -> Result<(), StoreError> {
         let key = self.key(tree, key);
         let value = value.to_vec();
-        self.call("put", |r| Op::Put(key, value, r))
+        let guard = self.guard("put")?;
+        self.call("put", |r| Op::Put(key, value, guard, r))
     }
 
     fn delete(&self, tree: Tree, key: &str) -> Result<(), StoreError> {
         let key = self.key(tree, key);
-        self.call("delete", |r| Op::Delete(key, r))
+        let guard = self.guard("delete")?;
+        self.call("delete", |r| Op::Delete(key, guard, r))
     }
 
     fn list(&self, tree: Tree) -> Result<Vec<(String, Vec<u8>)>, StoreError> {

@@ -6,7 +6,7 @@
 
 #[cfg(test)]
 mod conformance;
-mod etcd_store;
+pub(crate) mod etcd_store;
 #[cfg(test)]
 mod mem;
 mod records;
@@ -16,7 +16,7 @@ pub mod snapshot;
 
 use std::sync::Arc;
 
-pub use etcd_store::EtcdStore;
+pub use etcd_store::{EtcdStore, Fence};
 #[cfg(test)]
 pub use mem::MemStore;
 pub use records::{
@@ -44,11 +44,13 @@ pub enum Tree {
     Acme,
     /// Named volumes and the node each lives on.
     Volumes,
+    /// The cluster itself: its CA (key sealed), shared by every server.
+    Cluster,
 }
 
 impl Tree {
     /// Every tree.
-    pub const ALL: [Tree; 10] = [
+    pub const ALL: [Tree; 11] = [
         Tree::Services,
         Tree::Tokens,
         Tree::Webhooks,
@@ -59,6 +61,7 @@ impl Tree {
         Tree::JoinTokens,
         Tree::Acme,
         Tree::Volumes,
+        Tree::Cluster,
     ];
 
     /// The tree named `name` (see [`Tree::name`]).
@@ -78,6 +81,7 @@ impl Tree {
             Tree::JoinTokens => "join_tokens",
             Tree::Acme => "acme",
             Tree::Volumes => "volumes",
+            Tree::Cluster => "cluster",
         }
     }
 }
@@ -96,6 +100,10 @@ pub enum StoreError {
         "the store at {path} stayed locked for {waited_ms} ms; is another orca running with this data_dir?"
     )]
     Locked { path: String, waited_ms: u128 },
+    /// This server does not lead (or no longer does): its writes are
+    /// refused, by itself or by etcd.
+    #[error("store {op} refused: this server is not the leader")]
+    NotLeader { op: &'static str },
 }
 
 /// Durable key-value storage. `put` and `delete` return only once the

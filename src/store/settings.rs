@@ -29,6 +29,9 @@ pub struct StoreSection {
     pub key: Option<PathBuf>,
     /// Every key orca writes lives under it.
     pub prefix: String,
+    /// The leader's lease: a leader that cannot renew it stops acting
+    /// before it runs out, and another server leads after it (etcd only).
+    pub leader_ttl_secs: u64,
 }
 
 impl Default for StoreSection {
@@ -40,6 +43,7 @@ impl Default for StoreSection {
             cert: None,
             key: None,
             prefix: "/orca".into(),
+            leader_ttl_secs: 5,
         }
     }
 }
@@ -68,6 +72,12 @@ impl StoreSection {
         }
         if self.cert.is_some() != self.key.is_some() {
             return Err("[store] cert and key go together".into());
+        }
+        if !(2..=60).contains(&self.leader_ttl_secs) {
+            return Err(format!(
+                "[store] leader_ttl_secs {}: 2 to 60",
+                self.leader_ttl_secs
+            ));
         }
         let p = &self.prefix;
         let plain = p.starts_with('/')
@@ -111,6 +121,13 @@ mod tests {
                     ..etcd(&["http://a:1"])
                 },
                 "prefix",
+            ),
+            (
+                StoreSection {
+                    leader_ttl_secs: 1,
+                    ..etcd(&["http://a:1"])
+                },
+                "leader_ttl_secs",
             ),
             (
                 StoreSection {

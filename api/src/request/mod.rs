@@ -215,6 +215,29 @@ impl ApiRequest {
         }
     }
 
+    /// True if it changes nothing: a server that does not lead can answer
+    /// it from its own view.
+    pub fn is_read(&self) -> bool {
+        use ApiRequest::*;
+        matches!(
+            self,
+            Page | Health
+                | Metrics
+                | OpenApi
+                | Status { .. }
+                | Logs { .. }
+                | Versions { .. }
+                | Events(_)
+                | ClusterInfo
+                | ListVolumes { .. }
+                | ListWebhooks
+                | ListJoinTokens
+                | ListTokens
+                | ListSecrets { .. }
+                | StoreBackup
+        )
+    }
+
     /// A fixed label for metrics.
     pub fn route(&self) -> &'static str {
         use ApiRequest::*;

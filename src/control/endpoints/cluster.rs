@@ -113,6 +113,11 @@ impl ControlPlane {
             cluster: settings.cluster_name.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             nodes,
+            servers: settings
+                .servers
+                .as_ref()
+                .map(|s| s.borrow().clone())
+                .unwrap_or_default(),
         }
     }
 
