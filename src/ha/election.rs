@@ -189,7 +189,10 @@ async fn run(mut client: Client, cfg: Cfg, mut stop: oneshot::Receiver<()>) {
         };
         cfg.fence.drop_lead();
         let was_leading = matches!(*cfg.standing.borrow(), Standing::Leading { .. });
-        cfg.standing.send_replace(Standing::Following(None));
+        if was_leading {
+            cfg.standing.send_replace(Standing::Following(None));
+        }
+        // A follower that lost its own lease still knows who leads.
         if let Err(e) = ended {
             if was_leading {
                 tracing::warn!(error = %format!("{e:#}"), "leadership lost: stopped acting");
@@ -206,6 +209,19 @@ async fn run(mut client: Client, cfg: Cfg, mut stop: oneshot::Receiver<()>) {
             _ = &mut stop => return,
         }
     }
+}
+
+/// `call` on a clone of `client`, tried again while it fails for want of
+/// a connection to one member (see `etcd_store::retried`).
+fn again<T, Fut>(
+    client: &Client,
+    call: impl Fn(Client) -> Fut,
+) -> impl std::future::Future<Output = Result<T, etcd_client::Error>>
+where
+    Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+{
+    let client = client.clone();
+    crate::store::etcd_store::retried(move || call(client.clone()))
 }
 
 /// Waits for `work` at most until `deadline` (or [`CALL`]).
@@ -234,7 +250,7 @@ async fn one_lease(
     let grant = bounded(
         None,
         "grant a lease",
-        client.lease_grant(cfg.ttl.as_secs() as i64, None),
+        again(client, |mut c| async move { c.lease_grant(cfg.ttl.as_secs() as i64, None).await }),
     )
     .await?;
     *lease_id = Some(grant.id());
@@ -251,14 +267,20 @@ async fn one_lease(
     bounded(
         lease.deadline(),
         "announce this server",
-        client.put(cfg.member_key(me), info.clone(), None),
+        again(client, |mut c| {
+            let (key, info) = (cfg.member_key(me), info.clone());
+            async move { c.put(key, info, None).await }
+        }),
     )
     .await?;
     let on_lease = Some(PutOptions::new().with_lease(id));
     bounded(
         lease.deadline(),
         "announce this server",
-        client.put(cfg.alive_key(me), info.clone(), on_lease.clone()),
+        again(client, |mut c| {
+            let (key, info, opts) = (cfg.alive_key(me), info.clone(), on_lease.clone());
+            async move { c.put(key, info, opts).await }
+        }),
     )
     .await?;
     let mut renew = tokio::time::interval(lease.renew_every());
@@ -330,7 +352,15 @@ async fn campaign(
             Some(PutOptions::new().with_lease(lease)),
         )])
         .or_else([TxnOp::get(key.clone(), None)]);
-    let done = bounded(deadline, "campaign", client.txn(txn)).await?;
+    let done = bounded(
+        deadline,
+        "campaign",
+        again(client, |mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        }),
+    )
+    .await?;
     if done.succeeded() {
         let term = done
             .header()
@@ -387,7 +417,10 @@ async fn still_held(
     let got = bounded(
         deadline,
         "read the leader key",
-        client.get(cfg.leader_key(), None),
+        again(client, |mut c| {
+            let key = cfg.leader_key();
+            async move { c.get(key, None).await }
+        }),
     )
     .await?;
     match got.kvs().first() {
@@ -408,13 +441,19 @@ async fn list(
     let members = bounded(
         deadline,
         "list the servers",
-        client.get(cfg.member_key(""), prefixed()),
+        again(client, |mut c| {
+            let key = cfg.member_key("");
+            async move { c.get(key, prefixed()).await }
+        }),
     )
     .await?;
     let alive = bounded(
         deadline,
         "list the servers",
-        client.get(cfg.alive_key(""), prefixed()),
+        again(client, |mut c| {
+            let key = cfg.alive_key("");
+            async move { c.get(key, prefixed()).await }
+        }),
     )
     .await?;
     let alive: Vec<&[u8]> = alive.kvs().iter().map(|kv| kv.value()).collect();

@@ -201,6 +201,38 @@ impl EtcdStore {
     }
 }
 
+/// True for a failure another try may not meet: the call found no
+/// connection to the member it went to (down, or not connected yet),
+/// while others may answer.
+pub(crate) fn transient(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::TransportError(_) => true,
+        etcd_client::Error::GRpcStatus(s) => s.code() == tonic::Code::Unavailable,
+        _ => false,
+    }
+}
+
+/// Runs `call` again (5 times at most, 50 ms more apart each time) while
+/// it fails [`transient`]ly. Every call here may run twice: a put or a
+/// delete of the same value, and a guarded transaction, change nothing
+/// more the second time.
+pub(crate) async fn retried<T, F, Fut>(mut call: F) -> Result<T, etcd_client::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+{
+    let mut tries = 0u32;
+    loop {
+        match call().await {
+            Err(e) if transient(&e) && tries < 5 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(50) * tries).await;
+            }
+            done => return done,
+        }
+    }
+}
+
 /// Runs `op` alone (no guard), or in a transaction that commits only
 /// while the leader key has the term's creation revision.
 async fn guarded(
@@ -215,7 +247,12 @@ async fn guarded(
             .when([Compare::create_revision(key, CompareOp::Equal, revision)])
             .and_then([op]),
     };
-    let done = kv.txn(txn).await.map_err(backend(name))?;
+    let done = retried(|| {
+        let (mut kv, txn) = (kv.clone(), txn.clone());
+        async move { kv.txn(txn).await }
+    })
+    .await
+    .map_err(backend(name))?;
     if done.succeeded() {
         Ok(())
     } else {
@@ -227,9 +264,11 @@ async fn guarded(
 async fn serve(mut kv: etcd_client::KvClient, op: Op) {
     match op {
         Op::Get(key, reply) => {
-            let r = kv
-                .get(key, None)
-                .await
+            let r = retried(|| {
+                let (mut kv, key) = (kv.clone(), key.clone());
+                async move { kv.get(key, None).await }
+            })
+            .await
                 .map(|r| r.kvs().first().map(|kv| kv.value().to_vec()))
                 .map_err(backend("get"));
             let _ = reply.send(r);
@@ -243,9 +282,11 @@ async fn serve(mut kv: etcd_client::KvClient, op: Op) {
             let _ = reply.send(r);
         }
         Op::List(prefix, reply) => {
-            let r = kv
-                .get(prefix.clone(), Some(GetOptions::new().with_prefix()))
-                .await
+            let r = retried(|| {
+                let (mut kv, key) = (kv.clone(), prefix.clone());
+                async move { kv.get(key, Some(GetOptions::new().with_prefix())).await }
+            })
+            .await
                 .map(|r| {
                     r.kvs()
                         .iter()

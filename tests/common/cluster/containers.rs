@@ -186,7 +186,7 @@ impl Drop for LabCluster {
                 eprintln!("---- node {i}'s log ----\n{}", self.log(i));
             }
         }
-        for a in &mut self.agents {
+        for a in self.agents.iter_mut().chain(&mut self.etcd) {
             Self::end(a, nix::sys::signal::Signal::SIGKILL);
         }
         // Every replica of every node, by its own containerd.

@@ -15,11 +15,13 @@ use serde_json::Value;
 use super::lab::Lab;
 
 mod containers;
+mod refusals;
 mod paths;
 mod volumes;
 #[allow(unused_imports)]
 pub use containers::running_versions;
 mod exec;
+pub mod ha;
 pub mod load;
 pub mod overlay;
 
@@ -40,9 +42,17 @@ pub struct LabCluster {
     /// binary, so that heartbeats keep time on a small machine. Released
     /// after the drop's cleanup.
     _turn: tokio::sync::MutexGuard<'static, ()>,
+    /// Each node's `orca` but node 0's server: agents, and the other
+    /// servers of a control plane of several (see `ha`).
     agents: Vec<Option<Child>>,
     /// Each node's containerd namespace.
     namespaces: Vec<String>,
+    /// How many nodes (0, 1, ...) run a server; each with an etcd member
+    /// when more than one.
+    pub servers: usize,
+    /// The server node whose API the test talks to.
+    pub api_node: usize,
+    etcd: Vec<Option<Child>>,
 }
 
 fn node_id(i: usize) -> String {
@@ -64,6 +74,16 @@ impl LabCluster {
         cluster_extra: &str,
         network_extra: &str,
     ) -> LabCluster {
+        let mut cluster = Self::lab_only(env, n).await;
+        cluster.write_configs(cluster_extra, network_extra);
+        cluster.spawn_server();
+        cluster.wait_api().await;
+        cluster
+    }
+
+    /// The lab, its registry and the cluster's files, with nothing of
+    /// orca started.
+    async fn lab_only(env: &super::TestEnv, n: usize) -> LabCluster {
         static TURNS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
         let turn = TURNS.lock().await;
         let mut lab = Lab::start(n).await;
@@ -78,7 +98,7 @@ impl LabCluster {
         let dir = tempfile::tempdir().unwrap();
         let tag = super::rand_u32() & 0xff_ffff;
         let namespaces = (0..n).map(|i| format!("olab{i}x{tag:06x}")).collect();
-        let mut cluster = LabCluster {
+        LabCluster {
             lab,
             registry,
             dir,
@@ -86,11 +106,10 @@ impl LabCluster {
             _turn: turn,
             agents: (0..n).map(|_| None).collect(),
             namespaces,
-        };
-        cluster.write_configs(cluster_extra, network_extra);
-        cluster.spawn_server();
-        cluster.wait_api().await;
-        cluster
+            servers: 1,
+            api_node: 0,
+            etcd: (0..n).map(|_| None).collect(),
+        }
     }
 
     /// The whole cluster: the server and `n - 1` joined agents, all ready.
@@ -181,7 +200,10 @@ impl LabCluster {
 
     /// Starts node `i`'s agent (joining with `token` if given).
     pub fn spawn_agent(&mut self, i: usize, token: Option<&str>) {
-        let join = format!("{}:6881", self.lab.nodes[0].address);
+        let join = (0..self.servers)
+            .map(|s| format!("{}:6881", self.lab.nodes[s].address))
+            .collect::<Vec<_>>()
+            .join(",");
         let mut args = vec!["agent", "--join", &join];
         if let Some(t) = token {
             args.extend(["--token", t]);
@@ -190,77 +212,11 @@ impl LabCluster {
         self.agents[i] = Some(child);
     }
 
-    /// Runs node `i`'s agent to its end (a refused join): exit code, log.
-    pub fn agent_refused(&self, i: usize, token: &str) -> (Option<i32>, String) {
-        let join = format!("{}:6881", self.lab.nodes[0].address);
-        let child = self.spawn(i, &["agent", "--join", &join, "--token", token]);
-        self.to_end(i, child)
-    }
-
-    /// Runs node `i`'s agent, joined before (no token), to its end: exit
-    /// code, log.
-    pub fn agent_refused_again(&self, i: usize) -> (Option<i32>, String) {
-        let join = format!("{}:6881", self.lab.nodes[0].address);
-        let child = self.spawn(i, &["agent", "--join", &join]);
-        self.to_end(i, child)
-    }
-
     /// Changes node `i`'s config file with `edit`.
     pub fn edit_config(&self, i: usize, edit: impl FnOnce(String) -> String) {
         let path = self.config_path(i);
         let config = std::fs::read_to_string(&path).unwrap();
         std::fs::write(&path, edit(config)).unwrap();
-    }
-
-    /// Waits (30 s at most) for node `i`'s agent `child` to end: exit
-    /// code, log.
-    fn to_end(&self, i: usize, mut child: Child) -> (Option<i32>, String) {
-        for _ in 0..300 {
-            if let Ok(Some(status)) = child.try_wait() {
-                return (status.code(), self.log(i));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("the agent did not give up; log:\n{}", self.log(i));
-    }
-
-    /// Runs an agent on node `i` that claims to be node `id` (its own data
-    /// dir, so it joins afresh) to its end: exit code and log.
-    pub fn agent_refused_as(&self, i: usize, id: &str, token: &str) -> (Option<i32>, String) {
-        let config = std::fs::read_to_string(self.config_path(i))
-            .unwrap()
-            .replace(
-                &format!("id = \"{}\"", node_id(i)),
-                &format!("id = \"{id}\""),
-            )
-            .replace(
-                &self.data_dir(i).display().to_string(),
-                &self
-                    .dir
-                    .path()
-                    .join(format!("impostor{i}"))
-                    .display()
-                    .to_string(),
-            );
-        let path = self.dir.path().join(format!("impostor{i}.toml"));
-        std::fs::write(&path, config).unwrap();
-        let log_path = self.dir.path().join(format!("impostor{i}.log"));
-        let join = format!("{}:6881", self.lab.nodes[0].address);
-        let out = self.lab.nodes[i]
-            .nsenter(super::orca_bin())
-            .args(["agent", "--join", &join, "--token", token, "--config"])
-            .arg(&path)
-            .env_remove("ORCA_TOKEN")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log_path).unwrap())
-            .status()
-            .unwrap();
-        (
-            out.code(),
-            std::fs::read_to_string(log_path).unwrap_or_default(),
-        )
     }
 
     fn end(child: &mut Option<Child>, signal: nix::sys::signal::Signal) {
@@ -299,7 +255,7 @@ impl LabCluster {
 
     /// Runs `orca ARGS` inside node 0's namespace against the API.
     pub fn orca(&self, args: &[&str]) -> Output {
-        self.lab.nodes[0]
+        self.lab.nodes[self.api_node]
             .nsenter(super::orca_bin())
             .args(["--api", "http://127.0.0.1:6880", "--token", ADMIN])
             .args(args)
@@ -455,7 +411,7 @@ impl LabCluster {
             .args([
                 "netns",
                 "exec",
-                &self.lab.nodes[0].netns,
+                &self.lab.nodes[self.api_node].netns,
                 "curl",
                 "-sS",
                 "-w",
