@@ -85,7 +85,14 @@ pub async fn run(
                     // The next server may lead: ask it at once.
                     continue;
                 }
-                failures += 1;
+                // A server that answered "not the leader" is alive: an
+                // election is on, and will soon name one. Ask again
+                // within about a second, not after a growing wait.
+                failures = if e.downcast_ref::<NotLeading>().is_some() {
+                    1
+                } else {
+                    failures + 1
+                };
             }
         }
         let wait = backoff(failures);
@@ -361,9 +368,20 @@ fn refused(status: tonic::Status) -> anyhow::Error {
             status.message()
         ))
         .into(),
+        tonic::Code::Unavailable if status.message().starts_with(NOT_LEADING) => {
+            NotLeading(status.message().to_string()).into()
+        }
         _ => anyhow::anyhow!("{}", status.message()),
     }
 }
+
+/// How a server that does not lead turns a node away (see `service`).
+pub const NOT_LEADING: &str = "this server does not lead";
+
+/// A server turned the node away: it does not lead.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct NotLeading(String);
 
 async fn heartbeats(local: Arc<dyn NodeAgent>, up: mpsc::Sender<Up>) {
     loop {

@@ -15,6 +15,7 @@ use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::agent::NOT_LEADING;
 use super::pki::{fingerprint, Ca};
 use super::remote::RemoteAgent;
 use super::wire::service::cluster_server::{Cluster, ClusterServer};
@@ -41,12 +42,12 @@ impl ClusterService {
         match &*self.role.borrow() {
             Role::Leading(l) => Ok(l.clone()),
             Role::Following(Some(leader)) => Err(Status::unavailable(format!(
-                "this server does not lead; the leader's cluster port is {}",
+                "{NOT_LEADING}; the leader's cluster port is {}",
                 leader.cluster
             ))),
-            Role::Following(None) => Err(Status::unavailable(
-                "this server does not lead, and no leader is known yet",
-            )),
+            Role::Following(None) => Err(Status::unavailable(format!(
+                "{NOT_LEADING}, and no leader is known yet"
+            ))),
         }
     }
 }

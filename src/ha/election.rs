@@ -250,7 +250,9 @@ async fn one_lease(
     let grant = bounded(
         None,
         "grant a lease",
-        again(client, |mut c| async move { c.lease_grant(cfg.ttl.as_secs() as i64, None).await }),
+        again(client, |mut c| async move {
+            c.lease_grant(cfg.ttl.as_secs() as i64, None).await
+        }),
     )
     .await?;
     *lease_id = Some(grant.id());

@@ -269,8 +269,8 @@ async fn serve(mut kv: etcd_client::KvClient, op: Op) {
                 async move { kv.get(key, None).await }
             })
             .await
-                .map(|r| r.kvs().first().map(|kv| kv.value().to_vec()))
-                .map_err(backend("get"));
+            .map(|r| r.kvs().first().map(|kv| kv.value().to_vec()))
+            .map_err(backend("get"));
             let _ = reply.send(r);
         }
         Op::Put(key, value, guard, reply) => {
@@ -287,17 +287,17 @@ async fn serve(mut kv: etcd_client::KvClient, op: Op) {
                 async move { kv.get(key, Some(GetOptions::new().with_prefix())).await }
             })
             .await
-                .map(|r| {
-                    r.kvs()
-                        .iter()
-                        .map(|kv| {
-                            let key = String::from_utf8_lossy(kv.key());
-                            let key = key.strip_prefix(&prefix).unwrap_or(&key).to_string();
-                            (key, kv.value().to_vec())
-                        })
-                        .collect()
-                })
-                .map_err(backend("scan"));
+            .map(|r| {
+                r.kvs()
+                    .iter()
+                    .map(|kv| {
+                        let key = String::from_utf8_lossy(kv.key());
+                        let key = key.strip_prefix(&prefix).unwrap_or(&key).to_string();
+                        (key, kv.value().to_vec())
+                    })
+                    .collect()
+            })
+            .map_err(backend("scan"));
             let _ = reply.send(r);
         }
     }

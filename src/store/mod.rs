@@ -104,6 +104,10 @@ pub enum StoreError {
     /// refused, by itself or by etcd.
     #[error("store {op} refused: this server is not the leader")]
     NotLeader { op: &'static str },
+    /// The store was handed on (`orca store migrate`): the server takes
+    /// no change until it restarts on the new one.
+    #[error("store {op} refused: this server's store was moved to another (orca store migrate); restart it on the new store")]
+    Frozen { op: &'static str },
 }
 
 /// Durable key-value storage. `put` and `delete` return only once the
@@ -126,6 +130,11 @@ impl Repo {
         Self {
             store: Arc::new(snapshot::Gated::new(store)),
         }
+    }
+
+    /// The last snapshot before a move (see [`snapshot::Gated::freeze`]).
+    pub fn freeze(&self, taken_at: String) -> Result<api::store::StoreSnapshot, StoreError> {
+        self.store.freeze(taken_at)
     }
 
     /// A consistent snapshot of the whole store (see [`snapshot`]).

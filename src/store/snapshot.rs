@@ -13,6 +13,8 @@ use super::{Store, StoreError, Tree};
 pub struct Gated {
     inner: Arc<dyn Store>,
     gate: RwLock<()>,
+    /// Set by [`Gated::freeze`]: every write is refused from then on.
+    frozen: std::sync::atomic::AtomicBool,
 }
 
 impl Gated {
@@ -20,12 +22,18 @@ impl Gated {
         Self {
             inner,
             gate: RwLock::new(()),
+            frozen: Default::default(),
         }
     }
 
     /// Every entry of every tree, with no write in flight meanwhile.
     pub fn snapshot(&self, taken_at: String) -> Result<StoreSnapshot, StoreError> {
         let _held = self.gate.write().unwrap_or_else(|p| p.into_inner());
+        self.listed(taken_at)
+    }
+
+    /// Every entry of every tree (the caller holds the gate).
+    fn listed(&self, taken_at: String) -> Result<StoreSnapshot, StoreError> {
         let mut entries = Vec::new();
         for tree in Tree::ALL {
             for (key, value) in self.inner.list(tree)? {
@@ -44,6 +52,24 @@ impl Gated {
     }
 }
 
+impl Gated {
+    /// A last snapshot: every write after it is refused, until the server
+    /// restarts (on the store the snapshot was moved to).
+    pub fn freeze(&self, taken_at: String) -> Result<StoreSnapshot, StoreError> {
+        let _held = self.gate.write().unwrap_or_else(|p| p.into_inner());
+        let snapshot = self.listed(taken_at)?;
+        self.frozen.store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok(snapshot)
+    }
+
+    fn open_for(&self, op: &'static str) -> Result<(), StoreError> {
+        if self.frozen.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError::Frozen { op });
+        }
+        Ok(())
+    }
+}
+
 impl Store for Gated {
     fn get(&self, tree: Tree, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.inner.get(tree, key)
@@ -51,11 +77,13 @@ impl Store for Gated {
 
     fn put(&self, tree: Tree, key: &str, value: &[u8]) -> Result<(), StoreError> {
         let _open = self.gate.read().unwrap_or_else(|p| p.into_inner());
+        self.open_for("put")?;
         self.inner.put(tree, key, value)
     }
 
     fn delete(&self, tree: Tree, key: &str) -> Result<(), StoreError> {
         let _open = self.gate.read().unwrap_or_else(|p| p.into_inner());
+        self.open_for("delete")?;
         self.inner.delete(tree, key)
     }
 
@@ -80,6 +108,16 @@ pub enum RestoreError {
     Store(#[from] StoreError),
 }
 
+/// Fails unless `target` holds nothing.
+pub fn empty(target: &dyn Store) -> Result<(), RestoreError> {
+    for tree in Tree::ALL {
+        if !target.list(tree)?.is_empty() {
+            return Err(RestoreError::NotEmpty { tree: tree.name() });
+        }
+    }
+    Ok(())
+}
+
 /// Writes every entry of `snapshot` into `target`, which must be empty:
 /// nothing stored is ever overwritten by a restore. Checks the whole
 /// snapshot before the first write.
@@ -101,11 +139,7 @@ pub fn restore(snapshot: &StoreSnapshot, target: &dyn Store) -> Result<usize, Re
         })?;
         decoded.push((tree, e.key.as_str(), value));
     }
-    for tree in Tree::ALL {
-        if !target.list(tree)?.is_empty() {
-            return Err(RestoreError::NotEmpty { tree: tree.name() });
-        }
-    }
+    empty(target)?;
     for (tree, key, value) in &decoded {
         target.put(*tree, key, value)?;
     }

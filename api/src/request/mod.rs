@@ -88,6 +88,8 @@ pub enum ApiRequest {
     ClusterInfo,
     /// `GET /api/v1/store/backup`: a consistent snapshot of the store.
     StoreBackup,
+    /// `orca store migrate`: the last snapshot before the move.
+    StoreFreeze,
     Drain {
         node: String,
         /// What has not moved by then is stopped (default one hour).
@@ -211,7 +213,8 @@ impl ApiRequest {
             | PutSecret { .. }
             | ListSecrets { .. }
             | DeleteSecret { .. }
-            | StoreBackup => Access::Role(Role::Admin),
+            | StoreBackup
+            | StoreFreeze => Access::Role(Role::Admin),
         }
     }
 
@@ -262,6 +265,7 @@ impl ApiRequest {
             Events(_) => "events",
             ClusterInfo => "cluster_info",
             StoreBackup => "store_backup",
+            StoreFreeze => "store_freeze",
             Drain { .. } => "drain",
             Undrain { .. } => "undrain",
             RemoveNode { .. } => "node_remove",
@@ -412,6 +416,10 @@ pub fn parse(raw: RawRequest<'_>) -> Result<ApiRequest, ApiError> {
             ["store", "backup"] => {
                 call.only(Method::GET)?;
                 ApiRequest::StoreBackup
+            }
+            ["store", "freeze"] => {
+                call.only(Method::POST)?;
+                ApiRequest::StoreFreeze
             }
             _ => return Err(call.not_found()),
         },

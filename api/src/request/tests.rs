@@ -103,6 +103,7 @@ fn seed_routes() {
         ),
         (Method::GET, "/api/v1/cluster/info", "", ClusterInfo),
         (Method::GET, "/api/v1/store/backup", "", StoreBackup),
+        (Method::POST, "/api/v1/store/freeze", "", StoreFreeze),
         (
             Method::POST,
             "/api/v1/cluster/nodes/worker-1/drain",

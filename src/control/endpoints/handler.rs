@@ -71,6 +71,19 @@ impl Handler for ControlPlane {
                     .map_err(super::store_error)?;
                 ApiResponse::ok(&snapshot)
             }
+            ApiRequest::StoreFreeze => {
+                let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+                let snapshot = self
+                    .inner()
+                    .repo
+                    .freeze(now.to_string())
+                    .map_err(super::store_error)?;
+                tracing::warn!(
+                    entries = snapshot.entries.len(),
+                    "store frozen for a move to another store: restart this server on it (changes are refused until then)"
+                );
+                ApiResponse::ok(&snapshot)
+            }
             ApiRequest::Drain {
                 node,
                 deadline_secs,

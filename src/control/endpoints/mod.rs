@@ -28,10 +28,9 @@ pub(crate) fn store_error(e: crate::store::StoreError) -> api::ApiError {
             507,
             format!("could not save, nothing was changed: {e}; free some space and try again"),
         ),
-        crate::store::StoreError::NotLeader { .. } => api::ApiError::new(
-            503,
-            format!("could not save, nothing was changed: {e} (its leadership ended); try again"),
-        ),
+        crate::store::StoreError::NotLeader { .. } | crate::store::StoreError::Frozen { .. } => {
+            api::ApiError::new(503, format!("could not save, nothing was changed: {e}"))
+        }
         e => api::ApiError::internal(format!("could not save: {e}")),
     }
 }

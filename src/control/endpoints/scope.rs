@@ -104,6 +104,7 @@ pub(crate) fn scoped(
         // a token that could.
         ApiRequest::StopAll
         | ApiRequest::StoreBackup
+        | ApiRequest::StoreFreeze
         | ApiRequest::CreateToken(_)
         | ApiRequest::ListTokens
         | ApiRequest::DeleteToken { .. }

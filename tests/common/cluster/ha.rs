@@ -108,7 +108,10 @@ impl LabCluster {
             .args(["--initial-advertise-peer-urls", &format!("http://{a}:2380")])
             .args(["--initial-cluster", &peers])
             .args(["--initial-cluster-token", "orca-lab"])
-            .args(["--initial-cluster-state", if fresh { "new" } else { "existing" }])
+            .args([
+                "--initial-cluster-state",
+                if fresh { "new" } else { "existing" },
+            ])
             .stdout(Stdio::null())
             .stderr(log);
         self.etcd[i] = Some(cmd.spawn().expect("etcd (apt-get install etcd-server)"));

@@ -15,8 +15,8 @@ use serde_json::Value;
 use super::lab::Lab;
 
 mod containers;
-mod refusals;
 mod paths;
+mod refusals;
 mod volumes;
 #[allow(unused_imports)]
 pub use containers::running_versions;
