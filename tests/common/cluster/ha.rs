@@ -24,9 +24,35 @@ impl LabCluster {
         n: usize,
         cluster_extra: &str,
     ) -> LabCluster {
+        Self::start_control_plane(env, servers, n, cluster_extra, true).await
+    }
+
+    /// As [`LabCluster::start_ha`]; without `etcd`, one server on sled
+    /// (`servers` must be 1), so that the two compare on the same nodes.
+    pub async fn start_control_plane(
+        env: &super::super::TestEnv,
+        servers: usize,
+        n: usize,
+        cluster_extra: &str,
+        etcd: bool,
+    ) -> LabCluster {
+        assert!(etcd || servers == 1, "several servers need etcd");
         let mut c = Self::lab_only(env, n).await;
         c.servers = servers;
         c.write_configs(cluster_extra, "");
+        if !etcd {
+            c.edit_config(0, |config| {
+                config.replace("[node]\n", "[node]\nworkloads = false\n")
+            });
+            c.spawn_server_at(0);
+            c.wait_api().await;
+            let token = c.join_token("1h");
+            for i in 1..n {
+                c.spawn_agent(i, Some(&token));
+            }
+            c.wait_ready(n - 1).await;
+            return c;
+        }
         let key: [u8; 32] = std::array::from_fn(|_| super::super::rand_u32() as u8);
         for i in 0..servers {
             c.add_store_section(i);
@@ -252,4 +278,37 @@ impl LabCluster {
     pub fn etcd_log(&self, i: usize) -> String {
         std::fs::read_to_string(self.dir.path().join(format!("etcd{i}.log"))).unwrap_or_default()
     }
+}
+
+/// `POST path body` to `address:6880` as the admin, from the calling
+/// thread's namespace (a lab node's, see `load::enter`): the status code
+/// and the body (0 and the error when nothing came back).
+pub fn post_at(address: std::net::Ipv4Addr, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let target = std::net::SocketAddr::from((address, 6880));
+    let mut s = match std::net::TcpStream::connect_timeout(&target, Duration::from_secs(2)) {
+        Ok(s) => s,
+        Err(e) => return (0, format!("connect: {e}")),
+    };
+    s.set_read_timeout(Some(Duration::from_secs(15))).ok();
+    let sent = write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {ADMIN}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    if let Err(e) = sent {
+        return (0, format!("write: {e}"));
+    }
+    let mut out = String::new();
+    if let Err(e) = s.read_to_string(&mut out) {
+        return (0, format!("read: {e}"));
+    }
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, body.to_string())
 }
