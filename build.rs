@@ -19,6 +19,15 @@ fn main() {
         )
         .method(
             Method::builder()
+                .name("join_server")
+                .route_name("JoinServer")
+                .input_type("crate::cluster::wire::ServerJoinRequest")
+                .output_type("crate::cluster::wire::ServerJoinReply")
+                .codec_path(codec)
+                .build(),
+        )
+        .method(
+            Method::builder()
                 .name("connect")
                 .route_name("Connect")
                 .input_type("crate::cluster::wire::Up")

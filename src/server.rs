@@ -13,7 +13,12 @@ use crate::control::{ControlPlane, Settings};
 use crate::ha::switch::Role;
 use crate::metrics::Metrics;
 
-pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
+/// `join`: the servers to join and the server join token (see
+/// [`crate::ha::join`]).
+pub async fn run(
+    config_path: Option<&Path>,
+    join: Option<(&str, Option<&str>)>,
+) -> anyhow::Result<()> {
     // One crypto provider for every TLS client and server in the process.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let config = Config::load(config_path)?;
@@ -32,10 +37,19 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         tracing::info!("[node] workloads = false: this server runs no replicas");
         None
     };
-    let secrets = Arc::new(
-        crate::secrets::SecretBox::open(&data.join("secrets.key"))
-            .context("open the secrets key")?,
-    );
+    let key_path = data.join("secrets.key");
+    if let Some((servers, token)) = join {
+        let token = token
+            .context("--join-server needs --token (from `orca cluster join-token --server`)")?;
+        crate::ha::join::join(servers, token, &node_id, &key_path)
+            .await
+            .context("join the control plane")?;
+    }
+    let secrets =
+        Arc::new(crate::secrets::SecretBox::open(&key_path).context("open the secrets key")?);
+    let secrets_key = Arc::new(zeroize::Zeroizing::new(
+        std::fs::read(&key_path).context("read the secrets key")?,
+    ));
     let me = crate::ha::ServerInfo {
         id: node_id.clone(),
         api: advertised(&config.cluster.api_listen, &config),
@@ -166,6 +180,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         grpc,
         role.clone(),
         ca,
+        secrets_key,
         until_stopped(stopped.clone()),
     ));
     tracing::info!(

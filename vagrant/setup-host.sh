@@ -6,6 +6,8 @@
 #
 #   sudo vagrant/setup-host.sh [--install] [cluster.toml]
 #   sudo vagrant/setup-host.sh [--install] --agent --join SERVER:6881 --token TOKEN [agent.toml]
+#   sudo vagrant/setup-host.sh [--install] --join-server SERVER:6881 --token TOKEN [cluster.toml]
+#     (another server of a control plane on etcd, with a server join token)
 #
 # --install puts the binary in /usr/local/bin and the config in /etc/orca
 # (cluster.toml, or agent.toml with the join address and token), and where
@@ -21,6 +23,7 @@ cd "$(dirname "$0")/.."
 MODE=server
 INSTALL=0
 JOIN=
+JOIN_SERVER=
 TOKEN=
 CONFIG=
 while [ $# -gt 0 ]; do
@@ -28,6 +31,7 @@ while [ $# -gt 0 ]; do
     --agent) MODE=agent ;;
     --install) INSTALL=1 ;;
     --join) JOIN=$2; shift ;;
+    --join-server) JOIN_SERVER=$2; shift ;;
     --token) TOKEN=$2; shift ;;
     -*) echo "setup-host.sh: unknown option $1" >&2; exit 2 ;;
     *) CONFIG=$1 ;;
@@ -69,6 +73,8 @@ args=("$MODE")
 if [ "$MODE" = agent ]; then
   [ -n "$JOIN" ] && args+=(--join "$JOIN")
   [ -n "$TOKEN" ] && args+=(--token "$TOKEN")
+elif [ -n "$JOIN_SERVER" ]; then
+  args+=(--join-server "$JOIN_SERVER" --token "$TOKEN")
 fi
 [ -n "$CONFIG" ] && args+=(--config "$CONFIG")
 if [ "$INSTALL" = 0 ]; then
@@ -102,6 +108,14 @@ fi
 echo "installed /usr/local/bin/orca${CONFIG:+ and $conf}"
 if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
   install -m 0644 "vagrant/$unit" "/etc/systemd/system/$unit"
+  if [ -n "$JOIN_SERVER" ]; then
+    # The join runs at each start: once the key is kept, an expired
+    # token only says so (the store's CA checks the key).
+    install -d -m 0700 /etc/systemd/system/orca.service.d
+    umask 077
+    printf '[Service]\nExecStart=\nExecStart=/usr/local/bin/orca server --config %s --join-server %s --token %s\n' \
+      "$conf" "$JOIN_SERVER" "$TOKEN" >/etc/systemd/system/orca.service.d/join.conf
+  fi
   systemctl daemon-reload
   systemctl enable --now "$unit"
   echo "orca runs as $unit (journalctl -u ${unit%.service} -f)"

@@ -494,6 +494,11 @@ pub struct JoinTokenRequest {
     #[serde(default)]
     #[schemars(range(min = 1, max = 2_592_000))]
     pub ttl_secs: Option<u64>,
+    /// A token for another server of the control plane (it is given the
+    /// secrets key); an agent cannot join with it, nor a server with an
+    /// agent's.
+    #[serde(default)]
+    pub server: bool,
 }
 
 /// A join token as created (the secret is shown this once).
@@ -511,4 +516,7 @@ pub struct JoinTokenInfo {
     pub id: String,
     pub expires_at: String,
     pub expired: bool,
+    /// For a server (see `JoinTokenRequest`).
+    #[serde(default)]
+    pub server: bool,
 }

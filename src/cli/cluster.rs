@@ -5,9 +5,34 @@ use api::client::ApiClient;
 use api::status::ClusterInfo;
 use serde_json::Value;
 
+use clap::Subcommand;
+
 use super::commands::print_json;
 use super::out::{self, outln};
 use super::table;
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Print a new join token (admin).
+    JoinToken {
+        /// How long it may be used (default 1h).
+        #[arg(long, value_parser = super::parse_duration)]
+        ttl: Option<std::time::Duration>,
+        /// For another server of the control plane (`orca server
+        /// --join-server`), not an agent.
+        #[arg(long)]
+        server: bool,
+    },
+    /// Revoke a join token by its id.
+    RevokeToken { id: String },
+}
+
+#[derive(Subcommand)]
+pub enum NodeCommand {
+    /// Remove a node: its certificate is revoked and its replicas are
+    /// placed elsewhere.
+    Rm { id: String },
+}
 
 /// Drains (`Some(deadline)`) or undrains (`None`) a node.
 pub async fn drain(
@@ -53,12 +78,12 @@ pub async fn drain(
 
 pub async fn cluster(
     client: &ApiClient,
-    command: super::ClusterCommand,
+    command: ClusterCommand,
     json: bool,
 ) -> anyhow::Result<()> {
     match command {
-        super::ClusterCommand::JoinToken { ttl } => {
-            let body = serde_json::json!({ "ttl_secs": ttl.map(|d| d.as_secs().max(1)) });
+        ClusterCommand::JoinToken { ttl, server } => {
+            let body = serde_json::json!({ "ttl_secs": ttl.map(|d| d.as_secs().max(1)), "server": server });
             let v: Value = client.post("/api/v1/cluster/join-tokens", &body).await?;
             if json {
                 return print_json(&v);
@@ -71,7 +96,7 @@ pub async fn cluster(
             ));
             Ok(())
         }
-        super::ClusterCommand::RevokeToken { id } => {
+        ClusterCommand::RevokeToken { id } => {
             let v: Value = client
                 .delete(&format!("/api/v1/cluster/join-tokens/{id}"))
                 .await?;

@@ -15,6 +15,7 @@ mod token;
 mod volume;
 mod wait;
 
+pub use cluster::{ClusterCommand, NodeCommand};
 use compose::ComposeCommand;
 pub use wait::WaitArgs;
 
@@ -76,6 +77,10 @@ pub enum Command {
         /// cluster.toml (every key has a default; a missing file means all defaults).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Join the control plane of these servers' cluster ports
+        /// (HOST:6881,...) with --token from `orca cluster join-token --server`.
+        #[arg(long = "join-server")]
+        join_server: Option<String>,
     },
     /// Deploy DIR/services/*/service.toml and wait until every replica runs
     /// the new version, ready, with no old one left (exit 1 if it is reverted).
@@ -310,25 +315,6 @@ pub enum ImageCommand {
     },
 }
 
-#[derive(Debug, Subcommand)]
-pub enum ClusterCommand {
-    /// Print a new join token (admin).
-    JoinToken {
-        /// How long it may be used (default 1h).
-        #[arg(long, value_parser = parse_duration)]
-        ttl: Option<std::time::Duration>,
-    },
-    /// Revoke a join token by its id.
-    RevokeToken { id: String },
-}
-
-#[derive(Subcommand)]
-pub enum NodeCommand {
-    /// Remove a node: its certificate is revoked and its replicas are
-    /// placed elsewhere.
-    Rm { id: String },
-}
-
 pub(crate) fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{text:?}: {e} (like 30s, 10m or 1h)"))
 }
@@ -397,7 +383,13 @@ async fn run_with(cli: Cli, token: Option<String>) -> anyhow::Result<()> {
     let client = api::client::ApiClient::new(&cli.api, token);
     let json = cli.output == Output::Json;
     match cli.command {
-        Command::Server { config } => crate::server::run(config.as_deref()).await,
+        Command::Server {
+            config,
+            join_server,
+        } => {
+            let join = join_server.as_deref().map(|j| (j, cli.token.as_deref()));
+            crate::server::run(config.as_deref(), join).await
+        }
         Command::Deploy { dir, compose, wait } => {
             deploy::run(&client, &dir, &compose, wait, json).await
         }

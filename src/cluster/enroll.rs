@@ -74,7 +74,7 @@ fn load(dir: &Path) -> anyhow::Result<Option<Identity>> {
 /// HTTP/2 flow-control window of the cluster's streams, both ways.
 pub(super) const WINDOW: u32 = 8 << 20;
 
-pub(super) async fn channel(
+pub(crate) async fn channel(
     server: &str,
     tls: rustls::ClientConfig,
 ) -> anyhow::Result<tonic::transport::Channel> {
@@ -109,7 +109,7 @@ pub(super) async fn channel(
 
 /// Checks the server against the pin with a bare handshake, so that a
 /// wrong CA is reported as that, not as a transport error.
-async fn check_server(server: &str, ca_sha256: &str) -> anyhow::Result<()> {
+pub(crate) async fn check_server(server: &str, ca_sha256: &str) -> anyhow::Result<()> {
     let tls = Arc::new(pki::agent_tls(ca_sha256, None)?);
     let tcp = tokio::time::timeout(
         Duration::from_secs(5),

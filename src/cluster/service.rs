@@ -19,7 +19,7 @@ use super::agent::NOT_LEADING;
 use super::pki::{fingerprint, Ca};
 use super::remote::RemoteAgent;
 use super::wire::service::cluster_server::{Cluster, ClusterServer};
-use super::wire::{Down, JoinReply, JoinRequest, Up};
+use super::wire::{Down, JoinReply, JoinRequest, ServerJoinReply, ServerJoinRequest, Up};
 use crate::ha::switch::{Leading, Role};
 use crate::nodes::NodeError;
 
@@ -34,6 +34,8 @@ struct PeerAddr(SocketAddr);
 pub struct ClusterService {
     role: tokio::sync::watch::Receiver<Role>,
     ca: Arc<Ca>,
+    /// The secrets key, given to a server that joins with a server token.
+    secrets_key: Arc<zeroize::Zeroizing<Vec<u8>>>,
 }
 
 impl ClusterService {
@@ -73,7 +75,7 @@ impl Cluster for ClusterService {
         if let Err(e) = api::names::checked_name("node id", &join.node_id) {
             return Err(Status::invalid_argument(e.message));
         }
-        if let Err(reason) = control.redeem_join_token(&join.token) {
+        if let Err(reason) = control.redeem_join_token(&join.token, false) {
             tracing::warn!(?peer, node = %join.node_id, reason, "join refused");
             return Err(Status::permission_denied(reason));
         }
@@ -101,6 +103,26 @@ impl Cluster for ClusterService {
             ca_pem: self.ca.cert_pem().to_string(),
             subnet,
             node_index,
+        }))
+    }
+
+    async fn join_server(
+        &self,
+        request: Request<ServerJoinRequest>,
+    ) -> Result<Response<ServerJoinReply>, Status> {
+        let peer = request.extensions().get::<PeerAddr>().map(|p| p.0);
+        let leading = self.leading()?;
+        let join = request.into_inner();
+        if let Err(e) = api::names::checked_name("server id", &join.server_id) {
+            return Err(Status::invalid_argument(e.message));
+        }
+        if let Err(reason) = leading.control.redeem_join_token(&join.token, true) {
+            tracing::warn!(?peer, server = %join.server_id, reason, "server join refused");
+            return Err(Status::permission_denied(reason));
+        }
+        tracing::info!(?peer, server = %join.server_id, "a server joined: given the secrets key");
+        Ok(Response::new(ServerJoinReply {
+            secrets_key: hex::encode(self.secrets_key.as_slice()),
         }))
     }
 
@@ -230,11 +252,16 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     role: tokio::sync::watch::Receiver<Role>,
     ca: Arc<Ca>,
+    secrets_key: Arc<zeroize::Zeroizing<Vec<u8>>>,
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let tls = Arc::new(ca.server_tls()?);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let service = ClusterServer::new(ClusterService { role, ca });
+    let service = ClusterServer::new(ClusterService {
+        role,
+        ca,
+        secrets_key,
+    });
     tokio::pin!(stop);
     loop {
         let (tcp, addr) = tokio::select! {

@@ -39,6 +39,19 @@ pub struct JoinReply {
     pub node_index: u32,
 }
 
+/// Another server joins the control plane: the token's secret and its id.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServerJoinRequest {
+    pub token: String,
+    pub server_id: String,
+}
+
+/// The secrets key (hex) every server of the control plane holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServerJoinReply {
+    pub secrets_key: String,
+}
+
 /// Agent to server.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Up {
@@ -152,6 +165,8 @@ impl Frame for Down {
 
 impl Frame for JoinRequest {}
 impl Frame for JoinReply {}
+impl Frame for ServerJoinRequest {}
+impl Frame for ServerJoinReply {}
 
 /// What the server asks of a node.
 #[derive(Debug, Clone, Serialize, Deserialize)]

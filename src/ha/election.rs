@@ -319,12 +319,16 @@ async fn one_lease(
                     Standing::Leading { term } => Some(term),
                     Standing::Following(_) => None,
                 };
+                let before = (term, leader.clone());
                 match term {
                     None => leader = campaign(client, cfg, id, &info, Some(deadline)).await?,
                     Some(term) => still_held(client, cfg, term, Some(deadline)).await?,
                 }
+                let now_leading = matches!(*cfg.standing.borrow(), Standing::Leading { .. });
+                // Who leads changed: the list says so at once.
+                let changed = before.0.is_some() != now_leading || before.1 != leader;
                 looks += 1;
-                if looks % LIST_EVERY == 1 {
+                if looks % LIST_EVERY == 1 || changed {
                     let servers = list(client, cfg, leader.as_ref(), Some(deadline)).await?;
                     cfg.servers.send_if_modified(|old| {
                         let changed = *old != servers;

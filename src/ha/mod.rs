@@ -1,11 +1,12 @@
 //! Several servers on one etcd store: an election with a fenced leader
 //! ([`election`], deciding by [`lease`]), the cluster CA they share
-//! ([`ca`]), and how a server that does not lead answers the API
+//! ([`ca`]), a new server's join ([`join`]), and how a server that does not lead answers the API
 //! ([`switch`]): it sends requests on to the leader and, while
 //! there is none, answers reads from its own view of the store.
 
 pub mod ca;
 pub mod election;
+pub mod join;
 pub mod lead;
 pub mod lease;
 pub mod switch;

@@ -244,6 +244,9 @@ pub struct JoinTokenRecord {
     pub id: String,
     pub secret_sha256: String,
     pub expires_at: u64,
+    /// For a server of the control plane, not an agent.
+    #[serde(default)]
+    pub server: bool,
 }
 
 /// A named volume: the node that holds it (the only one its replicas run

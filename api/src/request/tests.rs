@@ -128,6 +128,7 @@ fn seed_routes() {
             r#"{"ttl_secs":600}"#,
             CreateJoinToken(crate::status::JoinTokenRequest {
                 ttl_secs: Some(600),
+                server: false,
             }),
         ),
         (

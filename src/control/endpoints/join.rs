@@ -50,6 +50,7 @@ impl ControlPlane {
             id: token.id.clone(),
             secret_sha256: token.secret_sha256(),
             expires_at: unix_now() + ttl,
+            server: request.server,
         };
         let repo = self.inner().repo.clone();
         let saved = record.clone();
@@ -76,6 +77,7 @@ impl ControlPlane {
                 expired: t.expires_at <= now,
                 expires_at: rfc3339(t.expires_at),
                 id: t.id,
+                server: t.server,
             })
             .collect();
         list.sort_by(|a, b| a.id.cmp(&b.id));
@@ -96,7 +98,8 @@ impl ControlPlane {
     }
 
     /// Checks a join token an agent sent. The error is what both sides see.
-    pub fn redeem_join_token(&self, text: &str) -> Result<(), String> {
+    /// Checks a join token of an agent (`server` false) or of a server.
+    pub fn redeem_join_token(&self, text: &str, server: bool) -> Result<(), String> {
         let token = JoinToken::parse(text).map_err(|e| e.to_string())?;
         let refused = || "join token refused: unknown, revoked or wrong".to_string();
         let record = self
@@ -112,6 +115,14 @@ impl ControlPlane {
             .into();
         if !same {
             return Err(refused());
+        }
+        if record.server != server {
+            return Err(if server {
+                "join token refused: it is an agent's; make a server's with `orca cluster join-token --server`".into()
+            } else {
+                "join token refused: it is a server's (`orca server --join-server`), not an agent's"
+                    .into()
+            });
         }
         if record.expires_at <= unix_now() {
             return Err(format!(

@@ -223,7 +223,8 @@ impl LabCluster {
         }
     }
 
-    /// The node whose server leads, as server `asked` says.
+    /// The node whose server leads, as server `asked` says and as that
+    /// server's own `/metrics` confirm.
     pub fn leader_by(&self, asked: usize) -> Option<usize> {
         let info = self.info_on(asked)?;
         let id = info["servers"]
@@ -232,7 +233,9 @@ impl LabCluster {
             .find(|s| s["leader"] == true && s["healthy"] == true)?["id"]
             .as_str()?
             .to_string();
-        id.strip_prefix('n')?.parse().ok()
+        let node: usize = id.strip_prefix('n')?.parse().ok()?;
+        let (_, metrics) = self.get_on(node, "/metrics");
+        metrics.contains("\norca_leader 1\n").then_some(node)
     }
 
     /// Waits until server `asked` names a leader other than `not`.
