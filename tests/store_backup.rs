@@ -22,14 +22,7 @@ fn record(snap: &StoreSnapshot, service: &str) -> Value {
         .iter()
         .find(|e| e.tree == "services" && e.key == service)
         .unwrap_or_else(|| panic!("{service} not in the snapshot"));
-    serde_json::from_slice(&hex_decode(&e.value)).unwrap()
-}
-
-fn hex_decode(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
+    serde_json::from_slice(&hex::decode(&e.value).unwrap()).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -94,7 +87,7 @@ async fn a_backup_taken_during_writes_restores_into_a_new_server() {
     assert!(snap
         .entries
         .iter()
-        .any(|e| e.tree == "secrets" && !e.value.contains(&hex_of("sealed-value"))));
+        .any(|e| e.tree == "secrets" && !e.value.contains(&hex::encode("sealed-value"))));
     // A file that is there is never written over.
     let (code, _, err) = server
         .cli(ADMIN, &["store", "backup", "-f", file.to_str().unwrap()])
@@ -109,36 +102,21 @@ async fn a_backup_taken_during_writes_restores_into_a_new_server() {
     let new = server.dir.path().join("restored");
     std::fs::create_dir_all(&new).unwrap();
     std::fs::copy(old.join("secrets.key"), new.join("secrets.key")).unwrap();
-    let (code, out, err) = server
-        .cli(
-            ADMIN,
-            &[
-                "store",
-                "restore",
-                file.to_str().unwrap(),
-                "--data-dir",
-                new.to_str().unwrap(),
-            ],
-        )
-        .await;
+    let restore = [
+        "store",
+        "restore",
+        file.to_str().unwrap(),
+        "--data-dir",
+        new.to_str().unwrap(),
+    ];
+    let (code, out, err) = server.cli(ADMIN, &restore).await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.contains(&format!("restored {} entries", snap.entries.len())),
         "{out}"
     );
     // Never into a store that has anything.
-    let (code, _, err) = server
-        .cli(
-            ADMIN,
-            &[
-                "store",
-                "restore",
-                file.to_str().unwrap(),
-                "--data-dir",
-                new.to_str().unwrap(),
-            ],
-        )
-        .await;
+    let (code, _, err) = server.cli(ADMIN, &restore).await;
     assert_ne!(code, 0);
     assert!(err.contains("not empty"), "{err}");
 
@@ -173,8 +151,4 @@ async fn a_backup_taken_during_writes_restores_into_a_new_server() {
             other => panic!("{other:?}"),
         }
     }
-}
-
-fn hex_of(s: &str) -> String {
-    s.bytes().map(|b| format!("{b:02x}")).collect()
 }

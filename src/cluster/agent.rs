@@ -23,6 +23,9 @@ use crate::nodes::Hello;
 
 /// How often a heartbeat (with the inventory) goes up.
 pub const HEARTBEAT: Duration = Duration::from_secs(2);
+/// The wait between two rounds while the servers hold an election
+/// (jittered by half either way).
+const ELECTION_RETRY: Duration = Duration::from_millis(500);
 /// Longest wait between two connection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(15);
 
@@ -54,6 +57,8 @@ pub async fn run(
     tokio::pin!(stop);
     let mut failures = 0u32;
     let mut next = 0usize;
+    // A server of this round answered "not the leader".
+    let mut electing = false;
     let outcome = loop {
         let server = &servers[next % servers.len()];
         next += 1;
@@ -81,21 +86,22 @@ pub async fn run(
             }
             Err(e) => {
                 tracing::warn!(server, error = %format!("{e:#}"), "connection to the server failed");
+                electing |= e.downcast_ref::<NotLeading>().is_some();
                 if next % servers.len() != 0 {
                     // The next server may lead: ask it at once.
                     continue;
                 }
-                // A server that answered "not the leader" is alive: an
-                // election is on, and will soon name one. Ask again
-                // within about a second, not after a growing wait.
-                failures = if e.downcast_ref::<NotLeading>().is_some() {
-                    1
-                } else {
-                    failures + 1
-                };
+                failures += 1;
             }
         }
-        let wait = backoff(failures);
+        // A server that answered "not the leader" is alive: an election
+        // is on, and will soon name one. Ask again within half a second
+        // or so, not after a growing wait.
+        let wait = if std::mem::take(&mut electing) {
+            ELECTION_RETRY.mul_f64(0.5 + rand::random::<f64>())
+        } else {
+            backoff(failures)
+        };
         tokio::select! {
             _ = &mut stop => break Ok(()),
             _ = tokio::time::sleep(wait) => {}

@@ -25,9 +25,9 @@ use crate::store::Fence;
 use api::status::ServerStatus;
 
 /// How often a follower looks whether the leader key is free.
-const LOOK: Duration = Duration::from_millis(500);
+const LOOK: Duration = Duration::from_millis(250);
 /// The list of servers is read every this many looks.
-const LIST_EVERY: u32 = 4;
+const LIST_EVERY: u32 = 8;
 /// Longest wait for one call when no lease deadline is nearer.
 const CALL: Duration = Duration::from_secs(5);
 
