@@ -27,6 +27,7 @@ pub mod client;
 pub mod error;
 pub mod events;
 pub mod forward;
+pub mod join_tokens;
 pub mod limit;
 pub mod names;
 pub mod openapi;
