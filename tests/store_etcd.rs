@@ -2,8 +2,9 @@
 //! real etcd: its state lives under the prefix and nowhere in the data
 //! directory, a kill -9 of the server loses nothing and its replicas are
 //! adopted, a write while etcd is down is refused whole and goes through
-//! once it is back, and an etcd that cannot be reached, or reached with
-//! the wrong certificates, stops the start with a message that names it.
+//! once it is back; a server waits, saying so, for an etcd that is down
+//! at its start, and serves nothing before it answers; the wrong
+//! certificates stop the start with a message that names the store.
 
 #![allow(clippy::unwrap_used)]
 
@@ -121,14 +122,69 @@ async fn start_fails(env: &common::TestEnv, store: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_etcd_that_cannot_be_reached_stops_the_start() {
+async fn a_server_waits_for_an_etcd_that_is_down_and_starts_once_it_answers() {
     let Some(env) = common::env() else { return };
-    let nowhere = format!("http://127.0.0.1:{}", common::free_port());
-    let err = start_fails(&env, &on_etcd(&nowhere)).await;
-    assert!(
-        err.contains(&format!("open the store on etcd at {nowhere}")),
-        "{err}"
+    let Some(mut etcd) = Etcd::start().await else {
+        return;
+    };
+    etcd.kill9();
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let config = format!(
+        "[cluster]\ndata_dir = \"{}\"\napi_listen = \"127.0.0.1:{port}\"\ngrpc_listen = \"127.0.0.1:{}\"\n\
+         [containerd]\nsocket = \"{}\"\n[node]\nworkloads = false\n[proxy]\nhttp_listen = \"127.0.0.1:{}\"\n\
+         [[token]]\nname = \"admin\"\nvalue = \"{}\"\nrole = \"admin\"\n{}",
+        dir.path().join("data").display(),
+        common::free_port(),
+        env.socket.display(),
+        common::free_port(),
+        common::server::ADMIN,
+        on_etcd(&etcd.url),
     );
+    let path = dir.path().join("cluster.toml");
+    std::fs::write(&path, config).unwrap();
+    let log = dir.path().join("server.log");
+    let mut child = std::process::Command::new(common::orca_bin())
+        .args(["server", "--config"])
+        .arg(&path)
+        .env("ORCA_LOG", "info")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let api = api::client::ApiClient::new(
+        &format!("http://127.0.0.1:{port}"),
+        Some(common::server::ADMIN.into()),
+    );
+    // It waits, says so, and serves nothing meanwhile.
+    common::eventually(
+        "the server says it waits",
+        Duration::from_secs(20),
+        async || {
+            let said = std::fs::read_to_string(&log).unwrap_or_default();
+            if said.contains("waiting for etcd") {
+                Ok(())
+            } else {
+                Err(said)
+            }
+        },
+    )
+    .await;
+    assert!(child.try_wait().unwrap().is_none(), "it stopped");
+    assert!(api.get::<Value>("/api/v1/health").await.is_err());
+    // etcd back: it starts, and takes a change.
+    etcd.spawn().await;
+    common::eventually("the server's API", Duration::from_secs(60), async || {
+        api.get::<Value>("/api/v1/health")
+            .await
+            .map_err(|e| format!("{e}: {}", std::fs::read_to_string(&log).unwrap_or_default()))
+    })
+    .await;
+    api.put::<_, Value>("/api/v1/secrets/K", &json!({ "value": "v" }))
+        .await
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+
     // A config that is wrong on its face is refused before any of it.
     let err = start_fails(&env, "[store]\nbackend = \"etcd\"\n").await;
     assert!(

@@ -23,11 +23,6 @@ use crate::nodes::Hello;
 
 /// How often a heartbeat (with the inventory) goes up.
 pub const HEARTBEAT: Duration = Duration::from_secs(2);
-/// The wait between two rounds while the servers hold an election
-/// (jittered by half either way).
-const ELECTION_RETRY: Duration = Duration::from_millis(500);
-/// Longest wait between two connection attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(15);
 
 /// What the node's own DNS server and ingress answer with, as the server
 /// pushes it.
@@ -46,7 +41,8 @@ pub async fn run(
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let server = server.unwrap_or_else(|| identity.credentials.server.clone());
-    let servers = server_list(&server);
+    let servers = super::servers::list(&server);
+    let mut round: Vec<String> = Vec::new();
     let terms = Arc::new(super::terms::Terms::default());
     let tls = pki::agent_tls(
         &identity.credentials.ca_sha256,
@@ -60,7 +56,12 @@ pub async fn run(
     // A server of this round answered "not the leader".
     let mut electing = false;
     let outcome = loop {
-        let server = &servers[next % servers.len()];
+        if next >= round.len() {
+            // Names are looked up again each round.
+            round = super::servers::resolved(&servers).await;
+            next = 0;
+        }
+        let server = &round[next];
         next += 1;
         let attempt = session(
             server,
@@ -87,7 +88,7 @@ pub async fn run(
             Err(e) => {
                 tracing::warn!(server, error = %format!("{e:#}"), "connection to the server failed");
                 electing |= e.downcast_ref::<NotLeading>().is_some();
-                if next % servers.len() != 0 {
+                if next < round.len() {
                     // The next server may lead: ask it at once.
                     continue;
                 }
@@ -98,9 +99,9 @@ pub async fn run(
         // is on, and will soon name one. Ask again within half a second
         // or so, not after a growing wait.
         let wait = if std::mem::take(&mut electing) {
-            ELECTION_RETRY.mul_f64(0.5 + rand::random::<f64>())
+            super::servers::election_retry()
         } else {
-            backoff(failures)
+            super::servers::backoff(failures)
         };
         tokio::select! {
             _ = &mut stop => break Ok(()),
@@ -109,28 +110,6 @@ pub async fn run(
     };
     keeper.abort();
     outcome
-}
-
-/// The servers of `--join a:6881,b:6881` (one or several), in order.
-fn server_list(join: &str) -> Vec<String> {
-    let list: Vec<String> = join
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect();
-    if list.is_empty() {
-        vec![join.to_string()]
-    } else {
-        list
-    }
-}
-
-/// Jittered exponential backoff: about 0.5 s, 1 s, 2 s ... up to 15 s.
-fn backoff(failures: u32) -> Duration {
-    let base = Duration::from_millis(500) * 2u32.pow(failures.min(5));
-    let base = base.min(MAX_BACKOFF);
-    base.mul_f64(0.5 + rand::random::<f64>())
 }
 
 /// One connection: Hello, then calls down and everything else up, until

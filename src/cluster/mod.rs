@@ -9,6 +9,7 @@ pub mod enroll;
 pub mod keeper;
 pub mod pki;
 pub mod remote;
+pub mod servers;
 pub mod service;
 pub mod terms;
 pub mod token;

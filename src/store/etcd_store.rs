@@ -110,7 +110,12 @@ pub(crate) fn options(section: &StoreSection) -> Result<ConnectOptions, StoreErr
 impl EtcdStore {
     /// Connects to the endpoints of `section` and checks that etcd
     /// answers; the client then runs on a thread of its own.
+    ///
+    /// A server (`fence` given) waits, saying so, while no member can be
+    /// reached at all: it never starts on a state it has not read. Wrong
+    /// certificates, and anything else, fail at once.
     pub fn open(section: &StoreSection, fence: Option<Fence>) -> Result<Self, StoreError> {
+        let waits = fence.is_some();
         let opts = options(section)?;
         let endpoints = section.endpoints.clone();
         let (ops, mut rx) = mpsc::unbounded_channel::<Op>();
@@ -132,24 +137,39 @@ impl EtcdStore {
                     }
                 };
                 rt.block_on(async move {
-                    let connected = tokio::time::timeout(CONNECT_TIMEOUT, async {
-                        let mut client = Client::connect(endpoints, Some(opts)).await?;
-                        // A connection is lazy: ask once, so a wrong
-                        // address or certificate fails the start.
-                        client.status().await?;
-                        Ok::<_, etcd_client::Error>(client)
-                    })
-                    .await;
-                    let client = match connected {
-                        Ok(Ok(c)) => c,
-                        Ok(Err(e)) => {
-                            let _ = ready_tx.send(Err(backend("open")(e)));
-                            return;
+                    let mut said: Option<std::time::Instant> = None;
+                    let client = loop {
+                        let connected = tokio::time::timeout(CONNECT_TIMEOUT, async {
+                            let mut client =
+                                Client::connect(endpoints.clone(), Some(opts.clone())).await?;
+                            // A connection is lazy: ask once, so a wrong
+                            // address or certificate fails the start.
+                            client.status().await?;
+                            Ok::<_, etcd_client::Error>(client)
+                        })
+                        .await;
+                        let why = match connected {
+                            Ok(Ok(c)) => break c,
+                            Ok(Err(e)) if waits && unreachable(&e) => e.to_string(),
+                            Err(_) if waits => "no answer".to_string(),
+                            Ok(Err(e)) => {
+                                let _ = ready_tx.send(Err(backend("open")(e)));
+                                return;
+                            }
+                            Err(_) => {
+                                let _ = ready_tx.send(Err(timed_out("open")));
+                                return;
+                            }
+                        };
+                        if said.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                            tracing::warn!(
+                                endpoints = %endpoints.join(", "),
+                                error = %why,
+                                "waiting for etcd: no member can be reached; this server starts once one answers"
+                            );
+                            said = Some(std::time::Instant::now());
                         }
-                        Err(_) => {
-                            let _ = ready_tx.send(Err(timed_out("open")));
-                            return;
-                        }
+                        tokio::time::sleep(Duration::from_secs(1)).await;
                     };
                     let _ = ready_tx.send(Ok(()));
                     while let Some(op) = rx.recv().await {
@@ -210,6 +230,12 @@ pub(crate) fn transient(e: &etcd_client::Error) -> bool {
         etcd_client::Error::GRpcStatus(s) => s.code() == tonic::Code::Unavailable,
         _ => false,
     }
+}
+
+/// True when no TCP connection to any member could be made (down, or
+/// not there yet), unlike a member that answered and refused.
+fn unreachable(e: &etcd_client::Error) -> bool {
+    format!("{e:?}").contains("tcp connect error")
 }
 
 /// Runs `call` again (5 times at most, 50 ms more apart each time) while
