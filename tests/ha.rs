@@ -91,10 +91,28 @@ async fn a_killed_leader_is_replaced_within_its_lease_and_nothing_stops() {
         },
     )
     .await;
-    let metrics = |i: usize| c.get_on(i, "/metrics").1;
-    assert!(metrics(leader).contains("\norca_leader 1\n"));
+    // Each server's own /metrics says whether it leads.
     let follower = (0..3).find(|&i| i != leader).unwrap();
-    assert!(metrics(follower).contains("\norca_leader 0\n"));
+    for (i, says) in [
+        (leader, "\norca_leader 1\n"),
+        (follower, "\norca_leader 0\n"),
+    ] {
+        common::eventually("orca_leader", Duration::from_secs(20), async || {
+            let (status, body) = c.get_on(i, "/metrics");
+            if body.contains(says) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "n{i}: {status} {}",
+                    body.lines()
+                        .filter(|l| l.contains("leader"))
+                        .collect::<Vec<_>>()
+                        .join(" | ")
+                ))
+            }
+        })
+        .await;
+    }
 
     // A deploy sent to a follower is sent on to the leader and rolls out
     // on the agents.
