@@ -138,9 +138,15 @@ pub async fn run(
         None => Role::Leading(crate::ha::lead::take_term(&parts, 0).await?),
         Some(_) => Role::Following(None),
     };
+    // What this server answers reads with while it does not lead: on a
+    // shared store a control plane never started (its writes are fenced
+    // off); alone, its own, which is all it answers with until it stops
+    // (a second registry must not write the same records unfenced).
+    let view = match &first {
+        Role::Leading(l) => l.control.clone(),
+        Role::Following(_) => ControlPlane::new(repo, None, settings, metrics, None, None)?,
+    };
     let (role_tx, role) = tokio::sync::watch::channel(first);
-    // What this server answers reads with while it does not lead.
-    let view = ControlPlane::new(repo, None, settings, metrics, None, None)?;
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {

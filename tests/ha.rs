@@ -50,6 +50,26 @@ async fn until_running(c: &LabCluster, n: u64) {
     .await
 }
 
+/// Waits until each agent followed more terms than `than` says (its
+/// streams moved to a new leader) and both are ready there.
+async fn until_agents_moved(c: &LabCluster, than: &[usize]) {
+    common::eventually(
+        "the agents on the new leader",
+        Duration::from_secs(30),
+        async || {
+            let terms: Vec<Vec<u64>> = AGENTS.iter().map(|&i| c.terms_followed(i)).collect();
+            let moved = terms.iter().zip(than).all(|(now, then)| now.len() > *then);
+            let ready = c.nodes().iter().filter(|n| n["state"] == "ready").count();
+            if moved && ready == 2 {
+                Ok(())
+            } else {
+                Err(format!("{terms:?} {:?}", c.nodes()))
+            }
+        },
+    )
+    .await
+}
+
 /// Every term an agent followed is newer than the one before.
 fn assert_terms_ascend(c: &LabCluster) -> Vec<Vec<u64>> {
     AGENTS
@@ -154,20 +174,7 @@ async fn a_killed_leader_is_replaced_within_its_lease_and_nothing_stops() {
     // nothing was restarted.
     c.api_node = new;
     eprintln!("nodes as the new leader starts: {:?}", c.nodes());
-    common::eventually(
-        "the agents on the new leader",
-        Duration::from_secs(30),
-        async || {
-            let moved = AGENTS.iter().all(|&i| c.terms_followed(i).len() >= 2);
-            let ready = c.nodes().iter().filter(|n| n["state"] == "ready").count();
-            if moved && ready == 2 {
-                Ok(())
-            } else {
-                Err(format!("{:?}", c.nodes()))
-            }
-        },
-    )
-    .await;
+    until_agents_moved(&c, &[1, 1]).await;
     let terms = assert_terms_ascend(&c);
     assert!(terms.iter().all(|t| t.len() >= 2), "{terms:?}");
     assert_eq!(pids(&c), before, "replicas restarted by the failover");
@@ -246,24 +253,8 @@ async fn a_leader_cut_off_from_etcd_stops_leading_and_its_agents_move() {
         },
     )
     .await;
-    common::eventually(
-        "the agents on the new leader",
-        Duration::from_secs(30),
-        async || {
-            let terms: Vec<Vec<u64>> = AGENTS.iter().map(|&i| c.terms_followed(i)).collect();
-            let moved = terms
-                .iter()
-                .zip(&first_terms)
-                .all(|(now, then)| now.len() > then.len());
-            let ready = c.nodes().iter().filter(|n| n["state"] == "ready").count();
-            if moved && ready == 2 {
-                Ok(())
-            } else {
-                Err(format!("{terms:?} {:?}", c.nodes()))
-            }
-        },
-    )
-    .await;
+    let followed: Vec<usize> = first_terms.iter().map(Vec::len).collect();
+    until_agents_moved(&c, &followed).await;
     assert_terms_ascend(&c);
     // The cut-off server takes no change: it cannot reach the store.
     let (status, body) = c.get_on(leader, "/api/v1/status");

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use api::client::ApiClient;
 use common::etcd::Etcd;
-use common::server::{Extra, OrcaServer, ADMIN};
+use common::server::{Extra, OrcaServer, ADMIN, DEPLOYER};
 use serde_json::{json, Value};
 
 /// A new join token: for a server with `server`.
@@ -103,6 +103,18 @@ async fn a_second_server_joins_with_a_server_token_and_follows() {
     )
     .await;
     let join = cluster_port(&a);
+    // A server token carries the secrets key: an unscoped admin's alone
+    // (the admin's below is the positive control).
+    let (scoped, _) = a.scoped_token("shop-admin", "admin", "shop").await;
+    for client in [a.client(Some(DEPLOYER)), scoped] {
+        let asked = client
+            .post::<_, Value>("/api/v1/cluster/join-tokens", &json!({ "server": true }))
+            .await;
+        match asked {
+            Err(api::client::ClientError::Api { status, .. }) => assert_eq!(status, 403),
+            other => panic!("a server token for a lesser token: {other:?}"),
+        }
+    }
     let server_token = join_token(&a, true).await;
 
     let (api, config) = config_for(&a, "second");

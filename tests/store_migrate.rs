@@ -10,7 +10,7 @@
 mod common;
 
 use common::etcd::Etcd;
-use common::server::{OrcaServer, ADMIN};
+use common::server::{OrcaServer, ADMIN, DEPLOYER};
 use serde_json::{json, Value};
 
 /// The CA pin of a new join token (`orca-join-<CA SHA-256>-...`).
@@ -69,6 +69,23 @@ async fn a_running_server_moves_to_etcd_and_loses_nothing() {
     })
     .await;
     let pin = ca_pin(&server).await;
+
+    // Only an unscoped admin freezes the store: a deployer and a scoped
+    // admin get 403, and the server goes on taking changes (the admin's
+    // migration below is the positive control).
+    let (scoped, _) = server.scoped_token("shop-admin", "admin", "shop").await;
+    for client in [server.client(Some(DEPLOYER)), scoped] {
+        match client
+            .post::<_, Value>("/api/v1/store/freeze", &json!({}))
+            .await
+        {
+            Err(api::client::ClientError::Api { status, .. }) => assert_eq!(status, 403),
+            other => panic!("a freeze by a lesser token: {other:?}"),
+        }
+    }
+    c.post::<_, Value>("/api/v1/services/a/scale", &json!({ "replicas": 1 }))
+        .await
+        .unwrap();
 
     // The new config: the same, with [store] on etcd.
     let config = server.dir.path().join("cluster.toml");

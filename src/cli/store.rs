@@ -151,17 +151,8 @@ async fn migrate(client: &ApiClient, config: PathBuf, file: PathBuf) -> anyhow::
     )
 }
 
-/// Writes `bytes` to a new file at `path` (0600): an existing file is
-/// never overwritten.
+/// A new file (0600) at `path`, never one that is there.
 fn write_new(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("create {} (it must not exist)", path.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    Ok(())
+    crate::cluster::pki::write_new_private(path, bytes)
+        .with_context(|| format!("create {} (it must not exist)", path.display()))
 }

@@ -213,19 +213,10 @@ pub async fn identity(setup: &AgentSetup) -> anyhow::Result<Identity> {
         .as_deref()
         .context("not joined yet: give --token (from `orca cluster join-token`)")?;
     // Any server may be asked; only the leader takes the join.
-    let mut last = None;
-    for one in server.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        match join((one, server), token, &setup.node_id, &setup.dir).await {
-            Ok(id) => {
-                tracing::info!(node = %setup.node_id, server = one, "orca agent joined the cluster");
-                return Ok(id);
-            }
-            Err(e) if e.downcast_ref::<Fatal>().is_some() => return Err(e),
-            Err(e) => {
-                tracing::warn!(server = one, error = %format!("{e:#}"), "join not taken here");
-                last = Some(e);
-            }
-        }
-    }
-    Err(last.unwrap_or_else(|| anyhow::anyhow!("--join names no server")))
+    let id = super::servers::first_taken(server, "join", |one| async move {
+        join((&one, server), token, &setup.node_id, &setup.dir).await
+    })
+    .await?;
+    tracing::info!(node = %setup.node_id, "orca agent joined the cluster");
+    Ok(id)
 }

@@ -67,6 +67,21 @@ pub fn write_private(path: &Path, contents: &str) -> Result<(), PkiError> {
     std::fs::rename(&tmp, path).map_err(io_error(path))
 }
 
+/// Writes a new file only its owner may read; one that exists is never
+/// written over.
+pub fn write_new_private(path: &Path, bytes: &[u8]) -> Result<(), PkiError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_error(path))?;
+    f.write_all(bytes).map_err(io_error(path))?;
+    f.sync_all().map_err(io_error(path))
+}
+
 /// The cluster's certificate authority.
 pub struct Ca {
     cert_pem: String,

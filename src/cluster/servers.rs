@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use super::enroll::Fatal;
+
 /// The wait between two rounds while the servers hold an election
 /// (jittered by half either way).
 const ELECTION_RETRY: Duration = Duration::from_millis(500);
@@ -49,6 +51,28 @@ pub async fn resolved(join: &[String]) -> Vec<String> {
         }
     }
     out
+}
+
+/// Asks each server of `join` in turn with `ask` until one takes it (a
+/// server that does not lead turns it away): a [`Fatal`] refusal ends
+/// the round at once, else the last failure is the answer.
+pub async fn first_taken<T, F, Fut>(join: &str, what: &str, mut ask: F) -> anyhow::Result<T>
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let mut last = None;
+    for one in list(join) {
+        match ask(one.clone()).await {
+            Ok(v) => return Ok(v),
+            Err(e) if e.downcast_ref::<Fatal>().is_some() => return Err(e),
+            Err(e) => {
+                tracing::warn!(server = %one, error = %format!("{e:#}"), "{what} not taken here");
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("--join names no server")))
 }
 
 /// The wait while an election is on.

@@ -443,25 +443,18 @@ async fn list(
     leader: Option<&ServerInfo>,
     deadline: Option<Instant>,
 ) -> anyhow::Result<Vec<ServerStatus>> {
-    let prefixed = || Some(GetOptions::new().with_prefix());
-    let members = bounded(
-        deadline,
-        "list the servers",
-        again(client, |mut c| {
-            let key = cfg.member_key("");
-            async move { c.get(key, prefixed()).await }
-        }),
-    )
-    .await?;
-    let alive = bounded(
-        deadline,
-        "list the servers",
-        again(client, |mut c| {
-            let key = cfg.alive_key("");
-            async move { c.get(key, prefixed()).await }
-        }),
-    )
-    .await?;
+    let under = |key: String| {
+        bounded(
+            deadline,
+            "list the servers",
+            again(client, move |mut c| {
+                let key = key.clone();
+                async move { c.get(key, Some(GetOptions::new().with_prefix())).await }
+            }),
+        )
+    };
+    let members = under(cfg.member_key("")).await?;
+    let alive = under(cfg.alive_key("")).await?;
     let alive: Vec<&[u8]> = alive.kvs().iter().map(|kv| kv.value()).collect();
     let leading = matches!(*cfg.standing.borrow(), Standing::Leading { .. });
     let leader_id = if leading {

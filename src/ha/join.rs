@@ -24,24 +24,24 @@ pub async fn join(
     key_path: &Path,
 ) -> anyhow::Result<()> {
     let parsed = JoinToken::parse(token).map_err(|e| Fatal(e.to_string()))?;
-    let mut last = None;
-    for server in servers.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        match ask(server, &parsed, token, server_id).await {
-            Ok(key) => return keep(&key, key_path),
+    let parsed = &parsed;
+    let got = crate::cluster::servers::first_taken(servers, "server join", |one| async move {
+        match ask(&one, parsed, token, server_id).await {
+            Ok(key) => Ok(Some(key)),
             // Joined before (a restart with the same arguments): the key
             // kept then is checked against the store's CA at start.
             Err(e) if key_path.exists() && format!("{e:#}").contains("join token") => {
                 tracing::info!(error = %format!("{e:#}"), "joined before: starting with the secrets key kept then");
-                return Ok(());
+                Ok(None)
             }
-            Err(e) if e.downcast_ref::<Fatal>().is_some() => return Err(e),
-            Err(e) => {
-                tracing::warn!(server, error = %format!("{e:#}"), "server join not taken here");
-                last = Some(e);
-            }
+            Err(e) => Err(e),
         }
+    })
+    .await?;
+    match got {
+        Some(key) => keep(&key, key_path),
+        None => Ok(()),
     }
-    Err(last.unwrap_or_else(|| anyhow::anyhow!("--join-server names no server")))
 }
 
 /// The secrets key, from `server`.
@@ -74,8 +74,6 @@ async fn ask(
 
 /// Writes `key` to `path` (0600), or checks that the key there is it.
 fn keep(key: &[u8], path: &Path) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     match std::fs::read(path) {
         Ok(have) if have == key => Ok(()),
         Ok(_) => Err(Fatal(format!(
@@ -88,14 +86,7 @@ fn keep(key: &[u8], path: &Path) -> anyhow::Result<()> {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
             }
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
-                .with_context(|| format!("create {}", path.display()))?;
-            f.write_all(key)?;
-            f.sync_all()?;
+            pki::write_new_private(path, key)?;
             tracing::info!(file = %path.display(), "joined the control plane: secrets key kept");
             Ok(())
         }

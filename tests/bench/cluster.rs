@@ -37,20 +37,6 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap()
 }
 
-/// Seconds from now until `done` holds (polled every 50 ms).
-fn time_until(limit: Duration, mut done: impl FnMut() -> bool) -> f64 {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < limit, "timed out");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    start.elapsed().as_secs_f64()
-}
-
-fn total(c: &LabCluster, service: &str) -> usize {
-    c.spread(service).iter().sum()
-}
-
 #[tokio::main]
 async fn main() {
     let env = common::env().expect("the test environment");
@@ -69,33 +55,33 @@ async fn main() {
 
     // Warm: the image on every node.
     c.deploy(json!([{ "name": "warm", "image": image, "replicas": 3 }]));
-    time_until(long, || c.spread("warm") == [1, 1, 1]);
+    common::cluster::time_until(long, || c.spread("warm") == [1, 1, 1]);
     assert!(c.orca(&["stop", "warm"]).status.success());
-    time_until(long, || total(&c, "warm") == 0);
+    common::cluster::time_until(long, || c.total("warm") == 0);
 
     // 30 spread over 3 nodes, then 30 on one node.
     let spread_deploy = Instant::now();
     c.deploy(json!([{ "name": "wide", "image": image, "replicas": 30 }]));
-    time_until(long, || total(&c, "wide") == 30);
+    common::cluster::time_until(long, || c.total("wide") == 30);
     let wide = spread_deploy.elapsed().as_secs_f64();
     let placed = c.spread("wide");
     assert!(c.orca(&["stop", "wide"]).status.success());
-    time_until(long, || total(&c, "wide") == 0);
+    common::cluster::time_until(long, || c.total("wide") == 0);
     let one_deploy = Instant::now();
     c.deploy(json!([{ "name": "narrow", "image": image, "replicas": 30,
         "placement": { "node": "n0" } }]));
-    time_until(long, || c.running_on(0, "narrow") == 30);
+    common::cluster::time_until(long, || c.running_on(0, "narrow") == 30);
     let narrow = one_deploy.elapsed().as_secs_f64();
     assert!(c.orca(&["stop", "narrow"]).status.success());
-    time_until(long, || total(&c, "narrow") == 0);
+    common::cluster::time_until(long, || c.total("narrow") == 0);
 
     // Node loss: 9 replicas, 3 per node; n2's link cut.
     c.deploy(json!([{ "name": "web", "image": image, "replicas": 9 }]));
-    time_until(long, || c.spread("web") == [3, 3, 3]);
+    common::cluster::time_until(long, || c.spread("web") == [3, 3, 3]);
     std::thread::sleep(Duration::from_secs(3));
     let idle_busy = rss_kib(c.agent_pid(1).unwrap());
     c.lab.set_link(2, false);
-    let loss = time_until(long, || {
+    let loss = common::cluster::time_until(long, || {
         let s = c.spread("web");
         s[0] + s[1] == 9
     });

@@ -33,19 +33,6 @@ use serde_json::json;
 
 const TIMINGS: &str = "heartbeat_grace_secs = 5\nreschedule_after_secs = 600";
 
-fn time_until(limit: Duration, mut done: impl FnMut() -> bool) -> f64 {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < limit, "timed out");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    start.elapsed().as_secs_f64()
-}
-
-fn total(c: &LabCluster, service: &str) -> usize {
-    c.spread(service).iter().sum()
-}
-
 /// `POST path body` to 127.0.0.1:6880 of the calling thread's namespace:
 /// the status code.
 fn post(path: &str, body: &str) -> u16 {
@@ -98,15 +85,15 @@ fn deploy_30(c: &LabCluster) -> f64 {
     let long = Duration::from_secs(180);
     let image = c.image(KAWEB);
     c.deploy(json!([{ "name": "warm", "image": image, "replicas": 3 }]));
-    time_until(long, || total(c, "warm") == 3);
+    common::cluster::time_until(long, || c.total("warm") == 3);
     assert!(c.orca(&["stop", "warm"]).status.success());
-    time_until(long, || total(c, "warm") == 0);
+    common::cluster::time_until(long, || c.total("warm") == 0);
     let t = Instant::now();
     c.deploy(json!([{ "name": "wide", "image": image, "replicas": 30 }]));
-    time_until(long, || total(c, "wide") == 30);
+    common::cluster::time_until(long, || c.total("wide") == 30);
     let took = t.elapsed().as_secs_f64();
     assert!(c.orca(&["stop", "wide"]).status.success());
-    time_until(long, || total(c, "wide") == 0);
+    common::cluster::time_until(long, || c.total("wide") == 0);
     took
 }
 
@@ -210,7 +197,7 @@ async fn main() {
         c.deploy(serde_json::Value::Array(services));
     }
     c.deploy(json!([{ "name": "kept", "image": c.image(KAWEB), "replicas": 2 }]));
-    time_until(Duration::from_secs(120), || total(&c, "kept") == 2);
+    common::cluster::time_until(Duration::from_secs(120), || c.total("kept") == 2);
     let mut big_agents = Vec::new();
     let mut big_taking = Vec::new();
     for _ in 0..3 {

@@ -62,26 +62,22 @@ impl Handler for ControlPlane {
                 self.rollback(&name, version, &caller_name).await
             }
             ApiRequest::ClusterInfo => ApiResponse::ok(&self.cluster_info()),
-            ApiRequest::StoreBackup => {
+            ApiRequest::StoreBackup | ApiRequest::StoreFreeze => {
+                let freeze = matches!(request, ApiRequest::StoreFreeze);
                 let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
-                let snapshot = self
-                    .inner()
-                    .repo
-                    .snapshot(now.to_string())
-                    .map_err(super::store_error)?;
-                ApiResponse::ok(&snapshot)
-            }
-            ApiRequest::StoreFreeze => {
-                let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
-                let snapshot = self
-                    .inner()
-                    .repo
-                    .freeze(now.to_string())
-                    .map_err(super::store_error)?;
-                tracing::warn!(
-                    entries = snapshot.entries.len(),
-                    "store frozen for a move to another store: restart this server on it (changes are refused until then)"
-                );
+                let repo = &self.inner().repo;
+                let snapshot = if freeze {
+                    repo.freeze(now.to_string())
+                } else {
+                    repo.snapshot(now.to_string())
+                }
+                .map_err(super::store_error)?;
+                if freeze {
+                    tracing::warn!(
+                        entries = snapshot.entries.len(),
+                        "store frozen for a move to another store: restart this server on it (changes are refused until then)"
+                    );
+                }
                 ApiResponse::ok(&snapshot)
             }
             ApiRequest::Drain {

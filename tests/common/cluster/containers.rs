@@ -51,6 +51,11 @@ impl LabCluster {
         out
     }
 
+    /// The replicas of `service` on every node, summed.
+    pub fn total(&self, service: &str) -> usize {
+        self.spread(service).iter().sum()
+    }
+
     /// The replicas of `service` running in node `i`'s own containerd.
     pub fn running_on(&self, i: usize, service: &str) -> usize {
         self.tasks(i)

@@ -250,15 +250,29 @@ impl LabCluster {
     }
 
     /// Cuts (or mends) server `i`'s connections to etcd, and nothing
-    /// else: its packets to any member's client port are dropped.
+    /// else: its packets to any member's client port are dropped (an
+    /// nftables table of the test's own in node `i`'s namespace).
     pub fn cut_from_etcd(&self, i: usize, cut: bool) {
-        let status = self.lab.nodes[i]
-            .nsenter("iptables")
-            .args([if cut { "-I" } else { "-D" }, "OUTPUT"])
-            .args(["-p", "tcp", "--dport", "2379", "-j", "DROP"])
-            .status()
+        let script = if cut {
+            "add table inet orca_test_cut\n\
+             add chain inet orca_test_cut out { type filter hook output priority 0; }\n\
+             add rule inet orca_test_cut out tcp dport 2379 drop\n"
+        } else {
+            "delete table inet orca_test_cut\n"
+        };
+        let mut nft = self.lab.nodes[i]
+            .nsenter("nft")
+            .args(["-f", "-"])
+            .stdin(Stdio::piped())
+            .spawn()
             .unwrap();
-        assert!(status.success(), "iptables in node {i}");
+        use std::io::Write;
+        nft.stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        assert!(nft.wait().unwrap().success(), "nft in node {i}");
     }
 
     /// The terms node `i`'s agent followed, in the order its log says.

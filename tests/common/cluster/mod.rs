@@ -55,6 +55,17 @@ pub struct LabCluster {
     etcd: Vec<Option<Child>>,
 }
 
+/// Seconds from now until `done` holds (polled every 50 ms), at most
+/// `limit`.
+pub fn time_until(limit: Duration, mut done: impl FnMut() -> bool) -> f64 {
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "timed out");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    start.elapsed().as_secs_f64()
+}
+
 fn node_id(i: usize) -> String {
     format!("n{i}")
 }
