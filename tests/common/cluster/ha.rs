@@ -70,6 +70,9 @@ impl LabCluster {
             c.spawn_server_at(i);
         }
         c.wait_api().await;
+        for i in 1..servers {
+            c.until_api_on(i).await;
+        }
         let token = c.join_token("1h");
         for i in servers..n {
             c.spawn_agent(i, Some(&token));
@@ -247,6 +250,20 @@ impl LabCluster {
             }
         })
         .await
+    }
+
+    /// Waits until server `i` answers its API (a follower starts
+    /// serving only once the first leader has put the CA in the store).
+    pub async fn until_api_on(&self, i: usize) {
+        super::super::eventually(
+            "the server's API",
+            Duration::from_secs(60),
+            async || match self.get_on(i, "/api/v1/cluster/info") {
+                (200, _) => Ok(()),
+                (status, body) => Err(format!("{status} {body}\nlog:\n{}", self.log(i))),
+            },
+        )
+        .await;
     }
 
     /// Cuts (or mends) server `i`'s connections to etcd, and nothing
