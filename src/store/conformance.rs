@@ -111,6 +111,27 @@ fn behaves(store: &dyn Store, name: &str) {
     store.delete(Tree::Services, "never").unwrap();
     assert_eq!(store.get(Tree::Services, "a/b").unwrap(), None, "{name}");
     assert_eq!(store.list(Tree::Services).unwrap().len(), 3, "{name}");
+    // Every tree at once: the same entries as tree by tree.
+    let every: Vec<(Tree, String)> = store
+        .list_every()
+        .unwrap()
+        .into_iter()
+        .map(|(tree, key, _)| (tree, key))
+        .collect();
+    let each: Vec<(Tree, String)> = Tree::ALL
+        .into_iter()
+        .flat_map(|tree| {
+            store
+                .list(tree)
+                .unwrap()
+                .into_iter()
+                .map(move |(k, _)| (tree, k))
+        })
+        .collect();
+    assert_eq!(every.len(), 5, "{name}: {every:?}");
+    for entry in &each {
+        assert!(every.contains(entry), "{name}: {entry:?} in {every:?}");
+    }
 }
 
 #[test]
@@ -134,11 +155,23 @@ fn every_store_behaves_alike() {
         let other = EtcdStore::open(
             &StoreSection {
                 prefix: "/other".into(),
-                ..section
+                ..section.clone()
             },
             None,
         )
         .unwrap();
         assert!(other.list(Tree::Services).unwrap().is_empty());
+        // Keys under the prefix outside every tree (the election's) are
+        // not the store's: a store one level down writes some.
+        let beside = EtcdStore::open(
+            &StoreSection {
+                prefix: "/conformance/members".into(),
+                ..section
+            },
+            None,
+        )
+        .unwrap();
+        beside.put(Tree::Services, "x", b"1").unwrap();
+        assert_eq!(store.list_every().unwrap().len(), 5);
     }
 }

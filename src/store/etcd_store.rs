@@ -352,4 +352,18 @@ impl Store for EtcdStore {
         let prefix = self.key(tree, "");
         self.call("scan", |r| Op::List(prefix, r))
     }
+
+    /// One range over the whole prefix, so one revision: etcd's own
+    /// consistent view. The election's keys, outside every tree, are left.
+    fn list_every(&self) -> Result<Vec<(Tree, String, Vec<u8>)>, StoreError> {
+        let prefix = format!("{}/", self.prefix);
+        let listed = self.call("scan", |r| Op::List(prefix, r))?;
+        Ok(listed
+            .into_iter()
+            .filter_map(|(path, value)| {
+                let (tree, key) = path.split_once('/')?;
+                Some((Tree::from_name(tree)?, key.to_string(), value))
+            })
+            .collect())
+    }
 }

@@ -117,6 +117,16 @@ pub trait Store: Send + Sync {
     fn put(&self, tree: Tree, key: &str, value: &[u8]) -> Result<(), StoreError>;
     fn delete(&self, tree: Tree, key: &str) -> Result<(), StoreError>;
     fn list(&self, tree: Tree) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+
+    /// Every entry of every tree. A backend that can read all of them at
+    /// one point of its history (etcd: one range at one revision) does.
+    fn list_every(&self) -> Result<Vec<(Tree, String, Vec<u8>)>, StoreError> {
+        let mut every = Vec::new();
+        for tree in Tree::ALL {
+            every.extend(self.list(tree)?.into_iter().map(|(k, v)| (tree, k, v)));
+        }
+        Ok(every)
+    }
 }
 
 /// Typed access over a [`Store`], whose writes a snapshot can hold.

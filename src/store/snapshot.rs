@@ -34,16 +34,16 @@ impl Gated {
 
     /// Every entry of every tree (the caller holds the gate).
     fn listed(&self, taken_at: String) -> Result<StoreSnapshot, StoreError> {
-        let mut entries = Vec::new();
-        for tree in Tree::ALL {
-            for (key, value) in self.inner.list(tree)? {
-                entries.push(StoreEntry {
-                    tree: tree.name().to_string(),
-                    key,
-                    value: hex::encode(value),
-                });
-            }
-        }
+        let entries = self
+            .inner
+            .list_every()?
+            .into_iter()
+            .map(|(tree, key, value)| StoreEntry {
+                tree: tree.name().to_string(),
+                key,
+                value: hex::encode(value),
+            })
+            .collect();
         Ok(StoreSnapshot {
             format: SNAPSHOT_FORMAT.to_string(),
             taken_at,
@@ -89,6 +89,10 @@ impl Store for Gated {
 
     fn list(&self, tree: Tree) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         self.inner.list(tree)
+    }
+
+    fn list_every(&self) -> Result<Vec<(Tree, String, Vec<u8>)>, StoreError> {
+        self.inner.list_every()
     }
 }
 

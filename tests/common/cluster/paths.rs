@@ -6,8 +6,13 @@ use std::path::PathBuf;
 use super::LabCluster;
 
 impl LabCluster {
-    pub(super) fn config_path(&self, i: usize) -> PathBuf {
+    pub fn config_path(&self, i: usize) -> PathBuf {
         self.dir.path().join(format!("node{i}.toml"))
+    }
+
+    /// A file of the test's own, beside the nodes' files.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
     }
 
     pub fn data_dir(&self, i: usize) -> PathBuf {
